@@ -1,0 +1,1 @@
+"""SmartHomeNG plugin ``dlms`` (placeholder until the plugin issue lands; see dlms_protocol/)."""

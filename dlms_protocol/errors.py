@@ -1,0 +1,139 @@
+"""The one error hierarchy of dlms_protocol.
+
+Every error says what went wrong *and* what the user can do about it, because the people
+reading these messages stand in front of a meter with an IR head or an RS485 adapter, not
+in front of a debugger. Each class has a ``stat`` name: the counter that adapters increment
+when they catch it, so that statistics tell a wrong key from a noisy line from a silent meter.
+
+Key material never appears in any message: errors about keys name the key *field*
+(``key``, ``auth_key``) and its length, never its bytes.
+
+Hierarchy::
+
+    DlmsError
+    ├── ConfigurationError          bad option, bad key format, unknown profile name
+    ├── TransportError              port cannot be opened, vanished, write failed
+    ├── ProtocolError               the bytes broke a rule of the protocol
+    │   ├── NoResponseError         nothing (or not enough) arrived in time
+    │   ├── IdentificationError     sign-on answer is not an identification message
+    │   ├── FramingError            frame structure wrong (lengths, flags, missing parts)
+    │   └── ChecksumError           BCC / HCS / FCS / M-Bus checksum mismatch
+    ├── SecurityError
+    │   ├── MissingKeyError         ciphered frame, no key configured
+    │   ├── AuthenticationError     GCM tag mismatch: wrong authentication key
+    │   └── DecryptionError         plaintext is not an APDU: wrong encryption key
+    └── DecodeError                 APDU / COSEM data cannot be decoded
+        └── UnknownLayoutError      no profile fits a positional frame
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class DlmsError(Exception):
+    """Base of every error raised by dlms_protocol.
+
+    ``cause`` is the sentence a user reads first, ``fix`` what to try. ``str(err)`` joins them
+    as ``"<cause>: <fix>"``, which is the form the issue tracker and the log lines use.
+    """
+
+    stat = "errors"
+
+    def __init__(self, cause: str, fix: Optional[str] = None) -> None:
+        self.cause = cause
+        self.fix = fix
+        super().__init__(f"{cause}: {fix}" if fix else cause)
+
+
+class ConfigurationError(DlmsError, ValueError):
+    """A setting is wrong; raised before any I/O so the user sees it at start-up."""
+
+    stat = "config_errors"
+
+
+class TransportError(DlmsError, OSError):
+    """The serial port or socket failed (cannot open, unplugged, connection reset)."""
+
+    stat = "transport_errors"
+
+
+class ProtocolError(DlmsError):
+    """Bytes arrived but broke the protocol."""
+
+    stat = "protocol_errors"
+
+
+class NoResponseError(ProtocolError):
+    """Nothing, or too little, arrived within the time the standard allows."""
+
+    stat = "timeouts"
+
+
+class IdentificationError(ProtocolError):
+    """The meter's answer to the sign-on is not a valid identification message."""
+
+    stat = "protocol_errors"
+
+
+class FramingError(ProtocolError):
+    """A frame's structure is wrong: bad length, missing end, truncated, oversized."""
+
+    stat = "framing_errors"
+
+
+class ChecksumError(ProtocolError):
+    """A checksum (BCC, HCS, FCS, M-Bus CS) does not match: the bytes were damaged."""
+
+    stat = "checksum_errors"
+
+    def __init__(self, what: str, expected: int, got: int, fix: Optional[str] = None) -> None:
+        self.what = what
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"{what} mismatch: expected 0x{expected:02x}, got 0x{got:02x}",
+            fix or "noisy line or wrong character format",
+        )
+
+
+class SecurityError(DlmsError):
+    """Anything about ciphering."""
+
+    stat = "security_errors"
+
+
+class MissingKeyError(SecurityError):
+    """The frame is ciphered but no encryption key is configured."""
+
+    stat = "decrypt_failures"
+
+
+class AuthenticationError(SecurityError):
+    """The AES-GCM authentication tag does not match (wrong authentication key or damaged frame)."""
+
+    stat = "tag_failures"
+
+
+class DecryptionError(SecurityError):
+    """Decryption produced bytes that are no valid APDU (wrong encryption key)."""
+
+    stat = "decrypt_failures"
+
+
+class DecodeError(DlmsError):
+    """An APDU or COSEM data structure could not be decoded."""
+
+    stat = "decode_errors"
+
+
+class UnknownLayoutError(DecodeError):
+    """A positional push (values without OBIS codes) matches no known meter profile."""
+
+    stat = "unknown_layouts"
+
+
+__all__ = [
+    "DlmsError", "ConfigurationError", "TransportError", "ProtocolError", "NoResponseError",
+    "IdentificationError", "FramingError", "ChecksumError", "SecurityError", "MissingKeyError",
+    "AuthenticationError", "DecryptionError", "DecodeError", "UnknownLayoutError",
+]

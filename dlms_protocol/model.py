@@ -1,0 +1,138 @@
+"""Typed results shared by the D0 readout side, the DLMS push side and every sink.
+
+A sink (SmartHomeNG items, Victron D-Bus, the CLI) only ever sees a ``MeterData``: one
+*verified* snapshot of a meter (checksum, tag and decode all good). Anything half-parsed
+raises instead of producing a MeterData, so a sink cannot write an unverified value.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+from .obis import Obis
+
+#: A physical value: Decimal for numbers (no float drift in counters), str for text,
+#: datetime for COSEM date-times, bytes for octet strings that are not text.
+Value = Union[Decimal, int, str, datetime, bytes, bool, None]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One register value from a meter.
+
+    ``code`` is the address exactly as transmitted (D0) or the dotted OBIS (push); ``obis``
+    the parsed code, None when the address is no OBIS code. ``raw`` is the value as it came
+    (string for D0, integer/bytes for push), ``value`` the physical value (``raw·10^scaler``
+    for push, the parsed number for D0), ``unit`` as the meter said (``kWh``, ``W``) or from the
+    profile. ``extra`` holds further value groups of a D0 data set (e.g. a max-demand timestamp).
+    """
+
+    code: str
+    obis: Optional[Obis]
+    value: Value
+    unit: Optional[str] = None
+    raw: Value = None
+    scaler: Optional[int] = None
+    index: int = 0
+    timestamp: Optional[datetime] = None
+    extra: Tuple[Tuple[str, Optional[str]], ...] = ()
+
+    @property
+    def name(self) -> Optional[str]:
+        return self.obis.name() if self.obis is not None else None
+
+    def numeric(self) -> Optional[Decimal]:
+        """The value as Decimal when it is a number, else None (never a fake 0)."""
+        v = self.value
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, Decimal):
+            return v
+        if isinstance(v, int):
+            return Decimal(v)
+        return None
+
+
+@dataclass(frozen=True)
+class MeterData:
+    """One verified snapshot of a meter: a readout or a decoded push message."""
+
+    kind: str  # "readout" or "push"
+    readings: Tuple[Reading, ...]
+    received: float = field(default_factory=time.time)  # epoch seconds when it was complete
+    meter_time: Optional[datetime] = None
+    meter_id: Optional[str] = None  # identification, serial number or system title
+    text: str = ""  # human-readable form: the raw readout text, or the decoded push
+    raw: bytes = b""
+    profile: Optional[str] = None
+
+    def find(self, pattern: Union[str, Obis]) -> List[Reading]:
+        """All readings whose code a user pattern selects (see Obis.matches), in meter order."""
+        pat = Obis.parse(pattern) if isinstance(pattern, str) else pattern
+        return [r for r in self.readings if r.obis is not None and pat.matches(r.obis)]
+
+    def get(self, pattern: Union[str, Obis]) -> Optional[Reading]:
+        found = self.find(pattern)
+        return found[0] if found else None
+
+    def __iter__(self) -> Iterator[Reading]:
+        return iter(self.readings)
+
+
+class Statistics:
+    """Thread-safe counters per meter, so a wrong key never looks like 'no data'.
+
+    Counter names are the ``stat`` names of the error classes plus the success counters
+    ``reads``, ``bytes``, ``frames``, ``messages``. ``last_error`` is the text of the last
+    error (never containing a key), ``last_success`` the epoch time of the last good data.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counters: Dict[str, int] = {}
+        self.last_error: Optional[str] = None
+        self.last_error_time: Optional[float] = None
+        self.last_success: Optional[float] = None
+        self.durations: Dict[str, float] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    def error(self, exc: BaseException) -> None:
+        """Count an error under its class's ``stat`` name and remember its text."""
+        with self._lock:
+            name = getattr(exc, "stat", "errors")
+            self.counters[name] = self.counters.get(name, 0) + 1
+            self.last_error = str(exc) or type(exc).__name__
+            self.last_error_time = time.time()
+
+    def success(self, name: str = "messages") -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
+            self.last_success = time.time()
+
+    def timing(self, phase: str, seconds: float) -> None:
+        with self._lock:
+            self.durations[phase] = seconds
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self.counters.get(name, 0)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "counters": dict(self.counters),
+                "last_error": self.last_error,
+                "last_error_time": self.last_error_time,
+                "last_success": self.last_success,
+                "durations": dict(self.durations),
+            }
+
+
+__all__ = ["Reading", "MeterData", "Statistics", "Value"]

@@ -1,0 +1,230 @@
+"""OBIS codes (IEC 62056-61): parse every form meters transmit, format, match, and name them.
+
+Meters write the same register many ways. All of these parse::
+
+    1-0:1.8.0*255   1-0:1.8.0.255   1-0:1.8.0   1.8.0   1.8   1.8.0*01   6.26*01
+    C.1.0   F.F   0.9.1   C   F   L   P   P.01   1-0:21.7.255*255   0-0:C.1.0*255
+
+Letters in value groups C and D are the abstract codes of IEC 62056-61: ``C`` = 96
+(general service), ``F`` = 97 (error), ``L`` = 98 (list), ``P`` = 99 (profile). So ``F.F``
+is ``97.97`` and ``C.1.0`` is ``96.1.0``; both spellings compare equal.
+
+Normalisation
+-------------
+``Obis.normalized()`` gives ``A-B:C.D.E*F`` only when the meter sent groups A to E; a
+missing F becomes 255 ("current value, no billing period"), which is what F=255 means.
+Short codes (``1.8.0``) stay un-normalised (``None``): whether ``1.8.0`` belongs to medium
+1 (electricity) or, on a heat meter, medium 6 is not in the code, and guessing would be
+writing a wrong value.
+
+Matching a user's code against what a meter sends
+-------------------------------------------------
+``Obis.parse(user).matches(Obis.parse(sent))``: the groups the user wrote must be equal.
+
+* A and B left out by the user match anything: ``1.8.1`` matches ``1-0:1.8.1*255``,
+  ``1-1:1.8.1`` and ``1.8.1``.
+* F left out by the user matches a missing F or F = 255 (the current value), never a
+  billing period: ``1.8.0`` does not match ``1.8.0*01``; write ``1.8.0*01`` for that.
+* E (and D) left out by the user match only codes where the meter left them out too:
+  ``1.8`` matches ``1.8`` but not ``1.8.0``.
+* ``1-0:1.8.0*255``, ``1-0:1.8.0.255`` and ``1-0:1.8.0`` are the same code.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from .errors import ConfigurationError
+
+LETTERS: Dict[str, int] = {"C": 96, "F": 97, "L": 98, "P": 99}
+_LETTER_OF = {v: k for k, v in LETTERS.items()}
+
+_GROUP = r"(?:\d{1,3}|[CFLP])"
+_RE = re.compile(
+    r"^\s*(?:(?P<a>\d{1,3})-(?P<b>\d{1,3}):)?"
+    rf"(?P<c>{_GROUP})"
+    rf"(?:\.(?P<d>{_GROUP})"
+    r"(?:\.(?P<e>\d{1,3})(?:\.(?P<fdot>\d{1,3}))?)?)?"
+    r"(?:\*(?P<f>\d{1,3}))?\s*$"
+)
+
+
+def _group(text: Optional[str]) -> Optional[int]:
+    if text is None:
+        return None
+    value = LETTERS.get(text)
+    if value is None:
+        value = int(text)
+    if value > 255:
+        raise ValueError(text)
+    return value
+
+
+@dataclass(frozen=True)
+class Obis:
+    """One OBIS code; ``None`` in a group means the meter (or user) left it out."""
+
+    a: Optional[int]
+    b: Optional[int]
+    c: int
+    d: Optional[int] = None
+    e: Optional[int] = None
+    f: Optional[int] = None
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def parse(cls, text: str) -> "Obis":
+        """Parse any of the forms listed in the module docstring; raise ConfigurationError."""
+        code = cls.try_parse(text)
+        if code is None:
+            raise ConfigurationError(
+                f"{text!r} is not an OBIS code",
+                "write it like 1.8.0, 1-0:1.8.0, 1-0:1.8.0*255 or 1-0:1.8.0.255",
+            )
+        return code
+
+    @classmethod
+    def try_parse(cls, text: str) -> Optional["Obis"]:
+        """Like parse(), but None for anything that is not an OBIS code (meter noise, vendor codes)."""
+        if not isinstance(text, str):
+            return None
+        m = _RE.match(text)
+        if m is None:
+            return None
+        g = m.groupdict()
+        try:
+            return cls(_group(g["a"]), _group(g["b"]), _group(g["c"]),  # type: ignore[arg-type]
+                       _group(g["d"]), _group(g["e"]), _group(g["f"] or g["fdot"]))
+        except ValueError:
+            return None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Obis":
+        """The 6-byte octet-string form used in COSEM (``01 00 01 08 00 FF``)."""
+        if len(raw) != 6:
+            raise ValueError(f"an OBIS octet string has 6 bytes, not {len(raw)}")
+        return cls(*raw)
+
+    # ------------------------------------------------------------------- properties
+    @property
+    def is_full(self) -> bool:
+        """True when A to E are all known, so the code can be normalised."""
+        return None not in (self.a, self.b, self.d, self.e)
+
+    @property
+    def groups(self) -> Tuple[Optional[int], ...]:
+        return (self.a, self.b, self.c, self.d, self.e, self.f)
+
+    # ----------------------------------------------------------------- formatting
+    def normalized(self) -> Optional[str]:
+        """``A-B:C.D.E*F`` with F defaulting to 255, or None for short codes (see module doc)."""
+        if not self.is_full:
+            return None
+        return f"{self.a}-{self.b}:{self.c}.{self.d}.{self.e}*{255 if self.f is None else self.f}"
+
+    def dotted(self) -> Optional[str]:
+        """``A-B:C.D.E.F``, the form the DLMS push side and Gurux use; None for short codes."""
+        if not self.is_full:
+            return None
+        return f"{self.a}-{self.b}:{self.c}.{self.d}.{self.e}.{255 if self.f is None else self.f}"
+
+    def short(self, letters: bool = False) -> str:
+        """``C.D.E`` (plus ``*F`` for billing periods): the form users usually write."""
+        parts = [self._fmt(self.c, letters)]
+        if self.d is not None:
+            parts.append(self._fmt(self.d, letters))
+        if self.e is not None:
+            parts.append(str(self.e))
+        text = ".".join(parts)
+        if self.f is not None and self.f != 255:
+            text += f"*{self.f:02d}"
+        return text
+
+    def __str__(self) -> str:
+        full = self.normalized()
+        if full is not None:
+            return full
+        prefix = f"{self.a}-{self.b}:" if self.a is not None and self.b is not None else ""
+        text = prefix + ".".join(self._fmt(g, False) for g in (self.c, self.d, self.e) if g is not None)
+        if self.f is not None:
+            text += f"*{self.f:02d}"
+        return text
+
+    @staticmethod
+    def _fmt(group: int, letters: bool) -> str:
+        if letters and group in _LETTER_OF:
+            return _LETTER_OF[group]
+        return str(group)
+
+    # ------------------------------------------------------------------- matching
+    def matches(self, sent: "Obis") -> bool:
+        """Does this (user-written) code select the code a meter sent? Rules in the module doc."""
+        if self.a is not None and self.a != sent.a:
+            return False
+        if self.b is not None and self.b != sent.b:
+            return False
+        if (self.c, self.d, self.e) != (sent.c, sent.d, sent.e):
+            return False
+        if self.f is None or self.f == 255:
+            return sent.f is None or sent.f == 255
+        return self.f == sent.f
+
+    # ------------------------------------------------------------------ knowledge
+    def name(self, language: str = "en") -> Optional[str]:
+        """Human name from data/obis_names.json (composed from group C and D tables)."""
+        return describe(self, language)[0]
+
+    def unit(self) -> Optional[str]:
+        """The usual unit of this quantity (used only when a frame carries none)."""
+        return describe(self)[1]
+
+
+@lru_cache(maxsize=1)
+def _tables() -> dict:
+    path = Path(__file__).with_name("data") / "obis_names.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[str]]:
+    """Return (name, usual unit) for a code, or (None, None) when the tables don't know it.
+
+    Specific entries (``"0.9.1"``, ``"96.1.0"``) win; otherwise the name is composed as
+    "<quantity C> <processing D>" with the tariff E appended, the way IEC 62056-61 builds them.
+    """
+    t = _tables()
+    lang = language if language in ("en", "de") else "en"
+    cde = ".".join(str(g) for g in (code.c, code.d, code.e) if g is not None)
+    keys = [f"{code.a}:{cde}"] if code.a is not None else []
+    keys.append(cde)
+    if code.e is not None:
+        keys.append(f"{code.c}.{code.d}")
+    for key in keys:
+        entry = t["specific"].get(key)
+        if entry:
+            return _with_period(entry[lang], code, lang), entry.get("unit")
+    quantity = t["c"].get(str(code.c))
+    processing = t["d"].get(str(code.d)) if code.d is not None else None
+    if quantity is None or (code.d is not None and processing is None):
+        return None, None
+    name = quantity[lang]
+    unit = None
+    if processing is not None:
+        name = f"{name}, {processing[lang]}"
+        kind = processing.get("kind")
+        unit = quantity.get(kind) if kind else None
+    if code.e:
+        name += f", {t['tariff'][lang]} {code.e}"
+    return _with_period(name, code, lang), unit
+
+
+def _with_period(name: str, code: Obis, lang: str) -> str:
+    if code.f is not None and code.f != 255:
+        return f"{name} ({_tables()['period'][lang]} {code.f})"
+    return name
+
+
+__all__ = ["Obis", "LETTERS", "describe"]

@@ -1,0 +1,1 @@
+"""Victron Venus OS D-Bus grid-meter bridge (dbus-fast)."""

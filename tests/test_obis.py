@@ -1,0 +1,120 @@
+"""OBIS model: every code form seen in the corpus, normalisation, matching, names."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dlms_protocol.errors import ConfigurationError
+from dlms_protocol.obis import Obis
+
+
+@pytest.mark.parametrize("text, groups, normalized", [
+    ("1-0:1.8.0*255", (1, 0, 1, 8, 0, 255), "1-0:1.8.0*255"),
+    ("1-0:1.8.0.255", (1, 0, 1, 8, 0, 255), "1-0:1.8.0*255"),
+    ("1-0:1.8.0", (1, 0, 1, 8, 0, None), "1-0:1.8.0*255"),
+    ("1.8.0", (None, None, 1, 8, 0, None), None),
+    ("1.8", (None, None, 1, 8, None, None), None),
+    ("1.8.0*01", (None, None, 1, 8, 0, 1), None),
+    ("1-0:1.8.1*07", (1, 0, 1, 8, 1, 7), "1-0:1.8.1*07".replace("*07", "*7")),
+    ("C.1.0", (None, None, 96, 1, 0, None), None),
+    ("F.F", (None, None, 97, 97, None, None), None),
+    ("0-0:F.F.0*255", (0, 0, 97, 97, 0, 255), "0-0:97.97.0*255"),
+    ("0-0:C.1.0", (0, 0, 96, 1, 0, None), "0-0:96.1.0*255"),
+    ("0.9.1", (None, None, 0, 9, 1, None), None),
+    ("C", (None, None, 96, None, None, None), None),
+    ("F", (None, None, 97, None, None, None), None),
+    ("L", (None, None, 98, None, None, None), None),
+    ("P", (None, None, 99, None, None, None), None),
+    ("P.01", (None, None, 99, 1, None, None), None),
+    ("6.26*01", (None, None, 6, 26, None, 1), None),
+    ("96.5.5*255", (None, None, 96, 5, 5, 255), None),
+    ("1-0:21.7.255*255", (1, 0, 21, 7, 255, 255), "1-0:21.7.255*255"),
+    ("1-1:1.8.0.255", (1, 1, 1, 8, 0, 255), "1-1:1.8.0*255"),
+])
+def test_parse_every_corpus_form(text, groups, normalized):
+    code = Obis.parse(text)
+    assert code.groups == groups
+    assert code.normalized() == normalized
+
+
+@pytest.mark.parametrize("bad", ["", "kWh", "1-0:", "1.8.0*", "300.1.0", "1-0:1.8.0*256", "X.1", "1..8", None, 5])
+def test_not_obis(bad):
+    assert Obis.try_parse(bad) is None
+    if isinstance(bad, str):
+        with pytest.raises(ConfigurationError, match="not an OBIS code"):
+            Obis.parse(bad)
+
+
+@pytest.mark.parametrize("user, sent, expected", [
+    ("1.8.1", "1-0:1.8.1*255", True),
+    ("1.8.1", "1-1:1.8.1", True),
+    ("1.8.1", "1.8.1", True),
+    ("1.8.1", "1-0:1.8.1*01", False),      # billing period only when asked for
+    ("1.8.1*01", "1-0:1.8.1*01", True),
+    ("1.8.1*1", "1.8.1*01", True),
+    ("1.8.0", "1.8.1", False),
+    ("1.8", "1.8.0", False),              # E left out matches only E left out
+    ("1-0:1.8.0", "1-1:1.8.0*255", False),
+    ("1-0:1.8.0*255", "1-0:1.8.0.255", True),
+    ("C.1.0", "0-0:96.1.0*255", True),
+    ("F.F", "97.97", True),
+])
+def test_matching(user, sent, expected):
+    assert Obis.parse(user).matches(Obis.parse(sent)) is expected
+
+
+def test_from_bytes_and_dotted():
+    code = Obis.from_bytes(bytes([1, 0, 32, 7, 0, 255]))
+    assert code.dotted() == "1-0:32.7.0.255"
+    assert str(code) == "1-0:32.7.0*255"
+    with pytest.raises(ValueError):
+        Obis.from_bytes(b"\x01\x00")
+
+
+@pytest.mark.parametrize("text, en, de, unit", [
+    ("1.8.0", "Active import (+A), energy", "Wirk Bezug (+A), Zählerstand", "Wh"),
+    ("1-0:2.8.1", "Active export (-A), energy, tariff 1", "Wirk Lieferung (-A), Zählerstand, Tarif 1", "Wh"),
+    ("32.7.0", "Voltage L1, instantaneous", "Spannung L1, Momentanwert", "V"),
+    ("1-0:1.8.0*03", "Active import (+A), energy (billing period 3)", None, "Wh"),
+    ("C.1.0", "Meter serial number", "Seriennummer", None),
+    ("F.F", "Error register", "Fehlerregister", None),
+    ("0-0:1.0.0.255", "Clock", "Uhrzeit", None),
+])
+def test_names_and_units_come_from_data(text, en, de, unit):
+    code = Obis.parse(text)
+    assert code.name() == en
+    if de:
+        assert code.name("de") == de
+    assert code.unit() == unit
+
+
+def test_unknown_code_has_no_name():
+    assert Obis.parse("1-0:200.200.0").name() is None
+
+
+groups = st.integers(0, 255)
+
+
+@given(groups, groups, groups, groups, groups, groups)
+def test_full_codes_round_trip_in_every_form(a, b, c, d, e, f):
+    code = Obis(a, b, c, d, e, f)
+    for text in (code.normalized(), code.dotted(), str(code)):
+        assert Obis.parse(text) == code
+
+
+@given(groups, st.one_of(st.none(), groups), st.one_of(st.none(), groups))
+def test_short_codes_round_trip(c, d, e):
+    if d is None:
+        e = None
+    code = Obis(None, None, c, d, e, None)
+    assert Obis.parse(code.short()) == code
+    assert Obis.parse(code.short(letters=True)) == code
+
+
+@given(st.text(max_size=30))
+def test_random_text_never_raises_anything_else(text):
+    try:
+        Obis.parse(text)
+    except ConfigurationError:
+        pass
