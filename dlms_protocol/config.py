@@ -1,0 +1,126 @@
+"""Settings of a readout or a push listener, shared by the CLI, the plugin and the Victron service.
+
+Keys are kept out of ``repr()`` (``field(repr=False)``) so that logging a config object can
+never leak them, and ``parse_key`` names only the field and the length in its errors.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from .errors import ConfigurationError
+
+_KEY_SEPARATORS = re.compile(r"[\s:\-_]")
+
+#: D0 character formats: (bytesize, parity, stopbits)
+FORMATS = {"7E1": (7, "E", 1), "8N1": (8, "N", 1), "8E1": (8, "E", 1), "7N1": (7, "N", 1)}
+
+
+def parse_key(text: Union[str, bytes, None], name: str = "key") -> Optional[bytes]:
+    """Accept a 16-byte AES key as hex with or without ``0x``, spaces, colons or dashes.
+
+    Empty or None means "no key". The error says which field is wrong and how many bytes it
+    had, never the key itself.
+    """
+    if text is None:
+        return None
+    if isinstance(text, (bytes, bytearray)):
+        raw = bytes(text)
+    else:
+        cleaned = _KEY_SEPARATORS.sub("", str(text).strip().strip("'\""))
+        if cleaned[:2].lower() == "0x":
+            cleaned = cleaned[2:]
+        if not cleaned:
+            return None
+        if not re.fullmatch(r"[0-9a-fA-F]*", cleaned) or len(cleaned) % 2:
+            raise ConfigurationError(
+                f"{name} is not a hex string",
+                f"write the {name} as 32 hex digits (0-9, a-f), e.g. from the letter of your grid operator",
+            )
+        raw = bytes.fromhex(cleaned)
+    if len(raw) != 16:
+        raise ConfigurationError(
+            f"{name} has {len(raw)} bytes, an AES-128 key has 16",
+            f"write the {name} as 32 hex digits; check that it was copied completely",
+        )
+    return raw
+
+
+@dataclass
+class ReadoutConfig:
+    """IEC 62056-21 readout through an optical head (the classic smarthome.py options).
+
+    ``baudrate``: ``"auto"`` follows the meter's baud character; a number is a fixed maximum
+    (the meter's offer is lowered to it; 300 stays at 300 Bd all the time).
+    ``reset_baudrate``: reopen the port at ``initial_baudrate`` before each read (True), or keep
+    the port open between reads. ``no_waiting``: skip the optional waits (wake-up pause, the
+    reaction-time rest before the ACK) for meters that allow it. ``mode``: ``"request"`` (sign-on,
+    modes A/B/C/E) or ``"push"`` (push-only D0 meters such as EasyMeter/eBZ: listen and resync on
+    ``/``).
+    """
+
+    port: str
+    baudrate: Union[str, int] = "auto"
+    use_checksum: bool = True
+    reset_baudrate: bool = True
+    no_waiting: bool = False
+    device_address: str = ""
+    query_code: str = "?"
+    initial_baudrate: int = 300
+    char_format: str = "7E1"
+    timeout: float = 1.5  # per-character time-out (ta) and answer time-out (tr max)
+    identification_timeout: float = 1.5
+    baud_switch_delay: float = 0.3  # after the ACK is drained, before re-programming the UART
+    wakeup: bool = False  # NUL wake-up for battery meters
+    retries: int = 1  # further attempts, each at the next lower baud rate
+    push_baudrate: int = 9600
+    mode: str = "request"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.baudrate, str) and self.baudrate.strip().lower() != "auto":
+            try:
+                self.baudrate = int(self.baudrate)
+            except ValueError:
+                raise ConfigurationError(f"baudrate {self.baudrate!r} is neither 'auto' nor a number",
+                                         "use auto, 300, 600, 1200, 2400, 4800, 9600 or 19200") from None
+        elif isinstance(self.baudrate, str):
+            self.baudrate = "auto"
+        if self.char_format not in FORMATS:
+            raise ConfigurationError(f"character format {self.char_format!r} unknown",
+                                     "use one of " + ", ".join(FORMATS))
+        if self.mode not in ("request", "push"):
+            raise ConfigurationError(f"mode {self.mode!r} unknown", "use request or push")
+
+
+@dataclass
+class ListenerConfig:
+    """DLMS/COSEM push listener on a serial port (RS485, M-Bus, HAN) or ``socket://host:port``.
+
+    ``key``/``auth_key`` are 16 raw bytes (use ``parse_key`` for user input). With only ``key``,
+    frames with an authentication tag are decrypted but reported as tag *not verified*.
+    ``profile``: ``None``/``"auto"`` selects a positional layout by structure; a name or a JSON
+    file path forces one. ``wrapper``: ``"auto"``, ``"hdlc"``, ``"mbus"``, ``"wrapper"``, ``"apdu"``.
+    """
+
+    port: str
+    baudrate: int = 2400
+    bytesize: int = 8
+    parity: str = "E"
+    stopbits: int = 1
+    key: Optional[bytes] = field(default=None, repr=False)
+    auth_key: Optional[bytes] = field(default=None, repr=False)
+    profile: Optional[str] = None
+    wrapper: str = "auto"
+    min_interval: float = 0.0  # rate limit for sinks: at most one MeterData per interval (0 = all)
+
+    def __post_init__(self) -> None:
+        self.key = parse_key(self.key, "key")
+        self.auth_key = parse_key(self.auth_key, "auth_key")
+        if self.parity not in ("N", "E", "O"):
+            raise ConfigurationError(f"parity {self.parity!r} unknown", "use N (none), E (even) or O (odd)")
+        if self.wrapper not in ("auto", "hdlc", "mbus", "wrapper", "apdu"):
+            raise ConfigurationError(f"wrapper {self.wrapper!r} unknown", "use auto, hdlc, mbus, wrapper or apdu")
+
+
+__all__ = ["parse_key", "ReadoutConfig", "ListenerConfig", "FORMATS"]
