@@ -16,7 +16,9 @@ from . import __version__
 from .errors import DlmsError
 
 #: modules (relative to this package) that add subcommands through register(subparsers)
-COMMAND_MODULES = ("iec62056_21.commands", "dlms.commands", "victron.commands")
+COMMAND_MODULES = (
+    "iec62056_21.commands", "dlms.commands", "dlms.profile_commands", "simulator.commands", "victron.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
