@@ -1,0 +1,446 @@
+"""IEC 62056-21 data messages: framing, BCC and the data-block parser (sans-io, pure functions).
+
+A readout as it arrives at the port::
+
+    [noise] [echo of '/?!' CR LF] /XXXZ[\\W]ident CR LF [echo of ACK 0 Z 0 CR LF]
+    [STX] address(value*unit)(value)... CR LF ... ! CR LF [ETX BCC]
+
+Push meters (EasyMeter, eBZ, EMH, DSMR P1) send the same without STX/ETX/BCC; programming-mode
+answers are ``STX data ETX BCC`` without ``/`` and ``!``. ``parse_readout`` takes all of these.
+
+How the data block is read (every rule comes from a corpus readout, see tests/test_d0_corpus.py):
+
+* A data set is ``address(group)`` followed by any number of further ``(group)``; a group with
+  no address, on the same or a following line, belongs to the set before it (max-demand
+  timestamps, load-profile lines, DSMR ``(m3)`` CR LF ``(00001.001)``). Several sets may share a
+  line; ``!`` may follow the last ``)`` directly; duplicate addresses are kept in order.
+* A group is split at its first ``*`` into value and unit. The value keeps its blanks as sent
+  (``"        18438636"``); an empty unit (``013925.5*``) and a missing one are both ``None``.
+  A group holding ``&`` (Siemens 2WR5 ``088*C&082*C``) is a list of sub-values with units of
+  their own: it is kept whole as the value, with unit ``None``, because any split into one
+  value and one unit would invent a unit (``C&082*C``).
+* What is not part of a data set is skipped and listed in ``Readout.skipped``: noise, an echo,
+  ``Y\\x02\\x02\\x01\\x00`` before ``!``. A set whose address is glued to such junk on the same
+  line, and groups after a damaged spot up to the next clean address, are dropped rather than
+  guessed: ``1-0:\\ufffd1.7.0(5)`` must not become a reading of ``1.7.0``. A wrong value is
+  worse than a missing one.
+
+Bytes with bit 7 set: a 7E1 line read as 8N1 puts the parity bit there. When (nearly) every
+byte has even parity the capture is read that way: bit 7 is masked, and bytes with a parity
+error become U+FFFD (which no value or address may contain) unless the BCC vouches for them.
+Otherwise such bytes are foreign to a 7-bit protocol and become U+FFFD as well.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import operator
+import re
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import List, Optional, Tuple, Union
+
+from ..errors import ChecksumError, DlmsError, FramingError
+from ..model import MeterData, Reading, Value
+from ..obis import Obis
+from .identification import Identification, parse_identification
+
+log = logging.getLogger(__name__)
+
+SOH, STX, ETX, EOT = 0x01, 0x02, 0x03, 0x04
+
+_ADDR_CH = r"[^\x00-\x20()!/\x7f\ufffd]"
+_VAL_CH = r"[^()!\x00-\x1f\x7f\ufffd]"
+# One data set or value group, or an end mark. The look-ahead + back-reference pairs make the
+# runs atomic and the look-behind lets an address start only where a run of address characters
+# starts, so scanning stays linear even over long junk.
+_TOKEN = re.compile(
+    rf"(?<!{_ADDR_CH})(?=(?P<addr>{_ADDR_CH}*))(?P=addr)\((?=(?P<val>{_VAL_CH}*))(?P=val)\)"
+    r"|(?P<end>[!\x03\x04])"
+)
+# First data set that starts a line (or follows STX): the identification must come before it.
+_FIRST_SET = re.compile(rf"(?:(?<=[\r\n\x02])|^)(?=(?P<a>{_ADDR_CH}+))(?P=a)\({_VAL_CH}*\)")
+_IDENT_START = re.compile(r"/[A-Za-z]{3}")
+_IDENT_LINE = re.compile(r"/[A-Za-z]{3}[^\r\n/!()]+(?=\r|\n)")
+# What may precede an unframed data block: blanks, control characters, echoes of the request
+# (/?!, /?addr!, /2!, /#!) and of the acknowledgement (ACK V Z Y).
+_PREAMBLE = re.compile(
+    r"(?:\x06[0-9A-Za-z]{0,3}(?:\r\n|\n|\r)?|/[^\r\n()/]*!(?:\r\n|\n|\r)?|[\s\x00-\x1f\x7f\ufffd]+)*"
+)
+_TO_ETX = re.compile(r"[^(/\x03\x04]*([\x03\x04])")
+_ANY_ETX = re.compile(r"([\x03\x04])")
+_DSMR_CRC = re.compile(r"([0-9A-Fa-f]{4})(?=\r|\n|$)")
+_COMMAND = re.compile(r"[A-Z][0-9]")
+_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
+
+_MASK = bytes(b & 0x7F for b in range(256))
+_ODD = bytes(bin(b).count("1") & 1 for b in range(256))
+_HIGH = bytes(b >> 7 for b in range(256))
+_MAX_SKIPPED = 64
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class DataValue:
+    """One ``(group)``: value exactly as sent (blanks kept), unit after ``*`` or None."""
+
+    value: str
+    unit: Optional[str]
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """``address(group)(group)...``; ``code`` as transmitted, ``obis`` None if it is no OBIS code."""
+
+    code: str
+    obis: Optional[Obis]
+    values: Tuple[DataValue, ...]
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A parsed readout (or push telegram, or programming-mode answer).
+
+    ``bcc`` is ``ok``/``bad``/``absent``; ``bad`` only survives ``use_checksum=False``.
+    ``crc`` is the same for the CRC16 a DSMR 4/5 telegram carries after ``!``.
+    ``skipped`` lists what the parser left out (noise, damaged sets), for diagnostics.
+    """
+
+    identification: Optional[Identification]
+    datasets: Tuple[DataSet, ...]
+    bcc: str
+    text: str
+    raw: bytes
+    crc: str = "absent"
+    skipped: Tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        """The documented JSON form (CLI ``--json``, web UI, tests of other tools rely on it)."""
+        ident = self.identification
+        return {
+            "identification": ident.raw if ident is not None else None,
+            "manufacturer": ident.manufacturer if ident is not None else None,
+            "bcc": self.bcc,
+            "datasets": [
+                {
+                    "code": ds.code,
+                    "obis": ds.obis.normalized() if ds.obis is not None else None,
+                    "values": [{"value": v.value, "unit": v.unit} for v in ds.values],
+                }
+                for ds in self.datasets
+            ],
+        }
+
+    def to_meter_data(self, received: Optional[float] = None) -> MeterData:
+        """One Reading per data set (value = Decimal if numeric, else the stripped text)."""
+        readings = []
+        for index, ds in enumerate(self.datasets):
+            first = ds.values[0] if ds.values else DataValue("", None)
+            readings.append(Reading(
+                code=ds.code,
+                obis=ds.obis,
+                value=convert_value(first.value),
+                unit=first.unit,
+                raw=first.value,
+                index=index,
+                extra=tuple((v.value, v.unit) for v in ds.values[1:]),
+            ))
+        return MeterData(
+            kind="readout",
+            readings=tuple(readings),
+            received=time.time() if received is None else received,
+            meter_id=self.identification.raw if self.identification is not None else None,
+            text=self.text,
+            raw=self.raw,
+        )
+
+
+# ---------------------------------------------------------------------------- helpers
+def to_number(value: str) -> Optional[Decimal]:
+    """Decimal for ``0006334.294``, ``000007,4``, ``+000.8``, ``-000073.69``, blank padding; else None.
+
+    Hex (``A2``), dates, ``&`` lists and empty values are not numbers: None, never 0.
+    """
+    text = value.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    try:
+        return Decimal(text.replace(",", "."))
+    except InvalidOperation:  # pragma: no cover - the pattern only lets valid numbers through
+        return None
+
+
+def convert_value(value: str) -> Value:
+    """The physical value of a group for a Reading: Decimal when numeric, else the stripped text."""
+    number = to_number(value)
+    return number if number is not None else value.strip()
+
+
+def bcc(data: bytes) -> int:
+    """Block check character: XOR of the 7-bit characters after the first SOH or STX up to and
+    including the first ETX or EOT (to the end when there is none; from the start when there is
+    no SOH/STX). ``bcc(b'\\x01B0\\x03') == ord('q')``.
+    """
+    masked = bytes(data).translate(_MASK)
+    starts = [i for i in (masked.find(b"\x01"), masked.find(b"\x02")) if i >= 0]
+    start = min(starts) + 1 if starts else 0
+    ends = [i for i in (masked.find(b"\x03", start), masked.find(b"\x04", start)) if i >= 0]
+    end = min(ends) + 1 if ends else len(masked)
+    return _xor(masked, start, end)
+
+
+def _xor(data: bytes, start: int, end: int) -> int:
+    return functools.reduce(operator.xor, data[start:end], 0)
+
+
+def _crc16_arc(data: bytes) -> int:
+    """CRC-16/ARC (poly 0x8005 reflected, init 0), the DSMR 4/5 telegram CRC."""
+    crc = 0
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
+    return crc
+
+
+def _crc_table() -> Tuple[int, ...]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+@functools.lru_cache(maxsize=4096)
+def _obis(code: str) -> Optional[Obis]:
+    return Obis.try_parse(code) if code else None
+
+
+def _value(group: str) -> DataValue:
+    if "&" in group:
+        return DataValue(group, None)
+    value, _, unit = group.partition("*")
+    return DataValue(value, unit.strip() or None)
+
+
+def _note(skipped: List[str], fragment: str) -> None:
+    if len(skipped) < _MAX_SKIPPED:
+        text = fragment.strip()
+        skipped.append(text if len(text) <= 60 else text[:57] + "...")
+
+
+# ---------------------------------------------------------------------------- data block
+@dataclass
+class _Block:
+    datasets: Tuple[DataSet, ...]
+    end: Optional[int]          # index of '!', ETX or EOT; None when the text ran out first
+    end_char: Optional[str]
+    skipped: List[str] = field(default_factory=list)
+
+
+def _parse_block(text: str, start: int = 0) -> _Block:
+    """Scan data sets from ``start`` to the first ``!``/ETX/EOT outside a group (linear)."""
+    datasets: List[DataSet] = []
+    skipped: List[str] = []
+    code: Optional[str] = None
+    values: List[DataValue] = []
+    broken = False  # after junk: groups without address no longer belong to the set before
+    pos, stop = start, len(text)
+    search = _TOKEN.search
+    while True:
+        m = search(text, pos)
+        gap_end = m.start() if m is not None else stop
+        glued = False
+        if gap_end > pos:
+            gap = text[pos:gap_end]
+            if not gap.isspace():
+                _note(skipped, gap)
+                broken = True
+                tail = gap[max(gap.rfind("\r"), gap.rfind("\n")) + 1:]
+                glued = bool(tail) and not tail.isspace()
+        if m is None:
+            end, end_char = None, None
+            break
+        if m.group("end") is not None:
+            end, end_char = m.start(), m.group("end")
+            break
+        pos = m.end()
+        addr = m.group("addr")
+        if addr:
+            if code is not None:
+                datasets.append(DataSet(code, _obis(code), tuple(values)))
+            if glued:
+                _note(skipped, m.group(0))
+                code, values, broken = None, [], True
+            else:
+                code, values, broken = addr, [_value(m.group("val"))], False
+        elif broken or glued:
+            _note(skipped, m.group(0))
+        elif code is None and not datasets:
+            # groups before any address: an answer to R1/R5 may carry no address
+            code, values = "", [_value(m.group("val"))]
+        elif code is not None:
+            values.append(_value(m.group("val")))
+        else:  # pragma: no cover - code is None only with broken set or at the very start
+            _note(skipped, m.group(0))
+    if code is not None:
+        datasets.append(DataSet(code, _obis(code), tuple(values)))
+    return _Block(tuple(datasets), end, end_char, skipped)
+
+
+def parse_data_block(text: Union[str, bytes]) -> Tuple[DataSet, ...]:
+    """The data sets of a bare data block (no framing needed; stops at ``!``, ETX or EOT).
+
+    Lenient: junk is skipped, never raises for any str. Bytes are read as 7-bit characters.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).translate(_MASK).decode("ascii")
+    return _parse_block(text, 0).datasets
+
+
+# ---------------------------------------------------------------------------- framing
+def _decode(raw: bytes) -> Tuple[bytes, str, Optional[str]]:
+    """(masked bytes, trusted text, text with doubtful bytes as U+FFFD or None if there are none)."""
+    masked = raw.translate(_MASK)
+    text = masked.decode("ascii")
+    if raw.isascii():
+        return masked, text, None
+    high = raw.translate(_HIGH).count(1)
+    odd = raw.translate(_ODD).count(1)
+    parity_mode = odd * 10 <= high  # 7E1 read as 8N1: (nearly) every byte has even parity
+    marks = raw.translate(_ODD) if parity_mode else raw.translate(_HIGH)
+    if not parity_mode:
+        log.debug("readout holds %d byte(s) with bit 7 set that are not parity: treated as unknown", high)
+    elif odd:
+        log.debug("7E1 read as 8N1: %d byte(s) with parity errors", odd)
+    if not marks.count(1):
+        return masked, text, None
+    doubtful = bytes(0xFF if mark else b for b, mark in zip(masked, marks))
+    return masked, text, doubtful.decode("ascii", errors="replace")
+
+
+def _locate(text: str) -> Tuple[Optional[Identification], int, int, int, bool]:
+    """(identification, its start, data start, start of the BCC region, framed with STX)."""
+    first = _FIRST_SET.search(text)
+    limit = first.start() if first is not None else len(text)
+    ident: Optional[Identification] = None
+    ident_start = -1
+    pos = 0
+    for cand in _IDENT_START.finditer(text, 0, limit + 4):
+        if cand.start() >= limit:
+            break
+        line = _IDENT_LINE.match(text, cand.start())
+        if line is not None:
+            ident = parse_identification(line.group(0))
+            ident_start, pos = cand.start(), line.end()
+            break
+    paren = text.find("(", pos)
+    if paren < 0:
+        paren = len(text)
+    stx = text.find("\x02", pos, paren)
+    if stx >= 0:
+        soh = text.find("\x01", pos, stx)
+        if soh >= 0 and soh + 3 == stx and _COMMAND.fullmatch(text, soh + 1, stx):
+            return ident, ident_start, stx + 1, soh + 1, True
+        return ident, ident_start, stx + 1, stx + 1, True
+    start = _PREAMBLE.match(text, pos).end()
+    return ident, ident_start, start, start, False
+
+
+def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool) -> Readout:
+    ident, ident_start, data_start, bcc_from, framed = _locate(text)
+    block = _parse_block(text, data_start)
+    if block.end is None:
+        raise FramingError(
+            "the data block has no end ('!' or ETX): the readout is truncated",
+            "the reader stopped too early or characters were lost: raise the read time-out, check the IR head",
+        )
+    etx: Optional[int] = None
+    crc = "absent"
+    if block.end_char == "!":
+        bang = block.end
+        block_end = bang + 1
+        # Framed (STX): the ETX that ends the frame, wherever it is, so that the BCC always
+        # covers the whole block. Unframed: only an ETX right after the '!' line counts.
+        m = (_ANY_ETX.search if framed else _TO_ETX.match)(text, bang + 1)
+        if m is not None:
+            etx = m.start(1)
+        c = _DSMR_CRC.match(text, bang + 1)
+        if c is not None and ident is not None:
+            expected = _crc16_arc(masked[ident_start:bang + 1])
+            got = int(c.group(1), 16)
+            crc = "ok" if expected == got else "bad"
+            if crc == "bad" and use_checksum:
+                raise ChecksumError("CRC16", expected, got)
+    else:
+        etx = block_end = block.end
+        if ident is not None:
+            raise FramingError(
+                "the data message ends at ETX/EOT without '!'",
+                "characters were lost or damaged on the line: check the IR head and the character format (7E1)",
+            )
+        trailing = text[etx + 2:]
+        if any(ch in trailing for ch in "()!\x03\x04"):
+            raise FramingError(
+                "data follows the end of the message (ETX came too early)",
+                "the line damaged a character: check the IR head and the character format (7E1)",
+            )
+    status = "absent"
+    if etx is not None and etx + 1 < len(masked):
+        expected = _xor(masked, bcc_from, etx + 1)
+        got = masked[etx + 1]
+        status = "ok" if expected == got else "bad"
+        if status == "bad" and use_checksum:
+            raise ChecksumError("BCC", expected, got)
+    if not block.datasets:
+        raise FramingError(
+            "no data sets in the answer: this is not a readout",
+            "check the port, the baud rate and that the meter answers with a data readout",
+        )
+    body = text[data_start:block_end]
+    shown = f"{ident.raw}\r\n{body}" if ident is not None else body
+    return Readout(
+        identification=ident,
+        datasets=block.datasets,
+        bcc=status,
+        text=_CONTROL.sub("", shown),
+        raw=raw,
+        crc=crc,
+        skipped=tuple(block.skipped),
+    )
+
+
+def parse_readout(raw: bytes, *, use_checksum: bool = True) -> Readout:
+    """Parse a whole capture: noise, echoes, identification, [STX] block ``!`` CR LF [ETX BCC].
+
+    With ``use_checksum`` a BCC (or DSMR CRC) that does not match raises ChecksumError; an
+    absent one is allowed (push meters have none) and reported as ``bcc == 'absent'``.
+    Raises FramingError when the bytes hold no complete readout, never anything outside
+    the DlmsError hierarchy.
+    """
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise FramingError(f"a readout must be bytes, not {type(raw).__name__}", "pass the bytes read from the port")
+    raw = bytes(raw)
+    if not raw:
+        raise FramingError("nothing arrived", "check the port, the IR head and that the meter is awake")
+    masked, text, doubtful = _decode(raw)
+    if doubtful is None:
+        return _parse_text(text, masked, raw, use_checksum)
+    try:
+        first = _parse_text(text, masked, raw, use_checksum=False)
+    except DlmsError:
+        first = None
+    if first is not None and first.bcc == "ok":
+        return first  # the BCC vouches for the 7-bit characters
+    return _parse_text(doubtful, masked, raw, use_checksum)
+
+
+__all__ = [
+    "DataValue", "DataSet", "Readout", "bcc", "parse_data_block", "parse_readout", "to_number",
+    "convert_value",
+]

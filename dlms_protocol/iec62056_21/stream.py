@@ -1,0 +1,191 @@
+"""Split the byte stream of a push-only D0 meter into telegrams (sans-io).
+
+EasyMeter Q3D, eBZ DD3, EMH/Hager eHZ, Logarex and DSMR P1 meters send a telegram every
+second or two without being asked: ``/ident CR LF ... ! CR LF`` (DSMR 4/5: ``!`` + CRC16 hex +
+CR LF; rarely ``STX ... ! CR LF ETX BCC``). A listener opens the port at any moment, so the
+first bytes are usually the tail of a telegram, and noise on the line can hit anywhere
+(ioBroker.smartmeter#32: ``0-@P\\`R+*B*U-L(RLx/EBZ5DD3BZ06ETA_107``).
+
+The splitter only cuts; ``parse_readout`` checks. It starts a telegram only at a line that has
+the shape of an identification (``/`` + three letters + printable characters + line end),
+restarts when a new identification appears before the ``!``, drops whatever lies between
+telegrams, and never holds more than ``max_buffer`` bytes. Bytes are searched with bit 7
+masked, so a 7E1 stream read as 8N1 splits the same; telegrams are returned as received.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import List, Optional, Tuple
+
+log = logging.getLogger(__name__)
+
+_MASK = bytes(b & 0x7F for b in range(256))
+_IDENT_START = re.compile(rb"/[A-Za-z]{3}")
+_IDENT_CH = rb"[\x02\x20\x22-\x27\x2a-\x2e\x30-\x7e]"  # printable without ! ( ) / ; 0x02 = '\2' artefact
+_IDENT_LINE = re.compile(rb"/[A-Za-z]{3}" + _IDENT_CH + rb"{1,40}(?:\r\n|\n)")
+_IDENT_PARTIAL = re.compile(rb"/[A-Za-z]{3}" + _IDENT_CH + rb"{0,40}\r?")
+_END_OR_START = re.compile(rb"!|/[A-Za-z]{3}")
+_HEX = b"0123456789ABCDEFabcdef"
+_KEEP = 3  # bytes kept from garbage: a split '/AB' may be the start of the next telegram
+_TAIL = 46  # longest identification line a telegram may start with
+
+
+class D0StreamSplitter:
+    """Feed raw chunks, get complete telegrams; see the module docstring.
+
+    ``dropped`` counts bytes thrown away (garbage, broken telegrams), ``telegrams`` the
+    telegrams returned, so a listener can tell a noisy line from a silent one.
+    """
+
+    def __init__(self, max_buffer: int = 64 * 1024) -> None:
+        self.max_buffer = max(int(max_buffer), 256)
+        self.dropped = 0
+        self.telegrams = 0
+        self._raw = bytearray()
+        self._masked = bytearray()
+        self._started = False   # buffer[0] is the '/' of a telegram
+        self._scan = 0          # where the search for the end resumes (relative to buffer[0])
+
+    def feed(self, chunk: bytes) -> List[bytes]:
+        """Add bytes; return the telegrams they complete (each exactly once, in order)."""
+        if not chunk:
+            return []
+        self._raw += chunk
+        self._masked += bytes(chunk).translate(_MASK)
+        out: List[bytes] = []
+        cut = self._split(out)
+        self._consume(cut)
+        if len(self._raw) > self.max_buffer:
+            keep = min(len(self._raw), _TAIL)  # the tail may hold the start of the next telegram
+            log.debug("D0 stream: no telegram end within %d bytes, dropping the buffer", self.max_buffer)
+            self.dropped += len(self._raw) - keep
+            self._consume(len(self._raw) - keep)
+            self._started = False
+            self._scan = 0
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back (a telegram in progress, or the tail that may start one)."""
+        return len(self._raw)
+
+    def flush(self) -> List[bytes]:
+        """At the end of a stream: a telegram complete up to its ``!`` but not its line end."""
+        out: List[bytes] = []
+        if self._started:
+            bang = self._masked.find(b"!", self._scan)
+            if bang >= 0:
+                out.append(bytes(self._raw[:bang + 1]))
+                self.telegrams += 1
+        self.dropped += len(self._raw) - sum(len(t) for t in out)
+        self._raw.clear()
+        self._masked.clear()
+        self._started = False
+        self._scan = 0
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _split(self, out: List[bytes]) -> int:
+        """Emit telegrams from the buffer; return how many leading bytes are done with."""
+        m = self._masked
+        n = len(m)
+        base = 0  # start of the current telegram, or of what has not been looked at
+        scan = self._scan
+        while True:
+            if not self._started:
+                found = self._find_start(base)
+                if found is None:  # no telegram start: keep only what may begin one
+                    keep = max(base, n - _KEEP)
+                    self.dropped += keep - base
+                    self._scan = 0
+                    return keep
+                start, complete = found
+                self.dropped += start - base
+                base = start
+                if not complete:  # wait for the rest of the identification line
+                    self._scan = 0
+                    return base
+                self._started = True
+                scan = m.find(b"\n", base) + 1
+            hit = _END_OR_START.search(m, scan)
+            if hit is None:
+                self._scan = max(scan, n - _KEEP) - base
+                return base
+            j = hit.start()
+            if hit.group() != b"!":
+                if _IDENT_LINE.match(m, j) is not None:
+                    # a new identification before '!': the telegram before it is broken
+                    log.debug("D0 stream: telegram without '!' dropped (%d bytes)", j - base)
+                    self.dropped += j - base
+                    base = j
+                    self._started = False
+                elif self._could_start(j):
+                    self._scan = j - base  # maybe a new identification: wait and see
+                    return base
+                else:
+                    scan = j + 1
+                continue
+            end = self._telegram_end(base, j)
+            if end is None:  # need more bytes to see how the telegram ends
+                self._scan = j - base
+                return base
+            out.append(bytes(self._raw[base:end]))
+            self.telegrams += 1
+            base = scan = end
+            self._started = False
+
+    def _find_start(self, pos: int) -> Optional[Tuple[int, bool]]:
+        """(position, complete) of the first identification line from ``pos``; None if there is none."""
+        m = self._masked
+        for cand in _IDENT_START.finditer(m, pos):
+            if _IDENT_LINE.match(m, cand.start()) is not None:
+                return cand.start(), True
+            if self._could_start(cand.start()):
+                return cand.start(), False
+        return None
+
+    def _could_start(self, i: int) -> bool:
+        """Is ``m[i:]`` an identification line cut off by the end of the buffer?"""
+        m = self._masked
+        return len(m) - i <= _TAIL and _IDENT_PARTIAL.fullmatch(m, i) is not None
+
+    def _telegram_end(self, base: int, bang: int) -> Optional[int]:
+        """End (exclusive) of a telegram whose '!' is at ``bang``; None while undecided."""
+        m = self._masked
+        n = len(m)
+        line_end = m.find(b"\n", base, bang) + 1
+        stx = line_end > 0 and m.find(b"\x02", line_end, bang) >= 0
+        pos = bang + 1
+        # DSMR 4/5: four hex digits of CRC16 after '!'
+        hex_run = 0
+        while pos + hex_run < n and hex_run < 4 and m[pos + hex_run] in _HEX:
+            hex_run += 1
+        if hex_run and pos + hex_run == n:
+            return None
+        if hex_run == 4:
+            pos += 4
+        if pos == n:
+            return None
+        if m[pos] == 0x0D:
+            if pos + 1 == n:
+                return None
+            pos += 2 if m[pos + 1] == 0x0A else 1
+        elif m[pos] == 0x0A:
+            pos += 1
+        if stx:
+            if pos == n:
+                return None
+            if m[pos] in (0x03, 0x04):
+                if pos + 1 == n:
+                    return None
+                pos += 2  # ETX/EOT and exactly one BCC byte (which may be any value)
+        return pos
+
+    def _consume(self, cut: int) -> None:
+        if cut > 0:
+            del self._raw[:cut]
+            del self._masked[:cut]
+
+
+__all__ = ["D0StreamSplitter"]

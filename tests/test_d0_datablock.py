@@ -1,0 +1,310 @@
+"""Data-block parser, framing and BCC on synthetic readouts (tests/fixtures/d0, made by make_fixtures.py).
+
+These run without the shared corpus. Expected values are written by hand from the fixture text.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from dlms_protocol.errors import ChecksumError, FramingError
+from dlms_protocol.iec62056_21.datablock import (
+    DataSet, DataValue, bcc, parse_data_block, parse_readout, to_number,
+)
+from dlms_protocol.obis import Obis
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "d0"
+
+
+def fixture(name: str) -> bytes:
+    return (FIX / name).read_bytes()
+
+
+def sets(readout_or_sets) -> list:
+    items = getattr(readout_or_sets, "datasets", readout_or_sets)
+    return [(ds.code, [(v.value, v.unit) for v in ds.values]) for ds in items]
+
+
+MODE_C_SETS = [
+    ("0.0.0", [("12345678", None)]),
+    ("1.8.0", [("001234.567", "kWh")]),
+    ("1.8.1", [("000234.567", "kWh")]),
+    ("1.8.2", [("001000.000", "kWh")]),
+    ("1.6.0", [("01.234", "kW"), ("2401011230", None)]),
+    ("C.1.1", [("        ", None)]),
+    ("0.0", [("     4711", None)]),
+    ("32.7", [("231", "V")]),
+    ("21.7.0", [("-000123.40", "W")]),
+    ("31.7", [("+002.5", "A")]),
+    ("1.8.0*01", [("001200,5", "kWh")]),
+    ("9.4", [("070*C&050*C", None)]),
+    ("96.5.5", [("A2", None)]),
+    ("1.8.0*02", [("", None)]),
+    ("1.8.0", [("001234.567", "kWh")]),
+    ("0.9.1", [("123456", None)]),
+]
+
+
+# ------------------------------------------------------------------------ BCC
+@pytest.mark.parametrize("frame, expected", [
+    (b"\x01B0\x03", ord("q")),                       # break command, pwitab BREAK constant
+    (b"\x01R1\x021.8.0(1)\x03", ord("k")),           # read command (doc §5)
+    (b"\x01P0\x02(1234567)\x03", ord("P")),          # password command (doc §5)
+    (b"\x01B0\x03q-trailing", ord("q")),             # stops at ETX
+])
+def test_bcc_known_vectors(frame, expected):
+    assert bcc(frame) == expected
+    parity = bytes(b | 0x80 if bin(b).count("1") % 2 else b for b in frame)
+    assert bcc(parity) == expected  # 7-bit characters
+
+
+# ------------------------------------------------------------------------ fixtures
+def test_mode_c_readout_with_echoes_and_every_value_shape():
+    r = parse_readout(fixture("mode_c_readout.bin"))
+    assert r.bcc == "ok"
+    assert sets(r) == MODE_C_SETS
+    ident = r.identification
+    assert (ident.raw, ident.manufacturer, ident.mode, ident.enhanced, ident.short_reaction) == (
+        "/XYz5\\2TEST-METER 01", "XYz", "E", "2", True)
+    assert r.skipped == ()
+    assert r.text.startswith("/XYz5\\2TEST-METER 01\r\n0.0.0(12345678)\r\n")
+    assert r.text.endswith("0.9.1(123456*)\r\n!")
+    assert "\x02" not in r.text and "\x06" not in r.text
+
+
+def test_bad_bcc_rejected_then_accepted_without_check():
+    raw = fixture("mode_c_bad_bcc.bin")
+    with pytest.raises(ChecksumError) as info:
+        parse_readout(raw)
+    err = info.value
+    assert err.expected ^ err.got == 0x21  # make_fixtures.py flips bits 0 and 5 of the BCC
+    assert str(err) == f"BCC mismatch: expected 0x{err.expected:02x}, got 0x{err.got:02x}: " \
+                       "noisy line or wrong character format"
+    r = parse_readout(raw, use_checksum=False)
+    assert r.bcc == "bad" and sets(r) == MODE_C_SETS
+
+
+def test_push_telegram_with_lf_only_and_continuation_line():
+    r = parse_readout(fixture("push_lf.txt"))
+    assert r.bcc == "absent"
+    assert r.identification.raw == "/ABC5PUSH 1.0"
+    assert sets(r) == [
+        ("1-0:1.8.0*255", [("000123.4567", "kWh")]),
+        ("1-0:16.7.0*255", [("-000042.10", "W")]),
+        ("1-0:96.1.0*255", [("0A1B2C", None)]),
+        ("0-1:24.3.0", [("240102030405", None), ("m3", None), ("00012.345", None)]),
+    ]
+
+
+def test_7e1_read_as_8n1_is_unmasked():
+    raw = fixture("parity_8n1.bin")
+    assert any(b & 0x80 for b in raw)
+    r = parse_readout(raw)
+    assert r.bcc == "ok"
+    assert r.identification.raw == "/PAR4PARITY"
+    assert sets(r) == [("F.F", [("00", None)]), ("1.8.0", [("000042.5", "kWh")])]
+
+
+def test_parity_error_without_bcc_drops_only_the_damaged_set():
+    good = b"/PAR5X\r\n1.8.0(000042.5*kWh)\r\n2.8.0(000001.0*kWh)\r\n!\r\n"
+    parity = bytearray(b | 0x80 if bin(b).count("1") % 2 else b for b in good)
+    at = good.index(b"42.5")
+    parity[at] ^= 0x80  # a parity error on the '4': the character is unknown
+    r = parse_readout(bytes(parity))
+    assert sets(r) == [("2.8.0", [("000001.0", "kWh")])]
+    assert r.skipped  # reported, not guessed
+
+
+def test_parity_error_with_good_bcc_is_trusted():
+    raw = bytearray(fixture("parity_8n1.bin"))
+    at = raw.index(b"\xc6")  # the first 'F' of F.F (0x46 + parity bit); flip only the parity bit
+    raw[at] ^= 0x80
+    r = parse_readout(bytes(raw))
+    assert r.bcc == "ok"
+    assert sets(r) == [("F.F", [("00", None)]), ("1.8.0", [("000042.5", "kWh")])]
+
+
+def test_dsmr5_crc_checked():
+    r = parse_readout(fixture("dsmr5_crc.txt"))
+    assert (r.crc, r.bcc) == ("ok", "absent")
+    assert sets(r)[-1] == ("0-1:24.2.1", [("240101120000W", None), ("00012.345", "m3")])
+    assert ("0-0:96.13.0", [("", None)]) in sets(r)
+    with pytest.raises(ChecksumError) as info:
+        parse_readout(fixture("dsmr5_bad_crc.txt"))
+    assert info.value.expected ^ info.value.got == 0x0100
+    assert parse_readout(fixture("dsmr5_bad_crc.txt"), use_checksum=False).crc == "bad"
+
+
+def test_crc16_arc_check_value():
+    from dlms_protocol.iec62056_21.datablock import _crc16_arc
+    assert _crc16_arc(b"123456789") == 0xBB3D  # CRC catalogue check value of CRC-16/ARC
+
+
+def test_programming_mode_answer():
+    r = parse_readout(fixture("programming_answer.bin"))
+    assert r.identification is None and r.bcc == "ok"
+    assert sets(r) == [("1.8.0", [("012345.678", "kWh")])]
+
+
+def test_to_json_contract():
+    doc = parse_readout(fixture("mode_c_readout.bin")).to_json()
+    assert list(doc) == ["identification", "manufacturer", "bcc", "datasets"]
+    assert doc["identification"] == "/XYz5\\2TEST-METER 01"
+    assert doc["manufacturer"] == "XYz"
+    assert doc["bcc"] == "ok"
+    assert doc["datasets"][4] == {"code": "1.6.0", "obis": None, "values": [
+        {"value": "01.234", "unit": "kW"}, {"value": "2401011230", "unit": None}]}
+    assert doc["datasets"][5] == {"code": "C.1.1", "obis": None, "values": [{"value": "        ", "unit": None}]}
+    full = parse_readout(fixture("push_lf.txt")).to_json()
+    assert full["datasets"][0]["obis"] == "1-0:1.8.0*255"
+    assert full["datasets"][3]["obis"] == "0-1:24.3.0*255"
+
+
+def test_to_meter_data():
+    data = parse_readout(fixture("mode_c_readout.bin")).to_meter_data(received=123.0)
+    assert data.kind == "readout" and data.received == 123.0
+    assert data.meter_id == "/XYz5\\2TEST-METER 01"
+    by_index = {r.index: r for r in data.readings}
+    assert [r.index for r in data.readings] == list(range(16))
+    assert by_index[1].value == Decimal("1234.567") and by_index[1].unit == "kWh"
+    assert by_index[1].raw == "001234.567"
+    assert by_index[4].value == Decimal("1.234") and by_index[4].extra == (("2401011230", None),)
+    assert by_index[5].value == ""          # all blanks: no value, never 0
+    assert by_index[6].value == Decimal("4711")
+    assert by_index[8].value == Decimal("-123.40")
+    assert by_index[9].value == Decimal("2.5")
+    assert by_index[10].value == Decimal("1200.5")  # decimal comma
+    assert by_index[11].value == "070*C&050*C" and by_index[11].unit is None
+    assert by_index[12].value == "A2"
+    assert by_index[13].value == "" and by_index[13].numeric() is None
+    assert by_index[15].unit is None        # '123456*': empty unit is None
+    assert [r.index for r in data.find("1.8.0")] == [1, 14]  # duplicates kept, in order
+
+
+# ------------------------------------------------------------------------ data block rules
+@pytest.mark.parametrize("text, expected", [
+    # several sets per line, glued
+    ("6.8(0029.055*MWh)6.26(01589.28*m3)F(0)\r\n!",
+     [("6.8", [("0029.055", "MWh")]), ("6.26", [("01589.28", "m3")]), ("F", [("0", None)])]),
+    # continuation on the next line and on the same line
+    ("1.6.1(0.5*kW)(2211120730)\r\nP.01(1)(kW)\r\n(0.3)(0.4)\r\n!",
+     [("1.6.1", [("0.5", "kW"), ("2211120730", None)]),
+      ("P.01", [("1", None), ("kW", None), ("0.3", None), ("0.4", None)])]),
+    # '!' glued to the last set; empty unit; all blanks; empty group
+    ("1.6*1(000013,0)!", [("1.6*1", [("000013,0", None)])]),
+    ("1.8.0(013925.5*)\r\n!", [("1.8.0", [("013925.5", None)])]),
+    ("C.1.1(        )\r\n9.18()\r\n!", [("C.1.1", [("        ", None)]), ("9.18", [("", None)])]),
+    # trailing junk between the last ')' and '!' is skipped
+    ("1.8.0(1*kWh)Y\x02\x02\x01\x00!\r\n", [("1.8.0", [("1", "kWh")])]),
+    # '&' sub-values kept whole
+    ("9.1(0&1&0&-&CV&3&2.14)9.2(&&)!", [("9.1", [("0&1&0&-&CV&3&2.14", None)]), ("9.2", [("&&", None)])]),
+    # units after '*', two '*' without '&': split at the first
+    ("1.8.0(12*kW*h)!", [("1.8.0", [("12", "kW*h")])]),
+    # group before any address (answer to R1 without address)
+    ("(012345.678*kWh)", [("", [("012345.678", "kWh")])]),
+    # stops at ETX / EOT too
+    ("1.8.0(1)\x032.8.0(2)", [("1.8.0", [("1", None)])]),
+    ("1.8.0(1)\x042.8.0(2)", [("1.8.0", [("1", None)])]),
+    # CR only and LF LF line ends
+    ("1.8.0(1)\r2.8.0(2)\n\n3.8.0(3)!", [("1.8.0", [("1", None)]), ("2.8.0", [("2", None)]),
+                                        ("3.8.0", [("3", None)])]),
+])
+def test_parse_data_block(text, expected):
+    assert sets(parse_data_block(text)) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # an address glued to junk is not guessed: '\ufffd1.7.0' must not become 1.7.0
+    ("1-0:\ufffd1.7.0(5*kW)\r\n2.8.0(2)!", [("2.8.0", [("2", None)])]),
+    ("\x001.8.0(5)\r\n2.8.0(2)!", [("2.8.0", [("2", None)])]),
+    # unclosed group: the damaged set goes, the next line is fine
+    ("1.8.0(12\r\n2.8.0(2)!", [("2.8.0", [("2", None)])]),
+    # a stray '(' inside a value: neither '1.8.0' nor a made-up set '12' survive
+    ("1.8.0(12(3*kWh)\r\n2.8.0(2)!", [("2.8.0", [("2", None)])]),
+    # after damage, address-less groups do not join the set before the damage
+    ("1.6.0(1*kW)x)(170310)\r\n(9)\r\n2.8.0(2)!", [("1.6.0", [("1", "kW")]), ("2.8.0", [("2", None)])]),
+    # control characters inside a value: dropped, not turned into a number
+    ("1.8.0(12\x0034)\r\n2.8.0(2)!", [("2.8.0", [("2", None)])]),
+])
+def test_damaged_sets_are_dropped_not_guessed(text, expected):
+    assert sets(parse_data_block(text)) == expected
+
+
+def test_data_block_bytes_are_masked():
+    assert sets(parse_data_block(b"\xc6.\xc6(00)!")) == [("F.F", [("00", None)])]
+
+
+def test_obis_attached():
+    (ds,) = parse_data_block("1-0:1.8.1*07(0006334.294*kWh)!")
+    assert ds == DataSet("1-0:1.8.1*07", Obis(1, 0, 1, 8, 1, 7), (DataValue("0006334.294", "kWh"),))
+    (odd,) = parse_data_block("XYZ(1)!")
+    assert odd.obis is None
+
+
+@pytest.mark.parametrize("text, number", [
+    ("0006334.294", Decimal("6334.294")), ("000007,4", Decimal("7.4")), ("+000.8", Decimal("0.8")),
+    ("-000073.69", Decimal("-73.69")), ("        18438636", Decimal("18438636")), (" 20000", Decimal("20000")),
+    ("00", Decimal("0")), ("1126120053322353", Decimal("1126120053322353")), (".5", Decimal("0.5")),
+    ("", None), ("        ", None), ("A2", None), ("1E3", None), ("2017-01-18", None), ("088*C&082*C", None),
+    ("-", None), ("1.2.3", None), ("12 34", None), ("NaN", None), ("Infinity", None), ("1,2,3", None),
+])
+def test_to_number(text, number):
+    assert to_number(text) == number
+
+
+# ------------------------------------------------------------------------ framing errors
+@pytest.mark.parametrize("raw, what", [
+    (b"", "nothing arrived"),
+    (b"\x00\x00\x00", "no end"),
+    (b"/ABC5X\r\n!\r\n", "no data sets"),
+    (b"/ABC5X\r\n\x021.8.0(1)\r\n2.8.0(", "no end"),            # truncated
+    (b"/ABC5X\r\n\x021.8.0(1)\x03\x21", "without '!'"),          # readout must end with '!'
+    (b"\x021.8.0(1)\x03X2.8.0(2)\x03Y", "follows the end"),      # ETX came too early
+    (b"/?!\r\n", "no end"),                                     # only the echo of the request
+])
+def test_framing_errors(raw, what):
+    with pytest.raises(FramingError) as info:
+        parse_readout(raw, use_checksum=False)
+    assert what in str(info.value)
+
+
+def test_non_bytes_is_a_framing_error():
+    with pytest.raises(FramingError):
+        parse_readout("F.F(00)!")  # type: ignore[arg-type]
+
+
+def test_echo_without_identification_is_skipped():
+    r = parse_readout(b"\x7f/?!\r\n\x06050\r\nF.F(00)\r\n1.8.0(1*kWh)\r\n!\r\n")
+    assert r.identification is None
+    assert sets(r) == [("F.F", [("00", None)]), ("1.8.0", [("1", "kWh")])]
+
+
+def test_bcc_may_be_a_control_character():
+    block = b"F.F(00)\r\n!\r\n\x03"
+    x = 0
+    for b in block:
+        x ^= b
+    pad = bytes([ord("0") ^ x ^ 0x02])  # choose a value digit so that the BCC becomes STX (0x02)
+    frame_block = b"F.F(0" + pad + b")\r\n!\r\n\x03"
+    y = 0
+    for b in frame_block:
+        y ^= b
+    assert y == 0x02
+    r = parse_readout(b"/ABC0X\r\n\x02" + frame_block + bytes([y]))
+    assert r.bcc == "ok" and r.datasets[0].values[0].value == "0" + pad.decode()
+
+
+def test_non_ascii_byte_in_a_7bit_capture_never_becomes_a_digit():
+    raw = b"/ABC5X\r\n1.8.0(12\xb34*kWh)\r\n2.8.0(1)\r\n!\r\n"  # 0xB3 masked would be '3'
+    r = parse_readout(raw)
+    assert sets(r) == [("2.8.0", [("1", None)])]
+
+
+def test_large_readout_is_linear_enough():
+    """343-set MT174-size and 50k-set readouts parse; the second must not take quadratic time."""
+    line = b"1-0:1.8.0*255(0008048.375*kWh)\r\n"
+    raw = b"/ABC5X\r\n\x02" + line * 50000 + b"!\r\n\x03"
+    r = parse_readout(raw + bytes([bcc(raw[raw.index(b"\x02"):])]))
+    assert len(r.datasets) == 50000 and r.bcc == "ok"
