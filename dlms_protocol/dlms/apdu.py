@@ -1,0 +1,450 @@
+"""xDLMS Data-Notification APDUs and A-XDR data (IEC 62056-5-3 / -6-2), decoded without gurux.
+
+Input is the PLAINTEXT APDU: LLC removed, deciphered and block-transfer reassembled by the
+pipeline. Output is a plain Python tree, so profiles and the generic walker can work on it
+without knowing A-XDR:
+
+=====================  ==============================================================
+A-XDR type             Python value in ``Notification.body``
+=====================  ==============================================================
+structure / array      ``Structure`` / ``Array`` (``list`` subclasses; ``.types`` holds
+                       the DLMS type name of each element, so a dump can say what came)
+integer types, enum    ``int``
+boolean                ``bool``
+octet-string           ``bytes`` - also when 12 bytes look like a date-time: whether it
+                       IS one depends on the layout (an EVN meter number is 12 ASCII
+                       digits), so ``payload`` decides with the profile or the OBIS code
+visible-string         ``str`` (latin-1, lossless)
+utf8-string            ``str``
+float32 / float64      ``Decimal`` (from the IEEE value; NaN/Infinity kept as Decimal)
+date-time/date/time    ``datetime`` / ``date`` / ``time`` when fully specified and valid,
+                       else the raw ``bytes`` (wildcards such as "every day" have no
+                       Python equivalent)
+bit-string             ``BitString``
+null-data              ``None``
+=====================  ==============================================================
+
+Everything malformed raises ``DecodeError`` (never IndexError/struct.error): lengths are
+checked against the remaining bytes before anything is allocated, and nesting is bounded.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import DecodeError
+
+#: A-XDR data type tags (IEC 62056-6-2, "Data" CHOICE)
+TYPE_NAMES: Dict[int, str] = {
+    0: "null-data", 1: "array", 2: "structure", 3: "boolean", 4: "bit-string",
+    5: "double-long", 6: "double-long-unsigned", 9: "octet-string", 10: "visible-string",
+    12: "utf8-string", 13: "bcd", 15: "integer", 16: "long", 17: "unsigned", 18: "long-unsigned",
+    19: "compact-array", 20: "long64", 21: "long64-unsigned", 22: "enum", 23: "float32",
+    24: "float64", 25: "date-time", 26: "date", 27: "time",
+}
+TYPE_TAGS: Dict[str, int] = {v: k for k, v in TYPE_NAMES.items()}
+
+#: fixed-size integer types: tag -> (struct format, size)
+_INTS: Dict[int, Tuple[str, int]] = {
+    5: (">i", 4), 6: (">I", 4), 15: (">b", 1), 16: (">h", 2), 17: (">B", 1), 18: (">H", 2),
+    20: (">q", 8), 21: (">Q", 8), 22: (">B", 1), 13: (">B", 1),
+}
+INTEGER_TYPES = frozenset(TYPE_NAMES[t] for t in _INTS if t not in (22, 13))
+
+#: APDU tags that are not a plaintext data-notification, with the reason a user can act on
+_OTHER_APDUS: Dict[int, Tuple[str, str]] = {
+    0xDB: ("general-glo-ciphering", "the APDU is still ciphered: decrypt it first (configure the key)"),
+    0xDC: ("general-ded-ciphering", "the APDU is still ciphered: decrypt it first (configure the key)"),
+    0xDD: ("general-ciphering", "the APDU is still ciphered: decrypt it first (configure the key)"),
+    0xDF: ("general-signing", "signed APDUs are not supported: switch the meter's push to unsigned"),
+    0xE0: ("general-block-transfer", "reassemble the GBT blocks first"),
+    0xC2: ("event-notification-request", "event notifications carry no push values; ignore them"),
+    0xC4: ("get-response", "this is an answer to a client request, not a push"),
+    0x60: ("AARQ", "this is association traffic, not a push"),
+    0x61: ("AARE", "this is association traffic, not a push"),
+    0x2F: ("'/' (text)", "the plaintext is a DSMR/P1 text telegram: parse it as text"),
+    0xE6: ("LLC header E6", "remove the LLC header (E6 E7 00) before decoding"),
+    0x7E: ("HDLC flag", "this is an HDLC frame: deframe it first"),
+    0x68: ("M-Bus start", "this is an M-Bus telegram: deframe it first"),
+}
+
+MAX_DEPTH = 16  # real pushes nest 3 deep; a bound keeps garbage from recursing
+
+
+# --------------------------------------------------------------------------- values
+class Structure(list):
+    """A DLMS structure: a list that also remembers each element's DLMS type name."""
+
+    types: Tuple[str, ...] = ()
+
+
+class Array(list):
+    """A DLMS array: a list that also remembers each element's DLMS type name."""
+
+    types: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BitString:
+    """A DLMS bit-string; ``bits`` like ``"1011"`` (first bit first)."""
+
+    bits: str
+
+    def __str__(self) -> str:
+        return self.bits
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One decoded Data-Notification.
+
+    ``timestamp`` is the header date-time: tz-aware when the meter gave a deviation (COSEM
+    deviation -120 = UTC+02:00), naive when it sent 0x8000 ("not specified"), None when the
+    header had no date-time or an invalid one (``datetime_raw`` keeps the 12 bytes then).
+    ``body`` is the plain tree described in the module docstring, ``body_type`` its DLMS type.
+    """
+
+    invoke_id: Optional[int]
+    timestamp: Optional[datetime]
+    body: Any
+    body_type: str = "structure"
+    datetime_raw: Optional[bytes] = field(default=None, repr=False)
+    clock_status: Optional[int] = None
+    priority_high: bool = False
+
+
+# ------------------------------------------------------------------ date and time
+def parse_datetime(raw: bytes) -> Optional[datetime]:
+    """A COSEM date-time (12 bytes) as datetime, or None when it is not a concrete, valid one.
+
+    Strict on purpose: the generic walker uses this to recognise date-times inside
+    octet-strings, so "0x3137..." (ASCII digits of a meter number) must not pass.
+    """
+    if len(raw) != 12:
+        return None
+    year = (raw[0] << 8) | raw[1]
+    month, day, weekday, hour, minute, second, hundredths = raw[2:9]
+    deviation = struct.unpack(">h", raw[9:11])[0]
+    if year == 0xFFFF or not 1970 <= year <= 2255:
+        return None
+    if not (1 <= month <= 12 and 1 <= day <= 31 and (1 <= weekday <= 7 or weekday == 0xFF)):
+        return None
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    if hundredths == 0xFF:
+        hundredths = 0
+    elif hundredths > 99:
+        return None
+    tz: Optional[timezone] = None
+    if deviation != -0x8000:
+        if not -720 <= deviation <= 720:
+            return None
+        tz = timezone(timedelta(minutes=-deviation))  # COSEM: deviation = UTC - local time
+    try:
+        return datetime(year, month, day, hour, minute, second, hundredths * 10000, tzinfo=tz)
+    except ValueError:  # 31 February and the like
+        return None
+
+
+def parse_date(raw: bytes) -> Optional[date]:
+    """A COSEM date (5 bytes: year, month, day, weekday) or None when not concrete/valid."""
+    if len(raw) != 5:
+        return None
+    year = (raw[0] << 8) | raw[1]
+    if year == 0xFFFF or not 1970 <= year <= 2255:
+        return None
+    try:
+        return date(year, raw[2], raw[3])
+    except ValueError:
+        return None
+
+
+def parse_time(raw: bytes) -> Optional[time]:
+    """A COSEM time (4 bytes: hour, minute, second, hundredths) or None when not concrete."""
+    if len(raw) != 4:
+        return None
+    hour, minute, second, hundredths = raw
+    if hundredths == 0xFF:
+        hundredths = 0
+    if hour > 23 or minute > 59 or second > 59 or hundredths > 99:
+        return None
+    return time(hour, minute, second, hundredths * 10000)
+
+
+# ------------------------------------------------------------------------ decoder
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes, pos: int = 0) -> None:
+        self.buf = buf
+        self.pos = pos
+
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > self.remaining():
+            raise DecodeError(
+                f"APDU truncated: {what} needs {n} bytes at offset {self.pos}, {self.remaining()} left",
+                "the frame was cut off or deciphered with a wrong key",
+            )
+        chunk = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def byte(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def length(self, what: str) -> int:
+        """A-XDR length: one byte below 0x80, else 0x8N followed by N big-endian bytes."""
+        first = self.byte(what)
+        if first < 0x80:
+            return first
+        n = first & 0x7F
+        if not 1 <= n <= 4:
+            raise DecodeError(
+                f"invalid A-XDR length prefix 0x{first:02x} for {what} at offset {self.pos - 1}",
+                "the bytes are no DLMS data (wrong key or wrong layer)")
+        return int.from_bytes(self.take(n, what), "big")
+
+
+def _decode(r: _Reader, depth: int) -> Tuple[Any, str]:
+    offset = r.pos
+    tag = r.byte("data type tag")
+    name = TYPE_NAMES.get(tag)
+    if name is None:
+        raise DecodeError(f"unknown A-XDR data type 0x{tag:02x} at offset {offset}",
+                          "the bytes are no DLMS data (wrong key, or a layer was not removed)")
+    if tag in (1, 2):
+        if depth >= MAX_DEPTH:
+            raise DecodeError(f"data nested deeper than {MAX_DEPTH} levels at offset {offset}",
+                              "the bytes are no DLMS push data")
+        count = r.length(name)
+        if count > r.remaining():  # every element needs at least its tag byte
+            raise DecodeError(f"{name} of {count} elements at offset {offset} cannot fit in "
+                              f"{r.remaining()} remaining bytes", "the frame is truncated or garbled")
+        items: list = Structure() if tag == 2 else Array()
+        types: List[str] = []
+        for _ in range(count):
+            value, vtype = _decode(r, depth + 1)
+            items.append(value)
+            types.append(vtype)
+        items.types = tuple(types)  # type: ignore[attr-defined]
+        return items, name
+    if tag in _INTS:
+        fmt, size = _INTS[tag]
+        return struct.unpack(fmt, r.take(size, name))[0], name
+    if tag == 0:
+        return None, name
+    if tag == 3:
+        return r.byte(name) != 0, name
+    if tag == 9:
+        return r.take(r.length(name), name), name
+    if tag == 10:
+        return r.take(r.length(name), name).decode("latin-1"), name
+    if tag == 12:
+        raw = r.take(r.length(name), name)
+        try:
+            return raw.decode("utf-8"), name
+        except UnicodeDecodeError:
+            raise DecodeError(f"utf8-string at offset {offset} is not valid UTF-8",
+                              "the bytes are no DLMS data (wrong key?)") from None
+    if tag == 4:
+        nbits = r.length(name)
+        raw = r.take((nbits + 7) // 8, name)
+        bits = "".join(f"{b:08b}" for b in raw)[:nbits]
+        return BitString(bits), name
+    if tag == 23:
+        return _float(struct.unpack(">f", r.take(4, name))[0]), name
+    if tag == 24:
+        return _float(struct.unpack(">d", r.take(8, name))[0]), name
+    if tag == 25:
+        raw = r.take(12, name)
+        return parse_datetime(raw) or raw, name
+    if tag == 26:
+        raw = r.take(5, name)
+        return parse_date(raw) or raw, name
+    if tag == 27:
+        raw = r.take(4, name)
+        return parse_time(raw) or raw, name
+    raise DecodeError(f"A-XDR type {name} (0x{tag:02x}) at offset {offset} is not supported in pushes",
+                      "please report the frame (python -m dlms_protocol dump --hex ...) so it can be added")
+
+
+def _float(value: float) -> Decimal:
+    return Decimal(repr(value))  # repr is the shortest exact round-trip; 'nan'/'inf' parse too
+
+
+def decode_data(raw: bytes, pos: int = 0) -> Tuple[Any, str, int]:
+    """Decode one A-XDR ``Data`` item at ``pos``; return (value, DLMS type name, next position)."""
+    r = _Reader(bytes(raw), pos)
+    value, name = _decode(r, 0)
+    return value, name, r.pos
+
+
+def decode_apdu(apdu: bytes) -> Notification:
+    """Decode a plaintext Data-Notification APDU (tag 0x0F).
+
+    Accepts the date-time header absent (``00``), standard (``0C`` + 12 bytes) and in the
+    Kaifa MA304 form (``09 0C`` + 12 bytes, an extra octet-string tag). Any other APDU type
+    raises DecodeError naming it and what to do; so do trailing bytes after the body, since
+    a half-understood frame must not produce values.
+    """
+    apdu = bytes(apdu)
+    if not apdu:
+        raise DecodeError("empty APDU", "nothing was received after the frame header")
+    tag = apdu[0]
+    if tag != 0x0F:
+        known = _OTHER_APDUS.get(tag)
+        if known:
+            raise DecodeError(f"APDU 0x{tag:02x} ({known[0]}) is not a data-notification", known[1])
+        raise DecodeError(f"APDU 0x{tag:02x} is not a data-notification (0x0f)",
+                          "wrong decryption key, or the meter pushes something else; dump the frame")
+    r = _Reader(apdu, 1)
+    inv = int.from_bytes(r.take(4, "long-invoke-id-and-priority"), "big")
+    invoke_id = inv & 0x00FFFFFF
+    timestamp: Optional[datetime] = None
+    dt_raw: Optional[bytes] = None
+    n = r.byte("date-time length")
+    if n == 0x09 and r.remaining() >= 13 and apdu[r.pos] == 0x0C:  # Kaifa: 09 0C <12 bytes>
+        n = r.byte("date-time length")
+    if n == 12:
+        dt_raw = r.take(12, "date-time")
+        timestamp = parse_datetime(dt_raw)
+    elif n != 0:
+        raise DecodeError(f"data-notification date-time has {n} bytes, a COSEM date-time has 12",
+                          "the bytes are no valid notification (wrong key or wrong layer)")
+    if r.remaining() == 0:
+        raise DecodeError("data-notification has no body", "the frame was cut off")
+    body, body_type = _decode(r, 0)
+    if r.remaining():
+        raise DecodeError(f"{r.remaining()} bytes left after the notification body",
+                          "the frame is garbled or has an unknown trailer; dump it and report it")
+    return Notification(
+        invoke_id=invoke_id,
+        timestamp=timestamp,
+        body=body,
+        body_type=body_type,
+        datetime_raw=dt_raw,
+        clock_status=dt_raw[11] if dt_raw is not None else None,
+        priority_high=bool(inv & 0x80000000),
+    )
+
+
+# ------------------------------------------------------------------------ encoder
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def encode_data(value: Any, type_name: Optional[str] = None) -> bytes:
+    """Encode a value as A-XDR (used by the simulator, the profile template and the tests).
+
+    Without ``type_name`` the type follows the value: bool→boolean, int→double-long(-unsigned)
+    or long64(-unsigned), bytes→octet-string, str→visible-string, list→structure (an
+    ``Array``/``Structure`` keeps its kind and its element ``types``), None→null-data.
+    """
+    if type_name is None:
+        type_name = _natural_type(value)
+    tag = TYPE_TAGS.get(type_name)
+    if tag is None:
+        raise ValueError(f"unknown DLMS type {type_name!r}")
+    if tag in (1, 2):
+        elems = list(value)
+        types = getattr(value, "types", ()) or (None,) * len(elems)
+        return bytes([tag]) + _length(len(elems)) + b"".join(
+            encode_data(v, t) for v, t in zip(elems, types))
+    if tag in _INTS:
+        return bytes([tag]) + struct.pack(_INTS[tag][0], int(value))
+    if tag == 0:
+        return b"\x00"
+    if tag == 3:
+        return bytes([3, 1 if value else 0])
+    if tag in (9, 10, 12):
+        raw = value if isinstance(value, (bytes, bytearray)) else \
+            str(value).encode("utf-8" if tag == 12 else "latin-1")
+        return bytes([tag]) + _length(len(raw)) + bytes(raw)
+    if tag == 4:
+        bits = value.bits if isinstance(value, BitString) else str(value)
+        padded = bits + "0" * (-len(bits) % 8)
+        raw = bytes(int(padded[i:i + 8], 2) for i in range(0, len(padded), 8))
+        return bytes([4]) + _length(len(bits)) + raw
+    if tag == 23:
+        return bytes([23]) + struct.pack(">f", float(value))
+    if tag == 24:
+        return bytes([24]) + struct.pack(">d", float(value))
+    if tag in (25, 26, 27):
+        raw = value if isinstance(value, (bytes, bytearray)) else encode_datetime_value(value)
+        return bytes([tag]) + bytes(raw)
+    raise ValueError(f"cannot encode DLMS type {type_name!r}")
+
+
+def _natural_type(value: Any) -> str:
+    if value is None:
+        return "null-data"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        if -2**31 <= value < 2**31:
+            return "double-long"
+        if 0 <= value < 2**32:
+            return "double-long-unsigned"
+        return "long64" if value < 0 or value < 2**63 else "long64-unsigned"
+    if isinstance(value, (bytes, bytearray)):
+        return "octet-string"
+    if isinstance(value, str):
+        return "visible-string"
+    if isinstance(value, Array):
+        return "array"
+    if isinstance(value, (list, tuple)):
+        return "structure"
+    if isinstance(value, BitString):
+        return "bit-string"
+    if isinstance(value, datetime):
+        return "date-time"
+    raise ValueError(f"no natural DLMS type for {type(value).__name__}")
+
+
+def encode_datetime_value(value: Any, clock_status: int = 0) -> bytes:
+    """12-byte COSEM date-time (or 5-byte date / 4-byte time) from a Python value."""
+    if isinstance(value, datetime):
+        off = value.utcoffset()
+        deviation = -0x8000 if off is None else -int(off.total_seconds() // 60)
+        return struct.pack(">HBBBBBBBhB", value.year, value.month, value.day, value.isoweekday(),
+                           value.hour, value.minute, value.second, value.microsecond // 10000,
+                           deviation, clock_status)
+    if isinstance(value, date):
+        return struct.pack(">HBBB", value.year, value.month, value.day, value.isoweekday())
+    if isinstance(value, time):
+        return bytes([value.hour, value.minute, value.second, value.microsecond // 10000])
+    raise ValueError(f"not a date/time: {value!r}")
+
+
+def encode_notification(body: Any, timestamp: Optional[datetime] = None, invoke_id: int = 1,
+                        body_type: Optional[str] = None, kaifa_datetime: bool = False,
+                        clock_status: int = 0) -> bytes:
+    """Build a plaintext Data-Notification APDU (simulator, fixtures, tests)."""
+    head = b"\x0f" + struct.pack(">I", invoke_id & 0xFFFFFFFF)
+    if timestamp is None:
+        head += b"\x00"
+    else:
+        head += b"\x09" if kaifa_datetime else b""
+        head += b"\x0c" + encode_datetime_value(timestamp, clock_status)
+    return head + encode_data(body, body_type)
+
+
+def type_signature(body: Any) -> Tuple[str, ...]:
+    """The DLMS type names of a body's elements (``()`` for a scalar body)."""
+    return tuple(getattr(body, "types", ()))
+
+
+__all__ = [
+    "Notification", "Structure", "Array", "BitString", "decode_apdu", "decode_data",
+    "encode_data", "encode_notification", "encode_datetime_value", "parse_datetime",
+    "parse_date", "parse_time", "TYPE_NAMES", "TYPE_TAGS", "INTEGER_TYPES", "type_signature",
+]

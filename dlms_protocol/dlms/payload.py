@@ -1,0 +1,473 @@
+"""From a decoded notification to readings: generic walker first, profiles where the frame is silent.
+
+Shapes (``profiles.detect_shape``):
+
+* **push-list**: element 0 is the push object list, every further element is the value of
+  the capture object at the same position (Swiss VSE pushes). Gurux' ``parsePushObjects``
+  builds registers with the *default* scaler 1/unit 0 for these, because a push carries no
+  scaler: here the scaler comes from an ``attribute 3`` capture in the same push, else from
+  the profile, else it is unknown (see below).
+* **obis**: OBIS/value pairs (Kamstrup, Kaifa in Sweden, L+G without list), OBIS/value/
+  {scaler, unit} triples (Sagemcom T210-D flat lists), {obis, value[, {scaler, unit}]}
+  structures (Aidon, Kaifa MA309M) - also mixed in one body.
+* **positional**: bare values (AM550 SI/AT, E450 Burgenland, Kaifa MA304 Norway, IE.5);
+  they need a profile to mean anything.
+* **single**: a body that is one value (an opaque octet-string).
+
+Rules that keep wrong values out:
+
+* A number's physical value is ``Decimal(raw).scaleb(scaler)``: exact, counters stay Decimal.
+* When a register's scaler is neither in the frame nor in a profile, ``value`` is None and
+  the code is listed in ``Interpretation.unscaled``; ``raw`` still holds the number and
+  ``unit`` the usual unit of the OBIS code. A guessed scaler would be a ×10 or ×1000 error.
+* Positional values without a profile, or at positions the profile does not name, get the
+  code ``index N``, ``obis=None`` and (for numbers) ``value=None``: sinks map by OBIS code,
+  so they can never land in an item; the dump command shows them to write a profile.
+* ``Interpretation.unknown_layout`` is True when no profile explained a positional frame:
+  the pipeline counts it under ``UnknownLayoutError.stat`` ("unknown_layouts") but still
+  delivers the frame, so the raw values are visible.
+* Octet-strings become text (printable ASCII), a datetime (12 bytes that are a valid COSEM
+  date-time, or a clock object) or stay bytes; numbers of Data objects (class 1) and of
+  abstract OBIS codes (A = 0) and enums are exact without a scaler.
+
+``Reading.extra`` carries ``dlms_type`` (as transmitted), ``name`` (profile field),
+``clock_status`` (``0x80`` etc. of a date-time), ``class_id``/``attribute`` (push lists) and
+``group`` (earlier value groups of a DSMR line).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import DecodeError, UnknownLayoutError
+from ..iec62056_21.datablock import parse_readout, to_number
+from ..model import Reading
+from ..obis import Obis
+from . import units
+from .apdu import BitString, Notification, parse_datetime
+from .profiles import (BodyFacts, Field, Profile, choose, is_capture_list, is_scaler_unit, load_profiles,
+                       obis_of, resolve)
+
+log = logging.getLogger(__name__)
+
+#: OBIS codes (C.D.E, group A = 0) that identify the meter, best first
+_METER_ID_CODES = ((96, 1, 0), (96, 1, 1), (42, 0, 0), (0, 0, 5))
+_REGISTER_CLASSES = (3, 4, 5)
+
+
+@dataclass(frozen=True)
+class CaptureObject:
+    """One entry of a push object list: which attribute of which object a value is."""
+
+    class_id: int
+    obis: Obis
+    attribute: int
+    data_index: int = 0
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """What a notification means: readings in frame order, plus how that was decided."""
+
+    readings: Tuple[Reading, ...]
+    profile: Optional[str]
+    shape: str = "positional"
+    unknown_layout: bool = False
+    unscaled: Tuple[str, ...] = ()
+    meter_id: Optional[str] = None
+    family: Optional[str] = None
+    timestamp: Optional[datetime] = None
+    capture_objects: Tuple[CaptureObject, ...] = ()
+    notes: Tuple[str, ...] = field(default=())
+
+    def by_code(self) -> Dict[str, Reading]:
+        """Readings by code (first one wins), for quick lookups in tests and the CLI."""
+        out: Dict[str, Reading] = {}
+        for r in self.readings:
+            out.setdefault(r.code, r)
+        return out
+
+
+# ------------------------------------------------------------------------ helpers
+def _printable(raw: bytes) -> bool:
+    return bool(raw) and all(0x20 <= b < 0x7F for b in raw)
+
+
+def _plain(value: Any) -> Any:
+    """Structures/arrays as tuples of plain values (for ``Reading.raw``)."""
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _scaled(raw: Any, scaler: int) -> Optional[Decimal]:
+    if isinstance(raw, bool):
+        return None
+    number = Decimal(raw) if isinstance(raw, int) else raw
+    if not isinstance(number, Decimal) or not number.is_finite():
+        return None
+    return number.scaleb(scaler) if scaler else number
+
+
+def _clock_extra(raw: bytes) -> Tuple[Tuple[str, Optional[str]], ...]:
+    return (("clock_status", f"0x{raw[11]:02x}"),) if len(raw) == 12 else ()
+
+
+def _octets(raw: bytes, want_datetime: bool) -> Tuple[Any, Tuple[Tuple[str, Optional[str]], ...]]:
+    """An octet-string's value: date-time, text or bytes (never guessing past what is valid)."""
+    if len(raw) == 12:
+        dt = parse_datetime(raw)
+        if dt is not None:
+            return dt, _clock_extra(raw)
+        if want_datetime:
+            return None, _clock_extra(raw)  # a clock that is not a valid date-time: no value
+    if want_datetime:
+        return None, ()
+    if _printable(raw):
+        return raw.decode("ascii"), ()
+    return raw, ()
+
+
+def _needs_scaler(code: Obis, class_id: Optional[int]) -> bool:
+    """Does this number need a scaler to be a physical value?
+
+    Registers (class 3/4/5) do; Data objects (class 1) hold exact counts, ids and states.
+    Without a class (pair frames): electricity/gas/heat quantities (A > 0) and M-Bus values
+    (C = 24) do, abstract objects (A = 0: counters, status words) do not.
+    """
+    if class_id is not None:
+        return class_id in _REGISTER_CLASSES
+    return code.a != 0 or code.c == 24
+
+
+# ------------------------------------------------------------------------ builder
+class _Builder:
+    def __init__(self, notification: Notification, profile: Optional[Profile]) -> None:
+        self.ts = notification.timestamp
+        self.profile = profile
+        self.readings: List[Reading] = []
+        self.unscaled: List[str] = []
+        self.meter_id_field: Optional[str] = None
+
+    def add(self, **kw: Any) -> None:
+        self.readings.append(Reading(timestamp=self.ts, **kw))
+
+    # ---- values without meaning (positions nobody named)
+    def unmapped(self, index: int, value: Any, type_name: str) -> None:
+        extra: Tuple[Tuple[str, Optional[str]], ...] = (("dlms_type", type_name),)
+        shown: Any = None
+        if isinstance(value, (bytes, bytearray)):
+            shown, more = _octets(bytes(value), False)
+            extra += more
+        elif isinstance(value, (bool, str, datetime, date, time)) or type_name == "enum":
+            shown = value
+        elif isinstance(value, BitString):
+            shown = value.bits
+        self.add(code=f"index {index}", obis=None, value=shown, unit=None, raw=_plain(value),
+                 scaler=None, index=index, extra=extra)
+
+    # ---- positional profile field
+    def from_field(self, fld: Field, index: int, value: Any, type_name: str) -> None:
+        code = fld.code
+        extra: Tuple[Tuple[str, Optional[str]], ...] = (("dlms_type", type_name),)
+        if fld.name:
+            extra += (("name", fld.name),)
+        kind = fld.kind
+        shown: Any
+        unit: Optional[str] = None
+        scaler: Optional[int] = None
+        if kind == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+                raise self._misfit(index, fld, "a number", type_name)
+            scaler, unit = fld.scaler, fld.unit
+            shown = _scaled(value, scaler)
+        elif kind == "datetime":
+            if isinstance(value, datetime):
+                shown = value
+            elif isinstance(value, (bytes, bytearray)):
+                shown, more = _octets(bytes(value), True)
+                extra += more
+            else:
+                raise self._misfit(index, fld, "a date-time", type_name)
+        elif kind == "text":
+            if isinstance(value, (bytes, bytearray)):
+                shown = bytes(value).decode("ascii", "replace")
+            elif isinstance(value, str):
+                shown = value
+            else:
+                raise self._misfit(index, fld, "text", type_name)
+            if fld.meter_id and shown:
+                self.meter_id_field = shown
+        elif kind == "enum":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self._misfit(index, fld, "an enum", type_name)
+            shown = value
+        elif kind == "bool":
+            shown = bool(value) if isinstance(value, (bool, int)) else None
+        else:  # bytes
+            shown = bytes(value) if isinstance(value, (bytes, bytearray)) else None
+        label = code.dotted() if code is not None and code.dotted() else f"index {index}"
+        self.add(code=label, obis=code, value=shown, unit=unit, raw=_plain(value), scaler=scaler, index=index,
+                 extra=extra)
+
+    def _misfit(self, index: int, fld: Field, wanted: str, type_name: str) -> DecodeError:
+        name = self.profile.name if self.profile is not None else "?"
+        return DecodeError(f"profile {name}: element {index} ({fld.name}) should be {wanted}, "
+                           f"but is {type_name}",
+                           "the profile does not fit this frame; fix it or choose another")
+
+    # ---- a value with an OBIS code (pairs, structures, push lists)
+    def obis_value(self, code: Obis, index: int, value: Any, type_name: str,
+                   scaler_unit: Optional[Sequence[int]] = None, class_id: Optional[int] = None,
+                   attribute: int = 2) -> None:
+        dotted = code.dotted() or str(code)
+        extra: Tuple[Tuple[str, Optional[str]], ...] = (("dlms_type", type_name),)
+        if class_id is not None:
+            extra += (("class_id", str(class_id)),)
+        if attribute != 2:
+            extra += (("attribute", str(attribute)),)
+        shown: Any = None
+        unit: Optional[str] = None
+        scaler: Optional[int] = None
+        is_clock = class_id == 8 or (code.a == 0 and (code.c, code.d, code.e) == (1, 0, 0))
+        if isinstance(value, bool):
+            shown = value
+        elif isinstance(value, (int, Decimal)) and type_name != "enum":
+            fld = self.profile.field_for(code) if self.profile is not None else None
+            if scaler_unit is not None:
+                scaler, unit = int(scaler_unit[0]), units.symbol(int(scaler_unit[1]))
+                shown = _scaled(value, scaler)
+            elif fld is not None and fld.kind == "number":
+                scaler, unit = fld.scaler, fld.unit
+                shown = _scaled(value, scaler)
+            elif not _needs_scaler(code, class_id):
+                shown = _scaled(value, 0)
+            else:
+                unit = code.unit()
+                self.unscaled.append(dotted)
+        elif type_name == "enum":
+            shown = value
+        elif isinstance(value, (bytes, bytearray)):
+            shown, more = _octets(bytes(value), is_clock)
+            extra += more
+        elif isinstance(value, (str, datetime, date, time)):
+            shown = value
+        elif isinstance(value, BitString):
+            shown = value.bits
+        self.add(code=dotted, obis=code, value=shown, unit=unit, raw=_plain(value), scaler=scaler,
+                 index=index, extra=extra)
+
+
+# ------------------------------------------------------------------------- shapes
+def _walk_obis(b: _Builder, body: list, facts: BodyFacts) -> None:
+    types = tuple(getattr(body, "types", ()))
+    keyed = {i: (code, value, vtype, su) for i, code, value, vtype, su in facts.groups}
+    covered = set()
+    for i, (code, value, vtype, su) in keyed.items():
+        covered.add(i)
+        if isinstance(body[i], list):
+            if su is not None and not is_scaler_unit(su, body[i].types[2]):
+                raise DecodeError(f"element {i}: third item of an {{obis, value, ...}} structure is "
+                                  f"{body[i].types[2]}, not {{scaler, unit}}", "dump the frame and report it")
+        else:
+            covered.update((i + 1, i + 2) if su is not None else (i + 1,))
+    for i, elem in enumerate(body):
+        if i in keyed:
+            code, value, vtype, su = keyed[i]
+            b.obis_value(code, i, value, vtype, su)
+        elif i not in covered:
+            b.unmapped(i, elem, types[i] if i < len(types) else "?")
+
+
+def _walk_push_list(b: _Builder, body: list) -> Tuple[CaptureObject, ...]:
+    types = tuple(getattr(body, "types", ()))
+    captures = tuple(CaptureObject(int(e[0]), obis_of(bytes(e[1])), int(e[2]), int(e[3])) for e in body[0])
+    if len(captures) != len(body):
+        raise DecodeError(f"the push object list names {len(captures)} objects but the push has "
+                          f"{len(body)} values", "the frame is garbled, or the meter's list changed mid-push")
+    # an attribute-3 capture (scaler_unit) of a register in the same push is the best source
+    scaler_units: Dict[Obis, Sequence[int]] = {}
+    for cap, value, type_name in zip(captures, body, types):
+        if cap.class_id in _REGISTER_CLASSES and cap.attribute == 3 and is_scaler_unit(value, type_name):
+            scaler_units[cap.obis] = value
+    for i, (cap, value, type_name) in enumerate(zip(captures, body, types)):
+        if i == 0 and cap.class_id == 40 and cap.attribute == 2 and is_capture_list(value, type_name):
+            continue  # the object list itself
+        if cap.class_id in _REGISTER_CLASSES and cap.attribute == 3:
+            continue  # consumed above
+        su = scaler_units.get(cap.obis) if cap.attribute == 2 else None
+        b.obis_value(cap.obis, i, value, type_name, su, cap.class_id, cap.attribute)
+    return captures
+
+
+def _meter_id(readings: Sequence[Reading], from_field: Optional[str]) -> Optional[str]:
+    if from_field:
+        return from_field
+    for cde in _METER_ID_CODES:
+        for r in readings:
+            o = r.obis
+            if o is not None and (o.c, o.d, o.e) == cde and (o.a == 0 or cde == (0, 0, 5)) \
+                    and isinstance(r.value, str) and r.value.strip():
+                return r.value.strip()
+    return None
+
+
+# --------------------------------------------------------------------- interpret
+def interpret(notification: Notification, profile: Optional[str] = None, *,
+              profiles: Optional[Dict[str, Any]] = None, family: Optional[str] = None) -> Interpretation:
+    """Readings of one notification.
+
+    ``profile``: None/``"auto"`` selects by structure; a profile name, a family name or a JSON
+    path restricts the choice to that (a forced profile that does not fit raises
+    UnknownLayoutError saying why). ``profiles``: the loaded profile set (default: built-in);
+    the pipeline passes ``load_profiles(user_dirs)`` once. ``family``: the family of this
+    meter's previous frame (``Interpretation.family``), which enables profiles such as Kaifa
+    list 1 that are too plain to recognise alone.
+    """
+    available = profiles if profiles is not None else load_profiles()
+    body = notification.body
+    facts = BodyFacts(body, notification.body_type)
+    shape = facts.shape
+    candidates = resolve(profile, available)
+    forced = candidates is not None
+    chosen: Optional[Profile] = None
+    notes: List[str] = []
+    if forced:
+        chosen, reasons = choose(body, candidates or [], family, forced=True, facts=facts)
+        if chosen is None and shape in ("positional", "single"):
+            raise UnknownLayoutError(f"profile {profile!r} does not fit this frame ({'; '.join(reasons)})",
+                                     "set profile to auto, to the meter's family, or write a profile "
+                                     "(python -m dlms_protocol dump)")
+        if chosen is None:  # the frame names its values itself: decode it without the profile
+            notes.append(f"profile {profile!r} not used: " + "; ".join(reasons))
+    else:
+        chosen, reasons = choose(body, available.values(), family, facts=facts)
+        if chosen is None and reasons and reasons[-1].startswith("several profiles fit"):
+            notes.append(reasons[-1])
+            _warn_once(reasons[-1] + ": none is chosen; set the profile explicitly")
+    b = _Builder(notification, chosen)
+    captures: Tuple[CaptureObject, ...] = ()
+    unknown = False
+    if shape == "push-list":
+        captures = _walk_push_list(b, body)
+    elif shape == "obis":
+        _walk_obis(b, body, facts)
+    else:  # positional or single: only a profile gives the positions a meaning
+        elems = list(body) if isinstance(body, list) else [body]
+        types = tuple(getattr(body, "types", ())) if isinstance(body, list) else (notification.body_type,)
+        unknown = chosen is None
+        for i, (elem, type_name) in enumerate(zip(elems, types)):
+            fld = chosen.field_at(i) if chosen is not None else None
+            if fld is None:
+                b.unmapped(i, elem, type_name)
+            else:
+                b.from_field(fld, i, elem, type_name)
+    readings = tuple(b.readings)
+    return Interpretation(
+        readings=readings,
+        profile=chosen.name if chosen is not None else None,
+        shape=shape,
+        unknown_layout=unknown,
+        unscaled=tuple(b.unscaled),
+        meter_id=_meter_id(readings, b.meter_id_field),
+        family=chosen.family if chosen is not None else family,
+        timestamp=notification.timestamp,
+        capture_objects=captures,
+        notes=tuple(notes),
+    )
+
+
+_WARNED: set = set()
+
+
+def _warn_once(text: str) -> None:
+    """Configuration problems that repeat with every frame are logged once per process."""
+    if text not in _WARNED and len(_WARNED) < 100:
+        _WARNED.add(text)
+        log.warning("%s", text)
+
+
+def unknown_layout_error(result: Interpretation) -> UnknownLayoutError:
+    """The error the pipeline counts (and may log) for a frame no profile explained."""
+    n = len(result.readings)
+    return UnknownLayoutError(
+        f"positional push with {n} values matches no meter profile",
+        "run `python -m dlms_protocol dump --hex ...` to see the values and write a profile, "
+        "or set profile to one of `python -m dlms_protocol profiles`",
+    )
+
+
+# --------------------------------------------------------------------- DSMR text
+_DSMR_TIME = re.compile(r"^(\d{12})([SW])$")
+
+
+def dsmr_crc(data: bytes) -> int:
+    """CRC-16/ARC (poly 0xA001 reflected, init 0) as DSMR 4/5 puts after the '!' (tests, simulator)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def _dsmr_time(text: str) -> Optional[datetime]:
+    """``YYMMDDhhmmssS`` -> naive datetime (S/W says summer/winter time, not the zone)."""
+    m = _DSMR_TIME.match(text.strip())
+    if not m:
+        return None
+    try:
+        return datetime.strptime(m.group(1), "%y%m%d%H%M%S")
+    except ValueError:
+        return None
+
+
+def interpret_text(text: bytes, require_crc: bool = True) -> Interpretation:
+    """A DSMR/P1 ASCII telegram found inside a ciphered push (Energienetze Steiermark).
+
+    Parsed by the readout side's ``parse_readout`` (same rules for D0 and P1 text), which
+    checks the CRC after ``!`` (ChecksumError when wrong). A telegram without CRC raises
+    DecodeError when ``require_crc``: a GCM tag that could not be verified must not be the
+    only protection. Numbers keep the unit as sent (``kWh`` stays ``kWh``), ``scaler`` is 0
+    (the value is the transmitted number), ``raw`` the digits as sent; ``0-0:1.0.0`` becomes
+    a naive datetime and the Interpretation's timestamp.
+    """
+    readout = parse_readout(bytes(text), use_checksum=True)
+    if readout.crc == "absent" and require_crc:
+        raise DecodeError("DSMR telegram has no CRC after '!'",
+                          "this meter sends unprotected telegrams; accept them only knowingly "
+                          "(require_crc=False)")
+    if not readout.datasets:
+        raise DecodeError("DSMR telegram has no data lines", "the plaintext is no DSMR telegram")
+    stamp: Optional[datetime] = None
+    rows: List[Tuple[Optional[Obis], str, Any, Optional[str], str, Tuple[Tuple[str, Optional[str]], ...]]] = []
+    for ds in readout.datasets:
+        if not ds.values:
+            continue
+        last = ds.values[-1]
+        value: Any = to_number(last.value) if last.unit else None
+        if value is None:
+            value = _dsmr_time(last.value) or last.value.strip()
+        code = ds.obis
+        if code is not None and code.a == 0 and (code.c, code.d, code.e) == (1, 0, 0) and isinstance(value, datetime):
+            stamp = value
+        label = (code.dotted() if code is not None else None) or ds.code
+        extra = tuple(("group", v.value) for v in ds.values[:-1])
+        rows.append((code, label, value, last.unit, last.value, extra))
+    readings = tuple(
+        Reading(code=label, obis=code, value=value, unit=unit, raw=raw,
+                scaler=0 if isinstance(value, Decimal) and unit else None, index=i, timestamp=stamp, extra=extra)
+        for i, (code, label, value, unit, raw, extra) in enumerate(rows))
+    ident = readout.identification
+    return Interpretation(
+        readings=readings, profile="dsmr", shape="text", timestamp=stamp, family="dsmr",
+        meter_id=(ident.raw.lstrip("/") if ident is not None else None),
+    )
+
+
+__all__ = ["Interpretation", "CaptureObject", "interpret", "interpret_text", "unknown_layout_error",
+           "dsmr_crc"]

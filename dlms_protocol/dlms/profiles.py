@@ -1,0 +1,675 @@
+"""Meter profiles: what the values of a push mean when the frame does not say it itself.
+
+A profile is one JSON file (``data/profiles/*.json`` built in, plus user files or folders).
+Three kinds, by ``match.shape``:
+
+``positional``
+    The frame has no OBIS codes (Iskraemeco AM550 in Slovenia and Austria, L+G E450
+    Burgenland, Kaifa MA304 in Norway, Iskraemeco IE.5): ``fields`` say by ``index`` which
+    OBIS code, scaler and unit each position has.
+``obis``
+    OBIS/value pairs or {obis, value} structures without {scaler, unit} (Kamstrup, Kaifa in
+    Sweden, some L+G E450): ``fields`` give scaler and unit by ``obis``.
+``push-list``
+    Element 0 is the push object list (Swiss VSE pushes): the list names every value, but a
+    pushed register carries no scaler or unit, so ``fields`` give them by ``obis``.
+
+Auto-selection (``select_profile``) is by structure only and must be unambiguous:
+``elements`` (body length), ``types`` (DLMS type per element; ``"integer"``, ``"text"``,
+``"number"`` and ``"*"`` are groups), ``markers`` (an element's text equals / starts with
+a string, e.g. the list id ``KFM_001``), ``obis_markers`` (the value of an OBIS code),
+``obis_codes`` (the exact OBIS sequence of a pair frame) and ``capture_objects`` (the exact
+push object list, ``"class:obis:attribute"``). A profile with ``requires_family`` (Kaifa
+list 1: a lone power value) is only chosen after the same meter sent a frame of that family.
+Two matching profiles select none: the frame stays an unknown layout and the user forces one.
+
+Schema of a file::
+
+    {"name": "...", "description": "...", "source": "where the facts come from",
+     "family": "optional group name", "match": {...},
+     "fields": [{"index": 2, "obis": "1-0:1.7.0.255", "name": "...", "kind": "number",
+                 "scaler": 0, "unit": "W"}, ...]}
+
+``kind`` is ``number`` (scaled: value = raw·10^scaler), ``enum``, ``bool``, ``text``,
+``datetime`` (a 12-byte COSEM date-time) or ``bytes``. ``"meter_id": true`` marks the field
+that identifies the meter.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..errors import ConfigurationError
+from ..obis import Obis
+from . import units
+from .apdu import INTEGER_TYPES, TYPE_NAMES, Notification, parse_datetime
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
+SHAPES = ("positional", "obis", "push-list", "single")
+KINDS = ("number", "enum", "bool", "text", "datetime", "bytes")
+TEXT_TYPES = frozenset({"octet-string", "visible-string", "utf8-string"})
+TYPE_GROUPS: Dict[str, frozenset] = {
+    "integer": frozenset(INTEGER_TYPES),
+    "number": frozenset(INTEGER_TYPES | {"float32", "float64"}),
+    "text": TEXT_TYPES,
+}
+_MATCH_KEYS = {"shape", "elements", "types", "markers", "obis_markers", "obis_codes", "capture_objects",
+               "requires_family"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value of a profile: by ``index`` (positional) or by ``obis`` (obis / push-list)."""
+
+    index: Optional[int]
+    obis: Optional[str]
+    scaler: int
+    unit: Optional[str]
+    name: str
+    kind: str = "number"
+    meter_id: bool = False
+
+    @property
+    def code(self) -> Optional[Obis]:
+        return _parse_obis(self.obis) if self.obis else None
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """A profile's match rules and field lookups, compiled once (matching runs for every frame)."""
+
+    types: Tuple[str, ...]
+    obis_markers: Tuple[Tuple[Obis, dict], ...]
+    obis_codes: Optional[Tuple[str, ...]]
+    capture_objects: Optional[Tuple[str, ...]]
+    by_index: Dict[int, Field]
+    by_obis: Dict[Obis, Field]
+    short: Tuple[Tuple[Obis, Field], ...]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A meter layout from one JSON file (see the module docstring for the schema)."""
+
+    name: str
+    description: str
+    match: dict
+    fields: Tuple[Field, ...]
+    source: str
+    family: Optional[str] = None
+    path: Optional[str] = None
+    rules: Optional[_Rules] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rules is None:
+            object.__setattr__(self, "rules", _compile(self))
+
+    @property
+    def shape(self) -> str:
+        return self.match.get("shape", "positional")
+
+    def field_at(self, index: int) -> Optional[Field]:
+        return self.rules.by_index.get(index)  # type: ignore[union-attr]
+
+    def field_for(self, code: Obis) -> Optional[Field]:
+        """The field for an OBIS code: the exact code, else a short code (``31.7.0``) that matches it."""
+        rules = self.rules
+        assert rules is not None
+        found = rules.by_obis.get(code)
+        if found is None and code.f == 255:
+            found = rules.by_obis.get(Obis(code.a, code.b, code.c, code.d, code.e, None))
+        if found is not None:
+            return found
+        for pattern, fld in rules.short:
+            if pattern.matches(code):
+                return fld
+        return None
+
+
+def _compile(profile: Profile) -> _Rules:
+    m = profile.match
+    by_obis: Dict[Obis, Field] = {}
+    short: List[Tuple[Obis, Field]] = []
+    for f in profile.fields:
+        code = f.code
+        if code is None:
+            continue
+        if code.a is not None and code.b is not None:
+            by_obis.setdefault(code, f)
+        else:
+            short.append((code, f))
+    return _Rules(
+        types=tuple(m.get("types") or ()),
+        obis_markers=tuple((_parse_obis(mk["obis"]), mk) for mk in m.get("obis_markers", ())),
+        obis_codes=tuple(_parse_obis(c).dotted() or c for c in m["obis_codes"]) if "obis_codes" in m else None,
+        capture_objects=tuple(":".join(str(x) for x in _capture_or_fail(c, profile.name))
+                              for c in m["capture_objects"]) if "capture_objects" in m else None,
+        by_index={f.index: f for f in profile.fields if f.index is not None},
+        by_obis=by_obis,
+        short=tuple(short),
+    )
+
+
+@lru_cache(maxsize=512)
+def _parse_obis(text: str) -> Obis:
+    return Obis.parse(text)
+
+
+@lru_cache(maxsize=4096)
+def obis_of(raw: bytes) -> Obis:
+    """The Obis of a 6-byte logical name (cached: the same codes arrive every few seconds)."""
+    return Obis.from_bytes(raw)
+
+
+# ------------------------------------------------------------------------ loading
+def _fail(where: str, cause: str) -> ConfigurationError:
+    return ConfigurationError(f"profile {where}: {cause}",
+                              "fix the JSON file (schema in dlms_protocol/dlms/profiles.py) or remove it")
+
+
+def parse_profile(data: Any, where: str = "<json>") -> Profile:
+    """Validate one profile document and build a Profile; ConfigurationError names the problem."""
+    if not isinstance(data, dict):
+        raise _fail(where, "the file must hold one JSON object")
+    for key in ("name", "match", "fields"):
+        if key not in data:
+            raise _fail(where, f"'{key}' is missing")
+    name = data["name"]
+    if not isinstance(name, str) or not name.strip() or name.strip().lower() in ("auto", "dsmr"):
+        raise _fail(where, f"'name' must be a non-empty string other than auto/dsmr, not {name!r}")
+    where = f"{name!r} ({where})"
+    match = data["match"]
+    if not isinstance(match, dict):
+        raise _fail(where, "'match' must be an object")
+    unknown = set(match) - _MATCH_KEYS
+    if unknown:
+        raise _fail(where, f"unknown match rule(s) {sorted(unknown)}; known: {sorted(_MATCH_KEYS)}")
+    shape = match.setdefault("shape", "positional")
+    if shape not in SHAPES:
+        raise _fail(where, f"match.shape {shape!r} is none of {', '.join(SHAPES)}")
+    elements = match.get("elements")
+    if elements is not None and (not isinstance(elements, int) or elements < 0):
+        raise _fail(where, "match.elements must be a whole number")
+    types = match.get("types")
+    if types is not None:
+        if not isinstance(types, list) or (elements is not None and len(types) != elements):
+            raise _fail(where, "match.types must be a list with one entry per element")
+        for t in types:
+            if t != "*" and t not in TYPE_GROUPS and t not in TYPE_NAMES.values():
+                raise _fail(where, f"match.types has unknown DLMS type {t!r}")
+    if shape in ("positional", "single") and elements is None:
+        raise _fail(where, f"a {shape} profile needs match.elements")
+    if shape == "single" and elements != 1:
+        raise _fail(where, "a single-value profile has match.elements 1")
+    for marker in match.get("markers", []):
+        if not isinstance(marker, dict) or not isinstance(marker.get("index"), int) or \
+                not any(k in marker for k in ("equals", "prefix", "not_prefix")):
+            raise _fail(where, "each marker needs 'index' and 'equals', 'prefix' or 'not_prefix'")
+    for marker in match.get("obis_markers", []):
+        if not isinstance(marker, dict) or "obis" not in marker or \
+                not any(k in marker for k in ("equals", "prefix", "not_prefix")):
+            raise _fail(where, "each obis_marker needs 'obis' and 'equals', 'prefix' or 'not_prefix'")
+        _obis_or_fail(marker["obis"], where)
+    for code in match.get("obis_codes", []):
+        _obis_or_fail(code, where)
+    for entry in match.get("capture_objects", []):
+        _capture_or_fail(entry, where)
+    fields: List[Field] = []
+    seen_index: Dict[int, str] = {}
+    if not isinstance(data["fields"], list):
+        raise _fail(where, "'fields' must be a list")
+    for i, raw in enumerate(data["fields"]):
+        if not isinstance(raw, dict):
+            raise _fail(where, f"fields[{i}] must be an object")
+        fields.append(_parse_field(raw, i, shape, elements, seen_index, where))
+    family = data.get("family")
+    if family is not None and not isinstance(family, str):
+        raise _fail(where, "'family' must be a string")
+    return Profile(
+        name=name.strip(), description=str(data.get("description", "")), match=match,
+        fields=tuple(fields), source=str(data.get("source", "")), family=family,
+    )
+
+
+def _obis_or_fail(text: Any, where: str) -> Obis:
+    code = Obis.try_parse(text) if isinstance(text, str) else None
+    if code is None:
+        raise _fail(where, f"{text!r} is not an OBIS code")
+    return code
+
+
+def _capture_or_fail(entry: Any, where: str) -> Tuple[int, str, int]:
+    parts = entry.split(":") if isinstance(entry, str) else []
+    try:
+        class_id, attr = int(parts[0]), int(parts[-1])
+        code = ":".join(parts[1:-1])
+    except (ValueError, IndexError):
+        raise _fail(where, f"capture object {entry!r} must look like '3:1-0:1.8.0.255:2'") from None
+    return class_id, _obis_or_fail(code, where).dotted() or code, attr
+
+
+def _parse_field(raw: dict, i: int, shape: str, elements: Optional[int], seen: Dict[int, str],
+                 where: str) -> Field:
+    label = f"fields[{i}]"
+    index = raw.get("index")
+    obis = raw.get("obis")
+    if shape in ("positional", "single"):
+        if not isinstance(index, int) or index < 0 or (elements is not None and index >= elements):
+            raise _fail(where, f"{label}: 'index' must be 0..{(elements or 1) - 1}")
+        if index in seen:
+            raise _fail(where, f"{label}: index {index} is already used by {seen[index]!r}")
+        seen[index] = raw.get("name", "")
+    elif obis is None:
+        raise _fail(where, f"{label}: an {shape} profile names its fields by 'obis'")
+    if obis is not None:
+        obis = _obis_or_fail(obis, where)
+        obis = obis.dotted() or str(obis)
+    kind = raw.get("kind", "number")
+    if kind not in KINDS:
+        raise _fail(where, f"{label}: kind {kind!r} is none of {', '.join(KINDS)}")
+    scaler = raw.get("scaler", 0 if kind != "number" else None)
+    if kind == "number":
+        if not isinstance(scaler, int) or isinstance(scaler, bool) or not -128 <= scaler <= 127:
+            raise _fail(where, f"{label} ({raw.get('name', '')}): a number needs an integer 'scaler' "
+                               f"(value = raw·10^scaler), not {scaler!r}")
+    unit = raw.get("unit")
+    if unit is not None and unit not in units.known_symbols():
+        raise _fail(where, f"{label}: unit {unit!r} is no DLMS unit symbol (e.g. W, Wh, var, varh, V, A, Hz)")
+    if kind != "number" and unit is not None:
+        raise _fail(where, f"{label}: only numbers have a unit")
+    return Field(index=index, obis=obis, scaler=int(scaler or 0), unit=unit,
+                 name=str(raw.get("name", "")), kind=kind, meter_id=bool(raw.get("meter_id", False)))
+
+
+def _load_file(path: Path) -> Profile:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"profile file {path} cannot be read ({exc.__class__.__name__})",
+                                 "check the path and the file permissions") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"profile file {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
+                                 "fix the JSON syntax") from None
+    profile = parse_profile(data, str(path))
+    return Profile(**{**profile.__dict__, "path": str(path)})
+
+
+def _files(where: Path) -> List[Path]:
+    if where.is_dir():
+        return sorted(where.glob("*.json"))
+    if where.is_file():
+        return [where]
+    raise ConfigurationError(f"profile path {where} does not exist",
+                             "give a profile JSON file or a folder of them")
+
+
+@lru_cache(maxsize=1)
+def _builtin() -> Tuple[Profile, ...]:
+    return tuple(_load_file(p) for p in sorted(BUILTIN_DIR.glob("*.json")))
+
+
+def load_profiles(extra_dirs: Sequence[Path] = ()) -> Dict[str, Profile]:
+    """Built-in profiles plus user folders/files; a user profile replaces a built-in of the same name."""
+    profiles: Dict[str, Profile] = {}
+    for profile in _builtin():
+        if profile.name in profiles:
+            raise ConfigurationError(f"two built-in profiles are named {profile.name!r}", "rename one")
+        profiles[profile.name] = profile
+    for where in extra_dirs:
+        for path in _files(Path(where)):
+            profile = _load_file(path)
+            if profile.name in profiles:
+                log.info("profile %s from %s replaces %s", profile.name, path,
+                         profiles[profile.name].path or "the built-in one")
+            profiles[profile.name] = profile
+    return profiles
+
+
+def load_profile(name_or_path: str, extra_dirs: Sequence[Path] = ()) -> Profile:
+    """A profile by name, or from a JSON file path; the error lists the available names."""
+    text = str(name_or_path).strip()
+    path = Path(text)
+    if text.endswith(".json") or path.is_file():
+        if not path.is_file():
+            raise ConfigurationError(f"profile file {text} does not exist", "check the path")
+        return _load_file(path)
+    profiles = load_profiles(extra_dirs)
+    if text in profiles:
+        return profiles[text]
+    raise ConfigurationError(
+        f"unknown profile {text!r}",
+        "use auto, a JSON file path, or one of: " + ", ".join(sorted(profiles)),
+    )
+
+
+def resolve(selection: Optional[str], profiles: Dict[str, Profile]) -> Optional[List[Profile]]:
+    """The candidates a user's ``profile`` setting allows: None = all (auto), else a list.
+
+    A family name (``si-sodo-elektromaribor``) allows all of its profiles, which is what a
+    meter that pushes several lists needs.
+    """
+    if selection is None or str(selection).strip().lower() in ("", "auto"):
+        return None
+    text = str(selection).strip()
+    if text in profiles:
+        return [profiles[text]]
+    family = [p for p in profiles.values() if p.family == text]
+    if family:
+        return family
+    return [load_profile(text)]
+
+
+# ---------------------------------------------------------------------- matching
+def is_obis_octets(value: Any) -> bool:
+    """6 bytes that can be a logical name: A is a defined medium (0-15), B a channel (0-127)."""
+    return isinstance(value, (bytes, bytearray)) and len(value) == 6 and value[0] <= 15 and value[1] <= 127
+
+
+def is_scaler_unit(value: Any, type_name: str) -> bool:
+    return (type_name == "structure" and isinstance(value, list) and len(value) == 2
+            and tuple(getattr(value, "types", ())) == ("integer", "enum"))
+
+
+_CAPTURE_TYPES = (("long-unsigned", "octet-string", "integer", "long-unsigned"),
+                  ("long-unsigned", "octet-string", "integer", "unsigned"))
+
+
+def is_capture_list(value: Any, type_name: str) -> bool:
+    """An array of {class-id, logical-name, attribute-index, data-index} structures."""
+    if type_name != "array" or not isinstance(value, list) or not value:
+        return False
+    for entry in value:
+        if not (isinstance(entry, list) and len(entry) == 4 and getattr(entry, "types", ()) in _CAPTURE_TYPES
+                and is_obis_octets(entry[1])):
+            return False
+    return True
+
+
+def obis_groups(body: Any) -> List[Tuple[int, Obis, Any, str, Optional[Any]]]:
+    """The OBIS-keyed values of a body: (index, code, value, value type, {scaler, unit} or None).
+
+    An element is keyed when it is a logical name followed by a value (and maybe a
+    {scaler, unit} structure), or a structure {logical name, value[, {scaler, unit}]}.
+    """
+    out: List[Tuple[int, Obis, Any, str, Optional[Any]]] = []
+    if not isinstance(body, list):
+        return out
+    types = tuple(getattr(body, "types", ()))
+    i = 0
+    n = len(body)
+    while i < n:
+        elem = body[i]
+        if is_obis_octets(elem) and i + 1 < n:
+            su = body[i + 2] if i + 2 < n and is_scaler_unit(body[i + 2], types[i + 2]) else None
+            out.append((i, obis_of(bytes(elem)), body[i + 1], types[i + 1], su))
+            i += 3 if su is not None else 2
+            continue
+        if isinstance(elem, list) and len(elem) in (2, 3) and is_obis_octets(elem[0]):
+            etypes = tuple(getattr(elem, "types", ()))
+            su = elem[2] if len(elem) == 3 else None
+            out.append((i, obis_of(bytes(elem[0])), elem[1], etypes[1], su))
+        i += 1
+    return out
+
+
+class BodyFacts:
+    """What matching needs to know about one body, computed once per frame (not per profile)."""
+
+    def __init__(self, body: Any, body_type: Optional[str] = None) -> None:
+        self.body = body
+        self.length, self.types = signature(body, body_type)
+        self._shape: Optional[str] = None
+        self._groups: Optional[list] = None
+
+    @property
+    def groups(self) -> list:
+        if self._groups is None:
+            self._groups = obis_groups(self.body)
+        return self._groups
+
+    @property
+    def shape(self) -> str:
+        if self._shape is None:
+            self._shape = self._detect()
+        return self._shape
+
+    def _detect(self) -> str:
+        body = self.body
+        if not isinstance(body, list):
+            return "single"
+        if body and self.types and is_capture_list(body[0], self.types[0]):
+            return "push-list"
+        groups = self.groups
+        consumed = sum(1 if isinstance(body[i], list) else (3 if su is not None else 2)
+                       for i, _, _, _, su in groups)
+        return "obis" if groups and consumed * 2 >= len(body) else "positional"
+
+    def obis_sequence(self) -> Tuple[str, ...]:
+        return tuple(code.dotted() or str(code) for _, code, _, _, _ in self.groups)
+
+    def capture_signature(self) -> Tuple[str, ...]:
+        if self.shape != "push-list":
+            return ()
+        return tuple(f"{e[0]}:{obis_of(bytes(e[1])).dotted()}:{e[2]}" for e in self.body[0])
+
+
+def detect_shape(body: Any) -> str:
+    """``push-list``, ``obis`` (pairs/structures with OBIS codes), ``positional`` or ``single``."""
+    return BodyFacts(body).shape
+
+
+def obis_sequence(body: Any) -> Tuple[str, ...]:
+    """The OBIS codes of a pair/structure frame in order (dotted), for ``obis_codes`` rules."""
+    return BodyFacts(body).obis_sequence()
+
+
+def obis_values(body: Any) -> Dict[str, Any]:
+    """OBIS code (dotted) -> raw value of a pair/structure frame (first occurrence)."""
+    out: Dict[str, Any] = {}
+    for _, code, value, _, _ in obis_groups(body):
+        out.setdefault(code.dotted() or str(code), value)
+    return out
+
+
+def capture_signature(body: Any) -> Tuple[str, ...]:
+    """``class:obis:attribute`` of each entry of a push object list (element 0)."""
+    return BodyFacts(body).capture_signature()
+
+
+def _text_of(value: Any) -> Optional[str]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("latin-1")
+    return None
+
+
+def _marker_ok(value: Any, marker: dict) -> bool:
+    text = _text_of(value)
+    if text is None:
+        return False
+    if "equals" in marker and text != marker["equals"]:
+        return False
+    if "prefix" in marker and not text.startswith(marker["prefix"]):
+        return False
+    return not ("not_prefix" in marker and text.startswith(marker["not_prefix"]))
+
+
+def _marker_text(marker: dict) -> str:
+    return ", ".join(f"{k} {marker[k]!r}" for k in ("equals", "prefix", "not_prefix") if k in marker)
+
+
+def _type_ok(actual: str, wanted: str) -> bool:
+    return wanted == "*" or actual == wanted or actual in TYPE_GROUPS.get(wanted, ())
+
+
+def signature(body: Any, body_type: Optional[str] = None) -> Tuple[int, Tuple[str, ...]]:
+    """(element count, DLMS type per element); a scalar body counts as one element."""
+    if isinstance(body, list):
+        return len(body), tuple(getattr(body, "types", ()))
+    if body_type is None:
+        body_type = {bytes: "octet-string", str: "visible-string", bool: "boolean"}.get(type(body), "*")
+    return 1, (body_type,)
+
+
+def mismatch(profile: Profile, body: Any, family: Optional[str] = None, forced: bool = False,
+             body_type: Optional[str] = None, facts: Optional[BodyFacts] = None) -> Optional[str]:
+    """Why a profile does not fit a body (a sentence), or None when it fits.
+
+    ``forced`` (the user named the profile): identity rules (markers, OBIS sequence, push
+    list, family) are skipped, the structure (shape, element count, types) must still fit.
+    """
+    facts = facts if facts is not None else BodyFacts(body, body_type)
+    m = profile.match
+    rules = profile.rules
+    assert rules is not None
+    if m["shape"] != facts.shape:
+        return f"the frame is {facts.shape}, the profile is for {m['shape']} frames"
+    if not forced and m.get("requires_family") and m["requires_family"] != family:
+        return f"it is only chosen after a frame of family {m['requires_family']!r}"
+    elements = m.get("elements")
+    if elements is not None and facts.length != elements:
+        return f"the frame has {facts.length} elements, the profile expects {elements}"
+    types = facts.types
+    for i, wanted in enumerate(rules.types):
+        if i >= len(types) or not _type_ok(types[i], wanted):
+            got = types[i] if i < len(types) else "nothing"
+            return f"element {i} is {got}, the profile expects {wanted}"
+    if forced:
+        return None
+    for marker in m.get("markers", ()):
+        idx = marker["index"]
+        if not isinstance(body, list) or idx >= len(body) or not _marker_ok(body[idx], marker):
+            return f"element {idx} is not the marker {_marker_text(marker)}"
+    for want, marker in rules.obis_markers:
+        found = [value for _, code, value, _, _ in facts.groups if want.matches(code)]
+        if not found or not _marker_ok(found[0], marker):
+            return f"{want} is not the marker {_marker_text(marker)}"
+    if rules.obis_codes is not None and facts.obis_sequence() != rules.obis_codes:
+        return "the frame's OBIS codes differ from the profile's obis_codes"
+    if rules.capture_objects is not None and facts.capture_signature() != rules.capture_objects:
+        return "the frame's push object list differs from the profile's capture_objects"
+    return None
+
+
+def select_profile(body: Any, profiles: Dict[str, Profile], family: Optional[str] = None,
+                   body_type: Optional[str] = None) -> Optional[Profile]:
+    """The one profile whose rules fit this body, or None (none, or more than one, fits)."""
+    chosen, reasons = choose(body, profiles.values(), family, body_type=body_type)
+    if chosen is None and reasons and reasons[-1].startswith("several profiles fit"):
+        log.warning("frame fits several profiles (%s): none is chosen; set the profile explicitly",
+                    reasons[-1].split(": ", 1)[1])
+    return chosen
+
+
+def choose(body: Any, candidates: Iterable[Profile], family: Optional[str] = None,
+           forced: bool = False, body_type: Optional[str] = None,
+           facts: Optional[BodyFacts] = None) -> Tuple[Optional[Profile], List[str]]:
+    """Like select_profile over a candidate list; also returns why each candidate did not fit."""
+    facts = facts if facts is not None else BodyFacts(body, body_type)
+    fits: List[Profile] = []
+    reasons: List[str] = []
+    for p in candidates:
+        why = mismatch(p, body, family, forced, facts=facts)
+        if why is None:
+            fits.append(p)
+        else:
+            reasons.append(f"{p.name}: {why}")
+    if len(fits) == 1:
+        return fits[0], reasons
+    if len(fits) > 1:
+        reasons.append("several profiles fit: " + ", ".join(sorted(p.name for p in fits)))
+    return None, reasons
+
+
+# ---------------------------------------------------------------------- template
+def _kind_guess(value: Any, type_name: str) -> str:
+    if type_name == "enum":
+        return "enum"
+    if type_name == "boolean":
+        return "bool"
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) == 12 and parse_datetime(bytes(value)) is not None:
+            return "datetime"
+        return "text" if all(0x20 <= b < 0x7F for b in value) else "bytes"
+    if isinstance(value, str):
+        return "text"
+    if type_name in ("date-time",):
+        return "datetime"
+    if isinstance(value, list) or value is None:
+        return "bytes"
+    return "number"
+
+
+def _example(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        raw = bytes(value)
+        return raw.decode("ascii") if raw and all(0x20 <= b < 0x7F for b in raw) else raw.hex().upper()
+    if isinstance(value, list):
+        return [_example(v) for v in value]
+    if isinstance(value, (int, bool, str)) or value is None:
+        return value
+    return str(value)
+
+
+def profile_template(notification: Notification) -> dict:
+    """A JSON skeleton for a new profile, made from one frame of an unknown meter.
+
+    Every position (or every OBIS code without an in-frame scaler) gets an entry with its
+    DLMS type and example value; ``scaler`` is left null for numbers on purpose, so the file
+    does not load until a person has filled in what the grid operator's document says.
+    """
+    body = notification.body
+    shape = detect_shape(body)
+    stamp = notification.timestamp.isoformat() if notification.timestamp else "unknown time"
+    template: dict = {
+        "name": "my-meter",
+        "description": "FILL IN: meter, grid operator, which push list",
+        "family": None,
+        "source": f"template from a frame of {stamp}; FILL IN where obis, scaler and unit come from "
+                  "(the grid operator's customer-interface document)",
+    }
+    types = tuple(getattr(body, "types", ()))
+    fields: List[dict] = []
+    if shape in ("positional", "single"):
+        elems = list(body) if isinstance(body, list) else [body]
+        if not isinstance(body, list):
+            types = (notification.body_type,)
+        template["match"] = {"shape": shape, "elements": len(elems), "types": list(types)}
+        for i, (value, type_name) in enumerate(zip(elems, types)):
+            kind = _kind_guess(value, type_name)
+            entry = {"index": i, "name": "", "obis": None, "kind": kind, "type": type_name,
+                     "example": _example(value)}
+            if kind == "number":
+                entry.update(scaler=None, unit=None)
+            fields.append(entry)
+    elif shape == "obis":
+        template["match"] = {"shape": "obis", "obis_codes": list(obis_sequence(body))}
+        for code, value in obis_values(body).items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            fields.append({"obis": code, "name": "", "kind": "number", "scaler": None,
+                           "unit": _parse_obis(code).unit(), "example": value})
+    else:  # push-list
+        template["match"] = {"shape": "push-list", "capture_objects": list(capture_signature(body))}
+        for entry, value, type_name in zip(body[0], body, types):
+            if entry[0] in (3, 4, 5) and entry[2] == 2 and type_name in TYPE_GROUPS["number"]:
+                code = Obis.from_bytes(bytes(entry[1]))
+                fields.append({"obis": code.dotted(), "name": code.name() or "", "kind": "number",
+                               "scaler": None, "unit": code.unit(), "example": _example(value)})
+    template["fields"] = fields
+    return template
+
+
+__all__ = [
+    "Field", "Profile", "load_profiles", "load_profile", "parse_profile", "select_profile",
+    "profile_template", "detect_shape", "mismatch", "choose", "signature", "BodyFacts", "obis_groups",
+    "obis_of", "resolve", "is_obis_octets", "is_scaler_unit", "is_capture_list", "obis_sequence",
+    "obis_values", "capture_signature", "BUILTIN_DIR",
+]
