@@ -1,0 +1,401 @@
+"""Publish verified meter snapshots as a Victron grid meter on D-Bus, from any thread.
+
+``VictronBridge`` runs its own asyncio loop in a daemon thread, so a synchronous caller (the
+SmartHomeNG plugin, the push listener's thread, the readout loop) only calls ``publish(data)``.
+Mapping happens in the caller's thread; the loop only applies the result and sends one
+``ItemsChanged``. The bus is connected lazily and reconnected by itself.
+
+Staleness (victron-dbus.md §10.4, user pains #13/#18): values are held while frames keep
+coming. An instantaneous path (power, voltage, current, ...) goes invalid when its own source
+was not refreshed within the time-out; when no verified frame at all arrived within it,
+``/Connected`` becomes 0 and every measurement is invalidated (an empty value, never 0 W).
+The next frame restores everything. The time-out is ``timeout`` but at least three times the
+meter's observed interval, so a meter pushing every 10 s does not blink.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics as _stats
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, Optional
+
+from ..errors import ConfigurationError, DlmsError
+from ..model import MeterData, Statistics
+from .mapping import Mapped, Mapper
+
+LOG = logging.getLogger(__name__)
+
+ROLES = ("grid", "pvinverter", "genset", "acload", "evcharger", "heatpump")
+_IDENTITY = ("/Serial", "/FirmwareVersion")
+
+
+@dataclass
+class BridgeSettings:
+    """How the meter appears on Venus OS.
+
+    ``bus``: ``auto`` (session bus when DBUS_SESSION_BUS_ADDRESS is set, else system bus, as
+    Victron's drivers choose), ``system``, ``session`` or an address such as
+    ``unix:path=/run/dbus/system_bus_socket`` or ``tcp:host=venus.local,port=78``.
+    ``role``/``custom_name``/``device_instance`` are first-start defaults: once localsettings
+    holds a record, the GUI's choice wins. ``device_suffix``: the stable last element of the
+    service name (default ``dlms_<meter serial>``, else ``dlms_<port>``). ``timeout``: seconds
+    without a verified frame before the meter counts as disconnected. ``refresh_time_ms``: the
+    meter's update period for ``/RefreshTime`` (default: measured). ``mapping_file``: JSON that
+    overrides the built-in mapping; ``mapping_options`` overrides its options (e.g.
+    ``{"total_power_on_l1": "yes"}``). ``port``/``connection``: the meter port (suffix fallback)
+    and the ``/Mgmt/Connection`` text.
+    """
+
+    bus: str = "auto"
+    role: str = "grid"
+    custom_name: str = ""
+    device_suffix: Optional[str] = None
+    product_name: str = "DLMS smart meter"
+    timeout: float = 10.0
+    refresh_time_ms: Optional[int] = None
+    mapping_file: Optional[str] = None
+    port: str = ""
+    connection: str = ""
+    device_instance: int = 40
+    mapping_options: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ConfigurationError(f"role {self.role!r} is unknown", "use one of " + ", ".join(ROLES))
+        try:
+            self.timeout = float(self.timeout)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"timeout {self.timeout!r} is no number", "write seconds, e.g. 10") from None
+        if not self.timeout > 0:
+            raise ConfigurationError(f"timeout {self.timeout} must be positive", "write seconds, e.g. 10")
+        if self.refresh_time_ms is not None:
+            self.refresh_time_ms = int(self.refresh_time_ms)
+        if not 0 <= int(self.device_instance) <= 999:
+            raise ConfigurationError(f"device_instance {self.device_instance} out of range", "use 0..999 (40 is usual)")
+        if not str(self.bus or "").strip():
+            raise ConfigurationError("bus is empty", "use auto, system, session or a D-Bus address")
+
+
+class _Core:
+    """Everything that runs on the bridge's loop."""
+
+    def __init__(self, cfg: BridgeSettings, mapper: Mapper, stats: Statistics) -> None:
+        from .service import MeterService  # needs dbus-fast; imported on the loop only
+
+        self.cfg = cfg
+        self.stats = stats
+        self.loop = asyncio.get_running_loop()
+        self.service = MeterService(cfg, mapper, stats)
+        self.mapper = mapper
+        self.connected = False
+        self.control_ready = False
+        self.last_frame: Optional[float] = None
+        self.times: Dict[str, float] = {}  # instantaneous path -> monotonic time of its last value
+        self.intervals: Deque[float] = deque(maxlen=9)
+        self.frames = 0
+        self.frames_before_open = 0
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.opening: Optional["asyncio.Task[None]"] = None
+        self.retry_at = 0.0
+        self.stopping = False
+        self.registered_event = asyncio.Event()
+        self._meter_id: Optional[str] = None
+
+    # ----------------------------------------------------------- connection
+    async def run(self) -> None:
+        """Keep the control connection up; re-register after the bus came back."""
+        delay = 1.0
+        while not self.stopping:
+            try:
+                await self.service.connect_control()
+            except DlmsError as exc:
+                self.stats.error(exc)
+                LOG.warning("victron: %s (retry in %.0f s)", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            except Exception:  # the bridge must survive anything; retry like a lost bus
+                self.stats.count("victron_internal_errors")
+                LOG.exception("victron: unexpected error while connecting (retry in %.0f s)", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 1.0
+            self.control_ready = True
+            if self.service.opened:
+                await self._guarded(self.service.register())
+            else:
+                self._maybe_open()
+            try:
+                await self.service.control.wait_for_disconnect()
+            except Exception as exc:  # noqa: BLE001 - the end of the connection, whatever its reason
+                LOG.debug("victron: control connection ended: %r", exc)
+            self.control_ready = False
+            if not self.stopping:
+                LOG.warning("victron: D-Bus connection lost; reconnecting")
+
+    async def _guarded(self, coro: Any) -> bool:
+        try:
+            await coro
+            return True
+        except DlmsError as exc:
+            self.stats.error(exc)
+            LOG.error("victron: %s", exc)
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one failed registration end the bridge
+            self.stats.count("victron_internal_errors")
+            LOG.exception("victron: unexpected error while registering on D-Bus")
+            return False
+
+    def _maybe_open(self) -> None:
+        svc = self.service
+        if svc.opened or self.opening is not None or not self.control_ready or not self.connected:
+            return
+        if "/Ac/Power" not in svc.values and self.frames_before_open < 2:
+            return  # wait for the frame with power (two-telegram meters send energy separately)
+        if time.monotonic() < self.retry_at:
+            return
+        self.opening = self.loop.create_task(self._open())
+
+    async def _open(self) -> None:
+        svc = self.service
+        try:
+            ok = await self._guarded(svc.open(svc.values.get("/Serial"), self._meter_id))
+            if ok:
+                self.registered_event.set()
+            else:
+                self.retry_at = time.monotonic() + 5.0
+        finally:
+            self.opening = None
+
+    # ---------------------------------------------------------------- frames
+    def on_frame(self, mapped: Mapped, meter_id: Optional[str], t: float) -> None:
+        if self.stopping:
+            return
+        if self.last_frame is not None:
+            iv = t - self.last_frame
+            if 0.0 < iv < 3600.0:
+                self.intervals.append(iv)
+        self.last_frame = t
+        self.frames += 1
+        if meter_id and not self._meter_id:
+            self._meter_id = meter_id
+        svc = self.service
+        changes: Dict[str, Any] = dict(mapped.values)
+        for path in changes:
+            spec = self.mapper.spec(path)
+            if spec is not None and not spec.counter:
+                self.times[path] = t
+        if not self.connected:
+            if svc.opened:
+                LOG.info("victron: verified readings again; /Connected = 1")
+            self.connected = True
+        changes["/Connected"] = 1
+        if mapped.phases - svc.phases:
+            svc.add_phases(mapped.phases)
+            changes["/NrOfPhases"] = max(svc.phases)
+        changes["/RefreshTime"] = self._refresh_time()
+        n = svc.update(changes)
+        if n:
+            self.stats.count("victron_updates")
+        if not svc.opened:
+            self.frames_before_open += 1
+            self._maybe_open()
+        if self.timer is None:
+            self._schedule(t)
+
+    def _refresh_time(self) -> Optional[int]:
+        if self.cfg.refresh_time_ms:
+            return int(self.cfg.refresh_time_ms)
+        if not self.intervals:
+            return self.service.values.get("/RefreshTime")
+        ms = _stats.median(self.intervals) * 1000.0
+        return int(round(ms, -2 if ms >= 1000 else -1)) or 10
+
+    def effective_timeout(self) -> float:
+        if len(self.intervals) >= 3:
+            return max(self.cfg.timeout, 3.0 * _stats.median(self.intervals))
+        return self.cfg.timeout
+
+    # ------------------------------------------------------------- staleness
+    def _schedule(self, now: float) -> None:
+        eff = self.effective_timeout()
+        oldest = min(self.times.values()) if self.times else self.last_frame
+        if oldest is None:
+            return
+        if self.last_frame is not None:
+            oldest = min(oldest, self.last_frame)
+        delay = max(0.05, oldest + eff - now + 0.01)
+        self.timer = self.loop.call_later(delay, self._check)
+
+    def _check(self) -> None:
+        self.timer = None
+        if self.stopping or self.last_frame is None:
+            return
+        now = time.monotonic()
+        eff = self.effective_timeout()
+        svc = self.service
+        if now - self.last_frame >= eff:
+            if self.connected:
+                changes: Dict[str, Any] = {p: None for p, v in svc.values.items()
+                                           if v is not None and self.mapper.spec(p) is not None
+                                           and p not in _IDENTITY}
+                changes["/Connected"] = 0
+                svc.update(changes)
+                self.connected = False
+                self.stats.count("victron_disconnects")
+                LOG.warning("victron: no verified reading for %.1f s: /Connected = 0, measurements invalid",
+                            now - self.last_frame)
+            self.times.clear()
+            return  # nothing can go stale any more: no timer while the meter is silent
+        stale = [p for p, t in self.times.items() if now - t >= eff]
+        if stale:
+            for p in stale:
+                del self.times[p]
+            svc.update({p: None for p in stale})
+            LOG.info("victron: %s not refreshed for %.1f s: invalidated", ", ".join(stale), eff)
+        self._schedule(now)
+
+    # ------------------------------------------------------------------- end
+    async def shutdown(self) -> None:
+        self.stopping = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.opening is not None:
+            self.opening.cancel()
+        await self.service.close()
+
+
+class VictronBridge:
+    """Thread-safe front of the D-Bus grid-meter service (see module docstring)."""
+
+    def __init__(self, settings: BridgeSettings, stats: Optional[Statistics] = None) -> None:
+        self.settings = settings
+        self.stats = stats if stats is not None else Statistics()
+        self.mapper = Mapper(settings.mapping_file, settings.mapping_options)  # bad mapping: error now
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._core: Optional[_Core] = None
+        self._main: Optional["asyncio.Future[Any]"] = None
+        self._ready = threading.Event()
+
+    # ------------------------------------------------------------------ life
+    def start(self) -> None:
+        """Start the loop thread and return at once; the bus is connected in the background."""
+        if self._thread is not None:
+            return
+        try:
+            import dbus_fast  # noqa: F401
+        except ImportError:
+            raise ConfigurationError("the Victron bridge needs the Python package dbus-fast",
+                                     "Venus OS >= 3.50 ships it; elsewhere: pip install dbus-fast "
+                                     "(or opkg install python3-dbus-fast)") from None
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._thread_main, name="victron-dbus", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+
+        async def main() -> None:
+            self._core = _Core(self.settings, self.mapper, self.stats)
+            self._ready.set()
+            await self._core.run()
+
+        try:
+            self._main = loop.create_task(main())
+            loop.run_forever()
+        except Exception:  # the bridge thread must never take the host down silently
+            LOG.exception("victron: bridge loop crashed")
+        finally:
+            self._ready.set()
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Drop the service from the bus and end the thread (waits at most ``timeout`` s)."""
+        loop, core, thread = self._loop, self._core, self._thread
+        if thread is None:
+            return
+        if loop is not None and core is not None and loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(core.shutdown(), loop)
+            try:
+                fut.result(timeout)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                LOG.debug("victron: shutdown: %r", exc)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        self._thread = None
+        self._loop = None
+        self._core = None
+
+    # ---------------------------------------------------------------- data
+    def publish(self, data: MeterData) -> None:
+        """Map a verified snapshot and put it on the bus (one ItemsChanged). Any thread."""
+        loop, core = self._loop, self._core
+        try:
+            mapped = self.mapper.map(data)
+        except Exception as exc:  # a mapping bug must not break the caller's reading loop
+            self.stats.count("victron_map_errors")
+            LOG.exception("victron: cannot map a reading set: %s", exc)
+            return
+        if loop is None or core is None:
+            LOG.debug("victron: publish() before start(); dropped")
+            return
+        meter_id = data.meter_id
+        try:
+            loop.call_soon_threadsafe(core.on_frame, mapped, meter_id, time.monotonic())
+        except RuntimeError:  # loop closed during stop()
+            pass
+
+    # ------------------------------------------------------------- queries
+    def wait_registered(self, timeout: float) -> bool:
+        """Block until the service holds its bus name (tests, the standalone's start-up log)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            core = self._core
+            if core is not None and core.registered_event.is_set():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def status(self) -> Dict[str, Any]:
+        """A snapshot for diagnostics (web interface, logs); safe from any thread."""
+        core, loop = self._core, self._loop
+        if core is None or loop is None:
+            return {"running": False}
+
+        async def snapshot() -> Dict[str, Any]:
+            out = core.service.status()
+            out.update({
+                "running": True,
+                "bus_connected": core.control_ready,
+                "meter_connected": core.connected,
+                "frames": core.frames,
+                "timeout": core.effective_timeout(),
+            })
+            return out
+
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("status() is for other threads; on the loop use the core directly")
+        try:
+            return asyncio.run_coroutine_threadsafe(snapshot(), loop).result(2.0)
+        except Exception:  # noqa: BLE001 - loop stopping or busy: report what is known
+            return {"running": loop.is_running()}
+
+
+__all__ = ["BridgeSettings", "VictronBridge", "ROLES"]

@@ -1,0 +1,194 @@
+"""The BusItem export layer against a real dbus-daemon on a private bus."""
+from __future__ import annotations
+
+from typing import Any, Iterator, List, Tuple
+
+import pytest
+from dbus_fast import BusType, Message, Variant
+from dbus_fast.aio import MessageBus
+
+from dbus_fixtures import BUSITEM, DbusDaemon, LoopThread, VenusClient, close_bus, have_dbus
+from helpers import need
+from dlms_protocol.victron.busitem import BusItemService, unwrap, wrap
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[DbusDaemon]:
+    need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
+    d = DbusDaemon()
+    yield d
+    d.stop()
+
+
+class Exported:
+    """A BusItemService on its own connection and loop thread."""
+
+    def __init__(self, address: str, name: str) -> None:
+        self.lt = LoopThread("exporter")
+        self.svc = BusItemService(name)
+        self.refused: List[Tuple[str, Any]] = []
+        self.bus = self.lt.run(self._connect(address))
+
+    @staticmethod
+    async def _connect(address: str) -> MessageBus:
+        return await MessageBus(bus_address=address, bus_type=BusType.SESSION).connect()
+
+    def build(self) -> None:
+        def refuse_negative(path: str, value: Any) -> bool:
+            if value < 0:
+                self.refused.append((path, value))
+                return False
+            return True
+
+        s = self.svc
+        s.add_path("/DeviceInstance", 41)
+        s.add_path("/ProductId", 0xFFFF)
+        s.add_path("/ProductName", "Test meter")
+        s.add_path("/Ac/Power", 1234.5, text=lambda v: "%.0f W" % v)
+        s.add_path("/Ac/L1/Power", -12.0, text=lambda v: "%.0f W" % v)
+        s.add_path("/Ac/L1/Voltage", None)
+        s.add_path("/CustomName", "", writeable=True, valuetype=str)
+        s.add_path("/Position", 0, writeable=True, valuetype=int, on_set=refuse_negative)
+        s.add_path("/AllowedRoles", ["grid", "pvinverter"])
+        s.add_path("/Big", 2 ** 40)
+
+    def start(self) -> None:
+        async def go() -> None:
+            self.svc.attach(self.bus)
+            await self.svc.register()
+        self.lt.run(go())
+
+    def update(self, changes: Any) -> int:
+        async def go() -> int:
+            return self.svc.update(changes)
+        return self.lt.run(go())
+
+    def stop(self) -> None:
+        self.lt.run(close_bus(self.bus))
+        self.lt.close()
+
+
+@pytest.fixture
+def exported(daemon: DbusDaemon) -> Iterator[Tuple[Exported, VenusClient, str]]:
+    name = "com.victronenergy.grid.test_busitem"
+    exp = Exported(daemon.address, name)
+    exp.build()
+    client = VenusClient(daemon.address)
+    exp.start()
+    client.wait_for(lambda c: name in c.cache, 20)
+    yield exp, client, name
+    exp.stop()
+    client.stop()
+
+
+def test_wrap_follows_velib_types() -> None:
+    assert (wrap(None).signature, wrap(None).value) == ("ai", [])
+    assert wrap(5).signature == "i" and wrap(2 ** 40).signature == "x"
+    assert wrap(1.5).signature == "d" and wrap("x").signature == "s"
+    assert wrap(["a", "b"]).signature == "as" and wrap([]).signature == "au"
+    assert unwrap(Variant("ai", [])) is None and unwrap(Variant("d", 2.5)) == 2.5
+
+
+def test_scan_getitems_values_and_texts(exported: Tuple[Exported, VenusClient, str]) -> None:
+    _exp, client, name = exported
+    items = client.get_items(name)
+    assert items["/DeviceInstance"] == {"Value": 41, "Text": "41"}
+    assert items["/ProductId"]["Text"] == "0xFFFF"
+    assert items["/Ac/Power"]["Value"] == 1234.5 and items["/Ac/Power"]["Text"] in ("1234 W", "1235 W")
+    assert items["/Ac/L1/Voltage"] == {"Value": None, "Text": "---"}
+    assert items["/AllowedRoles"]["Value"] == ["grid", "pvinverter"]
+    assert items["/Big"]["Value"] == 2 ** 40
+
+
+def test_per_path_calls_with_and_without_interface(exported: Tuple[Exported, VenusClient, str]) -> None:
+    _exp, client, name = exported
+    for iface in (BUSITEM, None):  # velib's VeDbusItemImport calls without an interface name
+        assert client.get_value(name, "/Ac/L1/Power", iface=iface) == -12.0
+        raw = client.get_raw(name, "/Ac/L1/Voltage", iface=iface)
+        assert (raw.signature, raw.value) == ("ai", [])
+    assert client.get_text(name, "/Ac/L1/Power") == "-12 W"
+    assert client.get_text(name, "/Ac/L1/Voltage") == "---"
+    with pytest.raises(RuntimeError, match="UnknownMethod|UnknownObject"):
+        client.get_value(name, "/No/Such/Path")
+
+
+def test_root_and_subtree_getvalue_return_dicts(exported: Tuple[Exported, VenusClient, str]) -> None:
+    _exp, client, name = exported
+    root = client.call(name, "/", "GetValue")[0]
+    assert root.signature == "a{sv}"
+    values = unwrap(root)
+    assert values["Ac/Power"] == 1234.5 and values["DeviceInstance"] == 41 and values["Ac/L1/Voltage"] is None
+    sub = unwrap(client.call(name, "/Ac", "GetValue")[0])
+    assert set(sub) == {"Power", "L1/Power", "L1/Voltage"}
+    texts = unwrap(client.call(name, "/Ac/L1", "GetText")[0])
+    assert texts == {"Power": "-12 W", "Voltage": "---"}
+    introspection = client.call(name, "/Ac", "Introspect", iface="org.freedesktop.DBus.Introspectable")[0]
+    assert '<node name="L1"/>' in introspection and '<node name="Power"/>' in introspection
+
+
+def test_setvalue_codes_and_propertieschanged(exported: Tuple[Exported, VenusClient, str]) -> None:
+    exp, client, name = exported
+    client.clear_events()
+    assert client.set_value(name, "/Ac/Power", Variant("d", 1.0)) == 1  # not writeable
+    assert client.set_value(name, "/Position", Variant("s", "abc")) == 1  # wrong type
+    assert client.set_value(name, "/Position", Variant("i", -1)) == 2  # refused by the owner
+    assert exp.refused == [("/Position", -1)]
+    assert client.set_value(name, "/Position", Variant("i", 2), iface=None) == 0
+    assert client.set_value(name, "/CustomName", Variant("s", "Hausanschluss")) == 0
+    client.wait_for(lambda c: c.value(name, "/CustomName") == "Hausanschluss")
+    assert client.get_value(name, "/Position") == 2
+    kinds = {(e[2], tuple(e[3])) for e in client.events}
+    assert ("PropertiesChanged", ("/Position",)) in kinds
+    assert ("PropertiesChanged", ("/CustomName",)) in kinds
+    assert client.set_value(name, "/Position", Variant("i", 2)) == 0  # unchanged: still ok
+
+
+def test_one_itemschanged_per_batch_with_only_changed_paths(exported: Tuple[Exported, VenusClient, str]) -> None:
+    exp, client, name = exported
+    client.clear_events()
+    assert exp.update({"/Ac/Power": -300.0, "/Ac/L1/Power": -12.0, "/Ac/L1/Voltage": 231.0, "/Nope": 1}) == 2
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == -300.0)
+    assert exp.update({"/Ac/Power": -300.0}) == 0  # nothing changed: no signal
+    assert exp.update({"/Ac/L1/Voltage": None}) == 1  # invalidation is a change
+    client.wait_for(lambda c: len(c.events) >= 2)
+    assert [(e[2], sorted(e[3])) for e in client.events] == [
+        ("ItemsChanged", ["/Ac/L1/Voltage", "/Ac/Power"]),
+        ("ItemsChanged", ["/Ac/L1/Voltage"]),
+    ]
+    assert client.value(name, "/Ac/L1/Voltage") is None
+
+
+def test_name_is_claimed_only_by_register(daemon: DbusDaemon) -> None:
+    client = VenusClient(daemon.address)
+    exp = Exported(daemon.address, "com.victronenergy.grid.test_late")
+    try:
+        exp.build()
+        exp.svc.attach(exp.bus)
+        owner = client.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "NameHasOwner", "s",
+                            ["com.victronenergy.grid.test_late"], iface="org.freedesktop.DBus")[0]
+        assert owner is False
+        exp.lt.run(exp.svc.register())
+        client.wait_for(lambda c: "com.victronenergy.grid.test_late" in c.cache)
+        # the first scan already sees every path with its value
+        assert client.value("com.victronenergy.grid.test_late", "/Ac/Power") == 1234.5
+        second = Exported(daemon.address, "com.victronenergy.grid.test_late")
+        second.svc.attach(second.bus)
+        with pytest.raises(RuntimeError, match="owned by another process"):
+            second.lt.run(second.svc.register())
+        second.stop()
+    finally:
+        exp.stop()
+        client.stop()
+
+
+def test_no_reply_expected_calls_are_answered_silently(exported: Tuple[Exported, VenusClient, str]) -> None:
+    exp, client, name = exported
+
+    async def go() -> None:
+        from dbus_fast import MessageFlag
+        msg = Message(destination=name, path="/CustomName", interface=BUSITEM, member="SetValue",
+                      signature="v", body=[Variant("s", "quiet")], flags=MessageFlag.NO_REPLY_EXPECTED)
+        await client.bus.send(msg)
+
+    client.lt.run(go())
+    client.wait_for(lambda c: c.value(name, "/CustomName") == "quiet")

@@ -1,0 +1,182 @@
+"""Config files of the standalone service: our INI format and dbus-dlms-meter's config.py."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dlms_protocol.errors import ConfigurationError
+from dlms_protocol.victron.config_file import load_config, read_python_literals
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "000102030405060708090A0B0C0D0E0F"
+AKEY = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
+
+LEGACY = """from gurux_common.io import Parity, StopBits
+
+TTY_INTERFACE = 'ttyUSB0'  # Default TTY interface
+
+SERIAL_BAUD_RATE = 38400
+BYTE_SIZE = 8
+PARITY = Parity.NONE  # No parity
+STOP_BITS = StopBits.ONE  # One stop bit
+
+
+AUTHENTICATION_KEY = '{ak}'
+BLOCK_CIPHER_KEY = '{ek}'
+TELEGRAM_ID = '{tid}'
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+# ------------------------------------------------------------------ dbus-dlms-meter
+def test_legacy_config_py_is_read_without_executing(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    text = LEGACY.format(ak=AKEY, ek=KEY, tid="") + f"\nopen({str(marker)!r}, 'w')\n"
+    cfg = load_config(write(tmp_path, "config.py", text))
+    assert not marker.exists()  # the file was parsed, not run (and the gurux import need not resolve)
+    lc = cfg.listener
+    assert lc is not None and cfg.mode == "push"
+    assert (lc.port, lc.baudrate, lc.bytesize, lc.parity, lc.stopbits) == ("/dev/ttyUSB0", 38400, 8, "N", 1)
+    assert lc.key == bytes.fromhex(KEY) and lc.auth_key == bytes.fromhex(AKEY)
+    assert lc.profile is None  # empty TELEGRAM_ID: detect the layout
+    assert cfg.bridge.role == "grid" and cfg.bridge.port == "/dev/ttyUSB0"
+
+
+@pytest.mark.parametrize("tid, expected", [("", None), ("auto", None), ("default", None),
+                                           ("si-sodo-reduxi", "si-sodo"), ("si-sodo-elektromaribor", "si-sodo"),
+                                           ("my-own-telegrams", None)])
+def test_legacy_telegram_id(tmp_path: Path, tid: str, expected: str) -> None:
+    cfg = load_config(write(tmp_path, "config.py", LEGACY.format(ak="", ek="", tid=tid)))
+    assert cfg.listener is not None and cfg.listener.profile == expected
+    assert cfg.listener.key is None and cfg.listener.auth_key is None
+
+
+@pytest.mark.parametrize("line, value", [("PARITY = Parity.EVEN", "E"), ("PARITY = Parity.ODD", "O"),
+                                         ("PARITY = 'N'", "N")])
+def test_legacy_parity_spellings(tmp_path: Path, line: str, value: str) -> None:
+    text = LEGACY.format(ak="", ek="", tid="").replace("PARITY = Parity.NONE  # No parity", line)
+    cfg = load_config(write(tmp_path, "config.py", text))
+    assert cfg.listener is not None and cfg.listener.parity == value
+
+
+@pytest.mark.parametrize("old, new, fragment", [
+    ("PARITY = Parity.NONE", "PARITY = Parity.MARK", "PARITY"),
+    ("STOP_BITS = StopBits.ONE", "STOP_BITS = StopBits.ONE_POINT_FIVE", "STOP_BITS"),
+    ("SERIAL_BAUD_RATE = 38400", "SERIAL_BAUD_RATE = int('38400')", "only literal values"),
+    ("SERIAL_BAUD_RATE = 38400", "SERIAL_BAUD_RATE = 'fast'", "not a number"),
+    ("TTY_INTERFACE = 'ttyUSB0'", "TTY_INTERFACE = ''", "TTY_INTERFACE"),
+    ("BYTE_SIZE = 8", "BYTE_SIZE = 8 +", "syntax error"),
+])
+def test_legacy_errors_name_the_setting(tmp_path: Path, old: str, new: str, fragment: str) -> None:
+    text = LEGACY.format(ak="", ek="", tid="").replace(old, new)
+    with pytest.raises(ConfigurationError, match=fragment):
+        load_config(write(tmp_path, "config.py", text))
+
+
+def test_legacy_bad_key_never_shows_the_key(tmp_path: Path) -> None:
+    secret = "00112233445566778899AABBCCDDEE"  # 15 bytes
+    with pytest.raises(ConfigurationError) as info:
+        load_config(write(tmp_path, "config.py", LEGACY.format(ak="", ek=secret, tid="")))
+    assert secret not in str(info.value) and "15 bytes" in str(info.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_literal_reader_never_executes_or_crashes(text: str) -> None:
+    try:
+        read_python_literals(text, "config.py")
+    except ConfigurationError:
+        pass
+
+
+# ---------------------------------------------------------------------------- INI
+INI = f"""
+[meter]
+mode = push
+port = /dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1B2C3-if00-port0
+baudrate = 115200
+parity = N
+key = {KEY}   ; inline comment
+profile = auto
+
+[victron]
+bus = unix:path=/run/dbus/system_bus_socket
+role = pvinverter
+custom_name = PV meter
+device_instance = 33
+timeout = 4
+total_power_on_l1 = yes
+
+[logging]
+level = debug
+"""
+
+
+def test_ini_push(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "m.ini", INI))
+    lc, b = cfg.listener, cfg.bridge
+    assert lc is not None and lc.port.endswith("A1B2C3-if00-port0") and lc.baudrate == 115200
+    assert lc.parity == "N" and lc.key == bytes.fromhex(KEY) and lc.profile is None
+    assert (b.bus, b.role, b.custom_name, b.device_instance, b.timeout) == (
+        "unix:path=/run/dbus/system_bus_socket", "pvinverter", "PV meter", 33, 4.0)
+    assert b.mapping_options == {"total_power_on_l1": "yes"} and cfg.log_level == "debug"
+    assert KEY not in repr(cfg) and KEY not in str(cfg.describe())
+    assert ("key", "set") in cfg.describe()
+
+
+def test_ini_readout_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "r.ini", "[meter]\nmode = readout\nport = /dev/ttyUSB1\ninterval = 60\n"))
+    assert cfg.readout is not None and cfg.listener is None
+    assert cfg.readout.baudrate == "auto" and cfg.readout.char_format == "7E1"
+    assert cfg.interval == 60.0
+    assert cfg.bridge.timeout == 2 * 60 + 60  # readout cycle plus margin
+    assert cfg.bridge.refresh_time_ms == 60000
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[meter]\nport = /dev/x\nbaudrat = 9600\n", "did you mean 'baudrate'"),
+    ("[metre]\nport = /dev/x\n", r"did you mean \[meter\]"),
+    ("[meter]\nmode = push\n", "port is missing"),
+    ("[meter]\nport = /dev/x\nmode = poll\n", "mode"),
+    ("[meter]\nport = /dev/x\ninterval = 5\n", "do not apply to mode = push"),
+    ("[meter]\nport = /dev/x\nkey = 0011\n", "2 bytes"),
+    ("[meter]\nport = /dev/x\n[victron]\nrole = battery\n", "role"),
+    ("[meter]\nport = /dev/x\n[victron]\ntimeout = soon\n", "not a number"),
+    ("[meter]\nport = /dev/x\n[logging]\nlevel = loud\n", "level"),
+    ("no section header\n", "not a valid INI"),
+])
+def test_ini_errors(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        load_config(write(tmp_path, "bad.ini", text))
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        load_config("/nonexistent/dlms-meter.ini")
+
+
+def test_example_file_is_valid() -> None:
+    cfg = load_config(str(ROOT / "venus" / "dlms-meter.ini.example"))
+    assert cfg.mode == "push" and cfg.bridge.timeout == 10.0
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    path = write(tmp_path, "config.py", LEGACY.format(ak="", ek=KEY, tid="si-sodo-reduxi"))
+    res = subprocess.run([sys.executable, "-m", "dlms_protocol", "victron", "--config", path, "--check-config"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "dbus-dlms-meter config.py" in res.stdout and "38400 8N1" in res.stdout
+    assert "key              set" in res.stdout and KEY not in res.stdout + res.stderr
+    bad = write(tmp_path, "bad.ini", "[meter]\nport = /dev/x\nparity = X\n")
+    res = subprocess.run([sys.executable, "-m", "dlms_protocol", "victron", "--config", bad, "--check-config"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "parity" in res.stderr
