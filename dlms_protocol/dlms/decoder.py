@@ -1,0 +1,343 @@
+"""The push decode pipeline: bytes → frames → block transfer → decryption → APDU → readings.
+
+``PushDecoder.feed(chunk)`` is what the listener, the CLI and the plugin call with whatever
+the port delivered; it returns the messages that passed every check (checksums, the GCM tag
+when the authentication key is known, a complete decode). Errors are counted in
+``Statistics`` under separate names (``checksum_errors``, ``framing_errors``,
+``decrypt_failures``, ``tag_failures``, ``decode_errors``, ``unknown_layouts``) next to the
+success counters (``bytes``, ``frames``, ``apdus``, ``decrypted``, ``messages``), so a wrong
+key never looks like "no data" (user pain #3). They are logged at a limited rate and never
+raised out of ``feed``: one bad frame must not stop a listener (pain #19).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from datetime import time as dtime
+from decimal import Decimal
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..config import ListenerConfig
+from ..errors import DecodeError, DlmsError, UnknownLayoutError
+from ..model import MeterData, Reading, Statistics
+from .apdu import decode_apdu
+from .deframer import Deframer
+from .gbt import GbtAssembler
+from .payload import interpret, interpret_text, unknown_layout_error
+from .profiles import load_profiles
+from .security import decipher
+from .wrapper import GENERAL_BLOCK_TRANSFER
+
+log = logging.getLogger(__name__)
+
+#: seconds between two log lines about the same kind of error
+LOG_INTERVAL = 60.0
+#: OBIS C.D.E codes that carry a meter serial number / identification (for MeterData.meter_id)
+_SERIAL_CODES = ((96, 1, 0), (96, 1, 1), (42, 0, 0), (0, 0, 0), (96, 1, 2))
+
+
+def json_value(value: Any) -> Any:
+    """A reading value as JSON: integral numbers as int, others as float, bytes as hex, times as ISO."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex().upper()
+    if isinstance(value, (datetime, date, dtime)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return str(value)
+
+
+def _display(value: Any) -> str:
+    shown = json_value(value)
+    return str(shown) if not isinstance(shown, list) else repr(shown)
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    """One decoded push, every check passed. ``apdu`` is the plaintext APDU, ``raw`` the frames."""
+
+    wrapper: str
+    ciphered: bool
+    tag_verified: Optional[bool]
+    timestamp: Optional[datetime]
+    profile: Optional[str]
+    readings: Tuple[Reading, ...]
+    apdu: bytes
+    raw: bytes
+    system_title: Optional[bytes]
+    #: identification from the readings (serial number), when the profile or an OBIS code names it
+    serial: Optional[str] = None
+    #: True when no profile explained a positional frame: readings carry positions, no OBIS codes
+    unknown_layout: bool = False
+
+    def to_json(self) -> dict:
+        """The JSON contract of ``decode``/``listen --json`` (one object per message)."""
+        return {
+            "wrapper": self.wrapper,
+            "ciphered": self.ciphered,
+            "tag_verified": self.tag_verified,
+            "timestamp": self.timestamp.isoformat() if self.timestamp is not None else None,
+            "profile": self.profile,
+            "readings": [
+                {
+                    "obis": r.obis.dotted() if r.obis is not None else None,
+                    "index": r.index,
+                    "raw": json_value(r.raw),
+                    "scaler": r.scaler,
+                    "unit": r.unit,
+                    "value": json_value(r.value),
+                }
+                for r in self.readings
+            ],
+        }
+
+    @property
+    def meter_id(self) -> Optional[str]:
+        """The system title (hex), else a serial-number reading, else None."""
+        if self.system_title:
+            return self.system_title.hex().upper()
+        if self.serial:
+            return self.serial
+        for r in self.readings:
+            if r.obis is not None and (r.obis.c, r.obis.d, r.obis.e) in _SERIAL_CODES and isinstance(r.value, str):
+                return r.value
+        return None
+
+    def render(self) -> str:
+        """A readable multi-line form (MeterData.text, the CLI table)."""
+        if self.ciphered:
+            sec = "ciphered, tag " + {True: "verified", None: "not verified", False: "FAILED"}[self.tag_verified]
+        else:
+            sec = "plain"
+        head = [f"push via {self.wrapper}, {sec}"]
+        if self.timestamp is not None:
+            head.append(f"meter time {self.timestamp.isoformat()}")
+        if self.profile:
+            head.append(f"profile {self.profile}")
+        if self.system_title:
+            head.append(f"system title {self.system_title.hex().upper()}")
+        lines = ["; ".join(head)]
+        for r in self.readings:
+            code = r.obis.dotted() if r.obis is not None else f"#{r.index}"
+            unit = f" {r.unit}" if r.unit else ""
+            name = r.name or ""
+            if r.value is None and r.raw is not None:
+                shown = f"{_display(r.raw)} (raw; scaler unknown)" if r.obis is not None else f"{_display(r.raw)} (raw)"
+            else:
+                shown = _display(r.value)
+            lines.append(f"  {code:<20} {shown}{unit}" + (f"  ({name})" if name else ""))
+        return "\n".join(lines)
+
+    def to_meter_data(self) -> MeterData:
+        return MeterData(kind="push", readings=self.readings, received=time.time(), meter_time=self.timestamp,
+                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile=self.profile)
+
+
+class UnexplainedLayout(UnknownLayoutError):
+    """Counted, not fatal: a positional frame no profile explained was delivered with positions only."""
+
+
+def unknown_layout_error_for(msg: PushMessage) -> UnexplainedLayout:
+    """The counted (not raised) error for a positional frame that no profile explained."""
+    base = unknown_layout_error(_AsInterpretation(msg.readings))  # type: ignore[arg-type]
+    return UnexplainedLayout(base.cause, base.fix)
+
+
+@dataclass(frozen=True)
+class _AsInterpretation:
+    readings: Tuple[Reading, ...]
+
+
+class _LogLimiter:
+    """Log each kind of error at most once per interval, with the number suppressed meanwhile."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
+        self.log = logger
+        self.interval = interval
+        self._last: Dict[str, float] = {}
+        self._suppressed: Dict[str, int] = {}
+
+    def __call__(self, exc: DlmsError) -> None:
+        kind = type(exc).__name__
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            self.log.debug("%s: %s", kind, exc)
+            return
+        self._last[kind] = now
+        more = self._suppressed.pop(kind, 0)
+        if more:
+            self.log.warning("%s (and %d more like it in the last %.0f s)", exc, more, self.interval)
+        else:
+            self.log.warning("%s", exc)
+
+
+class PushDecoder:
+    """Stateful decoder for one meter's byte stream (see the module docstring).
+
+    ``on_error`` is called with every error (after counting); ``last_error`` keeps the last one.
+    """
+
+    def __init__(self, config: ListenerConfig, stats: Optional[Statistics] = None,
+                 on_error: Optional[Callable[[DlmsError], None]] = None, max_buffer: int = 64 * 1024) -> None:
+        self.config = config
+        self.stats = stats if stats is not None else Statistics()
+        self.on_error = on_error
+        self.deframer = Deframer(config.wrapper, max_buffer)
+        self.gbt = GbtAssembler(max_buffer)
+        self.last_error: Optional[DlmsError] = None
+        #: True: errors are only logged at debug level (the CLI reports them itself)
+        self.quiet = False
+        self.last_message_time: Optional[float] = None
+        self._log = _LogLimiter(log)
+        self._gbt_raw: List[bytes] = []
+        self._gbt_frames = 0
+        self._profiles = load_profiles()  # a broken profile file fails here, at start-up
+        self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
+        if config.profile not in (None, "", "auto"):
+            from .profiles import resolve
+            resolve(config.profile, self._profiles)  # an unknown name fails at start-up too
+
+    # ------------------------------------------------------------------ public
+    def feed(self, chunk: bytes) -> List[PushMessage]:
+        """Bytes in (any chunking), verified messages out; errors are counted, not raised."""
+        if chunk:
+            self.stats.count("bytes", len(chunk))
+        out: List[PushMessage] = []
+        for item in self.deframer.feed(chunk):
+            self._item(item, out)
+        return out
+
+    def finish(self) -> List[PushMessage]:
+        """End of the input (file, closed connection): count what remained incomplete."""
+        out: List[PushMessage] = []
+        for item in self.deframer.finish():
+            self._item(item, out)
+        dropped = self.gbt.reset("the input ended before the last block")
+        self._gbt_raw, self._gbt_frames = [], 0
+        if dropped:
+            self._error(dropped)
+        return out
+
+    def reset(self) -> None:
+        """Forget partial frames (the port was reopened: bytes were lost in between)."""
+        self.deframer.reset()
+        self.gbt.reset()
+        self._gbt_raw, self._gbt_frames = [], 0
+
+    # ---------------------------------------------------------------- pipeline
+    def _item(self, item: Any, out: List[PushMessage]) -> None:
+        if isinstance(item, DlmsError):
+            self._error(item)
+            self._reset_gbt("a frame was lost or damaged before the last block")
+            return
+        self.stats.count("frames", item.frames)
+        is_gbt = item.apdu[:1] == bytes([GENERAL_BLOCK_TRANSFER])
+        if is_gbt:
+            if item.apdu[2:4] == b"\x00\x01":  # block 1 starts a new message
+                self._gbt_raw, self._gbt_frames = [], 0
+            self._gbt_raw.append(item.raw)
+            self._gbt_frames += item.frames
+        for part in self.gbt.feed(item.apdu):
+            if isinstance(part, DlmsError):
+                self._error(part)
+                continue
+            raw = item.raw
+            if is_gbt:
+                raw = b"".join(self._gbt_raw)
+            self.stats.count("apdus")
+            try:
+                msg = self.decode_apdu(part, item.wrapper, raw)
+            except DlmsError as exc:
+                self._error(exc)
+                continue
+            if msg.unknown_layout:
+                # still delivered (positions only, no OBIS codes, so no sink maps them), but counted
+                self._error(unknown_layout_error_for(msg))
+            self.stats.success("messages")
+            self.last_message_time = time.time()
+            out.append(msg)
+        if not self.gbt.pending:
+            self._gbt_raw, self._gbt_frames = [], 0
+
+    def decode_apdu(self, apdu: bytes, wrapper: str = "apdu", raw: bytes = b"") -> PushMessage:
+        """One complete (possibly ciphered) APDU to a message; raises DlmsError on any failure."""
+        d = decipher(apdu, self.config.key, self.config.auth_key)
+        if d.ciphered:
+            self.stats.count("decrypted")
+        plain = d.apdu
+        profile = self.config.profile if self.config.profile not in (None, "", "auto") else None
+        if plain[:1] == b"/":
+            interp = interpret_text(plain)
+            timestamp = interp.timestamp
+        elif plain[:1] == bytes([GENERAL_BLOCK_TRANSFER]):
+            raise DecodeError("block transfer inside a ciphered APDU is not supported",
+                              "report this meter with a raw capture (decode --hex)")
+        else:
+            notification = decode_apdu(plain)
+            interp = interpret(notification, profile, profiles=self._profiles, family=self._family)
+            timestamp = notification.timestamp
+        if not interp.readings:
+            raise DecodeError("the push carries no values", "the meter sent an empty notification; nothing to do")
+        if interp.family:
+            self._family = interp.family
+        return PushMessage(wrapper=wrapper, ciphered=d.ciphered, tag_verified=d.tag_verified, timestamp=timestamp,
+                           profile=interp.profile, readings=tuple(interp.readings), apdu=plain,
+                           raw=raw or bytes(apdu), system_title=d.system_title, serial=interp.meter_id,
+                           unknown_layout=interp.unknown_layout)
+
+    # ------------------------------------------------------------------ errors
+    def _reset_gbt(self, reason: str) -> None:
+        dropped = self.gbt.reset(reason)
+        self._gbt_raw, self._gbt_frames = [], 0
+        if dropped:
+            self._error(dropped)
+
+    def _error(self, exc: DlmsError) -> None:
+        self.stats.error(exc)
+        self.last_error = exc
+        if self.quiet:
+            log.debug("%s", exc)
+        else:
+            self._log(exc)
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:  # a sink's bug must not stop decoding
+                log.exception("error callback failed")
+
+
+def decode_bytes(data: bytes, config: ListenerConfig, strict: bool = True,
+                 stats: Optional[Statistics] = None) -> List[PushMessage]:
+    """Decode a complete capture (hex input, a file of frames back to back).
+
+    ``strict``: raise the first error that lost data (checksum, tag, key, decode, leftover
+    bytes); a positional frame without a profile is not such an error (it is delivered with
+    positions only and counted as ``unknown_layouts``). Otherwise return what decoded and
+    count the rest in ``stats``.
+    """
+    errors: List[DlmsError] = []
+    decoder = PushDecoder(config, stats, on_error=errors.append)
+    decoder.quiet = strict  # raised instead of logged
+    messages = decoder.feed(data)
+    messages += decoder.finish()
+    lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
+    if strict and lost:
+        raise lost[0]
+    return messages
+
+
+__all__ = ["PushMessage", "PushDecoder", "decode_bytes", "json_value", "UnexplainedLayout", "LOG_INTERVAL"]

@@ -1,0 +1,484 @@
+"""Turn a byte stream from a serial line, socket or file into push APDUs (sans-io).
+
+``Deframer.feed(chunk)`` accepts bytes in any chunking and returns, in stream order, a list
+whose items are either a ``RawApdu`` (one complete link-layer message: HDLC frames joined by
+their segmentation bit, M-Bus telegrams joined by their CI sequence, one wrapper frame or one
+raw APDU) or a ``DlmsError`` (``ChecksumError`` for a bad HCS/FCS/M-Bus CS, ``FramingError``
+for noise, truncated frames, dropped incomplete messages). Errors are returned, not raised,
+because a stream must go on after a damaged frame; the decoder counts them.
+
+Design rules, each against a failure seen in the field (docs/user-pains.md #10, #11, #19):
+
+* frames are found by their structure (flag, length, HCS) and never by timing gaps, so a
+  meter that pauses 3 s between segments is fine;
+* every check that can reject a false start early (HCS before waiting for 2 KB, M-Bus
+  ``68 L L 68``) does so, and after a rejected start the scan resumes at the next byte, so a
+  real frame hidden behind noise is still found;
+* parts of a segmented message must follow each other with nothing but flags between them:
+  noise or a damaged frame in between drops the incomplete message (counted), because a
+  message with a hole would decode into wrong values;
+* memory is bounded: a candidate frame can never need more than ``max_buffer`` bytes, chunks
+  are processed in pieces so the buffer never exceeds it, and reassembly buffers are capped.
+
+Raw APDUs and the DLMS/IP wrapper carry no checksum. In ``auto`` mode they are accepted
+only when their structure is complete and consistent, and never
+
+* when a checksummed frame (HDLC with a good HCS, a complete M-Bus telegram) starts inside
+  them, so a false start in noise cannot swallow a real frame;
+* when they sit where the payload of a damaged HDLC or M-Bus frame would be (right after an
+  LLC header ``E6 E7 00``, or after the remains of an M-Bus header): a damaged frame whose
+  flag or start byte was hit would otherwise hand out its payload unverified;
+* once the stream has carried a verified HDLC or M-Bus frame: a meter does not switch to bare
+  APDUs, so such bytes are far more likely the inside of a damaged frame. (Mixed captures
+  can be decoded with an explicit ``wrapper``.)
+
+and a bare APDU must look like a push from its first bytes on: a data-notification needs a
+valid date-time and a non-empty structure, a GBT block acknowledges nothing, a ciphered APDU's
+system title starts with a manufacturer id. ``wrapper="apdu"`` drops these plausibility rules.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
+
+from ..errors import ChecksumError, ConfigurationError, DlmsError, FramingError
+from . import hdlc, mbus
+from .apdu import parse_datetime
+from .wrapper import (DATA_NOTIFICATION, GENERAL_BLOCK_TRANSFER, GLO_CIPHERING, PUSH_TAGS, WRAPPER_HEADER,
+                      apdu_extent, parse_wrapper_header)
+
+WRAPPERS = ("auto", "hdlc", "mbus", "wrapper", "apdu")
+#: noise bytes after which a FramingError is reported even though no frame followed yet
+NOISE_REPORT = 256
+_STARTS = {
+    "hdlc": b"\x7e",
+    "mbus": b"\x68",
+    "wrapper": b"\x00",
+    "apdu": bytes(sorted(PUSH_TAGS)),
+}
+#: raw APDUs recognised in auto mode: data-notification, general-glo-ciphering, GBT. The
+#: others (ded-ciphering, general-ciphering) occur in frames or with ``wrapper="apdu"``
+#: only: each extra start byte lets more noise through as a would-be APDU.
+_AUTO_RAW = bytes(sorted((DATA_NOTIFICATION, GLO_CIPHERING, GENERAL_BLOCK_TRANSFER)))
+_STARTS["auto"] = _STARTS["hdlc"] + _STARTS["mbus"] + _STARTS["wrapper"] + _AUTO_RAW
+_HDLC_START = re.compile(b"\x7e[\xa0-\xaf]")
+_MBUS_START = re.compile(b"\x68(.)\\1\x68", re.DOTALL)
+#: notification bodies accepted for a raw data-notification found in noise (auto mode)
+_AUTO_BODY_TAGS = (0x01, 0x02)
+
+Item = Union["RawApdu", DlmsError]
+
+
+def _starts_with_llc(info: bytes) -> bool:
+    """The first frame of a segmented message starts with the LLC (which may span tiny segments)."""
+    return any(llc.startswith(info[:3]) if len(info) < 3 else info.startswith(llc) for llc in hdlc.LLC_HEADERS)
+
+
+def _inside_link_frame(buf: bytearray, q: int) -> bool:
+    """Do the bytes before ``q`` look like the header of an HDLC or M-Bus frame around it?
+
+    An LLC header (``E6 E7 00``) right before, or an M-Bus ``68`` where the long-frame header
+    of a DLMS telegram would start (9 bytes before) or end (6 bytes before) with a DLMS
+    transport CI (0x00-0x1f) 3 bytes before.
+    """
+    if q >= 3 and bytes(buf[q - 3:q]) in hdlc.LLC_HEADERS:
+        return True
+    return q >= 9 and (buf[q - 9] == mbus.START or buf[q - 6] == mbus.START) and buf[q - 3] <= 0x1F
+
+
+def _plausible_notification(buf: bytearray, q: int) -> bool:
+    """A bare data-notification in auto mode: a valid date-time header and a non-empty structure.
+
+    Noise that starts with 0x0F followed by any data item would otherwise pass now and then;
+    a real concrete COSEM date-time in random bytes is about a one-in-a-million event.
+    """
+    i = q + 5
+    if buf[i] == 0x09:
+        i += 1
+    if buf[i] != 0x0C or parse_datetime(bytes(buf[i + 1:i + 13])) is None:
+        return False
+    i += 13
+    return buf[i] in _AUTO_BODY_TAGS and buf[i + 1] != 0
+
+
+def _plausible_push_block(buf: bytearray, q: int) -> bool:
+    """A pushed GBT block acknowledges nothing and uses no window (``E0 x0/x0 nnnn 0000``).
+
+    Only applied to raw APDUs found by auto-detection: an ``E0`` byte in noise followed by any
+    length would otherwise pass as a block every few hundred bytes.
+    """
+    return buf[q + 1] & 0x3F == 0 and buf[q + 4] == 0 and buf[q + 5] == 0 and buf[q + 2] == 0
+
+
+def _plausible_ciphered(buf: bytearray, q: int) -> bool:
+    """A bare general-glo-ciphering APDU in auto mode: its system title starts with a FLAG
+    manufacturer id (three capital letters: ISK, LGZ, KFM, SAG …). Noise passes 1 in 10^3."""
+    return buf[q + 1] == 8 and all(0x41 <= b <= 0x5A for b in buf[q + 2:q + 5])
+
+
+#: auto mode: bytes needed before, and the check of, a bare APDU's start
+_AUTO_CHECKS = {GENERAL_BLOCK_TRANSFER: (6, _plausible_push_block), DATA_NOTIFICATION: (21, _plausible_notification),
+                GLO_CIPHERING: (5, _plausible_ciphered)}
+
+
+@dataclass(frozen=True)
+class RawApdu:
+    """One link-layer message: the APDU (LLC removed) and the exact frames it came in."""
+
+    wrapper: str  # "hdlc", "mbus", "wrapper" or "apdu"
+    apdu: bytes
+    frames: int
+    raw: bytes
+
+
+# results of one candidate check
+_NEED = 0
+_REJECT = 1  # not a frame: skip one byte (counted as noise)
+_ACCEPT = 2
+_DAMAGED = 3  # a frame whose error was reported: skip ``arg`` bytes without counting them as noise
+
+
+class Deframer:
+    """Stream deframer with auto-detection per frame; see the module docstring for the contract."""
+
+    def __init__(self, wrapper: str = "auto", max_buffer: int = 64 * 1024) -> None:
+        if wrapper not in WRAPPERS:
+            raise ConfigurationError(f"wrapper {wrapper!r} unknown", "use " + ", ".join(WRAPPERS))
+        if max_buffer < 2 * hdlc.MAX_FRAME:
+            raise ConfigurationError(f"max_buffer {max_buffer} too small",
+                                     f"use at least {2 * hdlc.MAX_FRAME} bytes")
+        self.wrapper = wrapper
+        self.max_buffer = max_buffer
+        self._start = re.compile(b"[" + re.escape(_STARTS[wrapper]) + b"]")
+        self._buf = bytearray()
+        self.high_water = 0  #: largest size the stream buffer ever had (for tests and diagnostics)
+        self.frames = 0  #: link-layer frames accepted (HDLC frames, M-Bus telegrams, wrapper frames, APDUs)
+        self.skipped = 0  #: noise bytes skipped (flags between frames not counted)
+        #: auto mode: a checksummed frame was verified, bare APDUs/wrapper frames are no longer taken
+        self.checksummed = False
+        self._noise = 0  # noise bytes since the last report
+        # link-layer reassembly (HDLC segmentation, M-Bus CI sequence)
+        self._parts: List[bytes] = []
+        self._raws: List[bytes] = []
+        self._size = 0
+        self._owner: Optional[Tuple[str, object]] = None
+        self._next_seq = 0
+        self._orphan = False  # inside the remaining segments of a message whose first frame was lost
+
+    # ------------------------------------------------------------------ public
+    @property
+    def buffered(self) -> int:
+        """Bytes held in the stream buffer plus reassembly buffers."""
+        return len(self._buf) + self._size
+
+    def feed(self, chunk: bytes) -> List[Item]:
+        """Add bytes; return the complete messages and the errors they revealed, in order."""
+        out: List[Item] = []
+        view = memoryview(bytes(chunk))
+        while view:
+            if len(self._buf) >= self.max_buffer:  # cannot happen with bounded candidates; stay safe anyway
+                drop = len(self._buf) - self.max_buffer // 2
+                del self._buf[:drop]
+                self.skipped += drop
+                self._report(out, FramingError(f"stream buffer full: {drop} oldest bytes dropped",
+                                               "the input carries no recognisable frames"))
+            room = self.max_buffer - len(self._buf)
+            piece, view = view[:room], view[room:]
+            self._buf += piece
+            self.high_water = max(self.high_water, len(self._buf))
+            self._process(out)
+        return out
+
+    def finish(self) -> List[Item]:
+        """End of input (file, closed socket): report what could not be completed."""
+        out: List[Item] = []
+        self._noise += len(self._buf) - self._buf.count(hdlc.FLAG)
+        self.skipped += len(self._buf) - self._buf.count(hdlc.FLAG)
+        self._buf.clear()
+        self._flush_noise(out)
+        self._drop_partial(out, "the input ended inside a segmented message")
+        return out
+
+    def reset(self) -> None:
+        """Forget everything buffered (after reopening a port)."""
+        self._buf.clear()
+        self._noise = 0
+        self._orphan = False
+        self._parts, self._raws, self._size, self._owner = [], [], 0, None
+
+    # ----------------------------------------------------------------- scanning
+    def _process(self, out: List[Item]) -> None:
+        buf = self._buf
+        pos = 0
+        while pos < len(buf):
+            m = self._start.search(buf, pos)
+            if m is None:
+                self._skip(out, pos, len(buf))
+                pos = len(buf)
+                break
+            q = m.start()
+            if q > pos:
+                self._skip(out, pos, q)
+            kind, arg = self._candidate(q, out)
+            if kind == _NEED:
+                pos = q
+                break
+            if kind == _REJECT:
+                self._skip(out, q, q + arg)
+                pos = q + arg
+            elif kind == _DAMAGED:
+                pos = q + arg
+            else:
+                pos = arg
+        del buf[:pos]
+        if self._noise >= NOISE_REPORT:  # a line of pure noise (wrong baud rate) must show up soon
+            self._flush_noise(out)
+
+    def _skip(self, out: List[Item], start: int, end: int) -> None:
+        noise = end - start - self._buf.count(hdlc.FLAG, start, end)
+        if noise > 0:
+            self._noise += noise
+            self.skipped += noise
+            self._drop_partial(out, "noise arrived between the frames of a segmented message")
+
+    def _flush_noise(self, out: List[Item]) -> None:
+        if self._noise:
+            out.append(FramingError(f"{self._noise} bytes of noise skipped between frames",
+                                    "check baud rate, parity and wiring if this keeps happening"))
+            self._noise = 0
+
+    def _candidate(self, q: int, out: List[Item]) -> Tuple[int, int]:
+        first = self._buf[q]
+        if first == hdlc.FLAG:
+            return self._hdlc(q, out)
+        if first == mbus.START:
+            return self._mbus(q, out)
+        if first == 0x00:
+            return self._wrapped(q, out)
+        return self._raw(q, out)
+
+    # ------------------------------------------------------------------- HDLC
+    def _hdlc(self, q: int, out: List[Item]) -> Tuple[int, int]:
+        buf = self._buf
+        try:
+            header = hdlc.parse_header(buf, q)
+        except ChecksumError as exc:
+            self._report(out, exc)
+            return _DAMAGED, 1
+        except FramingError:
+            return _REJECT, 1
+        if header is None:
+            return _NEED, 0
+        if q + header.total > len(buf):
+            return _NEED, 0
+        try:
+            frame = hdlc.parse_frame(buf, q, header)
+        except ChecksumError as exc:
+            self._report(out, exc)
+            return _DAMAGED, header.total - 1  # the verified header says where the frame ends
+        except FramingError as exc:
+            self._report(out, exc)
+            return _DAMAGED, 1
+        self.frames += 1
+        self.checksummed = True
+        end = q + header.total - 1  # leave the closing flag: it may open the next frame
+        if not header.carries_data:
+            return _ACCEPT, end
+        self._flush_noise(out)
+        owner = ("hdlc", (header.dst, header.src))
+        if self._parts and self._owner != owner:
+            self._drop_partial(out, "a frame from another address arrived before the last segment")
+        info = frame.info
+        if not self._parts and not _starts_with_llc(info) and (
+                header.segmented or self._orphan or not info or info[0] not in PUSH_TAGS):
+            # no LLC: the rest of a message whose first frame was lost (or dropped)
+            if not self._orphan:
+                self._report(out, FramingError("HDLC frame without the first frame of its message",
+                                               "the first frame was lost; waiting for the next message"))
+            self._orphan = header.segmented
+            return _ACCEPT, end
+        self._orphan = False
+        if header.segmented or self._parts:
+            self._owner = owner
+            if not self._add_part(out, info, frame.raw):
+                return _ACCEPT, end
+            if header.segmented:
+                return _ACCEPT, end
+            apdu, _ = hdlc.strip_llc(b"".join(self._parts))  # the LLC may even span segments
+            out.append(RawApdu("hdlc", apdu, len(self._parts), b"".join(self._raws)))
+            self._parts, self._raws, self._size, self._owner = [], [], 0, None
+            return _ACCEPT, end
+        out.append(RawApdu("hdlc", hdlc.strip_llc(info)[0], 1, frame.raw))
+        return _ACCEPT, end
+
+    # ------------------------------------------------------------------ M-Bus
+    def _mbus(self, q: int, out: List[Item]) -> Tuple[int, int]:
+        buf = self._buf
+        try:
+            total = mbus.telegram_length(buf, q)
+        except FramingError:
+            return _REJECT, 1
+        if total is None:
+            return _NEED, 0
+        if q + total > len(buf):
+            # a 68 L L 68 header in noise must not stall the stream: give up as soon as a
+            # checksummed frame starts inside the span it claims
+            if self.wrapper == "auto" and self._strong_inside(q, len(buf)):
+                return _REJECT, 1
+            return _NEED, 0
+        try:
+            tel = mbus.parse_telegram(buf, q)
+        except ChecksumError as exc:
+            self._report(out, exc)
+            # the stop byte sits where L says: trust L and skip the telegram
+            return _DAMAGED, (total if buf[q + total - 1] == mbus.STOP else 1)
+        except FramingError as exc:
+            if buf[q + total - 1] == mbus.STOP:  # a well-formed telegram that carries no DLMS
+                self._report(out, exc)
+                return _DAMAGED, total
+            return _REJECT, 1
+        self.frames += 1
+        self.checksummed = True
+        self._flush_noise(out)
+        end = q + total
+        owner = ("mbus", tel.address)
+        data = tel.data
+        if self._parts and (self._owner != owner or tel.sequence != self._next_seq):
+            self._drop_partial(out, "an M-Bus segment is missing")
+        if not self._parts:
+            if tel.sequence != 0:
+                self._report(out, FramingError(
+                    f"M-Bus segment {tel.sequence} without its first segment",
+                    "the first telegram was lost; waiting for the next message"))
+                return _ACCEPT, end
+            if tel.last:
+                out.append(RawApdu("mbus", hdlc.strip_llc(data)[0], 1, tel.raw))
+                return _ACCEPT, end
+        self._owner = owner
+        if not self._add_part(out, data, tel.raw):
+            return _ACCEPT, end
+        if tel.last:
+            out.append(RawApdu("mbus", hdlc.strip_llc(b"".join(self._parts))[0], len(self._parts),
+                               b"".join(self._raws)))
+            self._parts, self._raws, self._size, self._owner = [], [], 0, None
+        else:
+            self._next_seq = (tel.sequence + 1) & 0x0F
+        return _ACCEPT, end
+
+    # --------------------------------------------------------- wrapper, raw APDU
+    def _wrapped(self, q: int, out: List[Item]) -> Tuple[int, int]:
+        buf = self._buf
+        strict = self.wrapper == "wrapper"
+        if not strict and self.checksummed:
+            return _REJECT, 1
+        try:
+            header = parse_wrapper_header(buf, q)
+        except FramingError:
+            return _REJECT, 1
+        if header is None:
+            return _NEED, 0
+        if WRAPPER_HEADER + header.length > self.max_buffer:
+            if strict:
+                self._report(out, FramingError(f"DLMS/IP wrapper length {header.length} exceeds the buffer",
+                                               "damaged header; resynchronising"))
+                return _DAMAGED, 1
+            return _REJECT, 1
+        start = q + WRAPPER_HEADER
+        try:
+            extent = apdu_extent(buf, start, len(buf), header.length)
+        except FramingError:
+            if strict:
+                self._report(out, FramingError("DLMS/IP wrapper does not contain one push APDU of its length",
+                                               "damaged frame; resynchronising"))
+                return _DAMAGED, 1
+            return _REJECT, 1
+        if extent is None:
+            if not strict and self._strong_inside(q, len(buf)):
+                return _REJECT, 1
+            return _NEED, 0
+        if extent != header.length or (not strict and self._strong_inside(q, start + extent)):
+            return _REJECT, 1
+        end = start + extent
+        return self._emit_single(out, "wrapper", bytes(buf[start:end]), bytes(buf[q:end]), end)
+
+    def _raw(self, q: int, out: List[Item]) -> Tuple[int, int]:
+        buf = self._buf
+        auto = self.wrapper == "auto"
+        if auto:
+            if self.checksummed or _inside_link_frame(buf, q):
+                return _REJECT, 1
+            # cheap plausibility first, so that noise does not make the stream wait for a long "APDU"
+            check = _AUTO_CHECKS.get(buf[q])
+            if check is not None:
+                needed, plausible = check
+                if len(buf) - q < needed:
+                    return _NEED, 0
+                if not plausible(buf, q):
+                    return _REJECT, 1
+        try:
+            extent = apdu_extent(buf, q, len(buf), self.max_buffer)
+        except FramingError:
+            return _REJECT, 1
+        if extent is None:
+            if auto and self._strong_inside(q, len(buf)):
+                return _REJECT, 1
+            return _NEED, 0
+        end = q + extent
+        if auto and self._strong_inside(q, end):
+            return _REJECT, 1
+        return self._emit_single(out, "apdu", bytes(buf[q:end]), bytes(buf[q:end]), end)
+
+    def _emit_single(self, out: List[Item], wrapper: str, apdu: bytes, raw: bytes, end: int) -> Tuple[int, int]:
+        self.frames += 1
+        self._flush_noise(out)
+        self._drop_partial(out, f"a {wrapper} frame arrived before the last segment")
+        out.append(RawApdu(wrapper, apdu, 1, raw))
+        return _ACCEPT, end
+
+    def _strong_inside(self, start: int, end: int) -> bool:
+        """Does a checksummed frame start in ``buf[start+1:end]``? Then bytes at ``start`` are no frame."""
+        buf = self._buf
+        for m in _HDLC_START.finditer(buf, start + 1, end):
+            try:
+                if hdlc.parse_header(buf, m.start()) is not None:
+                    return True
+            except (FramingError, ChecksumError):
+                continue
+        for m in _MBUS_START.finditer(buf, start + 1, end):
+            p = m.start()
+            try:
+                total = mbus.telegram_length(buf, p)
+                if total is not None and p + total <= len(buf):
+                    mbus.parse_telegram(buf, p)
+                    return True
+            except (FramingError, ChecksumError):
+                continue
+        return False
+
+    # -------------------------------------------------------------- reassembly
+    def _add_part(self, out: List[Item], data: bytes, raw: bytes) -> bool:
+        self._parts.append(data)
+        self._raws.append(raw)
+        self._size += len(data) + len(raw)
+        if self._size > self.max_buffer:
+            self._drop_partial(out, f"the segmented message grew beyond {self.max_buffer} bytes")
+            return False
+        return True
+
+    def _drop_partial(self, out: List[Item], reason: str) -> None:
+        if self._parts:
+            out.append(FramingError(f"incomplete segmented message dropped after {len(self._parts)} frame(s)",
+                                    reason))
+            # its remaining HDLC segments may still come: they are not a message of their own
+            self._orphan = self._owner is not None and self._owner[0] == "hdlc"
+        self._parts, self._raws, self._size, self._owner = [], [], 0, None
+
+    def _report(self, out: List[Item], exc: DlmsError) -> None:
+        exc.with_traceback(None)  # errors are kept by callers; their frames must not pin the buffer
+        self._flush_noise(out)
+        self._drop_partial(out, "a damaged frame arrived before the last segment")
+        out.append(exc)
+
+
+__all__ = ["Deframer", "RawApdu", "WRAPPERS", "Item"]

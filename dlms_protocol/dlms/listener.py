@@ -1,0 +1,193 @@
+"""A push listener: one thread that owns the port, decodes, and hands verified data to a sink.
+
+The thread opens the port through ``transport.Transport`` (serial device, ``/dev/serial/by-id``
+path, ``socket://`` or ``rfc2217://``), feeds every chunk to a ``PushDecoder`` and calls
+``on_data`` with a ``MeterData`` for each message that passed every check.
+
+It never dies on bad input or a bad sink: decode errors are counted by the decoder, callback
+exceptions are logged and counted (``callback_errors``). When the port vanishes (USB unplug,
+ser2net restart) it closes it, waits with exponential back-off (1 s, 2 s, 4 s … 30 s) and
+reopens it, so a replugged adapter comes back by itself (user pain #20). A ConfigurationError
+at open (a malformed port URL) ends the thread instead, since retrying cannot fix it.
+
+Rate limit (``config.min_interval``): *keep latest*. Within the interval after a delivery, a
+newer message replaces the held one, which is delivered when the interval has passed; so
+sinks get at most one MeterData per interval and never a stale one, and the last push before
+a pause is not lost (dropping would hold back the freshest value until the next push).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from ..config import ListenerConfig
+from ..errors import ConfigurationError, DlmsError, TransportError
+from ..model import MeterData, Statistics
+from ..transport import Transport
+from .decoder import PushDecoder, PushMessage
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+#: longest wait for bytes in one read, so stop() and the rate limit are served promptly
+READ_SLICE = 0.2
+
+
+def open_port(config: ListenerConfig) -> Transport:
+    """Open the configured port; TransportError/ConfigurationError with a fix on failure."""
+    return Transport.open(config.port, config.baudrate, config.bytesize, config.parity, config.stopbits)
+
+
+class PushListener:
+    """Listen for pushes on ``config.port`` in a background thread (``start``/``stop``)."""
+
+    def __init__(self, config: ListenerConfig, on_data: Callable[[MeterData], None],
+                 stats: Optional[Statistics] = None, on_error: Optional[Callable[[DlmsError], None]] = None,
+                 *, on_message: Optional[Callable[[PushMessage], None]] = None,
+                 backoff_initial: float = BACKOFF_INITIAL, backoff_max: float = BACKOFF_MAX,
+                 opener: Callable[[ListenerConfig], Transport] = open_port) -> None:
+        self.config = config
+        self.on_data = on_data
+        self.on_message = on_message
+        self.on_error = on_error
+        self.stats = stats if stats is not None else Statistics()
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._opener = opener
+        self.decoder = PushDecoder(config, self.stats, on_error=self._decode_error)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._port: Optional[Transport] = None
+        self._port_lock = threading.Lock()
+        self.connected = False  #: True while the port is open
+        self.connects = 0  #: successful opens (1 + reconnects)
+        self._last_delivery = float("-inf")
+        self._held: Optional[PushMessage] = None
+
+    # ------------------------------------------------------------------ control
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the I/O thread (no-op when it runs)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"dlms-push {self.config.port}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the thread and release the port; returns within ``timeout`` seconds."""
+        self._stop.set()
+        with self._port_lock:
+            port = self._port
+        if port is not None:
+            port.close()  # ends a running read at once
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("push listener on %s did not stop within %.1f s", self.config.port, timeout)
+
+    # ------------------------------------------------------------------- thread
+    def _run(self) -> None:
+        delay = self.backoff_initial
+        while not self._stop.is_set():
+            try:
+                port = self._opener(self.config)
+            except ConfigurationError as exc:
+                self._report(exc)
+                log.error("push listener on %s stopped: %s", self.config.port, exc)
+                return
+            except DlmsError as exc:
+                self._report(exc)
+                (log.warning if delay == self.backoff_initial else log.info)(
+                    "%s; next attempt in %.1f s", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            except Exception:  # the thread must survive anything; the log says what happened
+                log.exception("push listener: opening %s failed unexpectedly; next attempt in %.1f s",
+                              self.config.port, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            with self._port_lock:
+                self._port = port
+            if self._stop.is_set():
+                port.close()
+                break
+            self.connected = True
+            delay = self.backoff_initial
+            self.connects += 1
+            self.stats.count("connects")
+            if self.connects > 1:
+                log.info("reconnected to %s", self.config.port)
+            self.decoder.reset()
+            try:
+                self._read_loop(port)
+            except TransportError as exc:
+                if not self._stop.is_set():
+                    self._report(exc)
+                    log.warning("lost %s: %s; reopening in %.1f s", self.config.port, exc, delay)
+            except Exception:  # the thread must survive anything; the log says what happened
+                log.exception("push listener on %s: unexpected error; reopening the port", self.config.port)
+            finally:
+                self.connected = False
+                self._held = None  # held back by the rate limit; stale by the time the port is back
+                with self._port_lock:
+                    self._port = None
+                port.close()
+            if not self._stop.is_set():
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+
+    def _read_loop(self, port: Transport) -> None:
+        while not self._stop.is_set():
+            data = port.read_some(4096, READ_SLICE)
+            if data:
+                for msg in self.decoder.feed(data):
+                    self._deliver(msg)
+            self._flush()
+
+    # ----------------------------------------------------------------- delivery
+    def _deliver(self, msg: PushMessage) -> None:
+        if self.config.min_interval > 0 and time.monotonic() - self._last_delivery < self.config.min_interval:
+            if self._held is not None:
+                self.stats.count("rate_limited")
+            self._held = msg
+            return
+        self._send(msg)
+
+    def _flush(self) -> None:
+        if self._held is not None and time.monotonic() - self._last_delivery >= self.config.min_interval:
+            msg, self._held = self._held, None
+            self._send(msg)
+
+    def _send(self, msg: PushMessage) -> None:
+        self._last_delivery = time.monotonic()
+        if self.on_message is not None:
+            self._call(self.on_message, msg)
+        self._call(self.on_data, msg.to_meter_data())
+
+    def _call(self, func: Callable, arg: object) -> None:
+        try:
+            func(arg)
+        except Exception:  # a sink's bug must not kill the listener
+            self.stats.count("callback_errors")
+            log.exception("push listener callback %r failed", getattr(func, "__qualname__", func))
+
+    def _decode_error(self, exc: DlmsError) -> None:
+        if self.on_error is not None:
+            self._call(self.on_error, exc)
+
+    def _report(self, exc: DlmsError) -> None:
+        self.stats.error(exc)
+        self._decode_error(exc)
+
+
+__all__ = ["PushListener", "open_port", "BACKOFF_INITIAL", "BACKOFF_MAX"]

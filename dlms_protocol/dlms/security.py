@@ -1,0 +1,198 @@
+"""AES-128-GCM deciphering of pushed APDUs (DLMS security suite 0/1), with ``cryptography``.
+
+Handles general-glo-ciphering (``DB``), general-ded-ciphering (``DC``, same layout) and
+general-ciphering (``DD``, key-info absent or identified key). The security control byte
+decides what is done:
+
+* ``0x20``/``0x21`` encryption only: GCM without a tag is AES-CTR starting at the counter
+  block ``IV || 00000002`` (IV = system title || invocation counter).
+* ``0x30``/``0x31`` authenticated encryption: with the authentication key configured the
+  12-byte tag is verified (AAD = SC || AK) and a mismatch raises ``AuthenticationError``.
+  Many operators hand out only the encryption key (the GUEK); then the frame is decrypted and
+  the result says ``tag_verified=None`` (not verified), as amsreader does (user pain #2).
+  gurux accepts any authentication key silently, which is why this module exists.
+* ``0x10`` authentication only: plaintext with a GMAC tag, verified when both keys are set.
+
+A wrong encryption key gives random bytes, so the plaintext must be exactly one well-formed
+push APDU (or a DSMR text telegram: ``/``, printable lines, ``!``); otherwise
+``DecryptionError`` says the key is probably wrong (user pain #3: a wrong key must not look
+like "no data"). Key bytes never appear in messages or logs.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from ..errors import AuthenticationError, DecodeError, DecryptionError, MissingKeyError, SecurityError
+from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
+                      valid_security_control)
+
+log = logging.getLogger(__name__)
+
+TAG_LEN = 12
+
+
+@dataclass(frozen=True)
+class Deciphered:
+    """The plaintext APDU and what was proven about it. Holds no key material."""
+
+    apdu: bytes
+    ciphered: bool
+    tag_verified: Optional[bool]  # True verified, None not verified (no tag or no AK); a failure raises
+    security_control: Optional[int]
+    system_title: Optional[bytes]
+    invocation_counter: Optional[int]
+
+
+@dataclass(frozen=True)
+class CipheredApdu:
+    """The parts of a ciphered APDU (no decryption done)."""
+
+    tag: int
+    system_title: bytes
+    security_control: int
+    invocation_counter: int
+    body: bytes  # ciphertext, or plaintext for authentication-only; tag removed
+    auth_tag: bytes
+    extra_aad: bytes  # general-ciphering fields covered by the tag (suite 1/2), else b""
+
+
+def _length(data: bytes, i: int) -> Tuple[int, int]:
+    if i >= len(data):
+        raise DecodeError("ciphered APDU truncated", "damaged frame")
+    first = data[i]
+    if first < 0x80:
+        return first, i + 1
+    n = first & 0x7F
+    if n == 0 or n > 4 or i + 1 + n > len(data):
+        raise DecodeError("ciphered APDU has a malformed length", "damaged frame")
+    return int.from_bytes(data[i + 1:i + 1 + n], "big"), i + 1 + n
+
+
+def _octets(data: bytes, i: int) -> Tuple[bytes, int]:
+    n, i = _length(data, i)
+    if i + n > len(data):
+        raise DecodeError("ciphered APDU truncated", "damaged frame")
+    return data[i:i + n], i + n
+
+
+def parse_ciphered(apdu: bytes) -> CipheredApdu:
+    """Split a DB/DC/DD APDU; DecodeError when its lengths do not add up."""
+    tag = apdu[0]
+    extra = b""
+    if tag in (GLO_CIPHERING, DED_CIPHERING):
+        title, i = _octets(apdu, 1)
+    elif tag == GENERAL_CIPHERING:
+        start = 1
+        _, i = _octets(apdu, start)  # transaction-id
+        title, i = _octets(apdu, i)  # originator-system-title
+        _, i = _octets(apdu, i)  # recipient-system-title
+        _, i = _octets(apdu, i)  # date-time
+        _, i = _octets(apdu, i)  # other-information
+        fields_end = i
+        if i >= len(apdu):
+            raise DecodeError("general-ciphering APDU truncated", "damaged frame")
+        if apdu[i] == 0x01:
+            if i + 2 < len(apdu) and apdu[i + 1] == 0x00:
+                i += 3  # identified-key, key-id (global unicast or broadcast key: the configured one)
+            else:
+                raise SecurityError("general-ciphering with a wrapped or agreed key is not supported",
+                                    "configure the meter to use the global unicast key")
+        elif apdu[i] == 0x00:
+            i += 1
+        else:
+            raise DecodeError("general-ciphering key-info malformed", "damaged frame")
+        extra = apdu[start:fields_end]
+    else:
+        raise DecodeError(f"APDU 0x{tag:02x} is not ciphered", "internal error: report it")
+    if len(title) != 8:
+        raise DecodeError(f"system title has {len(title)} bytes, not 8", "damaged frame")
+    content, end = _octets(apdu, i)
+    if end != len(apdu):
+        raise DecodeError("ciphered APDU length does not match the frame", "damaged frame")
+    if len(content) < 5:
+        raise DecodeError("ciphered APDU too short", "damaged frame")
+    sc = content[0]
+    if not valid_security_control(sc):
+        raise SecurityError(f"security control byte 0x{sc:02x} is not supported",
+                            "only suites 0/1 with authentication and/or encryption, no compression, are")
+    ic = int.from_bytes(content[1:5], "big")
+    body = content[5:]
+    auth_tag = b""
+    if sc & 0x10:
+        if len(body) < TAG_LEN:
+            raise DecodeError("ciphered APDU shorter than its authentication tag", "damaged frame")
+        body, auth_tag = body[:-TAG_LEN], body[-TAG_LEN:]
+    if not (sc & 0x0F) or tag != GENERAL_CIPHERING:
+        extra = b""
+    return CipheredApdu(tag, title, sc, ic, body, auth_tag, extra)
+
+
+def _dsmr_plausible(text: bytes) -> bool:
+    """A DSMR/P1 text telegram: ``/`` first, printable ASCII lines, a ``!`` end mark.
+
+    Its CRC is checked by ``payload.interpret_text``; this only tells text from random bytes.
+    """
+    if not text.startswith(b"/") or b"!" not in text:
+        return False
+    return not any((b < 0x20 or b > 0x7E) and b not in (0x0D, 0x0A) for b in text)
+
+
+def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
+    dec = Cipher(algorithms.AES(key), modes.CTR(iv + b"\x00\x00\x00\x02")).decryptor()
+    return dec.update(data) + dec.finalize()
+
+
+def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> Deciphered:
+    """Decrypt (and verify, when possible) a ciphered APDU; pass a plain one through unchanged.
+
+    Raises MissingKeyError, AuthenticationError, DecryptionError, DecodeError, SecurityError.
+    """
+    if not apdu or apdu[0] not in CIPHERED_TAGS:
+        return Deciphered(bytes(apdu), False, None, None, None, None)
+    p = parse_ciphered(bytes(apdu))
+    sc = p.security_control
+    iv = p.system_title + p.invocation_counter.to_bytes(4, "big")
+    verified: Optional[bool] = None
+    if sc & 0x20:
+        if not key:
+            raise MissingKeyError("frame is encrypted but no key is configured",
+                                  "set key (the GUEK from your grid operator)")
+        if sc & 0x10 and auth_key:
+            dec = Cipher(algorithms.AES(key), modes.GCM(iv, p.auth_tag, min_tag_length=TAG_LEN)).decryptor()
+            dec.authenticate_additional_data(bytes([sc]) + auth_key + p.extra_aad)
+            plain = dec.update(p.body)
+            try:
+                plain += dec.finalize()
+            except InvalidTag:
+                raise AuthenticationError("authentication tag mismatch",
+                                          "check the authentication key") from None
+            verified = True
+        else:
+            plain = _ctr(key, iv, p.body)
+    else:  # authentication only: the body is the plaintext
+        plain = p.body
+        if key and auth_key:
+            dec = Cipher(algorithms.AES(key), modes.GCM(iv, p.auth_tag, min_tag_length=TAG_LEN)).decryptor()
+            dec.authenticate_additional_data(bytes([sc]) + auth_key + p.extra_aad + plain)
+            try:
+                dec.finalize()
+            except InvalidTag:
+                raise AuthenticationError("authentication tag mismatch",
+                                          "check the authentication key") from None
+            verified = True
+    # A verified tag proves the keys; otherwise the plaintext must look like an APDU, because
+    # a wrong encryption key yields random bytes (the APDU decoder then judges the content).
+    if not verified and not (is_complete_apdu(plain) or _dsmr_plausible(plain)):
+        raise DecryptionError("decrypted data is not a valid APDU", "check the encryption key")
+    log.debug("deciphered APDU 0x%02x: security control 0x%02x, system title %s, invocation counter %d, "
+              "tag %s", p.tag, sc, p.system_title.hex(), p.invocation_counter,
+              "verified" if verified else "not verified")
+    return Deciphered(plain, True, verified, sc, p.system_title, p.invocation_counter)
+
+
+__all__ = ["Deciphered", "CipheredApdu", "parse_ciphered", "decipher", "TAG_LEN"]

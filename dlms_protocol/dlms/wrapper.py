@@ -1,0 +1,266 @@
+"""DLMS/IP wrapper (IEC 62056-9-7) and the extent of a bare xDLMS APDU.
+
+The wrapper header is ``00 01 | source wPort(2) | destination wPort(2) | length(2)``, then the APDU.
+
+A raw APDU has no frame around it at all, so the only way to know where it ends (in a TCP
+stream, a capture file, or behind a converter that strips HDLC) is to walk its structure:
+``apdu_extent`` sizes a data-notification by walking its A-XDR data, and a ciphered or GBT
+APDU by its BER length. It does not decode values (that is ``apdu.py``); it only answers "how
+many bytes belong to this APDU, or is this no APDU at all". The walk is strict on purpose (the
+date-time field must be 0 or 12 bytes, the security control byte must be a known one, lengths
+must fit the buffer bound), because these frames carry no checksum and the same function tells
+the deframer whether bytes in a noisy stream are an APDU, and tells security.py whether a
+decryption produced one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import FramingError
+
+WRAPPER_VERSION = 1
+WRAPPER_HEADER = 8
+
+DATA_NOTIFICATION = 0x0F
+EVENT_NOTIFICATION = 0xC2
+GLO_CIPHERING = 0xDB
+DED_CIPHERING = 0xDC
+GENERAL_CIPHERING = 0xDD
+GENERAL_BLOCK_TRANSFER = 0xE0
+#: APDUs a push can start with (what the deframer accepts as a raw APDU); an event-notification
+#: (C2) carries no register values, so it is not looked for in a stream
+PUSH_TAGS = frozenset((DATA_NOTIFICATION, GLO_CIPHERING, DED_CIPHERING, GENERAL_CIPHERING,
+                       GENERAL_BLOCK_TRANSFER))
+CIPHERED_TAGS = frozenset((GLO_CIPHERING, DED_CIPHERING, GENERAL_CIPHERING))
+
+#: A-XDR data types of fixed size (tag -> content bytes)
+_FIXED = {0x00: 0, 0x03: 1, 0x05: 4, 0x06: 4, 0x0D: 1, 0x0F: 1, 0x10: 2, 0x11: 1, 0x12: 2, 0x14: 8,
+          0x15: 8, 0x16: 1, 0x17: 4, 0x18: 8, 0x19: 12, 0x1A: 5, 0x1B: 4}
+_STRINGS = (0x09, 0x0A, 0x0C)
+_MAX_DEPTH = 32
+
+
+class _NeedMore(Exception):
+    """Internal: the buffer ends inside the APDU."""
+
+
+class _Invalid(Exception):
+    """Internal: the bytes cannot be the APDU."""
+
+
+@dataclass(frozen=True)
+class WrapperHeader:
+    version: int
+    source: int
+    destination: int
+    length: int
+
+
+def parse_wrapper_header(buf: bytes, pos: int = 0) -> Optional[WrapperHeader]:
+    """The 8-byte header at ``buf[pos]``, None when fewer bytes are there; FramingError if it is none."""
+    if pos + WRAPPER_HEADER > len(buf):
+        return None
+    version = (buf[pos] << 8) | buf[pos + 1]
+    if version != WRAPPER_VERSION:
+        raise FramingError(f"DLMS/IP wrapper version {version} is not 1", "resynchronising")
+    length = (buf[pos + 6] << 8) | buf[pos + 7]
+    if length == 0:
+        raise FramingError("DLMS/IP wrapper with an empty APDU", "resynchronising")
+    return WrapperHeader(version, (buf[pos + 2] << 8) | buf[pos + 3], (buf[pos + 4] << 8) | buf[pos + 5],
+                         length)
+
+
+class _Walker:
+    __slots__ = ("buf", "end", "limit")
+
+    def __init__(self, buf: bytes, end: int, limit: int) -> None:
+        self.buf = buf
+        self.end = end  # bytes available
+        self.limit = limit  # the APDU may not extend beyond this
+
+    def need(self, i: int, n: int) -> None:
+        if i + n > self.limit:
+            raise _Invalid()
+        if i + n > self.end:
+            raise _NeedMore()
+
+    def byte(self, i: int) -> int:
+        self.need(i, 1)
+        return self.buf[i]
+
+    def length(self, i: int) -> tuple:
+        """A-XDR/BER length at i: (value, next index)."""
+        first = self.byte(i)
+        if first < 0x80:
+            return first, i + 1
+        n = first & 0x7F
+        if n == 0 or n > 4:
+            raise _Invalid()
+        self.need(i + 1, n)
+        return int.from_bytes(bytes(self.buf[i + 1:i + 1 + n]), "big"), i + 1 + n
+
+    def octets(self, i: int) -> int:
+        n, i = self.length(i)
+        self.need(i, n)
+        return i + n
+
+    def data(self, i: int, depth: int = 0) -> int:
+        """Index after the A-XDR Data item at i."""
+        if depth > _MAX_DEPTH:
+            raise _Invalid()
+        tag = self.byte(i)
+        i += 1
+        size = _FIXED.get(tag)
+        if size is not None:
+            self.need(i, size)
+            return i + size
+        if tag in _STRINGS:
+            return self.octets(i)
+        if tag in (0x01, 0x02):
+            count, i = self.length(i)
+            if count > self.limit - i:
+                raise _Invalid()
+            for _ in range(count):
+                i = self.data(i, depth + 1)
+            return i
+        if tag == 0x04:
+            bits, i = self.length(i)
+            n = (bits + 7) // 8
+            self.need(i, n)
+            return i + n
+        if tag == 0x13:
+            i = self.type_description(i, depth + 1)
+            return self.octets(i)
+        raise _Invalid()
+
+    def type_description(self, i: int, depth: int) -> int:
+        if depth > _MAX_DEPTH:
+            raise _Invalid()
+        tag = self.byte(i)
+        i += 1
+        if tag == 0x01:
+            self.need(i, 2)
+            return self.type_description(i + 2, depth + 1)
+        if tag == 0x02:
+            count, i = self.length(i)
+            if count > self.limit - i:
+                raise _Invalid()
+            for _ in range(count):
+                i = self.type_description(i, depth + 1)
+            return i
+        if tag in _FIXED or tag in _STRINGS or tag in (0x04, 0x13):
+            return i
+        raise _Invalid()
+
+    def date_time_field(self, i: int) -> int:
+        """The optional date-time of a data-notification: ``00``, ``0C`` + 12, or Kaifa's ``09 0C`` + 12."""
+        first = self.byte(i)
+        if first == 0x00:
+            return i + 1
+        if first == 0x0C:
+            self.need(i + 1, 12)
+            return i + 13
+        if first == 0x09 and self.byte(i + 1) == 0x0C:
+            self.need(i + 2, 12)
+            return i + 14
+        raise _Invalid()
+
+    def ciphered_content(self, i: int) -> int:
+        n, i = self.length(i)
+        if n < 5:
+            raise _Invalid()
+        sc = self.byte(i)
+        if not valid_security_control(sc):
+            raise _Invalid()
+        if sc & 0x10 and n < 5 + 12:
+            raise _Invalid()
+        self.need(i, n)
+        return i + n
+
+    def apdu(self, i: int) -> int:
+        tag = self.byte(i)
+        if tag == DATA_NOTIFICATION:
+            self.need(i + 1, 4)
+            return self.data(self.date_time_field(i + 5))
+        if tag in (GLO_CIPHERING, DED_CIPHERING):
+            title, j = self.length(i + 1)
+            if title != 8:
+                raise _Invalid()
+            self.need(j, 8)
+            return self.ciphered_content(j + 8)
+        if tag == GENERAL_CIPHERING:
+            j = i + 1
+            for _ in range(5):  # transaction-id, originator, recipient, date-time, other-information
+                j = self.octets(j)
+            present = self.byte(j)
+            j += 1
+            if present == 0x01:
+                choice = self.byte(j)
+                if choice == 0x00:  # identified-key: key-id
+                    self.need(j + 1, 1)
+                    j += 2
+                elif choice == 0x01:  # wrapped-key: kek-id, key-ciphered-data
+                    self.need(j + 1, 1)
+                    j = self.octets(j + 2)
+                elif choice == 0x02:  # agreed-key: key-parameters, key-ciphered-data
+                    j = self.octets(self.octets(j + 1))
+                else:
+                    raise _Invalid()
+            elif present != 0x00:
+                raise _Invalid()
+            return self.ciphered_content(j)
+        if tag == GENERAL_BLOCK_TRANSFER:
+            self.need(i + 1, 5)
+            if (self.buf[i + 2] << 8 | self.buf[i + 3]) == 0:
+                raise _Invalid()
+            return self.octets(i + 6)
+        if tag == EVENT_NOTIFICATION:
+            j = i + 1
+            present = self.byte(j)
+            if present == 0x01:
+                j = self.octets(j + 1)
+            elif present == 0x00:
+                j += 1
+            else:
+                raise _Invalid()
+            self.need(j, 9)  # class-id(2) instance-id(6) attribute-id(1)
+            return self.data(j + 9)
+        raise _Invalid()
+
+
+def valid_security_control(sc: int) -> bool:
+    """Security control byte of a ciphered APDU we can process: suite 0-2, A and/or E, no compression."""
+    return (sc & 0x0F) <= 2 and sc & 0x30 != 0 and not sc & 0x80
+
+
+def apdu_extent(buf: bytes, pos: int = 0, end: Optional[int] = None, max_len: int = 65535) -> Optional[int]:
+    """Number of bytes of the push APDU that starts at ``buf[pos]``.
+
+    None: the buffer ends inside the APDU (feed more bytes). FramingError: these bytes are not
+    a push APDU (unknown tag, impossible length, malformed data), or it would be longer than
+    ``max_len``.
+    """
+    end = len(buf) if end is None else end
+    walker = _Walker(buf, end, pos + max_len)
+    try:
+        return walker.apdu(pos) - pos
+    except _NeedMore:
+        return None
+    except _Invalid:
+        raise FramingError("bytes are not a complete push APDU", "resynchronising") from None
+    except RecursionError:
+        raise FramingError("APDU nests too deeply", "resynchronising") from None
+
+
+def is_complete_apdu(data: bytes) -> bool:
+    """True when ``data`` is exactly one well-formed push APDU (used to judge a decryption)."""
+    try:
+        return apdu_extent(data, 0, len(data), len(data)) == len(data)
+    except FramingError:
+        return False
+
+
+__all__ = ["WRAPPER_VERSION", "WRAPPER_HEADER", "WrapperHeader", "parse_wrapper_header", "apdu_extent",
+           "is_complete_apdu", "valid_security_control", "PUSH_TAGS", "CIPHERED_TAGS", "DATA_NOTIFICATION",
+           "EVENT_NOTIFICATION", "GLO_CIPHERING", "DED_CIPHERING", "GENERAL_CIPHERING", "GENERAL_BLOCK_TRANSFER"]
