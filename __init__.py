@@ -1,1 +1,701 @@
-"""SmartHomeNG plugin ``dlms`` (placeholder until the plugin issue lands; see dlms_protocol/)."""
+#!/usr/bin/env python3
+# vim: set encoding=utf-8 tabstop=4 softtabstop=4 shiftwidth=4 expandtab
+#########################################################################
+#  This file is part of SmartHomeNG.
+#  https://www.smarthomeNG.de
+#
+#  dlms plugin: reads smart meters through an optical head (IEC 62056-21)
+#  or listens to DLMS/COSEM push messages, and writes verified values
+#  into items.
+#
+#  SmartHomeNG is free software: you can redistribute it and/or modify
+#  it under the terms of the GNU General Public License as published by
+#  the Free Software Foundation, either version 3 of the License, or
+#  (at your option) any later version.
+#
+#  SmartHomeNG is distributed in the hope that it will be useful,
+#  but WITHOUT ANY WARRANTY; without even the implied warranty of
+#  MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE.  See the
+#  GNU General Public License for more details.
+#
+#  You should have received a copy of the GNU General Public License
+#  along with SmartHomeNG. If not, see <http://www.gnu.org/licenses/>.
+#########################################################################
+"""SmartHomeNG plugin ``dlms``: the thin adapter between dlms_protocol and items.
+
+All protocol work happens in ``dlms_protocol`` (no SmartHomeNG inside); this class only maps
+parameters to a ReadoutConfig/ListenerConfig, runs the reader on the scheduler (readout) or the
+push listener in its own thread (listen), and writes *verified* values into items. On any error
+the items keep their last value and the status items say why.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+try:
+    from lib.model.smartplugin import SmartPlugin
+    IN_SMARTHOMENG = True
+except ModuleNotFoundError as _exc:
+    # Imported outside SmartHomeNG: pytest imports the repository root as a package before it
+    # collects tests/. The class below is then inert; everything else must stay importable.
+    if _exc.name not in ("lib", "lib.model", "lib.model.smartplugin"):
+        raise
+    SmartPlugin = object  # type: ignore[misc,assignment]
+    IN_SMARTHOMENG = False
+
+if IN_SMARTHOMENG:
+    from .webif import WebInterface
+from . import plugin_support as ps
+from .dlms_protocol.config import ListenerConfig, ReadoutConfig, parse_key
+from .dlms_protocol.errors import ConfigurationError, DlmsError, TransportError
+from .dlms_protocol.model import MeterData, Statistics
+
+#: attributes this plugin reads from items
+ATTR_CODE = "dlms_obis_code"
+ATTR_READOUT = "dlms_obis_readout"
+ATTR_STATUS = "dlms_status"
+ATTR_UNIT = "dlms_unit"
+ATTR_SCALE = "dlms_scale"
+
+HISTORY_SECONDS = 3600.0
+STOP_BUDGET = 1.6  # seconds stop() may spend waiting, so it returns well within 2 s
+
+
+class DLMS(SmartPlugin):
+    """Smart meter via IEC 62056-21 readout (``mode: readout``) or DLMS/COSEM push (``mode: listen``)."""
+
+    PLUGIN_VERSION = "2.0.0"
+
+    def __init__(self, sh):
+        """Read and check the parameters; nothing is opened before run()."""
+        super().__init__()
+        self._pause_item_path = self.get_parameter_value("pause_item") or ""
+
+        self._mode = (self.get_parameter_value("mode") or "readout").lower()
+        self._port = str(self.get_parameter_value("serialport") or "").strip()
+        self._stats = Statistics()
+        self._status: Dict[str, Any] = {
+            "connected": False, "last_success": None, "last_error": "", "last_error_time": None,
+            "successes": 0, "failures": 0, "duration": None, "overlaps": 0,
+        }
+        self._status_lock = threading.Lock()
+        self._life_lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        self._read_started = 0.0
+        self._generation = 0
+        self._reader: Any = None
+        self._listener: Any = None
+        self._bridge: Any = None
+        self._reader_cls: Any = None
+        self._listener_cls: Any = None
+        self._readout_config: Optional[ReadoutConfig] = None
+        self._listener_config: Optional[ListenerConfig] = None
+
+        self._obis_items: Dict[str, Tuple[Any, ps.ObisBinding]] = {}
+        self._readout_items: Dict[str, Any] = {}
+        self._status_items: Dict[str, Tuple[Any, str]] = {}
+        self._item_problems: Dict[str, str] = {}
+        self._logged: Dict[str, str] = {}
+
+        self._last_data: Optional[MeterData] = None
+        self._history: Deque[Tuple[float, Dict[str, float]]] = deque(maxlen=4000)
+        self._discovery_logged = False
+        self._last_status_write = 0.0
+        #: extra keyword arguments for D0Reader (tests pass time_scale for fast simulated meters)
+        self._reader_options: Dict[str, Any] = {}
+        self._run_epoch = time.time()
+        self._min_interval = float(self.get_parameter_value("min_update_interval") or 0)
+        self._listen_timeout = float(self.get_parameter_value("listen_timeout") or 60)
+        self._cycle = int(self.get_parameter_value("update_cycle") or 0)
+        self._crontab = str(self.get_parameter_value("update_crontab") or "").strip()
+        self._start_offset = int(self.get_parameter_value("update_cycle_start_offset") or 0)
+
+        if not self._port:
+            self.logger.error("serialport is empty: set it to the device of the IR head or RS485 adapter, "
+                              "e.g. /dev/serial/by-id/usb-...; plugin not started")
+            self._init_complete = False
+            return
+        try:
+            if self._mode == "listen":
+                self._listener_config = self._make_listener_config()
+                from .dlms_protocol.dlms.listener import PushListener
+                self._listener_cls = PushListener
+            else:
+                self._readout_config = self._make_readout_config()
+                from .dlms_protocol.iec62056_21.reader import D0Reader
+                self._reader_cls = D0Reader
+        except (ConfigurationError, ps.BindingError) as exc:
+            self.logger.error("configuration error: %s; plugin not started", exc)
+            self._init_complete = False
+            return
+        except ImportError as exc:
+            self.logger.error("cannot load the %s part of dlms_protocol (%s): install the packages from "
+                              "plugins/dlms/requirements.txt (pyserial, gurux-dlms, cryptography); plugin not started",
+                              self._mode, exc)
+            self._init_complete = False
+            return
+        if self._mode == "readout" and not self._cycle and not self._crontab:
+            self.logger.warning("neither update_cycle nor update_crontab is set: the meter is only read "
+                                "when a logic calls read_now()")
+        self.logger.debug("configured: mode %s on %s", self._mode, self._port)
+        self.init_webinterface(WebInterface)
+
+    # ------------------------------------------------------------------ configuration
+    def _make_readout_config(self) -> ReadoutConfig:
+        """ReadoutConfig from the parameters; the old dlms 1.9.5 options keep their meaning."""
+        baud: Any = str(self.get_parameter_value("baudrate") or "auto").strip().lower()
+        only_listen = bool(self.get_parameter_value("only_listen"))
+        push_baud = 9600
+        if baud != "auto":
+            baud = int(baud)
+            push_baud = baud
+        if self.get_parameter_value("baudrate_fix"):
+            baud = 300
+        timeout = float(self.get_parameter_value("timeout") or 2.0)
+        return ReadoutConfig(
+            port=self._port,
+            baudrate=baud,
+            use_checksum=bool(self.get_parameter_value("use_checksum")),
+            reset_baudrate=bool(self.get_parameter_value("reset_baudrate")),
+            no_waiting=bool(self.get_parameter_value("no_waiting")),
+            device_address=str(self.get_parameter_value("device_address") or ""),
+            query_code=str(self.get_parameter_value("querycode") or "?"),
+            char_format=str(self.get_parameter_value("char_format") or "7E1").upper(),
+            timeout=timeout,
+            identification_timeout=timeout,
+            baud_switch_delay=float(self.get_parameter_value("baud_switch_delay") or 0.0),
+            wakeup=bool(self.get_parameter_value("wakeup")),
+            retries=int(self.get_parameter_value("retries") or 0),
+            push_baudrate=push_baud,
+            mode="push" if only_listen else "request",
+        )
+
+    def _make_listener_config(self) -> ListenerConfig:
+        """ListenerConfig from the parameters; keys are parsed here and never logged."""
+        bytesize, parity, stopbits = ps.parse_format(self.get_parameter_value("listen_format") or "8E1")
+        profile = str(self.get_parameter_value("profile") or "").strip()
+        return ListenerConfig(
+            port=self._port,
+            baudrate=int(self.get_parameter_value("listen_baudrate") or 2400),
+            bytesize=bytesize,
+            parity=parity,
+            stopbits=stopbits,
+            key=parse_key(self.get_parameter_value("key") or None, "key"),
+            auth_key=parse_key(self.get_parameter_value("auth_key") or None, "auth_key"),
+            profile=profile or None,
+            wrapper=str(self.get_parameter_value("wrapper") or "auto").lower(),
+            min_interval=self._min_interval,  # keep-latest rate limit for items; Victron sees every message
+        )
+
+    # ------------------------------------------------------------------ life cycle
+    def run(self):
+        """Start reading: scheduler with an immediate first readout, or the push listener thread."""
+        self.logger.debug("run() called")
+        with self._life_lock:
+            if self.alive:
+                return
+            self._generation += 1
+            self._discovery_logged = False
+            self._run_epoch = time.time()
+            self.alive = True
+            try:
+                self._start_bridge()
+                if self._mode == "listen":
+                    extra = {"on_message": self._on_message} if self._bridge is not None and self._min_interval else {}
+                    self._listener = self._listener_cls(self._listener_config, self._on_push, stats=self._stats,
+                                                        on_error=self._on_listener_error, **extra)
+                    self._listener.start()
+                    check = max(1.0, min(10.0, self._listen_timeout / 3.0))
+                    self.scheduler_add("watchdog", self._watchdog, prio=5, cycle=int(round(check)),
+                                       offset=int(round(check)))
+                else:
+                    self._reader = self._reader_cls(self._readout_config, stats=self._stats, **self._reader_options)
+                    if self._cycle or self._crontab:
+                        first = self.shtime.now() + datetime.timedelta(seconds=self._start_offset)
+                        self.scheduler_add("readout", self._poll, prio=5, cycle=self._cycle or None,
+                                           cron=self._crontab or None, next=first)
+            except DlmsError as exc:
+                self.logger.error("cannot start: %s", exc)
+                self._record_error(exc)
+                self.alive = False
+                self._teardown(STOP_BUDGET)
+                return
+        if self._pause_item:
+            self._pause_item(False, self.get_fullname())
+
+    def stop(self):
+        """Stop reading and release the port; returns within 2 s even during a readout."""
+        self.logger.debug("stop() called")
+        with self._life_lock:
+            self.alive = False
+            self._generation += 1
+            self.scheduler_remove_all()
+            self._teardown(STOP_BUDGET)
+        with self._status_lock:
+            self._status["connected"] = False
+        self._write_status(force=True)
+        if self._pause_item:
+            self._pause_item(True, self.get_fullname())
+
+    def _teardown(self, budget: float) -> None:
+        deadline = time.monotonic() + budget
+        reader, self._reader = self._reader, None
+        listener, self._listener = self._listener, None
+        bridge, self._bridge = self._bridge, None
+        if reader is not None:
+            try:
+                reader.close()
+            except Exception as exc:  # closing must never keep SmartHomeNG from stopping
+                self.logger.warning("closing the port: %s", exc)
+        if listener is not None:
+            try:
+                listener.stop(timeout=max(0.2, min(0.8, deadline - time.monotonic() - 0.6)))
+            except Exception as exc:
+                self.logger.warning("stopping the listener: %s", exc)
+        if bridge is not None:
+            try:
+                # the bridge may wait twice (shutdown call, thread join)
+                bridge.stop(timeout=max(0.1, min(0.4, (deadline - time.monotonic() - 0.1) / 2)))
+            except Exception as exc:
+                self.logger.warning("stopping the Victron bridge: %s", exc)
+        # wait for a running readout to notice the closed port, so the port is really free
+        if self._read_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            self._read_lock.release()
+        elif reader is not None:
+            self.logger.warning("a readout is still finishing; the port is released as soon as it ends")
+
+    def _start_bridge(self) -> None:
+        """Victron D-Bus bridge, loaded only when enabled (dbus-fast may be missing)."""
+        if not self.get_parameter_value("victron_publish"):
+            return
+        try:
+            from .dlms_protocol.victron.bridge import BridgeSettings, VictronBridge
+        except ImportError as exc:
+            self.logger.error("victron_publish is on, but the Victron bridge cannot be loaded (%s): install "
+                              "dbus-fast or switch victron_publish off; reading the meter goes on", exc)
+            return
+        try:
+            if self._mode == "listen":
+                timeout = self._listen_timeout
+            else:  # a readout meter is silent between reads: allow two missed cycles
+                timeout = max(10.0, 2.5 * self._cycle) if self._cycle else 3600.0
+            settings = BridgeSettings(
+                bus=str(self.get_parameter_value("victron_bus") or "system"),
+                role=str(self.get_parameter_value("victron_role") or "grid"),
+                custom_name=str(self.get_parameter_value("victron_custom_name") or ""),
+                device_suffix=self.get_instance_name() or None,
+                timeout=timeout,
+                port=self._port,
+                connection=f"SmartHomeNG dlms ({self._mode}) {self._port}",
+            )
+            bridge = VictronBridge(settings, stats=self._stats)
+            bridge.start()
+        except Exception as exc:  # D-Bus missing, refused, bad address: the meter must still be read
+            self.logger.error("Victron bridge did not start: %s; reading the meter goes on", exc)
+            return
+        self._bridge = bridge
+
+    # ------------------------------------------------------------------ items
+    def parse_item(self, item):
+        """Register items with dlms_obis_code, dlms_obis_readout or dlms_status (and the pause item)."""
+        if self._pause_item_path and item.property.path == self._pause_item_path:
+            self.logger.debug("pause item %s registered", item.property.path)
+            self._pause_item = item
+            self.add_item(item, updating=True)
+            return self.update_item
+
+        conf = item.conf
+        path = item.property.path
+        config: Dict[str, Any] = {}
+        if self.has_iattr(conf, ATTR_CODE):
+            try:
+                binding = ps.parse_obis_attribute(self.get_iattr_value(conf, ATTR_CODE),
+                                                  self.get_iattr_value(conf, ATTR_UNIT),
+                                                  self.get_iattr_value(conf, ATTR_SCALE))
+            except ps.BindingError as exc:
+                self.logger.error("item %s: %s", path, exc)
+            else:
+                if binding.obis is None:
+                    self.logger.info("item %s: %r is no OBIS code, it is matched literally", path, binding.text)
+                self._obis_items[path] = (item, binding)
+                config["code"] = binding.label
+        if self.has_iattr(conf, ATTR_READOUT) and ps.is_enabled(self.get_iattr_value(conf, ATTR_READOUT)):
+            if item.property.type not in ("str", "foo"):
+                self.logger.warning("item %s: dlms_obis_readout needs type str (or foo), not %s",
+                                    path, item.property.type)
+            self._readout_items[path] = item
+            config["readout"] = True
+        if self.has_iattr(conf, ATTR_STATUS):
+            try:
+                key = ps.parse_status_attribute(self.get_iattr_value(conf, ATTR_STATUS))
+            except ps.BindingError as exc:
+                self.logger.error("item %s: %s", path, exc)
+            else:
+                if key not in ps.STATUS_KEYS and key not in _known_counters():
+                    self.logger.warning("item %s: dlms_status %r is no known status or counter; it shows 0 "
+                                        "until such a counter appears (known: %s)", path, key,
+                                        ", ".join(ps.STATUS_KEYS + tuple(sorted(_known_counters()))))
+                self._status_items[path] = (item, key)
+                config["status"] = key
+        if config:
+            self.add_item(item, config_data_dict=config, mapping=config.get("code"))
+        return None
+
+    def update_item(self, item, caller=None, source=None, dest=None):
+        """Only the pause item is watched; meter values flow one way (meter → items)."""
+        if item is self._pause_item:
+            if caller != self.get_fullname():
+                self.logger.debug("pause item changed to %s", item())
+                if item() and self.alive:
+                    self.stop()
+                elif not item() and not self.alive:
+                    self.run()
+
+    # ------------------------------------------------------------------ readout
+    def _poll(self) -> None:
+        """Scheduler callback: one readout, never two at once on the same port."""
+        if not self.alive:
+            return
+        if not self._read_lock.acquire(blocking=False):
+            running = time.monotonic() - self._read_started
+            with self._status_lock:
+                self._status["overlaps"] += 1
+                last = self._status["duration"]
+            self.logger.warning(
+                "readout skipped: the previous one is still running after %.1f s (last complete readout took %s): "
+                "set update_cycle to at least %d s", running,
+                f"{last:.1f} s" if last is not None else "unknown", int(max(running, last or 0) * 1.5) + 5)
+            return
+        try:
+            self._read_once()
+        finally:
+            self._read_lock.release()
+
+    def _read_once(self) -> None:
+        generation = self._generation
+        reader = self._reader
+        if reader is None or not self.alive:
+            return
+        self._read_started = start = time.monotonic()
+        try:
+            data = reader.read()
+        except DlmsError as exc:
+            if generation != self._generation or not self.alive:
+                self.logger.debug("readout ended by stop(): %s", exc)
+                return
+            self._record_error(exc, time.monotonic() - start)
+            return
+        except Exception as exc:  # a bug in the reader must not end the scheduler entry
+            if generation != self._generation or not self.alive:
+                return
+            self.logger.exception("unexpected error during readout")
+            self._record_error(exc, time.monotonic() - start, internal=True)
+            return
+        duration = time.monotonic() - start
+        if generation != self._generation:
+            return
+        self._record_success(duration)
+        self._apply(data)
+        if self._cycle and duration > self._cycle:
+            self.logger.warning("the readout took %.1f s, longer than update_cycle (%d s): set update_cycle to at "
+                                "least %d s", duration, self._cycle, int(duration * 1.5) + 5)
+
+    def read_now(self) -> bool:
+        """Plugin function: start one readout now in the background."""
+        if self._mode != "readout" or not self.alive or self._read_lock.locked():
+            return False
+        threading.Thread(target=self._poll, name=f"plugins.{self.get_fullname()}.read_now").start()
+        return True
+
+    def last_data(self) -> Dict[str, Dict[str, Any]]:
+        """Plugin function: the last verified data as {code: {value, unit, name}}."""
+        data = self._last_data
+        if data is None:
+            return {}
+        out: Dict[str, Dict[str, Any]] = {}
+        for r in data.readings:
+            key = (r.obis.normalized() if r.obis is not None else None) or r.code
+            if key not in out:
+                out[key] = {"value": ps.plain_value(r.value), "unit": r.unit, "name": r.name}
+        return out
+
+    # ------------------------------------------------------------------ push
+    def _on_push(self, data: MeterData) -> None:
+        """Listener thread: verified data, at most one per min_update_interval (the listener keeps
+        the latest, so the last push before a pause is not lost)."""
+        try:
+            if not self.alive:
+                return
+            self._record_success(None)
+            bridge = self._bridge
+            if bridge is not None and not self._min_interval:
+                bridge.publish(data)
+            self._apply(data)
+        except Exception:
+            self.logger.exception("unexpected error while handling a push message")
+
+    def _on_message(self, message: Any) -> None:
+        """Listener thread, every verified message before the rate limit: the Victron bridge stays fast."""
+        bridge = self._bridge
+        if bridge is not None and self.alive:
+            bridge.publish(message.to_meter_data())
+
+    def _on_listener_error(self, exc: DlmsError) -> None:
+        """Listener/decoder error: the core already logs it (rate-limited); here only the status."""
+        try:
+            self._record_error(exc, logged=True)
+        except Exception:
+            self.logger.exception("unexpected error while handling a listener error")
+
+    def _watchdog(self) -> None:
+        """listen mode: no verified message for listen_timeout seconds → disconnected."""
+        if not self.alive:
+            return
+        with self._status_lock:
+            last = self._status["last_success"]
+            connected = self._status["connected"]
+        since = time.time() - (last if last is not None else self._run_epoch)
+        if since > self._listen_timeout and (connected or last is None):
+            with self._status_lock:
+                self._status["connected"] = False
+                if not self._status["last_error"]:
+                    self._status["last_error"] = (
+                        f"no valid message for {int(since)} s: check cable, baud rate ({self._listener_config.baudrate}"
+                        f" {self.get_parameter_value('listen_format')}) and that the customer interface is enabled"
+                        if self._listener_config is not None else f"no valid message for {int(since)} s")
+                    self._status["last_error_time"] = time.time()
+            self._log_once("watchdog", logging.WARNING, "no valid message for %d s", int(since))
+            self._write_status(force=True)
+
+    # ------------------------------------------------------------------ status
+    def _record_success(self, duration: Optional[float]) -> None:
+        with self._status_lock:
+            recovered = self._status["failures"] > 0 and not self._status["connected"]
+            self._status["connected"] = True
+            self._status["last_success"] = time.time()
+            self._status["successes"] += 1
+            if duration is not None:
+                self._status["duration"] = round(duration, 3)
+            self._status["last_error"] = ""
+        if recovered:
+            self.logger.info("meter data valid again")
+        self._logged.pop("error", None)
+        self._logged.pop("watchdog", None)
+
+    def _record_error(self, exc: BaseException, duration: Optional[float] = None, internal: bool = False,
+                      logged: bool = False) -> None:
+        """Keep items as they are; remember why, count it, log it once (repeats at debug level).
+
+        ``logged``: the core has logged it already, so it only goes to the debug log here."""
+        text = f"internal error: {exc!r}" if internal else (str(exc) or type(exc).__name__)
+        if internal:
+            self._stats.error(exc)
+        with self._status_lock:
+            self._status["failures"] += 1
+            self._status["last_error"] = text
+            self._status["last_error_time"] = time.time()
+            if duration is not None:
+                self._status["duration"] = round(duration, 3)
+            if self._mode == "readout" or isinstance(exc, TransportError):
+                self._status["connected"] = False
+        if logged:
+            self.logger.debug("meter error: %s", text)
+        else:
+            level = logging.ERROR if isinstance(exc, (TransportError, ConfigurationError)) or internal \
+                else logging.WARNING
+            self._log_once("error", level, "%s", text)
+        self._write_status(force=True)
+
+    def _log_once(self, key: str, level: int, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        if self._logged.get(key) == text:
+            self.logger.debug(msg, *args)
+            return
+        self._logged[key] = text
+        self.logger.log(level, msg, *args)
+
+    def status(self) -> Dict[str, Any]:
+        """Status and counters as plain values (for the web interface and summary items)."""
+        with self._status_lock:
+            status = dict(self._status)
+        snap = self._stats.snapshot()
+        status["counters"] = snap["counters"]
+        status["durations"] = snap["durations"]
+        status["alive"] = self.alive
+        status["item_problems"] = len(self._item_problems)
+        return status
+
+    def _status_value(self, key: str, item_type: str) -> Any:
+        with self._status_lock:
+            status = dict(self._status)
+        tz = self.shtime.now().tzinfo if self.shtime is not None else None
+        if key in ("last_success", "last_error_time"):
+            return ps.time_value(status[key], item_type, tz)
+        if key == "connected":
+            value: Any = bool(status["connected"]) and self.alive
+        elif key == "last_error":
+            value = status["last_error"] or ""
+        elif key in ("successes", "failures", "overlaps"):
+            value = int(status[key])
+        elif key == "duration":
+            value = status["duration"] if status["duration"] is not None else 0.0
+        elif key == "summary":
+            summary = self.status()
+            for k in ("last_success", "last_error_time"):
+                summary[k] = ps.time_value(summary[k], "str", tz)
+            if item_type in ("dict", "foo"):
+                return summary
+            return json.dumps(summary, sort_keys=True)
+        else:
+            value = self._stats.get(key)
+        return ps.fit_to_type(value, item_type, key)
+
+    def _write_status(self, force: bool = False) -> None:
+        if not self._status_items:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_status_write < 1.0:
+            return
+        self._last_status_write = now
+        for path, (item, key) in list(self._status_items.items()):
+            try:
+                item(self._status_value(key, item.property.type), self.get_fullname(), self._port)
+            except ps.ValueProblem as exc:
+                self._log_once("status:" + path, logging.WARNING, "item %s: %s", path, exc)
+
+    # ------------------------------------------------------------------ writing items
+    def _remember(self, data: MeterData) -> None:
+        self._last_data = data
+        summary = ps.grid_summary(data)
+        if summary:
+            self._history.append((data.received, summary))
+            cutoff = time.time() - HISTORY_SECONDS
+            while self._history and self._history[0][0] < cutoff:
+                self._history.popleft()
+
+    def _apply(self, data: MeterData) -> None:
+        """Write one verified snapshot into every item that asks for part of it."""
+        self._remember(data)
+        caller = self.get_fullname()
+        for path, (item, binding) in list(self._obis_items.items()):
+            try:
+                reading = binding.select(data)
+                if reading is None:
+                    raise ps.ValueProblem(f"code {binding.text} is not in the data of this meter: "
+                                          "see the list of discovered codes in the web interface or the debug log")
+                value = ps.item_value(binding, reading, item.property.type)
+            except ps.ValueProblem as exc:
+                self._item_problems[path] = str(exc)
+                self._log_once("item:" + path, logging.WARNING, "item %s not updated: %s", path, exc)
+                continue
+            self._item_problems.pop(path, None)
+            self._logged.pop("item:" + path, None)
+            item(value, caller, self._port)
+        for item in list(self._readout_items.values()):
+            item(data.text, caller, self._port)
+        self._write_status(force=True)
+        if not self._discovery_logged:
+            self._discovery_logged = True
+            self._log_discovery(data)
+
+    def _log_discovery(self, data: MeterData) -> None:
+        """Debug: every code with value, unit, meaning and item, then a ready-to-paste snippet."""
+        if not self.logger.isEnabledFor(logging.DEBUG):
+            return
+        rows = ps.discover(data, self._users())
+        self.logger.debug("%d codes from %s%s:", len(rows), data.meter_id or "the meter",
+                          f" (profile {data.profile})" if data.profile else "")
+        for row in rows:
+            self.logger.debug("  %-22s %18s %-6s %-45s %s", row.code, row.value, row.unit, row.name[:45],
+                              ", ".join(row.items) or "-")
+        self.logger.debug("items for these codes (paste into items/meter.yaml):\n%s",
+                          ps.items_snippet(data, self.get_instance_name()))
+
+    def _users(self) -> Dict[str, List[ps.ObisBinding]]:
+        return {path: [binding] for path, (_item, binding) in self._obis_items.items()}
+
+    # ------------------------------------------------------------------ web interface data
+    def webif_data(self) -> Dict[str, Any]:
+        """Everything the web interface shows, JSON-ready; keys are never part of it."""
+        status = self.status()
+        tz = self.shtime.now().tzinfo if self.shtime is not None else None
+        for k in ("last_success", "last_error_time"):
+            status[k] = ps.time_value(status[k], "str", tz)
+        items = []
+        for path, (item, binding) in sorted(self._obis_items.items()):
+            items.append({"path": path, "kind": "code", "code": binding.label, "value": ps.format_value(item()),
+                          "type": item.property.type, "problem": self._item_problems.get(path, "")})
+        for path, (item, key) in sorted(self._status_items.items()):
+            items.append({"path": path, "kind": "status", "code": key, "value": ps.format_value(item()),
+                          "type": item.property.type, "problem": ""})
+        for path, item in sorted(self._readout_items.items()):
+            text = item()
+            items.append({"path": path, "kind": "readout", "code": ATTR_READOUT,
+                          "value": f"{len(text) if isinstance(text, str) else 0} characters",
+                          "type": item.property.type, "problem": ""})
+        data = self._last_data
+        discovered = []
+        snippet = ""
+        if data is not None:
+            for row in ps.discover(data, self._users()):
+                discovered.append({"code": row.code, "normalized": row.normalized, "value": row.value,
+                                   "unit": row.unit, "name": row.name, "items": row.items, "extra": row.extra})
+            snippet = ps.items_snippet(data, self.get_instance_name())
+        now = time.time()
+        chart: Dict[str, List[List[float]]] = {"power": [], "import": [], "export": []}
+        for t, summary in ps.downsample(list(self._history), 720):
+            for key in chart:
+                if key in summary:
+                    chart[key].append([round((t - now) / 60.0, 3), round(summary[key], 3)])
+        unverified = ""
+        reader = self._reader
+        last = getattr(reader, "last_readout", None) if reader is not None else None
+        last_text = getattr(last, "text", "") if last is not None else ""
+        if last_text and (data is None or last_text != data.text):
+            unverified = last_text
+        return {
+            "alive": self.alive, "mode": self._mode, "port": self._port, "status": status,
+            "items": items, "discovered": discovered, "snippet": snippet,
+            "raw": data.text if data is not None else "", "raw_unverified": unverified,
+            "meter_id": (data.meter_id or "") if data is not None else "",
+            "profile": (data.profile or "") if data is not None else "",
+            "received": ps.time_value(data.received, "str", tz) if data is not None else "",
+            "timings": dict(getattr(reader, "last_timings", {}) or {}) if reader is not None else {},
+            "chart": chart,
+        }
+
+    def config_rows(self) -> List[Tuple[str, str]]:
+        """Parameter table for the web interface; keys only show whether they are set."""
+        rows = []
+        names = ["mode", "serialport"]
+        if self._mode == "listen":
+            names += ["listen_baudrate", "listen_format", "wrapper", "profile", "min_update_interval",
+                      "listen_timeout"]
+        else:
+            names += ["baudrate", "update_cycle", "update_crontab", "use_checksum", "reset_baudrate", "no_waiting",
+                      "only_listen", "device_address", "querycode", "timeout", "baud_switch_delay", "wakeup"]
+        for name in names:
+            rows.append((name, str(self.get_parameter_value(name))))
+        if self._mode == "listen":
+            for name in ("key", "auth_key"):
+                rows.append((name, self.translate("gesetzt") if self.get_parameter_value(name) else "-"))
+        if self.get_parameter_value("victron_publish"):
+            rows.append(("victron_bus", str(self.get_parameter_value("victron_bus"))))
+            rows.append(("victron", self.translate("aktiv") if self._bridge is not None else self.translate("inaktiv")))
+        return rows
+
+
+def _known_counters() -> set:
+    """Counter names the core uses (error ``stat`` names plus the success counters)."""
+    from .dlms_protocol import errors
+    names = {"reads", "bytes", "frames", "messages"}
+    for obj in vars(errors).values():
+        if isinstance(obj, type) and issubclass(obj, errors.DlmsError):
+            names.add(obj.stat)
+    return names

@@ -1,0 +1,606 @@
+"""Plugin-side helpers of the SmartHomeNG dlms plugin that need no SmartHomeNG.
+
+They turn item attributes into bindings, pick the value a binding asks for out of a verified
+``MeterData``, convert it the way dlms 1.9.5 did (``Z6``, ``D6``, ``ZST12``, ``num`` ...), fit it
+to the item's type, and build what discovery and the web interface show. Kept out of
+``__init__.py`` so they can be tested without a SmartHomeNG, and out of ``dlms_protocol`` because
+the core must not know SmartHomeNG's item types.
+
+Every failure raises ``BindingError`` (bad attribute, found at start-up) or ``ValueProblem``
+(this reading cannot be written into this item); the plugin then leaves the item unchanged and
+shows the message in the status, because a wrong value is worse than an old one.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .dlms_protocol.model import MeterData, Reading
+from .dlms_protocol.obis import Obis, describe
+
+#: value conversions of the dlms 1.9.5 list form ``[code, index, Value|Unit, conversion]``
+CONVERSIONS = ("Z6", "Z4", "D6", "ZST10", "ZST12", "str", "float", "int", "num")
+_CONVERSION_OF = {c.lower(): c for c in CONVERSIONS}
+
+#: what a ``dlms_status`` item can show
+STATUS_KEYS = (
+    "connected", "last_success", "last_error", "last_error_time", "successes", "failures",
+    "duration", "overlaps", "summary",
+)
+
+_FALSE_WORDS = ("no", "n", "false", "f", "0", "off", "")
+
+
+class BindingError(ValueError):
+    """An item attribute cannot be used; the text says what to write instead."""
+
+
+class ValueProblem(ValueError):
+    """This reading cannot go into this item (missing group, not a number, wrong unit)."""
+
+
+def is_enabled(value: Any) -> bool:
+    """Attribute values like ``yes``/``True``/``readout`` switch a feature on; ``no``/``false`` off."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    if isinstance(value, list):
+        return bool(value) and is_enabled(value[0])
+    return str(value).strip().lower() not in _FALSE_WORDS
+
+
+# --------------------------------------------------------------------------- bindings
+@dataclass(frozen=True)
+class ObisBinding:
+    """What one item with ``dlms_obis_code`` wants.
+
+    ``legacy`` is True for the dlms 1.9.5 list form: then the value group ``index`` is taken
+    as transmitted, ``key`` picks value or unit and ``conversion`` converts it as 1.9.5 did.
+    Otherwise (a plain code) the physical value is fitted to the item type, optionally with
+    ``unit`` conversion and ``scale``.
+    """
+
+    text: str
+    obis: Optional[Obis]
+    index: int = 0
+    key: str = "Value"
+    conversion: str = ""
+    legacy: bool = False
+    unit: Optional[str] = None
+    scale: Optional[Decimal] = None
+
+    @property
+    def label(self) -> str:
+        if not self.legacy:
+            return self.text
+        return f"{self.text} [{self.index}, {self.key}{', ' + self.conversion if self.conversion else ''}]"
+
+    def matches(self, reading: Reading) -> bool:
+        if self.obis is None:
+            return reading.code.strip() == self.text
+        return reading.obis is not None and self.obis.matches(reading.obis)
+
+    def select(self, data: MeterData) -> Optional[Reading]:
+        """The first reading of this code, in meter order (meters sometimes repeat a line).
+
+        A code written with ``A-B:`` also finds a reading the meter sent without them (D0 meters
+        often send ``1.8.0``), but only when no reading carries A and B that match: the meter's
+        own short form names the same register, a different medium would carry its own A.
+        """
+        for reading in data.readings:
+            if self.matches(reading):
+                return reading
+        code = self.obis
+        if code is None or code.a is None:
+            return None
+        for reading in data.readings:
+            sent = reading.obis
+            if sent is not None and sent.a is None and sent.b is None and \
+                    Obis(None, None, code.c, code.d, code.e, code.f).matches(sent):
+                return reading
+        return None
+
+
+def parse_obis_attribute(value: Any, unit: Any = None, scale: Any = None) -> ObisBinding:
+    """Turn a ``dlms_obis_code`` value (any accepted form) into a binding or raise BindingError.
+
+    Accepted: ``'1.8.0'``, ``'1-0:1.8.0*255'``, ``'1-0:1.8.0.255'``, ``['1.8.0']``, the 1.9.5 list
+    ``['1-1:1.8.1', 0, 'Value', 'num']`` (from YAML, or ``a | b | c | d`` from ``.conf``) and
+    shorter lists (index, key and conversion have the 1.9.5 defaults 0, Value, none).
+    """
+    parts: List[Any]
+    if isinstance(value, (list, tuple)):
+        parts = list(value)
+    elif isinstance(value, str) and "|" in value:
+        parts = [p.strip() for p in value.split("|")]
+    elif isinstance(value, str):
+        parts = [value]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise BindingError(f"dlms_obis_code {value!r} was read as a number: write the code in quotes, e.g. '1.8.0'")
+    else:
+        raise BindingError(f"dlms_obis_code {value!r} is empty or of the wrong type: "
+                           "write a code like '1-0:1.8.0' (in quotes when it has only one dot)")
+    parts = [p.strip() if isinstance(p, str) else p for p in parts]
+    while parts and parts[-1] == "":
+        parts.pop()
+    if not parts or parts[0] in ("", None):
+        raise BindingError("dlms_obis_code is empty: write a code like '1-0:1.8.0' "
+                           "(quote codes with one dot, e.g. '1.8', or YAML reads them as numbers)")
+    if len(parts) > 4:
+        raise BindingError(f"dlms_obis_code has {len(parts)} entries: the list form is "
+                           "[code, index, Value|Unit, conversion]")
+    code = parts[0]
+    if not isinstance(code, str):
+        raise BindingError(f"dlms_obis_code {code!r} is not text: write the code in quotes, e.g. '1.8.0'")
+    obis = Obis.try_parse(code)
+    legacy = len(parts) > 1
+    index = 0
+    key = "Value"
+    conversion = ""
+    if len(parts) > 1:
+        raw_index = parts[1]
+        try:
+            index = int(raw_index)
+        except (TypeError, ValueError):
+            raise BindingError(f"dlms_obis_code index {raw_index!r} is not a whole number: "
+                               "use 0 for the first value group, 1 for the second ...") from None
+        if index < 0:
+            raise BindingError(f"dlms_obis_code index {index} is negative: use 0 for the first value group")
+    if len(parts) > 2:
+        raw_key = str(parts[2]).strip().lower()
+        if raw_key not in ("value", "unit"):
+            raise BindingError(f"dlms_obis_code third entry {parts[2]!r} is neither Value nor Unit: "
+                               "write Value for the number or Unit for its unit")
+        key = raw_key.capitalize()
+    if len(parts) > 3:
+        raw_conv = str(parts[3]).strip()
+        conversion = _CONVERSION_OF.get(raw_conv.lower(), "") if raw_conv else ""
+        if raw_conv and not conversion:
+            raise BindingError(f"dlms_obis_code conversion {raw_conv!r} is unknown: "
+                               "use one of " + ", ".join(CONVERSIONS))
+    target_unit = None
+    if unit not in (None, "") and not (isinstance(unit, list) and not unit):
+        target_unit = str(unit).strip()
+        if parse_unit(target_unit) is None:
+            raise BindingError(f"dlms_unit {target_unit!r} is not a unit this plugin can convert to: "
+                               "use e.g. Wh, kWh, W, kW, V, A, var, varh, VA, VAh or m3")
+        if legacy:
+            raise BindingError("dlms_unit works with a plain code only: drop the list form or dlms_unit")
+    factor = None
+    if scale not in (None, ""):
+        try:
+            factor = Decimal(str(scale).strip().replace(",", "."))
+        except InvalidOperation:
+            raise BindingError(f"dlms_scale {scale!r} is not a number: write e.g. 1000 or 0.001") from None
+        if not factor.is_finite():
+            raise BindingError(f"dlms_scale {scale!r} is not a finite number: write e.g. 1000 or 0.001")
+        if legacy:
+            raise BindingError("dlms_scale works with a plain code only: drop the list form or dlms_scale")
+    return ObisBinding(text=code, obis=obis, index=index, key=key, conversion=conversion,
+                       legacy=legacy, unit=target_unit, scale=factor)
+
+
+def parse_status_attribute(value: Any) -> str:
+    """``dlms_status`` names one of STATUS_KEYS or a statistics counter (e.g. checksum_errors)."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    key = str(value).strip().lower() if value is not None else ""
+    if key in ("", "yes", "true", "1", "on"):
+        return "summary"
+    if not re.fullmatch(r"[a-z_]{2,40}", key):
+        raise BindingError(f"dlms_status {value!r} is unknown: use one of " + ", ".join(STATUS_KEYS)
+                           + " or a counter such as checksum_errors, tag_failures, timeouts")
+    return key
+
+
+# --------------------------------------------------------------------------- values
+def value_group(reading: Reading, index: int) -> Tuple[Any, Optional[str]]:
+    """Value group ``index`` of a reading as transmitted: 0 is the first ``(value*unit)``."""
+    if index == 0:
+        raw = reading.raw if isinstance(reading.raw, str) else reading.value
+        return raw, reading.unit
+    extra = reading.extra
+    if index - 1 < len(extra):
+        return extra[index - 1]
+    raise ValueProblem(f"{reading.code} has {1 + len(extra)} value group(s), there is no index {index}: "
+                       f"use an index from 0 to {len(extra)}")
+
+
+def legacy_value(binding: ObisBinding, reading: Reading) -> Any:
+    """The dlms 1.9.5 list form: value group, value or unit, then its conversion."""
+    raw, unit = value_group(reading, binding.index)
+    if binding.key == "Unit":
+        if not unit:
+            raise ValueProblem(f"{reading.code} value group {binding.index} has no unit: "
+                               "use Value, or another index")
+        return unit
+    return convert_legacy(raw, binding.conversion, reading.code)
+
+
+def convert_legacy(raw: Any, conversion: str, code: str = "") -> Any:
+    """Convert one transmitted value the way dlms 1.9.5 did; raise ValueProblem instead of None."""
+    if not isinstance(raw, str):
+        raw = plain_value(raw)
+        if conversion in ("", "str"):
+            return raw
+        raw = format_value(raw)
+    text = raw.strip()
+    where = f" of {code}" if code else ""
+    if conversion in ("", "str"):
+        return raw
+    if conversion in ("float", "num", "int"):
+        if conversion in ("int", "num"):
+            try:
+                return int(text)
+            except ValueError:
+                if conversion == "int":
+                    raise ValueProblem(f"value {text!r}{where} is not a whole number: "
+                                       "use conversion num or float") from None
+        try:
+            number = float(text.replace(",", "."))
+        except ValueError:
+            raise ValueProblem(f"value {text!r}{where} is not a number: use conversion str") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueProblem(f"value {text!r}{where} is not a finite number: use conversion str")
+        return number
+    digits = {"Z6": 6, "Z4": 4, "D6": 6, "ZST10": 10, "ZST12": 12}[conversion]
+    if len(text) != digits or not text.isdigit():
+        raise ValueProblem(f"value {text!r}{where} is not {digits} digits as {conversion} needs: "
+                           "check the index, or use conversion str")
+    n = [int(text[i:i + 2]) for i in range(0, digits, 2)]
+    try:
+        if conversion == "Z6":
+            return _dt.time(n[0], n[1], n[2])
+        if conversion == "Z4":
+            return _dt.time(n[0], n[1])
+        if conversion == "D6":
+            return _dt.date(2000 + n[0], n[1], n[2])
+        if conversion == "ZST10":
+            return _dt.datetime(2000 + n[0], n[1], n[2], n[3], n[4])
+        return _dt.datetime(2000 + n[0], n[1], n[2], n[3], n[4], n[5])
+    except ValueError:
+        raise ValueProblem(f"value {text!r}{where} is no valid {conversion} date/time: "
+                           "check the index, or use conversion str") from None
+
+
+def plain_value(value: Any) -> Any:
+    """Python value for SmartHomeNG: Decimal → int or float (the core's num cast would truncate)."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueProblem(f"value {value} is not a finite number")
+        if value == value.to_integral_value() and abs(value) < Decimal(10) ** 15:
+            return int(value)
+        return float(value)
+    return value
+
+
+def format_value(value: Any) -> str:
+    """Text form of a value: no exponent for numbers, ISO for times, hex for bytes."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if value is None:
+        return ""
+    return str(value)
+
+
+def physical_value(binding: ObisBinding, reading: Reading) -> Any:
+    """A plain code: the physical value, with optional unit conversion and scaling."""
+    if binding.unit is None and binding.scale is None:
+        return reading.value
+    number = reading.numeric()
+    if number is None:
+        raise ValueProblem(f"{reading.code} value {format_value(reading.value)!r} is not a number, "
+                           "so dlms_unit/dlms_scale cannot apply: remove them for this item")
+    if binding.unit is not None:
+        if not reading.unit:
+            raise ValueProblem(f"{reading.code} is sent without a unit, so it cannot be converted to "
+                               f"{binding.unit}: use dlms_scale instead of dlms_unit")
+        number = convert_unit(number, reading.unit, binding.unit)
+    if binding.scale is not None:
+        number = number * binding.scale
+    return number
+
+
+def item_value(binding: ObisBinding, reading: Reading, item_type: str) -> Any:
+    """What the item of ``item_type`` gets from ``reading``; raises ValueProblem."""
+    if binding.legacy:
+        value = legacy_value(binding, reading)
+    elif item_type == "str" and binding.unit is None and binding.scale is None and isinstance(reading.raw, str):
+        value = reading.raw.strip()  # as transmitted: a serial number keeps its leading zeros
+    else:
+        value = physical_value(binding, reading)
+    return fit_to_type(value, item_type, reading.code, binding.unit or reading.unit)
+
+
+def fit_to_type(value: Any, item_type: str, code: str = "", unit: Optional[str] = None) -> Any:
+    """Make ``value`` something SmartHomeNG stores unchanged in an item of ``item_type``.
+
+    Raises ValueProblem when the item type cannot hold it (the core would only log a warning
+    and the status would wrongly look fine).
+    """
+    where = f" of {code}" if code else ""
+    if item_type == "num":
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, (Decimal, int, float)):
+            v = plain_value(value)
+            if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+                raise ValueProblem(f"value{where} is not a finite number")
+            return v
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                pass
+            if text.count(",") == 1 and "." not in text:
+                text = text.replace(",", ".")  # D0 meters may send a decimal comma (000007,4)
+            try:
+                number = float(text)
+            except ValueError:
+                raise ValueProblem(f"value {value!r}{where} is not a number for a num item: "
+                                   "use a str item, or check the index of the list form") from None
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueProblem(f"value {value!r}{where} is not a finite number")
+            return number
+        raise ValueProblem(f"value {format_value(value)!r}{where} is a {type(value).__name__}, not a number: "
+                           "use a foo or str item")
+    if item_type == "str":
+        return format_value(plain_value(value) if isinstance(value, Decimal) else value) \
+            if not isinstance(value, str) else value
+    if item_type == "bool":
+        v = plain_value(value) if isinstance(value, Decimal) else value
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, (int, float)) and v in (0, 1):
+            return bool(v)
+        if isinstance(v, str) and v.strip().lower() in ("0", "1", "true", "false", "on", "off", "yes", "no"):
+            return v.strip().lower() in ("1", "true", "on", "yes")
+        raise ValueProblem(f"value {format_value(v)!r}{where} is no 0/1 for a bool item: use a num item")
+    if item_type == "list":
+        return [plain_value(value), unit]
+    if item_type == "dict":
+        return {"value": plain_value(value), "unit": unit, "code": code}
+    if item_type == "scene":
+        v = plain_value(value)
+        if isinstance(v, int) and 0 <= v < 256:
+            return v
+        raise ValueProblem(f"value {format_value(v)!r}{where} is no scene number (0..255)")
+    # foo (and anything else): the Python value, numbers as int/float
+    return plain_value(value)
+
+
+# --------------------------------------------------------------------------- units
+#: base units and the prefixes we convert between (longest names first for suffix matching)
+_BASES = ("varh", "VAh", "Wh", "var", "VA", "Hz", "m3", "W", "V", "A")
+_PREFIX = {"": Decimal(1), "k": Decimal(1000), "M": Decimal(1000000), "G": Decimal(1000000000),
+           "m": Decimal("0.001")}
+
+
+def parse_unit(unit: str) -> Optional[Tuple[str, Decimal]]:
+    """``'kWh'`` → ``('Wh', 1000)``; None for units we do not convert (also ``'KWH'`` works)."""
+    text = unit.strip().replace("³", "3")
+    for base in _BASES:
+        if text.endswith(base) and text[: -len(base)] in _PREFIX:
+            return base, _PREFIX[text[: -len(base)]]
+    upper = text.upper()
+    for base in _BASES:
+        if upper.endswith(base.upper()):
+            prefix = text[: len(text) - len(base)]
+            if prefix in ("k", "K"):
+                return base, _PREFIX["k"]
+            if prefix == "":
+                return base, _PREFIX[""]
+    return None
+
+
+def convert_unit(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
+    src = parse_unit(from_unit)
+    dst = parse_unit(to_unit)
+    if src is None or dst is None or src[0] != dst[0]:
+        raise ValueProblem(f"cannot convert {from_unit} to {to_unit}: the meter sends {from_unit}, "
+                           "set dlms_unit to a unit of the same quantity")
+    return value * src[1] / dst[1]
+
+
+# --------------------------------------------------------------------------- summaries
+#: codes for the chart and the Victron-like summary: (key, candidate patterns, target unit)
+_POWER_SUM = "16.7.0"
+
+
+def grid_summary(data: MeterData) -> Dict[str, float]:
+    """Net power (W) and import/export energy (Wh) where the meter sends them with a unit.
+
+    Net power is 16.7.0 when sent (signed), else import 1.7.0 minus export 2.7.0. Values
+    without a unit are left out: guessing kW vs W would draw a curve off by 1000.
+    """
+    def get(code: str, unit: str) -> Optional[Decimal]:
+        pat = Obis.parse(code)
+        for r in data.readings:
+            if r.obis is None or not pat.matches(r.obis):
+                continue
+            if r.obis.a not in (None, 1):
+                continue
+            n = r.numeric()
+            if n is None or not r.unit:
+                return None
+            try:
+                return convert_unit(n, r.unit, unit)
+            except ValueProblem:
+                return None
+        return None
+
+    out: Dict[str, float] = {}
+    power = get(_POWER_SUM, "W")
+    if power is None:
+        imp = get("1.7.0", "W")
+        exp = get("2.7.0", "W")
+        if imp is not None:
+            power = imp - (exp or Decimal(0))
+    if power is not None:
+        out["power"] = float(power)
+    for key, code in (("import", "1.8.0"), ("export", "2.8.0")):
+        energy = get(code, "Wh")
+        if energy is not None:
+            out[key] = float(energy)
+    return out
+
+
+# --------------------------------------------------------------------------- discovery
+@dataclass
+class Discovered:
+    code: str
+    normalized: str
+    value: str
+    unit: str
+    name: str
+    items: List[str]
+    extra: List[str]
+
+
+def discover(data: MeterData, users: Dict[str, List[ObisBinding]], language: str = "de") -> List[Discovered]:
+    """Every code of a verified snapshot with value, unit, meaning and the items that use it.
+
+    ``users`` maps item path → binding text; an item is listed for the first reading its
+    binding selects, exactly as the plugin writes it.
+    """
+    rows: List[Discovered] = []
+    for reading in data.readings:
+        name = ""
+        if reading.obis is not None:
+            name = describe(reading.obis, language)[0] or ""
+        rows.append(Discovered(
+            code=reading.code,
+            normalized=reading.obis.normalized() or str(reading.obis) if reading.obis is not None else reading.code,
+            value=format_value(plain_value(reading.value) if isinstance(reading.value, Decimal) else reading.value)
+            if not isinstance(reading.raw, str) else reading.raw,
+            unit=reading.unit or "",
+            name=name,
+            items=[],
+            extra=[f"{v}{'*' + u if u else ''}" for v, u in reading.extra],
+        ))
+    for path, binding_list in users.items():
+        for binding in binding_list:
+            chosen = binding.select(data)
+            for row, reading in zip(rows, data.readings):
+                if reading is chosen:
+                    row.items.append(path)
+                    break
+    return rows
+
+
+_SAFE = re.compile(r"[^a-z0-9_]+")
+#: value group C of abstract objects (IEC 62056-61): identifiers, clock, status, errors, profiles
+_ABSTRACT = (0, 96, 97, 98, 99)
+
+
+def _item_name(reading: Reading, taken: set) -> str:
+    if reading.obis is not None:
+        base = "obis_" + reading.obis.short().replace(".", "_").replace("*", "_")
+    else:
+        base = "code_" + reading.code
+    base = _SAFE.sub("_", base.lower()).strip("_") or "code"
+    name = base
+    n = 2
+    while name in taken:
+        name = f"{base}_{n}"
+        n += 1
+    taken.add(name)
+    return name
+
+
+def items_snippet(data: MeterData, instance: str = "", root: str = "meter", language: str = "de",
+                  with_status: bool = True) -> str:
+    """A ready-to-paste ``items/*.yaml`` block for every code of a verified snapshot."""
+    suffix = f"@{instance}" if instance else ""
+    lines = [f"{root}:"]
+    if with_status:
+        lines += [
+            "    readout:",
+            "        type: str",
+            f"        dlms_obis_readout{suffix}: 'yes'",
+            "    connected:",
+            "        type: bool",
+            f"        dlms_status{suffix}: connected",
+            "        visu_acl: ro",
+            "    last_error:",
+            "        type: str",
+            f"        dlms_status{suffix}: last_error",
+            "        visu_acl: ro",
+        ]
+    taken: set = set()
+    seen_codes: set = set()
+    for reading in data.readings:
+        code = (reading.obis.normalized() if reading.obis is not None else None) or reading.code
+        if code in seen_codes:
+            continue
+        seen_codes.add(code)
+        name = _item_name(reading, taken)
+        if reading.obis is not None and reading.obis.c in _ABSTRACT:
+            typ = "str"  # serial numbers, times, status words: digits, but no quantity
+        elif reading.numeric() is not None:
+            typ = "num"
+        elif isinstance(reading.value, (_dt.datetime, _dt.date, _dt.time)):
+            typ = "foo"
+        else:
+            typ = "str"
+        meaning = describe(reading.obis, language)[0] if reading.obis is not None else None
+        comment = "  # " + meaning + (f" [{reading.unit}]" if reading.unit else "") if meaning else \
+            (f"  # [{reading.unit}]" if reading.unit else "")
+        lines += [
+            f"    {name}:{comment}",
+            f"        type: {typ}",
+            f"        dlms_obis_code{suffix}: '{code}'",
+            "        visu_acl: ro",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def time_value(epoch: Optional[float], item_type: str, tz: Optional[_dt.tzinfo] = None) -> Any:
+    """A point in time for a status item: epoch for num, ISO text for str, datetime for foo."""
+    if epoch is None:
+        return {"num": 0, "str": "", "bool": False}.get(item_type, "")
+    if item_type == "num":
+        return round(epoch, 3)
+    moment = _dt.datetime.fromtimestamp(epoch, tz) if tz is not None else \
+        _dt.datetime.fromtimestamp(epoch).astimezone()
+    if item_type == "str":
+        return moment.isoformat(timespec="seconds")
+    return moment
+
+
+def downsample(points: Sequence[Tuple[float, Any]], limit: int) -> List[Tuple[float, Any]]:
+    """At most ``limit`` points, evenly picked, keeping the newest (for the web chart)."""
+    n = len(points)
+    if n <= limit or limit <= 0:
+        return list(points)
+    step = n / float(limit)
+    picked = [points[int(i * step)] for i in range(limit - 1)]
+    picked.append(points[-1])
+    return picked
+
+
+def parse_format(text: str) -> Tuple[int, str, int]:
+    """``'8E1'`` → (8, 'E', 1) for the push listener's serial settings."""
+    m = re.fullmatch(r"\s*([5-8])([NEOnoe])([12])\s*", str(text))
+    if m is None:
+        raise BindingError(f"serial format {text!r} unknown: write data bits, parity, stop bits such as 8E1 or 8N1")
+    return int(m.group(1)), m.group(2).upper(), int(m.group(3))
+
+
+__all__ = [
+    "CONVERSIONS", "STATUS_KEYS", "BindingError", "ValueProblem", "ObisBinding", "is_enabled",
+    "parse_obis_attribute", "parse_status_attribute", "value_group", "legacy_value", "convert_legacy",
+    "plain_value", "format_value", "physical_value", "item_value", "fit_to_type", "parse_unit", "convert_unit",
+    "grid_summary", "Discovered", "discover", "items_snippet", "time_value", "downsample", "parse_format",
+]
