@@ -1,0 +1,530 @@
+"""One IEC 62056-21 readout as a sans-io dialogue: actions out, received bytes in.
+
+The dialogue never touches a port. It tells its driver what to do next (``Send`` bytes,
+``Drain`` the output, ``Wait``, ``SetBaudrate``, ``ResetInput``, ``Receive`` with a time-out,
+``Quiet`` the line) and is fed whatever arrived. ``reader.D0Reader`` drives it over a
+``Transport``; tests can drive it with scripted bytes. The protocol facts it follows are in
+docs/iec62056-21.md; the choices that matter in the field:
+
+* **Sign-on** ``/<query code><address>!CR LF`` at 300 Bd, optionally after the NUL wake-up of
+  battery meters (2.2 s of NULs, 1.6 s pause). Echoes of the reader's own bytes (half-duplex IR
+  heads) and noise before ``/`` are skipped; a line ending in ``!`` is an echo of a request,
+  never an identification.
+* **Mode C/E**: rest for the meter's reaction time (200 ms, 20 ms with the lower-case hint),
+  send ``ACK 0 Z 0`` at the old rate, drain, and re-program the UART ``baud_switch_delay`` after
+  handing over the ACK, but never before the ACK has left the wire. ``baudrate`` ``auto``
+  follows the meter's offer; a number is a ceiling (300 keeps the whole readout at 300 Bd).
+  Mode E (HDLC offered) is read as mode C. **Mode B** switches without an ACK, **mode A** stays.
+* **End of the data message**: ``ETX`` and exactly one BCC byte (the BCC may be any byte,
+  even STX or ETX), then stop at once — no waiting for a time-out. Frames without ETX end at
+  ``!`` CR LF after a grace of a few character times.
+* **Time-outs**: ``identification_timeout`` after the sign-on is on the wire, then the
+  per-character time-out ``timeout`` (ta) between bytes, never one time-out for a whole message
+  (a 9.5 kB readout at 300 Bd takes five minutes).
+* **Fallback**: a failed attempt is retried ``retries`` times; when it failed above the initial
+  rate, the next attempt asks for the next lower rate.
+* **Push-only D0 meters** (``mode="push"``): listen at ``push_baudrate``, resynchronise on ``/``
+  and take the first complete telegram.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Generator, List, Optional, Tuple, Union
+
+from ..config import FORMATS, ReadoutConfig
+from ..errors import ConfigurationError, FramingError, IdentificationError, NoResponseError, ProtocolError
+from ..transport import bits_per_char
+from .datablock import Readout, parse_readout
+from .identification import RATE_TO_BAUD_CHAR_C, Identification, parse_identification
+from .stream import D0StreamSplitter
+
+log = logging.getLogger(__name__)
+
+STX, ETX, ACK, NUL, LF, CR = 0x02, 0x03, 0x06, 0x00, 0x0A, 0x0D
+
+#: standard rates, lowest first (the ceiling for fallbacks walks down this list)
+STANDARD_RATES: Tuple[int, ...] = tuple(sorted(RATE_TO_BAUD_CHAR_C))
+WAKEUP_SECONDS = 2.2   # NULs on the wire (standard: 2.1-2.3 s)
+WAKEUP_PAUSE = 1.6     # silence before the sign-on (standard: 1.5-1.7 s)
+REACTION_TIME = 0.2    # tr min; 20 ms when the meter announces it
+SHORT_REACTION_TIME = 0.02
+MAX_MESSAGE = 1 << 20       # a data message bigger than this is not a readout
+MAX_NOISE = 1024            # bytes of noise/echo tolerated before the identification
+MAX_IDENT_LINE = 128
+MAX_JUNK_BEFORE_DATA = 64   # unprintable bytes before STX / the first data line
+END_GRACE_CHARS = 12        # character times to wait for ETX after '!' CR LF
+END_GRACE_JITTER = 0.05     # plus this (seconds, not scaled): USB latency, scheduling
+_REQUEST_CHARS = re.compile(r"[\x22-\x2e\x30-\x7e]{0,32}")  # printable ASCII except ! and /
+
+
+# --------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class Send:
+    """Write these bytes."""
+
+    data: bytes
+    what: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Wait until everything written has left the wire (tcdrain plus the estimated wire time)."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Sleep this long (seconds, already time-scaled)."""
+
+    seconds: float
+    what: str
+
+
+@dataclass(frozen=True)
+class SetBaudrate:
+    """Re-program the port (input and output) to this rate."""
+
+    baudrate: int
+
+
+@dataclass(frozen=True)
+class ResetInput:
+    """Discard everything in the receive buffer."""
+
+
+@dataclass(frozen=True)
+class Receive:
+    """Wait up to ``timeout`` s for bytes; feed what arrived, or ``b""`` on time-out."""
+
+    timeout: float
+    what: str
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """Read and discard until the line was silent for ``seconds`` (but at most ``limit`` s)."""
+
+    seconds: float
+    limit: float
+
+
+@dataclass(frozen=True)
+class DialogueResult:
+    """A verified readout and how it went."""
+
+    readout: Readout
+    timings: Dict[str, float]
+    baudrate: int           # rate of the data message
+    bytes_received: int     # bytes of identification + data message
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The dialogue is over; ``result`` holds the readout."""
+
+    result: DialogueResult
+
+
+Action = Union[Send, Drain, Wait, SetBaudrate, ResetInput, Receive, Quiet, Done]
+
+
+def choose_rate(offer: int, ceiling: Union[str, int]) -> int:
+    """The highest standard rate <= the meter's offer and <= the configured ceiling."""
+    limit = offer if ceiling == "auto" else min(offer, int(ceiling))
+    fitting = [r for r in STANDARD_RATES if r <= limit]
+    return fitting[-1] if fitting else STANDARD_RATES[0]
+
+
+def sign_on_request(query_code: str = "?", address: str = "") -> bytes:
+    """``/?!CR LF``, ``/?<address>!CR LF`` or ``/2!CR LF`` (query code '2', e.g. Elster AS1440)."""
+    return b"/" + query_code.encode("ascii") + address.encode("ascii") + b"!\r\n"
+
+
+def acknowledgement(rate: int, protocol: str = "0", mode: str = "0") -> bytes:
+    """``ACK V Z Y CR LF``: V=0 normal procedure, Z the rate's character, Y=0 data readout."""
+    return b"\x06" + protocol.encode() + RATE_TO_BAUD_CHAR_C[rate].encode() + mode.encode() + b"\r\n"
+
+
+# ------------------------------------------------------------------------- dialogue
+class D0Dialogue:
+    """The readout dialogue for one ``ReadoutConfig``. Usage (what a driver does)::
+
+        dialogue = D0Dialogue(config)
+        action = dialogue.start()
+        while not isinstance(action, Done):
+            ...perform action...
+            action = dialogue.step(received_bytes_or_None)
+
+    ``step`` raises the DlmsError that ends the dialogue (NoResponseError, IdentificationError,
+    FramingError, ChecksumError). ``time_scale`` divides the times the protocol fixes (reaction
+    time, wake-up, end grace), for simulated meters that run faster than real ones; the
+    configured time-outs and the baud-switch delay are used as given.
+    """
+
+    def __init__(self, config: ReadoutConfig, *, time_scale: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not isinstance(config.query_code, str) or len(config.query_code) != 1 \
+                or not _REQUEST_CHARS.fullmatch(config.query_code):
+            raise ConfigurationError(f"query code {config.query_code!r} must be one character",
+                                     "use ? (standard) or e.g. 2 for /2! (Elster AS1440)")
+        if not isinstance(config.device_address, str) or not _REQUEST_CHARS.fullmatch(config.device_address):
+            raise ConfigurationError(f"device address {config.device_address!r} cannot go into a sign-on",
+                                     "use up to 32 printable ASCII characters without / and !, or leave it empty")
+        self.config = config
+        self.time_scale = time_scale
+        self.clock = clock
+        bytesize, parity, stopbits = FORMATS[config.char_format]
+        self.bits = bits_per_char(bytesize, parity, stopbits)
+        #: what the dialogue is doing: start, wakeup, identification, acknowledge, data, push, done
+        self.phase = "start"
+        #: bytes of the current data message so far (for progress displays)
+        self.data_bytes = 0
+        self.rate = config.initial_baudrate
+        self.identification: Optional[Identification] = None
+        self.timings: Dict[str, float] = {}
+        #: errors of failed attempts that were retried (the reader counts them in its statistics)
+        self.failures: List[ProtocolError] = []
+        self._gen = self._run()
+        self._started = False
+
+    # ----------------------------------------------------------------- driver side
+    def start(self) -> Action:
+        if self._started:
+            raise RuntimeError("dialogue already started")
+        self._started = True
+        return next(self._gen)
+
+    def step(self, received: Optional[bytes] = None) -> Action:
+        """Continue after the last action; pass the bytes a ``Receive`` got (``b""`` = time-out)."""
+        return self._gen.send(received)
+
+    # ------------------------------------------------------------------- protocol
+    def _scaled(self, seconds: float) -> float:
+        return seconds / self.time_scale
+
+    def _char_time(self, rate: int) -> float:
+        return self.bits / rate / self.time_scale
+
+    def _run(self) -> Generator[Action, Optional[bytes], None]:
+        t0 = self.clock()
+        if self.config.mode == "push":
+            readout, nbytes = yield from self._push()
+            attempts = 1
+        else:
+            readout, nbytes, attempts = yield from self._with_retries()
+        self.timings["total"] = self.clock() - t0
+        self.phase = "done"
+        yield Done(DialogueResult(readout, dict(self.timings), self.rate, nbytes, attempts))
+
+    def _with_retries(self) -> Generator[Action, Optional[bytes], Tuple[Readout, int, int]]:
+        cfg = self.config
+        ceiling: Union[str, int] = cfg.baudrate
+        tries = 1 + max(0, int(cfg.retries))
+        for attempt in range(1, tries + 1):
+            if attempt > 1:
+                # Let the meter finish (or give up on) the failed session and fall back to 300 Bd.
+                yield SetBaudrate(cfg.initial_baudrate)
+                self.rate = cfg.initial_baudrate
+                yield Quiet(max(cfg.timeout, self._scaled(1.5)), 30.0)
+            try:
+                readout, nbytes = yield from self._attempt(ceiling)
+                return readout, nbytes, attempt
+            except ProtocolError as exc:
+                failed_at = self.rate
+                if attempt >= tries:
+                    raise
+                self.failures.append(exc)
+                if failed_at > cfg.initial_baudrate:
+                    lower = [r for r in STANDARD_RATES if cfg.initial_baudrate <= r < failed_at]
+                    ceiling = lower[-1] if lower else cfg.initial_baudrate
+                log.warning("readout attempt %d failed at %d Bd (%s); retrying%s", attempt, failed_at, exc,
+                            f" at up to {ceiling} Bd" if ceiling != "auto" else "")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, ceiling: Union[str, int]) -> Generator[Action, Optional[bytes], Tuple[Readout, int]]:
+        cfg = self.config
+        self.rate = cfg.initial_baudrate
+        self.data_bytes = 0
+        yield SetBaudrate(self.rate)
+        yield ResetInput()
+        if cfg.wakeup:
+            self.phase = "wakeup"
+            tw = self.clock()
+            count = math.ceil(WAKEUP_SECONDS * self.rate / self.bits)
+            yield Send(b"\x00" * count, "wake-up")
+            yield Drain()
+            if not cfg.no_waiting:
+                yield Wait(self._scaled(WAKEUP_PAUSE), "wake-up pause")
+            yield ResetInput()  # IR heads echo the NULs
+            self.timings["wakeup"] = self.clock() - tw
+
+        # --- sign-on and identification
+        self.phase = "identification"
+        request = sign_on_request(cfg.query_code, cfg.device_address)
+        t_signon = self.clock()
+        yield Send(request, "sign-on")
+        yield Drain()
+        ident, line, leftover = yield from self._receive_identification()
+        t_ident = self.clock()
+        self.identification = ident
+        self.timings["identification"] = t_ident - t_signon
+        log.debug("identification %r: mode %s, up to %d Bd", ident.raw, ident.mode, ident.baudrate)
+
+        # --- mode-specific switch
+        self.phase = "acknowledge"
+        if ident.mode in ("C", "E"):
+            if ident.mode == "E":
+                log.info("meter %s offers mode E (HDLC); reading it in mode C", ident.raw)
+            target = choose_rate(ident.baudrate, ceiling)
+            if not cfg.no_waiting:
+                rest = self._scaled(SHORT_REACTION_TIME if ident.short_reaction else REACTION_TIME)
+                remaining = t_ident + rest - self.clock()
+                if remaining > 0:
+                    yield Wait(remaining, "reaction time")
+            t_ack = self.clock()
+            yield Send(acknowledgement(target), "acknowledgement")
+            if target != self.rate:
+                yield Drain()
+                remaining = t_ack + cfg.baud_switch_delay - self.clock()
+                if remaining > 0:
+                    yield Wait(remaining, "baud switch delay")
+                yield SetBaudrate(target)
+                self.rate = target
+        elif ident.mode == "B":
+            if ceiling != "auto" and ident.baudrate > int(ceiling):
+                log.info("mode B meter %s switches to %d Bd by itself; the ceiling %s cannot lower that",
+                         ident.raw, ident.baudrate, ceiling)
+            leftover = b""  # anything after the identification is at the new rate
+            if ident.baudrate != self.rate:
+                yield SetBaudrate(ident.baudrate)
+                self.rate = ident.baudrate
+        message, has_bcc, t_first = yield from self._receive_data(leftover)
+        t_end = self.clock()
+        self.timings["switch"] = max(0.0, t_first - t_ident)
+        self.timings["data"] = t_end - t_first
+        raw = line + message
+        readout = parse_readout(raw, use_checksum=cfg.use_checksum and has_bcc)
+        if cfg.use_checksum and not has_bcc:
+            log.debug("data message without BCC from %s: nothing to check", ident.raw)
+        return readout, len(raw)
+
+    def _receive_identification(self) -> Generator[Action, Optional[bytes], Tuple[Identification, bytes, bytes]]:
+        cfg = self.config
+        buf = bytearray()
+        skipped = 0
+        echoes = 0
+        in_line = False
+        bad: Optional[IdentificationError] = None
+        while True:
+            timeout = cfg.timeout if in_line else cfg.identification_timeout
+            chunk = yield Receive(timeout, "identification")
+            if not chunk:
+                raise self._no_identification(buf, echoes, skipped, bad, timeout)
+            buf += chunk
+            while True:
+                start = buf.find(b"/")
+                if start < 0:
+                    skipped += len(buf)
+                    buf.clear()
+                    in_line = False
+                    break
+                if start:
+                    skipped += start
+                    del buf[:start]
+                end = buf.find(b"\n")
+                if end < 0:
+                    if len(buf) > MAX_IDENT_LINE:  # a '/' in noise, not a line: look for the next one
+                        skipped += 1
+                        del buf[:1]
+                        continue
+                    in_line = True
+                    break
+                line = bytes(buf[:end + 1])
+                del buf[:end + 1]
+                in_line = False
+                body = bytes(b & 0x7F for b in line).rstrip(b"\r\n")
+                if body.endswith(b"!"):
+                    echoes += 1
+                    log.debug("skipping echo of a request: %r", line)
+                    continue
+                try:
+                    return parse_identification(line), line, bytes(buf)
+                except IdentificationError as exc:
+                    bad = exc
+                    skipped += len(line)
+                    log.debug("not an identification: %r (%s)", line, exc)
+            if skipped > MAX_NOISE:
+                if bad is not None:
+                    raise bad
+                raise IdentificationError(
+                    f"only noise ({skipped} bytes) and no identification after the sign-on",
+                    "check the character format (7E1) and that the IR head sits straight on the meter's "
+                    "optical port; a push-only meter needs mode push")
+
+    def _no_identification(self, buf: bytearray, echoes: int, skipped: int,
+                           bad: Optional[IdentificationError], timeout: float) -> ProtocolError:
+        if bad is not None:
+            return bad
+        if buf:
+            return NoResponseError(
+                f"identification stopped after {len(buf)} bytes ({bytes(buf[:40])!r}): nothing for {timeout:g} s",
+                "check the IR head's position and cable; keep sunlight off the optical port")
+        hints = "" if self.config.wakeup else "; battery-powered meters (heat, water) need wakeup: true"
+        if self.config.device_address:
+            hints += f"; check the device address {self.config.device_address!r} (empty works with one meter)"
+        if self.config.query_code != "?":
+            hints += f"; check the query code {self.config.query_code!r} (the standard one is ?)"
+        if echoes:
+            return NoResponseError(
+                f"the IR head echoes the sign-on but the meter did not answer within {timeout:g} s",
+                "the port and head work: put the head straight onto the meter's optical port "
+                f"(cable downwards on most meters){hints}")
+        return NoResponseError(
+            f"no identification within {timeout:g} s after sign-on",
+            f"check the IR head's position and the port{hints}")
+
+    def _receive_data(self, leftover: bytes) -> Generator[Action, Optional[bytes], Tuple[bytes, bool, float]]:
+        """Collect the data message; return (message bytes, ends with ETX+BCC, time of its start)."""
+        cfg = self.config
+        self.phase = "data"
+        buf = bytearray(leftover)
+        scan = 0
+        stx_at = -1
+        in_paren = False
+        bang_at = -1       # index of a '!' outside parentheses, waiting for its LF
+        end_at = -1        # index just after the LF of '!' CR LF
+        junk = 0
+        t_first: Optional[float] = None  # when STX (or, without STX, the first chunk) arrived
+        t_chunk = self.clock()
+        if leftover:
+            t_first = t_chunk
+        grace = min(cfg.timeout, END_GRACE_CHARS * self._char_time(self.rate) + END_GRACE_JITTER)
+        etx_at = -1        # an ETX that ends the message; the next byte is the BCC
+        while True:
+            n = len(buf)
+            if etx_at >= 0 and etx_at + 1 < n:
+                return self._cut(buf, stx_at, etx_at + 2), True, t_first or self.clock()
+            while scan < n and etx_at < 0:
+                b = buf[scan] & 0x7F
+                if end_at >= 0:
+                    # after '!' CR LF only an ETX (and then the BCC) still belongs to the message
+                    if b != ETX:
+                        return self._cut(buf, stx_at, end_at), False, t_first or self.clock()
+                    etx_at = scan
+                elif b == STX and stx_at < 0:
+                    stx_at = scan
+                    in_paren = False
+                    t_first = t_chunk
+                elif b == ETX and stx_at >= 0:
+                    etx_at = scan
+                elif bang_at >= 0:
+                    if b == LF:
+                        end_at = scan + 1
+                    elif b != CR:
+                        bang_at = -1
+                elif b == 0x28:  # (
+                    in_paren = True
+                elif b in (0x29, CR, LF):  # ) or line end
+                    in_paren = False
+                elif b == 0x21 and not in_paren:  # !
+                    bang_at = scan
+                if stx_at < 0 and not (0x20 <= b < 0x7F or b in (CR, LF, ACK, STX)):
+                    junk += 1
+                    if junk > MAX_JUNK_BEFORE_DATA:
+                        raise FramingError(
+                            f"garbled answer at {self.rate} Bd ({junk} unreadable bytes, no data message start)",
+                            "the baud switch failed or the line is noisy: set a lower baudrate "
+                            "or adjust baud_switch_delay")
+                scan += 1
+            if etx_at >= 0:
+                if etx_at + 1 < len(buf):
+                    continue
+                chunk = yield Receive(cfg.timeout, "block check character")
+                if not chunk:
+                    raise NoResponseError(f"no BCC after ETX within {cfg.timeout:g} s",
+                                          "the message was cut off: check the IR head's position and try again")
+            elif end_at >= 0 and scan >= end_at:
+                chunk = yield Receive(grace, "end of message")
+                if not chunk:
+                    return self._cut(buf, stx_at, end_at), False, t_first or self.clock()
+            else:
+                if len(buf) > MAX_MESSAGE:
+                    raise FramingError(f"data message longer than {MAX_MESSAGE} bytes without an end",
+                                       "the meter keeps sending: check the mode (push meters need mode push)")
+                chunk = yield Receive(cfg.timeout, "data message")
+                if not chunk:
+                    raise self._no_data(buf, stx_at)
+            t_chunk = self.clock()
+            if t_first is None and not buf:
+                t_first = t_chunk  # provisional, for frames without STX
+            buf += chunk
+            self.data_bytes = len(buf)
+
+    def _cut(self, buf: bytearray, stx_at: int, end: int) -> bytes:
+        if stx_at >= 0:
+            return bytes(buf[stx_at:end])
+        message = bytes(buf[:end])
+        # frames without STX: drop an echoed ACK line and line noise in front of the first data line
+        while message[:1] == b"\x06":
+            lf = message.find(b"\n")
+            message = message[lf + 1:] if lf >= 0 else b""
+        return message.lstrip(b"\x00\x7f\xff")
+
+    def _no_data(self, buf: bytearray, stx_at: int) -> NoResponseError:
+        cfg = self.config
+        ident = self.identification
+        if stx_at < 0 and not buf.strip(b"\x06\r\n0123456789"):
+            if ident is not None and ident.mode in ("C", "E") and self.rate != cfg.initial_baudrate:
+                return NoResponseError(
+                    f"no data message within {cfg.timeout:g} s after the acknowledgement for {self.rate} Bd",
+                    "the meter may not support that rate or the switch came at the wrong time: set a lower "
+                    "baudrate (or 300) or another baud_switch_delay (USB adapters: 0.2-0.5 s)")
+            return NoResponseError(f"no data message within {cfg.timeout:g} s after the identification",
+                                   "check the IR head's position; try baudrate 300")
+        return NoResponseError(
+            f"data message stopped after {len(buf)} bytes (nothing for {cfg.timeout:g} s)",
+            "check the IR head's position (sunlight, loose fit) and the cable; try a lower baudrate")
+
+    # ------------------------------------------------------------------------ push
+    def _push(self) -> Generator[Action, Optional[bytes], Tuple[Readout, int]]:
+        cfg = self.config
+        self.phase = "push"
+        self.rate = cfg.push_baudrate
+        yield SetBaudrate(cfg.push_baudrate)
+        yield ResetInput()
+        splitter = D0StreamSplitter()
+        wait = max(5.0, 4 * cfg.timeout)
+        t_start = self.clock()
+        deadline = t_start + wait
+        seen = 0
+        while True:
+            remaining = deadline - self.clock()
+            chunk = b""
+            if remaining > 0:
+                chunk = yield Receive(remaining, "push telegram")
+            if not chunk:
+                if seen:
+                    raise NoResponseError(
+                        f"{seen} bytes but no complete telegram within {wait:g} s at {cfg.push_baudrate} Bd",
+                        "check the character format (7E1), the baud rate (push_baudrate) and the head's position")
+                raise NoResponseError(
+                    f"no push telegram within {wait:g} s at {cfg.push_baudrate} Bd",
+                    "put the head on the meter's info interface and enable its data output (PIN at the utility "
+                    "for the full data set); request-mode meters need mode request")
+            seen += len(chunk)
+            self.data_bytes = seen
+            for telegram in splitter.feed(chunk):
+                has_bcc = len(telegram) >= 2 and telegram[-2] & 0x7F == ETX
+                readout = parse_readout(telegram, use_checksum=cfg.use_checksum and has_bcc)
+                self.timings["data"] = self.clock() - t_start
+                return readout, len(telegram)
+
+
+__all__ = [
+    "D0Dialogue", "DialogueResult", "Action", "Send", "Drain", "Wait", "SetBaudrate", "ResetInput",
+    "Receive", "Quiet", "Done", "choose_rate", "sign_on_request", "acknowledgement", "STANDARD_RATES",
+]

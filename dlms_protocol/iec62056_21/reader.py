@@ -1,0 +1,164 @@
+"""Drive the sans-io readout dialogue over a real port: ``D0Reader(config).read()``.
+
+This is the only D0 code that does I/O, and all of it goes through ``transport.Transport``.
+It is meant to be called from a scheduler thread (SmartHomeNG, the CLI, the Victron service)
+while another thread may call ``close()`` at any time: a running ``read()`` then ends within
+about 0.2 s with a TransportError, and a later ``read()`` opens the port again.
+
+Port handling follows the classic option ``reset_baudrate``: True opens the port at the initial
+rate for every read and closes it afterwards; False keeps it open between reads. Either way the
+dialogue starts with 300 Bd, because the meter itself drops back to 300 Bd after each readout.
+A TransportError always closes the port, so an unplugged adapter is reopened on the next read.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+from ..config import FORMATS, ReadoutConfig
+from ..errors import DlmsError, TransportError
+from ..model import MeterData, Statistics
+from ..transport import Transport
+from .client import (D0Dialogue, DialogueResult, Done, Drain, Quiet, Receive, ResetInput, Send,
+                     SetBaudrate, Wait)
+from .datablock import Readout
+
+log = logging.getLogger(__name__)
+
+
+class D0Reader:
+    """Reads an IEC 62056-21 meter (request modes A/B/C/E, or a push-only D0 meter).
+
+    ``progress`` is called with the number of bytes of the data message received so far,
+    for displays of slow readouts. ``time_scale`` is for simulated meters only (see
+    ``D0Dialogue``); keep 1.0 for real meters.
+    """
+
+    def __init__(self, config: ReadoutConfig, stats: Optional[Statistics] = None,
+                 progress: Optional[Callable[[int], None]] = None, *, time_scale: float = 1.0) -> None:
+        self.config = config
+        self.stats = stats if stats is not None else Statistics()
+        self.progress = progress
+        self.time_scale = time_scale
+        self.last_readout: Optional[Readout] = None
+        self.last_timings: Dict[str, float] = {}
+        self.last_result: Optional[DialogueResult] = None
+        self._read_lock = threading.Lock()   # one read at a time
+        self._port_lock = threading.Lock()   # guards self._transport
+        self._transport: Optional[Transport] = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ public API
+    def read(self) -> MeterData:
+        """One complete readout; raises a DlmsError subclass (also counted in ``stats``)."""
+        with self._read_lock:
+            self._closing = False
+            transport: Optional[Transport] = None
+            dialogue = D0Dialogue(self.config, time_scale=self.time_scale)
+            try:
+                transport = self._port()
+                result = self._drive(transport, dialogue)
+            except DlmsError as exc:
+                self._count_failures(dialogue)
+                if isinstance(exc, TransportError) or self.config.reset_baudrate:
+                    self._drop(transport)
+                if not (self._closing and isinstance(exc, TransportError)):
+                    self.stats.error(exc)
+                log.debug("read from %s failed: %s", self.config.port, exc)
+                raise
+            if self.config.reset_baudrate:
+                self._drop(transport)
+            self._count_failures(dialogue)
+            self.last_result = result
+            self.last_readout = result.readout
+            self.last_timings = dict(result.timings)
+            self.stats.count("bytes", result.bytes_received)
+            for phase, seconds in result.timings.items():
+                self.stats.timing(phase, seconds)
+            self.stats.success("reads")
+            return result.readout.to_meter_data(received=time.time())
+
+    def close(self) -> None:
+        """Close the port; a read running in another thread ends soon with TransportError."""
+        self._closing = True
+        with self._port_lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
+
+    def __enter__(self) -> "D0Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------- helpers
+    def _count_failures(self, dialogue: D0Dialogue) -> None:
+        """Attempts that failed and were retried still count: a noisy line must show in the statistics."""
+        for exc in dialogue.failures:
+            self.stats.error(exc)
+
+    def _port(self) -> Transport:
+        with self._port_lock:
+            if self._transport is not None and self._transport.is_open:
+                return self._transport
+        cfg = self.config
+        bytesize, parity, stopbits = FORMATS[cfg.char_format]
+        rate = cfg.push_baudrate if cfg.mode == "push" else cfg.initial_baudrate
+        transport = Transport.open(cfg.port, rate, bytesize, parity, stopbits)
+        transport.time_scale = self.time_scale
+        with self._port_lock:
+            if self._closing:  # close() came while we were opening
+                transport.close()
+                raise TransportError(f"reader for {cfg.port} was closed", "the plugin is stopping")
+            self._transport = transport
+        return transport
+
+    def _drop(self, transport: Optional[Transport]) -> None:
+        with self._port_lock:
+            if transport is not None and self._transport is transport:
+                self._transport = None
+        if transport is not None:
+            transport.close()
+
+    def _drive(self, transport: Transport, dialogue: D0Dialogue) -> DialogueResult:
+        action = dialogue.start()
+        while not isinstance(action, Done):
+            received: Optional[bytes] = None
+            if isinstance(action, Receive):
+                received = transport.read_some(4096, action.timeout)
+                if received:
+                    log.debug("%s <- %r", transport.url, received[:80])
+            elif isinstance(action, Send):
+                log.debug("%s -> %r (%s)", transport.url, action.data[:80], action.what)
+                transport.write(action.data)
+            elif isinstance(action, Drain):
+                transport.drain()
+            elif isinstance(action, Wait):
+                transport.sleep(action.seconds)
+            elif isinstance(action, SetBaudrate):
+                if transport.baudrate != action.baudrate:
+                    transport.set_baudrate(action.baudrate)
+            elif isinstance(action, ResetInput):
+                transport.reset_input()
+            elif isinstance(action, Quiet):
+                self._quiet(transport, action)
+            phase = dialogue.phase
+            action = dialogue.step(received)
+            if received and self.progress is not None and phase in ("data", "push"):
+                self.progress(dialogue.data_bytes)
+        return action.result
+
+    @staticmethod
+    def _quiet(transport: Transport, action: Quiet) -> None:
+        """Discard bytes until the line was silent for ``action.seconds`` (at most ``action.limit``)."""
+        deadline = time.monotonic() + action.limit
+        while time.monotonic() < deadline:
+            if not transport.read_some(4096, action.seconds):
+                break
+        transport.reset_input()
+
+
+__all__ = ["D0Reader"]

@@ -1,0 +1,336 @@
+"""A serial line made of a pseudo-terminal pair, with the timing and baud rates of a real one.
+
+The reader under test opens ``PtyLink.port`` (the pty slave, e.g. ``/dev/pts/7``) with pyserial
+exactly as it would open ``/dev/ttyUSB0``; the simulated device (meter) holds the master side.
+
+A pty moves bytes instantly and has no baud rate, so this module emulates the wire:
+
+* **Pacing**: ``send()`` releases each character when its stop bit would have ended at the
+  sender's current rate (``bits_per_char / baudrate / time_scale`` apart), so a reader sees
+  a 9600 Bd readout arrive at 960 characters per second.
+* **Baud rates of both ends**: the device side sets ``PtyLink.baudrate``. The reader's rate is
+  the speed it configured on its end with termios (pyserial's ``baudrate``): on Linux a
+  ``tcgetattr`` on the pty master returns the slave's settings, so ``peer_baudrate()`` reads
+  the reader's ispeed at the moment bytes pass. When the two rates differ, the bytes are not
+  passed on unchanged but *resampled*: the sender's bit stream (start bit, data bits LSB first,
+  parity, stop bits) is sampled at the receiver's bit rate, as a UART would, which yields the
+  same garbage a real receiver gets. A meter therefore ignores a sign-on sent at the wrong rate,
+  and a reader that switches too late sees a garbled start. Bytes from the reader are tagged
+  with the reader's rate when the device reads them, which is right as long as the reader does
+  not re-program its port before the device has read what it wrote (any real drain or
+  baud-switch delay guarantees that).
+  When the device reads bytes only after they would have left the wire (a loaded machine),
+  the reader's rate before the bytes came is taken instead, so a reader that correctly switches
+  after its ACK is never punished for the simulator's own lateness.
+* **Incoming wire time**: ``rx_done`` is when the last received character would have finished
+  arriving at the reader's rate, so reaction times are measured from the real end of a request.
+* **Open/close of the reader**: when no process has the slave open, reading the master fails
+  with EIO; ``receive()`` (or ``poll_connection()``) reports that as ``connected = False`` and
+  records the event, which lets tests see exactly when a reader closed the port.
+* **Re-opening**: the Linux pty driver forces 8-bit characters, and recent kernels refuse a
+  ``tcsetattr`` whose only change is one the driver cannot make (pyserial opening 7E1 at the
+  rate the slave already has fails with EINVAL; the kernel wants some control flag to change).
+  Whenever no reader has the port open, the link therefore parks the slave at 38400 Bd with two
+  stop bits (a pty ignores both), so that every open by pyserial changes a control flag. A
+  reader that re-opens within one polling interval (20 ms) of closing, or reconfigures its open
+  port to the settings it already has, can still get EINVAL (Transport.set_baudrate skips that).
+
+Limits: the pty driver forces 8-bit characters on its slave, so a reader's character format
+(7E1 vs 8N1) cannot be seen; both sides are assumed to use ``bytesize``/``parity``. Linux only.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import termios
+import threading
+import time
+import tty
+from typing import Callable, List, Optional, Tuple
+
+from ..transport import bits_per_char
+
+log = logging.getLogger(__name__)
+
+_SPEEDS = {getattr(termios, f"B{rate}"): rate for rate in (
+    50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400,
+    57600, 115200, 230400, 460800) if hasattr(termios, f"B{rate}")}
+
+#: how long a send() sleeps at most before it checks whether it should stop
+_TICK = 0.002
+
+
+def uart_resample(data: bytes, sender_baud: int, receiver_baud: int, bytesize: int = 7,
+                  parity: str = "E", stopbits: int = 1) -> bytes:
+    """What a UART at ``receiver_baud`` reads when ``data`` is sent back-to-back at ``sender_baud``.
+
+    Equal rates return ``data`` unchanged (masked to ``bytesize`` bits). Otherwise the line level
+    is reconstructed bit by bit and sampled in the middle of each receiver bit, starting at each
+    falling edge (start bit) after the line was idle (high). Framing and parity errors are
+    delivered as the sampled byte, as Linux does when input parity checking is off (pyserial's
+    default).
+    """
+    mask = (1 << bytesize) - 1
+    if sender_baud == receiver_baud:
+        return bytes(b & mask for b in data)
+    levels: List[int] = []
+    for byte in data:
+        bits = [(byte >> i) & 1 for i in range(bytesize)]
+        levels.append(0)
+        levels.extend(bits)
+        if parity in ("E", "O"):
+            ones = sum(bits)
+            levels.append(ones & 1 if parity == "E" else 1 - (ones & 1))
+        levels.extend([1] * stopbits)
+    levels.extend([1] * (bytesize + 4))  # idle line after the burst
+    ts = 1.0 / sender_baud
+    tr = 1.0 / receiver_baud
+    frame_bits = bytesize + (1 if parity in ("E", "O") else 0)
+    total = len(levels) * ts
+
+    def level_at(t: float) -> int:
+        k = int(t / ts)
+        return levels[k] if 0 <= k < len(levels) else 1
+
+    out = bytearray()
+    k = 0
+    while k < len(levels):
+        if levels[k] != 0:  # idle: wait for the falling edge of a start bit
+            k += 1
+            continue
+        start = k * ts
+        value = 0
+        for i in range(bytesize):
+            value |= level_at(start + (1.5 + i) * tr) << i
+        out.append(value & mask)
+        end = start + (1 + frame_bits + 0.5) * tr  # middle of the stop bit
+        if end >= total:
+            break
+        # the receiver hunts for a new start bit only after it sees the line high again
+        k = int(end / ts)
+        while k < len(levels) and levels[k] == 0:
+            k += 1
+        while k < len(levels) and levels[k] == 1:
+            k += 1
+    return bytes(out)
+
+
+class PtyLink:
+    """The device end of an emulated serial line (see module docstring).
+
+    ``time_scale`` > 1 makes everything faster (20 = twenty times real speed), for tests.
+    ``on_event(name, detail)`` is called for ``connected``/``disconnected`` and whatever the
+    device records with ``event()``; ``events`` keeps ``(monotonic time, name, detail)``.
+    """
+
+    def __init__(self, *, baudrate: int = 300, bytesize: int = 7, parity: str = "E", stopbits: int = 1,
+                 time_scale: float = 1.0, on_event: Optional[Callable[[str, str], None]] = None) -> None:
+        self.master, slave = os.openpty()
+        self.port = os.ttyname(slave)
+        tty.setraw(slave)  # no echo, no line editing before the reader configures the port
+        os.close(slave)
+        os.set_blocking(self.master, False)
+        self.baudrate = baudrate
+        self.bytesize = bytesize
+        self.parity = parity
+        self.stopbits = stopbits
+        self.time_scale = time_scale
+        self.connected = False
+        self.rx_done = 0.0
+        self.events: List[Tuple[float, str, str]] = []
+        self._on_event = on_event
+        self._closed = threading.Event()
+        self._pending = bytearray()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._park()
+
+    # ------------------------------------------------------------------- basics
+    def char_time(self, baudrate: Optional[int] = None) -> float:
+        """Seconds per character at ``baudrate`` (default: this side's rate), divided by time_scale."""
+        rate = baudrate or self.baudrate
+        return bits_per_char(self.bytesize, self.parity, self.stopbits) / rate / self.time_scale
+
+    def scaled(self, seconds: float) -> float:
+        return seconds / self.time_scale
+
+    def peer_baudrate(self) -> Optional[int]:
+        """The input speed the reader configured on its end (None if unknown)."""
+        try:
+            attrs = termios.tcgetattr(self.master)
+        except (termios.error, OSError):
+            return None
+        return _SPEEDS.get(attrs[4])
+
+    def event(self, name: str, detail: str = "") -> None:
+        self.events.append((time.monotonic(), name, detail))
+        if len(self.events) > 20000:  # a simulator left running for days
+            del self.events[:10000]
+        log.debug("pty %s: %s %s", self.port, name, detail)
+        if self._on_event is not None:
+            self._on_event(name, detail)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless closed; False when the link was closed meanwhile."""
+        return not self._closed.wait(max(0.0, seconds))
+
+    # --------------------------------------------------------------------- input
+    def _set_connected(self, value: bool) -> None:
+        if value != self.connected:
+            self.connected = value
+            self.event("connected" if value else "disconnected")
+            if not value:
+                self._park()
+
+    def _park(self) -> None:
+        """Set the closed slave to 38400 Bd and two stop bits, so that the next open by pyserial
+        changes a control flag (see the module docstring). Never done while a reader has the port:
+        a read-modify-write of its settings could undo a change it makes at the same moment."""
+        try:
+            attrs = termios.tcgetattr(self.master)
+            attrs[2] |= termios.CSTOPB
+            attrs[4] = attrs[5] = termios.B38400
+            termios.tcsetattr(self.master, termios.TCSANOW, attrs)
+        except (termios.error, OSError) as exc:
+            log.debug("pty %s: cannot park the line: %s", self.port, exc)
+
+    def poll_connection(self) -> bool:
+        """Check at once whether a reader has the port open (for devices that never read)."""
+        data = self._read_once(0.0)
+        if data:
+            self._pending += data
+            del self._pending[:-4096]  # a device that never reads keeps only the latest bytes
+        return self.connected
+
+    def receive(self, timeout: float) -> bytes:
+        """Bytes from the reader within ``timeout`` s, as this side decodes them at ``baudrate``.
+
+        Returns b"" on time-out or while no reader has the port open.
+        """
+        if self._pending:
+            data, self._pending = bytes(self._pending), bytearray()
+            return data
+        return self._read_once(timeout)
+
+    def _read_once(self, timeout: float) -> bytes:
+        if self._closed.is_set():
+            return b""
+        before = self.peer_baudrate()  # the reader's rate before anything arrived
+        waiting_since = time.monotonic()
+        try:
+            ready, _, _ = select.select([self.master], [], [], max(0.0, timeout))
+        except (OSError, ValueError):
+            return b""
+        if not ready:
+            # with no slave open the master would be readable (EIO), so a reader has the port
+            self._set_connected(True)
+            return b""
+        try:
+            data = os.read(self.master, 4096)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # no reader has the slave open
+                self._set_connected(False)
+                self._closed.wait(min(timeout, 0.005))
+                return b""
+            if self._closed.is_set():
+                return b""
+            raise
+        now = time.monotonic()
+        self._set_connected(True)
+        peer = self.peer_baudrate() or self.baudrate
+        if peer != self.baudrate and before == self.baudrate \
+                and now - waiting_since > len(data) * self.char_time(before):
+            # We read these bytes only after they would have left the wire (a busy machine), and
+            # the reader had our rate before they came: they were sent before it switched.
+            peer = before
+        self.rx_done = max(now, self.rx_done) + len(data) * self.char_time(peer)
+        self.bytes_received += len(data)
+        if peer != self.baudrate:
+            decoded = uart_resample(data, peer, self.baudrate, self.bytesize, self.parity, self.stopbits)
+            self.event("rx-wrong-baud", f"reader {peer} Bd, device {self.baudrate} Bd: {data[:20]!r} -> {decoded[:20]!r}")
+            return decoded
+        return data
+
+    def raw_write(self, data: bytes) -> None:
+        """Write bytes at once, unpaced and unchanged (an echo from the IR head's own reflection)."""
+        self._write_all(data)
+
+    # -------------------------------------------------------------------- output
+    def send(self, data: bytes, *, stop: Optional[Callable[[], bool]] = None,
+             corrupt: Optional[Callable[[int, int], int]] = None, wait_for_peer: float = 0.0) -> bool:
+        """Send ``data`` at this side's rate with real character timing.
+
+        Each character is released when its stop bit would have ended. If the reader's port is
+        set to another rate at that moment, it gets what a UART at its rate would decode.
+        ``corrupt(index, byte)`` may alter characters (noise). ``wait_for_peer`` (seconds, real
+        time) holds the first character until the reader's port has this side's rate, at most
+        that long: a lenient meter for tests on loaded machines (0 = strict, like a real one).
+        Returns False when interrupted (link closed or ``stop()`` true).
+        """
+        if wait_for_peer > 0:
+            give_up = time.monotonic() + wait_for_peer
+            while self.peer_baudrate() != self.baudrate and time.monotonic() < give_up:
+                if not self.sleep(0.002):
+                    return False
+        ct = self.char_time()
+        start = time.monotonic()
+        sent = 0
+        n = len(data)
+        while sent < n:
+            if self._closed.is_set() or (stop is not None and stop()):
+                return False
+            now = time.monotonic()
+            due = min(n, int((now - start) / ct))  # characters whose stop bit has ended
+            if due <= sent:
+                self._closed.wait(min(_TICK, start + (sent + 1) * ct - now))
+                continue
+            self.poll_connection()  # notice a reader that opens or closes while we talk
+            chunk = bytes(data[sent:due])
+            if corrupt is not None:
+                chunk = bytes(corrupt(sent + i, b) for i, b in enumerate(chunk))
+            peer = self.peer_baudrate() or self.baudrate
+            if peer != self.baudrate:
+                chunk = uart_resample(chunk, self.baudrate, peer, self.bytesize, self.parity, self.stopbits)
+            self._write_all(chunk)
+            self.bytes_sent += due - sent
+            sent = due
+        return True
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        give_up = time.monotonic() + 0.5
+        while view and not self._closed.is_set():
+            try:
+                written = os.write(self.master, view)
+                view = view[written:]
+            except BlockingIOError:
+                # The reader does not read and the pty buffer is full. A real line has no
+                # back-pressure: after a short while the characters are lost (receiver overrun).
+                if time.monotonic() > give_up:
+                    self.event("overrun", f"{len(view)} bytes lost")
+                    return
+                select.select([], [self.master], [], 0.05)
+            except OSError as exc:
+                if exc.errno == errno.EIO or self._closed.is_set():
+                    return
+                raise
+
+
+__all__ = ["PtyLink", "uart_resample"]

@@ -1,0 +1,338 @@
+"""The one place that touches serial ports and sockets: a thin layer over pyserial.
+
+Protocol code never calls pyserial itself; it asks a ``Transport`` to write, drain, read and
+switch baud rates. ``serial_for_url`` is used so that ``/dev/ttyUSB0``,
+``/dev/serial/by-id/...``, ``socket://host:port`` (ser2net) and ``rfc2217://host:port`` all work.
+
+Why the extra machinery around pyserial:
+
+* **Errors with a fix.** pyserial says ``[Errno 2] could not open port``; users need "port not
+  found: check the cable and use /dev/serial/by-id/...". Every failure becomes a
+  ``TransportError`` whose message names cause and fix, including a port that vanishes
+  mid-read (USB unplugged).
+* **Drain that means "on the wire".** ``flush()`` (tcdrain) returns as soon as a USB adapter has
+  the bytes in its FIFO, long before they are on the wire at 300 Bd. ``drain()`` also waits for
+  the time the written characters need at the current baud rate, which the port estimates from
+  what it wrote (``time_scale`` divides that time for simulated meters that run faster than real).
+* **close() from another thread ends a running read quickly.** Reads wait in slices of at most
+  ``SLICE`` seconds and pyserial's ``cancel_read`` is used where it exists, so a plugin's stop()
+  never hangs behind a 1.5 s character time-out.
+"""
+from __future__ import annotations
+
+import errno
+import glob
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+import serial
+
+try:  # pyserial lets termios.error through on POSIX (e.g. a setting the driver refuses)
+    from termios import error as _TermiosError
+except ImportError:  # pragma: no cover - Windows
+    class _TermiosError(Exception):  # type: ignore[no-redef]
+        pass
+
+from .errors import ConfigurationError, TransportError
+
+log = logging.getLogger(__name__)
+
+#: longest single wait inside a read, so that close() from another thread is noticed quickly
+SLICE = 0.2
+
+_PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
+_BYTESIZE = {5: serial.FIVEBITS, 6: serial.SIXBITS, 7: serial.SEVENBITS, 8: serial.EIGHTBITS}
+_STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
+
+
+def bits_per_char(bytesize: int = 7, parity: str = "E", stopbits: float = 1) -> float:
+    """Bits one character occupies on the wire: start + data + parity + stop (7E1 = 10)."""
+    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
+
+
+def _by_id_hint() -> str:
+    names = sorted(glob.glob("/dev/serial/by-id/*"))
+    if names:
+        return "ports present: " + ", ".join(names[:4])
+    return "no USB serial adapter is listed in /dev/serial/by-id/"
+
+
+def _open_error(url: str, exc: BaseException) -> TransportError:
+    """Turn pyserial's open failure into a message that says what to do."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
+        return TransportError(f"connection to {url} refused",
+                              "check that ser2net (or the remote serial server) runs and listens on that port")
+    if url.startswith(("socket://", "rfc2217://")):
+        return TransportError(f"cannot connect to {url} ({text})",
+                              "check host name, port number and the network")
+    if code == errno.ENOENT or "No such file" in text:
+        return TransportError(
+            f"port {url} not found",
+            "check the cable and use a stable name from /dev/serial/by-id/ "
+            f"(USB adapters can change their number after a replug; {_by_id_hint()})")
+    if code == errno.EACCES or "Permission denied" in text:
+        return TransportError(
+            f"permission denied on {url}",
+            "add the user to the dialout group (sudo usermod -aG dialout $USER; log in again), "
+            "or for SmartHomeNG the user the service runs as")
+    if code == errno.EBUSY or "exclusively lock" in text or "busy" in text.lower():
+        return TransportError(
+            f"port {url} is busy",
+            "another program has it open (a second plugin instance, ModemManager, serial-getty, "
+            "Venus OS serial-starter): stop it or choose another port")
+    return TransportError(f"cannot open port {url} ({text})", "check the port name, the adapter and the cable")
+
+
+class Transport:
+    """An open serial line (or socket) with baud switching, drain, and bounded reads.
+
+    Create it with ``Transport.open(url, baudrate, bytesize, parity, stopbits)``. All methods
+    raise ``TransportError`` (never pyserial's exceptions). Thread-safety: one thread does the
+    I/O; any other thread may call ``close()`` to end it.
+    """
+
+    def __init__(self, port: Any, url: str, bytesize: int = 7, parity: str = "E", stopbits: float = 1) -> None:
+        self._port = port
+        self.url = url
+        self.bytesize = bytesize
+        self.parity = parity
+        self.stopbits = stopbits
+        #: simulated meters run faster than real ones; wire-time estimates are divided by this
+        self.time_scale = 1.0
+        self._lock = threading.RLock()
+        self._closed = False
+        self._wire_free = 0.0  # monotonic time when the last written character has left the wire
+        self.bytes_written = 0
+        self.bytes_read = 0
+
+    # ------------------------------------------------------------------ life cycle
+    @classmethod
+    def open(cls, url: str, baudrate: int = 300, bytesize: int = 7, parity: str = "E",
+             stopbits: float = 1, *, exclusive: bool = True) -> "Transport":
+        """Open a port by path or URL; raise TransportError (with a fix) or ConfigurationError."""
+        if not url:
+            raise ConfigurationError("no serial port configured",
+                                     "set the port, e.g. /dev/serial/by-id/usb-...-if00-port0 or socket://host:port")
+        if parity not in _PARITY or bytesize not in _BYTESIZE or stopbits not in _STOPBITS:
+            raise ConfigurationError(f"character format {bytesize}{parity}{stopbits} not supported",
+                                     "use 7E1 for IEC 62056-21, 8N1 or 8E1 for DLMS")
+        kwargs = dict(baudrate=baudrate, bytesize=_BYTESIZE[bytesize], parity=_PARITY[parity],
+                      stopbits=_STOPBITS[stopbits], timeout=0, write_timeout=10)
+        if exclusive and "://" not in url:
+            kwargs["exclusive"] = True
+        try:
+            port = serial.serial_for_url(url, **kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"cannot use port {url!r} ({exc})",
+                                     "write a device path or socket://host:port / rfc2217://host:port") from None
+        except (serial.SerialException, OSError, _TermiosError) as exc:
+            raise _open_error(url, exc) from None
+        log.debug("opened %s at %d Bd %d%s%s", url, baudrate, bytesize, parity, stopbits)
+        return cls(port, url, bytesize, parity, stopbits)
+
+    def close(self) -> None:
+        """Close the port; safe to call twice and from another thread (ends a running read)."""
+        if self._closed:
+            return
+        self._closed = True
+        cancel = getattr(self._port, "cancel_read", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except (serial.SerialException, OSError, AttributeError, TypeError) as exc:
+                log.debug("cancel_read on %s: %s", self.url, exc)
+        with self._lock:
+            try:
+                self._port.close()
+            except (serial.SerialException, OSError) as exc:
+                log.debug("closing %s: %s", self.url, exc)
+        log.debug("closed %s", self.url)
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed and bool(getattr(self._port, "is_open", False))
+
+    def __enter__(self) -> "Transport":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"<Transport {self.url} {self.baudrate} Bd {self.bytesize}{self.parity}{self.stopbits} {state}>"
+
+    # -------------------------------------------------------------------- settings
+    @property
+    def baudrate(self) -> int:
+        return int(self._port.baudrate)
+
+    def set_baudrate(self, baudrate: int) -> None:
+        """Re-program the UART (input and output speed) to a new rate (nothing to do if it has it)."""
+        if baudrate == self.baudrate:
+            return
+        with self._io():
+            try:
+                self._port.baudrate = baudrate
+            except ValueError as exc:
+                raise ConfigurationError(f"baud rate {baudrate} not supported by {self.url} ({exc})",
+                                         "use a standard rate: 300, 600, 1200, 2400, 4800, 9600, 19200") from None
+        log.debug("%s: now %d Bd", self.url, baudrate)
+
+    @property
+    def char_time(self) -> float:
+        """Seconds one character takes on the wire at the current rate (already divided by time_scale)."""
+        return bits_per_char(self.bytesize, self.parity, self.stopbits) / self.baudrate / self.time_scale
+
+    def reset_input(self) -> None:
+        """Throw away whatever is in the receive buffer (echoes, noise, a previous meter answer)."""
+        with self._io():
+            self._port.reset_input_buffer()
+
+    @property
+    def in_waiting(self) -> int:
+        with self._io():
+            return int(self._port.in_waiting)
+
+    # ---------------------------------------------------------------------- output
+    def write(self, data: bytes) -> None:
+        with self._io():
+            self._port.write(data)
+        now = time.monotonic()
+        self._wire_free = max(now, self._wire_free) + len(data) * self.char_time
+        self.bytes_written += len(data)
+
+    def drain(self, wire: bool = True) -> None:
+        """Wait until what was written has left: tcdrain, then (``wire``) the characters' wire time.
+
+        USB adapters report "drained" once their FIFO holds the bytes, so the estimate of the
+        wire time is what makes it safe to re-program the baud rate afterwards.
+        """
+        with self._io():
+            self._port.flush()
+        if wire:
+            remaining = self._wire_free - time.monotonic()
+            if remaining > 0:
+                self.sleep(remaining)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but end early (with TransportError) when another thread closes the port."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._closed:
+                raise self._closed_error()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, SLICE))
+
+    # ----------------------------------------------------------------------- input
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+        """Whatever has arrived (up to ``max_bytes``), waiting at most ``timeout`` s for the first byte.
+
+        Returns ``b""`` on time-out; ``timeout=None`` waits until data arrives or the port closes.
+        This is the call protocol drivers use: it returns as soon as anything is there.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = SLICE if deadline is None else min(SLICE, max(0.0, deadline - time.monotonic()))
+            with self._io():
+                self._set_wait(wait)
+                data = self._port.read(1)
+                if data:
+                    waiting = self._port.in_waiting
+                    if waiting and max_bytes > 1:
+                        self._set_wait(0)
+                        data += self._port.read(min(waiting, max_bytes - 1))
+            if data:
+                self.bytes_read += len(data)
+                return bytes(data)
+            if self._closed:
+                raise self._closed_error()
+            if deadline is not None and time.monotonic() >= deadline:
+                return b""
+
+    def read(self, n: int = 1, timeout: Optional[float] = None) -> bytes:
+        """Up to ``n`` bytes: returns when ``n`` bytes arrived or ``timeout`` s passed (pyserial semantics)."""
+        buf = bytearray()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(buf) < n:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            buf += self.read_some(n - len(buf), remaining)
+        return bytes(buf)
+
+    def read_until(self, terminator: bytes = b"\n", timeout: Optional[float] = None,
+                   char_timeout: Optional[float] = None, max_bytes: int = 1 << 20) -> bytes:
+        """Read up to and including ``terminator``; stop early at ``timeout`` (whole call),
+        ``char_timeout`` (gap between two bytes) or ``max_bytes``. Returns what arrived; the
+        caller checks ``endswith(terminator)`` to tell success from time-out.
+        """
+        buf = bytearray()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(buf) < max_bytes:
+            waits = [w for w in (char_timeout if buf else None,
+                                 None if deadline is None else deadline - time.monotonic()) if w is not None]
+            wait = min(waits) if waits else None
+            if wait is not None and wait <= 0:
+                break
+            # one byte at a time near the end would be slow; read what is there, then cut
+            chunk = self.read_some(1, wait)
+            if not chunk:
+                break
+            buf += chunk
+            if buf.endswith(terminator):
+                break
+        return bytes(buf)
+
+    # --------------------------------------------------------------------- helpers
+    def _set_wait(self, seconds: float) -> None:
+        # pyserial's public ``timeout`` setter re-programs the whole port (tcsetattr) on every
+        # change; its read() only consults ``_timeout``, so set that when it exists.
+        if hasattr(self._port, "_timeout"):
+            self._port._timeout = seconds
+        else:
+            self._port.timeout = seconds
+
+    def _closed_error(self) -> TransportError:
+        return TransportError(f"port {self.url} was closed while in use",
+                              "the reader was stopped; the next read opens the port again")
+
+    def _io(self) -> "_Guard":
+        return _Guard(self)
+
+
+class _Guard:
+    """Holds the I/O lock and turns pyserial/OS errors into TransportError with a fix."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.t = transport
+
+    def __enter__(self) -> None:
+        if self.t._closed:
+            raise self.t._closed_error()
+        self.t._lock.acquire()
+        if self.t._closed:
+            self.t._lock.release()
+            raise self.t._closed_error()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self.t._lock.release()
+        if exc is None or isinstance(exc, (TransportError, ConfigurationError)):
+            return False
+        if isinstance(exc, (serial.SerialException, OSError, ValueError, TypeError, AttributeError, _TermiosError)):
+            if self.t._closed:
+                raise self.t._closed_error() from None
+            raise TransportError(
+                f"port {self.t.url} failed ({exc})",
+                "the adapter was unplugged or the connection dropped: check the cable; "
+                "the next read opens the port again") from None
+        return False
+
+
+__all__ = ["Transport", "bits_per_char", "SLICE"]
