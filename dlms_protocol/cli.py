@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -51,6 +52,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `demo | head`: the reader went away, not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")  # keep the interpreter's final flush quiet
+        except OSError:
+            pass
+        return 0
 
 
 __all__ = ["main", "build_parser"]

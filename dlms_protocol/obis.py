@@ -200,7 +200,7 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
     cde = ".".join(str(g) for g in (code.c, code.d, code.e) if g is not None)
     keys = [f"{code.a}:{cde}"] if code.a is not None else []
     keys.append(cde)
-    if code.e is not None:
+    if code.e == 0:  # "96.1" names 96.1.0, not 96.1.1
         keys.append(f"{code.c}.{code.d}")
     for key in keys:
         entry = t["specific"].get(key)
@@ -216,7 +216,7 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
         name = f"{name}, {processing[lang]}"
         kind = processing.get("kind")
         unit = quantity.get(kind) if kind else None
-    if code.e:
+    if code.e and code.e != 255:  # E=255: 'not used', no tariff
         name += f", {t['tariff'][lang]} {code.e}"
     return _with_period(name, code, lang), unit
 

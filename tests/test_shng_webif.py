@@ -85,7 +85,6 @@ def test_english_page() -> None:
 
 
 def test_refresh_json(running: Dict[str, Any]) -> None:
-    sim, plugin = running["sim"], running["plugin"]
     data = json.loads(running["webif"].get_data_html("overview"))
     assert data["status"]["connected"] is True
     assert data["status"]["counters"]["messages"] >= 3

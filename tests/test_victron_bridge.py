@@ -11,22 +11,13 @@ from typing import Any, Iterator, List, Optional
 import pytest
 from dbus_fast import Variant
 
-from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient, have_dbus
-from helpers import need
+from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient
 from dlms_protocol.errors import ConfigurationError
 from dlms_protocol.model import MeterData, Reading, Statistics
 from dlms_protocol.obis import Obis
 from dlms_protocol.victron.bridge import BridgeSettings, VictronBridge
 
 WAIT = 30.0
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DbusDaemon]:
-    need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
-    d = DbusDaemon()
-    yield d
-    d.stop()
 
 
 @pytest.fixture

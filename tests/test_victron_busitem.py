@@ -7,17 +7,8 @@ import pytest
 from dbus_fast import BusType, Message, Variant
 from dbus_fast.aio import MessageBus
 
-from dbus_fixtures import BUSITEM, DbusDaemon, LoopThread, VenusClient, close_bus, have_dbus
-from helpers import need
+from dbus_fixtures import BUSITEM, DbusDaemon, LoopThread, VenusClient, close_bus
 from dlms_protocol.victron.busitem import BusItemService, unwrap, wrap
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DbusDaemon]:
-    need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
-    d = DbusDaemon()
-    yield d
-    d.stop()
 
 
 class Exported:

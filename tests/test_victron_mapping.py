@@ -313,7 +313,7 @@ def test_corpus_push_values_map_with_victron_units_and_signs(path: Path) -> None
         u = phys(c, 7)
         if u is not None and unit_of(c, 7) == "V":
             assert v[f"/Ac/L{ph}/Voltage"] == float(u)
-    for ph, (ci, cp) in enumerate(((31, 21), (51, 41), (71, 61)), start=1):
+    for ph, (ci, _cp) in enumerate(((31, 21), (51, 41), (71, 61)), start=1):
         i = phys(ci, 7)
         if i is not None and f"/Ac/L{ph}/Current" in v:
             assert abs(v[f"/Ac/L{ph}/Current"]) == float(abs(i))

@@ -16,8 +16,8 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient, have_dbus
-from helpers import need, which
+from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient
+from helpers import which
 from dlms_protocol.simulator.push import DEMO_REGISTERS, PushSimulator, SimRegister
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,14 +26,6 @@ WAIT = 40.0
 #: the demo meter plus per-phase export registers, so every per-phase path has a source
 REGISTERS = DEMO_REGISTERS + tuple(SimRegister(f"1-0:{c}.7.0.255", "double-long-unsigned", 0, "W")
                                    for c in (22, 42, 62))
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DbusDaemon]:
-    need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
-    d = DbusDaemon()
-    yield d
-    d.stop()
 
 
 @pytest.fixture

@@ -267,7 +267,7 @@ def _walk_obis(b: _Builder, body: list, facts: BodyFacts) -> None:
     types = tuple(getattr(body, "types", ()))
     keyed = {i: (code, value, vtype, su) for i, code, value, vtype, su in facts.groups}
     covered = set()
-    for i, (code, value, vtype, su) in keyed.items():
+    for i, (_code, _value, _vtype, su) in keyed.items():
         covered.add(i)
         if isinstance(body[i], list):
             if su is not None and not is_scaler_unit(su, body[i].types[2]):

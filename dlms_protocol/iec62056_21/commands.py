@@ -257,7 +257,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             say("  dialogue: listen for the next telegram ...")
         else:
             say("  dialogue: sign-on /?! at 300 Bd -> identification -> ACK -> "
-                f"baud switch -> data message -> BCC check ...")
+                "baud switch -> data message -> BCC check ...")
         say("")
         config = ReadoutConfig(port=meter.port, mode="push" if meter.mode == "push" else "request",
                                push_baudrate=meter.push_baudrate, wakeup=meter.wakeup,
