@@ -128,7 +128,9 @@ class DLMS(SmartPlugin):
                 self._listener_cls = PushListener
             else:
                 self._readout_config = self._make_readout_config()
+                from .dlms_protocol.iec62056_21.client import check_request_options
                 from .dlms_protocol.iec62056_21.reader import D0Reader
+                check_request_options(self._readout_config)  # a typo stops the start, not every read
                 self._reader_cls = D0Reader
         except (ConfigurationError, ps.BindingError) as exc:
             self.logger.error("configuration error: %s; plugin not started", exc)
@@ -401,7 +403,12 @@ class DLMS(SmartPlugin):
         if generation != self._generation:
             return
         self._record_success(duration)
-        self._apply(data)
+        try:
+            self._apply(data)
+        except Exception as exc:  # a bug while writing items must not leave a status that says all is well
+            self.logger.exception("unexpected error while writing items")
+            self._record_error(exc, duration, internal=True)
+            return
         if self._cycle and duration > self._cycle:
             self.logger.warning("the readout took %.1f s, longer than update_cycle (%d s): set update_cycle to at "
                                 "least %d s", duration, self._cycle, int(duration * 1.5) + 5)
@@ -544,7 +551,9 @@ class DLMS(SmartPlugin):
         elif key in ("successes", "failures", "overlaps"):
             value = int(status[key])
         elif key == "duration":
-            value = status["duration"] if status["duration"] is not None else 0.0
+            if status["duration"] is None:
+                raise ps.NotYet("no readout yet")
+            value = status["duration"]
         elif key == "summary":
             summary = self.status()
             for k in ("last_success", "last_error_time"):
@@ -566,6 +575,8 @@ class DLMS(SmartPlugin):
         for path, (item, key) in list(self._status_items.items()):
             try:
                 item(self._status_value(key, item.property.type), self.get_fullname(), self._port)
+            except ps.NotYet:
+                continue
             except ps.ValueProblem as exc:
                 self._log_once("status:" + path, logging.WARNING, "item %s: %s", path, exc)
 

@@ -33,6 +33,22 @@ STATUS_KEYS = (
 
 _FALSE_WORDS = ("no", "n", "false", "f", "0", "off", "")
 
+#: how meters write numbers: optional sign, ASCII digits, '.' or ',' as decimal mark. Python's
+#: int()/float() also take '1E5' (a hex status word would become 100000), '1_000' and non-ASCII digits.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _whole_number(text: str) -> Optional[int]:
+    """int for a meter's whole number ('00051206', '-12'), else None."""
+    if not _INTEGER_TEXT.fullmatch(text):
+        return None
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts (Python 3.11+ limit)
+        return None
+
 
 class BindingError(ValueError):
     """An item attribute cannot be used; the text says what to write instead."""
@@ -40,6 +56,10 @@ class BindingError(ValueError):
 
 class ValueProblem(ValueError):
     """This reading cannot go into this item (missing group, not a number, wrong unit)."""
+
+
+class NotYet(ValueProblem):
+    """Nothing to write yet (no successful read so far): the item keeps its value, never a fake 0."""
 
 
 def is_enabled(value: Any) -> bool:
@@ -233,22 +253,20 @@ def convert_legacy(raw: Any, conversion: str, code: str = "") -> Any:
     if conversion in ("", "str"):
         return raw
     if conversion in ("float", "num", "int"):
-        if conversion in ("int", "num"):
-            try:
-                return int(text)
-            except ValueError:
-                if conversion == "int":
-                    raise ValueProblem(f"value {text!r}{where} is not a whole number: "
-                                       "use conversion num or float") from None
-        try:
-            number = float(text.replace(",", "."))
-        except ValueError:
-            raise ValueProblem(f"value {text!r}{where} is not a number: use conversion str") from None
+        whole = _whole_number(text)
+        if conversion in ("int", "num") and whole is not None:
+            return whole
+        if conversion == "int":
+            raise ValueProblem(f"value {text!r}{where} is not a whole number: "
+                               "use conversion num or float")
+        if not _DECIMAL_TEXT.fullmatch(text):
+            raise ValueProblem(f"value {text!r}{where} is not a number: use conversion str")
+        number = float(text.replace(",", "."))
         if number != number or number in (float("inf"), float("-inf")):
             raise ValueProblem(f"value {text!r}{where} is not a finite number: use conversion str")
         return number
     digits = {"Z6": 6, "Z4": 4, "D6": 6, "ZST10": 10, "ZST12": 12}[conversion]
-    if len(text) != digits or not text.isdigit():
+    if len(text) != digits or not _DIGITS.fullmatch(text):
         raise ValueProblem(f"value {text!r}{where} is not {digits} digits as {conversion} needs: "
                            "check the index, or use conversion str")
     n = [int(text[i:i + 2]) for i in range(0, digits, 2)]
@@ -295,6 +313,9 @@ def format_value(value: Any) -> str:
 
 def physical_value(binding: ObisBinding, reading: Reading) -> Any:
     """A plain code: the physical value, with optional unit conversion and scaling."""
+    if reading.value is None:
+        raise ValueProblem(f"{reading.code} has no physical value (raw {format_value(reading.raw)}): the scaler "
+                           "of this value is unknown for this meter's layout; add it in a profile (see dump)")
     if binding.unit is None and binding.scale is None:
         return reading.value
     number = reading.numeric()
@@ -339,17 +360,13 @@ def fit_to_type(value: Any, item_type: str, code: str = "", unit: Optional[str] 
             return v
         if isinstance(value, str):
             text = value.strip()
-            try:
-                return int(text)
-            except ValueError:
-                pass
-            if text.count(",") == 1 and "." not in text:
-                text = text.replace(",", ".")  # D0 meters may send a decimal comma (000007,4)
-            try:
-                number = float(text)
-            except ValueError:
+            whole = _whole_number(text)
+            if whole is not None:
+                return whole
+            if not _DECIMAL_TEXT.fullmatch(text):
                 raise ValueProblem(f"value {value!r}{where} is not a number for a num item: "
-                                   "use a str item, or check the index of the list form") from None
+                                   "use a str item, or check the index of the list form")
+            number = float(text.replace(",", "."))  # D0 meters may send a decimal comma (000007,4)
             if number != number or number in (float("inf"), float("-inf")):
                 raise ValueProblem(f"value {value!r}{where} is not a finite number")
             return number
@@ -416,6 +433,7 @@ def convert_unit(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
 # --------------------------------------------------------------------------- summaries
 #: codes for the chart and the Victron-like summary: (key, candidate patterns, target unit)
 _POWER_SUM = "16.7.0"
+_ABSENT = object()
 
 
 def grid_summary(data: MeterData) -> Dict[str, float]:
@@ -424,7 +442,8 @@ def grid_summary(data: MeterData) -> Dict[str, float]:
     Net power is 16.7.0 when sent (signed), else import 1.7.0 minus export 2.7.0. Values
     without a unit are left out: guessing kW vs W would draw a curve off by 1000.
     """
-    def get(code: str, unit: str) -> Optional[Decimal]:
+    def get(code: str, unit: str) -> Any:
+        """The value in ``unit``; None when sent but unusable, _ABSENT when not sent."""
         pat = Obis.parse(code)
         for r in data.readings:
             if r.obis is None or not pat.matches(r.obis):
@@ -438,20 +457,21 @@ def grid_summary(data: MeterData) -> Dict[str, float]:
                 return convert_unit(n, r.unit, unit)
             except ValueProblem:
                 return None
-        return None
+        return _ABSENT
 
     out: Dict[str, float] = {}
     power = get(_POWER_SUM, "W")
-    if power is None:
+    if not isinstance(power, Decimal):
         imp = get("1.7.0", "W")
         exp = get("2.7.0", "W")
-        if imp is not None:
-            power = imp - (exp or Decimal(0))
+        # an export that is sent but unreadable is no 0: then there is no net power at all
+        power = imp - (Decimal(0) if exp is _ABSENT else exp) \
+            if isinstance(imp, Decimal) and exp is not None else None
     if power is not None:
         out["power"] = float(power)
     for key, code in (("import", "1.8.0"), ("export", "2.8.0")):
         energy = get(code, "Wh")
-        if energy is not None:
+        if isinstance(energy, Decimal):
             out[key] = float(energy)
     return out
 
@@ -569,7 +589,9 @@ def items_snippet(data: MeterData, instance: str = "", root: str = "meter", lang
 def time_value(epoch: Optional[float], item_type: str, tz: Optional[_dt.tzinfo] = None) -> Any:
     """A point in time for a status item: epoch for num, ISO text for str, datetime for foo."""
     if epoch is None:
-        return {"num": 0, "str": "", "bool": False}.get(item_type, "")
+        if item_type == "num":
+            raise NotYet("no such moment yet")
+        return {"bool": False}.get(item_type, "")
     if item_type == "num":
         return round(epoch, 3)
     moment = _dt.datetime.fromtimestamp(epoch, tz) if tz is not None else \

@@ -88,6 +88,8 @@ def test_parse_items_snippet_is_valid_yaml(own_readout: Path):
     by_code = {item["dlms_obis_code"]: item for item in items.values()}
     assert by_code["1.8.0"]["type"] == "num" and by_code["1.8.0"]["visu_acl"] == "ro"
     assert by_code["0.0.1"]["type"] == "str"  # '1LGZ0041827635' is no number
+    # identifiers are digits but no quantity: a num item would drop leading zeros (as the plugin's snippet)
+    assert by_code["0.0.0"]["type"] == "str" and by_code["C.1.0"]["type"] == "str"
     assert "active_import_a_energy_tariff_1" in items
     assert len(items) == len({ds for ds in by_code})
 

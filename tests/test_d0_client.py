@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import List, Optional
 
 import pytest
@@ -12,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.config import ReadoutConfig
-from dlms_protocol.errors import (ChecksumError, ConfigurationError, IdentificationError, NoResponseError,
-                                  ProtocolError, TransportError)
+from dlms_protocol.errors import (ChecksumError, ConfigurationError, FramingError, IdentificationError,
+                                  NoResponseError, ProtocolError, TransportError)
 from dlms_protocol.iec62056_21.client import (D0Dialogue, Done, Drain, Quiet, Receive, ResetInput, Send,
                                               SetBaudrate, Wait, acknowledgement, choose_rate, sign_on_request)
 from dlms_protocol.iec62056_21.reader import D0Reader
@@ -147,12 +148,41 @@ def test_any_chunking_of_the_answer_gives_the_same_readout(cuts):
 
 
 def test_frame_without_etx_ends_at_bang_after_a_short_grace():
-    script = Script(cfg(), [b"/ITR5EM214\r\n", b"\x02" + BLOCK])
+    script = Script(cfg(use_checksum=False), [b"/ITR5EM214\r\n", b"\x02" + BLOCK])
     result = script.run()
     assert result.readout.bcc == "absent"
     last = script.actions[-1]
     assert isinstance(last, Receive) and last.timeout < 1.5  # the grace, not the character time-out
     assert len(result.readout.datasets) == 3
+
+
+def test_a_framed_message_that_loses_its_etx_is_not_accepted_unchecked():
+    """A message that starts with STX ends with ETX and BCC. When noise hits the ETX (or the
+    meter stops after '!'), use_checksum must not silently read the block without a check:
+    here a digit was damaged too (012345.678 -> 012385.678)."""
+    damaged = b"\x02" + BLOCK.replace(b"012345.678", b"012385.678") + b"\x13Q"
+    with pytest.raises(FramingError, match="ETX"):
+        Script(cfg(retries=0), [b"/LGZ5ZMF110CC.S27\r\n", damaged]).run()
+    script = Script(cfg(retries=0), [b"/LGZ5ZMF110CC.S27\r\n", b"\x02" + BLOCK])
+    with pytest.raises(FramingError, match="ETX"):
+        script.run()
+    waits = [a.timeout for a in script.actions if isinstance(a, Receive)]
+    assert waits[-1] == 1.5  # the character time-out for the ETX, not the short grace
+    # with use_checksum off such a frame is read as before
+    result = Script(cfg(use_checksum=False), [b"/LGZ5ZMF110CC.S27\r\n", damaged]).run()
+    assert result.readout.bcc == "absent"
+
+
+def test_push_telegram_with_a_bad_dsmr_crc_is_rejected():
+    """use_checksum covers the CRC16 of DSMR 4/5 telegrams too: they carry no ETX/BCC, and a
+    damaged telegram must not become a reading (tests/fixtures/d0 from make_fixtures.py)."""
+    fixtures = Path(__file__).parent / "fixtures" / "d0"
+    good = (fixtures / "dsmr5_crc.txt").read_bytes()
+    bad = (fixtures / "dsmr5_bad_crc.txt").read_bytes()
+    assert Script(cfg(mode="push"), [good]).run().readout.crc == "ok"
+    with pytest.raises(ChecksumError):
+        Script(cfg(mode="push"), [bad]).run()
+    assert Script(cfg(mode="push", use_checksum=False), [bad]).run().readout.crc == "bad"
 
 
 @pytest.mark.parametrize("baudrate,ack,rates", [

@@ -193,6 +193,17 @@ def test_lost_segment_drops_the_message() -> None:
     assert any("incomplete segmented message dropped" in str(e) for e in errors(got))
 
 
+@pytest.mark.parametrize("next_segments", [1, 3])
+def test_lost_last_segment_does_not_take_the_next_message_with_it(next_segments: int) -> None:
+    apdu, other = apdu_of(40, seed=1), apdu_of(40, seed=2)
+    frames = encode.hdlc_frames(apdu, max_info=50)
+    following = encode.hdlc_frames(other, max_info=50 if next_segments > 1 else None)
+    assert len(frames) >= 3 and len(following) >= next_segments
+    got = feed_all(Deframer(), b"".join(frames[:-1]) + b"".join(following), chunks=7)
+    assert [g.apdu for g in apdus(got)] == [other]
+    assert any("incomplete segmented message dropped" in str(e) for e in errors(got))
+
+
 def test_frame_from_another_address_drops_an_incomplete_message() -> None:
     apdu = apdu_of(40, seed=1)
     frames = encode.hdlc_frames(apdu, max_info=50)

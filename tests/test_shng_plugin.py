@@ -310,6 +310,26 @@ def test_legacy_conversion_errors(raw: str, conversion: str) -> None:
         ps.convert_legacy(raw, conversion)
 
 
+@pytest.mark.parametrize("raw", ["1E5", "0E00", "1e-3", "1_000", "0x1A", "inf", "١٢٣٤"])
+def test_text_that_is_no_meter_number_never_becomes_one(raw: str) -> None:
+    """Hex status words (96.5.5(1E5)), Python-only spellings and non-ASCII digits are no numbers:
+    float('1E5') would write 100000, float('0E00') a fake 0."""
+    ps = support()
+    with pytest.raises(ps.ValueProblem):
+        ps.fit_to_type(raw, "num", "96.5.5")
+    for conversion in ("num", "float", "int"):
+        with pytest.raises(ps.ValueProblem):
+            ps.convert_legacy(raw, conversion, "96.5.5")
+
+
+@pytest.mark.parametrize("raw, conversion", [("²²²²²²", "Z6"), ("١٢٣٤", "Z4"), ("²40318", "D6")])
+def test_legacy_time_conversions_need_ascii_digits(raw: str, conversion: str) -> None:
+    """str.isdigit() is also true for '²': int('²') then raised a bare ValueError out of _apply."""
+    ps = support()
+    with pytest.raises(ps.ValueProblem):
+        ps.convert_legacy(raw, conversion)
+
+
 def test_fit_to_type_never_truncates() -> None:
     ps = support()
     assert ps.fit_to_type(Decimal("1234.567"), "num") == 1234.567
@@ -330,6 +350,21 @@ def test_unit_conversion() -> None:
     assert ps.convert_unit(Decimal("1"), "KWH", "Wh") == Decimal("1000")
     with pytest.raises(ps.ValueProblem):
         ps.convert_unit(Decimal("1"), "kW", "Wh")
+
+
+def test_chart_summary_never_ignores_an_export_it_cannot_read() -> None:
+    """Net power for the web chart: import minus export; an export sent without a unit must not
+    silently count as 0 (the chart would show the import as net power)."""
+    ps = support()
+
+    def data(*sets: tuple) -> Any:
+        return ps.MeterData("readout", tuple(ps.Reading(code, ps.Obis.parse(code), Decimal(v), unit)
+                                             for code, v, unit in sets))
+
+    assert ps.grid_summary(data(("1.7.0", "1.000", "kW"))) == {"power": 1000.0}
+    assert ps.grid_summary(data(("1.7.0", "1.000", "kW"), ("2.7.0", "0.250", "kW"))) == {"power": 750.0}
+    assert "power" not in ps.grid_summary(data(("1.7.0", "1.000", "kW"), ("2.7.0", "0.250", None)))
+    assert ps.grid_summary(data(("16.7.0", "-0.4", "kW"), ("1.7.0", "1", "kW"))) == {"power": -400.0}
 
 
 _ANY = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
@@ -452,6 +487,35 @@ def test_readout_bad_bcc_keeps_items_and_reports(shng: SmartHome, tmp_path: Path
         assert plugin.status()["failures"] >= 1
     finally:
         bad.stop()
+
+
+def test_status_items_get_no_fake_zero_before_the_first_read(shng: SmartHome, tmp_path: Path) -> None:
+    """A meter that never answers: time and duration items keep their value instead of 0 (1970)."""
+    silent = SimulatedMeter("lgz_e350", time_scale=TIME_SCALE, wakeup=True).start()  # ignores a plain sign-on
+    items = {"meter": {
+        "last_success": {"type": "num", "dlms_status": "last_success", "initial_value": -1},
+        "duration": {"type": "num", "dlms_status": "duration", "initial_value": -1},
+        "last_success_text": {"type": "str", "dlms_status": "last_success"},
+        "timeouts": {"type": "num", "dlms_status": "timeouts"},
+    }}
+    try:
+        start(shng, {"dlms": {"serialport": silent.port, "update_cycle": 1, "retries": 0, "timeout": 0.5}}, items)
+        wait_for(lambda: value(shng, "meter.timeouts") >= 1, timeout=30)
+        assert value(shng, "meter.last_success") == -1
+        assert value(shng, "meter.last_success_text") == ""
+        assert value(shng, "meter.duration") > 0        # the failed attempt's real duration, not a 0
+    finally:
+        silent.stop()
+
+
+def test_a_value_without_known_scaler_never_reaches_an_item() -> None:
+    """Push numbers whose scaler no profile knows have no physical value: no item gets one."""
+    ps = support()
+    reading = ps.Reading(code="1-0:1.8.0.255", obis=ps.Obis.parse("1-0:1.8.0.255"), value=None, raw=12345)
+    for attribute, item_type in (("1.8.0", "num"), ("1.8.0", "str"), ("1.8.0", "foo")):
+        binding = ps.parse_obis_attribute(attribute)
+        with pytest.raises(ps.ValueProblem, match="no physical value"):
+            ps.item_value(binding, reading, item_type)
 
 
 def test_readout_unplug_and_replug(shng: SmartHome, tmp_path: Path) -> None:
@@ -711,6 +775,12 @@ def test_bad_configuration_is_not_loaded(shng: SmartHome, caplog) -> None:
                                      "key": "0x1234"}) is None
     assert "key has 2 bytes" in caplog.text
     assert "1234" not in caplog.text
+
+
+@pytest.mark.parametrize("option, bad", [("querycode", "??"), ("device_address", "12!34")])
+def test_bad_sign_on_options_stop_the_start(shng: SmartHome, caplog, option: str, bad: str) -> None:
+    assert shng.load_plugin("dlms", {"plugin_name": "dlms", "serialport": "/dev/x", option: bad}) is None
+    assert "cannot go into a sign-on" in caplog.text or "must be one character" in caplog.text
 
 
 def test_bad_item_attribute_is_reported(shng: SmartHome, caplog) -> None:

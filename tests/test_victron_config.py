@@ -180,3 +180,21 @@ def test_check_config_cli(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "dlms_protocol", "victron", "--config", bad, "--check-config"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "parity" in res.stderr
+
+
+def test_install_from_legacy_config_keeps_the_keys_private(tmp_path: Path) -> None:
+    """install.sh --from copies dbus-dlms-meter's config.py (with the keys): only root may read it,
+    and nothing install.sh prints shows a key."""
+    legacy = Path(write(tmp_path, "config.py", LEGACY.format(ak=AKEY, ek=KEY, tid="")))
+    legacy.chmod(0o644)
+    dest = tmp_path / "data" / "dbus-dlms-meter"
+    env = {"PATH": "/usr/bin:/bin", "DLMS_METER_DIR": str(dest), "DLMS_METER_SERVICE_ROOT": str(tmp_path / "service"),
+           "DLMS_METER_RC_LOCAL": str(tmp_path / "data" / "rc.local"), "DLMS_METER_UDEV_DIR": str(tmp_path / "udev"),
+           "DLMS_METER_PYTHON": sys.executable}
+    res = subprocess.run(["sh", str(ROOT / "venus" / "install.sh"), "--from", str(legacy)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (dest / "config.py").read_text() == legacy.read_text()
+    assert (dest / "config.py").stat().st_mode & 0o077 == 0
+    for key in (KEY, AKEY):
+        assert key not in res.stdout + res.stderr and key.lower() not in res.stdout + res.stderr

@@ -174,6 +174,19 @@ def test_totals_only_meter_total_on_l1_modes() -> None:
         Mapper(options={"total_power_on_l1": "maybe"})
 
 
+def test_total_on_l1_of_a_three_phase_meter_signs_no_current() -> None:
+    # L1 may import while the house exports in total: the total's sign is not L1's, and
+    # total / (U1 * I1) is no power factor of L1
+    m = Mapper(options={"total_power_on_l1": "yes"}).map(frame(
+        R("1-0:1.7.0.255", 0, "W"), R("1-0:2.7.0.255", 900, "W"),
+        R("1-0:31.7.0.255", "4.0", "A"), R("1-0:51.7.0.255", "1.0", "A"), R("1-0:71.7.0.255", "0.5", "A"),
+        R("1-0:32.7.0.255", 230, "V"), R("1-0:52.7.0.255", 230, "V"), R("1-0:72.7.0.255", 230, "V")))
+    v = m.values
+    assert v["/Ac/L1/Power"] == -900.0 and m.total_on_l1  # what the option asks for
+    for path in ("/Ac/L1/Current", "/Ac/L2/Current", "/Ac/L3/Current", "/Ac/L1/PowerFactor", "/Ac/Current"):
+        assert path not in v, path
+
+
 def test_totals_derived_from_complete_phase_sets() -> None:
     v = Mapper().map(frame(R("36.7.0", 100, "W"), R("56.7.0", -50, "W"), R("76.7.0", 25, "W"),
                            R("21.8.0", 1, "kWh"), R("41.8.0", 2, "kWh"), R("61.8.0", 3, "kWh"),

@@ -85,6 +85,7 @@ if [ -n "$FROM" ]; then
         say "note: $DEST/dlms-meter.ini exists and wins over config.py; remove it to use $FROM"
     fi
     cp "$FROM" "$DEST/config.py"
+    chmod 600 "$DEST/config.py"   # it holds the keys
     say "using dbus-dlms-meter settings from $FROM (copied to $DEST/config.py)"
 elif [ ! -f "$DEST/dlms-meter.ini" ] && [ ! -f "$DEST/config.py" ]; then
     cp "$SRC/venus/dlms-meter.ini.example" "$DEST/dlms-meter.ini"

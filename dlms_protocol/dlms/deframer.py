@@ -287,9 +287,13 @@ class Deframer:
             return _ACCEPT, end
         self._flush_noise(out)
         owner = ("hdlc", (header.dst, header.src))
+        info = frame.info
         if self._parts and self._owner != owner:
             self._drop_partial(out, "a frame from another address arrived before the last segment")
-        info = frame.info
+        elif self._parts and len(info) > 3 and info[:3] in hdlc.LLC_HEADERS and info[3] in PUSH_TAGS:
+            # the last segment was lost: this frame opens the next message, it does not continue
+            # the old one (joining them would lose the next message too)
+            self._drop_partial(out, "a new message began before the last segment of the previous one")
         if not self._parts and not _starts_with_llc(info) and (
                 header.segmented or self._orphan or not info or info[0] not in PUSH_TAGS):
             # no LLC: the rest of a message whose first frame was lost (or dropped)

@@ -16,8 +16,9 @@ docs/iec62056-21.md; the choices that matter in the field:
   follows the meter's offer; a number is a ceiling (300 keeps the whole readout at 300 Bd).
   Mode E (HDLC offered) is read as mode C. **Mode B** switches without an ACK, **mode A** stays.
 * **End of the data message**: ``ETX`` and exactly one BCC byte (the BCC may be any byte,
-  even STX or ETX), then stop at once — no waiting for a time-out. Frames without ETX end at
-  ``!`` CR LF after a grace of a few character times.
+  even STX or ETX), then stop at once — no waiting for a time-out. Frames without STX (and,
+  with ``use_checksum`` off, also framed ones without ETX) end at ``!`` CR LF after a grace of a
+  few character times; with ``use_checksum`` a message that began with STX must end in ETX + BCC.
 * **Time-outs**: ``identification_timeout`` after the sign-on is on the wire, then the
   per-character time-out ``timeout`` (ta) between bytes, never one time-out for a whole message
   (a 9.5 kB readout at 300 Bd takes five minutes).
@@ -149,6 +150,21 @@ def acknowledgement(rate: int, protocol: str = "0", mode: str = "0") -> bytes:
     return b"\x06" + protocol.encode() + RATE_TO_BAUD_CHAR_C[rate].encode() + mode.encode() + b"\r\n"
 
 
+def check_request_options(config: ReadoutConfig) -> None:
+    """Raise ConfigurationError for a query code or device address that cannot go into a sign-on.
+
+    Called when a reader is created, so a typo stops the start-up with one clear error instead
+    of failing every cycle.
+    """
+    if not isinstance(config.query_code, str) or len(config.query_code) != 1 \
+            or not _REQUEST_CHARS.fullmatch(config.query_code):
+        raise ConfigurationError(f"query code {config.query_code!r} must be one character",
+                                 "use ? (standard) or e.g. 2 for /2! (Elster AS1440)")
+    if not isinstance(config.device_address, str) or not _REQUEST_CHARS.fullmatch(config.device_address):
+        raise ConfigurationError(f"device address {config.device_address!r} cannot go into a sign-on",
+                                 "use up to 32 printable ASCII characters without / and !, or leave it empty")
+
+
 # ------------------------------------------------------------------------- dialogue
 class D0Dialogue:
     """The readout dialogue for one ``ReadoutConfig``. Usage (what a driver does)::
@@ -167,13 +183,7 @@ class D0Dialogue:
 
     def __init__(self, config: ReadoutConfig, *, time_scale: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if not isinstance(config.query_code, str) or len(config.query_code) != 1 \
-                or not _REQUEST_CHARS.fullmatch(config.query_code):
-            raise ConfigurationError(f"query code {config.query_code!r} must be one character",
-                                     "use ? (standard) or e.g. 2 for /2! (Elster AS1440)")
-        if not isinstance(config.device_address, str) or not _REQUEST_CHARS.fullmatch(config.device_address):
-            raise ConfigurationError(f"device address {config.device_address!r} cannot go into a sign-on",
-                                     "use up to 32 printable ASCII characters without / and !, or leave it empty")
+        check_request_options(config)
         self.config = config
         self.time_scale = time_scale
         self.clock = clock
@@ -307,7 +317,8 @@ class D0Dialogue:
         self.timings["switch"] = max(0.0, t_first - t_ident)
         self.timings["data"] = t_end - t_first
         raw = line + message
-        readout = parse_readout(raw, use_checksum=cfg.use_checksum and has_bcc)
+        # use_checksum also covers a DSMR CRC16 after '!' (frames without ETX/BCC)
+        readout = parse_readout(raw, use_checksum=cfg.use_checksum)
         if cfg.use_checksum and not has_bcc:
             log.debug("data message without BCC from %s: nothing to check", ident.raw)
         return readout, len(raw)
@@ -404,6 +415,7 @@ class D0Dialogue:
             t_first = t_chunk
         grace = min(cfg.timeout, END_GRACE_CHARS * self._char_time(self.rate) + END_GRACE_JITTER)
         etx_at = -1        # an ETX that ends the message; the next byte is the BCC
+        must_check = False  # STX came and use_checksum is on: only ETX + BCC may end the message
         while True:
             n = len(buf)
             if etx_at >= 0 and etx_at + 1 < n:
@@ -413,12 +425,15 @@ class D0Dialogue:
                 if end_at >= 0:
                     # after '!' CR LF only an ETX (and then the BCC) still belongs to the message
                     if b != ETX:
+                        if must_check:
+                            raise self._no_etx()
                         return self._cut(buf, stx_at, end_at), False, t_first or self.clock()
                     etx_at = scan
                 elif b == STX and stx_at < 0:
                     stx_at = scan
                     in_paren = False
                     t_first = t_chunk
+                    must_check = cfg.use_checksum
                 elif b == ETX and stx_at >= 0:
                     etx_at = scan
                 elif bang_at >= 0:
@@ -448,8 +463,10 @@ class D0Dialogue:
                     raise NoResponseError(f"no BCC after ETX within {cfg.timeout:g} s",
                                           "the message was cut off: check the IR head's position and try again")
             elif end_at >= 0 and scan >= end_at:
-                chunk = yield Receive(grace, "end of message")
+                chunk = yield Receive(cfg.timeout if must_check else grace, "end of message")
                 if not chunk:
+                    if must_check:
+                        raise self._no_etx()
                     return self._cut(buf, stx_at, end_at), False, t_first or self.clock()
             else:
                 if len(buf) > MAX_MESSAGE:
@@ -473,6 +490,13 @@ class D0Dialogue:
             lf = message.find(b"\n")
             message = message[lf + 1:] if lf >= 0 else b""
         return message.lstrip(b"\x00\x7f\xff")
+
+    def _no_etx(self) -> FramingError:
+        return FramingError(
+            "the data message started with STX, but no ETX and BCC followed its end ('!'), "
+            "so it cannot be checked (the end was damaged on the line)",
+            "check the IR head's position and try again; only for a meter that never sends a BCC "
+            "set use_checksum off")
 
     def _no_data(self, buf: bytearray, stx_at: int) -> NoResponseError:
         cfg = self.config
@@ -518,8 +542,7 @@ class D0Dialogue:
             seen += len(chunk)
             self.data_bytes = seen
             for telegram in splitter.feed(chunk):
-                has_bcc = len(telegram) >= 2 and telegram[-2] & 0x7F == ETX
-                readout = parse_readout(telegram, use_checksum=cfg.use_checksum and has_bcc)
+                readout = parse_readout(telegram, use_checksum=cfg.use_checksum)  # BCC or DSMR CRC16
                 self.timings["data"] = self.clock() - t_start
                 return readout, len(telegram)
 

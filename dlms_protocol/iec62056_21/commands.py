@@ -20,6 +20,9 @@ from .datablock import Readout, parse_readout, to_number
 
 #: a readout shown on a terminal is cut to this width per column
 _VALUE_WIDTH = 28
+#: value group C of abstract objects (identifiers, clock, status, errors, profiles): digits, but no
+#: quantity, so their items are str (a num item would drop the leading zeros of a serial number)
+_ABSTRACT = (0, 96, 97, 98, 99)
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -141,7 +144,7 @@ def items_yaml(readout: Readout, parent: str = "meter") -> str:
         used[base] = used.get(base, 0) + 1
         name = base if used[base] == 1 else f"{base}_{used[base]}"
         first = ds.values[0] if ds.values else None
-        numeric = first is not None and to_number(first.value) is not None
+        numeric = first is not None and to_number(first.value) is not None and ds.obis.c not in _ABSTRACT
         sample = (first.value.strip() + (f" {first.unit}" if first.unit else "")) if first is not None else ""
         lines.append(f"    {name}:")
         if meaning:

@@ -21,7 +21,7 @@ from ..config import FORMATS, ReadoutConfig
 from ..errors import DlmsError, TransportError
 from ..model import MeterData, Statistics
 from ..transport import Transport
-from .client import (D0Dialogue, DialogueResult, Done, Drain, Quiet, Receive, ResetInput, Send,
+from .client import (D0Dialogue, DialogueResult, check_request_options, Done, Drain, Quiet, Receive, ResetInput, Send,
                      SetBaudrate, Wait)
 from .datablock import Readout
 
@@ -38,6 +38,7 @@ class D0Reader:
 
     def __init__(self, config: ReadoutConfig, stats: Optional[Statistics] = None,
                  progress: Optional[Callable[[int], None]] = None, *, time_scale: float = 1.0) -> None:
+        check_request_options(config)  # a bad query code or address stops the start, not every read
         self.config = config
         self.stats = stats if stats is not None else Statistics()
         self.progress = progress

@@ -6,11 +6,21 @@ Mapping happens in the caller's thread; the loop only applies the result and sen
 ``ItemsChanged``. The bus is connected lazily and reconnected by itself.
 
 Staleness (victron-dbus.md §10.4, user pains #13/#18): values are held while frames keep
-coming. An instantaneous path (power, voltage, current, ...) goes invalid when its own source
-was not refreshed within the time-out; when no verified frame at all arrived within it,
-``/Connected`` becomes 0 and every measurement is invalidated (an empty value, never 0 W).
-The next frame restores everything. The time-out is ``timeout`` but at least three times the
-meter's observed interval, so a meter pushing every 10 s does not blink.
+coming. When no verified frame at all arrived within the time-out (``timeout``, but at least
+three times the meter's median frame interval), ``/Connected`` becomes 0 and every measurement
+is invalidated (an empty value, never 0 W); the next frame restores everything. Each
+instantaneous path (power, voltage, current, ...) also has its own time-out: that one, but at
+least three times the path's own observed update interval, so a meter that pushes power every
+2 s and voltages every 10 s does not blink its voltages; a path seen only once is held twice
+the time-out. An interval is learnt only while the value is still valid, so an outage never
+teaches a long time-out and a value that stops coming never freezes.
+
+Service name (user-visible, README "What Venus sees"): the suffix must not depend on which of a
+meter's lists came first after a restart, because localsettings keeps the VRM instance and
+custom name under it. ``device_suffix`` always wins; otherwise the service opens as soon as a
+frame carried the meter serial, or after ``identity_wait`` seconds (from the first frame) with
+the meter id (system title) or the port. A readout carries the whole data set, so its first
+frame settles the name. If a serial shows up after that, the service moves to it once.
 """
 from __future__ import annotations
 
@@ -21,11 +31,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Optional
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..errors import ConfigurationError, DlmsError
 from ..model import MeterData, Statistics
 from .mapping import Mapped, Mapper
+from .naming import RANK_SERIAL, pick_suffix
 
 LOG = logging.getLogger(__name__)
 
@@ -42,8 +53,10 @@ class BridgeSettings:
     ``unix:path=/run/dbus/system_bus_socket`` or ``tcp:host=venus.local,port=78``.
     ``role``/``custom_name``/``device_instance`` are first-start defaults: once localsettings
     holds a record, the GUI's choice wins. ``device_suffix``: the stable last element of the
-    service name (default ``dlms_<meter serial>``, else ``dlms_<port>``). ``timeout``: seconds
-    without a verified frame before the meter counts as disconnected. ``refresh_time_ms``: the
+    service name (default ``dlms_<meter serial>``, else ``dlms_<meter id>``, else
+    ``dlms_<port>``). ``identity_wait``: seconds after the first frame to wait for one with
+    the meter serial before falling back (meters that send it only in a 10 s list).
+    ``timeout``: seconds without a verified frame before the meter counts as disconnected. ``refresh_time_ms``: the
     meter's update period for ``/RefreshTime`` (default: measured). ``mapping_file``: JSON that
     overrides the built-in mapping; ``mapping_options`` overrides its options (e.g.
     ``{"total_power_on_l1": "yes"}``). ``port``/``connection``: the meter port (suffix fallback)
@@ -62,6 +75,7 @@ class BridgeSettings:
     connection: str = ""
     device_instance: int = 40
     mapping_options: Dict[str, Any] = field(default_factory=dict)
+    identity_wait: float = 30.0
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -72,6 +86,13 @@ class BridgeSettings:
             raise ConfigurationError(f"timeout {self.timeout!r} is no number", "write seconds, e.g. 10") from None
         if not self.timeout > 0:
             raise ConfigurationError(f"timeout {self.timeout} must be positive", "write seconds, e.g. 10")
+        try:
+            self.identity_wait = float(self.identity_wait)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"identity_wait {self.identity_wait!r} is no number",
+                                     "write seconds, e.g. 30") from None
+        if not 0 <= self.identity_wait <= 3600:
+            raise ConfigurationError(f"identity_wait {self.identity_wait} out of range", "use 0..3600 s (30 is usual)")
         if self.refresh_time_ms is not None:
             self.refresh_time_ms = int(self.refresh_time_ms)
         if not 0 <= int(self.device_instance) <= 999:
@@ -94,12 +115,18 @@ class _Core:
         self.connected = False
         self.control_ready = False
         self.last_frame: Optional[float] = None
-        self.times: Dict[str, float] = {}  # instantaneous path -> monotonic time of its last value
+        self.times: Dict[str, float] = {}  # valid instantaneous path -> monotonic time of its last value
+        self.path_intervals: Dict[str, Deque[float]] = {}  # path -> its own observed update intervals
         self.intervals: Deque[float] = deque(maxlen=9)
         self.frames = 0
         self.frames_before_open = 0
+        self.first_frame: Optional[float] = None
+        self.complete_frames = False  # readouts: every frame carries the whole data set
         self.timer: Optional[asyncio.TimerHandle] = None
+        self.identity_timer: Optional[asyncio.TimerHandle] = None
         self.opening: Optional["asyncio.Task[None]"] = None
+        self.renaming: Optional["asyncio.Task[None]"] = None
+        self.rename_retry_at = 0.0
         self.retry_at = 0.0
         self.stopping = False
         self.registered_event = asyncio.Event()
@@ -127,7 +154,7 @@ class _Core:
             delay = 1.0
             self.control_ready = True
             if self.service.opened:
-                await self._guarded(self.service.register())
+                await self._guarded(self.service.reopen())
             else:
                 self._maybe_open()
             try:
@@ -159,9 +186,55 @@ class _Core:
             return
         if "/Ac/Power" not in svc.values and self.frames_before_open < 2:
             return  # wait for the frame with power (two-telegram meters send energy separately)
-        if time.monotonic() < self.retry_at:
+        now = time.monotonic()
+        if not self._identity_settled(now):
+            self._wake_for_identity(now)
+            return
+        if now < self.retry_at:
             return
         self.opening = self.loop.create_task(self._open())
+
+    # -------------------------------------------------------------- identity
+    def _identity(self) -> Tuple[str, int]:
+        return pick_suffix(self.cfg.device_suffix, self.service.values.get("/Serial"), self._meter_id, self.cfg.port)
+
+    def _identity_settled(self, now: float) -> bool:
+        """True when waiting longer cannot give a better service name (see the module docstring)."""
+        if self._identity()[1] >= RANK_SERIAL or self.complete_frames:
+            return True
+        return self.first_frame is not None and now - self.first_frame >= self.cfg.identity_wait
+
+    def _wake_for_identity(self, now: float) -> None:
+        """Open at the end of the identity wait even if no frame comes then (slow push meters)."""
+        if self.identity_timer is not None or self.first_frame is None:
+            return
+        delay = max(0.0, self.first_frame + self.cfg.identity_wait - now) + 0.01
+        self.identity_timer = self.loop.call_later(delay, self._identity_wait_over)
+
+    def _identity_wait_over(self) -> None:
+        self.identity_timer = None
+        if self.stopping or self.service.opened:
+            return
+        if self._identity()[1] < RANK_SERIAL:
+            LOG.info("victron: no frame with the meter serial within %.0f s; using %s", self.cfg.identity_wait,
+                     self._identity()[0])
+        self._maybe_open()
+
+    def _maybe_rename(self) -> None:
+        svc = self.service
+        if not svc.opened or self.opening is not None or self.renaming is not None or not self.control_ready:
+            return
+        if self._identity()[1] <= svc.rank or time.monotonic() < self.rename_retry_at:
+            return
+        self.renaming = self.loop.create_task(self._rename())
+
+    async def _rename(self) -> None:
+        svc = self.service
+        try:
+            if not await self._guarded(svc.rename(svc.values.get("/Serial"), self._meter_id)):
+                self.rename_retry_at = time.monotonic() + 30.0
+        finally:
+            self.renaming = None
 
     async def _open(self) -> None:
         svc = self.service
@@ -175,7 +248,7 @@ class _Core:
             self.opening = None
 
     # ---------------------------------------------------------------- frames
-    def on_frame(self, mapped: Mapped, meter_id: Optional[str], t: float) -> None:
+    def on_frame(self, mapped: Mapped, meter_id: Optional[str], t: float, kind: str = "push") -> None:
         if self.stopping:
             return
         if self.last_frame is not None:
@@ -183,6 +256,10 @@ class _Core:
             if 0.0 < iv < 3600.0:
                 self.intervals.append(iv)
         self.last_frame = t
+        if self.first_frame is None:
+            self.first_frame = t
+        if kind == "readout":
+            self.complete_frames = True
         self.frames += 1
         if meter_id and not self._meter_id:
             self._meter_id = meter_id
@@ -191,6 +268,9 @@ class _Core:
         for path in changes:
             spec = self.mapper.spec(path)
             if spec is not None and not spec.counter:
+                prev = self.times.get(path)  # only while the value is still valid: outages teach nothing
+                if prev is not None and t > prev:
+                    self.path_intervals.setdefault(path, deque(maxlen=5)).append(t - prev)
                 self.times[path] = t
         if not self.connected:
             if svc.opened:
@@ -207,6 +287,8 @@ class _Core:
         if not svc.opened:
             self.frames_before_open += 1
             self._maybe_open()
+        else:
+            self._maybe_rename()
         if self.timer is None:
             self._schedule(t)
 
@@ -219,19 +301,30 @@ class _Core:
         return int(round(ms, -2 if ms >= 1000 else -1)) or 10
 
     def effective_timeout(self) -> float:
+        """The meter's time-out (/Connected): ``timeout``, at least three median frame intervals."""
         if len(self.intervals) >= 3:
             return max(self.cfg.timeout, 3.0 * _stats.median(self.intervals))
         return self.cfg.timeout
 
+    def path_timeout(self, path: str, eff: Optional[float] = None) -> float:
+        """One path's time-out: the meter's, but at least three of the path's own update intervals;
+        twice the meter's while the path was seen only once (its list may be the slow one)."""
+        if eff is None:
+            eff = self.effective_timeout()
+        ivs = self.path_intervals.get(path)
+        if not ivs:
+            return 2.0 * eff
+        return max(eff, 3.0 * _stats.median(ivs))
+
     # ------------------------------------------------------------- staleness
     def _schedule(self, now: float) -> None:
-        eff = self.effective_timeout()
-        oldest = min(self.times.values()) if self.times else self.last_frame
-        if oldest is None:
+        if self.last_frame is None:
             return
-        if self.last_frame is not None:
-            oldest = min(oldest, self.last_frame)
-        delay = max(0.05, oldest + eff - now + 0.01)
+        eff = self.effective_timeout()
+        due = self.last_frame + eff
+        for path, t in self.times.items():
+            due = min(due, t + self.path_timeout(path, eff))
+        delay = max(0.05, due - now + 0.01)
         self.timer = self.loop.call_later(delay, self._check)
 
     def _check(self) -> None:
@@ -254,22 +347,25 @@ class _Core:
                             now - self.last_frame)
             self.times.clear()
             return  # nothing can go stale any more: no timer while the meter is silent
-        stale = [p for p, t in self.times.items() if now - t >= eff]
+        stale: List[str] = [p for p, t in self.times.items() if now - t >= self.path_timeout(p, eff)]
         if stale:
             for p in stale:
                 del self.times[p]
             svc.update({p: None for p in stale})
-            LOG.info("victron: %s not refreshed for %.1f s: invalidated", ", ".join(stale), eff)
+            LOG.info("victron: %s not refreshed within %.1f s: invalidated", ", ".join(stale),
+                     min(self.path_timeout(p, eff) for p in stale))
         self._schedule(now)
 
     # ------------------------------------------------------------------- end
     async def shutdown(self) -> None:
         self.stopping = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.opening is not None:
-            self.opening.cancel()
+        for timer in (self.timer, self.identity_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.identity_timer = None
+        for task in (self.opening, self.renaming):
+            if task is not None:
+                task.cancel()
         await self.service.close()
 
 
@@ -358,7 +454,7 @@ class VictronBridge:
             return
         meter_id = data.meter_id
         try:
-            loop.call_soon_threadsafe(core.on_frame, mapped, meter_id, time.monotonic())
+            loop.call_soon_threadsafe(core.on_frame, mapped, meter_id, time.monotonic(), data.kind)
         except RuntimeError:  # loop closed during stop()
             pass
 
@@ -387,6 +483,7 @@ class VictronBridge:
                 "meter_connected": core.connected,
                 "frames": core.frames,
                 "timeout": core.effective_timeout(),
+                "path_timeouts": {p: round(core.path_timeout(p), 1) for p in core.times},
             })
             return out
 

@@ -280,12 +280,14 @@ class Mapper:
         out = Mapped()
         phases = {ph for ph in (_phase_of(p) for p in list(values) + list(texts)) if ph}
         self._derive(values, phases, out)
+        # a multi-phase meter's total on L1 is not L1's power: no sign or power factor from it
+        guessed = {"/Ac/L1/Power"} if out.total_on_l1 and any(ph > 1 for ph in phases) else set()
 
         # signed currents: |I| with the sign of the phase's net power
         for path, power_path in sign_from.items():
             if path not in values:
                 continue
-            power = values.get(power_path)
+            power = values.get(power_path) if power_path not in guessed else None
             if power is None:
                 del values[path]
                 self._warn_once((path, "sign"), "victron: %s has no sign source (%s is unknown), so it "
@@ -293,7 +295,7 @@ class Mapper:
                 continue
             mag = abs(values[path])
             values[path] = -mag if power < 0 else mag
-        self._derive_after_currents(values, phases)
+        self._derive_after_currents(values, phases, guessed)
 
         for path, v in values.items():
             f = float(v)
@@ -341,7 +343,7 @@ class Mapper:
             if got is not None:
                 values["/Ac/Voltage"] = sum(got, Decimal(0)) / len(got)
 
-    def _derive_after_currents(self, values: Dict[str, Decimal], phases: Set[int]) -> None:
+    def _derive_after_currents(self, values: Dict[str, Decimal], phases: Set[int], guessed: Set[str]) -> None:
         top = max(phases) if phases else 0
         full = range(1, top + 1)
         currents = [values.get(f"/Ac/L{ph}/Current") for ph in full]
@@ -351,7 +353,7 @@ class Mapper:
         complete = bool(top)
         limit = 1 + self.pf_tolerance
         for ph in full:
-            p = values.get(f"/Ac/L{ph}/Power")
+            p = values.get(f"/Ac/L{ph}/Power") if f"/Ac/L{ph}/Power" not in guessed else None
             u = values.get(f"/Ac/L{ph}/Voltage")
             i = values.get(f"/Ac/L{ph}/Current")
             if u is None or i is None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 
 from .. import __version__
@@ -27,6 +26,8 @@ from ..errors import TransportError
 from ..model import Statistics
 from .busitem import BusItemService
 from .mapping import Mapper
+from .naming import (RANK_EXPLICIT, RANK_FALLBACK, RANK_METER_ID, RANK_SERIAL, clean_suffix,  # noqa: F401
+                     derive_suffix, pick_suffix)
 from .settings import SettingsClient, SettingsError, parse_class_instance
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,35 +40,6 @@ POSITION_ROLES = frozenset(("pvinverter", "acload", "evcharger", "heatpump"))
 PRODUCT_ID = 0xFFFF  # "generic"; never a Victron product's ID (victron-dbus.md §7)
 DEFAULT_INSTANCE = 40
 PROCESS_NAME = "dlms_protocol"
-
-_NAME_BAD = re.compile(r"[^A-Za-z0-9_]")
-
-
-def clean_suffix(text: str) -> str:
-    """Make text usable both as a bus-name element and as a settings path element."""
-    out = _NAME_BAD.sub("_", text.strip()).strip("_")
-    if not out:
-        return ""
-    return out if not out[0].isdigit() else "_" + out
-
-
-def derive_suffix(explicit: Optional[str], serial: Optional[str], meter_id: Optional[str], port: str) -> str:
-    """The stable part of the service name: explicit > meter serial > meter id > port > fixed."""
-    if explicit:
-        cleaned = clean_suffix(explicit)
-        if cleaned:
-            return cleaned
-    for candidate in (serial, meter_id):
-        if candidate:
-            cleaned = clean_suffix(candidate)
-            if cleaned:
-                return "dlms_" + cleaned.lstrip("_")
-    if port:
-        base = port.rstrip("/").rsplit("/", 1)[-1]
-        cleaned = clean_suffix(base)
-        if cleaned:
-            return "dlms_" + cleaned.lstrip("_")
-    return "dlms_meter"
 
 
 def resolve_bus(spec: str) -> str:
@@ -117,6 +89,7 @@ class MeterService:
         self.custom_name = cfg.custom_name or ""
         self.position = 0
         self.serial: Optional[str] = None
+        self.rank = RANK_FALLBACK  # how sure the suffix is (pick_suffix)
         self.opened = False
         self.registrations = 0
         self._lock = asyncio.Lock()
@@ -164,10 +137,35 @@ class MeterService:
     async def open(self, serial: Optional[str], meter_id: Optional[str]) -> None:
         """First registration: pick the suffix, read the settings, claim the name."""
         self.serial = serial or meter_id
-        self.suffix = derive_suffix(self.cfg.device_suffix, serial, meter_id, self.cfg.port)
+        self.suffix, self.rank = pick_suffix(self.cfg.device_suffix, serial, meter_id, self.cfg.port)
         await self._load_settings()
         await self.register()
         self.opened = True
+
+    async def rename(self, serial: Optional[str], meter_id: Optional[str]) -> bool:
+        """Move to a better-ranked suffix (the meter sent its serial only after the identity
+        wait): its own settings record, then the new name; the old name leaves the bus. Only
+        upwards, so two meters on one line cannot make the name flap. True when it moved."""
+        suffix, rank = pick_suffix(self.cfg.device_suffix, serial, meter_id, self.cfg.port)
+        if rank <= self.rank or suffix == self.suffix:
+            return False
+        LOG.warning("victron: the meter identified itself late; moving %s -> %s (VRM instance and custom "
+                    "name now live under %s; set device_suffix to pin the name)", self.suffix, suffix, suffix)
+        if self.settings is not None:
+            for leaf in ("ClassAndVrmInstance", "CustomName", "Position"):
+                self.settings.unwatch(self._spath(leaf))
+        self.serial = serial or meter_id
+        self.suffix, self.rank = suffix, rank
+        await self._load_settings()
+        await self.register()
+        return True
+
+    async def reopen(self) -> None:
+        """After the bus came back (dbus-daemon restart): a new control connection has no
+        watches and localsettings may have been back before us (no NameOwnerChanged then), so
+        read and watch our records again before registering."""
+        await self._load_settings()
+        await self.register()
 
     async def _load_settings(self) -> bool:
         """Create/read our records in localsettings; False when it is not there."""
@@ -177,7 +175,7 @@ class MeterService:
         try:
             got = await self.settings.add_settings([
                 (self._spath("ClassAndVrmInstance"), lo_inst, None, None),
-                (self._spath("CustomName"), self.cfg.custom_name or "", None, None),
+                (self._spath("CustomName"), self.custom_name or "", None, None),
                 (self._spath("Position"), 0, 0, 2),
             ])
         except SettingsError as exc:
@@ -414,5 +412,6 @@ def allowed_roles() -> List[str]:
     return list(ALLOWED_ROLES)
 
 
-__all__ = ["MeterService", "ALLOWED_ROLES", "PRODUCT_ID", "derive_suffix", "clean_suffix", "resolve_bus",
+__all__ = ["MeterService", "ALLOWED_ROLES", "PRODUCT_ID", "derive_suffix", "pick_suffix", "clean_suffix", "resolve_bus",
+           "RANK_FALLBACK", "RANK_METER_ID", "RANK_SERIAL", "RANK_EXPLICIT",
            "open_bus", "allowed_roles"]

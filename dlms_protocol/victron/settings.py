@@ -100,6 +100,9 @@ class SettingsClient:
     def watch(self, path: str, callback: OnChange) -> None:
         self._watches[path] = callback
 
+    def unwatch(self, path: str) -> None:
+        self._watches.pop(path, None)
+
     def on_presence(self, callback: OnPresence) -> None:
         self._presence.append(callback)
 
