@@ -596,7 +596,7 @@ class DLMS(SmartPlugin):
         caller = self.get_fullname()
         for path, (item, binding) in list(self._obis_items.items()):
             try:
-                reading = binding.select(data)
+                reading = binding.select_or_derive(data)
                 if reading is None:
                     raise ps.ValueProblem(f"code {binding.text} is not in the data of this meter: "
                                           "see the list of discovered codes in the web interface or the debug log")

@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .dlms_protocol.model import MeterData, Reading
+from .dlms_protocol.derive import derive
 from .dlms_protocol.obis import Obis, describe
 
 #: value conversions of the dlms 1.9.5 list form ``[code, index, Value|Unit, conversion]``
@@ -123,6 +124,13 @@ class ObisBinding:
                     Obis(None, None, code.c, code.d, code.e, code.f).matches(sent):
                 return reading
         return None
+
+    def select_or_derive(self, data: MeterData) -> Optional[Reading]:
+        """select(), else a register that follows exactly from sent ones (net power = import - export)."""
+        reading = self.select(data)
+        if reading is None and self.obis is not None and not self.legacy:
+            reading = derive(data, self.obis)
+        return reading
 
 
 def parse_obis_attribute(value: Any, unit: Any = None, scale: Any = None) -> ObisBinding:

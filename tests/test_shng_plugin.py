@@ -406,6 +406,7 @@ E350_ITEMS = {
         "energy_billing": {"type": "num", "dlms_obis_code": "1.8.0*27"},
         "voltage": {"type": "num", "dlms_obis_code": "32.7.0"},
         "power_w": {"type": "num", "dlms_obis_code": "1.7.0", "dlms_unit": "W"},
+        "net_power_w": {"type": "num", "dlms_obis_code": "16.7.0", "dlms_unit": "W"},  # not sent: derived
         "ct_power": {"type": "num", "dlms_obis_code": "1.7.0", "dlms_scale": 40},
         "serial": {"type": "str", "dlms_obis_code": "0.0.0"},
         "legacy_num": {"type": "num", "dlms_obis_code": ["1.8.1", 0, "Value", "num"]},
@@ -439,6 +440,7 @@ def test_readout_fills_every_form(shng: SmartHome, d0_meter: SimulatedMeter) -> 
     assert value(shng, "meter.energy_billing") == 11981.204        # 1.8.0*27(011981.204*kWh)
     assert value(shng, "meter.voltage") == 231.4
     assert value(shng, "meter.power_w") == 845                      # 1.7.0(00.845*kW)
+    assert value(shng, "meter.net_power_w") == 845                  # 1.7.0(00.845*kW) - 2.7.0(00.000*kW)
     assert value(shng, "meter.ct_power") == pytest.approx(0.845 * 40)
     assert value(shng, "meter.serial") == "41827635"
     assert value(shng, "meter.legacy_num") == 8123.456              # 1.8.1(008123.456*kWh)

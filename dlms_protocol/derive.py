@@ -1,0 +1,55 @@
+"""Registers a meter does not send but that follow exactly from ones it does (net power).
+
+Many meters send import and export power (1.7.0, 2.7.0) but not the signed net power
+(16.7.0) that visualisations and logics want. The rules are data (``data/derived.json``); a
+value is derived only when both parts arrived in the same verified snapshot with power units
+we can convert, so a missing part never turns into an assumed 0.
+"""
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from .model import MeterData, Reading
+from .obis import Obis
+
+
+@lru_cache(maxsize=1)
+def _rules() -> Tuple[Dict[str, Decimal], List[Tuple[Obis, Obis, Obis]]]:
+    table = json.loads((Path(__file__).with_name("data") / "derived.json").read_text(encoding="utf-8"))
+    units = {k: Decimal(v) for k, v in table["power_units"].items()}
+    rules = [(Obis.parse(r["obis"]), Obis.parse(r["plus"]), Obis.parse(r["minus"])) for r in table["rules"]]
+    return units, rules
+
+
+def derive(data: MeterData, wanted: Obis) -> Optional[Reading]:
+    """A reading for ``wanted`` computed from others in ``data``, or None when no rule applies."""
+    units, rules = _rules()
+    for code, plus_code, minus_code in rules:
+        if (wanted.c, wanted.d, wanted.e) != (code.c, code.d, code.e) or wanted.f not in (None, 255):
+            continue
+        plus, minus = data.get(_like(plus_code, wanted)), data.get(_like(minus_code, wanted))
+        if plus is None or minus is None:
+            return None
+        p, m = plus.numeric(), minus.numeric()
+        if p is None or m is None or plus.unit not in units or minus.unit not in units:
+            return None
+        net = p * units[plus.unit] - m * units[minus.unit]
+        unit = plus.unit
+        value = net / units[unit]
+        a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
+        obis = Obis(a, b, code.c, code.d, code.e, None)
+        return Reading(code=str(obis), obis=obis, value=value, unit=unit, raw=None, index=-1,
+                       timestamp=plus.timestamp)
+    return None
+
+
+def _like(part: Obis, wanted: Obis) -> Obis:
+    """The part's code with the A-B the user asked for (so 1-1:16.7.0 uses 1-1:1.7.0)."""
+    return Obis(wanted.a, wanted.b, part.c, part.d, part.e, None)
+
+
+__all__ = ["derive"]
