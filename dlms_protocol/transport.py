@@ -14,9 +14,25 @@ Why the extra machinery around pyserial:
   the bytes in its FIFO, long before they are on the wire at 300 Bd. ``drain()`` also waits for
   the time the written characters need at the current baud rate, which the port estimates from
   what it wrote (``time_scale`` divides that time for simulated meters that run faster than real).
-* **close() from another thread ends a running read quickly.** Reads wait in slices of at most
-  ``SLICE`` seconds and pyserial's ``cancel_read`` is used where it exists, so a plugin's stop()
-  never hangs behind a 1.5 s character time-out.
+* **close() from another thread returns at once.** Reads wait in slices of at most ``SLICE``
+  seconds and pyserial's ``cancel_read`` is used where it exists, so a plugin's stop() never
+  hangs behind a 1.5 s character time-out. An I/O call that cannot be interrupted (tcdrain on a
+  real UART: 66 wake-up NULs at 300 Bd keep it busy for 2.2 s) is not waited for: close() waits
+  for the I/O lock at most ``SLICE`` s, marks the transport closed, and the call in progress
+  closes the port when it returns. Long writes go out in chunks of about ``SLICE`` s of wire
+  time, checking for close() in between, so the port never holds more than two chunks and the
+  I/O thread ends quickly too.
+* **Parity checked in software (7E1, 7O1).** A UART set to 7E1 does check the parity bit, but
+  pyserial clears INPCK, so a character with a parity error is delivered as if it were fine;
+  for meters without a BCC (push-only D0 meters, mode A, frames without ETX) one flipped bit in
+  a digit would become a wrong value. 7E1 and 8N1 put the same 10 bits on the wire (start,
+  7 data + parity = 8 bits, stop), so such ports are opened 8N1 and the parity bit is handled
+  here: every byte written gets the right parity bit in bit 7 (``add_parity``), every byte
+  read is checked and stripped to 7 bits, and a byte with a parity error becomes
+  ``PARITY_ERROR`` (``check_parity``), which no later stage accepts as a character. Users keep
+  configuring 7E1; ``bytesize``/``parity``/``char_time`` keep meaning the meter's format.
+  ``socket://`` (ser2net) is the exception: there the remote serial server sets the format,
+  so bytes pass unchanged (datablock still recognises parity bits in a 7E1 stream read 8N1).
 """
 from __future__ import annotations
 
@@ -25,7 +41,7 @@ import glob
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import serial
 
@@ -39,8 +55,44 @@ from .errors import ConfigurationError, TransportError
 
 log = logging.getLogger(__name__)
 
-#: longest single wait inside a read, so that close() from another thread is noticed quickly
+#: longest single wait inside a read, so that close() from another thread is noticed quickly; also
+#: how long close() waits for an I/O call in progress, and the wire time of one chunk of a long write
 SLICE = 0.2
+
+#: what a received character with a parity error becomes under software parity. It has bit 7
+#: set and an odd number of one bits, so every later stage refuses it: masked to 7 bits it is
+#: NUL (no structure character, never part of an address or value), and datablock marks it
+#: U+FFFD whether it reads a capture as 7-bit text or as 7E1 read 8N1.
+PARITY_ERROR = 0x80
+_PARITY_ERROR_BYTE = bytes([PARITY_ERROR])
+
+
+def _parity_tables(parity: str) -> Tuple[bytes, bytes]:
+    """(encode, decode) translation tables for 7 data bits + parity carried as one 8-bit byte."""
+    encode = bytearray(256)
+    decode = bytearray(256)
+    for byte in range(256):
+        char = byte & 0x7F
+        ones = bin(char).count("1") & 1
+        bit = ones if parity == "E" else 1 - ones
+        encode[byte] = char | (bit << 7)
+        decode[byte] = char if byte >> 7 == bit else PARITY_ERROR
+    return bytes(encode), bytes(decode)
+
+
+_PARITY_TABLES: Dict[str, Tuple[bytes, bytes]] = {p: _parity_tables(p) for p in ("E", "O")}
+
+
+def add_parity(data: bytes, parity: str = "E") -> bytes:
+    """7-bit characters as the 8-bit bytes an 8N1 UART must send for a 7E1 (7O1) line:
+    the parity bit in bit 7 (bit 7 of the input is ignored)."""
+    return bytes(data).translate(_PARITY_TABLES[parity][0])
+
+
+def check_parity(data: bytes, parity: str = "E") -> bytes:
+    """Bytes an 8N1 UART received from a 7E1 (7O1) line as 7-bit characters; a byte whose
+    parity bit is wrong becomes ``PARITY_ERROR``."""
+    return bytes(data).translate(_PARITY_TABLES[parity][1])
 
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _BYTESIZE = {5: serial.FIVEBITS, 6: serial.SIXBITS, 7: serial.SEVENBITS, 8: serial.EIGHTBITS}
@@ -92,15 +144,26 @@ class Transport:
 
     Create it with ``Transport.open(url, baudrate, bytesize, parity, stopbits)``. All methods
     raise ``TransportError`` (never pyserial's exceptions). Thread-safety: one thread does the
-    I/O; any other thread may call ``close()`` to end it.
+    I/O; any other thread may call ``close()`` to end it. ``bytesize``/``parity``/``stopbits``
+    are the line's character format; with ``software_parity`` the port itself runs 8N1 and
+    this object adds and checks the parity bit (see the module docstring).
     """
 
-    def __init__(self, port: Any, url: str, bytesize: int = 7, parity: str = "E", stopbits: float = 1) -> None:
+    def __init__(self, port: Any, url: str, bytesize: int = 7, parity: str = "E", stopbits: float = 1,
+                 *, software_parity: bool = False) -> None:
+        if software_parity and (bytesize != 7 or parity not in _PARITY_TABLES):
+            raise ConfigurationError(f"software parity is for 7E1 and 7O1, not {bytesize}{parity}{stopbits}",
+                                     "leave software_parity unset")
         self._port = port
         self.url = url
         self.bytesize = bytesize
         self.parity = parity
         self.stopbits = stopbits
+        self.software_parity = software_parity
+        self._encode, self._decode = _PARITY_TABLES[parity] if software_parity else (b"", b"")
+        #: received characters with a parity error (software parity only)
+        self.parity_errors = 0
+        self._port_closed = False
         #: simulated meters run faster than real ones; wire-time estimates are divided by this
         self.time_scale = 1.0
         self._lock = threading.RLock()
@@ -112,15 +175,26 @@ class Transport:
     # ------------------------------------------------------------------ life cycle
     @classmethod
     def open(cls, url: str, baudrate: int = 300, bytesize: int = 7, parity: str = "E",
-             stopbits: float = 1, *, exclusive: bool = True) -> "Transport":
-        """Open a port by path or URL; raise TransportError (with a fix) or ConfigurationError."""
+             stopbits: float = 1, *, exclusive: bool = True, software_parity: Optional[bool] = None) -> "Transport":
+        """Open a port by path or URL; raise TransportError (with a fix) or ConfigurationError.
+
+        ``software_parity`` None (the default) means: on for 7E1/7O1 except on ``socket://``,
+        where the remote serial server decides the format.
+        """
         if not url:
             raise ConfigurationError("no serial port configured",
                                      "set the port, e.g. /dev/serial/by-id/usb-...-if00-port0 or socket://host:port")
         if parity not in _PARITY or bytesize not in _BYTESIZE or stopbits not in _STOPBITS:
             raise ConfigurationError(f"character format {bytesize}{parity}{stopbits} not supported",
                                      "use 7E1 for IEC 62056-21, 8N1 or 8E1 for DLMS")
-        kwargs = dict(baudrate=baudrate, bytesize=_BYTESIZE[bytesize], parity=_PARITY[parity],
+        possible = bytesize == 7 and parity in _PARITY_TABLES
+        if software_parity is None:
+            software_parity = possible and not url.startswith("socket://")
+        elif software_parity and not possible:
+            raise ConfigurationError(f"software parity is for 7E1 and 7O1, not {bytesize}{parity}{stopbits}",
+                                     "leave software_parity unset")
+        line_size, line_parity = (8, "N") if software_parity else (bytesize, parity)
+        kwargs = dict(baudrate=baudrate, bytesize=_BYTESIZE[line_size], parity=_PARITY[line_parity],
                       stopbits=_STOPBITS[stopbits], timeout=0, write_timeout=10)
         if exclusive and "://" not in url:
             kwargs["exclusive"] = True
@@ -131,25 +205,43 @@ class Transport:
                                      "write a device path or socket://host:port / rfc2217://host:port") from None
         except (serial.SerialException, OSError, _TermiosError) as exc:
             raise _open_error(url, exc) from None
-        log.debug("opened %s at %d Bd %d%s%s", url, baudrate, bytesize, parity, stopbits)
-        return cls(port, url, bytesize, parity, stopbits)
+        log.debug("opened %s at %d Bd %d%s%s%s", url, baudrate, bytesize, parity, stopbits,
+                  " (as 8N1, parity bit in software)" if software_parity else "")
+        return cls(port, url, bytesize, parity, stopbits, software_parity=software_parity)
 
     def close(self) -> None:
-        """Close the port; safe to call twice and from another thread (ends a running read)."""
+        """Close the port; safe to call twice and from another thread (ends a running read).
+
+        Returns within about ``SLICE`` s: when an I/O call that cannot be interrupted is still
+        running (tcdrain while a real UART sends), that call closes the port when it returns.
+        """
         if self._closed:
             return
         self._closed = True
-        cancel = getattr(self._port, "cancel_read", None)
-        if cancel is not None:
+        for name in ("cancel_read", "cancel_write"):
+            cancel = getattr(self._port, name, None)
+            if cancel is not None:
+                try:
+                    cancel()
+                except (serial.SerialException, OSError, AttributeError, TypeError) as exc:
+                    log.debug("%s on %s: %s", name, self.url, exc)
+        if self._lock.acquire(timeout=SLICE):
             try:
-                cancel()
-            except (serial.SerialException, OSError, AttributeError, TypeError) as exc:
-                log.debug("cancel_read on %s: %s", self.url, exc)
-        with self._lock:
-            try:
-                self._port.close()
-            except (serial.SerialException, OSError) as exc:
-                log.debug("closing %s: %s", self.url, exc)
+                self._close_port()
+            finally:
+                self._lock.release()
+        else:
+            log.debug("%s: closing when the I/O call in progress returns", self.url)
+
+    def _close_port(self) -> None:
+        """Close the pyserial port once; the caller holds the I/O lock."""
+        if self._port_closed:
+            return
+        self._port_closed = True
+        try:
+            self._port.close()
+        except (serial.SerialException, OSError) as exc:
+            log.debug("closing %s: %s", self.url, exc)
         log.debug("closed %s", self.url)
 
     @property
@@ -164,7 +256,8 @@ class Transport:
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
-        return f"<Transport {self.url} {self.baudrate} Bd {self.bytesize}{self.parity}{self.stopbits} {state}>"
+        soft = " (8N1 + software parity)" if self.software_parity else ""
+        return f"<Transport {self.url} {self.baudrate} Bd {self.bytesize}{self.parity}{self.stopbits}{soft} {state}>"
 
     # -------------------------------------------------------------------- settings
     @property
@@ -200,6 +293,29 @@ class Transport:
 
     # ---------------------------------------------------------------------- output
     def write(self, data: bytes) -> None:
+        """Hand ``data`` to the port (with the parity bit added under software parity).
+
+        More than two chunks of ``SLICE`` s wire time (the 2.2 s of wake-up NULs) go out chunk
+        by chunk, each when the one before is about to leave the wire: the line stays busy, but
+        the port never holds more than it sends in 0.4 s, so the tcdrain after it is short and a
+        close() from another thread ends the write between two chunks.
+        """
+        data = bytes(data)
+        if self.software_parity:
+            data = data.translate(self._encode)
+        ct = self.char_time
+        per = max(1, int(SLICE / ct)) if ct > 0 else len(data)
+        if len(data) <= 2 * per:
+            self._write_now(data)
+            return
+        for offset in range(0, len(data), per):
+            if offset:
+                ahead = self._wire_free - time.monotonic() - per * ct
+                if ahead > 0:
+                    self.sleep(ahead)
+            self._write_now(data[offset:offset + per])
+
+    def _write_now(self, data: bytes) -> None:
         with self._io():
             self._port.write(data)
         now = time.monotonic()
@@ -214,6 +330,8 @@ class Transport:
         """
         with self._io():
             self._port.flush()
+        if self._closed:  # close() came while tcdrain waited (and left closing the port to it)
+            raise self._closed_error()
         if wire:
             remaining = self._wire_free - time.monotonic()
             if remaining > 0:
@@ -250,7 +368,14 @@ class Transport:
                         data += self._port.read(min(waiting, max_bytes - 1))
             if data:
                 self.bytes_read += len(data)
-                return bytes(data)
+                data = bytes(data)
+                if self.software_parity:
+                    data = data.translate(self._decode)
+                    bad = data.count(_PARITY_ERROR_BYTE)
+                    if bad:
+                        self.parity_errors += bad
+                        log.debug("%s: %d character(s) with a parity error", self.url, bad)
+                return data
             if self._closed:
                 raise self._closed_error()
             if deadline is not None and time.monotonic() >= deadline:
@@ -322,7 +447,11 @@ class _Guard:
             raise self.t._closed_error()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        self.t._lock.release()
+        try:
+            if self.t._closed:  # close() came while this call ran and left the port to us
+                self.t._close_port()
+        finally:
+            self.t._lock.release()
         if exc is None or isinstance(exc, (TransportError, ConfigurationError)):
             return False
         if isinstance(exc, (serial.SerialException, OSError, ValueError, TypeError, AttributeError, _TermiosError)):
@@ -335,4 +464,4 @@ class _Guard:
         return False
 
 
-__all__ = ["Transport", "bits_per_char", "SLICE"]
+__all__ = ["Transport", "bits_per_char", "SLICE", "PARITY_ERROR", "add_parity", "check_parity"]

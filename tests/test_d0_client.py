@@ -185,6 +185,38 @@ def test_push_telegram_with_a_bad_dsmr_crc_is_rejected():
     assert Script(cfg(mode="push", use_checksum=False), [bad]).run().readout.crc == "bad"
 
 
+def test_push_telegram_with_stx_that_lost_its_etx_is_skipped_not_read_unchecked():
+    """A push telegram that starts with STX ends with ETX and BCC. Noise on the ETX (here it
+    became DC3) must not let it through unchecked, with a damaged digit (012345.678 -> 012385.678)."""
+    ident = b"/EBZ5DD3BZ06ETA_107\r\n"
+    damaged = ident + b"\x02" + BLOCK.replace(b"012345.678", b"012385.678") + b"\x13Q"
+    good = ident + framed()
+    result = Script(cfg(mode="push"), [damaged, good]).run()
+    assert result.readout.bcc == "ok"
+    assert result.readout.to_meter_data().get("1.8.0").value == Decimal("12345.678")
+    with pytest.raises(FramingError, match="ETX"):
+        Script(cfg(mode="push"), [damaged]).run()
+    # with use_checksum off such a telegram is read as before
+    lenient = Script(cfg(mode="push", use_checksum=False), [damaged, good]).run()
+    assert lenient.readout.bcc == "absent"
+    assert lenient.readout.to_meter_data().get("1.8.0").value == Decimal("12385.678")
+
+
+def test_an_identification_with_a_parity_error_is_not_taken():
+    """The transport hands a character with a parity error over as PARITY_ERROR (0x80)."""
+    with pytest.raises(IdentificationError, match="parity"):
+        Script(cfg(retries=0), [b"/LGZ5ZMF110CC.S2\x80\r\n"]).run()
+    with pytest.raises(IdentificationError, match="parity"):
+        Script(cfg(retries=0), [b"/LGZ\x80ZMF110CC.S27\r\n"]).run()  # the baud-rate character
+
+
+def test_a_damaged_first_character_of_a_frame_without_stx_is_not_stripped_as_noise():
+    """Mode A, no STX: the damaged '2' of '21.7.0' (L1) must not turn the set into '1.7.0' (total)."""
+    answer = b"\x801.7.0(00123.4*W)\r\n1.8.0(0012345*kWh)\r\n!\r\n"
+    result = Script(cfg(retries=0), [b"/KAM MC382SIM\r\n", answer]).run()
+    assert [ds.code for ds in result.readout.datasets] == ["1.8.0"]
+
+
 @pytest.mark.parametrize("baudrate,ack,rates", [
     (300, b"\x06000\r\n", [300]),
     (4800, b"\x06040\r\n", [300, 4800]),
@@ -453,6 +485,27 @@ def test_bcc_mismatch_is_rejected_and_counted():
         reader.close()
     assert stats.get("checksum_errors") == 1 and stats.get("reads") == 0
     assert reader.last_readout is None
+
+
+@pytest.mark.parametrize("name,mode,code,sent,other,value", [
+    ("easymeter_push", "push", "1-0:1.8.0", b"00012345.6789012", "1-0:2.8.0", Decimal("4321.0987654")),
+    ("kamstrup_mode_a", "request", "1.8.0", b"0012345", "2.8.0", Decimal("1234")),
+])
+def test_a_bit_flipped_on_the_line_drops_the_value_never_changes_it(name, mode, code, sent, other, value):
+    """No BCC protects these (push telegram; mode A without STX): the parity bit is all there is.
+    The simulated line flips bit 0 of the '3' in the energy register (...12345 -> ...12245)."""
+    stats = Statistics()
+    m = meter(name, push_interval=0.5)
+    m.corrupt_at = m.message.index(sent) + sent.index(b"3")
+    wrong = sent.replace(b"3", b"2", 1).decode()
+    with m:
+        reader = D0Reader(reader_config(m.port, mode=mode, retries=0), stats, time_scale=SCALE)
+        data = reader.read()
+        reader.close()
+    assert data.get(code) is None
+    assert all(reading.raw.strip() != wrong for reading in data.readings)
+    assert data.get(other).value == value
+    assert stats.get("parity_errors") >= 1
 
 
 def test_no_answer_gives_the_ir_head_hint():

@@ -117,6 +117,23 @@ def test_parity_error_without_bcc_drops_only_the_damaged_set():
     assert r.skipped  # reported, not guessed
 
 
+@pytest.mark.parametrize("capture", ["7-bit from a software-parity transport", "7E1 read as 8N1"])
+def test_a_damaged_first_character_of_the_first_address_drops_the_set(capture):
+    """'21.7.0' (power of L1) whose '2' was damaged must not be read as '1.7.0' (total power):
+    the unknown character right before the first data set is no noise to skip."""
+    good = b"/PAR5X\r\n21.7.0(00123.4*W)\r\n1.8.0(000042.5*kWh)\r\n!\r\n"
+    at = good.index(b"21.7.0")
+    if capture.startswith("7-bit"):
+        raw = good[:at] + b"\x80" + good[at + 1:]  # transport.PARITY_ERROR
+    else:
+        wire = bytearray(b | 0x80 if bin(b).count("1") % 2 else b for b in good)
+        wire[at] ^= 0x80  # parity error on the '2'
+        raw = bytes(wire)
+    r = parse_readout(raw)
+    assert sets(r) == [("1.8.0", [("000042.5", "kWh")])]
+    assert r.skipped
+
+
 def test_parity_error_with_good_bcc_is_trusted():
     raw = bytearray(fixture("parity_8n1.bin"))
     at = raw.index(b"\xc6")  # the first 'F' of F.F (0x46 + parity bit); flip only the parity bit

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.errors import ChecksumError, DlmsError, FramingError
 from dlms_protocol.iec62056_21.datablock import parse_readout
 from dlms_protocol.iec62056_21.stream import D0StreamSplitter
+from dlms_protocol.transport import PARITY_ERROR
 from helpers import corpus_files
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "d0"
@@ -258,6 +259,27 @@ def test_parity_bit_flip_changes_nothing_when_the_bcc_holds(data):
     assert parse_readout(bytes(damaged)).datasets == parse_readout(raw).datasets
 
 
+@SETTINGS
+@given(readouts(), st.integers(0, 1 << 16))
+@example((b"/AAA00\r\n0-0:0.0.0*0()!\r\n", "/AAA00", [("0-0:0.0.0*0", [("", None)])], "absent"), 8)
+def test_a_character_the_transport_flagged_never_becomes_part_of_a_value(case, where):
+    """Software parity hands a damaged character over as PARITY_ERROR. Wherever it lands (digit,
+    unit, '*', '(', address, line end, STX, ETX, BCC), every data set parsed from the damaged
+    bytes is one of the sent ones, at most missing groups after the damage; none is altered."""
+    raw, _, expected, _ = case
+    index = where % len(raw)
+    damaged = raw[:index] + bytes([PARITY_ERROR]) + raw[index + 1:]
+    for use_checksum in (True, False):
+        try:
+            r = parse_readout(damaged, use_checksum=use_checksum)
+        except DlmsError:
+            continue
+        for ds in r.datasets:
+            got = [(v.value, v.unit) for v in ds.values]
+            assert any(ds.code == code and got and groups[:len(got)] == got for code, groups in expected), \
+                (ds, expected)
+
+
 # ------------------------------------------------------------------------ stream splitter
 def _telegrams() -> List[bytes]:
     out = []
@@ -285,15 +307,16 @@ _NO_SLASH = st.binary(max_size=40).map(lambda b: bytes(c for c in b if c & 0x7F 
 def test_splitter_returns_each_telegram_once(items, sizes, lead):
     stream = lead + b"".join(garbage + telegram for telegram, garbage in items)
     telegrams = [t for t, _ in items]
-    sp = D0StreamSplitter()
-    out: List[bytes] = []
-    pos, k = 0, 0
-    while pos < len(stream):
-        size = sizes[k % len(sizes)]
-        out += sp.feed(stream[pos:pos + size])
-        pos, k = pos + size, k + 1
-    assert out == telegrams  # each as soon as it is complete: all end with a line end or ETX BCC
-    assert sp.telegrams == len(telegrams)
+    for require_etx in (False, True):  # complete telegrams pass the ETX rule too
+        sp = D0StreamSplitter(require_etx=require_etx)
+        out: List[bytes] = []
+        pos, k = 0, 0
+        while pos < len(stream):
+            size = sizes[k % len(sizes)]
+            out += sp.feed(stream[pos:pos + size])
+            pos, k = pos + size, k + 1
+        assert out == telegrams  # each as soon as it is complete: all end with a line end or ETX BCC
+        assert sp.telegrams == len(telegrams) and sp.unchecked == 0
 
 
 @SETTINGS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from dlms_protocol.simulator.d0 import SimulatedMeter
 from dlms_protocol.simulator.meters import (block_check, compose_identification, frame_message,
                                             image_from_capture, load_meter, sample_meters)
 from dlms_protocol.simulator.pty import uart_resample
-from dlms_protocol.transport import Transport
+from dlms_protocol.transport import PARITY_ERROR, Transport
 from helpers import corpus_files, load_json
 
 SCALE = 10.0
@@ -174,3 +175,55 @@ def test_reader_open_and_close_are_seen():
         assert meter.wait_for("connected", 2.0)
         port.close()
         assert meter.wait_for("disconnected", 2.0)
+
+
+# ------------------------------------------------------------- 7E1 on a pty: the parity bit
+def _with_parity(chars: bytes) -> bytes:
+    """The 8N1 view of 7E1 characters: even parity bit in bit 7 (written out here, not imported)."""
+    return bytes(c | (bin(c).count("1") & 1) << 7 for c in chars)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(min_size=1, max_size=30).map(lambda b: bytes(x & 0x7F for x in b)),
+       rates=st.sampled_from([(300, 300), (9600, 300), (300, 9600), (4800, 300), (300, 2400)]))
+def test_a_7e1_frame_and_its_8n1_byte_are_the_same_bits_on_the_wire(data, rates):
+    """The link resamples 8N1 views of 7E1 frames; a 7E1 receiver must sample the same characters."""
+    sender, receiver = rates
+    as_8n1 = uart_resample(_with_parity(data), sender, receiver, 8, "N", 1)
+    as_7e1 = uart_resample(data, sender, receiver, 7, "E", 1)
+    assert bytes(b & 0x7F for b in as_8n1) == as_7e1
+
+
+def test_meter_sends_parity_bits_and_ignores_characters_without_them():
+    with SimulatedMeter("lgz_e350", time_scale=SCALE) as meter:
+        with serial.Serial(meter.port, 300, bytesize=8, parity="N", timeout=0) as port:  # no Transport
+            port.write(b"/?!\r\n")  # bare 7-bit: '/' and CR have a wrong parity bit
+            assert meter.wait_for("rx-parity-error", 2.0)
+            time.sleep(0.3)
+            assert "sign-on" not in meter.event_names()
+            port.write(_with_parity(b"/?!\r\n"))
+            assert meter.wait_for("identification", 3.0)
+            port.timeout = 2.0
+            line = port.read_until(_with_parity(b"\n"))
+    assert line == _with_parity(b"/LGZ5ZMF110CC.S27\r\n")
+
+
+def test_meter_for_peer_tools_that_expect_bare_7_bit_characters():
+    with SimulatedMeter("lgz_e350", time_scale=SCALE, parity_bit=False) as meter:
+        with serial.Serial(meter.port, 300, bytesize=8, parity="N", timeout=2.0) as port:
+            port.write(b"/?!\r\n")
+            assert port.read_until(b"\n") == b"/LGZ5ZMF110CC.S27\r\n"
+
+
+def test_corrupt_at_flips_a_bit_on_the_wire_so_the_reader_sees_a_parity_error():
+    with SimulatedMeter("easymeter_push", time_scale=SCALE, corrupt_at=40, push_interval=1.0) as meter:
+        with Transport.open(meter.port, 9600) as port:
+            splitter = D0StreamSplitter()
+            telegrams = []
+            deadline = time.monotonic() + 5
+            while not telegrams and time.monotonic() < deadline:
+                telegrams += splitter.feed(port.read_some(4096, timeout=0.5))
+            assert port.parity_errors >= 1
+    sent = meter.identification + meter.message
+    index = len(meter.identification) + 40
+    assert telegrams[0] == sent[:index] + bytes([PARITY_ERROR]) + sent[index + 1:]

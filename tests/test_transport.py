@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import os
 import pwd
+import select
 import socket
 import threading
 import time
+
 import pytest
+import serial
 
 from dlms_protocol.errors import ConfigurationError, TransportError
 from dlms_protocol.simulator.pty import PtyLink
-from dlms_protocol.transport import Transport, bits_per_char
+from dlms_protocol.transport import PARITY_ERROR, Transport, bits_per_char
 
 
 @pytest.fixture
@@ -91,13 +94,13 @@ def test_write_read_and_baud_switch_in_both_directions(link):
 def test_read_some_returns_at_once_and_times_out_empty(link):
     with Transport.open(link.port, 300) as t:
         assert t.read_some(100, timeout=0.05) == b""
-        link.raw_write(b"abc")
+        link.raw_write(link.encode(b"abc"))
         assert t.read_some(100, timeout=2.0) == b"abc"
 
 
 def test_read_until_terminator_and_char_timeout(link):
     with Transport.open(link.port, 300) as t:
-        link.raw_write(b"/LGZ5ZMD\r\nrest")
+        link.raw_write(link.encode(b"/LGZ5ZMD\r\nrest"))
         assert t.read_until(b"\n", timeout=2.0) == b"/LGZ5ZMD\r\n"
         # 'rest' is there, the terminator never comes: the gap time-out ends it with what arrived
         assert t.read_until(b"\n", timeout=5.0, char_timeout=0.1) == b"rest"
@@ -105,7 +108,7 @@ def test_read_until_terminator_and_char_timeout(link):
 
 def test_reset_input_drops_pending_bytes(link):
     with Transport.open(link.port, 300) as t:
-        link.raw_write(b"echo-and-noise")
+        link.raw_write(link.encode(b"echo-and-noise"))
         deadline = time.monotonic() + 2
         while t.in_waiting < 14 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -176,3 +179,145 @@ def test_socket_url_works_and_refused_connection_is_explained():
     with pytest.raises(TransportError) as err:
         Transport.open(f"socket://127.0.0.1:{port}", 9600)
     assert "refused" in str(err.value) or "cannot connect" in str(err.value)
+
+
+# ------------------------------------------------------------------ parity in software (7E1)
+def _ones(byte: int) -> int:
+    return bin(byte).count("1")
+
+
+def _read_master(link: PtyLink, n: int, timeout: float = 2.0) -> bytes:
+    """The bytes the reader's UART put on the line, read from the pty master undecoded."""
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        ready, _, _ = select.select([link.master], [], [], 0.05)
+        if ready:
+            out += os.read(link.master, 4096)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("parity,ones", [("E", 0), ("O", 1)])
+def test_7e1_characters_leave_as_8n1_bytes_with_the_parity_bit_in_bit_7(parity, ones):
+    """A pty keeps no parity setting, so what the reader writes is what an 8N1 UART would put on
+    the wire: every character (NUL wake-up, sign-on, ACK, anything) must carry its parity bit."""
+    link = PtyLink(baudrate=300, parity=parity, time_scale=20)
+    try:
+        with Transport.open(link.port, 300, 7, parity, 1) as t:
+            assert t.software_parity and t.char_time == pytest.approx(10 / 300)  # still a 7E1 line
+            t.time_scale = 20
+            chars = bytes(range(128))
+            t.write(chars)
+            wire = _read_master(link, len(chars))
+    finally:
+        link.close()
+    assert len(wire) == 128
+    assert bytes(b & 0x7F for b in wire) == chars
+    assert all(_ones(b) % 2 == ones for b in wire), [hex(b) for b in wire if _ones(b) % 2 != ones]
+    if parity == "E":
+        assert wire[ord("/")] == 0xAF and wire[0] == 0x00 and wire[6] == 0x06  # '/', NUL, ACK
+
+
+def test_received_characters_with_a_parity_error_never_reach_the_reader(link):
+    """Each 7-bit character arrives once with the right parity bit and once with a bit flipped
+    (data bit 0, or the parity bit itself): only the first comes through as a character."""
+    good = bytes(c | (_ones(c) & 1) << 7 for c in range(128))
+    flipped = bytes((b ^ 0x01) if i % 2 else (b ^ 0x80) for i, b in enumerate(good))
+    with Transport.open(link.port, 300) as t:
+        link.raw_write(good + flipped)
+        got = t.read(256, timeout=2.0)
+        assert t.parity_errors == 128
+    assert got[:128] == bytes(range(128))
+    assert got[128:] == bytes([PARITY_ERROR]) * 128
+
+
+def test_socket_urls_pass_bytes_unchanged_the_remote_end_sets_the_format():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        with Transport.open(f"socket://127.0.0.1:{server.getsockname()[1]}", 300) as t:  # 7E1
+            assert not t.software_parity
+            conn, _ = server.accept()
+            with conn:
+                t.write(b"/?!\r\n")
+                assert conn.recv(5) == b"/?!\r\n"
+                conn.sendall(b"\xaf")
+                assert t.read(1, timeout=2.0) == b"\xaf"
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------- close() while a UART drains its output
+class UartThatDrains(serial.Serial):
+    """pyserial on a real pty plus the one thing a pty does not do like a real UART: tcdrain
+    (``flush``) returns only once the written characters have left the wire at the baud rate,
+    or, with ``stuck``, only after that many seconds (an adapter stalled by flow control)."""
+
+    def __init__(self, *args, stuck: float = 0.0, **kw) -> None:
+        self.wire_free = 0.0
+        self.stuck = stuck
+        self.written = 0
+        super().__init__(*args, **kw)
+
+    def write(self, data) -> int:
+        n = super().write(data)
+        self.written += n
+        self.wire_free = max(time.monotonic(), self.wire_free) + n * 10 / self.baudrate
+        return n
+
+    def flush(self) -> None:
+        super().flush()
+        time.sleep(max(self.stuck, self.wire_free - time.monotonic(), 0.0))
+
+
+def _uart_transport(link: PtyLink, **kw) -> "tuple[Transport, UartThatDrains]":
+    port = UartThatDrains(link.port, 300, bytesize=8, parity="N", timeout=0, **kw)
+    return Transport(port, link.port, 7, "E", 1, software_parity=True), port
+
+
+def _run_then_close(t: Transport, port: UartThatDrains, work,
+                    settle: float) -> "tuple[float, dict, threading.Thread]":
+    """Run ``work`` in a thread; once it wrote and ``settle`` s passed, time ``t.close()``."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            work()
+            outcome["done"] = True
+        except TransportError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not port.written and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(settle)
+    start = time.monotonic()
+    t.close()
+    return time.monotonic() - start, outcome, thread
+
+
+def test_close_returns_at_once_during_the_wakeup_nuls_of_a_real_uart(link):
+    """66 NULs at 300 Bd are 2.2 s on the wire. close() must neither wait for them (the I/O
+    lock) nor leave the reading thread stuck in tcdrain: the write goes out in short chunks."""
+    t, port = _uart_transport(link)
+    elapsed, outcome, thread = _run_then_close(t, port, lambda: (t.write(b"\x00" * 66), t.drain()), 0.3)
+    thread.join(1.5)  # liveness bounds, far above the ~0.2 s it takes
+    assert elapsed < 1.0
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), TransportError)
+    assert not port.is_open
+    assert 0 < port.written < 66  # stopped between two chunks
+
+
+def test_close_does_not_wait_for_a_stuck_drain_the_drain_closes_the_port(link):
+    t, port = _uart_transport(link, stuck=2.0)
+    elapsed, outcome, thread = _run_then_close(t, port, lambda: (t.write(b"/?!\r\n"), t.drain()), 0.2)
+    assert elapsed < 1.0
+    assert port.is_open  # still inside tcdrain: closing it under the call would be unsafe
+    thread.join(5)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), TransportError)
+    assert not port.is_open

@@ -25,7 +25,12 @@ docs/iec62056-21.md; the choices that matter in the field:
 * **Fallback**: a failed attempt is retried ``retries`` times; when it failed above the initial
   rate, the next attempt asks for the next lower rate.
 * **Push-only D0 meters** (``mode="push"``): listen at ``push_baudrate``, resynchronise on ``/``
-  and take the first complete telegram.
+  and take the first complete telegram; with ``use_checksum`` a telegram that began with STX
+  but lost its ETX is skipped (``stream.D0StreamSplitter(require_etx=True)``).
+* **Parity**: ``transport.Transport`` checks the parity bit of 7E1 characters and hands over a
+  damaged one as ``PARITY_ERROR`` (0x80). That byte matches no structure character here (bit 7
+  is masked: NUL), an identification line holding one is refused as damaged, and the data
+  block parser turns it into U+FFFD, which no address or value may contain.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ from typing import Callable, Dict, Generator, List, Optional, Tuple, Union
 
 from ..config import FORMATS, ReadoutConfig
 from ..errors import ConfigurationError, FramingError, IdentificationError, NoResponseError, ProtocolError
-from ..transport import bits_per_char
+from ..transport import PARITY_ERROR, bits_per_char
 from .datablock import Readout, parse_readout
 from .identification import RATE_TO_BAUD_CHAR_C, Identification, parse_identification
 from .stream import D0StreamSplitter
@@ -362,6 +367,13 @@ class D0Dialogue:
                     echoes += 1
                     log.debug("skipping echo of a request: %r", line)
                     continue
+                if PARITY_ERROR in line:
+                    bad = IdentificationError(
+                        f"identification {bytes(body)!r} damaged on the line (parity error)",
+                        "check the IR head's position and the cable; the reader tries again")
+                    skipped += len(line)
+                    log.debug("damaged identification: %r", line)
+                    continue
                 try:
                     return parse_identification(line), line, bytes(buf)
                 except IdentificationError as exc:
@@ -489,6 +501,8 @@ class D0Dialogue:
         while message[:1] == b"\x06":
             lf = message.find(b"\n")
             message = message[lf + 1:] if lf >= 0 else b""
+        # (not PARITY_ERROR: a damaged first character of the first address must stay in front
+        # of it, so that the parser drops that data set instead of reading a shorter address)
         return message.lstrip(b"\x00\x7f\xff")
 
     def _no_etx(self) -> FramingError:
@@ -520,7 +534,7 @@ class D0Dialogue:
         self.rate = cfg.push_baudrate
         yield SetBaudrate(cfg.push_baudrate)
         yield ResetInput()
-        splitter = D0StreamSplitter()
+        splitter = D0StreamSplitter(require_etx=cfg.use_checksum)
         wait = max(5.0, 4 * cfg.timeout)
         t_start = self.clock()
         deadline = t_start + wait
@@ -531,6 +545,12 @@ class D0Dialogue:
             if remaining > 0:
                 chunk = yield Receive(remaining, "push telegram")
             if not chunk:
+                if splitter.unchecked:
+                    raise FramingError(
+                        f"{splitter.unchecked} telegram(s) started with STX but had no ETX and BCC after "
+                        f"their end ('!'), so they could not be checked, and no other came within {wait:g} s",
+                        "check the IR head's position; only for a meter that never sends a BCC "
+                        "set use_checksum off")
                 if seen:
                     raise NoResponseError(
                         f"{seen} bytes but no complete telegram within {wait:g} s at {cfg.push_baudrate} Bd",

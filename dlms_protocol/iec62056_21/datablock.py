@@ -28,7 +28,10 @@ How the data block is read (every rule comes from a corpus readout, see tests/te
 Bytes with bit 7 set: a 7E1 line read as 8N1 puts the parity bit there. When (nearly) every
 byte has even parity the capture is read that way: bit 7 is masked, and bytes with a parity
 error become U+FFFD (which no value or address may contain) unless the BCC vouches for them.
-Otherwise such bytes are foreign to a 7-bit protocol and become U+FFFD as well.
+Otherwise such bytes are foreign to a 7-bit protocol and become U+FFFD as well. A reader's
+transport checks parity itself (7E1 opened as 8N1) and hands over 7-bit characters with each
+damaged one replaced by ``transport.PARITY_ERROR`` (0x80): bit 7 set and odd parity, so it is
+U+FFFD under either reading, and masked (for the BCC) it is NUL, no address or value character.
 """
 from __future__ import annotations
 
@@ -313,6 +316,7 @@ def _decode(raw: bytes) -> Tuple[bytes, str, Optional[str]]:
     high = raw.translate(_HIGH).count(1)
     odd = raw.translate(_ODD).count(1)
     parity_mode = odd * 10 <= high  # 7E1 read as 8N1: (nearly) every byte has even parity
+    # Either way a transport's PARITY_ERROR (0x80: bit 7 set, odd parity) is marked.
     marks = raw.translate(_ODD) if parity_mode else raw.translate(_HIGH)
     if not parity_mode:
         log.debug("readout holds %d byte(s) with bit 7 set that are not parity: treated as unknown", high)
@@ -349,6 +353,12 @@ def _locate(text: str) -> Tuple[Optional[Identification], int, int, int, bool]:
             return ident, ident_start, stx + 1, soh + 1, True
         return ident, ident_start, stx + 1, stx + 1, True
     start = _PREAMBLE.match(text, pos).end()
+    # A damaged character (U+FFFD) on the line of the first data set may have been part of its
+    # address: leave it in front of the set, so that the set is dropped as glued to junk
+    # ('\ufffd1.7.0(5)' must not become a reading of 1.7.0).
+    line_start = max(text.rfind("\r", pos, start), text.rfind("\n", pos, start)) + 1
+    if "\ufffd" in text[max(pos, line_start):start]:
+        start = max(pos, line_start)
     return ident, ident_start, start, start, False
 
 

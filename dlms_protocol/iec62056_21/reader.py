@@ -5,6 +5,10 @@ It is meant to be called from a scheduler thread (SmartHomeNG, the CLI, the Vict
 while another thread may call ``close()`` at any time: a running ``read()`` then ends within
 about 0.2 s with a TransportError, and a later ``read()`` opens the port again.
 
+The port is opened as the configured ``char_format`` says; for 7E1 that means 8N1 with the
+parity bit added and checked in software (see ``transport``), because a UART set to 7E1 lets
+characters with parity errors through. Damaged characters are counted as ``parity_errors``.
+
 Port handling follows the classic option ``reset_baudrate``: True opens the port at the initial
 rate for every read and closes it afterwards; False keeps it open between reads. Either way the
 dialogue starts with 300 Bd, because the meter itself drops back to 300 Bd after each readout.
@@ -58,10 +62,13 @@ class D0Reader:
             self._closing = False
             transport: Optional[Transport] = None
             dialogue = D0Dialogue(self.config, time_scale=self.time_scale)
+            parity_errors = 0
             try:
                 transport = self._port()
+                parity_errors = transport.parity_errors
                 result = self._drive(transport, dialogue)
             except DlmsError as exc:
+                self._count_parity_errors(transport, parity_errors)
                 self._count_failures(dialogue)
                 if isinstance(exc, TransportError) or self.config.reset_baudrate:
                     self._drop(transport)
@@ -69,6 +76,7 @@ class D0Reader:
                     self.stats.error(exc)
                 log.debug("read from %s failed: %s", self.config.port, exc)
                 raise
+            self._count_parity_errors(transport, parity_errors)
             if self.config.reset_baudrate:
                 self._drop(transport)
             self._count_failures(dialogue)
@@ -100,6 +108,11 @@ class D0Reader:
         """Attempts that failed and were retried still count: a noisy line must show in the statistics."""
         for exc in dialogue.failures:
             self.stats.error(exc)
+
+    def _count_parity_errors(self, transport: Optional[Transport], before: int) -> None:
+        """Characters the transport found damaged (their data sets were dropped, or the read failed)."""
+        if transport is not None and transport.parity_errors > before:
+            self.stats.count("parity_errors", transport.parity_errors - before)
 
     def _port(self) -> Transport:
         with self._port_lock:

@@ -11,6 +11,11 @@ the shape of an identification (``/`` + three letters + printable characters + l
 restarts when a new identification appears before the ``!``, drops whatever lies between
 telegrams, and never holds more than ``max_buffer`` bytes. Bytes are searched with bit 7
 masked, so a 7E1 stream read as 8N1 splits the same; telegrams are returned as received.
+
+With ``require_etx`` (the reader sets it when ``use_checksum`` is on) a telegram that began
+with STX is only returned together with its ETX (or EOT) and BCC: when noise damaged the ETX,
+the telegram would otherwise reach the parser as an unframed one, and no BCC would check it.
+Such a telegram is dropped and counted in ``unchecked``, the same rule request mode follows.
 """
 from __future__ import annotations
 
@@ -35,13 +40,16 @@ class D0StreamSplitter:
     """Feed raw chunks, get complete telegrams; see the module docstring.
 
     ``dropped`` counts bytes thrown away (garbage, broken telegrams), ``telegrams`` the
-    telegrams returned, so a listener can tell a noisy line from a silent one.
+    telegrams returned, so a listener can tell a noisy line from a silent one; ``unchecked``
+    the telegrams dropped by ``require_etx``.
     """
 
-    def __init__(self, max_buffer: int = 64 * 1024) -> None:
+    def __init__(self, max_buffer: int = 64 * 1024, *, require_etx: bool = False) -> None:
         self.max_buffer = max(int(max_buffer), 256)
+        self.require_etx = require_etx
         self.dropped = 0
         self.telegrams = 0
+        self.unchecked = 0
         self._raw = bytearray()
         self._masked = bytearray()
         self._started = False   # buffer[0] is the '/' of a telegram
@@ -75,7 +83,9 @@ class D0StreamSplitter:
         out: List[bytes] = []
         if self._started:
             bang = self._masked.find(b"!", self._scan)
-            if bang >= 0:
+            if bang >= 0 and self.require_etx and self._framed(0, bang):
+                self.unchecked += 1  # its ETX and BCC never came
+            elif bang >= 0:
                 out.append(bytes(self._raw[:bang + 1]))
                 self.telegrams += 1
         self.dropped += len(self._raw) - sum(len(t) for t in out)
@@ -126,12 +136,18 @@ class D0StreamSplitter:
                 else:
                     scan = j + 1
                 continue
-            end = self._telegram_end(base, j)
-            if end is None:  # need more bytes to see how the telegram ends
+            found_end = self._telegram_end(base, j)
+            if found_end is None:  # need more bytes to see how the telegram ends
                 self._scan = j - base
                 return base
-            out.append(bytes(self._raw[base:end]))
-            self.telegrams += 1
+            end, checked = found_end
+            if checked:
+                out.append(bytes(self._raw[base:end]))
+                self.telegrams += 1
+            else:
+                log.debug("D0 stream: telegram with STX but without ETX and BCC dropped (%d bytes)", end - base)
+                self.unchecked += 1
+                self.dropped += end - base
             base = scan = end
             self._started = False
 
@@ -150,12 +166,17 @@ class D0StreamSplitter:
         m = self._masked
         return len(m) - i <= _TAIL and _IDENT_PARTIAL.fullmatch(m, i) is not None
 
-    def _telegram_end(self, base: int, bang: int) -> Optional[int]:
-        """End (exclusive) of a telegram whose '!' is at ``bang``; None while undecided."""
+    def _framed(self, base: int, bang: int) -> bool:
+        """Does the telegram at ``base`` hold an STX after its identification line?"""
+        line_end = self._masked.find(b"\n", base, bang) + 1
+        return line_end > 0 and self._masked.find(b"\x02", line_end, bang) >= 0
+
+    def _telegram_end(self, base: int, bang: int) -> Optional[Tuple[int, bool]]:
+        """(end (exclusive), may be returned) of a telegram whose '!' is at ``bang``; None while
+        undecided. Not to be returned: framed with STX, no ETX + BCC, and ``require_etx``."""
         m = self._masked
         n = len(m)
-        line_end = m.find(b"\n", base, bang) + 1
-        stx = line_end > 0 and m.find(b"\x02", line_end, bang) >= 0
+        stx = self._framed(base, bang)
         pos = bang + 1
         # DSMR 4/5: four hex digits of CRC16 after '!'
         hex_run = 0
@@ -179,8 +200,9 @@ class D0StreamSplitter:
             if m[pos] in (0x03, 0x04):
                 if pos + 1 == n:
                     return None
-                pos += 2  # ETX/EOT and exactly one BCC byte (which may be any value)
-        return pos
+                return pos + 2, True  # ETX/EOT and exactly one BCC byte (which may be any value)
+            return pos, not self.require_etx
+        return pos, True
 
     def _consume(self, cut: int) -> None:
         if cut > 0:

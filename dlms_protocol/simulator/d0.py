@@ -19,8 +19,12 @@ It behaves like a meter behind an optical port, as far as a reader can tell:
   identification; mode A stays at 300 Bd; after the readout it drops back to 300 Bd;
 * paces every character at the real character time of its current rate (``time_scale``
   divides all times, for fast tests);
-* optional IR-head echo, noise before the identification, a corrupted character (``corrupt_at``),
-  bit errors above a rate (``unreliable_above``, a meter whose fast rate does not work);
+* optional IR-head echo, noise before the identification, a bit flipped on the line in one
+  character of the data message (``corrupt_at``, in every telegram of a push meter), bit errors
+  above a rate (``unreliable_above``, a meter whose fast rate does not work). Both hit the bits
+  on the wire after the parity bit was added, so a reader sees the parity error real noise causes;
+* 7E1 characters travel as the bytes an 8N1 UART reads (parity bit in bit 7, see ``pty.PtyLink``);
+  ``parity_bit=False`` is for peer tools that expect bare 7-bit characters from a pty;
 * push-only mode: a telegram every ``push_interval`` s at ``push_baudrate``, no request.
 
 A real meter does not wait for a reader that switches late; ``switch_grace`` (seconds, real
@@ -66,7 +70,7 @@ class SimulatedMeter:
                  unreliable_above: Optional[int] = None, ack_timeout: float = 1.5,
                  readout_without_ack: bool = True, idle_timeout: Optional[float] = None,
                  push_interval: float = 1.0, push_baudrate: Optional[int] = None,
-                 switch_grace: float = 0.0) -> None:
+                 switch_grace: float = 0.0, parity_bit: bool = True) -> None:
         self.image = load_meter(meter)
         self.mode = mode or self.image.mode
         if self.mode not in MODES:
@@ -101,7 +105,8 @@ class SimulatedMeter:
         self.push_baudrate = int(push_baudrate or (self.baudrate if self.mode == "push" else 9600))
         self.identification = compose_identification(self.image, self.mode, self.baudrate)
         self.message = self._message()
-        self.link = PtyLink(baudrate=self.push_baudrate if self.mode == "push" else 300, time_scale=time_scale)
+        self.link = PtyLink(baudrate=self.push_baudrate if self.mode == "push" else 300, time_scale=time_scale,
+                            parity_bit=parity_bit)
         self.readouts = 0
         self._thread: Optional[threading.Thread] = None
         self._awake_until = 0.0
@@ -162,11 +167,24 @@ class SimulatedMeter:
     def _message(self) -> bytes:
         if self.keep_bytes and self.image.capture is not None:
             return self.image.capture
-        message = bytearray(frame_message(self.image.block, self.framing))
+        return frame_message(self.image.block, self.framing)
+
+    def _noise(self, rate: int, offset: int = 0) -> Optional[Callable[[int, int], int]]:
+        """Bit errors on the line for a send of the data message starting at ``offset``."""
+        flip_at = None
         if self.corrupt_at is not None:
-            index = min(max(1, self.corrupt_at), len(message) - 3)
-            message[index] ^= 0x01  # one bit flipped by noise on the line
-        return bytes(message)
+            flip_at = offset + min(max(1, self.corrupt_at), len(self.message) - 3)
+        unreliable = self.unreliable_above is not None and rate > self.unreliable_above
+        if flip_at is None and not unreliable:
+            return None
+
+        def corrupt(index: int, byte: int) -> int:
+            if index == flip_at:
+                byte ^= 0x01  # one bit flipped by noise on the line
+            if unreliable and (index - offset) % 97 == 50:
+                byte ^= 0x08
+            return byte
+        return corrupt
 
     def _main(self) -> None:
         try:
@@ -196,7 +214,7 @@ class SimulatedMeter:
     def _receive(self, timeout: float) -> bytes:
         data = self.link.receive(timeout)
         if data and self.echo:
-            self.link.raw_write(data)
+            self.link.raw_write(self.link.last_raw)  # the reader's bytes as they were on the line
         if data:
             self._note_nuls(data)
         return data
@@ -269,12 +287,9 @@ class SimulatedMeter:
             if not self._wait_until(link.rx_done + link.scaled(self.ack_reaction_time)):
                 return False
         link.baudrate = rate
-        corrupt: Optional[Callable[[int, int], int]] = None
-        if self.unreliable_above is not None and rate > self.unreliable_above:
-            def corrupt(index: int, byte: int) -> int:
-                return byte ^ 0x08 if index % 97 == 50 else byte
         link.event("data-start", f"{rate} Bd")
-        ok = link.send(self.message, corrupt=corrupt, wait_for_peer=self.switch_grace if rate != 300 else 0.0)
+        ok = link.send(self.message, corrupt=self._noise(rate),
+                       wait_for_peer=self.switch_grace if rate != 300 else 0.0)
         link.baudrate = 300
         return ok
 
@@ -313,10 +328,11 @@ class SimulatedMeter:
         link = self.link
         link.baudrate = self.push_baudrate
         telegram = self.identification + self.message
+        noise = self._noise(self.push_baudrate, len(self.identification))
         while not link.closed:
             started = time.monotonic()
             link.poll_connection()
-            if not link.send(telegram):
+            if not link.send(telegram, corrupt=noise):
                 return
             self.readouts += 1
             link.event("telegram", str(self.readouts))

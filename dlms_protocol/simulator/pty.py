@@ -34,9 +34,22 @@ A pty moves bytes instantly and has no baud rate, so this module emulates the wi
   stop bits (a pty ignores both), so that every open by pyserial changes a control flag. A
   reader that re-opens within one polling interval (20 ms) of closing, or reconfigures its open
   port to the settings it already has, can still get EINVAL (Transport.set_baudrate skips that).
+  Readers with software parity (Transport's default for 7E1) open 8N1, which the pty keeps as
+  asked, so pyserial finds nothing to change and such re-opens work at once.
+* **Parity bit (7E1, 7O1)**: the pty driver forces 8-bit characters on its slave and drops a
+  reader's parity setting, so the character format a reader asked for cannot be seen and no
+  UART adds or strips a parity bit. The link therefore carries each 10-bit 7E1 frame as the
+  byte an 8N1 UART reads from it (7E1 and 8N1 frames are the same bits): what the device sends
+  gets its parity bit in bit 7, what the reader wrote is checked and stripped to 7 bits (a
+  byte with a wrong parity bit reaches the device as ``transport.PARITY_ERROR`` and is
+  recorded as ``rx-parity-error``), and resampling at another rate works on those same bits.
+  ``corrupt`` in ``send()`` flips bits of these wire bytes, so it is seen as the parity error
+  real noise causes. This is exactly what ``transport.Transport`` with software parity (its
+  default for 7E1) sends and expects. ``parity_bit=False`` hands over bare 7-bit characters
+  instead, for a peer tool that relies on a 7E1 UART, which a pty cannot give it.
 
-Limits: the pty driver forces 8-bit characters on its slave, so a reader's character format
-(7E1 vs 8N1) cannot be seen; both sides are assumed to use ``bytesize``/``parity``. Linux only.
+Limits: 8-bit formats with parity (8E1, 11 bits) do not fit into a pty byte; there both sides
+are assumed to use ``bytesize``/``parity`` and characters pass unchanged. Linux only.
 """
 from __future__ import annotations
 
@@ -50,7 +63,7 @@ import time
 import tty
 from typing import Callable, List, Optional, Tuple
 
-from ..transport import bits_per_char
+from ..transport import PARITY_ERROR, add_parity, bits_per_char, check_parity
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +136,13 @@ class PtyLink:
     ``time_scale`` > 1 makes everything faster (20 = twenty times real speed), for tests.
     ``on_event(name, detail)`` is called for ``connected``/``disconnected`` and whatever the
     device records with ``event()``; ``events`` keeps ``(monotonic time, name, detail)``.
+    ``parity_bit`` (7E1/7O1 only): carry the parity bit in bit 7 of each pty byte (see the
+    module docstring); ``last_raw`` holds the pty bytes behind the last ``receive()``.
     """
 
     def __init__(self, *, baudrate: int = 300, bytesize: int = 7, parity: str = "E", stopbits: int = 1,
-                 time_scale: float = 1.0, on_event: Optional[Callable[[str, str], None]] = None) -> None:
+                 time_scale: float = 1.0, on_event: Optional[Callable[[str, str], None]] = None,
+                 parity_bit: bool = True) -> None:
         self.master, slave = os.openpty()
         self.port = os.ttyname(slave)
         tty.setraw(slave)  # no echo, no line editing before the reader configures the port
@@ -136,6 +152,7 @@ class PtyLink:
         self.bytesize = bytesize
         self.parity = parity
         self.stopbits = stopbits
+        self.parity_bit = bool(parity_bit) and bytesize == 7 and parity in ("E", "O")
         self.time_scale = time_scale
         self.connected = False
         self.rx_done = 0.0
@@ -143,6 +160,8 @@ class PtyLink:
         self._on_event = on_event
         self._closed = threading.Event()
         self._pending = bytearray()
+        self._pending_raw = bytearray()
+        self.last_raw = b""
         self.bytes_sent = 0
         self.bytes_received = 0
         self._park()
@@ -155,6 +174,18 @@ class PtyLink:
 
     def scaled(self, seconds: float) -> float:
         return seconds / self.time_scale
+
+    def encode(self, data: bytes) -> bytes:
+        """The pty bytes that carry these characters (the parity bit in bit 7, see above)."""
+        return add_parity(data, self.parity) if self.parity_bit else bytes(data)
+
+    def decode(self, data: bytes) -> bytes:
+        """Characters from pty bytes: parity checked and stripped (errors as PARITY_ERROR)."""
+        return check_parity(data, self.parity) if self.parity_bit else bytes(data)
+
+    def _wire_format(self) -> Tuple[int, str, int]:
+        """The format to resample pty bytes in: a 7E1 frame is an 8N1 frame of the same bits."""
+        return (8, "N", self.stopbits) if self.parity_bit else (self.bytesize, self.parity, self.stopbits)
 
     def peer_baudrate(self) -> Optional[int]:
         """The input speed the reader configured on its end (None if unknown)."""
@@ -211,10 +242,12 @@ class PtyLink:
 
     def poll_connection(self) -> bool:
         """Check at once whether a reader has the port open (for devices that never read)."""
-        data = self._read_once(0.0)
-        if data:
+        raw, data = self._read_once(0.0)
+        if raw:
             self._pending += data
+            self._pending_raw += raw
             del self._pending[:-4096]  # a device that never reads keeps only the latest bytes
+            del self._pending_raw[:-4096]
         return self.connected
 
     def receive(self, timeout: float) -> bytes:
@@ -222,35 +255,39 @@ class PtyLink:
 
         Returns b"" on time-out or while no reader has the port open.
         """
-        if self._pending:
+        if self._pending_raw:
             data, self._pending = bytes(self._pending), bytearray()
+            self.last_raw, self._pending_raw = bytes(self._pending_raw), bytearray()
             return data
-        return self._read_once(timeout)
+        self.last_raw, data = self._read_once(timeout)
+        return data
 
-    def _read_once(self, timeout: float) -> bytes:
+    def _read_once(self, timeout: float) -> Tuple[bytes, bytes]:
+        """(pty bytes as the reader wrote them, characters as this side decodes them)."""
+        none = (b"", b"")
         if self._closed.is_set():
-            return b""
+            return none
         before = self.peer_baudrate()  # the reader's rate before anything arrived
         waiting_since = time.monotonic()
         try:
             ready, _, _ = select.select([self.master], [], [], max(0.0, timeout))
         except (OSError, ValueError):
-            return b""
+            return none
         if not ready:
             # with no slave open the master would be readable (EIO), so a reader has the port
             self._set_connected(True)
-            return b""
+            return none
         try:
             data = os.read(self.master, 4096)
         except BlockingIOError:
-            return b""
+            return none
         except OSError as exc:
             if exc.errno == errno.EIO:  # no reader has the slave open
                 self._set_connected(False)
                 self._closed.wait(min(timeout, 0.005))
-                return b""
+                return none
             if self._closed.is_set():
-                return b""
+                return none
             raise
         now = time.monotonic()
         self._set_connected(True)
@@ -262,14 +299,20 @@ class PtyLink:
             peer = before
         self.rx_done = max(now, self.rx_done) + len(data) * self.char_time(peer)
         self.bytes_received += len(data)
+        wire = data
         if peer != self.baudrate:
-            decoded = uart_resample(data, peer, self.baudrate, self.bytesize, self.parity, self.stopbits)
-            self.event("rx-wrong-baud", f"reader {peer} Bd, device {self.baudrate} Bd: {data[:20]!r} -> {decoded[:20]!r}")
-            return decoded
-        return data
+            wire = uart_resample(data, peer, self.baudrate, *self._wire_format())
+        decoded = self.decode(wire)
+        if peer != self.baudrate:
+            self.event("rx-wrong-baud",
+                       f"reader {peer} Bd, device {self.baudrate} Bd: {data[:20]!r} -> {decoded[:20]!r}")
+        elif self.parity_bit and PARITY_ERROR in decoded:
+            self.event("rx-parity-error", f"{decoded.count(PARITY_ERROR)} of {len(data)} bytes: {data[:20]!r}")
+        return data, decoded
 
     def raw_write(self, data: bytes) -> None:
-        """Write bytes at once, unpaced and unchanged (an echo from the IR head's own reflection)."""
+        """Write pty bytes at once, unpaced and unchanged: an echo of ``last_raw`` (the IR head's
+        own reflection), or characters from ``encode()`` that arrive all at once."""
         self._write_all(data)
 
     # -------------------------------------------------------------------- output
@@ -279,9 +322,11 @@ class PtyLink:
 
         Each character is released when its stop bit would have ended. If the reader's port is
         set to another rate at that moment, it gets what a UART at its rate would decode.
-        ``corrupt(index, byte)`` may alter characters (noise). ``wait_for_peer`` (seconds, real
-        time) holds the first character until the reader's port has this side's rate, at most
-        that long: a lenient meter for tests on loaded machines (0 = strict, like a real one).
+        ``corrupt(index, byte)`` may alter the bits on the line (noise): it gets the pty byte,
+        i.e. with the parity bit in bit 7 on a 7E1 link, so a flipped bit is a parity error.
+        ``wait_for_peer`` (seconds, real time) holds the first character until the reader's port
+        has this side's rate, at most that long: a lenient meter for tests on loaded machines
+        (0 = strict, like a real one).
         Returns False when interrupted (link closed or ``stop()`` true).
         """
         if wait_for_peer > 0:
@@ -302,12 +347,12 @@ class PtyLink:
                 self._closed.wait(min(_TICK, start + (sent + 1) * ct - now))
                 continue
             self.poll_connection()  # notice a reader that opens or closes while we talk
-            chunk = bytes(data[sent:due])
+            chunk = self.encode(bytes(data[sent:due]))
             if corrupt is not None:
-                chunk = bytes(corrupt(sent + i, b) for i, b in enumerate(chunk))
+                chunk = bytes(corrupt(sent + i, b) & 0xFF for i, b in enumerate(chunk))
             peer = self.peer_baudrate() or self.baudrate
             if peer != self.baudrate:
-                chunk = uart_resample(chunk, self.baudrate, peer, self.bytesize, self.parity, self.stopbits)
+                chunk = uart_resample(chunk, self.baudrate, peer, *self._wire_format())
             self._write_all(chunk)
             self.bytes_sent += due - sent
             sent = due
