@@ -36,6 +36,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
                    help="replay a capture's data message byte for byte (its own BCC) instead of re-framing it")
     p.add_argument("--corrupt-at", type=int, default=None, help="flip one bit of the data message at this index")
     p.add_argument("--interval", type=float, default=1.0, help="push mode: seconds between telegrams")
+    p.add_argument("--no-parity-bit", action="store_true",
+                   help="send bare 7-bit bytes (for tools that open the pty as 7E1; by default the line "
+                        "carries real even-parity bits, as a UART would)")
     p.set_defaults(func=cmd_simulate)
     for name in (".push",):
         _register_optional(sub, name)
@@ -65,7 +68,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         args.meter, mode=args.mode, baudrate=args.baud, reaction_time=args.reaction_time,
         time_scale=args.time_scale, echo=args.echo, noise=b"\x7f" * 5 if args.noise else b"",
         wakeup=True if args.wakeup else None, address=args.address, query_code=args.query_code,
-        keep_bytes=args.keep_bytes, corrupt_at=args.corrupt_at, push_interval=args.interval)
+        keep_bytes=args.keep_bytes, corrupt_at=args.corrupt_at, push_interval=args.interval,
+        parity_bit=not args.no_parity_bit)
     with meter:
         print(f"simulated meter: {meter.describe()}")
         print(f"port: {meter.port}")
