@@ -113,6 +113,13 @@ def test_root_and_subtree_getvalue_return_dicts(exported: Tuple[Exported, VenusC
     assert set(sub) == {"Power", "L1/Power", "L1/Voltage"}
     texts = unwrap(client.call(name, "/Ac/L1", "GetText")[0])
     assert texts == {"Power": "-12 W", "Voltage": "---"}
+    # velib's VeDbusTreeExport.GetText returns a plain {str: str} for out_signature 'v', which
+    # dbus-python marshals as a variant holding a{ss} (checked against velib 588697e on
+    # dbus-python 1.3.2: '/' and '/Ac/L1' both answer v -> a{ss}); the values are not variants
+    for node in ("/", "/Ac/L1"):
+        raw = client.call(name, node, "GetText")[0]
+        assert raw.signature == "a{ss}" and all(isinstance(v, str) for v in raw.value.values())
+    assert unwrap(client.call(name, "/", "GetText")[0])["DeviceInstance"] == "41"
     introspection = client.call(name, "/Ac", "Introspect", iface="org.freedesktop.DBus.Introspectable")[0]
     assert '<node name="L1"/>' in introspection and '<node name="Power"/>' in introspection
 

@@ -198,3 +198,58 @@ def test_install_from_legacy_config_keeps_the_keys_private(tmp_path: Path) -> No
     assert (dest / "config.py").stat().st_mode & 0o077 == 0
     for key in (KEY, AKEY):
         assert key not in res.stdout + res.stderr and key.lower() not in res.stdout + res.stderr
+
+
+_STUB_MOUNT = """#!/bin/sh
+echo "mount $*" >> "$STUB_LOG"
+case "$*" in
+    *remount,rw*) sed -i 's| / ext4 ro,| / ext4 rw,|' "$FAKE_MOUNTS" ;;
+    *remount,ro*) sed -i 's| / ext4 rw,| / ext4 ro,|' "$FAKE_MOUNTS" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("root", ["ro", "rw"])
+@pytest.mark.parametrize("script", ["uninstall.sh", "boot.sh"])
+def test_udev_rule_change_leaves_the_root_file_system_as_it_was(tmp_path: Path, script: str, root: str) -> None:
+    """Venus OS mounts / read-only; boot.sh (re-applying the udev rule) and uninstall.sh
+    (removing it) open it for the change and close it again. Remounting this machine's / is
+    not possible in a test, so ``mount`` and remount-rw.sh are stand-ins that flip a copy of
+    /proc/mounts (passed through install.conf, as on a device) and log their calls."""
+    base = tmp_path / "data" / "dbus-dlms-meter"
+    (base / "dlms_protocol").mkdir(parents=True)
+    (base / "dlms_protocol" / "__init__.py").write_text("")
+    (base / "udev").mkdir()
+    for name in ("boot.sh", "uninstall.sh"):
+        (base / name).write_text((ROOT / "venus" / name).read_text())
+    udev = tmp_path / "etc" / "udev" / "rules.d"
+    udev.mkdir(parents=True)
+    rule = 'ACTION=="add", ENV{ID_SERIAL_SHORT}=="A1B2", ENV{VE_SERVICE}="ignore"\n'
+    if script == "boot.sh":
+        (base / "udev" / "zz-dbus-dlms-meter.rules").write_text(rule)  # a firmware update lost /etc's copy
+    else:
+        (udev / "zz-dbus-dlms-meter.rules").write_text(rule)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/mmcblk0p2 / ext4 {root},relatime 0 0\n/dev/mmcblk0p4 /data ext4 rw,relatime 0 0\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    stubs = {"mount": _STUB_MOUNT, "udevadm": '#!/bin/sh\necho "udevadm $*" >> "$STUB_LOG"\n',
+             "svc": '#!/bin/sh\necho "svc $*" >> "$STUB_LOG"\n',
+             "remount-rw.sh": '#!/bin/sh\necho "remount-rw.sh" >> "$STUB_LOG"\nmount -o remount,rw /\n'}
+    for name, text in stubs.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (base / "install.conf").write_text(
+        f'SERVICE_ROOT="{tmp_path / "service"}"\nRC_LOCAL="{tmp_path / "data" / "rc.local"}"\n'
+        f'UDEV_DIR="{udev}"\nMOUNTS="{mounts}"\nREMOUNT_RW="{bin_dir / "remount-rw.sh"}"\n')
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_LOG": str(log), "FAKE_MOUNTS": str(mounts)}
+    res = subprocess.run(["sh", str(base / script)], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (udev / "zz-dbus-dlms-meter.rules").exists() == (script == "boot.sh")
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert f"/dev/mmcblk0p2 / ext4 {root}," in mounts.read_text()  # as it was before
+    if root == "ro":
+        assert calls.index("remount-rw.sh") < calls.index("mount -o remount,ro /")
+    else:
+        assert not [c for c in calls if "remount" in c]

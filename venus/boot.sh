@@ -6,16 +6,18 @@ NAME=dbus-dlms-meter
 BASE=$(cd -P "$(dirname "$0")" && pwd -P)
 SERVICE_ROOT=/service
 UDEV_DIR=/etc/udev/rules.d
+MOUNTS=/proc/mounts
+REMOUNT_RW=/opt/victronenergy/swupdate-scripts/remount-rw.sh
 TTY=""
 [ -f "$BASE/install.conf" ] && . "$BASE/install.conf"
 
 RULE="$BASE/udev/zz-$NAME.rules"
 if [ -f "$RULE" ] && ! cmp -s "$RULE" "$UDEV_DIR/zz-$NAME.rules"; then
     ro=no
-    if awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro'; then
+    if awk '$2 == "/" { print $4 }' "$MOUNTS" | grep -q '^ro'; then
         ro=yes
-        if [ -x /opt/victronenergy/swupdate-scripts/remount-rw.sh ]; then
-            /opt/victronenergy/swupdate-scripts/remount-rw.sh
+        if [ -x "$REMOUNT_RW" ]; then
+            "$REMOUNT_RW"
         else
             mount -o remount,rw /
         fi

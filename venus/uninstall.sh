@@ -9,6 +9,8 @@ BASE=$(cd -P "$(dirname "$0")" && pwd -P)
 SERVICE_ROOT=/service
 RC_LOCAL=/data/rc.local
 UDEV_DIR=/etc/udev/rules.d
+MOUNTS=/proc/mounts
+REMOUNT_RW=/opt/victronenergy/swupdate-scripts/remount-rw.sh
 [ -f "$BASE/install.conf" ] && . "$BASE/install.conf"
 PURGE=no
 [ "${1:-}" = "--purge" ] && PURGE=yes
@@ -25,14 +27,19 @@ if [ -f "$RC_LOCAL" ]; then
     rm -f "$RC_LOCAL.tmp"
 fi
 if [ -f "$UDEV_DIR/zz-$NAME.rules" ]; then
-    if awk '$2 == "/" { print $4 }' /proc/mounts | grep -q '^ro'; then
-        if [ -x /opt/victronenergy/swupdate-scripts/remount-rw.sh ]; then
-            /opt/victronenergy/swupdate-scripts/remount-rw.sh
+    # the root file system is read-only on Venus OS: open it for the change and close it again
+    # afterwards, as boot.sh does
+    ro=no
+    if awk '$2 == "/" { print $4 }' "$MOUNTS" | grep -q '^ro'; then
+        ro=yes
+        if [ -x "$REMOUNT_RW" ]; then
+            "$REMOUNT_RW"
         else
             mount -o remount,rw /
         fi
     fi
     rm -f "$UDEV_DIR/zz-$NAME.rules"
+    [ "$ro" = yes ] && mount -o remount,ro / 2>/dev/null
     udevadm control --reload-rules 2>/dev/null || true
     echo "$NAME: udev rule removed; replug the adapter (or reboot) to give the port back to serial-starter"
 fi

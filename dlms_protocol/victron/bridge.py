@@ -20,7 +20,8 @@ meter's lists came first after a restart, because localsettings keeps the VRM in
 custom name under it. ``device_suffix`` always wins; otherwise the service opens as soon as a
 frame carried the meter serial, or after ``identity_wait`` seconds (from the first frame) with
 the meter id (system title) or the port. A readout carries the whole data set, so its first
-frame settles the name. If a serial shows up after that, the service moves to it once.
+frame settles the name. If a better identity (the serial) shows up after that, the service
+moves to it; only upwards, so two meters on one line cannot make it flap.
 """
 from __future__ import annotations
 
@@ -269,9 +270,11 @@ class _Core:
             spec = self.mapper.spec(path)
             if spec is not None and not spec.counter:
                 prev = self.times.get(path)  # only while the value is still valid: outages teach nothing
-                if prev is not None and t > prev:
+                if prev is None:
+                    self.times[path] = t
+                elif t > prev:  # (frames published from several threads may arrive out of order)
                     self.path_intervals.setdefault(path, deque(maxlen=5)).append(t - prev)
-                self.times[path] = t
+                    self.times[path] = t
         if not self.connected:
             if svc.opened:
                 LOG.info("victron: verified readings again; /Connected = 1")

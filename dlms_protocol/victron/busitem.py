@@ -14,7 +14,9 @@ Behaviour follows velib (``vedbus.py``) where velib and aiovelib differ:
 * ``SetValue`` returns 0 (done or unchanged), 1 (not writeable / wrong type), 2 (refused by the
   owner's callback); an accepted write from the bus is announced with ``PropertiesChanged`` on the
   item's path, a batch from :meth:`BusItemService.update` with one ``ItemsChanged`` on ``/``;
-* root ``GetValue``/``GetText`` return every value/text keyed by path relative to the node.
+* root ``GetValue``/``GetText`` return every value/text keyed by path relative to the node:
+  ``v`` holding ``a{sv}`` and ``v`` holding ``a{ss}``, exactly what velib's ``VeDbusTreeExport``
+  puts on the wire (its GetText returns a plain str dict, which dbus-python sends as ``a{ss}``).
 """
 from __future__ import annotations
 

@@ -70,7 +70,8 @@ VICTRON_KEYS: Dict[str, str] = {
     "bus": "auto, system, session or a D-Bus address",
     "role": "first-start role: " + ", ".join(ROLES),
     "custom_name": "first-start custom name (the GUI can change it later)",
-    "device_suffix": "last part of the service name (default dlms_<meter serial>)",
+    "device_suffix": "last part of the service name (default dlms_<meter serial>, waited for up to 30 s, "
+                     "else dlms_<meter id or port>)",
     "device_instance": "preferred VRM instance (40)",
     "product_name": "shown as product (DLMS smart meter)",
     "timeout": "seconds without a verified reading before /Connected = 0",
