@@ -174,6 +174,21 @@ def test_totals_only_meter_total_on_l1_modes() -> None:
         Mapper(options={"total_power_on_l1": "maybe"})
 
 
+def test_power_only_list_of_a_three_phase_meter_never_puts_the_total_on_l1() -> None:
+    """Kaifa/Kamstrup NO/SE alternate a power-only list with a full one: L1 must not alternate."""
+    m = Mapper()
+    full = frame(R("1-0:1.7.0.255", 900, "W"), R("1-0:2.7.0.255", 0, "W"),
+                 R("1-0:21.7.0.255", 100, "W"), R("1-0:41.7.0.255", 300, "W"), R("1-0:61.7.0.255", 500, "W"),
+                 R("1-0:22.7.0.255", 0, "W"), R("1-0:42.7.0.255", 0, "W"), R("1-0:62.7.0.255", 0, "W"),
+                 R("1-0:32.7.0.255", 230, "V"), R("1-0:52.7.0.255", 231, "V"), R("1-0:72.7.0.255", 229, "V"))
+    power_only = frame(R("1-0:1.7.0.255", 950, "W"), R("1-0:2.7.0.255", 0, "W"))
+    assert m.map(full).values["/Ac/L1/Power"] == 100.0
+    after = m.map(power_only)
+    assert "/Ac/L1/Power" not in after.values and not after.total_on_l1   # held/expired, never 950 on L1
+    assert after.values["/Ac/Power"] == 950.0
+    assert m.map(full).values["/Ac/L1/Power"] == 100.0
+
+
 def test_total_on_l1_of_a_three_phase_meter_signs_no_current() -> None:
     # L1 may import while the house exports in total: the total's sign is not L1's, and
     # total / (U1 * I1) is no power factor of L1

@@ -116,7 +116,10 @@ def load_table(user_file: Optional[str] = None) -> Dict[str, Any]:
 
 
 class Mapper:
-    """Compiled mapping table; ``map(data)`` is pure apart from the log-once bookkeeping."""
+    """Compiled mapping table; ``map(data)`` is pure apart from the log-once bookkeeping and the
+    phase memory: a meter that once sent L2/L3 data or per-phase power is 3-phase for good, so a
+    later power-only telegram (many meters alternate a short and a long list) never puts the
+    total on L1 in auto mode, where it would alternate with the real L1 value."""
 
     def __init__(self, user_file: Optional[str] = None, options: Optional[Dict[str, Any]] = None) -> None:
         table = load_table(user_file)
@@ -150,6 +153,7 @@ class Mapper:
         self.pf_tolerance = Decimal(str(self.options.get("power_factor_tolerance", 0.05)))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
         self._warned: Set[Tuple[str, str]] = set()
+        self._three_phase = False  # phase memory, see the class docstring
 
     def _source(self, raw: Dict[str, Any]) -> Source:
         path = raw.get("path")
@@ -316,8 +320,10 @@ class Mapper:
             return got  # type: ignore[return-value]
 
         phase_power = [ph for ph in PHASES if f"/Ac/L{ph}/Power" in values]
+        if phase_power or any(ph > 1 for ph in phases):
+            self._three_phase = True
         if "/Ac/Power" in values and not phase_power and self.total_on_l1 != "no":
-            others = any(ph > 1 for ph in phases)
+            others = any(ph > 1 for ph in phases) or self._three_phase
             if self.total_on_l1 == "yes" or not others:
                 values["/Ac/L1/Power"] = values["/Ac/Power"]
                 out.total_on_l1 = True
