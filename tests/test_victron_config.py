@@ -220,7 +220,7 @@ def test_udev_rule_change_leaves_the_root_file_system_as_it_was(tmp_path: Path, 
     (base / "dlms_protocol").mkdir(parents=True)
     (base / "dlms_protocol" / "__init__.py").write_text("")
     (base / "udev").mkdir()
-    for name in ("boot.sh", "uninstall.sh"):
+    for name in ("boot.sh", "uninstall.sh", "rootfs.sh"):
         (base / name).write_text((ROOT / "venus" / name).read_text())
     udev = tmp_path / "etc" / "udev" / "rules.d"
     udev.mkdir(parents=True)

@@ -10,20 +10,11 @@ MOUNTS=/proc/mounts
 REMOUNT_RW=/opt/victronenergy/swupdate-scripts/remount-rw.sh
 TTY=""
 [ -f "$BASE/install.conf" ] && . "$BASE/install.conf"
+. "$BASE/rootfs.sh"
 
 RULE="$BASE/udev/zz-$NAME.rules"
 if [ -f "$RULE" ] && ! cmp -s "$RULE" "$UDEV_DIR/zz-$NAME.rules"; then
-    ro=no
-    if awk '$2 == "/" { print $4 }' "$MOUNTS" | grep -q '^ro'; then
-        ro=yes
-        if [ -x "$REMOUNT_RW" ]; then
-            "$REMOUNT_RW"
-        else
-            mount -o remount,rw /
-        fi
-    fi
-    cp "$RULE" "$UDEV_DIR/zz-$NAME.rules"
-    [ "$ro" = yes ] && mount -o remount,ro / 2>/dev/null
+    with_writable_root cp "$RULE" "$UDEV_DIR/zz-$NAME.rules"
     udevadm control --reload-rules 2>/dev/null || true
     if [ -n "$TTY" ] && [ -e "/dev/$TTY" ]; then
         # serial-starter may already hold the port: stop it there, then let udev re-announce the port

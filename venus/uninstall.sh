@@ -12,6 +12,7 @@ UDEV_DIR=/etc/udev/rules.d
 MOUNTS=/proc/mounts
 REMOUNT_RW=/opt/victronenergy/swupdate-scripts/remount-rw.sh
 [ -f "$BASE/install.conf" ] && . "$BASE/install.conf"
+. "$BASE/rootfs.sh"
 PURGE=no
 [ "${1:-}" = "--purge" ] && PURGE=yes
 
@@ -28,18 +29,7 @@ if [ -f "$RC_LOCAL" ]; then
 fi
 if [ -f "$UDEV_DIR/zz-$NAME.rules" ]; then
     # the root file system is read-only on Venus OS: open it for the change and close it again
-    # afterwards, as boot.sh does
-    ro=no
-    if awk '$2 == "/" { print $4 }' "$MOUNTS" | grep -q '^ro'; then
-        ro=yes
-        if [ -x "$REMOUNT_RW" ]; then
-            "$REMOUNT_RW"
-        else
-            mount -o remount,rw /
-        fi
-    fi
-    rm -f "$UDEV_DIR/zz-$NAME.rules"
-    [ "$ro" = yes ] && mount -o remount,ro / 2>/dev/null
+    with_writable_root rm -f "$UDEV_DIR/zz-$NAME.rules"
     udevadm control --reload-rules 2>/dev/null || true
     echo "$NAME: udev rule removed; replug the adapter (or reboot) to give the port back to serial-starter"
 fi
