@@ -51,10 +51,11 @@ except ModuleNotFoundError as _exc:
 
 if IN_SMARTHOMENG:
     from .webif import WebInterface
-from . import plugin_support as ps
-from .dlms_protocol.config import ListenerConfig, ReadoutConfig, parse_key
-from .dlms_protocol.errors import ConfigurationError, DlmsError, TransportError
-from .dlms_protocol.model import MeterData, Statistics
+if __package__:  # pytest imports this file as a plain module when the checkout's folder name is no identifier
+    from . import plugin_support as ps
+    from .dlms_protocol.config import ListenerConfig, ReadoutConfig, parse_key
+    from .dlms_protocol.errors import ConfigurationError, DlmsError, TransportError
+    from .dlms_protocol.model import MeterData, Statistics
 
 #: attributes this plugin reads from items
 ATTR_CODE = "dlms_obis_code"

@@ -8,6 +8,7 @@ we can convert, so a missing part never turns into an assumed 0.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -47,9 +48,32 @@ def derive(data: MeterData, wanted: Obis) -> Optional[Reading]:
     return None
 
 
+def derive_all(data: MeterData) -> List[Reading]:
+    """Every rule's result the meter did not send itself, each only when exactly known.
+
+    The A-B of a result is that of its parts (``1-0:16.7.0`` from ``1-0:1.7.0``); a short D0
+    code gives a short result. Results are marked ``derived``.
+    """
+    _units, rules = _rules()
+    out: List[Reading] = []
+    for code, plus_code, _minus in rules:
+        if data.get(code) is not None:
+            continue
+        seen = set()
+        for plus in data.find(plus_code):
+            if plus.obis is None or plus.obis.f not in (None, 255) or (plus.obis.a, plus.obis.b) in seen:
+                continue
+            seen.add((plus.obis.a, plus.obis.b))
+            wanted = Obis(plus.obis.a, plus.obis.b, code.c, code.d, code.e, None)
+            reading = derive(data, wanted)
+            if reading is not None:
+                out.append(replace(reading, derived=True))
+    return out
+
+
 def _like(part: Obis, wanted: Obis) -> Obis:
     """The part's code with the A-B the user asked for (so 1-1:16.7.0 uses 1-1:1.7.0)."""
     return Obis(wanted.a, wanted.b, part.c, part.d, part.e, None)
 
 
-__all__ = ["derive"]
+__all__ = ["derive", "derive_all"]

@@ -40,6 +40,8 @@ class Reading:
     index: int = 0
     timestamp: Optional[datetime] = None
     extra: Tuple[Tuple[str, Optional[str]], ...] = ()
+    #: computed from other readings of the same snapshot (e.g. net power), not sent by the meter
+    derived: bool = False
 
     @property
     def name(self) -> Optional[str]:

@@ -1,0 +1,56 @@
+"""DLMS/COSEM push meters as a pipeline ``Source`` (the listener thread does the I/O).
+
+The listener already owns the port, reconnect with back-off and decoding; this wrapper turns
+its callbacks into the pipeline's ``emit``/``report`` and its rate limit is left at 0, because
+each output keeps its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Optional
+
+from ..config import ListenerConfig
+from ..errors import DlmsError, TransportError
+from ..pipeline import Emit, Health, Source
+from .listener import PushListener, open_port
+
+
+class PushSource(Source):
+    """Listens for pushes on ``config.port``; ``stale_after`` is ``listen_timeout``."""
+
+    kind = "push"
+
+    def __init__(self, config: ListenerConfig, listen_timeout: float = 60.0, *,
+                 opener: Callable[..., Any] = open_port, **listener_options: Any) -> None:
+        super().__init__()
+        self.config = dataclasses.replace(config, min_interval=0.0)
+        self.name = config.port
+        self.stale_after = float(listen_timeout)
+        self._opener = opener
+        self._options = listener_options
+        self.listener: Optional[PushListener] = None
+
+    def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
+        def on_error(exc: DlmsError) -> None:
+            # decode errors are counted by the decoder; a lost port is an error state until data returns
+            if isinstance(exc, TransportError):
+                report(Health(Health.ERROR, str(exc), source=self.name))
+
+        self.listener = PushListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
+                                     **self._options)
+        self.listener.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        if self.listener is not None:
+            self.listener.stop(timeout=timeout)
+
+    def status(self) -> Dict[str, Any]:
+        listener = self.listener
+        return {"connected": bool(listener and listener.connected), "connects": listener.connects if listener else 0}
+
+
+def make_push_source(config: ListenerConfig, listen_timeout: float = 60.0, **kwargs: Any) -> PushSource:
+    return PushSource(config, listen_timeout, **kwargs)
+
+
+__all__ = ["PushSource", "make_push_source"]

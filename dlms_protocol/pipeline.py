@@ -1,0 +1,324 @@
+"""The one seam between sources and outputs: ``Source → Pipeline → Output``.
+
+Why one seam: every way of reading a meter (D0 request mode, push-only D0, DLMS push, SML,
+DLMS polling) and every place a value goes (SmartHomeNG items, Victron D-Bus, MQTT, the CLI,
+the web interface's history) used to be wired to each other by hand, per mode and per output,
+so whole paths silently did nothing (a scheduled readout never reached D-Bus) and the same
+fact was computed three ways. Here:
+
+* a **Source** owns its port (through an injected opener), reconnect/back-off and health; it
+  hands every *verified* ``MeterData`` to ``emit`` and every change of health to ``report``;
+* the **Pipeline** enriches each ``MeterData`` exactly once (``enrich``: derived registers such
+  as net power, marked ``derived``), decides staleness for every source the same way
+  (``Source.stale_after`` seconds without data → ``Health.STALE``) and fans data and health
+  out to every output; a failing output is logged and counted, never stops the others;
+* an **Output** implements ``publish`` (and usually ``publish_health``) and keeps its own rate
+  limit (``KeepLatest``), because Victron wants every push while items may want one a minute.
+
+Sources and outputs are found by name through ``SOURCES``/``OUTPUTS`` (``"module:factory"``
+strings, imported on first use), so a D0 ``read`` never loads the push, SML or D-Bus stacks.
+Adding a source or an output is one class and one line in these tables.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .model import MeterData, Statistics
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[MeterData], None]
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a source says about itself: one of the states below, with the cause when not ``ok``.
+
+    ``cause`` is a user-facing sentence (cause and fix, never a key). Outputs map it to their
+    own notion: items' status, MQTT availability (``offline`` unless ``ok``), D-Bus
+    ``/Connected``. Stale and error never mean 0: outputs invalidate, they don't zero.
+    """
+
+    state: str
+    cause: str = ""
+    since: float = field(default_factory=time.time)
+    source: str = ""
+
+    STARTING = "starting"
+    OK = "ok"
+    STALE = "stale"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+    @property
+    def ok(self) -> bool:
+        return self.state == Health.OK
+
+
+class Output(ABC):
+    """Where verified data goes. Called from the source's thread: return quickly.
+
+    ``publish`` gets every enriched ``MeterData``; an output that wants fewer applies its own
+    rate limit (see ``KeepLatest``) and may deliver a held snapshot from ``tick``, which the
+    pipeline calls about every ``Pipeline.TICK`` seconds.
+    """
+
+    name = "output"
+
+    def start(self) -> None:
+        """Open connections (D-Bus, MQTT); called once before the source starts."""
+
+    @abstractmethod
+    def publish(self, data: MeterData) -> None:
+        """One verified, enriched snapshot."""
+
+    def publish_health(self, health: Health) -> None:
+        """The source's health changed (``ok`` again, ``stale``, ``error`` with cause)."""
+
+    def tick(self, now: float) -> None:
+        """Periodic call for held (rate-limited) data and the output's own timers."""
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Release connections within ``timeout`` seconds."""
+
+    def status(self) -> Dict[str, Any]:
+        """Plain values for status displays (web interface, ``--check-config``)."""
+        return {}
+
+
+class Source(ABC):
+    """A meter on a port. ``start`` runs it (own thread, or triggered by ``read_now``).
+
+    ``stale_after``: seconds without verified data after which the pipeline calls the source
+    stale (push: a few missed periods; readout: a few missed cycles).
+    """
+
+    name = "source"
+    kind = "source"
+    stale_after: float = 60.0
+
+    def __init__(self) -> None:
+        self.stats = Statistics()
+
+    @abstractmethod
+    def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
+        """Begin delivering data to ``emit`` and health changes to ``report``."""
+
+    @abstractmethod
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop and release the port within ``timeout`` seconds (a running read is ended)."""
+
+    def read_now(self) -> bool:
+        """Trigger one read (scheduled sources); False when not possible now or not scheduled."""
+        return False
+
+    def status(self) -> Dict[str, Any]:
+        return {}
+
+
+class KeepLatest:
+    """Rate limit that keeps the latest: at most one delivery per ``interval`` seconds.
+
+    Within the interval a newer snapshot replaces the held one, which ``due`` returns once the
+    interval has passed; so an output never gets a stale value and the last one before a
+    pause is not lost (dropping would hold back the freshest value until the next message).
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = max(0.0, float(interval))
+        self._clock = clock
+        self._last = float("-inf")
+        self._held: Optional[MeterData] = None
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def offer(self, data: MeterData) -> Optional[MeterData]:
+        """The snapshot to deliver now, or None when it is held back."""
+        with self._lock:
+            now = self._clock()
+            if now - self._last >= self.interval:
+                self._last = now
+                self._held = None
+                return data
+            if self._held is not None:
+                self.dropped += 1
+            self._held = data
+            return None
+
+    def due(self) -> Optional[MeterData]:
+        """The held snapshot once its interval has passed, else None."""
+        with self._lock:
+            if self._held is None or self._clock() - self._last < self.interval:
+                return None
+            data, self._held = self._held, None
+            self._last = self._clock()
+            return data
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held = None
+
+
+def enrich(data: MeterData) -> MeterData:
+    """Add every register that follows exactly from the ones sent (see ``derive``), once."""
+    from .derive import derive_all
+
+    extra = derive_all(data)
+    if not extra:
+        return data
+    return replace(data, readings=tuple(data.readings) + tuple(extra))
+
+
+class Pipeline:
+    """One source, any number of outputs; enrich once, fan out, one staleness rule."""
+
+    TICK = 0.25
+
+    def __init__(self, source: Source, outputs: Sequence[Output] = (), *,
+                 enricher: Callable[[MeterData], MeterData] = enrich,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.outputs: List[Output] = list(outputs)
+        self.stats = source.stats
+        self._enrich = enricher
+        self._clock = clock
+        self.health = Health(Health.STARTING, source=source.name)
+        self.last_data: Optional[MeterData] = None
+        self._last_time: Optional[float] = None
+        self._started_at = clock()
+        self._stop = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ control
+    def add_output(self, output: Output) -> None:
+        self.outputs.append(output)
+
+    def start(self, ticker: bool = True) -> None:
+        """Start outputs, then the source, then (optionally) the ticker thread."""
+        self._stop.clear()
+        self._started_at = self._clock()
+        for out in list(self.outputs):
+            self._call(out, "start")
+        self.source.start(self.feed, self.report)
+        if ticker:
+            self._ticker = threading.Thread(target=self._tick_loop, name=f"dlms-pipeline {self.source.name}",
+                                            daemon=True)
+            self._ticker.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the source first (no more data), then the outputs; within about ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        try:
+            self.source.stop(timeout=max(0.1, timeout / 2))
+        except Exception:  # stopping must go on whatever the source does
+            log.exception("stopping source %s", self.source.name)
+        self._set_health(Health(Health.STOPPED, source=self.source.name))
+        for out in list(self.outputs):
+            self._call(out, "stop", max(0.1, (deadline - time.monotonic()) / max(1, len(self.outputs))))
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join(max(0.0, deadline - time.monotonic()))
+
+    # ------------------------------------------------------------------ data path
+    def feed(self, data: MeterData) -> MeterData:
+        """A verified snapshot from the source: enrich once, mark healthy, publish everywhere."""
+        try:
+            data = self._enrich(data)
+        except Exception:  # enrichment is optional; the verified values still go out
+            self.stats.count("internal_errors")
+            log.exception("enriching data from %s failed; publishing it without derived values", self.source.name)
+        with self._lock:
+            self.last_data = data
+            self._last_time = self._clock()
+        if not self.health.ok:
+            self._set_health(Health(Health.OK, source=self.source.name))
+        for out in list(self.outputs):
+            self._call(out, "publish", data)
+        return data
+
+    def report(self, health: Health) -> None:
+        """A source's own health (error with cause, or stale/ok decided by itself)."""
+        if not health.source:
+            health = replace(health, source=self.source.name)
+        self._set_health(health)
+
+    def tick(self) -> None:
+        """Staleness for every source the same way, then the outputs' timers."""
+        now = self._clock()
+        with self._lock:
+            last = self._last_time if self._last_time is not None else self._started_at
+        stale_after = self.source.stale_after
+        if stale_after and now - last > stale_after and self.health.state in (Health.OK, Health.STARTING):
+            what = "no verified data" if self._last_time is None else "no new verified data"
+            self._set_health(Health(Health.STALE, f"{what} for {int(now - last)} s: check the cable, the port "
+                                    "settings and that the meter's interface is enabled", source=self.source.name))
+        wall = time.time()
+        for out in list(self.outputs):
+            self._call(out, "tick", wall)
+
+    # ------------------------------------------------------------------ helpers
+    def _set_health(self, health: Health) -> None:
+        with self._lock:
+            previous = self.health
+            if previous.state == health.state and previous.cause == health.cause:
+                return
+            self.health = health
+        for out in list(self.outputs):
+            self._call(out, "publish_health", health)
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.TICK):
+            try:
+                self.tick()
+            except Exception:  # the ticker must survive anything
+                log.exception("pipeline tick failed")
+
+    def _call(self, out: Output, method: str, *args: Any) -> None:
+        try:
+            getattr(out, method)(*args)
+        except Exception:  # one broken output must not stop the others or the source
+            self.stats.count("output_errors")
+            log.exception("output %s: %s failed", getattr(out, "name", out), method)
+
+
+# ---------------------------------------------------------------------- registries
+#: source kinds → "module:factory" (relative to this package); a factory takes keyword options
+SOURCES: Dict[str, str] = {
+    "readout": ".iec62056_21.source:make_readout_source",
+    "push": ".dlms.source:make_push_source",
+}
+#: output kinds → "module:factory"
+OUTPUTS: Dict[str, str] = {}
+
+
+def _load(table: Dict[str, str], kind: str, what: str) -> Callable[..., Any]:
+    from .errors import ConfigurationError
+
+    try:
+        target = table[kind]
+    except KeyError:
+        raise ConfigurationError(f"unknown {what} {kind!r}",
+                                 "use one of: " + ", ".join(sorted(table)) if table else None) from None
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module, __package__), func)
+
+
+def make_source(kind: str, **options: Any) -> Source:
+    """A source by kind name; its module is imported only now."""
+    return _load(SOURCES, kind, "source")(**options)
+
+
+def make_output(kind: str, **options: Any) -> Output:
+    """An output by kind name; its module (D-Bus, MQTT) is imported only now."""
+    return _load(OUTPUTS, kind, "output")(**options)
+
+
+__all__ = ["Health", "Output", "Source", "KeepLatest", "Pipeline", "enrich", "SOURCES", "OUTPUTS",
+           "make_source", "make_output", "Emit"]

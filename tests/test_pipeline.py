@@ -1,0 +1,155 @@
+"""The seam: sources emit verified MeterData, the pipeline enriches once and fans out to outputs."""
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from typing import List
+
+from dlms_protocol.config import ReadoutConfig
+from dlms_protocol.model import MeterData, Reading
+from dlms_protocol.obis import Obis
+from dlms_protocol.pipeline import Health, KeepLatest, Output, Pipeline, Source, enrich, make_source
+from dlms_protocol.simulator.d0 import SimulatedMeter
+
+SCALE = 10.0
+
+
+def reading(code: str, value: str, unit: str) -> Reading:
+    return Reading(code=code, obis=Obis.parse(code), value=Decimal(value), unit=unit)
+
+
+def snapshot(*readings: Reading) -> MeterData:
+    return MeterData(kind="push", readings=tuple(readings))
+
+
+class Recorder(Output):
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.data: List[MeterData] = []
+        self.health: List[Health] = []
+        self.event = threading.Event()
+
+    def publish(self, data: MeterData) -> None:
+        self.data.append(data)
+        self.event.set()
+
+    def publish_health(self, health: Health) -> None:
+        self.health.append(health)
+
+
+class Broken(Output):
+    name = "broken"
+
+    def publish(self, data: MeterData) -> None:
+        raise RuntimeError("output bug")
+
+
+class Manual(Source):
+    """A source driven by the test: emits what it is told to."""
+
+    name = "manual"
+
+    def __init__(self, stale_after: float = 0.0) -> None:
+        super().__init__()
+        self.stale_after = stale_after
+        self.emit = None
+
+    def start(self, emit, report) -> None:
+        self.emit, self.report = emit, report
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.emit = None
+
+
+def test_net_power_is_derived_once_and_marked_for_every_output():
+    src = Manual()
+    a, b = Recorder(), Recorder()
+    pipe = Pipeline(src, [a, b])
+    pipe.start(ticker=False)
+    src.emit(snapshot(reading("1-0:1.7.0", "1.500", "kW"), reading("1-0:2.7.0", "200", "W")))
+    (da,), (db,) = a.data, b.data
+    assert da is db  # enriched once, the same object everywhere
+    net = da.get("16.7.0")
+    assert net is not None and net.derived and net.numeric() == Decimal("1.3") and net.unit == "kW"
+    assert str(net.obis) == str(Obis.parse("1-0:16.7.0"))
+
+
+def test_nothing_is_derived_from_a_missing_part():
+    data = enrich(snapshot(reading("1-0:1.7.0", "1000", "W"), reading("1-0:21.7.0", "300", "W")))
+    assert data.get("16.7.0") is None and data.get("36.7.0") is None
+    assert not any(r.derived for r in data.readings)
+
+
+def test_a_sent_value_is_never_replaced_by_a_derived_one():
+    data = enrich(snapshot(reading("1-0:1.7.0", "1000", "W"), reading("1-0:2.7.0", "0", "W"),
+                           reading("1-0:16.7.0", "999", "W")))
+    assert [r.numeric() for r in data.find("16.7.0")] == [Decimal(999)]
+
+
+def test_a_broken_output_is_counted_and_the_others_still_get_data():
+    src, rec = Manual(), Recorder()
+    pipe = Pipeline(src, [Broken(), rec])
+    pipe.start(ticker=False)
+    src.emit(snapshot(reading("1-0:1.8.0", "1", "kWh")))
+    assert len(rec.data) == 1
+    assert pipe.stats.get("output_errors") == 1
+
+
+def test_staleness_is_decided_once_for_every_source_and_recovers():
+    now = [100.0]
+    src, rec = Manual(stale_after=10.0), Recorder()
+    pipe = Pipeline(src, [rec], clock=lambda: now[0])
+    pipe.start(ticker=False)
+    src.emit(snapshot(reading("1-0:1.8.0", "1", "kWh")))
+    now[0] += 11
+    pipe.tick()
+    pipe.tick()  # reported once, not on every tick
+    assert [h.state for h in rec.health] == [Health.OK, Health.STALE]
+    assert "no new verified data for 11 s" in rec.health[-1].cause
+    src.emit(snapshot(reading("1-0:1.8.0", "2", "kWh")))
+    assert rec.health[-1].state == Health.OK
+
+
+def test_keep_latest_delivers_the_freshest_after_the_interval():
+    t = [0.0]
+    limit = KeepLatest(5.0, clock=lambda: t[0])
+    first, second, third = (snapshot(reading("1-0:1.8.0", str(i), "kWh")) for i in range(3))
+    assert limit.offer(first) is first
+    t[0] = 1
+    assert limit.offer(second) is None
+    assert limit.offer(third) is None and limit.dropped == 1
+    assert limit.due() is None
+    t[0] = 5
+    assert limit.due() is third and limit.due() is None
+
+
+def test_readout_source_over_a_pty_reaches_every_output():
+    """A scheduled D0 readout goes through the same seam as a push (it used to miss Victron)."""
+    with SimulatedMeter("lgz_e350", time_scale=SCALE, reaction_time=0.5, ack_reaction_time=1.0,
+                        switch_grace=1.0) as m:
+        cfg = ReadoutConfig(port=m.port, timeout=1.0, baud_switch_delay=0.05)
+        src = make_source("readout", config=cfg, cycle=0.0, reader_options={"time_scale": SCALE})
+        rec = Recorder()
+        pipe = Pipeline(src, [rec])
+        pipe.start()
+        try:
+            assert src.read_once()
+        finally:
+            pipe.stop()
+    (data,) = rec.data
+    assert data.kind == "readout" and data.get("1.8.0") is not None
+    assert pipe.health.state == Health.STOPPED
+    assert src.stats.get("reads") == 1
+
+
+def test_readout_source_reports_an_error_with_its_cause():
+    cfg = ReadoutConfig(port="/dev/does-not-exist-dlms", timeout=0.2)
+    src = make_source("readout", config=cfg)
+    rec = Recorder()
+    Pipeline(src, [rec]).start(ticker=False)
+    assert not src.read_once()
+    assert rec.health[-1].state == Health.ERROR and "/dev/does-not-exist-dlms" in rec.health[-1].cause
+    time.sleep(0)  # nothing published
+    assert rec.data == []
