@@ -15,6 +15,8 @@ _KEY_SEPARATORS = re.compile(r"[\s:\-_]")
 
 #: D0 character formats: (bytesize, parity, stopbits)
 FORMATS = {"7E1": (7, "E", 1), "8N1": (8, "N", 1), "8E1": (8, "E", 1), "7N1": (7, "N", 1)}
+#: push security policy (ListenerConfig.security), weakest accepted protection; "auto" learns it
+SECURITY_LEVELS = ("auto", "any", "encrypted", "authenticated")
 
 
 def parse_key(text: Union[str, bytes, None], name: str = "key") -> Optional[bytes]:
@@ -101,6 +103,8 @@ class ListenerConfig:
     frames with an authentication tag are decrypted but reported as tag *not verified*.
     ``profile``: ``None``/``"auto"`` selects a positional layout by structure; a name or a JSON
     file path forces one. ``wrapper``: ``"auto"``, ``"hdlc"``, ``"mbus"``, ``"wrapper"``, ``"apdu"``.
+    ``security``: the least protection a push must carry once keys are set (``SECURITY_LEVELS``):
+    ``"auto"`` means ``authenticated`` with an auth_key, else the strongest the meter was seen to send.
     """
 
     port: str
@@ -113,6 +117,7 @@ class ListenerConfig:
     profile: Optional[str] = None
     wrapper: str = "auto"
     min_interval: float = 0.0  # rate limit for sinks: at most one MeterData per interval (0 = all)
+    security: str = "auto"
 
     def __post_init__(self) -> None:
         self.key = parse_key(self.key, "key")
@@ -121,6 +126,8 @@ class ListenerConfig:
             raise ConfigurationError(f"parity {self.parity!r} unknown", "use N (none), E (even) or O (odd)")
         if self.wrapper not in ("auto", "hdlc", "mbus", "wrapper", "apdu"):
             raise ConfigurationError(f"wrapper {self.wrapper!r} unknown", "use auto, hdlc, mbus, wrapper or apdu")
+        if self.security not in SECURITY_LEVELS:
+            raise ConfigurationError(f"security {self.security!r} unknown", "use " + ", ".join(SECURITY_LEVELS))
 
 
-__all__ = ["parse_key", "ReadoutConfig", "ListenerConfig", "FORMATS"]
+__all__ = ["parse_key", "ReadoutConfig", "ListenerConfig", "FORMATS", "SECURITY_LEVELS"]

@@ -7,6 +7,7 @@ Only the standard library is used here, because this script runs before anything
     python3 tools/dev.py demo          # simulated meter read through a real pseudo-terminal
     python3 tools/dev.py test [ARGS]   # the whole test suite (ARGS go to pytest)
     python3 tools/dev.py bench [NAME]  # benchmarks in bench/
+    python3 tools/dev.py fuzz ARGS     # bench/fuzz/run.py ARGS, e.g. --target hdlc --cases 200000
     python3 tools/dev.py run ARGS      # python -m dlms_protocol ARGS inside the venv
 """
 from __future__ import annotations
@@ -93,10 +94,12 @@ def main(argv: list[str]) -> int:
         args = [str(py), "-m", "pytest", *rest]
     elif cmd == "bench":
         args = [str(py), str(ROOT / "bench" / "run_all.py"), *rest]
+    elif cmd == "fuzz":
+        args = [str(py), str(ROOT / "bench" / "fuzz" / "run.py"), *rest]
     elif cmd == "run":
         args = [str(py), "-m", "dlms_protocol", *rest]
     else:
-        _say(f"unknown command {cmd!r}: use demo, test, bench or run")
+        _say(f"unknown command {cmd!r}: use demo, test, bench, fuzz or run")
         return 2
     return subprocess.run(args, cwd=str(ROOT), env=env, check=False).returncode
 
