@@ -133,13 +133,8 @@ class ObisBinding:
         return reading
 
 
-def parse_obis_attribute(value: Any, unit: Any = None, scale: Any = None) -> ObisBinding:
-    """Turn a ``dlms_obis_code`` value (any accepted form) into a binding or raise BindingError.
-
-    Accepted: ``'1.8.0'``, ``'1-0:1.8.0*255'``, ``'1-0:1.8.0.255'``, ``['1.8.0']``, the 1.9.5 list
-    ``['1-1:1.8.1', 0, 'Value', 'num']`` (from YAML, or ``a | b | c | d`` from ``.conf``) and
-    shorter lists (index, key and conversion have the 1.9.5 defaults 0, Value, none).
-    """
+def _obis_parts(value: Any) -> List[Any]:
+    """The entries of a ``dlms_obis_code`` value (string, ``a | b`` or list), stripped; BindingError if empty."""
     parts: List[Any]
     if isinstance(value, (list, tuple)):
         parts = list(value)
@@ -158,6 +153,17 @@ def parse_obis_attribute(value: Any, unit: Any = None, scale: Any = None) -> Obi
     if not parts or parts[0] in ("", None):
         raise BindingError("dlms_obis_code is empty: write a code like '1-0:1.8.0' "
                            "(quote codes with one dot, e.g. '1.8', or YAML reads them as numbers)")
+    return parts
+
+
+def parse_obis_attribute(value: Any, unit: Any = None, scale: Any = None) -> ObisBinding:
+    """Turn a ``dlms_obis_code`` value (any accepted form) into a binding or raise BindingError.
+
+    Accepted: ``'1.8.0'``, ``'1-0:1.8.0*255'``, ``'1-0:1.8.0.255'``, ``['1.8.0']``, the 1.9.5 list
+    ``['1-1:1.8.1', 0, 'Value', 'num']`` (from YAML, or ``a | b | c | d`` from ``.conf``) and
+    shorter lists (index, key and conversion have the 1.9.5 defaults 0, Value, none).
+    """
+    parts = _obis_parts(value)
     if len(parts) > 4:
         raise BindingError(f"dlms_obis_code has {len(parts)} entries: the list form is "
                            "[code, index, Value|Unit, conversion]")

@@ -103,7 +103,7 @@ def bench_stop_listen(rounds: int) -> List[float]:
         plugin = sh.plugin("dlms")
         for _ in range(rounds):
             before = plugin.status()["successes"]
-            wait_for(lambda: plugin.status()["successes"] > before)
+            wait_for(lambda before=before: plugin.status()["successes"] > before)
             t0 = time.perf_counter()
             plugin.stop()
             durations.append(time.perf_counter() - t0)
@@ -123,7 +123,8 @@ def main() -> int:
     a = bench_apply(rounds)
     print(f"{'measure':42} {'value':>12} {'reference':>12} {'ratio':>8}")
     print(f"{'apply one message (%d codes, %d items)' % (a['codes'], a['items']):42} "
-          f"{a['apply'] * 1e6:10.0f}us {a['bound'] * 1e6:10.0f}us {a['apply'] / a['bound']:8.1f}  (ref: code lookups only)")
+          f"{a['apply'] * 1e6:10.0f}us {a['bound'] * 1e6:10.0f}us {a['apply'] / a['bound']:8.1f}"
+          "  (ref: code lookups only)")
     r = bench_stop_readout(stops)
     print(f"{'stop() during a D0 readout (max of %d)' % stops:42} {max(r) * 1e3:10.0f}ms {2000:10.0f}ms "
           f"{max(r) / 2.0:8.2f}  (ref: SmartHomeNG's 2 s)")

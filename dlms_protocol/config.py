@@ -73,7 +73,8 @@ class ReadoutConfig:
     char_format: str = "7E1"
     timeout: float = 1.5  # per-character time-out (ta) and answer time-out (tr max)
     identification_timeout: float = 1.5
-    baud_switch_delay: float = 0.3  # from handing over the ACK to re-programming the UART (never before it left the wire)
+    # from handing over the ACK to re-programming the UART (never before it left the wire)
+    baud_switch_delay: float = 0.3
     wakeup: bool = False  # NUL wake-up for battery meters
     retries: int = 1  # further attempts, each at the next lower baud rate
     push_baudrate: int = 9600

@@ -206,7 +206,7 @@ class Pipeline:
         self._started_at = self._clock()
         for out in list(self.outputs):
             self._call(out, "start")
-        self.source.start(self.feed, self.report)
+        self.source.start(self._emit, self.report)
         if ticker:
             self._ticker = threading.Thread(target=self._tick_loop, name=f"dlms-pipeline {self.source.name}",
                                             daemon=True)
@@ -242,6 +242,9 @@ class Pipeline:
         for out in list(self.outputs):
             self._call(out, "publish", data)
         return data
+
+    def _emit(self, data: MeterData) -> None:
+        self.feed(data)
 
     def report(self, health: Health) -> None:
         """A source's own health (error with cause, or stale/ok decided by itself)."""

@@ -41,7 +41,7 @@ import glob
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 import serial
 
@@ -446,7 +446,7 @@ class _Guard:
             self.t._lock.release()
             raise self.t._closed_error()
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         try:
             if self.t._closed:  # close() came while this call ran and left the port to us
                 self.t._close_port()

@@ -227,7 +227,8 @@ class SettingsStandIn:
         if self.bus is None:
             return
         self.bus.send(Message.new_signal(path, BUSITEM, "PropertiesChanged", "a{sv}",
-                                         [{"Value": self._variant(path), "Text": Variant("s", str(self.values[path]))}]))
+                                         [{"Value": self._variant(path),
+                                           "Text": Variant("s", str(self.values[path]))}]))
 
     def _handle(self, msg: Message) -> Any:
         if msg.message_type is not MessageType.METHOD_CALL or msg.interface not in (None, BUSITEM, SETTINGS_IFACE):

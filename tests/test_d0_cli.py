@@ -179,7 +179,8 @@ def test_demo_runs_without_the_corpus():
 
 def test_simulate_serves_until_interrupted():
     proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "simulate", "--meter", "lgz_e350",
-                             "--time-scale", "5", "--reaction-time", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             "--time-scale", "5", "--reaction-time", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ENV, cwd=str(ROOT))
     try:
         port = None

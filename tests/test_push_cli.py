@@ -114,8 +114,9 @@ def test_decode_usage_errors() -> None:
     done = cli_process("decode", "--hex", "00112233")
     assert done.returncode == 1 and "no push frame found" in done.stderr
     done = cli_process("decode", "--hex", "7EA0", "--key", "1234")
-    assert done.returncode == 1 and done.stderr.strip() == \
-        "error: key has 2 bytes, an AES-128 key has 16: write the key as 32 hex digits; check that it was copied completely"
+    assert done.returncode == 1 and done.stderr.strip() == (
+        "error: key has 2 bytes, an AES-128 key has 16: write the key as 32 hex digits; "
+        "check that it was copied completely")
 
 
 # ------------------------------------------------------------ corpus end to end

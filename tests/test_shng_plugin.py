@@ -266,7 +266,8 @@ def test_attribute_forms() -> None:
 
 @pytest.mark.parametrize("bad, fix", [
     (1.8, "quotes"), ("", "empty"), (["1.8.0", "x"], "whole number"), (["1.8.0", -1], "negative"),
-    (["1.8.0", 0, "Wert"], "neither Value nor Unit"), (["1.8.0", 0, "Value", "Z7"], "Z6"), (["a", 1, "Value", "num", 5], "list form"),
+    (["1.8.0", 0, "Wert"], "neither Value nor Unit"), (["1.8.0", 0, "Value", "Z7"], "Z6"),
+    (["a", 1, "Value", "num", 5], "list form"),
 ])
 def test_attribute_errors_say_what_to_write(bad: Any, fix: str) -> None:
     ps = support()

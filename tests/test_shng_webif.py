@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from helpers import need, which
+from helpers import which
 from shng_double import SmartHome
 from shng_double.testing import plugins_dir, wait_for
 
@@ -21,7 +21,6 @@ from dlms_protocol.simulator.push import PushSimulator
 KEY = bytes(range(16))
 AUTH = bytes(range(16, 32))
 EVIL = "<img src=x onerror=alert(1)>"
-REAL_GTEMPLATES = Path("/work/shng/smarthome/modules/http/webif/gtemplates")
 
 ITEMS = {
     "grid": {
@@ -148,19 +147,17 @@ def test_page_script_handles_refresh(running: Dict[str, Any], tmp_path: Path) ->
     assert "dlms_obis_code" in result["snippet"]
 
 
-def test_real_smarthomeng_templates(running: Dict[str, Any]) -> None:
-    """Render with the http module's real base_plugin.html when a SmartHomeNG checkout is around."""
-    need(REAL_GTEMPLATES.is_dir(), f"SmartHomeNG templates not found at {REAL_GTEMPLATES}")
-    http = running["sh"].modules["http"]
-    old = http.gtemplates_dir, http.gstatic_dir
-    http.gtemplates_dir = str(REAL_GTEMPLATES)
-    http.gstatic_dir = str(REAL_GTEMPLATES.parent / "gstatic")
-    try:
-        webif = running["webif"]
-        webif.tplenv = webif.init_template_environment()
-        page = webif.index()
-    finally:
-        http.gtemplates_dir, http.gstatic_dir = old
-    assert 'id="bodytab_5"' in page and "/gstatic/chartjs/Chart.bundle.min.js" in page
+def test_page_fills_the_base_templates_blocks(running: Dict[str, Any]) -> None:
+    """The page extends the http module's base_plugin.html (the repository's test double of it, which has
+    the same blocks and settings): five tabs, the data set for the auto-refresh, no key.
+
+    Rendering with a real SmartHomeNG checkout is not part of the suite: no package of it can be installed
+    reproducibly, and a test that depends on one machine's folders is red on every other machine.
+    """
+    page = running["webif"].index()
+    for tab in range(1, 6):
+        assert f'id="bodytab_{tab}"' in page
+    body5 = page.split('id="bodytab_5"', 1)[1].split('id="bodytab_6"', 1)[0]
+    assert body5.strip() not in (">", "></div>")                        # the fifth tab has content
     assert "window.dataSet = 'overview'" in page
-    assert KEY.hex() not in page
+    assert KEY.hex() not in page and AUTH.hex() not in page

@@ -194,7 +194,8 @@ def test_device_instance_next_free_and_existing_record_kept(rig: Rig, client: Ve
                                 "/Settings/Devices/dlms_KEEP/ClassAndVrmInstance": ("s", "grid:45")})
     b1 = rig.bridge()
     b1.publish(live("NEWMETER", 100, 0))
-    n1 = client.wait_for(lambda c: "com.victronenergy.grid.dlms_NEWMETER" in c.cache and "com.victronenergy.grid.dlms_NEWMETER")
+    n1 = client.wait_for(lambda c: "com.victronenergy.grid.dlms_NEWMETER" in c.cache
+                         and "com.victronenergy.grid.dlms_NEWMETER")
     assert client.get_value(n1, "/DeviceInstance") == 41  # 40 is taken by another device
     assert rig.settings.values["/Settings/Devices/dlms_NEWMETER/ClassAndVrmInstance"] == "grid:41"
     b2 = rig.bridge()
@@ -430,7 +431,8 @@ def test_dbus_daemon_restart_rereads_and_follows_settings(daemon: DbusDaemon) ->
         while b.stats.get("transport_errors") < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert b.stats.get("transport_errors") >= 1
-        own.proc = subprocess.Popen([shutil.which("dbus-daemon") or "dbus-daemon", f"--config-file={own.dir / 'bus.conf'}",
+        own.proc = subprocess.Popen([shutil.which("dbus-daemon") or "dbus-daemon",
+                                     f"--config-file={own.dir / 'bus.conf'}",
                                      "--print-address", "--nofork"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True)
         assert own.proc.stdout is not None and own.proc.stdout.readline().startswith(address)
@@ -531,7 +533,8 @@ def test_two_list_meter_slow_values_do_not_blink_and_still_expire(rig: Rig, clie
         marker = float(power)
         b.publish(power_list(power, 0))
         # every earlier signal has arrived once this one has (the state may have moved on already)
-        client.wait_for(lambda c: any(e[3].get("/Ac/Power") == marker for e in c.events[first:]))
+        client.wait_for(lambda c, marker=marker, first=first:
+                        any(e[3].get("/Ac/Power") == marker for e in c.events[first:]))
         blinks = invalidated_alone(client.events[first:], SLOW_PATHS)
         if smooth:
             break  # else this thread was stalled (a loaded machine): no verdict, run the cycles again

@@ -97,7 +97,7 @@ def test_standalone_push_service_end_to_end(daemon: DbusDaemon, bus_parts: Venus
         for _ in range(3):
             sim.send_once()
             want = expected(sim)
-            client.wait_for(lambda c: matches(c.cache[name], want), WAIT)
+            client.wait_for(lambda c, want=want: matches(c.cache[name], want), WAIT)
         # silence: after the time-out the meter is disconnected and its values are empty
         client.wait_for(lambda c: c.value(name, "/Connected") == 0, WAIT)
         assert client.value(name, "/Ac/Power") is None and client.value(name, "/Ac/Energy/Forward") is None

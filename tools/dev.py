@@ -8,6 +8,7 @@ Only the standard library is used here, because this script runs before anything
     python3 tools/dev.py test [ARGS]   # the whole test suite (ARGS go to pytest)
     python3 tools/dev.py bench [NAME]  # benchmarks in bench/
     python3 tools/dev.py fuzz ARGS     # bench/fuzz/run.py ARGS, e.g. --target hdlc --cases 200000
+    python3 tools/dev.py lint          # ruff and mypy with the settings in pyproject.toml
     python3 tools/dev.py run ARGS      # python -m dlms_protocol ARGS inside the venv
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("DLMS_VENV", ROOT / ".venv"))
 REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
 # Debian packages the tests use for real parts (D-Bus daemon, daemontools); installed when we may.
-SYSTEM_TOOLS = {"dbus-daemon": "dbus-daemon", "svscan": "daemontools"}
+SYSTEM_TOOLS = {"dbus-daemon": "dbus-daemon", "svscan": "daemontools", "node": "nodejs"}
 
 
 def _say(msg: str) -> None:
@@ -96,10 +97,16 @@ def main(argv: list[str]) -> int:
         args = [str(py), str(ROOT / "bench" / "run_all.py"), *rest]
     elif cmd == "fuzz":
         args = [str(py), str(ROOT / "bench" / "fuzz" / "run.py"), *rest]
+    elif cmd == "lint":
+        for tool in (["ruff", "check", "."], ["mypy"]):
+            code = subprocess.run([str(py), "-m", *tool], cwd=str(ROOT), env=env, check=False).returncode
+            if code:
+                return code
+        return 0
     elif cmd == "run":
         args = [str(py), "-m", "dlms_protocol", *rest]
     else:
-        _say(f"unknown command {cmd!r}: use demo, test, bench, fuzz or run")
+        _say(f"unknown command {cmd!r}: use demo, test, lint, bench, fuzz or run")
         return 2
     return subprocess.run(args, cwd=str(ROOT), env=env, check=False).returncode
 

@@ -100,8 +100,8 @@ def run_target(target: Target, cases: int, base_seed: int, hang: float, show: in
     return totals
 
 
-COLUMNS = ("target", "cases", "crashes", "hangs", "accepted", "unchecked", "unprotected", "foreign", "mismatch", "errors",
-           "seconds")
+COLUMNS = ("target", "cases", "crashes", "hangs", "accepted", "unchecked", "unprotected", "foreign", "mismatch",
+           "errors", "seconds")
 
 
 def print_table(rows: List[Dict[str, object]]) -> None:

@@ -176,8 +176,10 @@ for _name, _desc, _seeds in (
         ("hdlc", "HDLC frames (UI, I, segmented; plain and ciphered) via PushDecoder",
          lambda: _corpus("hdlc") + _generated("hdlc")),
         ("mbus", "wired M-Bus telegrams (CI sequence) via PushDecoder", lambda: _corpus("mbus") + _generated("mbus")),
-        ("gbt", "General-Block-Transfer blocks in HDLC frames via PushDecoder", lambda: _corpus("gbt") + _gbt_generated()),
+        ("gbt", "General-Block-Transfer blocks in HDLC frames via PushDecoder",
+         lambda: _corpus("gbt") + _gbt_generated()),
         ("wrapper", "DLMS/IP wrapper frames via PushDecoder", lambda: _corpus("wrapper") + _generated("wrapper")),
-        ("apdu", "bare APDUs (data-notification, ciphered) via PushDecoder", lambda: _corpus("apdu") + _generated("apdu")),
+        ("apdu", "bare APDUs (data-notification, ciphered) via PushDecoder",
+         lambda: _corpus("apdu") + _generated("apdu")),
 ):
     register(Target(_name, _desc, _seeds, check))

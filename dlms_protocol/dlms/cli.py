@@ -99,7 +99,8 @@ def _read_input(args: argparse.Namespace) -> bytes:
         data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {args.file} ({exc.strerror or exc})", "check the path") from None
-    if data and _HEX_TEXT.match(data) and len(re.sub(rb"[\s:]", b"", data)) % 2 == 0 and re.search(rb"[0-9A-Fa-f]", data):
+    if data and _HEX_TEXT.match(data) and len(re.sub(rb"[\s:]", b"", data)) % 2 == 0 \
+            and re.search(rb"[0-9A-Fa-f]", data):
         return _unhex(data)  # a hex dump saved as text
     return data
 

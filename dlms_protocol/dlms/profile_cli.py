@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..config import ListenerConfig
 from ..errors import ConfigurationError
@@ -141,9 +141,9 @@ def cmd_dump(args: argparse.Namespace) -> int:
             continue
         note = decode_apdu(msg.apdu)
         elems = _elements(note.body, note.body_type)
-        by_index = {}
-        for r in msg.readings:
-            by_index.setdefault(r.index, r)
+        by_index: Dict[int, Any] = {}
+        for reading in msg.readings:
+            by_index.setdefault(reading.index, reading)
         if template is None:
             template = profile_template(note)
         if args.json:

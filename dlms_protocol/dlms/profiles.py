@@ -190,6 +190,26 @@ def parse_profile(data: Any, where: str = "<json>") -> Profile:
     unknown = set(match) - _MATCH_KEYS
     if unknown:
         raise _fail(where, f"unknown match rule(s) {sorted(unknown)}; known: {sorted(_MATCH_KEYS)}")
+    shape, elements = _check_match(match, where)
+    fields: List[Field] = []
+    seen_index: Dict[int, str] = {}
+    if not isinstance(data["fields"], list):
+        raise _fail(where, "'fields' must be a list")
+    for i, raw in enumerate(data["fields"]):
+        if not isinstance(raw, dict):
+            raise _fail(where, f"fields[{i}] must be an object")
+        fields.append(_parse_field(raw, i, shape, elements, seen_index, where))
+    family = data.get("family")
+    if family is not None and not isinstance(family, str):
+        raise _fail(where, "'family' must be a string")
+    return Profile(
+        name=name.strip(), description=str(data.get("description", "")), match=match,
+        fields=tuple(fields), source=str(data.get("source", "")), family=family,
+    )
+
+
+def _check_match(match: Dict[str, Any], where: str) -> Tuple[str, Optional[int]]:
+    """Validate a profile's ``match`` rules; its shape and element count."""
     shape = match.setdefault("shape", "positional")
     if shape not in SHAPES:
         raise _fail(where, f"match.shape {shape!r} is none of {', '.join(SHAPES)}")
@@ -220,21 +240,7 @@ def parse_profile(data: Any, where: str = "<json>") -> Profile:
         _obis_or_fail(code, where)
     for entry in match.get("capture_objects", []):
         _capture_or_fail(entry, where)
-    fields: List[Field] = []
-    seen_index: Dict[int, str] = {}
-    if not isinstance(data["fields"], list):
-        raise _fail(where, "'fields' must be a list")
-    for i, raw in enumerate(data["fields"]):
-        if not isinstance(raw, dict):
-            raise _fail(where, f"fields[{i}] must be an object")
-        fields.append(_parse_field(raw, i, shape, elements, seen_index, where))
-    family = data.get("family")
-    if family is not None and not isinstance(family, str):
-        raise _fail(where, "'family' must be a string")
-    return Profile(
-        name=name.strip(), description=str(data.get("description", "")), match=match,
-        fields=tuple(fields), source=str(data.get("source", "")), family=family,
-    )
+    return shape, elements
 
 
 def _obis_or_fail(text: Any, where: str) -> Obis:
@@ -658,11 +664,11 @@ def profile_template(notification: Notification) -> dict:
                            "unit": _parse_obis(code).unit(), "example": value})
     else:  # push-list
         template["match"] = {"shape": "push-list", "capture_objects": list(capture_signature(body))}
-        for entry, value, type_name in zip(body[0], body, types):
-            if entry[0] in (3, 4, 5) and entry[2] == 2 and type_name in TYPE_GROUPS["number"]:
-                code = Obis.from_bytes(bytes(entry[1]))
-                fields.append({"obis": code.dotted(), "name": code.name() or "", "kind": "number",
-                               "scaler": None, "unit": code.unit(), "example": _example(value)})
+        for capture, value, type_name in zip(body[0], body, types):
+            if capture[0] in (3, 4, 5) and capture[2] == 2 and type_name in TYPE_GROUPS["number"]:
+                obis = Obis.from_bytes(bytes(capture[1]))
+                fields.append({"obis": obis.dotted(), "name": obis.name() or "", "kind": "number",
+                               "scaler": None, "unit": obis.unit(), "example": _example(value)})
     template["fields"] = fields
     return template
 

@@ -67,6 +67,31 @@ END_GRACE_JITTER = 0.05     # plus this (seconds, not scaled): USB latency, sche
 _REQUEST_CHARS = re.compile(r"[\x22-\x2e\x30-\x7e]{0,32}")  # printable ASCII except ! and /
 
 
+def _check_size(buf: bytearray) -> None:
+    if len(buf) > MAX_MESSAGE:
+        raise FramingError(f"data message longer than {MAX_MESSAGE} bytes without an end",
+                           "the meter keeps sending: check the mode (push meters need mode push)")
+
+
+def _end_scan(b: int, at: int, in_paren: bool, bang_at: int, end_at: int) -> Tuple[bool, int, int]:
+    """One data byte outside STX/ETX: track parentheses and the end mark '!' CR LF.
+
+    Returns (inside parentheses, index of a pending '!' or -1, index after its LF or -1).
+    """
+    if bang_at >= 0:
+        if b == LF:
+            end_at = at + 1
+        elif b != CR:
+            bang_at = -1
+    elif b == 0x28:  # (
+        in_paren = True
+    elif b in (0x29, CR, LF):  # ) or line end
+        in_paren = False
+    elif b == 0x21 and not in_paren:  # !
+        bang_at = at
+    return in_paren, bang_at, end_at
+
+
 # --------------------------------------------------------------------------- actions
 @dataclass(frozen=True)
 class Send:
@@ -448,24 +473,12 @@ class D0Dialogue:
                     must_check = cfg.use_checksum
                 elif b == ETX and stx_at >= 0:
                     etx_at = scan
-                elif bang_at >= 0:
-                    if b == LF:
-                        end_at = scan + 1
-                    elif b != CR:
-                        bang_at = -1
-                elif b == 0x28:  # (
-                    in_paren = True
-                elif b in (0x29, CR, LF):  # ) or line end
-                    in_paren = False
-                elif b == 0x21 and not in_paren:  # !
-                    bang_at = scan
+                else:
+                    in_paren, bang_at, end_at = _end_scan(b, scan, in_paren, bang_at, end_at)
                 if stx_at < 0 and not (0x20 <= b < 0x7F or b in (CR, LF, ACK, STX)):
                     junk += 1
                     if junk > MAX_JUNK_BEFORE_DATA:
-                        raise FramingError(
-                            f"garbled answer at {self.rate} Bd ({junk} unreadable bytes, no data message start)",
-                            "the baud switch failed or the line is noisy: set a lower baudrate "
-                            "or adjust baud_switch_delay")
+                        raise self._garbled(junk)
                 scan += 1
             if etx_at >= 0:
                 if etx_at + 1 < len(buf):
@@ -481,9 +494,7 @@ class D0Dialogue:
                         raise self._no_etx()
                     return self._cut(buf, stx_at, end_at), False, t_first or self.clock()
             else:
-                if len(buf) > MAX_MESSAGE:
-                    raise FramingError(f"data message longer than {MAX_MESSAGE} bytes without an end",
-                                       "the meter keeps sending: check the mode (push meters need mode push)")
+                _check_size(buf)
                 chunk = yield Receive(cfg.timeout, "data message")
                 if not chunk:
                     raise self._no_data(buf, stx_at)
@@ -492,6 +503,11 @@ class D0Dialogue:
                 t_first = t_chunk  # provisional, for frames without STX
             buf += chunk
             self.data_bytes = len(buf)
+
+    def _garbled(self, junk: int) -> FramingError:
+        return FramingError(
+            f"garbled answer at {self.rate} Bd ({junk} unreadable bytes, no data message start)",
+            "the baud switch failed or the line is noisy: set a lower baudrate or adjust baud_switch_delay")
 
     def _cut(self, buf: bytearray, stx_at: int, end: int) -> bytes:
         if stx_at >= 0:
@@ -541,7 +557,7 @@ class D0Dialogue:
         seen = 0
         while True:
             remaining = deadline - self.clock()
-            chunk = b""
+            chunk: Optional[bytes] = b""
             if remaining > 0:
                 chunk = yield Receive(remaining, "push telegram")
             if not chunk:

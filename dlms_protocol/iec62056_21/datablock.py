@@ -352,7 +352,8 @@ def _locate(text: str) -> Tuple[Optional[Identification], int, int, int, bool]:
         if soh >= 0 and soh + 3 == stx and _COMMAND.fullmatch(text, soh + 1, stx):
             return ident, ident_start, stx + 1, soh + 1, True
         return ident, ident_start, stx + 1, stx + 1, True
-    start = _PREAMBLE.match(text, pos).end()
+    preamble = _PREAMBLE.match(text, pos)  # the pattern also matches the empty string
+    start = preamble.end() if preamble else pos
     # A damaged character (U+FFFD) on the line of the first data set may have been part of its
     # address: leave it in front of the set, so that the set is dropped as glued to junk
     # ('\ufffd1.7.0(5)' must not become a reading of 1.7.0).

@@ -161,7 +161,8 @@ class SimulatedMeter:
         rate = f"300 -> {self.baudrate} Bd" if self.mode in ("B", "C", "E") and self.baudrate != 300 else "300 Bd"
         extra = [x for x, on in (("echo", self.echo), ("needs wake-up", self.wakeup),
                                  (f"address {self.address}", bool(self.address))) if on]
-        return f"{ident} mode {self.mode}, {rate}, {self.image.lines} lines" + (", " + ", ".join(extra) if extra else "")
+        tail = ", " + ", ".join(extra) if extra else ""
+        return f"{ident} mode {self.mode}, {rate}, {self.image.lines} lines{tail}"
 
     # ---------------------------------------------------------------- internals
     def _message(self) -> bytes:
@@ -281,9 +282,10 @@ class SimulatedMeter:
             if not link.sleep(reaction):
                 return False
         else:
-            rate = self._await_ack()
-            if rate is None:
+            acked = self._await_ack()
+            if acked is None:
                 return False
+            rate = acked
             if not self._wait_until(link.rx_done + link.scaled(self.ack_reaction_time)):
                 return False
         link.baudrate = rate

@@ -176,7 +176,7 @@ class PushSimulator:
         #: what the last push carried: dotted OBIS -> raw value as transmitted
         self.last_values: Dict[str, Any] = {}
         #: dotted OBIS -> (raw, scaler, unit) of the last push (scaler None for text values)
-        self.last_registers: Dict[str, Tuple[Any, int, Optional[str]]] = {}
+        self.last_registers: Dict[str, Tuple[Any, Optional[int], Optional[str]]] = {}
         self.last_timestamp: Optional[datetime] = None
         self.last_apdu: bytes = b""
         self.sent = 0  #: pushes written
@@ -229,6 +229,7 @@ class PushSimulator:
             body.types = tuple(reg.type for reg in self.registers)
             return body
         profile = self._profile
+        assert profile is not None  # layout 'profile' is only chosen with a loaded profile
         count = int(profile.match.get("elements") or (max(f.index for f in profile.fields if f.index is not None) + 1))
         wanted = list(profile.match.get("types") or ["*"] * count)
         body = Structure()

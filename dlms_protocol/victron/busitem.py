@@ -242,7 +242,7 @@ class BusItemService:
         if msg.message_type is not MessageType.METHOD_CALL:
             return None
         iface = msg.interface
-        path = msg.path
+        path = msg.path or ""
         if iface is not None and iface != IFACE:
             if iface == INTROSPECTABLE and msg.member == "Introspect" and (path in self.items or path in self._nodes):
                 return self._reply(msg, "s", [self._introspect(path)])

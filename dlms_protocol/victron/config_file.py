@@ -113,7 +113,8 @@ class StandaloneConfig:
                     ("profile", lc.profile or "auto"), ("wrapper", lc.wrapper)]
         if self.readout is not None:
             rc = self.readout
-            out += [("baudrate", str(rc.baudrate)), ("char_format", rc.char_format), ("interval", f"{self.interval:g} s"),
+            out += [("baudrate", str(rc.baudrate)), ("char_format", rc.char_format),
+                    ("interval", f"{self.interval:g} s"),
                     ("readout_mode", rc.mode)]
         b = self.bridge
         out += [("bus", b.bus), ("role", b.role), ("custom_name", b.custom_name or "(none)"),
@@ -361,7 +362,8 @@ def _read_legacy(path: Path, text: str) -> StandaloneConfig:
     def whole(name: str, default: int) -> int:
         raw = values.get(name, default)
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise ConfigurationError(f"{where}: {name} = {raw!r} is not a whole number", f"write e.g. {name} = {default}")
+            raise ConfigurationError(f"{where}: {name} = {raw!r} is not a whole number",
+                                     f"write e.g. {name} = {default}")
         return _number("config.py", name, str(raw), int)
 
     def key(name: str) -> Optional[str]:

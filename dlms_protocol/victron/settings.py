@@ -163,16 +163,16 @@ class SettingsClient:
         if self.owner is None or msg.sender != self.owner or msg.interface != IFACE:
             return None
         if member == "PropertiesChanged":
-            changes = {msg.path: msg.body[0]}
+            changes = {msg.path or "": msg.body[0]}
         elif member == "ItemsChanged":
             changes = msg.body[0]
         else:
             return None
         for path, props in changes.items():
-            cb = self._watches.get(path)
-            if cb is not None and "Value" in props:
+            watch = self._watches.get(path)
+            if watch is not None and "Value" in props:
                 try:
-                    cb(path, unwrap(props["Value"]))
+                    watch(path, unwrap(props["Value"]))
                 except Exception:  # a callback bug must not kill the connection
                     LOG.exception("settings change callback for %s failed", path)
         return None

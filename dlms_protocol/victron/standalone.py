@@ -115,7 +115,8 @@ def _run_readout(cfg: StandaloneConfig, bridge: VictronBridge, stats: Statistics
     reader = D0Reader(cfg.readout, stats)
     continuous = cfg.readout.mode == "push"
     next_status = time.monotonic() + STATUS_EVERY
-    closer = threading.Thread(target=lambda: (stop.wait(), reader.close()), name="readout-closer", daemon=True)
+    closer = threading.Thread(target=lambda: reader.close() if stop.wait() else None, name="readout-closer",
+                              daemon=True)
     closer.start()
     backoff = 1.0
     try:
