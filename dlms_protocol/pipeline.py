@@ -298,7 +298,9 @@ SOURCES: Dict[str, str] = {
     "push": ".dlms.source:make_push_source",
 }
 #: output kinds → "module:factory"
-OUTPUTS: Dict[str, str] = {}
+OUTPUTS: Dict[str, str] = {
+    "mqtt": ".mqtt.output:make_mqtt_output",
+}
 
 
 def _load(table: Dict[str, str], kind: str, what: str) -> Callable[..., Any]:

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("DLMS_VENV", ROOT / ".venv"))
 REQUIREMENTS = [ROOT / "requirements.txt", ROOT / "requirements-dev.txt"]
-# Debian packages the tests use for real parts (D-Bus daemon, daemontools); installed when we may.
-SYSTEM_TOOLS = {"dbus-daemon": "dbus-daemon", "svscan": "daemontools", "node": "nodejs"}
+# Debian packages the tests use for real parts (D-Bus daemon, daemontools, node, MQTT broker); installed when we may.
+SYSTEM_TOOLS = {"dbus-daemon": "dbus-daemon", "svscan": "daemontools", "node": "nodejs", "mosquitto": "mosquitto"}
 
 
 def _say(msg: str) -> None:
@@ -66,7 +66,7 @@ def ensure_venv() -> Path:
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
     stamp = VENV / ".requirements.sha256"
     if not stamp.exists() or stamp.read_text().strip() != digest:
-        _say("installing Python packages (pyserial, gurux-dlms, cryptography, dbus-fast, pytest, hypothesis)")
+        _say("installing Python packages (pyserial, gurux-dlms, cryptography, paho-mqtt, dbus-fast, pytest, hypothesis)")
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=False)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")],
                        check=True)

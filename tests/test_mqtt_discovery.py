@@ -1,0 +1,184 @@
+"""MQTT message layout and options without a broker: topic safety, HA classes and units, option parsing."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Optional
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dlms_protocol.errors import ConfigurationError
+from dlms_protocol.model import MeterData, Reading
+from dlms_protocol.mqtt.discovery import (
+    MAX_LEVEL,
+    discovery_config,
+    ha_class,
+    identity,
+    keys_of,
+    meter_name,
+    state_payloads,
+    topic_level,
+    value_template,
+)
+from dlms_protocol.mqtt.output import MqttOutput, make_mqtt_output, parse_options
+from dlms_protocol.obis import Obis
+from dlms_protocol.pipeline import OUTPUTS, make_output
+
+
+def reading(code: str, value: object, unit: Optional[str], derived: bool = False) -> Reading:
+    return Reading(code=code, obis=Obis.try_parse(code), value=value, unit=unit, derived=derived)  # type: ignore[arg-type]
+
+
+@given(st.text(max_size=300))
+def test_topic_levels_are_always_safe_and_bounded(text: str) -> None:
+    level = topic_level(text)
+    assert level and len(level) <= MAX_LEVEL
+    assert not any(c in level for c in "+#/\x00 \t\r\n")
+
+
+@given(st.lists(st.sampled_from(["1-0:1.8.0", "1.8.0", "C.1.0", "x/y", "a+b", "#"]), max_size=8))
+def test_every_reading_gets_its_own_topic(codes: list) -> None:
+    data = MeterData(kind="readout", readings=tuple(reading(c, Decimal(1), None) for c in codes))
+    keys = [k for k, _ in keys_of(data)]
+    assert len(keys) == len(set(keys)) == len(codes)
+    assert all(not any(c in k for c in "+#/") for k in keys)
+
+
+@pytest.mark.parametrize(
+    "code,unit,expected",
+    [
+        ("1-0:1.8.0", "kWh", ("energy", "total_increasing", "kWh", 0)),
+        ("1-0:2.8.0", "Wh", ("energy", "total_increasing", "Wh", 0)),
+        ("1-0:16.8.0", "kWh", ("energy", "total", "kWh", 0)),  # net counter may go down
+        ("1-0:1.8.0*01", "kWh", ("energy", None, "kWh", 0)),  # billing period: a snapshot, no statistics
+        ("1-0:1.7.0", "kW", ("power", "measurement", "kW", 0)),
+        ("1-0:1.7.0", "MW", ("power", "measurement", "W", 6)),  # converted by prefix
+        ("1-0:3.7.0", "kvar", ("reactive_power", "measurement", "kvar", 0)),
+        ("1-0:3.8.0", "kvarh", ("reactive_energy", "total_increasing", "kvarh", 0)),
+        ("1-0:9.7.0", "kVA", ("apparent_power", "measurement", "VA", 3)),
+        ("1-0:9.8.0", "kVAh", (None, None, "kVAh", 0)),  # no HA class for apparent energy
+        ("32.7", "V", ("voltage", "measurement", "V", 0)),
+        ("1-0:31.7.0", "A", ("current", "measurement", "A", 0)),
+        ("1-0:13.7.0", None, ("power_factor", "measurement", None, 0)),
+        ("1-0:14.7.0", "Hz", ("frequency", "measurement", "Hz", 0)),
+        ("1-0:1.8.0", None, (None, None, None, 0)),  # energy without unit: no class, never a guessed unit
+        ("1-0:32.7.0", "kWh", (None, None, "kWh", 0)),  # nonsense unit for the class: no class
+        ("C.7.0", None, (None, None, None, 0)),
+    ],
+)
+def test_home_assistant_class_and_unit(code: str, unit: Optional[str], expected: tuple) -> None:
+    cls = ha_class(reading(code, Decimal("1.5"), unit))
+    assert cls is not None and (cls.device_class, cls.state_class, cls.unit, cls.factor) == expected
+
+
+def test_text_values_get_a_state_topic_but_no_entity() -> None:
+    r = reading("0.2.0", "M27", None)
+    data = MeterData(kind="readout", readings=(r,))
+    assert ha_class(r) is None
+    assert discovery_config(r, "0.2.0", meter="m", state_topic="t", availability_topic="a", device={}) is None
+    assert state_payloads(r, data)[1] == "M27"
+
+
+def test_converted_unit_template_scales_the_meter_value() -> None:
+    r = reading("1-0:9.7.0", Decimal("1.25"), "kVA")
+    config = discovery_config(r, "1-0:9.7.0", meter="m", state_topic="t", availability_topic="a", device={})
+    assert config is not None and config["unit_of_measurement"] == "VA"
+    assert (
+        config["value_template"]
+        == value_template(3)
+        == "{{ (value_json.value | float * 1000.0) | round(6) }}"
+    )
+
+
+def test_state_payload_marks_derived_values_and_keeps_the_meter_unit() -> None:
+    r = reading("1-0:16.7.0", Decimal("-0.25"), "kW", derived=True)
+    data = MeterData(kind="push", readings=(r,), received=0.0)
+    body, plain = state_payloads(r, data)
+    assert json.loads(body) == {
+        "value": -0.25,
+        "unit": "kW",
+        "timestamp": "1970-01-01T00:00:00Z",
+        "derived": True,
+    }
+    assert plain == "-0.25"
+
+
+def test_identity_from_a_system_title_and_from_a_d0_identification() -> None:
+    push = MeterData(
+        kind="push",
+        readings=(reading("0-0:96.1.0", "ABC123", None),),
+        meter_id="4B464D1010000023",
+        profile="p",
+    )
+    ident = identity(push)
+    assert (ident.manufacturer, ident.serial) == ("KFM", "ABC123") and meter_name(push) == "ABC123"
+    d0 = MeterData(kind="readout", readings=(), meter_id="/ISk5\\2MT382-1000")
+    ident = identity(d0)
+    assert (ident.manufacturer, ident.model, ident.serial) == ("ISK", "MT382-1000", None)
+    assert meter_name(d0) == "ISk5_2MT382-1000"
+    assert meter_name(MeterData(kind="push", readings=())) == "meter"
+
+
+def test_registered_in_the_pipeline_and_options_from_ini_strings() -> None:
+    assert OUTPUTS["mqtt"] == ".mqtt.output:make_mqtt_output"
+    out = make_output(
+        "mqtt",
+        host="broker.lan",
+        port="8883",
+        tls="yes",
+        qos="1",
+        retain="no",
+        discovery="off",
+        min_interval="2.5",
+        username="u",
+        password="p",
+        prefix="home/meter/",
+    )
+    assert isinstance(out, MqttOutput)
+    cfg = out.cfg
+    assert (cfg.port, cfg.tls, cfg.qos, cfg.retain, cfg.discovery, cfg.min_interval, cfg.prefix) == (
+        8883,
+        True,
+        1,
+        False,
+        False,
+        2.5,
+        "home/meter",
+    )
+    assert cfg.tls_insecure is False  # certificate checks stay on unless asked
+
+
+@pytest.mark.parametrize(
+    "options,named",
+    [
+        ({"port": "0"}, "port"),
+        ({"port": "http"}, "port"),
+        ({"qos": "3"}, "qos"),
+        ({"retain": "maybe"}, "retain"),
+        ({"min_interval": "-1"}, "min_interval"),
+        ({"prefix": "a/+/b"}, "prefix"),
+        ({"discovery_prefix": "#"}, "discovery_prefix"),
+        ({"hostname": "x"}, "hostname"),
+        ({"ca_file": "/does/not/exist", "tls": "yes"}, "ca_file"),
+        ({"node": "a/b"}, "node"),
+        ({"language": "fr"}, "language"),
+        ({"keepalive": "1.5"}, "keepalive"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict, named: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        make_mqtt_output(**options)
+    assert named in str(err.value)
+
+
+def test_the_password_never_appears_in_errors_or_settings() -> None:
+    with pytest.raises(ConfigurationError) as err:
+        parse_options(password="hunter2-secret")
+    assert "hunter2" not in str(err.value)
+    cfg = parse_options(username="u", password="hunter2-secret")
+    assert "hunter2" not in repr(cfg) and "hunter2" not in json.dumps(cfg.effective())
+    out = MqttOutput(cfg)
+    assert "hunter2" not in json.dumps(out.status())
