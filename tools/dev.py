@@ -66,7 +66,7 @@ def ensure_venv() -> Path:
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
     stamp = VENV / ".requirements.sha256"
     if not stamp.exists() or stamp.read_text().strip() != digest:
-        _say("installing Python packages (pyserial, gurux-dlms, cryptography, paho-mqtt, dbus-fast, pytest, hypothesis)")
+        _say("installing Python packages (pyserial, gurux-dlms, cryptography, paho-mqtt, dbus-fast, pytest, ...)")
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=False)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements-dev.txt")],
                        check=True)
