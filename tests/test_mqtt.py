@@ -47,13 +47,12 @@ def _free_port() -> int:
 class Broker:
     """A private mosquitto on 127.0.0.1:<port>, started and stopped by its pid."""
 
-    def __init__(
-        self, folder: Path, port: Optional[int] = None, users: Optional[Dict[str, str]] = None
-    ) -> None:
+    def __init__(self, folder: Path, port: Optional[int] = None, users: Optional[Dict[str, str]] = None) -> None:
         self.exe = which("mosquitto")
         self.folder = folder
         self.port = port or _free_port()
         self.users = users
+        self.extra: List[str] = []  # further lines for the listener (TLS files)
         self.proc: Optional[subprocess.Popen] = None
 
     def _config(self) -> Path:
@@ -74,6 +73,7 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {pw}"]
         else:
             lines.append("allow_anonymous true")
+        lines += self.extra
         conf = self.folder / f"mosquitto-{self.port}.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
@@ -173,9 +173,7 @@ def _pipeline(
     port: int, clock: Optional[Callable[[], float]] = None, stale_after: float = 0.0, **options: Any
 ) -> Tuple[Manual, MqttOutput, Pipeline]:
     src = Manual(stale_after)
-    out = make_output(
-        "mqtt", host="127.0.0.1", port=str(port), prefix="test/dlms", reconnect_max="2", **options
-    )
+    out = make_output("mqtt", host="127.0.0.1", port=str(port), prefix="test/dlms", reconnect_max="2", **options)
     assert isinstance(out, MqttOutput)
     pipe = Pipeline(src, [out], clock=clock or time.monotonic)
     pipe.start(ticker=False)
@@ -262,9 +260,7 @@ def test_d0_readout_every_entity_config_and_value(broker: Broker) -> None:
         sub.wait(sub.has("test/dlms/mynode/status", "online"), "online")
         configs = _check_every_entity(sub, data, "18438636")
         pipe.stop()
-        sub.wait(
-            sub.has("test/dlms/mynode/status", "offline"), "offline when stopped"
-        )  # no Last Will on a clean stop
+        sub.wait(sub.has("test/dlms/mynode/status", "offline"), "offline when stopped")  # no Last Will on a clean stop
     finally:
         pipe.stop()
         sub.close()
@@ -289,14 +285,9 @@ def test_d0_readout_every_entity_config_and_value(broker: Broker) -> None:
         "kW",
     )
     amps = configs["test/dlms/18438636/31.7"]
-    assert (
-        amps["device_class"] == "current"
-        and render(amps["value_template"], sub.last(amps["state_topic"])) == 2.3
-    )
+    assert amps["device_class"] == "current" and render(amps["value_template"], sub.last(amps["state_topic"])) == 2.3
     status = configs["test/dlms/18438636/96.5.0"]  # a status word: a plain sensor, no class, no unit
-    assert (
-        "device_class" not in status and "unit_of_measurement" not in status and "state_class" not in status
-    )
+    assert "device_class" not in status and "unit_of_measurement" not in status and "state_class" not in status
     assert energy["device"] == {
         "identifiers": ["dlms_18438636"],
         "name": "LGZ ZMF100AC.M27",
@@ -328,9 +319,9 @@ def test_encrypted_push_every_entity_config_and_value(broker: Broker) -> None:
         "Wh",
     )
     sent = enrich(data).get("1-0:1.8.0")
-    assert sent is not None and render(
-        energy["value_template"], sub.last(energy["state_topic"])
-    ) == json_number(sent.value)
+    assert sent is not None and render(energy["value_template"], sub.last(energy["state_topic"])) == json_number(
+        sent.value
+    )
     power = by_code["1-0:1.7.0"]
     assert (power["device_class"], power["state_class"], power["unit_of_measurement"]) == (
         "power",
@@ -406,9 +397,7 @@ def test_broker_restarted_under_a_running_output(tmp_path: Path) -> None:
         sub = Subscriber(broker.port, ("test/dlms/#", "homeassistant/#"))
         sub.wait(sub.has("test/dlms/m2/1-0:1.7.0/value", "900"), "last real value republished (retained)")
         sub.wait(sub.has("test/dlms/n2/status", "online"), "online after reconnect")
-        sub.wait(
-            lambda: len([t for t in sub.messages if t.startswith("homeassistant/")]) == 2, "discovery again"
-        )
+        sub.wait(lambda: len([t for t in sub.messages if t.startswith("homeassistant/")]) == 2, "discovery again")
         assert out.counters["connects"] >= 2 and out.connected
         assert sub.last("test/dlms/m2/1-0:1.8.0/value") == "100.7"
         for topic, payloads in sub.messages.items():
@@ -494,3 +483,79 @@ def test_min_interval_holds_back_and_delivers_the_latest_from_tick(broker: Broke
         pipe.stop()
         sub.close()
     assert sub.messages["test/dlms/m5/1-0:1.7.0/value"] == ["10", "12"]
+
+
+def _certificates(folder: Path, name: str) -> Tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1/localhost signed by it (PEM files)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def key_pem(key: Any) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, srv_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"dlms test CA {name}")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    srv = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(srv_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / f"{name}-ca.pem", folder / f"{name}-server.pem", folder / f"{name}-server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(srv.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key_pem(srv_key))
+    return paths
+
+
+def test_tls_with_the_brokers_ca_and_certificate_checks_on(tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path, "good")
+    other_ca, _, _ = _certificates(tmp_path, "other")
+    broker = Broker(tmp_path)
+    broker.extra = [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+    broker.start()
+    try:
+        src, out, pipe = _pipeline(broker.port, node="n6", meter="m6", tls="yes", ca_file=str(ca))
+        src.emit(_snapshot("2.5", "25"))
+        deadline = time.monotonic() + WAIT
+        while out.counters["snapshots"] < 1 or not out.connected:
+            assert time.monotonic() < deadline, out.status()
+            time.sleep(0.05)
+        pipe.stop()
+        src, wrong, pipe = _pipeline(broker.port, node="n7", tls="yes", ca_file=str(other_ca))
+        src.emit(_snapshot("2.6", "26"))  # a certificate from an unknown CA: no connection, no crash
+        deadline = time.monotonic() + WAIT
+        while wrong.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not wrong.connected and wrong.counters["connects"] == 0
+        assert "cannot reach" in (wrong.last_error or "")
+        pipe.stop()
+    finally:
+        broker.kill()

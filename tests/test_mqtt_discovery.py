@@ -86,11 +86,7 @@ def test_converted_unit_template_scales_the_meter_value() -> None:
     r = reading("1-0:9.7.0", Decimal("1.25"), "kVA")
     config = discovery_config(r, "1-0:9.7.0", meter="m", state_topic="t", availability_topic="a", device={})
     assert config is not None and config["unit_of_measurement"] == "VA"
-    assert (
-        config["value_template"]
-        == value_template(3)
-        == "{{ (value_json.value | float * 1000.0) | round(6) }}"
-    )
+    assert config["value_template"] == value_template(3) == "{{ (value_json.value | float * 1000.0) | round(6) }}"
 
 
 def test_state_payload_marks_derived_values_and_keeps_the_meter_unit() -> None:

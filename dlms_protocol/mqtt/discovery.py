@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..errors import DlmsError
 from ..iec62056_21.identification import parse_identification
 from ..model import MeterData, Reading
-from ..obis import _tables
+from ..obis import Obis, _tables
 
 #: longest topic level we build from meter data (MQTT allows 65535 bytes per topic; brokers and
 #: Home Assistant entity ids want far less)
@@ -86,9 +86,14 @@ def slug(text: str) -> str:
 
 def reading_key(reading: Reading) -> str:
     """The reading's topic level: its OBIS code without the default ``*255``, else its code."""
-    if reading.obis is None:
-        return topic_level(reading.code)
-    text = str(reading.obis)
+    return _key(reading.code, reading.obis)
+
+
+@lru_cache(maxsize=4096)
+def _key(code: str, obis: Optional[Obis]) -> str:
+    if obis is None:
+        return topic_level(code)
+    text = str(obis)
     if text.endswith("*255"):
         text = text[:-4]
     return topic_level(text)
@@ -171,21 +176,32 @@ def json_number(value: Any) -> Any:
     return str(value)
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@lru_cache(maxsize=8)
 def _iso(epoch: float) -> str:
+    """Epoch seconds as ISO 8601 UTC (cached: every reading of a snapshot has the same)."""
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def state_payloads(reading: Reading, data: MeterData) -> Tuple[str, str]:
-    """(JSON payload, plain payload) for one reading; the plain one is the bare value."""
+    """(JSON payload, plain payload) for one reading; the plain one is the bare value.
+
+    JSON: ``{"value", "unit", "timestamp"}`` (receive time, UTC), plus ``meter_time`` when the
+    meter stamped it and ``"derived": true`` for values computed from others (net power).
+    """
     value = json_number(reading.value)
-    body: Dict[str, Any] = {"value": value, "unit": reading.unit, "timestamp": _iso(data.received)}
+    encoded = _ENCODE(value)
+    parts = [f'{{"value":{encoded},"unit":{_ENCODE(reading.unit)},"timestamp":"{_iso(data.received)}"']
     stamp = reading.timestamp or data.meter_time
     if stamp is not None:
-        body["meter_time"] = stamp.isoformat()
+        parts.append(f',"meter_time":"{stamp.isoformat()}"')
     if reading.derived:
-        body["derived"] = True
-    plain = "" if value is None else (value if isinstance(value, str) else json.dumps(value))
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False), plain
+        parts.append(',"derived":true')
+    parts.append("}")
+    plain = "" if value is None else (value if isinstance(value, str) else encoded)
+    return "".join(parts), plain
 
 
 # ---------------------------------------------------------------------------- Home Assistant

@@ -173,9 +173,7 @@ class MqttOutput(Output):
         client.max_queued_messages_set(1000)
         self._client = client
         self._stopping = False
-        self._worker = threading.Thread(
-            target=self._run, name=f"dlms-mqtt {cfg.host}:{cfg.port}", daemon=True
-        )
+        self._worker = threading.Thread(target=self._run, name=f"dlms-mqtt {cfg.host}:{cfg.port}", daemon=True)
         self._worker.start()
         client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
         client.loop_start()
@@ -283,9 +281,7 @@ class MqttOutput(Output):
                     language=cfg.language,
                 )
                 if config is not None:
-                    ctopic = (
-                        f"{cfg.discovery_prefix}/sensor/{slug(cfg.node_name)}/{config['object_id']}/config"
-                    )
+                    ctopic = f"{cfg.discovery_prefix}/sensor/{slug(cfg.node_name)}/{config['object_id']}/config"
                     payload = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
                     self._configs[ctopic] = payload
                     self._send(ctopic, payload, retain=True)
@@ -361,9 +357,7 @@ class MqttOutput(Output):
             return
         if was:
             self.counters["disconnects"] += 1
-            self.last_error = (
-                f"lost the connection to {self.cfg.host}:{self.cfg.port} ({_reason(rc)}); reconnecting"
-            )
+            self.last_error = f"lost the connection to {self.cfg.host}:{self.cfg.port} ({_reason(rc)}); reconnecting"
             log.warning("mqtt: %s", self.last_error)
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -396,9 +390,7 @@ def _as_bool(name: str, value: Any) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ConfigurationError(
-        f"mqtt option {name}={value!r} is no yes/no value", "write yes or no (true/false, 1/0)"
-    )
+    raise ConfigurationError(f"mqtt option {name}={value!r} is no yes/no value", "write yes or no (true/false, 1/0)")
 
 
 def _as_number(name: str, value: Any, low: float, high: float, kind: type = int) -> Any:
@@ -471,9 +463,7 @@ def parse_options(**options: Any) -> MqttConfig:
     for name, value in options.items():
         parser = _PARSERS.get(name)
         if parser is None:
-            raise ConfigurationError(
-                f"unknown mqtt option {name!r}", "known options: " + ", ".join(sorted(_PARSERS))
-            )
+            raise ConfigurationError(f"unknown mqtt option {name!r}", "known options: " + ", ".join(sorted(_PARSERS)))
         if value is None:
             continue
         values[name] = parser(name, value)
@@ -484,9 +474,7 @@ def parse_options(**options: Any) -> MqttConfig:
             "give the path of the CA certificate (PEM) that signed the broker's certificate",
         )
     if cfg.ca_file and not cfg.tls:
-        raise ConfigurationError(
-            "mqtt option ca_file is set but tls is off", "set tls = yes (and usually port = 8883)"
-        )
+        raise ConfigurationError("mqtt option ca_file is set but tls is off", "set tls = yes (and usually port = 8883)")
     if cfg.password and not cfg.username:
         raise ConfigurationError("mqtt option password is set without username", "set username as well")
     if cfg.node is not None and topic_level(cfg.node, 48) != cfg.node:
