@@ -30,7 +30,7 @@ from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.mqtt.discovery import is_serial, json_number, keys_of
 from dlms_protocol.mqtt.output import MqttOutput, make_mqtt_output
 from dlms_protocol.obis import Obis
-from dlms_protocol.pipeline import Health, KeepLatest, Pipeline, Source, enrich, make_output
+from dlms_protocol.pipeline import Health, KeepLatest, Output, Pipeline, Source, enrich, make_output, make_source
 from helpers import CORPUS, load_json, need, which
 
 WAIT = 20.0  # upper bound for a broker round trip on a loaded machine; never a speed assertion
@@ -235,7 +235,9 @@ def _check_every_entity(sub: Subscriber, data: MeterData, meter: str) -> Dict[st
         if not ctopic.startswith("homeassistant/"):
             continue
         config = json.loads(payloads[-1])
-        assert ctopic == f"homeassistant/sensor/mynode/{config['object_id']}/config"
+        assert config["default_entity_id"] == f"sensor.{meter.lower()}_{config['unique_id'].split('_', 2)[2]}"
+        assert ctopic == f"homeassistant/sensor/mynode/{config['default_entity_id'][7:]}/config"
+        assert "object_id" not in config  # deprecated in HA 2025.10
         configs[config["state_topic"]] = config
         assert config["availability_topic"] == "test/dlms/mynode/status"
         assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
@@ -559,3 +561,39 @@ def test_tls_with_the_brokers_ca_and_certificate_checks_on(tmp_path: Path) -> No
         pipe.stop()
     finally:
         broker.kill()
+
+
+class _Recorder(Output):
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.data: List[MeterData] = []
+
+    def publish(self, data: MeterData) -> None:
+        self.data.append(data)
+
+
+@pytest.mark.slow
+def test_scheduled_d0_readout_over_a_pty_reaches_mqtt(broker: Broker) -> None:
+    """A real readout source (simulated meter on a pty) → pipeline → MQTT, next to another output."""
+    from dlms_protocol.config import ReadoutConfig
+    from dlms_protocol.simulator.d0 import SimulatedMeter
+
+    sub = Subscriber(broker.port, ("test/dlms/#", "homeassistant/#"))
+    rec = _Recorder()
+    with SimulatedMeter("lgz_e350", time_scale=10.0, reaction_time=0.5, ack_reaction_time=1.0, switch_grace=1.0) as m:
+        cfg = ReadoutConfig(port=m.port, timeout=1.0, baud_switch_delay=0.05)
+        src = make_source("readout", config=cfg, cycle=0.0, reader_options={"time_scale": 10.0})
+        out = make_output("mqtt", host="127.0.0.1", port=broker.port, prefix="test/dlms", node="mynode")
+        pipe = Pipeline(src, [rec, out])
+        pipe.start()
+        try:
+            assert src.read_once()
+            (data,) = rec.data
+            sub.wait(sub.has("test/dlms/mynode/status", "online"), "online")
+            meter = out.status()["meter"]
+            _check_every_entity(sub, data, meter)
+        finally:
+            pipe.stop()
+            sub.close()
+    assert pipe.stats.get("output_errors") == 0 and out.counters["errors"] == 0

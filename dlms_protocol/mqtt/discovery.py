@@ -302,7 +302,8 @@ def discovery_config(
     config: Dict[str, Any] = {
         "name": name,
         "unique_id": f"dlms_{slug(meter)}_{slug(key)}",
-        "object_id": f"{slug(meter)}_{slug(key)}",
+        # the entity id HA should use (``object_id`` is deprecated since HA 2025.10)
+        "default_entity_id": f"sensor.{slug(meter)}_{slug(key)}",
         "state_topic": state_topic,
         "value_template": value_template(cls.factor),
         "availability_topic": availability_topic,

@@ -281,7 +281,8 @@ class MqttOutput(Output):
                     language=cfg.language,
                 )
                 if config is not None:
-                    ctopic = f"{cfg.discovery_prefix}/sensor/{slug(cfg.node_name)}/{config['object_id']}/config"
+                    obj = config["default_entity_id"].split(".", 1)[1]
+                    ctopic = f"{cfg.discovery_prefix}/sensor/{slug(cfg.node_name)}/{obj}/config"
                     payload = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
                     self._configs[ctopic] = payload
                     self._send(ctopic, payload, retain=True)
