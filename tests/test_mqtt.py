@@ -597,3 +597,33 @@ def test_scheduled_d0_readout_over_a_pty_reaches_mqtt(broker: Broker) -> None:
             pipe.stop()
             sub.close()
     assert pipe.stats.get("output_errors") == 0 and out.counters["errors"] == 0
+
+
+def test_broker_not_there_at_start_gets_the_values_once_it_is(tmp_path: Path) -> None:
+    """Data that came before the first connection is sent when it comes (the real values, once)."""
+    port = _free_port()
+    src, out, pipe = _pipeline(port, node="n8", meter="m8")
+    try:
+        src.emit(_snapshot("7.5", "75"))
+        deadline = time.monotonic() + WAIT
+        while out.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "cannot reach" in (out.last_error or "") and not out.connected
+        broker = Broker(tmp_path, port=port).start()
+        try:
+            sub = Subscriber(broker.port, ("test/dlms/#", "homeassistant/#"))
+            sub.wait(sub.has("test/dlms/m8/1-0:1.7.0/value", "75"), "the value from before the connection")
+            sub.wait(sub.has("test/dlms/n8/status", "online"), "online")
+            assert sub.messages["test/dlms/m8/1-0:1.8.0/value"] == ["7.5"]
+            assert out.last_error is None
+            sub.client.publish("homeassistant/status", "online")  # Home Assistant restarted
+            sub.wait(
+                lambda: all(len(p) >= 2 for t, p in sub.messages.items() if t.startswith("homeassistant/sensor/")),
+                "discovery sent again for Home Assistant",
+            )
+            sub.close()
+        finally:
+            pipe.stop()
+            broker.kill()
+    finally:
+        pipe.stop()

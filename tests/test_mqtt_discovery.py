@@ -178,3 +178,69 @@ def test_the_password_never_appears_in_errors_or_settings() -> None:
     assert "hunter2" not in repr(cfg) and "hunter2" not in json.dumps(cfg.effective())
     out = MqttOutput(cfg)
     assert "hunter2" not in json.dumps(out.status())
+
+
+_CODES = st.sampled_from(
+    [
+        "1-0:1.8.0",
+        "1-0:2.7.0",
+        "1-0:3.8.0",
+        "1-0:9.7.0",
+        "1-0:32.7.0",
+        "1-0:31.7.0",
+        "1-0:13.7.0",
+        "1-0:14.7.0",
+        "1-0:16.8.0",
+        "1.8.0*01",
+        "C.7.0",
+        "0.0.0",
+    ]
+)
+_UNITS = st.sampled_from(
+    [
+        None,
+        "W",
+        "kW",
+        "MW",
+        "Wh",
+        "kWh",
+        "MWh",
+        "var",
+        "kvar",
+        "varh",
+        "kvarh",
+        "VA",
+        "kVA",
+        "V",
+        "kV",
+        "A",
+        "mA",
+        "Hz",
+        "%",
+        "°",
+        "m³",
+    ]
+)
+
+
+@given(
+    _CODES, _UNITS, st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-(10**9), max_value=10**9)
+)
+def test_payloads_and_classes_for_any_reading(code: str, unit: Optional[str], value: Decimal) -> None:
+    """The JSON carries the value exactly as a number; a device_class always comes with a unit HA accepts."""
+    from dlms_protocol.mqtt.discovery import _table
+
+    r = reading(code, value, unit)
+    body, plain = state_payloads(r, MeterData(kind="push", readings=(r,), received=0.0))
+    parsed = json.loads(body)
+    assert Decimal(str(parsed["value"])) == value and parsed["unit"] == unit
+    assert Decimal(plain) == value
+    cls = ha_class(r)
+    assert cls is not None
+    if cls.device_class is not None:
+        spec = _table()["device_classes"][cls.device_class]
+        assert cls.unit in spec["units"] or (cls.unit is None and spec.get("unitless"))
+        if cls.factor == 0:
+            assert cls.unit == unit
+    else:
+        assert cls.unit == unit and cls.factor == 0 and cls.state_class is None

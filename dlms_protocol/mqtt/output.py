@@ -335,13 +335,16 @@ class MqttOutput(Output):
     # ------------------------------------------------------------------ paho callbacks (network thread)
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
         if _failed(rc):
-            self.last_error = (
+            error = (
                 f"the broker {self.cfg.host}:{self.cfg.port} refused the connection: {_reason(rc)}; "
                 "check username/password and the broker's ACL"
             )
-            log.warning("mqtt: %s", self.last_error)
+            if error != self.last_error:  # paho retries; say it once, not on every retry
+                log.warning("mqtt: %s", error)
+            self.last_error = error
             return
         self.connected = True
+        self.last_error = None
         self.counters["connects"] += 1
         log.info("mqtt: connected to %s:%s", self.cfg.host, self.cfg.port)
         if self.cfg.discovery:
