@@ -79,6 +79,7 @@ class ReadoutConfig:
     retries: int = 1  # further attempts, each at the next lower baud rate
     push_baudrate: int = 9600
     mode: str = "request"
+    max_read_time: float = 900.0  # a data message without an end after this long is no readout
 
     def __post_init__(self) -> None:
         if isinstance(self.baudrate, str) and self.baudrate.strip().lower() != "auto":

@@ -18,6 +18,7 @@ Hierarchy::
     │   ├── IdentificationError     sign-on answer is not an identification message
     │   ├── FramingError            frame structure wrong (lengths, flags, missing parts)
     │   └── ChecksumError           BCC / HCS / FCS / M-Bus checksum mismatch
+    │       └── ChecksumMissingError    (also a FramingError) a checksum is missing, its framing damaged
     ├── SecurityError
     │   ├── MissingKeyError         ciphered frame, no key configured
     │   ├── AuthenticationError     GCM tag mismatch: wrong authentication key
@@ -96,6 +97,23 @@ class ChecksumError(ProtocolError):
         )
 
 
+class ChecksumMissingError(ChecksumError, FramingError):
+    """A checksum that must be there is not (or the framing bytes that carry it were damaged).
+
+    A meter that sent a BCC (or a DSMR CRC16) once sends it every time, so a readout without
+    one lost its end on the line: its values cannot be checked and are not used.
+    """
+
+    stat = "checksum_errors"
+
+    def __init__(self, what: str, cause: str, fix: Optional[str] = None) -> None:  # noqa: D107
+        self.what = what
+        self.expected = None  # type: ignore[assignment]
+        self.got = None  # type: ignore[assignment]
+        DlmsError.__init__(self, cause, fix or "check the IR head's position and the cable; the next readout "
+                                               "is usually whole again")
+
+
 class SecurityError(DlmsError):
     """Anything about ciphering."""
 
@@ -134,6 +152,6 @@ class UnknownLayoutError(DecodeError):
 
 __all__ = [
     "DlmsError", "ConfigurationError", "TransportError", "ProtocolError", "NoResponseError",
-    "IdentificationError", "FramingError", "ChecksumError", "SecurityError", "MissingKeyError",
+    "IdentificationError", "FramingError", "ChecksumError", "ChecksumMissingError", "SecurityError", "MissingKeyError",
     "AuthenticationError", "DecryptionError", "DecodeError", "UnknownLayoutError",
 ]

@@ -71,6 +71,9 @@ class MeterData:
     text: str = ""  # human-readable form: the raw readout text, or the decoded push
     raw: bytes = b""
     profile: Optional[str] = None
+    #: the checksum that vouched for the values (D0: ``BCC``, ``CRC16``; ``none`` = read unchecked,
+    #: only for a meter that never sent one or with use_checksum off); None when not told
+    checksum: Optional[str] = None
 
     def find(self, pattern: Union[str, Obis]) -> List[Reading]:
         """All readings whose code a user pattern selects (see Obis.matches), in meter order."""

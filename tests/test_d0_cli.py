@@ -57,7 +57,7 @@ def test_parse_own_readout_table_and_json(own_readout: Path):
     res = cli("parse", str(own_readout), "--json")
     assert res.returncode == 0
     data = json.loads(res.stdout)
-    assert set(data) == {"identification", "manufacturer", "bcc", "datasets"}
+    assert set(data) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets"}
     assert data["bcc"] == "ok" and data["identification"] == "/LGZ5ZMF110CC.S27"
     energy = next(d for d in data["datasets"] if d["code"] == "1.8.0")
     assert energy["values"] == [{"value": "012345.678", "unit": "kWh"}]

@@ -234,7 +234,7 @@ def test_checksum_policy(path: Path):
 def test_json_and_meter_data(path: Path):
     r = _parse_ok(path)
     doc = r.to_json()
-    assert set(doc) == {"identification", "manufacturer", "bcc", "datasets"}
+    assert set(doc) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets"}
     assert [d["code"] for d in doc["datasets"]] == [ds.code for ds in r.datasets]
     data = r.to_meter_data(received=1.0)
     assert data.kind == "readout" and data.received == 1.0 and len(data.readings) == len(r.datasets)

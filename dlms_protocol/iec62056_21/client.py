@@ -42,15 +42,16 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Generator, List, Optional, Tuple, Union
 
 from ..config import FORMATS, ReadoutConfig
-from ..errors import ConfigurationError, FramingError, IdentificationError, NoResponseError, ProtocolError
+from ..errors import (ChecksumMissingError, ConfigurationError, FramingError, IdentificationError, NoResponseError,
+                      ProtocolError)
 from ..transport import PARITY_ERROR, bits_per_char
-from .datablock import Readout, parse_readout
+from .datablock import CHECKSUMS, MAX_READOUT, Readout, parse_readout
 from .identification import RATE_TO_BAUD_CHAR_C, Identification, parse_identification
 from .stream import D0StreamSplitter
 
 log = logging.getLogger(__name__)
 
-STX, ETX, ACK, NUL, LF, CR = 0x02, 0x03, 0x06, 0x00, 0x0A, 0x0D
+STX, ETX, ACK, NAK, NUL, LF, CR = 0x02, 0x03, 0x06, 0x15, 0x00, 0x0A, 0x0D
 
 #: standard rates, lowest first (the ceiling for fallbacks walks down this list)
 STANDARD_RATES: Tuple[int, ...] = tuple(sorted(RATE_TO_BAUD_CHAR_C))
@@ -58,38 +59,14 @@ WAKEUP_SECONDS = 2.2   # NULs on the wire (standard: 2.1-2.3 s)
 WAKEUP_PAUSE = 1.6     # silence before the sign-on (standard: 1.5-1.7 s)
 REACTION_TIME = 0.2    # tr min; 20 ms when the meter announces it
 SHORT_REACTION_TIME = 0.02
-MAX_MESSAGE = 1 << 20       # a data message bigger than this is not a readout
+MAX_MESSAGE = MAX_READOUT - 256  # a data message bigger than this is not a readout (with its identification line)
+MIN_MESSAGE_CAP = 16384     # the byte cap sized from the line speed is never below this
 MAX_NOISE = 1024            # bytes of noise/echo tolerated before the identification
 MAX_IDENT_LINE = 128
 MAX_JUNK_BEFORE_DATA = 64   # unprintable bytes before STX / the first data line
 END_GRACE_CHARS = 12        # character times to wait for ETX after '!' CR LF
 END_GRACE_JITTER = 0.05     # plus this (seconds, not scaled): USB latency, scheduling
 _REQUEST_CHARS = re.compile(r"[\x22-\x2e\x30-\x7e]{0,32}")  # printable ASCII except ! and /
-
-
-def _check_size(buf: bytearray) -> None:
-    if len(buf) > MAX_MESSAGE:
-        raise FramingError(f"data message longer than {MAX_MESSAGE} bytes without an end",
-                           "the meter keeps sending: check the mode (push meters need mode push)")
-
-
-def _end_scan(b: int, at: int, in_paren: bool, bang_at: int, end_at: int) -> Tuple[bool, int, int]:
-    """One data byte outside STX/ETX: track parentheses and the end mark '!' CR LF.
-
-    Returns (inside parentheses, index of a pending '!' or -1, index after its LF or -1).
-    """
-    if bang_at >= 0:
-        if b == LF:
-            end_at = at + 1
-        elif b != CR:
-            bang_at = -1
-    elif b == 0x28:  # (
-        in_paren = True
-    elif b in (0x29, CR, LF):  # ) or line end
-        in_paren = False
-    elif b == 0x21 and not in_paren:  # !
-        bang_at = at
-    return in_paren, bang_at, end_at
 
 
 # --------------------------------------------------------------------------- actions
@@ -212,9 +189,13 @@ class D0Dialogue:
     """
 
     def __init__(self, config: ReadoutConfig, *, time_scale: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, expect: Optional[str] = None) -> None:
         check_request_options(config)
+        if expect is not None and expect not in CHECKSUMS:
+            raise ConfigurationError(f"checksum {expect!r} unknown", "expect BCC, CRC16 or None")
         self.config = config
+        #: the checksum this meter sent before (``BCC``/``CRC16``): a readout without it is rejected
+        self.expect = expect if config.use_checksum else None
         self.time_scale = time_scale
         self.clock = clock
         bytesize, parity, stopbits = FORMATS[config.char_format]
@@ -230,6 +211,7 @@ class D0Dialogue:
         self.failures: List[ProtocolError] = []
         self._gen = self._run()
         self._started = False
+        self._stx_seen = False
 
     # ----------------------------------------------------------------- driver side
     def start(self) -> Action:
@@ -276,6 +258,8 @@ class D0Dialogue:
             except ProtocolError as exc:
                 failed_at = self.rate
                 if attempt >= tries:
+                    if self.failures:
+                        _keep_first_cause(exc, self.failures[0])
                     raise
                 self.failures.append(exc)
                 if failed_at > cfg.initial_baudrate:
@@ -348,7 +332,7 @@ class D0Dialogue:
         self.timings["data"] = t_end - t_first
         raw = line + message
         # use_checksum also covers a DSMR CRC16 after '!' (frames without ETX/BCC)
-        readout = parse_readout(raw, use_checksum=cfg.use_checksum)
+        readout = parse_readout(raw, use_checksum=cfg.use_checksum, expect=self.expect)
         if cfg.use_checksum and not has_bcc:
             log.debug("data message without BCC from %s: nothing to check", ident.raw)
         return readout, len(raw)
@@ -439,75 +423,102 @@ class D0Dialogue:
         """Collect the data message; return (message bytes, ends with ETX+BCC, time of its start)."""
         cfg = self.config
         self.phase = "data"
+        self._stx_seen = False
         buf = bytearray(leftover)
-        scan = 0
-        stx_at = -1
-        in_paren = False
-        bang_at = -1       # index of a '!' outside parentheses, waiting for its LF
-        end_at = -1        # index just after the LF of '!' CR LF
-        junk = 0
-        t_first: Optional[float] = None  # when STX (or, without STX, the first chunk) arrived
-        t_chunk = self.clock()
+        st = _DataScan(t_chunk=self.clock())
         if leftover:
-            t_first = t_chunk
+            st.t_first = st.t_chunk
         grace = min(cfg.timeout, END_GRACE_CHARS * self._char_time(self.rate) + END_GRACE_JITTER)
-        etx_at = -1        # an ETX that ends the message; the next byte is the BCC
-        must_check = False  # STX came and use_checksum is on: only ETX + BCC may end the message
+        # STX came (or this meter sent a BCC before) and use_checksum is on: only ETX + BCC may end it
+        st.must_check = cfg.use_checksum and self.expect == "BCC"
+        cap, deadline = self._caps()
         while True:
-            n = len(buf)
-            if etx_at >= 0 and etx_at + 1 < n:
-                return self._cut(buf, stx_at, etx_at + 2), True, t_first or self.clock()
-            while scan < n and etx_at < 0:
-                b = buf[scan] & 0x7F
-                if end_at >= 0:
-                    # after '!' CR LF only an ETX (and then the BCC) still belongs to the message
-                    if b != ETX:
-                        if must_check:
-                            raise self._no_etx()
-                        return self._cut(buf, stx_at, end_at), False, t_first or self.clock()
-                    etx_at = scan
-                elif b == STX and stx_at < 0:
-                    stx_at = scan
-                    in_paren = False
-                    t_first = t_chunk
-                    must_check = cfg.use_checksum
-                elif b == ETX and stx_at >= 0:
-                    etx_at = scan
-                else:
-                    in_paren, bang_at, end_at = _end_scan(b, scan, in_paren, bang_at, end_at)
-                if stx_at < 0 and not (0x20 <= b < 0x7F or b in (CR, LF, ACK, STX)):
-                    junk += 1
-                    if junk > MAX_JUNK_BEFORE_DATA:
-                        raise self._garbled(junk)
-                scan += 1
-            if etx_at >= 0:
-                if etx_at + 1 < len(buf):
+            if st.etx_at >= 0 and st.etx_at + 1 < len(buf):
+                return self._cut(buf, st.stx_at, st.etx_at + 2), True, st.t_first or self.clock()
+            if self._scan_data(buf, st):  # an unframed message ended at '!' CR LF
+                return self._cut(buf, st.stx_at, st.end_at), False, st.t_first or self.clock()
+            if st.etx_at >= 0:
+                if st.etx_at + 1 < len(buf):
                     continue
                 chunk = yield Receive(cfg.timeout, "block check character")
                 if not chunk:
                     raise NoResponseError(f"no BCC after ETX within {cfg.timeout:g} s",
                                           "the message was cut off: check the IR head's position and try again")
-            elif end_at >= 0 and scan >= end_at:
-                chunk = yield Receive(cfg.timeout if must_check else grace, "end of message")
+            elif st.end_at >= 0 and st.scan >= st.end_at:
+                chunk = yield Receive(cfg.timeout if st.must_check else grace, "end of message")
                 if not chunk:
-                    if must_check:
+                    if st.must_check:
                         raise self._no_etx()
-                    return self._cut(buf, stx_at, end_at), False, t_first or self.clock()
+                    return self._cut(buf, st.stx_at, st.end_at), False, st.t_first or self.clock()
             else:
-                _check_size(buf)
+                self._check_caps(len(buf), cap, deadline)
                 chunk = yield Receive(cfg.timeout, "data message")
                 if not chunk:
-                    raise self._no_data(buf, stx_at)
-            t_chunk = self.clock()
-            if t_first is None and not buf:
-                t_first = t_chunk  # provisional, for frames without STX
+                    raise self._no_data(buf, st.stx_at)
+            st.t_chunk = self.clock()
+            if st.t_first is None and not buf:
+                st.t_first = st.t_chunk  # provisional, for frames without STX
             buf += chunk
             self.data_bytes = len(buf)
 
-    def _garbled(self, junk: int) -> FramingError:
-        return FramingError(
-            f"garbled answer at {self.rate} Bd ({junk} unreadable bytes, no data message start)",
-            "the baud switch failed or the line is noisy: set a lower baudrate or adjust baud_switch_delay")
+    def _scan_data(self, buf: bytearray, st: "_DataScan") -> bool:
+        """Advance over the new bytes; True when an unframed message ended at '!' CR LF."""
+        use_checksum = self.config.use_checksum
+        n = len(buf)
+        while st.scan < n and st.etx_at < 0:
+            b = buf[st.scan] & 0x7F
+            if st.end_at >= 0:
+                # after '!' CR LF only an ETX (and then the BCC) still belongs to the message;
+                # anything else there is an ETX that noise turned into another byte
+                if b != ETX:
+                    if use_checksum:
+                        raise self._no_etx()
+                    return True
+                st.etx_at = st.scan
+            elif b == STX and st.stx_at < 0:
+                st.stx_at = st.scan
+                self._stx_seen = True
+                st.in_paren = False
+                st.t_first = st.t_chunk
+                st.must_check = use_checksum
+            elif b == ETX and st.stx_at >= 0:
+                st.etx_at = st.scan
+            elif st.bang_at >= 0:
+                if b == LF:
+                    st.end_at = st.scan + 1
+                elif b != CR:
+                    st.bang_at = -1
+            elif b == 0x28:  # (
+                st.in_paren = True
+            elif b in (0x29, CR, LF):  # ) or line end
+                st.in_paren = False
+            elif b == 0x21 and not st.in_paren:  # !
+                st.bang_at = st.scan
+            if st.stx_at < 0 and not (0x20 <= b < 0x7F or b in (CR, LF, ACK, STX)):
+                st.junk += 1
+                if st.junk > MAX_JUNK_BEFORE_DATA:
+                    raise FramingError(
+                        f"garbled answer at {self.rate} Bd ({st.junk} unreadable bytes, no data message start)",
+                        "the baud switch failed or the line is noisy: set a lower baudrate "
+                        "or adjust baud_switch_delay")
+            st.scan += 1
+        return False
+
+    def _caps(self) -> Tuple[int, float]:
+        """(byte cap, deadline) of a data message: ``max_read_time`` at this line speed, and that time."""
+        cps = self.rate / self.bits  # characters per second on the wire
+        limit = self.config.max_read_time
+        cap = min(MAX_MESSAGE, max(MIN_MESSAGE_CAP, int(cps * limit * 1.2)))
+        return cap, self.clock() + limit
+
+    def _check_caps(self, size: int, cap: int, deadline: float) -> None:
+        fix = ("the meter keeps sending: check the mode (push meters need mode push); for a very long "
+               "readout (load profile) raise max_read_time or the baud rate")
+        if size > cap:
+            raise FramingError(f"data message longer than {cap} bytes at {self.rate} Bd without an end", fix)
+        if self.clock() > deadline:
+            raise FramingError(f"data message without an end after {self.config.max_read_time:g} s "
+                               f"({size} bytes at {self.rate} Bd)", fix)
 
     def _cut(self, buf: bytearray, stx_at: int, end: int) -> bytes:
         if stx_at >= 0:
@@ -521,16 +532,28 @@ class D0Dialogue:
         # of it, so that the parser drops that data set instead of reading a shorter address)
         return message.lstrip(b"\x00\x7f\xff")
 
-    def _no_etx(self) -> FramingError:
-        return FramingError(
-            "the data message started with STX, but no ETX and BCC followed its end ('!'), "
-            "so it cannot be checked (the end was damaged on the line)",
+    def _no_etx(self) -> ChecksumMissingError:
+        if self.expect == "BCC":
+            started = "this meter sent a BCC before, but no ETX and BCC followed"
+        elif self.phase == "data" and self._stx_seen:
+            started = "the data message started with STX, but no ETX and BCC followed"
+        else:
+            started = "a byte that is no ETX followed"
+        return ChecksumMissingError(
+            "BCC",
+            f"the end of the readout was damaged on the line: {started} its end ('!'), "
+            "so its values cannot be checked",
             "check the IR head's position and try again; only for a meter that never sends a BCC "
             "set use_checksum off")
 
-    def _no_data(self, buf: bytearray, stx_at: int) -> NoResponseError:
+    def _no_data(self, buf: bytearray, stx_at: int) -> ProtocolError:
         cfg = self.config
         ident = self.identification
+        if stx_at < 0 and NAK in buf.translate(_MASK).lstrip(b"\r\n\x00"):
+            return ProtocolError(
+                f"the meter answered the acknowledgement for {self.rate} Bd with NAK (it refused it)",
+                "the meter does not accept this rate or mode: set a lower baudrate (or 300), or check the "
+                "query code and device address")
         if stx_at < 0 and not buf.strip(b"\x06\r\n0123456789"):
             if ident is not None and ident.mode in ("C", "E") and self.rate != cfg.initial_baudrate:
                 return NoResponseError(
@@ -550,21 +573,31 @@ class D0Dialogue:
         self.rate = cfg.push_baudrate
         yield SetBaudrate(cfg.push_baudrate)
         yield ResetInput()
-        splitter = D0StreamSplitter(require_etx=cfg.use_checksum)
+        splitter = D0StreamSplitter(require_etx=cfg.use_checksum, max_buffer=MAX_MESSAGE)
         wait = max(5.0, 4 * cfg.timeout)
         t_start = self.clock()
         deadline = t_start + wait
         seen = 0
+        grace = END_GRACE_CHARS * self._char_time(self.rate) + END_GRACE_JITTER
         while True:
             remaining = deadline - self.clock()
             chunk: Optional[bytes] = b""
-            if remaining > 0:
+            if splitter.pending and remaining > 0:
+                # complete up to its line end: an ETX + BCC may still follow within a few characters
+                chunk = yield Receive(min(grace, remaining), "end of telegram")
+                if not chunk:
+                    for telegram in splitter.take_pending():
+                        return self._push_telegram(telegram, t_start)
+                    continue
+            elif remaining > 0:
                 chunk = yield Receive(remaining, "push telegram")
             if not chunk:
                 if splitter.unchecked:
-                    raise FramingError(
-                        f"{splitter.unchecked} telegram(s) started with STX but had no ETX and BCC after "
-                        f"their end ('!'), so they could not be checked, and no other came within {wait:g} s",
+                    raise ChecksumMissingError(
+                        "BCC",
+                        f"the end of the readout was damaged on the line: {splitter.unchecked} telegram(s) "
+                        "had no ETX and BCC after their end ('!') although they began with STX (or a byte "
+                        f"that is no ETX followed), so they could not be checked, and no other came within {wait:g} s",
                         "check the IR head's position; only for a meter that never sends a BCC "
                         "set use_checksum off")
                 if seen:
@@ -578,9 +611,42 @@ class D0Dialogue:
             seen += len(chunk)
             self.data_bytes = seen
             for telegram in splitter.feed(chunk):
-                readout = parse_readout(telegram, use_checksum=cfg.use_checksum)  # BCC or DSMR CRC16
-                self.timings["data"] = self.clock() - t_start
-                return readout, len(telegram)
+                return self._push_telegram(telegram, t_start)
+
+    def _push_telegram(self, telegram: bytes, t_start: float) -> Tuple[Readout, int]:
+        # BCC or DSMR CRC16, and the one this meter sent before
+        readout = parse_readout(telegram, use_checksum=self.config.use_checksum, expect=self.expect)
+        self.timings["data"] = self.clock() - t_start
+        return readout, len(telegram)
+
+
+_MASK = bytes(b & 0x7F for b in range(256))
+
+
+@dataclass
+class _DataScan:
+    """Where the scan of a data message stands (positions in its buffer, -1: not seen)."""
+
+    t_chunk: float
+    t_first: Optional[float] = None  # when STX (or, without STX, the first chunk) arrived
+    scan: int = 0
+    stx_at: int = -1
+    in_paren: bool = False
+    bang_at: int = -1       # a '!' outside parentheses, waiting for its LF
+    end_at: int = -1        # just after the LF of '!' CR LF
+    etx_at: int = -1        # an ETX that ends the message; the next byte is the BCC
+    junk: int = 0
+    must_check: bool = False  # only ETX + BCC may end the message
+
+
+def _keep_first_cause(exc: ProtocolError, first: ProtocolError) -> None:
+    """The last attempt's error also names the first attempt's cause: that is usually the real one
+    (the retry runs at a lower rate and often fails only because the meter is still busy)."""
+    if first.cause == exc.cause:
+        return
+    exc.cause = f"{first.cause}; the retry failed too: {exc.cause}"
+    exc.fix = first.fix or exc.fix
+    exc.args = (f"{exc.cause}: {exc.fix}" if exc.fix else exc.cause,)
 
 
 __all__ = [

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import List, Optional, Tuple, Union
 
-from ..errors import ChecksumError, DlmsError, FramingError
+from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
 from ..model import MeterData, Reading, Value
 from ..obis import Obis
 from .identification import Identification, parse_identification
@@ -83,6 +83,22 @@ _ODD = bytes(bin(b).count("1") & 1 for b in range(256))
 _HIGH = bytes(b >> 7 for b in range(256))
 _MAX_SKIPPED = 64
 
+# Bounds: a readout bigger than these is not one (the largest corpus readout has 9.5 kB, 405
+# groups, lines of 363 characters; a DSMR text message is up to 2048 hex digits).
+MAX_READOUT = 1 << 20       # bytes of one readout or telegram
+MAX_DATASETS = 20000
+MAX_VALUE = 2048            # characters of one value group
+MAX_LINE = 8192             # characters of one line
+_LONG_LINE = re.compile(rf"[^\r\n]{{{MAX_LINE + 1}}}")
+# What may stand between '!' and the line end: a DSMR CRC16 (4 hex digits), or nothing.
+_CRC_FIELD = re.compile(r"[^\r\n\x03\x04]*")
+_LINE_END = re.compile(r"\r\n|\n|\r")
+_ACK_ECHO = re.compile(r"\x06[0-9][0-9A-Z][0-9](?:\r\n|\n|\r)")
+#: checksums a readout can carry, for ``parse_readout(expect=...)``
+CHECKSUMS = ("BCC", "CRC16")
+# DSMR 4/5 (and ESMR 5 in Belgium) telegrams always end with a CRC16: their version data sets
+_DSMR_VERSION = ("1-3:0.2.8", "0-0:96.1.4")
+
 
 # ---------------------------------------------------------------------------- results
 @dataclass(frozen=True)
@@ -108,6 +124,8 @@ class Readout:
 
     ``bcc`` is ``ok``/``bad``/``absent``; ``bad`` only survives ``use_checksum=False``.
     ``crc`` is the same for the CRC16 a DSMR 4/5 telegram carries after ``!``.
+    ``checksum`` names the checksum that vouched for the values (``BCC``, ``CRC16``) or is
+    None when the readout carried none (read unchecked).
     ``skipped`` lists what the parser left out (noise, damaged sets), for diagnostics.
     """
 
@@ -119,6 +137,15 @@ class Readout:
     crc: str = "absent"
     skipped: Tuple[str, ...] = ()
 
+    @property
+    def checksum(self) -> Optional[str]:
+        """``BCC`` or ``CRC16`` when one was verified, None when the readout had none."""
+        if self.bcc == "ok":
+            return "BCC"
+        if self.crc == "ok":
+            return "CRC16"
+        return None
+
     def to_json(self) -> dict:
         """The documented JSON form (CLI ``--json``, web UI, tests of other tools rely on it)."""
         ident = self.identification
@@ -126,6 +153,8 @@ class Readout:
             "identification": ident.raw if ident is not None else None,
             "manufacturer": ident.manufacturer if ident is not None else None,
             "bcc": self.bcc,
+            "crc": self.crc,
+            "checksum": self.checksum or "none",
             "datasets": [
                 {
                     "code": ds.code,
@@ -157,6 +186,7 @@ class Readout:
             meter_id=self.identification.raw if self.identification is not None else None,
             text=self.text,
             raw=self.raw,
+            checksum=self.checksum or "none",
         )
 
 
@@ -363,7 +393,82 @@ def _locate(text: str) -> Tuple[Optional[Identification], int, int, int, bool]:
     return ident, ident_start, start, start, False
 
 
-def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool) -> Readout:
+@dataclass
+class _End:
+    """How a data block ended: the positions and checks ``_check_end`` judges."""
+
+    bang: Optional[int]      # index of '!' (None: the block ended at ETX/EOT)
+    etx: Optional[int]       # the ETX/EOT whose next byte is the BCC
+    bcc: str
+    crc: str
+    framed: bool
+
+
+def _damaged(what: str, detail: str) -> ChecksumMissingError:
+    return ChecksumMissingError(what, f"the end of the readout was damaged on the line ({detail}), "
+                                      "so its values cannot be checked")
+
+
+def _dsmr_needs_crc(datasets: Tuple[DataSet, ...]) -> bool:
+    """DSMR 4/5 (P1 version data set 1-3:0.2.8 >= 40, or the Belgian 0-0:96.1.4) always send a CRC16."""
+    for ds in datasets:
+        if ds.code in _DSMR_VERSION and ds.values:
+            version = to_number(ds.values[0].value)
+            if ds.code != "1-3:0.2.8" or (version is not None and version >= 40):
+                return True
+    return False
+
+
+def _check_end(text: str, end: _End, acked: bool, datasets: Tuple[DataSet, ...], expect: Optional[str]) -> None:
+    """Raise ChecksumMissingError when the readout should carry a checksum it lacks.
+
+    A readout without BCC or CRC is only read when its end is intact: ``!`` [CR LF], then
+    nothing, or an ETX whose BCC was cut off. Anything else after the end means the framing
+    bytes (STX, ETX, the CRC field) were hit by noise, and the values are not trusted.
+    """
+    crc_text = ""
+    if end.bang is not None:
+        field_ = _CRC_FIELD.match(text, end.bang + 1)
+        crc_text = field_.group(0) if field_ is not None else ""
+        if crc_text and not _DSMR_CRC.fullmatch(crc_text):
+            raise _damaged("CRC16", f"{len(crc_text)} character(s) after '!' that are no CRC16")
+        if crc_text and end.crc == "absent":
+            raise _damaged("CRC16", "a CRC16 follows '!' but the identification it covers is damaged")
+    if end.bcc == "ok" or end.crc == "ok":
+        if expect == "CRC16" and end.crc != "ok":
+            raise _damaged("CRC16", "this meter sends a CRC16 after '!', this readout has none")
+        return
+    if expect is not None:
+        raise _damaged(expect, f"this meter sent a {expect} before, this readout has none")
+    if _dsmr_needs_crc(datasets):
+        raise _damaged("CRC16", "a DSMR 4/5 telegram without its CRC16")
+    if acked:  # an echoed ACK V Z Y: a mode C/E data readout, which always ends with ETX + BCC
+        raise _damaged("BCC", "a mode C readout without ETX and BCC")
+    if end.bang is None:
+        return  # a programming-mode answer that ends at ETX/EOT (its BCC was cut off)
+    pos = end.bang + 1 + len(crc_text)
+    line_end = _LINE_END.match(text, pos)
+    rest = text[line_end.end() if line_end is not None else pos:]
+    if rest and not (len(rest) == 1 and rest in "\x03\x04"):
+        raise _damaged("BCC", f"{len(rest)} unexpected byte(s) after '!' where ETX and BCC belong")
+
+
+def _check_size(text: str, datasets: Tuple[DataSet, ...]) -> None:
+    """Bounds: too many data sets, an overlong value or line means this is no readout."""
+    fix = "this is not a meter readout (or the line is flooded with noise): check the port and the meter"
+    if len(datasets) > MAX_DATASETS:
+        raise FramingError(f"{len(datasets)} data sets in one readout (at most {MAX_DATASETS})", fix)
+    for ds in datasets:
+        for v in ds.values:
+            if len(v.value) > MAX_VALUE:
+                raise FramingError(f"a value of {len(v.value)} characters in {ds.code[:20]!r} "
+                                   f"(at most {MAX_VALUE})", fix)
+    if _LONG_LINE.search(text) is not None:
+        raise FramingError(f"a line of more than {MAX_LINE} characters", fix)
+
+
+def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool,
+                expect: Optional[str] = None) -> Readout:
     ident, ident_start, data_start, bcc_from, framed = _locate(text)
     block = _parse_block(text, data_start)
     if block.end is None:
@@ -373,6 +478,7 @@ def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool) -> Rea
         )
     etx: Optional[int] = None
     crc = "absent"
+    bang: Optional[int] = None
     if block.end_char == "!":
         bang = block.end
         block_end = bang + 1
@@ -413,6 +519,10 @@ def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool) -> Rea
             "no data sets in the answer: this is not a readout",
             "check the port, the baud rate and that the meter answers with a data readout",
         )
+    _check_size(text, block.datasets)
+    if use_checksum:
+        acked = ident is not None and _ACK_ECHO.search(text, 0, max(data_start, text.find("("))) is not None
+        _check_end(text, _End(bang, etx, status, crc, framed), acked, block.datasets, expect)
     body = text[data_start:block_end]
     shown = f"{ident.raw}\r\n{body}" if ident is not None else body
     return Readout(
@@ -426,32 +536,42 @@ def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool) -> Rea
     )
 
 
-def parse_readout(raw: bytes, *, use_checksum: bool = True) -> Readout:
+def parse_readout(raw: bytes, *, use_checksum: bool = True, expect: Optional[str] = None) -> Readout:
     """Parse a whole capture: noise, echoes, identification, [STX] block ``!`` CR LF [ETX BCC].
 
-    With ``use_checksum`` a BCC (or DSMR CRC) that does not match raises ChecksumError; an
-    absent one is allowed (push meters have none) and reported as ``bcc == 'absent'``.
-    Raises FramingError when the bytes hold no complete readout, never anything outside
-    the DlmsError hierarchy.
+    With ``use_checksum`` a BCC (or DSMR CRC) that does not match raises ChecksumError. An
+    absent one is allowed (push meters have none, captures are cut) only when the end of the
+    readout is intact; a damaged end (junk where ETX + BCC or the CRC belong), a DSMR 4/5
+    telegram without CRC, or no ``expect``-ed checksum (``BCC``/``CRC16``: what this meter sent
+    before) raises ChecksumMissingError. Raises FramingError when the bytes hold no complete
+    readout or exceed the bounds (MAX_READOUT bytes, MAX_DATASETS, MAX_VALUE, MAX_LINE), never
+    anything outside the DlmsError hierarchy.
     """
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise FramingError(f"a readout must be bytes, not {type(raw).__name__}", "pass the bytes read from the port")
+    if expect is not None and expect not in CHECKSUMS:
+        raise ConfigurationError(f"checksum {expect!r} unknown", "expect BCC, CRC16 or None")
     raw = bytes(raw)
     if not raw:
         raise FramingError("nothing arrived", "check the port, the IR head and that the meter is awake")
+    if len(raw) > MAX_READOUT:
+        raise FramingError(f"{len(raw)} bytes are no readout (at most {MAX_READOUT})",
+                           "pass one readout or telegram; a meter readout has a few kilobytes")
     masked, text, doubtful = _decode(raw)
     if doubtful is None:
-        return _parse_text(text, masked, raw, use_checksum)
+        return _parse_text(text, masked, raw, use_checksum, expect)
     try:
         first = _parse_text(text, masked, raw, use_checksum=False)
     except DlmsError:
         first = None
     if first is not None and first.bcc == "ok":
-        return first  # the BCC vouches for the 7-bit characters
-    return _parse_text(doubtful, masked, raw, use_checksum)
+        if use_checksum:  # the BCC vouches for the 7-bit characters; the rest of the rules still apply
+            _check_end(text, _End(None, None, "ok", first.crc, True), False, first.datasets, expect)
+        return first
+    return _parse_text(doubtful, masked, raw, use_checksum, expect)
 
 
 __all__ = [
     "DataValue", "DataSet", "Readout", "bcc", "parse_data_block", "parse_readout", "to_number",
-    "convert_value",
+    "convert_value", "CHECKSUMS", "MAX_READOUT", "MAX_DATASETS", "MAX_VALUE", "MAX_LINE",
 ]

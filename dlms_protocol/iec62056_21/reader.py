@@ -50,6 +50,9 @@ class D0Reader:
         self.last_readout: Optional[Readout] = None
         self.last_timings: Dict[str, float] = {}
         self.last_result: Optional[DialogueResult] = None
+        #: the checksum this meter has sent (``BCC``/``CRC16``); once seen, a readout without it is
+        #: rejected as damaged. None while the meter has sent none (its readouts are read unchecked).
+        self.checksum_seen: Optional[str] = None
         self._read_lock = threading.Lock()   # one read at a time
         self._port_lock = threading.Lock()   # guards self._transport
         self._transport: Optional[Transport] = None
@@ -61,7 +64,7 @@ class D0Reader:
         with self._read_lock:
             self._closing = False
             transport: Optional[Transport] = None
-            dialogue = D0Dialogue(self.config, time_scale=self.time_scale)
+            dialogue = D0Dialogue(self.config, time_scale=self.time_scale, expect=self.checksum_seen)
             parity_errors = 0
             try:
                 transport = self._port()
@@ -87,7 +90,19 @@ class D0Reader:
             for phase, seconds in result.timings.items():
                 self.stats.timing(phase, seconds)
             self.stats.success("reads")
+            self._learn_checksum(result.readout)
             return result.readout.to_meter_data(received=time.time())
+
+    @property
+    def checksum_state(self) -> str:
+        """For status pages: how this meter's readouts are checked."""
+        if not self.config.use_checksum:
+            return "unchecked (use_checksum off)"
+        if self.checksum_seen is not None:
+            return f"{self.checksum_seen} required (the meter sends one)"
+        if self.last_readout is not None:
+            return "unchecked (the meter has sent no checksum)"
+        return "not known yet"
 
     def close(self) -> None:
         """Close the port; a read running in another thread ends soon with TransportError."""
@@ -104,6 +119,17 @@ class D0Reader:
         self.close()
 
     # -------------------------------------------------------------------- helpers
+    def _learn_checksum(self, readout: Readout) -> None:
+        """A meter that sent a BCC or CRC16 once must send it every time (see D0Dialogue ``expect``)."""
+        if not self.config.use_checksum:
+            return
+        seen = readout.checksum
+        if seen is not None and seen != self.checksum_seen:
+            log.debug("meter on %s sends a %s: from now on every readout must carry one", self.config.port, seen)
+            self.checksum_seen = seen
+        elif seen is None and self.checksum_seen is None and self.stats.get("reads") == 1:
+            log.info("meter on %s sends no checksum (BCC/CRC16): its readouts are read unchecked", self.config.port)
+
     def _count_failures(self, dialogue: D0Dialogue) -> None:
         """Attempts that failed and were retried still count: a noisy line must show in the statistics."""
         for exc in dialogue.failures:

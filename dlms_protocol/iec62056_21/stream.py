@@ -16,6 +16,10 @@ With ``require_etx`` (the reader sets it when ``use_checksum`` is on) a telegram
 with STX is only returned together with its ETX (or EOT) and BCC: when noise damaged the ETX,
 the telegram would otherwise reach the parser as an unframed one, and no BCC would check it.
 Such a telegram is dropped and counted in ``unchecked``, the same rule request mode follows.
+An unframed telegram is only cut once the byte after its line end is known: an ETX there
+(its STX was damaged) takes the BCC along, so that the parser checks it; any other byte right
+after the end (an ETX damaged by noise) drops it as unchecked. ``pending`` tells a reader that
+the current telegram waits only for that byte, ``take_pending`` cuts it after a short silence.
 """
 from __future__ import annotations
 
@@ -72,6 +76,32 @@ class D0StreamSplitter:
             self._started = False
             self._scan = 0
         return out
+
+    @property
+    def pending(self) -> bool:
+        """A telegram is complete up to its line end and waits only for the byte after it."""
+        return self._pending_end() is not None
+
+    def take_pending(self) -> List[bytes]:
+        """After a silence: cut the telegram that waits only for the byte after its line end."""
+        end = self._pending_end()
+        if end is None:
+            return []
+        self.telegrams += 1
+        telegram = bytes(self._raw[:end])
+        self._consume(end)
+        self._started = False
+        self._scan = 0
+        return [telegram]
+
+    def _pending_end(self) -> Optional[int]:
+        if not self._started or not self.require_etx:
+            return None
+        bang = self._masked.find(b"!", self._scan)
+        if bang < 0 or self._framed(0, bang):
+            return None
+        found = self._telegram_end(0, bang, final=True)
+        return found[0] if found is not None and found[1] and found[0] == len(self._masked) else None
 
     @property
     def buffered(self) -> int:
@@ -171,9 +201,10 @@ class D0StreamSplitter:
         line_end = self._masked.find(b"\n", base, bang) + 1
         return line_end > 0 and self._masked.find(b"\x02", line_end, bang) >= 0
 
-    def _telegram_end(self, base: int, bang: int) -> Optional[Tuple[int, bool]]:
+    def _telegram_end(self, base: int, bang: int, final: bool = False) -> Optional[Tuple[int, bool]]:
         """(end (exclusive), may be returned) of a telegram whose '!' is at ``bang``; None while
-        undecided. Not to be returned: framed with STX, no ETX + BCC, and ``require_etx``."""
+        undecided. Not to be returned (with ``require_etx``): framed with STX without ETX + BCC,
+        or unframed with a byte right after its end that is no ETX. ``final``: no byte follows."""
         m = self._masked
         n = len(m)
         stx = self._framed(base, bang)
@@ -202,7 +233,13 @@ class D0StreamSplitter:
                     return None
                 return pos + 2, True  # ETX/EOT and exactly one BCC byte (which may be any value)
             return pos, not self.require_etx
-        return pos, True
+        if not self.require_etx or hex_run == 4:  # a DSMR CRC16 covers the telegram, whatever follows
+            return pos, True
+        if pos == n:
+            return (pos, True) if final else None
+        if m[pos] in (0x03, 0x04):  # an ETX whose STX was damaged: the BCC comes along and is checked
+            return (pos + 2, True) if pos + 1 < n else None
+        return pos, m[pos] in b"/\r\n\x00 "  # a next telegram or silence; anything else: a damaged ETX
 
     def _consume(self, cut: int) -> None:
         if cut > 0:
