@@ -1,6 +1,6 @@
 """Fuzz runner: ``python bench/fuzz/run.py --target hdlc --cases 200000`` (or ``--target all``).
 
-Also ``python3 tools/dev.py fuzz --target X --cases N``. Every ``targets_*.py`` beside this
+Also ``python3 tools/dev.py fuzz --target X --cases N``, or short ``python3 tools/dev.py fuzz X N``. Every ``targets_*.py`` beside this
 file registers its targets in ``registry.TARGETS``; this script mutates their seeds
 (``registry.mutate``: bit flips, replaced/inserted/deleted bytes, duplicated, truncated,
 spliced and replayed stretches), runs each case with a per-case alarm, and prints one table
@@ -114,6 +114,8 @@ def print_table(rows: List[Dict[str, object]]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     load_targets()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("positional", nargs="*", metavar="TARGET [N]",
+                   help="short form: a target name and the number of cases (tools/dev.py fuzz d0_dialogue 200000)")
     p.add_argument("--target", action="append", help="target name (repeatable) or 'all'; see --list")
     p.add_argument("--cases", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=1, help="base seed: the same seed gives the same cases")
@@ -122,6 +124,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--only", type=int, metavar="CASE", help="run only this case number (reproduce a finding)")
     p.add_argument("--list", action="store_true", help="list the targets")
     args = p.parse_args(argv)
+    if args.positional:
+        args.target = (args.target or []) + [args.positional[0]]
+        if len(args.positional) > 1:
+            try:
+                args.cases = int(args.positional[1])
+            except ValueError:
+                p.error(f"number of cases {args.positional[1]!r} is not a number")
     if args.list or not args.target:
         for name, t in sorted(TARGETS.items()):
             print(f"{name:<14} {t.description}")
