@@ -160,6 +160,7 @@ def test_registered_in_the_pipeline_and_options_from_ini_strings() -> None:
         ({"hostname": "x"}, "hostname"),
         ({"ca_file": "/does/not/exist", "tls": "yes"}, "ca_file"),
         ({"node": "a/b"}, "node"),
+    ({"meter": "x#y"}, "meter"),
         ({"language": "fr"}, "language"),
         ({"keepalive": "1.5"}, "keepalive"),
     ],

@@ -179,6 +179,11 @@ def json_number(value: Any) -> Any:
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+@lru_cache(maxsize=64)
+def _unit_json(unit: Optional[str]) -> str:
+    return _ENCODE(unit)
+
+
 @lru_cache(maxsize=8)
 def _iso(epoch: float) -> str:
     """Epoch seconds as ISO 8601 UTC (cached: every reading of a snapshot has the same)."""
@@ -192,8 +197,13 @@ def state_payloads(reading: Reading, data: MeterData) -> Tuple[str, str]:
     meter stamped it and ``"derived": true`` for values computed from others (net power).
     """
     value = json_number(reading.value)
-    encoded = _ENCODE(value)
-    parts = [f'{{"value":{encoded},"unit":{_ENCODE(reading.unit)},"timestamp":"{_iso(data.received)}"']
+    if isinstance(value, int) and not isinstance(value, bool):
+        encoded = str(value)
+    elif isinstance(value, float):
+        encoded = repr(value)  # what json.dumps writes for a finite float
+    else:
+        encoded = _ENCODE(value)
+    parts = [f'{{"value":{encoded},"unit":{_unit_json(reading.unit)},"timestamp":"{_iso(data.received)}"']
     stamp = reading.timestamp or data.meter_time
     if stamp is not None:
         parts.append(f',"meter_time":"{stamp.isoformat()}"')

@@ -129,7 +129,6 @@ class MqttOutput(Output):
         self._resync = False
         self._stopping = False
         self._worker: Optional[threading.Thread] = None
-        self._send_lock = threading.Lock()
         self.connected = False
         self._availability: Optional[str] = None
         self._meter: Optional[str] = config.meter and topic_level(config.meter, 48)
@@ -321,10 +320,8 @@ class MqttOutput(Output):
         client = self._client
         if client is None:
             return
-        with self._send_lock:
-            info = client.publish(
-                topic, payload, qos=self.cfg.qos, retain=self.cfg.retain if retain is None else retain
-            )
+        # only the worker sends (paho's publish is thread-safe for stop()'s last word anyway)
+        info = client.publish(topic, payload, qos=self.cfg.qos, retain=self.cfg.retain if retain is None else retain)
         if info.rc == 0:
             self.counters["messages"] += 1
             self._unsent.discard(topic)
@@ -454,6 +451,10 @@ _PARSERS: Dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+#: every option ``make_mqtt_output`` takes (for INI sections and plugin parameters ``mqtt_<name>``)
+OPTION_NAMES = tuple(_PARSERS)
+
+
 def _as_language(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("en", "de"):
@@ -481,6 +482,10 @@ def parse_options(**options: Any) -> MqttConfig:
         raise ConfigurationError("mqtt option ca_file is set but tls is off", "set tls = yes (and usually port = 8883)")
     if cfg.password and not cfg.username:
         raise ConfigurationError("mqtt option password is set without username", "set username as well")
+    if cfg.meter is not None and topic_level(cfg.meter, 48) != cfg.meter:
+        raise ConfigurationError(
+            f"mqtt option meter={cfg.meter!r} is no single topic level", "use letters, digits, '_', '-' and '.' only"
+        )
     if cfg.node is not None and topic_level(cfg.node, 48) != cfg.node:
         raise ConfigurationError(
             f"mqtt option node={cfg.node!r} is no single topic level",
@@ -498,4 +503,4 @@ def make_mqtt_output(**options: Any) -> MqttOutput:
     return MqttOutput(cfg)
 
 
-__all__ = ["MqttConfig", "MqttOutput", "make_mqtt_output", "parse_options", "ONLINE", "OFFLINE"]
+__all__ = ["MqttConfig", "MqttOutput", "make_mqtt_output", "parse_options", "OPTION_NAMES", "ONLINE", "OFFLINE"]
