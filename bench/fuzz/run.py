@@ -1,7 +1,7 @@
 """Fuzz runner: ``python bench/fuzz/run.py --target hdlc --cases 200000`` (or ``--target all``).
 
-Also ``python3 tools/dev.py fuzz --target X --cases N``, or short ``python3 tools/dev.py fuzz X N``. Every ``targets_*.py`` beside this
-file registers its targets in ``registry.TARGETS``; this script mutates their seeds
+Also ``python3 tools/dev.py fuzz --target X --cases N``, or short ``python3 tools/dev.py fuzz X N``.
+Every ``targets_*.py`` beside this file registers its targets in ``registry.TARGETS``; this script mutates their seeds
 (``registry.mutate``: bit flips, replaced/inserted/deleted bytes, duplicated, truncated,
 spliced and replayed stretches), runs each case with a per-case alarm, and prints one table
 row per target: cases, crashes (an exception outside ``DlmsError``), hangs, values accepted,
