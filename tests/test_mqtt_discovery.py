@@ -160,7 +160,7 @@ def test_registered_in_the_pipeline_and_options_from_ini_strings() -> None:
         ({"hostname": "x"}, "hostname"),
         ({"ca_file": "/does/not/exist", "tls": "yes"}, "ca_file"),
         ({"node": "a/b"}, "node"),
-    ({"meter": "x#y"}, "meter"),
+        ({"meter": "x#y"}, "meter"),
         ({"language": "fr"}, "language"),
         ({"keepalive": "1.5"}, "keepalive"),
     ],
@@ -245,3 +245,15 @@ def test_payloads_and_classes_for_any_reading(code: str, unit: Optional[str], va
             assert cls.unit == unit
     else:
         assert cls.unit == unit and cls.factor == 0 and cls.state_class is None
+
+
+def test_empty_values_mean_the_default_as_from_an_ini_file_or_plugin_parameters() -> None:
+    cfg = parse_options(host="", port="", prefix=" ", discovery="", retain=None, password="")
+    assert (cfg.host, cfg.port, cfg.prefix, cfg.discovery, cfg.retain, cfg.password) == (
+        "localhost",
+        1883,
+        "dlms",
+        True,
+        True,
+        None,
+    )

@@ -469,8 +469,8 @@ def parse_options(**options: Any) -> MqttConfig:
         parser = _PARSERS.get(name)
         if parser is None:
             raise ConfigurationError(f"unknown mqtt option {name!r}", "known options: " + ", ".join(sorted(_PARSERS)))
-        if value is None:
-            continue
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue  # empty (an unset INI key or plugin parameter): the default
         values[name] = parser(name, value)
     cfg = MqttConfig(**values)
     if cfg.ca_file and not os.path.isfile(cfg.ca_file):
