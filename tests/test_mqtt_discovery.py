@@ -257,3 +257,13 @@ def test_empty_values_mean_the_default_as_from_an_ini_file_or_plugin_parameters(
         True,
         None,
     )
+
+
+def test_missing_paho_is_a_configuration_error_at_assembly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "paho" else real(name, *a))
+    with pytest.raises(ConfigurationError) as err:
+        make_output("mqtt", host="broker")
+    assert "paho-mqtt is not installed" in str(err.value)

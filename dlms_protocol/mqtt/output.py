@@ -17,6 +17,7 @@ below accept both signatures.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -500,6 +501,11 @@ def make_mqtt_output(**options: Any) -> MqttOutput:
     cfg = parse_options(**options)
     if client_factory is not None:
         return MqttOutput(cfg, client_factory=client_factory)
+    if importlib.util.find_spec("paho") is None:
+        raise ConfigurationError(
+            "MQTT is configured but paho-mqtt is not installed",
+            "install it (pip install paho-mqtt, or the package python3-paho-mqtt) or switch MQTT off",
+        )
     return MqttOutput(cfg)
 
 
