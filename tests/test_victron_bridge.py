@@ -44,6 +44,7 @@ class Rig:
 
     def bridge(self, **kw: Any) -> VictronBridge:
         kw.setdefault("bus", self.daemon.address)
+        kw.setdefault("settings_wait", 0.0 if self.settings is None else 10.0)
         b = VictronBridge(BridgeSettings(**kw), Statistics())
         b.start()
         self.bridges.append(b)

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from dlms_protocol.errors import ConfigurationError
 from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.obis import Obis
-from dlms_protocol.victron.mapping import Mapper
+from dlms_protocol.victron.mapping import DERIVED, ESTIMATED, MEASURED, TOTAL, Mapper
 from helpers import corpus_files, load_json
 
 
@@ -129,7 +129,7 @@ def test_current_without_phase_power_is_left_out() -> None:
                            R("1-0:32.7.0.255", 230, "V"), R("1-0:52.7.0.255", 231, "V"))).values
     assert v["/Ac/Power"] == -900.0
     assert "/Ac/L1/Current" not in v and "/Ac/L2/Current" not in v
-    assert "/Ac/L1/Power" not in v  # 3 phases: the total does not go onto L1 (auto)
+    assert "/Ac/L1/Power" not in v or v["/Ac/L1/Power"] != -900.0  # 3 phases: never the total on L1 (auto)
 
 
 def test_billing_period_and_other_media_do_not_feed_paths() -> None:
@@ -187,6 +187,95 @@ def test_power_only_list_of_a_three_phase_meter_never_puts_the_total_on_l1() -> 
     assert "/Ac/L1/Power" not in after.values and not after.total_on_l1   # held/expired, never 950 on L1
     assert after.values["/Ac/Power"] == 950.0
     assert m.map(full).values["/Ac/L1/Power"] == 100.0
+
+
+# ---------------------------------------------------------- per-phase power rules
+def test_per_phase_import_only_meter_gets_exact_phase_power() -> None:
+    """simulate-push's default list: totals plus per-phase import, no per-phase export."""
+    m = Mapper().map(frame(R("1-0:1.7.0.255", 950, "W"), R("1-0:2.7.0.255", 0, "W"),
+                           R("1-0:21.7.0.255", 400, "W"), R("1-0:41.7.0.255", 250, "W"), R("1-0:61.7.0.255", 301, "W"),
+                           R("1-0:31.7.0.255", "1.8", "A"), R("1-0:51.7.0.255", "1.1", "A"),
+                           R("1-0:71.7.0.255", "1.3", "A"), R("1-0:32.7.0.255", 230, "V"),
+                           R("1-0:52.7.0.255", 230, "V"), R("1-0:72.7.0.255", 230, "V")))
+    v = m.values
+    assert (v["/Ac/L1/Power"], v["/Ac/L2/Power"], v["/Ac/L3/Power"]) == (400.0, 250.0, 301.0)  # sum 951: rounding
+    assert (v["/Ac/L1/Current"], v["/Ac/L2/Current"], v["/Ac/L3/Current"]) == (1.8, 1.1, 1.3)  # signs known: +
+    assert m.labels == {f"/Ac/L{ph}/Power": DERIVED for ph in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("imp,exp,phases", [
+    (950, 0, (600, 0, 600)),       # L2 exports 250 W: the imports add up to more than the total
+    (0, 250, (0, 0, 0)),           # the house exports: some phase exports, which one is unknown
+    (950, 0, (400, 250, None)),    # L3's import missing
+])
+def test_per_phase_import_rule_only_when_exact(imp: int, exp: int, phases: Any) -> None:
+    readings = [R("1-0:1.7.0.255", imp, "W"), R("1-0:2.7.0.255", exp, "W")]
+    readings += [R(f"1-0:{c}.7.0.255", p, "W") for c, p in zip((21, 41, 61), phases) if p is not None]
+    m = Mapper().map(frame(*readings))
+    assert not any(m.labels.get(f"/Ac/L{ph}/Power") == DERIVED for ph in (1, 2, 3))
+    for ph, p in enumerate(phases, start=1):
+        if m.labels.get(f"/Ac/L{ph}/Power") is None:
+            assert f"/Ac/L{ph}/Power" not in m.values
+
+
+def _total_only(imp: int, exp: int, amps: Any) -> MeterData:
+    readings = [R("1-0:1.7.0.255", imp, "W"), R("1-0:2.7.0.255", exp, "W")]
+    for c_u, c_i, a in zip((32, 52, 72), (31, 51, 71), amps):
+        readings += [R(f"1-0:{c_u}.7.0.255", 230, "V"), R(f"1-0:{c_i}.7.0.255", a, "A")]
+    return frame(*readings)
+
+
+def test_total_only_three_phase_meter_estimated_split_by_default() -> None:
+    m = Mapper().map(_total_only(0, 1200, ("1", "2", "3")))
+    v = m.values
+    assert (v["/Ac/L1/Power"], v["/Ac/L2/Power"], v["/Ac/L3/Power"]) == (approx(-200), approx(-400), approx(-600))
+    assert v["/Ac/L1/Power"] + v["/Ac/L2/Power"] + v["/Ac/L3/Power"] == approx(v["/Ac/Power"])  # the sum ESS uses
+    assert m.labels == {f"/Ac/L{ph}/Power": ESTIMATED for ph in (1, 2, 3)}
+    for path in ("/Ac/L1/Current", "/Ac/L1/PowerFactor", "/Ac/Current"):
+        assert path not in v, path  # estimated signs sign no current, and no power factor from a guess
+
+
+def test_total_only_three_phase_meter_choices() -> None:
+    data = _total_only(900, 0, ("1", "2", "3"))
+    l1 = Mapper(options={"three_phase_total": "l1"}).map(data)
+    assert l1.values["/Ac/L1/Power"] == 900.0 and "/Ac/L2/Power" not in l1.values
+    assert l1.labels == {"/Ac/L1/Power": TOTAL}
+    off = Mapper(options={"three_phase_total": "off"}).map(data)
+    assert not any(p in off.values for p in ("/Ac/L1/Power", "/Ac/L2/Power", "/Ac/L3/Power")) and not off.labels
+    with pytest.raises(ConfigurationError):
+        Mapper(options={"three_phase_total": "guess"})
+
+
+def test_total_only_three_phase_meter_with_individual_phase_ess_publishes_no_phase_power(
+        caplog: pytest.LogCaptureFixture) -> None:
+    m = Mapper()
+    m.set_ess_mode(2)
+    out = m.map(_total_only(900, 0, ("1", "2", "3")))
+    assert not out.labels and "/Ac/L1/Power" not in out.values
+    assert "Individual phase" in caplog.text and "Total of all phases" in caplog.text
+    m.set_ess_mode(1)
+    assert m.map(_total_only(900, 0, ("1", "2", "3"))).labels["/Ac/L1/Power"] == ESTIMATED
+
+
+def test_total_only_three_phase_meter_with_one_live_phase_is_exact() -> None:
+    m = Mapper().map(_total_only(0, 460, ("2", "0", "0")))
+    v = m.values
+    assert (v["/Ac/L1/Power"], v["/Ac/L2/Power"], v["/Ac/L3/Power"]) == (-460.0, 0.0, 0.0)
+    assert v["/Ac/L1/Current"] == -2.0
+    assert m.labels == {f"/Ac/L{ph}/Power": DERIVED for ph in (1, 2, 3)}
+
+
+def test_labels_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="dlms_protocol.victron.mapping")
+    m = Mapper()
+    m.map(_total_only(0, 1200, ("1", "2", "3")))
+    assert "phase power L1 estimated, L2 estimated, L3 estimated" in caplog.text
+    caplog.clear()
+    m.map(_total_only(0, 1100, ("1", "2", "3")))
+    assert "phase power" not in caplog.text  # logged on change only
+    m.map(frame(R("36.7.0", 100, "W"), R("56.7.0", 5, "W"), R("76.7.0", 7, "W")))
+    assert "L1 measured, L2 measured, L3 measured" in caplog.text
+    assert Mapper().map(frame(R("36.7.0", 100, "W"))).labels == {"/Ac/L1/Power": MEASURED}
 
 
 def test_total_on_l1_of_a_three_phase_meter_signs_no_current() -> None:

@@ -141,9 +141,11 @@ def test_standalone_readout_service_end_to_end(daemon: DbusDaemon, bus_parts: Ve
                 "/RefreshTime": 2000, "/NrOfPhases": 3}
         client.wait_for(lambda c: all(c.cache[name].get(k) == v for k, v in want.items()), 60)
         assert name == "com.victronenergy.grid.dlms_41827635"
-        # per-phase import without per-phase export: no per-phase power, and so no unsigned currents
+        # per-phase import without per-phase export, total export 0 and the imports add up to the
+        # total import: no phase exports, so each phase's power is its import (and currents are +)
         items = client.get_items(name)
-        assert items["/Ac/L1/Power"]["Value"] is None and items["/Ac/L1/Current"]["Value"] is None
+        assert [items[f"/Ac/L{ph}/Power"]["Value"] for ph in (1, 2, 3)] == [312.0, 287.0, 246.0]
+        assert [items[f"/Ac/L{ph}/Current"]["Value"] for ph in (1, 2, 3)] == [1.42, 1.31, 1.12]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

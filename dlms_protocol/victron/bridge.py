@@ -77,6 +77,7 @@ class BridgeSettings:
     device_instance: int = 40
     mapping_options: Dict[str, Any] = field(default_factory=dict)
     identity_wait: float = 30.0
+    settings_wait: float = 60.0  # s to wait for localsettings before registering (service.py)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:

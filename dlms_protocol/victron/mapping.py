@@ -9,10 +9,27 @@ exact (never an estimate):
 * signed per-phase currents: the meter's current (often unsigned) takes the sign of the phase's
   net power; without a known phase power the current is left out rather than published unsigned
   (an unsigned current during feed-in is a wrong value: victronenergy/venus#174);
-* totals from complete phase sets (power, energy, current); the total power on L1 for meters
-  that send no per-phase power at all (option ``total_power_on_l1``), because systemcalc reads
-  only ``/Ac/Lx/Power``;
-* power factor P/(U*I) where the meter sends none.
+* totals from complete phase sets (power, energy, current);
+* per-phase power where the meter sends none, because systemcalc reads only ``/Ac/Lx/Power``
+  (without it Venus shows no grid power and ESS has nothing to regulate on). The rules, in
+  order (``phase_power_rules`` below; every phase power carries a label, see ``Mapped.labels``):
+
+  1. the meter's own per-phase power (or import - export per phase): **measured**/**derived**;
+  2. totals plus per-phase import only: when total export is 0 and the per-phase imports sum
+     to the total import (within the meter's rounding), no phase exports, so each phase's
+     power is its import (exact, **derived**, currents signed +);
+  3. a single-phase meter, or a meter with no phase data at all: the total on L1
+     (**total**, option ``total_power_on_l1``; Victron's own ABB B21 driver does the same);
+  4. a 3-phase meter that sends only the total plus per-phase U/I: when only one phase
+     carries current, that phase has the whole total (exact, **derived**); otherwise the
+     option ``three_phase_total`` decides: ``estimate`` splits the total by U*|I| per phase
+     (**estimated**: the sum is exact, which is what ESS "Total of all phases" regulates on,
+     the split and the per-phase signs are guesses, so those currents stay unsigned = absent),
+     ``l1`` puts the total on L1, ``off`` publishes no phase power. ``auto`` (default)
+     estimates unless ESS is set to "Individual phase" regulation (localsettings
+     ``/Settings/CGwacs/Hub4Mode`` = 2), where invented per-phase values would steer each
+     phase's inverter: then no phase power is published and an error says why;
+* power factor P/(U*I) where the meter sends none (never from an estimated or total-on-L1 power).
 
 A reading without a unit where the path needs one, or with a unit the table does not know, is
 skipped and logged once: a ×1000 error in a counter is worse than a missing value.
@@ -37,6 +54,13 @@ DEFAULT_FILE = Path(__file__).resolve().parent.parent / "data" / "victron_mappin
 PHASES = (1, 2, 3)
 _PARTS = ("value", "import", "export")
 _TOTAL_ON_L1 = ("auto", "yes", "no")
+_THREE_PHASE_TOTAL = ("auto", "estimate", "l1", "off")
+_ALIASES = {"true": "yes", "1": "yes", "on": "yes", "false": "no", "0": "no", "off": "no"}
+
+#: labels of a phase power (``Mapped.labels``), in the log and the README
+MEASURED, DERIVED, TOTAL, ESTIMATED = "measured", "derived", "total", "estimated"
+#: localsettings' ESS multiphase regulation: 1 = total of all phases (phase compensation), 2 = individual phase
+HUB4_INDIVIDUAL_PHASE = 2
 
 
 @dataclass(frozen=True)
@@ -68,6 +92,30 @@ class Mapped:
     values: Dict[str, Any] = field(default_factory=dict)
     phases: Set[int] = field(default_factory=set)  # phases this frame had data for
     total_on_l1: bool = False  # /Ac/L1/Power was filled from the total
+    #: phase power path -> measured / derived / total / estimated (module docstring)
+    labels: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PhaseRules:
+    """OBIS codes the phase-power rules read (``phase_rules`` in the mapping table)."""
+
+    total_import: Obis
+    total_export: Obis
+    phase_import: Tuple[Obis, ...]
+    phase_export: Tuple[Obis, ...]
+    sum_tolerance: Decimal
+
+    @classmethod
+    def from_table(cls, raw: Dict[str, Any]) -> "PhaseRules":
+        try:
+            return cls(Obis.parse(str(raw["total_import"])), Obis.parse(str(raw["total_export"])),
+                       tuple(Obis.parse(str(c)) for c in raw["phase_import"]),
+                       tuple(Obis.parse(str(c)) for c in raw["phase_export"]),
+                       Decimal(str(raw.get("sum_tolerance_w", 1.5))))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"mapping: phase_rules is incomplete ({exc})",
+                                     "see dlms_protocol/data/victron_mapping.json for the layout") from None
 
 
 def _phase_of(path: str) -> Optional[int]:
@@ -145,10 +193,20 @@ class Mapper:
         media = self.options.get("media", [0, 1])
         self._media = set(media) if isinstance(media, list) else {0, 1}
         mode = str(self.options.get("total_power_on_l1", "auto")).lower()
-        mode = {"true": "yes", "1": "yes", "on": "yes", "false": "no", "0": "no", "off": "no"}.get(mode, mode)
+        mode = _ALIASES.get(mode, mode)
         if mode not in _TOTAL_ON_L1:
             raise ConfigurationError(f"total_power_on_l1 = {mode!r} is unknown", "use auto, yes or no")
         self.total_on_l1 = mode
+        split = str(self.options.get("three_phase_total", "auto")).lower()
+        if split not in _THREE_PHASE_TOTAL:
+            raise ConfigurationError(f"three_phase_total = {split!r} is unknown", "use auto, estimate, l1 or off")
+        if mode == "yes" and split == "auto":
+            split = "l1"  # the older option asked for the total on L1 explicitly
+        self.three_phase_total = split
+        self.rules = PhaseRules.from_table(table.get("phase_rules", {}))
+        #: ESS multiphase regulation from localsettings (set by the D-Bus service); None = unknown
+        self.hub4_mode: Optional[int] = None
+        self._labels_logged: Tuple[Tuple[str, str], ...] = ()
         self.missing_part_is_zero = bool(self.options.get("missing_part_is_zero", False))
         self.pf_tolerance = Decimal(str(self.options.get("power_factor_tolerance", 0.05)))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
@@ -239,53 +297,26 @@ class Mapper:
     # -------------------------------------------------------------------- map
     def map(self, data: MeterData) -> Mapped:
         """Map one verified snapshot; absent paths are simply not in the result."""
-        best: Dict[Source, Tuple[int, Reading]] = {}
-        for reading in data.readings:
-            code = reading.obis
-            if code is None:
-                continue
-            for src, rank in self._matches(code):
-                seen = best.get(src)
-                if seen is None or rank < seen[0]:
-                    best[src] = (rank, reading)
-
-        parts: Dict[str, Dict[str, Decimal]] = {}
-        texts: Dict[str, str] = {}
-        sign_from: Dict[str, str] = {}
-        for src, (_rank, reading) in best.items():
-            spec = self.paths[src.path]
-            if spec.unit is None:
-                text = self._text(reading)
-                if text is not None:
-                    texts[src.path] = text
-                continue
-            value = self._convert(reading, spec)
-            if value is None:
-                continue
-            parts.setdefault(src.path, {})[src.part] = value * src.sign
-            if src.sign_from:
-                sign_from[src.path] = src.sign_from
-
-        values: Dict[str, Decimal] = {}
-        for path, p in parts.items():
-            if "value" in p:
-                values[path] = p["value"]
-            elif "import" in p and "export" in p:
-                values[path] = p["import"] - p["export"]
-            elif self.missing_part_is_zero:
-                values[path] = p.get("import", Decimal(0)) - p.get("export", Decimal(0))
-            else:
-                missing = "export" if "import" in p else "import"
+        parts, texts, sign_from, derived = self._collect(data)
+        values, half = self._net(parts)
+        out = Mapped()
+        for path in values:
+            if _phase_of(path) and path.endswith("/Power"):
+                out.labels[path] = DERIVED if path in derived or "value" not in parts[path] else MEASURED
+        phases = {ph for ph in (_phase_of(p) for p in list(values) + list(texts)) if ph}
+        self._phase_power(data, values, phases, out)
+        for path in half:
+            if path not in values:
+                missing = "export" if "import" in parts[path] else "import"
                 self._warn_once((path, "part"), "victron: the meter sends %s but no %s for %s, so the net "
                                 "value is unknown and %s stays empty (option missing_part_is_zero for meters "
                                 "that never %s)", "import" if missing == "export" else "export", missing,
                                 path, path, "feed in" if missing == "export" else "import")
-
-        out = Mapped()
-        phases = {ph for ph in (_phase_of(p) for p in list(values) + list(texts)) if ph}
-        self._derive(values, phases, out)
-        # a multi-phase meter's total on L1 is not L1's power: no sign or power factor from it
-        guessed = {"/Ac/L1/Power"} if out.total_on_l1 and any(ph > 1 for ph in phases) else set()
+        self._derive(values, phases)
+        # a multi-phase meter's total on L1 or an estimated split is not that phase's measured power:
+        # no current sign or power factor from it
+        multi = any(ph > 1 for ph in phases)
+        guessed = {p for p, lab in out.labels.items() if lab == ESTIMATED or (lab == TOTAL and multi)}
 
         # signed currents: |I| with the sign of the phase's net power
         for path, power_path in sign_from.items():
@@ -294,8 +325,9 @@ class Mapper:
             power = values.get(power_path) if power_path not in guessed else None
             if power is None:
                 del values[path]
-                self._warn_once((path, "sign"), "victron: %s has no sign source (%s is unknown), so it "
-                                "is left out rather than published without a sign", path, power_path)
+                self._warn_once((path, "sign"), "victron: %s has no sign source (%s is %s), so it "
+                                "is left out rather than published without a sign", path, power_path,
+                                "estimated" if power_path in guessed else "unknown")
                 continue
             mag = abs(values[path])
             values[path] = -mag if power < 0 else mag
@@ -307,9 +339,201 @@ class Mapper:
                 out.values[path] = f
         out.values.update(texts)
         out.phases = phases
+        self._log_labels(out.labels)
         return out
 
-    def _derive(self, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
+    def _collect(self, data: MeterData) -> Tuple[Dict[str, Dict[str, Decimal]], Dict[str, str], Dict[str, str],
+                                                 Set[str]]:
+        """The best reading per source, converted: (parts per path, texts, sign sources, derived paths)."""
+        best: Dict[Source, Tuple[int, Reading]] = {}
+        for reading in data.readings:
+            code = reading.obis
+            if code is None:
+                continue
+            for src, rank in self._matches(code):
+                seen = best.get(src)
+                if seen is None or rank < seen[0]:
+                    best[src] = (rank, reading)
+        parts: Dict[str, Dict[str, Decimal]] = {}
+        texts: Dict[str, str] = {}
+        sign_from: Dict[str, str] = {}
+        derived: Set[str] = set()
+        for src, (_rank, reading) in best.items():
+            spec = self.paths[src.path]
+            if spec.unit is None:
+                text = self._text(reading)
+                if text is not None:
+                    texts[src.path] = text
+                continue
+            value = self._convert(reading, spec)
+            if value is None:
+                continue
+            parts.setdefault(src.path, {})[src.part] = value * src.sign
+            if reading.derived:
+                derived.add(src.path)
+            if src.sign_from:
+                sign_from[src.path] = src.sign_from
+        return parts, texts, sign_from, derived
+
+    def _net(self, parts: Dict[str, Dict[str, Decimal]]) -> Tuple[Dict[str, Decimal], List[str]]:
+        """Signed values; paths with only one of import/export are returned apart (maybe a phase rule fills them)."""
+        values: Dict[str, Decimal] = {}
+        half: List[str] = []
+        for path, p in parts.items():
+            if "value" in p:
+                values[path] = p["value"]
+            elif "import" in p and "export" in p:
+                values[path] = p["import"] - p["export"]
+            elif self.missing_part_is_zero:
+                values[path] = p.get("import", Decimal(0)) - p.get("export", Decimal(0))
+            else:
+                half.append(path)
+        return values, half
+
+    # ------------------------------------------------------------ phase power
+    def set_ess_mode(self, hub4_mode: Optional[int]) -> None:
+        """localsettings' /Settings/CGwacs/Hub4Mode (the D-Bus service reads and follows it)."""
+        if hub4_mode != self.hub4_mode:
+            LOG.info("victron: ESS multiphase regulation is %s (Hub4Mode %s)",
+                     {1: "total of all phases", 2: "individual phase", 3: "external control"}.get(
+                         hub4_mode or 0, "unknown"), hub4_mode)
+        self.hub4_mode = hub4_mode
+
+    def _power_w(self, data: MeterData, pattern: Obis) -> Optional[Decimal]:
+        for reading in data.readings:
+            code = reading.obis
+            if code is not None and (code.a is None or code.a in self._media) and pattern.matches(code):
+                return self._convert(reading, self.paths["/Ac/Power"])
+        return None
+
+    def _phase_power(self, data: MeterData, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
+        """Rules 2-4 of the module docstring, for a frame with total power but no phase power."""
+        if any(ph > 1 for ph in phases) or any(f"/Ac/L{ph}/Power" in values for ph in PHASES):
+            self._three_phase = True
+        if "/Ac/Power" not in values or any(f"/Ac/L{ph}/Power" in values for ph in PHASES):
+            return
+        if self._import_only_phases(data, values, phases, out):
+            return
+        if not (any(ph > 1 for ph in phases) or self._three_phase):
+            if self.total_on_l1 != "no":
+                values["/Ac/L1/Power"] = values["/Ac/Power"]
+                out.labels["/Ac/L1/Power"] = TOTAL
+                out.total_on_l1 = True
+                phases.add(1)
+            return
+        self._three_phase_total(values, phases, out)
+
+    def _import_only_phases(self, data: MeterData, values: Dict[str, Decimal], phases: Set[int],
+                            out: Mapped) -> bool:
+        """Rule 2: total export 0 and the phase imports add up to the total import -> phase = import."""
+        rules = self.rules
+        if self._power_w(data, rules.total_export) != 0:
+            return False
+        total = self._power_w(data, rules.total_import)
+        if total is None:
+            return False
+        imports = [self._power_w(data, code) for code in rules.phase_import]
+        n = 0
+        while n < len(imports) and imports[n] is not None:
+            n += 1
+        if n == 0 or any(v is not None for v in imports[n:]) or (phases and max(phases) > n):
+            return False  # no imports, a gap, or phases the imports do not cover
+        if any(self._power_w(data, code) is not None for code in rules.phase_export[:n]):
+            return False  # per-phase export sent: import - export is exact already (or a part is missing)
+        got = [v for v in imports[:n] if v is not None]
+        if any(v < 0 for v in got) or abs(sum(got, Decimal(0)) - total) > rules.sum_tolerance:
+            return False  # some phase exports while the sum imports (net metering): no exact split
+        for ph, v in enumerate(got, start=1):
+            values[f"/Ac/L{ph}/Power"] = v
+            out.labels[f"/Ac/L{ph}/Power"] = DERIVED
+            phases.add(ph)
+        return True
+
+    def _three_phase_total(self, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
+        """Rule 4: a 3-phase meter that sends only the total power."""
+        total = values["/Ac/Power"]
+        n = max(phases) if phases else 0
+        currents = [values.get(f"/Ac/L{ph}/Current") for ph in range(1, n + 1)]
+        known = n > 1 and all(i is not None for i in currents)
+        if known:
+            live = [ph for ph, i in enumerate(currents, start=1) if i]
+            if len(live) == 1 or (not live and total == 0):
+                for ph in range(1, n + 1):  # only one phase carries current: it carries the total
+                    values[f"/Ac/L{ph}/Power"] = total if ph in live else Decimal(0)
+                    out.labels[f"/Ac/L{ph}/Power"] = DERIVED
+                return
+        mode = self.three_phase_total
+        if mode == "auto":
+            mode = "estimate"
+            if self.hub4_mode == HUB4_INDIVIDUAL_PHASE:
+                mode = "off"
+                self._error_once(("/Ac/L1/Power", "individual"),
+                                 "victron: this 3-phase meter sends only its total power and ESS is set to "
+                                 "'Individual phase' regulation, which needs each phase's real power: no phase "
+                                 "power is published. Set ESS multiphase regulation to 'Total of all phases' "
+                                 "(the sum is exact), or set three_phase_total = estimate or l1 to accept it")
+        if mode == "l1":
+            values["/Ac/L1/Power"] = total
+            out.labels["/Ac/L1/Power"] = TOTAL
+            out.total_on_l1 = True
+            phases.add(1)
+        elif mode == "estimate":
+            self._estimate(values, currents if known else [], n, out)
+        elif mode == "off" and self.three_phase_total == "off":
+            self._warn_once(("/Ac/L1/Power", "3ph"),
+                            "victron: this 3-phase meter sends total power only and three_phase_total = off: "
+                            "Venus (systemcalc) reads per-phase power only, so it shows no grid power")
+
+    def _estimate(self, values: Dict[str, Decimal], currents: List[Optional[Decimal]], n: int, out: Mapped) -> None:
+        total = values["/Ac/Power"]
+        volts = [values.get(f"/Ac/L{ph}/Voltage") for ph in range(1, n + 1)]
+        if not currents:
+            self._warn_once(("/Ac/L1/Power", "noweights"),
+                            "victron: this 3-phase meter sends total power but this list has no current of "
+                            "every phase, so the total cannot be split; no phase power from it")
+            return
+        if all(u is not None and u > 0 for u in volts):
+            weights = [u * abs(i) for u, i in zip(volts, currents)]  # type: ignore[operator,arg-type]
+        else:
+            weights = [abs(i) for i in currents]  # type: ignore[arg-type]
+        whole = sum(weights, Decimal(0))
+        if whole <= 0:
+            return
+        for ph, w in enumerate(weights, start=1):
+            values[f"/Ac/L{ph}/Power"] = total * w / whole
+            out.labels[f"/Ac/L{ph}/Power"] = ESTIMATED
+        if self.hub4_mode == HUB4_INDIVIDUAL_PHASE:
+            self._warn_once(("/Ac/L1/Power", "est-individual"),
+                            "victron: three_phase_total = estimate while ESS regulates each phase individually: "
+                            "the per-phase values are estimates, only their sum is measured")
+
+    def labels_now(self) -> Dict[str, str]:
+        """The phase-power labels of the last mapped frame."""
+        return dict(self._labels_logged)
+
+    def _error_once(self, key: Tuple[str, str], msg: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            LOG.error(msg, *args)
+
+    def _log_labels(self, labels: Dict[str, str]) -> None:
+        """Say in the log which phase powers are measured, derived or estimated (on every change)."""
+        now = tuple(sorted(labels.items()))
+        if not now or now == self._labels_logged:
+            return
+        self._labels_logged = now
+        text = ", ".join(f"L{_phase_of(p)} {lab}" for p, lab in now)
+        notes = {
+            MEASURED: "sent by the meter",
+            DERIVED: "exact from the meter's values",
+            TOTAL: "the meter's total power published on L1",
+            ESTIMATED: "the measured total split by U*|I| per phase (sum exact, split and signs estimated; "
+                       "option three_phase_total)",
+        }
+        used = sorted({lab for _p, lab in now})
+        LOG.info("victron: phase power %s (%s)", text, "; ".join(f"{lab}: {notes[lab]}" for lab in used))
+
+    def _derive(self, values: Dict[str, Decimal], phases: Set[int]) -> None:
         top = max(phases) if phases else 0
         full = set(range(1, top + 1)) if top else set()
 
@@ -319,19 +543,6 @@ class Mapper:
                 return None
             return got  # type: ignore[return-value]
 
-        phase_power = [ph for ph in PHASES if f"/Ac/L{ph}/Power" in values]
-        if phase_power or any(ph > 1 for ph in phases):
-            self._three_phase = True
-        if "/Ac/Power" in values and not phase_power and self.total_on_l1 != "no":
-            others = any(ph > 1 for ph in phases) or self._three_phase
-            if self.total_on_l1 == "yes" or not others:
-                values["/Ac/L1/Power"] = values["/Ac/Power"]
-                out.total_on_l1 = True
-                phases.add(1)
-            else:
-                self._warn_once(("/Ac/L1/Power", "3ph"),
-                                "victron: this 3-phase meter sends total power only; Venus (systemcalc) reads "
-                                "per-phase power, so set total_power_on_l1 = yes to publish the total on L1")
         if "/Ac/Power" not in values:
             got = per_phase("/Ac/L%d/Power")
             if got is not None:
@@ -394,4 +605,5 @@ class Mapper:
         return out
 
 
-__all__ = ["Mapper", "Mapped", "PathSpec", "Source", "load_table", "DEFAULT_FILE"]
+__all__ = ["Mapper", "Mapped", "PathSpec", "PhaseRules", "Source", "load_table", "DEFAULT_FILE", "MEASURED", "DERIVED",
+           "TOTAL", "ESTIMATED"]

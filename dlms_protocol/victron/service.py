@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import TransportError
 from ..model import Statistics
 from .busitem import BusItemService
-from .mapping import Mapper
+from .mapping import ESTIMATED, HUB4_INDIVIDUAL_PHASE, Mapper
 from .naming import (RANK_EXPLICIT, RANK_FALLBACK, RANK_METER_ID, RANK_SERIAL, clean_suffix,  # noqa: F401
                      derive_suffix, pick_suffix)
 from .settings import SettingsClient, SettingsError, parse_class_instance
@@ -40,6 +40,8 @@ POSITION_ROLES = frozenset(("pvinverter", "acload", "evcharger", "heatpump"))
 PRODUCT_ID = 0xFFFF  # "generic"; never a Victron product's ID (victron-dbus.md §7)
 DEFAULT_INSTANCE = 40
 PROCESS_NAME = "dlms_protocol"
+SETTINGS_WAIT = 60.0  # s to wait for localsettings before registering with the configured defaults
+HUB4_MODE = "/Settings/CGwacs/Hub4Mode"  # ESS: 1 total of all phases, 2 individual phase, 3 external
 
 
 def resolve_bus(spec: str) -> str:
@@ -128,8 +130,30 @@ class MeterService:
             raise
         self.settings.on_presence(self._settings_presence)
         if not present:
-            LOG.warning("victron: com.victronenergy.settings is not on the bus; using role %s and VRM "
-                        "instance %d until it appears", self.role, self.instance)
+            present = await self._wait_for_settings()
+        if present:
+            await self._read_ess_mode()  # known before the first frame is mapped, where possible
+
+    async def _wait_for_settings(self) -> bool:
+        """Victron's drivers register only after localsettings answered: a consumer that scans in
+        between would see the configured grid:40 instead of the stored role and instance. Bounded
+        (``settings_wait``), so a system without localsettings still gets its meter."""
+        assert self.settings is not None
+        wait = float(getattr(self.cfg, "settings_wait", SETTINGS_WAIT))
+        appeared = asyncio.Event()
+        self.settings.on_presence(lambda present: appeared.set() if present else None)
+        if self.settings.available:
+            return True
+        LOG.info("victron: waiting up to %.0f s for com.victronenergy.settings before registering", wait)
+        try:
+            await asyncio.wait_for(appeared.wait(), wait)
+        except asyncio.TimeoutError:
+            LOG.warning("victron: com.victronenergy.settings did not appear within %.0f s; registering with "
+                        "role %s and VRM instance %d (the stored ones are read when it appears; check "
+                        "svstat /service/localsettings)", wait, self.role, self.instance)
+            return False
+        LOG.info("victron: com.victronenergy.settings is there; registering")
+        return True
 
     def control_alive(self) -> bool:
         return self.control is not None and self.control.connected
@@ -202,7 +226,29 @@ class MeterService:
         pos = got.get(self._spath("Position"))
         if isinstance(pos, int) and 0 <= pos <= 2:
             self.position = pos
+        await self._read_ess_mode()
         return True
+
+    async def _read_ess_mode(self) -> None:
+        """ESS multiphase regulation decides whether a total-only 3-phase meter's split is safe
+        (mapping.py, rule 4); read it and follow GUI changes. Absent (no ESS): None."""
+        assert self.settings is not None
+        try:
+            mode = await self.settings.get_value(HUB4_MODE)
+        except SettingsError:
+            mode = None
+        self._ess_mode_changed(HUB4_MODE, mode)
+        self.settings.watch(HUB4_MODE, self._ess_mode_changed)
+
+    def _ess_mode_changed(self, _path: str, value: Any) -> None:
+        mode = value if isinstance(value, int) and not isinstance(value, bool) else None
+        self.mapper.set_ess_mode(mode)
+        if mode == HUB4_INDIVIDUAL_PHASE:
+            # estimated phase powers must not stay on the bus for individual-phase regulation
+            stale = {p: None for p, lab in self.mapper.labels_now().items()
+                     if lab == ESTIMATED and self.values.get(p) is not None}
+            if stale:
+                self.update(stale)
 
     # ---------------------------------------------------------- registration
     async def register(self) -> None:
