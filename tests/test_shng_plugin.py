@@ -799,10 +799,11 @@ def test_bad_item_attribute_is_reported(shng: SmartHome, caplog) -> None:
 
 def test_victron_publish_on_a_real_bus(shng: SmartHome, push_meter: PushSimulator) -> None:
     """victron_publish: the meter appears as com.victronenergy.grid.* with the pushed values."""
-    from dbus_fixtures import DbusDaemon, VenusClient, have_dbus
+    from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient, have_dbus
     from helpers import need
     need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
     daemon = DbusDaemon()
+    settings = SettingsStandIn(daemon.address)  # the service registers only after localsettings answered
     client = VenusClient(daemon.address)
     try:
         start(shng, {"dlms": listen_section(push_meter, victron_publish=True, victron_bus=daemon.address,
@@ -821,4 +822,5 @@ def test_victron_publish_on_a_real_bus(shng: SmartHome, push_meter: PushSimulato
     finally:
         shng.stop()
         client.stop()
+        settings.stop()
         daemon.stop()

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .hdlc import FLAG, crc16_x25
-from .security import TAG_LEN
+from .security import TAG_LEN, Cipher, algorithms, modes  # cryptography loaded on first use
 from .wrapper import DED_CIPHERING, GENERAL_BLOCK_TRANSFER, GENERAL_CIPHERING, GLO_CIPHERING
 
 LLC = b"\xE6\xE7\x00"

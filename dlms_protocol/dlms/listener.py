@@ -10,6 +10,13 @@ ser2net restart) it closes it, waits with exponential back-off (1 s, 2 s, 4 s â€
 reopens it, so a replugged adapter comes back by itself (user pain #20). A ConfigurationError
 at open (a malformed port URL) ends the thread instead, since retrying cannot fix it.
 
+Reads are coalesced (``_coalesce``): a serial line delivers a push in many small reads (one
+byte per read on some adapters), and handing each to the decoder costs about as much as the
+whole frame. After the first bytes the thread sleeps for as long as the frame's own length
+field (HDLC format field, M-Bus L field) says the rest takes at the line's character time, then
+takes what is buffered; it feeds the decoder at a frame end, or when the line stayed quiet for
+a few character times (framings without a length, a stalled or damaged frame).
+
 Rate limit (``config.min_interval``): *keep latest*. Within the interval after a delivery, a
 newer message replaces the held one, which is delivered when the interval has passed; so
 sinks get at most one MeterData per interval and never a stale one, and the last push before
@@ -20,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import ConfigurationError, DlmsError, TransportError
@@ -34,6 +41,48 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 #: longest wait for bytes in one read, so stop() and the rate limit are served promptly
 READ_SLICE = 0.2
+#: quiet time that ends a coalesced read: this many character times, but at least QUIET_MIN s
+QUIET_CHARS = 3
+QUIET_MIN = 0.001
+#: a coalesced read is fed to the decoder at this size at the latest
+COALESCE_MAX = 16384
+
+
+def missing_bytes(buf: bytes) -> Optional[int]:
+    """Bytes still missing to complete the frames at the start of ``buf`` as their length fields
+    announce (HDLC frames with shared or doubled flags, M-Bus long frames): 0 when the last frame
+    is complete, None when the framing does not tell (wrapper, raw APDU, noise)."""
+    i, n = 0, len(buf)
+    while i < n:
+        b = buf[i]
+        if b == 0x7E:
+            if i == n - 1:
+                return 0 if i else 2  # a closing flag (or a lone opening one: the format field is next)
+            if buf[i + 1] == 0x7E:
+                i += 1
+                continue
+            if i + 3 > n:
+                return i + 3 - n
+            if buf[i + 1] & 0xF0 != 0xA0:
+                return None
+            end = i + (((buf[i + 1] & 0x07) << 8) | buf[i + 2]) + 2
+            if end > n:
+                return end - n
+            i = end - 1  # the closing flag may open the next frame
+            if buf[i] != 0x7E:
+                return None
+        elif b == 0x68:
+            if i + 4 > n:
+                return i + 4 - n
+            if buf[i + 2] != buf[i + 1] or buf[i + 3] != 0x68:
+                return None
+            end = i + buf[i + 1] + 6
+            if end > n:
+                return end - n
+            i = end
+        else:
+            return None
+    return 0
 
 
 def open_port(config: ListenerConfig) -> Transport:
@@ -150,9 +199,49 @@ class PushListener:
         while not self._stop.is_set():
             data = port.read_some(4096, READ_SLICE)
             if data:
+                data, lost = self._coalesce(port, data)
                 for msg in self.decoder.feed(data):
                     self._deliver(msg)
+                if lost is not None:
+                    raise lost  # after the bytes that came before the port went away
             self._flush()
+
+    def char_time(self) -> float:
+        """Seconds per character on the line (start + data + parity + stop bits)."""
+        c = self.config
+        bits = 1 + int(c.bytesize) + (0 if c.parity == "N" else 1) + float(c.stopbits)
+        return bits / max(1, int(c.baudrate))
+
+    def _coalesce(self, port: Transport, first: bytes) -> "Tuple[bytes, Optional[TransportError]]":
+        """The first bytes plus what follows until a frame end or a quiet line (module docstring);
+        and the error if the port went away meanwhile (raised once the bytes are decoded)."""
+        char = self.char_time()
+        quiet = max(QUIET_MIN, QUIET_CHARS * char)
+        buf = bytearray(first)
+        try:
+            while len(buf) < COALESCE_MAX and not self._stop.is_set():
+                need = missing_bytes(buf)
+                if need != 0:
+                    wait = quiet if need is None else min(READ_SLICE, need * char + quiet)
+                    self._stop.wait(wait)  # one wake-up for the rest of the frame, not one per byte
+                more = self._drain(port)  # what is buffered (at a frame end: without waiting)
+                if not more:
+                    break  # quiet, or a frame end: the decoder keeps a partial frame for the next read
+                buf += more
+        except TransportError as exc:
+            return bytes(buf), exc
+        return bytes(buf), None
+
+    @staticmethod
+    def _drain(port: Transport) -> bytes:
+        """Everything buffered now (a socket:// port hands it out in small pieces)."""
+        out = b""
+        while len(out) < COALESCE_MAX:
+            more = port.read_some(4096, 0)
+            if not more:
+                break
+            out += more
+        return out
 
     # ----------------------------------------------------------------- delivery
     def _deliver(self, msg: PushMessage) -> None:
@@ -190,4 +279,4 @@ class PushListener:
         self._decode_error(exc)
 
 
-__all__ = ["PushListener", "open_port", "BACKOFF_INITIAL", "BACKOFF_MAX"]
+__all__ = ["PushListener", "open_port", "missing_bytes", "BACKOFF_INITIAL", "BACKOFF_MAX"]

@@ -22,16 +22,62 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Tuple
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from types import ModuleType
+from typing import Any, Optional, Tuple
 
 from ..errors import AuthenticationError, DecodeError, DecryptionError, MissingKeyError, SecurityError
 from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
                       valid_security_control)
 
 log = logging.getLogger(__name__)
+
+# ``cryptography`` is imported on the first enciphered frame only: stock Venus OS does not ship it
+# (opkg feed only), and a plain meter or --check-config must not need it. 2.8 (Venus 3.0x-3.5x)
+# still wants an explicit backend; 42.x ignores it.
+_CRYPTO_FIX = ("install it: opkg install python3-cryptography (Venus OS), pip install cryptography "
+               "elsewhere; plain (unencrypted) meters do not need it")
+
+
+class InvalidTag(Exception):
+    """Stands for cryptography's InvalidTag until cryptography is loaded (then rebound to it)."""
+
+
+def _load(name: str) -> ModuleType:
+    import importlib
+
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        raise SecurityError("this frame is encrypted but the Python package cryptography is not installed",
+                            _CRYPTO_FIX) from None
+    global InvalidTag
+    from cryptography.exceptions import InvalidTag as _real  # noqa: F811 - loaded with the ciphers
+    InvalidTag = _real  # type: ignore[misc,assignment]
+    return module
+
+
+class _Lazy:
+    """A cryptography module, imported when an attribute is first used."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: Optional[ModuleType] = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._module is None:
+            self._module = _load(self._name)
+        return getattr(self._module, attr)
+
+
+algorithms: Any = _Lazy("cryptography.hazmat.primitives.ciphers.algorithms")
+modes: Any = _Lazy("cryptography.hazmat.primitives.ciphers.modes")
+_ciphers: Any = _Lazy("cryptography.hazmat.primitives.ciphers")
+_backends: Any = _Lazy("cryptography.hazmat.backends")
+
+
+def Cipher(algorithm: Any, mode: Any) -> Any:  # noqa: N802 - drop-in for cryptography's Cipher
+    """cryptography's Cipher with the backend that 2.8 requires (ignored from 3.x on)."""
+    return _ciphers.Cipher(algorithm, mode, backend=_backends.default_backend())
 
 TAG_LEN = 12
 
@@ -195,4 +241,4 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
     return Deciphered(plain, True, verified, sc, p.system_title, p.invocation_counter)
 
 
-__all__ = ["Deciphered", "CipheredApdu", "parse_ciphered", "decipher", "TAG_LEN"]
+__all__ = ["Deciphered", "CipheredApdu", "parse_ciphered", "decipher", "TAG_LEN", "Cipher", "algorithms", "modes"]
