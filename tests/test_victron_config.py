@@ -182,6 +182,30 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert res.returncode == 2 and "parity" in res.stderr
 
 
+def test_config_notes_reach_the_service_log(tmp_path: Path) -> None:
+    """How TELEGRAM_ID was mapped is logged after the log level is set (it used to be dropped)."""
+    import os
+    import signal
+    import time
+
+    path = write(tmp_path, "config.py", LEGACY.format(ak="", ek="", tid="si-sodo-reduxi").replace(
+        "'ttyUSB0'", f"'{tmp_path / 'no-such-port'}'"))
+    log = tmp_path / "service.log"
+    env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=f"unix:path={tmp_path / 'no-bus'}")
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "victron", "--config", path],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "dlms_protocol" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    text = log.read_text()
+    assert "config: TELEGRAM_ID 'si-sodo-reduxi'" in text, text
+
+
 def test_install_from_legacy_config_keeps_the_keys_private(tmp_path: Path) -> None:
     """install.sh --from copies dbus-dlms-meter's config.py (with the keys): only root may read it,
     and nothing install.sh prints shows a key."""

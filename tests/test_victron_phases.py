@@ -216,3 +216,39 @@ def test_bounded_wait_for_localsettings_is_logged(daemon: DbusDaemon, client: Ve
             "did not appear within" in caplog.text
     finally:
         b.stop(5.0)
+
+
+# ----------------------------------------------------------------- energy counters
+def energy_frame(fwd_wh: int, power: int) -> MeterData:
+    return MeterData("push", (Reading("1-0:1.8.0.255", Obis.parse("1-0:1.8.0.255"), Decimal(fwd_wh), "Wh"),
+                              Reading("16.7.0", Obis.parse("16.7.0"), Decimal(power), "W")))
+
+
+def test_energy_counter_never_goes_backwards_on_the_bus(daemon: DbusDaemon, client: VenusClient,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A lower reading is held back and logged; a swapped meter's new level is published once the
+    following readings confirm it; a glitch followed by the old level is dropped."""
+    b = VictronBridge(BridgeSettings(bus=daemon.address, device_suffix="counter", settings_wait=0.0), Statistics())
+    try:
+        b.start()
+        client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
+        b.publish(energy_frame(1_000_000, 1))
+        name = client.wait_for(lambda c: c.service("grid"), WAIT)
+        client.wait_for(lambda c: c.value(name, "/Ac/Energy/Forward") == 1000.0, WAIT)
+
+        def step(wh: int, power: int) -> Any:
+            b.publish(energy_frame(wh, power))
+            client.wait_for(lambda c: c.value(name, "/Ac/Power") == float(power), WAIT)  # the frame arrived
+            return client.value(name, "/Ac/Energy/Forward")
+
+        assert step(990_000, 2) == 1000.0  # a bit error that passed every check: held back
+        assert "below the published 1000.000" in caplog.text
+        assert step(1_000_100, 3) == 1000.1  # back at the old level: the glitch is dropped
+        assert "discarded" in caplog.text
+        # a new meter starts at 5 kWh: held for three more readings, then published
+        assert [step(wh, p) for wh, p in ((5000, 4), (5001, 5), (5002, 6))] == [1000.1, 1000.1, 1000.1]
+        assert step(5003, 7) == 5.003
+        assert "confirmed it" in caplog.text
+        assert b.stats.get("victron_counter_holds") >= 4  # per held path and reading (total and L1)
+    finally:
+        b.stop(5.0)

@@ -58,6 +58,8 @@ def cmd_victron(args: argparse.Namespace) -> int:
             print(f"  note: {note}")
         return 0
     _setup_logging(cfg.log_level, int(getattr(args, "verbose", 0) or 0))
+    for note in cfg.notes:  # after the level is set, so they reach the service log
+        logging.getLogger("dlms_protocol.victron").info("config: %s", note)
     from .standalone import run
 
     stop = threading.Event()

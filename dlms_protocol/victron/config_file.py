@@ -401,10 +401,8 @@ def load_config(path: str) -> StandaloneConfig:
                                  "check the path given with --config") from None
     except UnicodeDecodeError:
         raise ConfigurationError(f"config file {path} is not UTF-8 text", "save it as UTF-8") from None
-    cfg = _read_legacy(p, text) if _looks_legacy(p, text) else _read_ini(p, text)
-    for note in cfg.notes:
-        LOG.info("%s", note)
-    return cfg
+    # cfg.notes are logged by the caller once the log level is set (victron/cli.py)
+    return _read_legacy(p, text) if _looks_legacy(p, text) else _read_ini(p, text)
 
 
 __all__ = ["StandaloneConfig", "load_config", "read_python_literals", "SECTIONS", "LEGACY_KEYS"]

@@ -41,6 +41,7 @@ PRODUCT_ID = 0xFFFF  # "generic"; never a Victron product's ID (victron-dbus.md 
 DEFAULT_INSTANCE = 40
 PROCESS_NAME = "dlms_protocol"
 SETTINGS_WAIT = 60.0  # s to wait for localsettings before registering with the configured defaults
+COUNTER_CONFIRM = 3  # following lower readings that confirm a counter went down (meter swap)
 HUB4_MODE = "/Settings/CGwacs/Hub4Mode"  # ESS: 1 total of all phases, 2 individual phase, 3 external
 
 
@@ -97,6 +98,8 @@ class MeterService:
         self._lock = asyncio.Lock()
         self._tasks: Set["asyncio.Task[Any]"] = set()
         self._closing = False
+        self._counter_last: Dict[str, float] = {}  # counter path -> highest published value
+        self._counter_held: Dict[str, List[float]] = {}  # counter path -> lower readings held back
 
     # ------------------------------------------------------------- properties
     @property
@@ -329,11 +332,54 @@ class MeterService:
 
     def update(self, changes: Dict[str, Any]) -> int:
         """Record values and put them on the bus in one ItemsChanged; returns the changed count."""
+        changes = self._counters_forward(changes)
         self.values.update(changes)
         svc = self.svc
         if svc is None or not svc.registered:
             return 0
         return svc.update(changes)
+
+    def _counters_forward(self, changes: Dict[str, Any]) -> Dict[str, Any]:
+        """Energy counters never go backwards on D-Bus (VRM and the GUI sum their increments).
+
+        A reading below the last published one (a bit error that passed every check, a swapped
+        or reset meter) is held back and logged; it is published once ``COUNTER_CONFIRM``
+        following readings stay below the old level and do not go backwards among themselves
+        (a new meter). A reading back at or above the old level drops the held ones."""
+        out = changes
+        for path, value in changes.items():
+            if not isinstance(value, float):
+                continue
+            spec = self.mapper.spec(path)
+            if spec is None or not spec.counter:
+                continue
+            last = self._counter_last.get(path)
+            held = self._counter_held.get(path)
+            if last is None or value >= last:
+                if held:
+                    LOG.warning("victron: %s is back at %.3f; the lower reading(s) %s were discarded",
+                                path, value, ", ".join(f"{v:.3f}" for v in held))
+                    self._counter_held.pop(path, None)
+                self._counter_last[path] = value
+                continue
+            held = self._counter_held.setdefault(path, [])
+            if held and value < held[-1]:
+                held.clear()  # not even monotonic among themselves: start over
+            held.append(value)
+            if len(held) > COUNTER_CONFIRM:
+                LOG.warning("victron: %s went down from %.3f to %.3f and %d readings confirmed it (meter "
+                            "swapped or reset?); publishing the new level", path, last, held[0], COUNTER_CONFIRM)
+                self._counter_held.pop(path, None)
+                self._counter_last[path] = value
+                continue
+            if len(held) == 1:
+                LOG.warning("victron: %s reads %.3f, below the published %.3f: held back until the next "
+                            "readings confirm it", path, value, last)
+            self.stats.count("victron_counter_holds")
+            if out is changes:
+                out = dict(changes)
+            del out[path]
+        return out
 
     # ------------------------------------------------- writes from the GUI
     def _set_role(self, _path: str, value: Any) -> bool:
