@@ -17,8 +17,10 @@ Hierarchy::
     │   ├── NoResponseError         nothing (or not enough) arrived in time
     │   ├── IdentificationError     sign-on answer is not an identification message
     │   ├── FramingError            frame structure wrong (lengths, flags, missing parts)
-    │   └── ChecksumError           BCC / HCS / FCS / M-Bus checksum mismatch
-    │       └── ChecksumMissingError    (also a FramingError) a checksum is missing, its framing damaged
+    │   ├── ChecksumError           BCC / HCS / FCS / M-Bus checksum mismatch
+    │   │   └── ChecksumMissingError    (also a FramingError) a checksum is missing, its framing damaged
+    │   ├── AssociationError        the meter refused the association (AARE): client address, password
+    │   └── AccessError             the meter refused to hand out an object's attribute
     ├── SecurityError
     │   ├── MissingKeyError         ciphered frame, no key configured
     │   ├── AuthenticationError     GCM tag mismatch: wrong authentication key
@@ -114,6 +116,29 @@ class ChecksumMissingError(ChecksumError, FramingError):
                                                "is usually whole again")
 
 
+class AssociationError(ProtocolError):
+    """The meter refused the application association (AARQ answered with a rejecting AARE).
+
+    ``diagnostic`` is the ACSE diagnostic the meter gave (13 = authentication failure, ...).
+    """
+
+    stat = "association_errors"
+
+    def __init__(self, cause: str, fix: Optional[str] = None, diagnostic: Optional[int] = None) -> None:
+        self.diagnostic = diagnostic
+        super().__init__(cause, fix)
+
+
+class AccessError(ProtocolError):
+    """A GET was answered with a data-access-result error (object undefined, read denied ...)."""
+
+    stat = "access_errors"
+
+    def __init__(self, cause: str, fix: Optional[str] = None, result: Optional[int] = None) -> None:
+        self.result = result
+        super().__init__(cause, fix)
+
+
 class SecurityError(DlmsError):
     """Anything about ciphering."""
 
@@ -152,6 +177,7 @@ class UnknownLayoutError(DecodeError):
 
 __all__ = [
     "DlmsError", "ConfigurationError", "TransportError", "ProtocolError", "NoResponseError",
-    "IdentificationError", "FramingError", "ChecksumError", "ChecksumMissingError", "SecurityError", "MissingKeyError",
+    "IdentificationError", "FramingError", "ChecksumError", "ChecksumMissingError", "AssociationError",
+    "AccessError", "SecurityError", "MissingKeyError",
     "AuthenticationError", "DecryptionError", "DecodeError", "UnknownLayoutError",
 ]

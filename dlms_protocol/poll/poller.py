@@ -1,0 +1,353 @@
+"""Poll a DLMS/COSEM meter: discovery once, then the selected objects on every read.
+
+``DlmsPoller(config).read()`` opens the port (through the injected opener), signs on in mode E
+when configured, associates, reads, releases and closes; the result is a verified
+``MeterData`` (kind ``poll``). Between reads it keeps what does not change: the object list
+and every register's scaler/unit (read once, never guessed from the OBIS code), the time of the
+last load-profile row (the next read asks only for newer rows), and the HLS invocation counter
+(in ``state_file`` when configured, so a restart never reuses a counter the meter has seen).
+
+A meter whose optical port does not offer mode E is read with the D0 readout instead
+(``fallback_readout``), once detected for every later read too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..dlms.apdu import parse_datetime
+from ..dlms.units import symbol
+from ..errors import AccessError, DecodeError, DlmsError, TransportError
+from ..model import MeterData, Reading, Statistics, Value
+from ..obis import Obis
+from ..transport import Transport
+from .config import PollConfig, parse_code
+from .session import DlmsSession, Opener, default_opener
+from .signon import ModeERefused, sign_on_mode_e
+
+log = logging.getLogger(__name__)
+
+CLASS_DATA, CLASS_REGISTER, CLASS_EXTENDED, CLASS_DEMAND, CLASS_PROFILE, CLASS_CLOCK = 1, 3, 4, 5, 7, 8
+VALUE_CLASSES = (CLASS_DATA, CLASS_REGISTER, CLASS_EXTENDED, CLASS_DEMAND, CLASS_CLOCK)
+_EPOCH = datetime(2000, 1, 1)
+
+
+@dataclass
+class PolledObject:
+    """An object from the association's object list, with its scaler and unit once read."""
+
+    class_id: int
+    ln: str
+    obis: Obis
+    gx: Any = field(repr=False)
+    scaler: Optional[int] = None
+    unit: Optional[int] = None
+
+    @property
+    def scaler_attr(self) -> Optional[int]:
+        return {CLASS_REGISTER: 3, CLASS_EXTENDED: 3, CLASS_DEMAND: 4}.get(self.class_id)
+
+    @property
+    def code(self) -> str:
+        return self.obis.dotted() or self.ln
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One load-profile entry: capture time and the values of its columns (scaled)."""
+
+    time: Optional[datetime]
+    values: Tuple[Tuple[str, Value, Optional[str]], ...]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"time": self.time.isoformat() if self.time else None,
+                "values": {code: (str(v) if isinstance(v, Decimal) else v) for code, v, _ in self.values},
+                "units": {code: unit for code, _, unit in self.values if unit}}
+
+
+def _ln_obis(ln: str) -> Obis:
+    return Obis(*(int(p) for p in ln.split(".")))
+
+
+def physical(raw: Any, scaler: Optional[int]) -> Value:
+    """A gurux raw value as a model ``Value`` (Decimal with the scaler applied; never float drift)."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int):
+        return Decimal(raw).scaleb(scaler) if scaler else Decimal(raw)
+    if isinstance(raw, float):
+        value = Decimal(repr(raw))
+        return value.scaleb(scaler) if scaler else value
+    if isinstance(raw, (bytes, bytearray)):
+        data = bytes(raw)
+        if len(data) == 12:
+            when = parse_datetime(data)
+            if when is not None:
+                return when
+        if data and all(32 <= b < 127 for b in data):
+            return data.decode("ascii")
+        return data
+    if isinstance(raw, str):
+        return raw
+    value = getattr(raw, "value", None)  # GXDateTime, GXEnum ...
+    if isinstance(value, datetime):
+        return value
+    return None if raw is None else str(raw)
+
+
+class DlmsPoller:
+    """Reads one meter; thread-safe for one reader and a ``close()`` from another thread."""
+
+    def __init__(self, config: PollConfig, stats: Optional[Statistics] = None, *, opener: Opener = default_opener,
+                 time_scale: float = 1.0, readout_factory: Optional[Callable[[], Any]] = None) -> None:
+        self.config = config
+        self.stats = stats if stats is not None else Statistics()
+        self.opener = opener
+        self.time_scale = time_scale
+        self.readout_factory = readout_factory
+        self.catalog: Optional[List[PolledObject]] = None
+        self.identification: Optional[str] = None
+        self.mode_e_refused = False
+        self.profile_last: Dict[str, datetime] = {}
+        #: rows of each profile that the last read added (only new ones)
+        self.last_profile_rows: Dict[str, List[ProfileRow]] = {}
+        #: objects the meter refused to hand out (code -> the error naming cause and fix)
+        self.unreadable: Dict[str, AccessError] = {}
+        self.last_timings: Dict[str, float] = {}
+        self.last_session: Optional[DlmsSession] = None
+        self._lock = threading.Lock()
+        self._transport: Optional[Transport] = None
+        self._closing = False
+        self._load_state()
+
+    # ------------------------------------------------------------------ state
+    def _load_state(self) -> None:
+        path = self.config.state_file
+        if not path or not os.path.exists(path):
+            return
+        try:
+            with open(path, encoding="utf-8") as fh:
+                state = json.load(fh)
+            counter = int(state.get("invocation_counter", 0))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("cannot read the state file %s (%s); starting from invocation_counter %d", path, exc,
+                        self.config.invocation_counter)
+            return
+        self.config.invocation_counter = max(self.config.invocation_counter, counter)
+
+    def _save_state(self, session: DlmsSession) -> None:
+        counter = session.invocation_counter
+        if counter is None:
+            return
+        self.config.invocation_counter = max(self.config.invocation_counter, counter)
+        path = self.config.state_file
+        if not path:
+            return
+        tmp = path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"invocation_counter": self.config.invocation_counter}, fh)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot write the state file %s: %s", path, exc)
+
+    # ------------------------------------------------------------------- public
+    def read(self, discover: bool = False) -> MeterData:
+        """One poll: the selected objects (``discover``: every value object, scalers re-read)."""
+        with self._lock:
+            self._closing = False
+            if self.mode_e_refused and self.readout_factory is not None:
+                return self._readout()
+            try:
+                data = self._poll(discover)
+            except ModeERefused as exc:
+                self.stats.error(exc)
+                if not (self.config.fallback_readout and self.readout_factory is not None):
+                    raise
+                log.warning("%s; reading the mode C readout instead", exc.cause)
+                self.mode_e_refused = True
+                return self._readout()
+            except DlmsError as exc:
+                if not (self._closing and isinstance(exc, TransportError)):
+                    self.stats.error(exc)
+                raise
+            self.stats.success("reads")
+            return data
+
+    def close(self) -> None:
+        """End a running read (from another thread) and release the port."""
+        self._closing = True
+        transport = self._transport
+        if transport is not None:
+            transport.close()
+
+    # ---------------------------------------------------------------- internals
+    def _readout(self) -> MeterData:
+        reader = self.readout_factory() if self.readout_factory is not None else None
+        if reader is None:
+            raise ModeERefused.__new__(ModeERefused)  # pragma: no cover - guarded by the caller
+        try:
+            data = reader.read()
+        finally:
+            reader.close()
+        self.stats.success("reads")
+        return data
+
+    def _poll(self, discover: bool) -> MeterData:
+        cfg = self.config
+        t0 = time.monotonic()
+        transport = self.opener(cfg.url, 300 if cfg.mode_e else cfg.baudrate)
+        transport.time_scale = self.time_scale
+        self._transport = transport
+        try:
+            if cfg.mode_e:
+                ident = sign_on_mode_e(transport, cfg, self.time_scale)
+                self.identification = ident.raw
+            t_link = time.monotonic()
+            session = DlmsSession(cfg, transport)
+            self.last_session = session
+            try:
+                session.connect()
+                t_assoc = time.monotonic()
+                readings = self._read_values(session, discover)
+                meter_time = next((r.value for r in readings if r.obis is not None and (r.obis.c, r.obis.d) == (1, 0)
+                                   and r.obis.a == 0 and isinstance(r.value, datetime)), None)
+                self._read_profiles(session, meter_time)
+            finally:
+                session.release()
+                self._save_state(session)
+        finally:
+            self._transport = None
+            transport.close()
+        t_end = time.monotonic()
+        self.last_timings = {"sign-on": t_link - t0, "association": t_assoc - t_link, "reads": t_end - t_assoc,
+                             "total": t_end - t0}
+        for phase, seconds in self.last_timings.items():
+            self.stats.timing(phase, seconds)
+        self.stats.count("bytes", session.bytes_in)
+        serial = next((str(r.value) for r in readings if r.obis is not None and (r.obis.c, r.obis.d, r.obis.e)
+                       == (96, 1, 0)), None)
+        return MeterData(kind="poll", readings=tuple(readings), received=time.time(), meter_time=meter_time,
+                         meter_id=serial or self.identification, text=f"{len(readings)} objects polled",
+                         profile="dlms-poll")
+
+    # ------------------------------------------------------------------ objects
+    def _discover(self, session: DlmsSession) -> List[PolledObject]:
+        catalog = []
+        for gx in session.objects():
+            ln = str(gx.logicalName)
+            try:
+                code = _ln_obis(ln)
+            except (ValueError, TypeError):
+                continue
+            catalog.append(PolledObject(int(gx.objectType), ln, code, gx))
+        return catalog
+
+    def _selected(self, catalog: List[PolledObject], discover: bool) -> List[PolledObject]:
+        values = [o for o in catalog if o.class_id in VALUE_CLASSES]
+        if discover or not self.config.obis:
+            return values
+        patterns = [parse_code(p) for p in self.config.obis]
+        chosen = [o for o in values if any(p.matches(o.obis) for p in patterns)]
+        missing = [p for p in self.config.obis if not any(parse_code(p).matches(o.obis) for o in values)]
+        if missing:
+            log.warning("not in the meter's object list: %s (see poll --list)", ", ".join(missing))
+        return chosen
+
+    def _read_values(self, session: DlmsSession, discover: bool) -> List[Reading]:
+        if self.catalog is None or discover:
+            self.catalog = self._discover(session)
+            self.stats.count("discoveries")
+        chosen = self._selected(self.catalog, discover)
+        self._load_scalers(session, [o for o in chosen if o.scaler is None or discover])
+        raws = session.get_list([(o.gx, 2) for o in chosen], tolerant=True)
+        readings = []
+        refused: List[AccessError] = []
+        for obj, raw in zip(chosen, raws):
+            if isinstance(raw, AccessError):
+                refused.append(raw)
+                if obj.code not in self.unreadable:
+                    log.warning("%s", raw)
+                self.unreadable[obj.code] = raw
+                self.stats.error(raw)
+                continue
+            if isinstance(raw, int) and not isinstance(raw, bool) and obj.scaler_attr is None:
+                value: Value = Decimal(raw)
+            else:
+                value = physical(raw, obj.scaler)
+            unit = symbol(obj.unit) if obj.unit is not None else None
+            readings.append(Reading(code=obj.code, obis=obj.obis, value=value, unit=unit,
+                                    raw=raw if isinstance(raw, (int, str)) else None,
+                                    scaler=obj.scaler, index=len(readings)))
+        if refused and not readings:
+            raise refused[0]
+        return readings
+
+    @staticmethod
+    def _load_scalers(session: DlmsSession, objects: List[PolledObject]) -> None:
+        """Read scaler_unit of the registers among ``objects`` (before any value of theirs is used)."""
+        need = [o for o in objects if o.scaler_attr is not None]
+        if not need:
+            return
+        for obj, raw in zip(need, session.get_list([(o.gx, o.scaler_attr) for o in need])):
+            if not (isinstance(raw, list) and len(raw) == 2):
+                raise DecodeError(f"{obj.ln}: scaler_unit is no structure of two elements ({raw!r})",
+                                  "the meter answered something else than a register's scaler and unit")
+            obj.scaler, obj.unit = int(raw[0]), int(raw[1])
+
+    # ----------------------------------------------------------------- profiles
+    def _read_profiles(self, session: DlmsSession, meter_time: Optional[datetime]) -> None:
+        self.last_profile_rows = {}
+        if not self.config.profiles or self.catalog is None:
+            return
+        for wanted in self.config.profiles:
+            pattern = parse_code(wanted)
+            profile = next((o for o in self.catalog if o.class_id == CLASS_PROFILE and pattern.matches(o.obis)), None)
+            if profile is None:
+                log.warning("load profile %s is not in the meter's object list", wanted)
+                continue
+            self.last_profile_rows[profile.code] = self._profile_rows(session, profile, meter_time)
+
+    def _profile_rows(self, session: DlmsSession, profile: PolledObject, meter_time: Optional[datetime]) \
+            -> List[ProfileRow]:
+        gx = profile.gx
+        if not gx.captureObjects:
+            session.client.updateValue(gx, 3, session.get(gx, 3))
+        columns = [(str(obj.logicalName), int(obj.objectType)) for obj, _ in gx.captureObjects]
+        last = self.profile_last.get(profile.code)
+        start = last + timedelta(seconds=1) if last is not None else _EPOCH
+        end = (meter_time or datetime.now()) + timedelta(minutes=1)
+        raw_rows = session.rows_by_range(gx, start, end) or []
+        scalers = {o.ln: o for o in (self.catalog or [])}
+        self._load_scalers(session, [scalers[ln] for ln, _ in columns if ln in scalers and scalers[ln].scaler is None])
+        rows = []
+        for raw in raw_rows:
+            values = []
+            when: Optional[datetime] = None
+            for (ln, class_id), cell in zip(columns, raw):
+                if class_id == CLASS_CLOCK:
+                    stamp = physical(cell, None)
+                    when = stamp if isinstance(stamp, datetime) else None
+                    continue
+                col = scalers.get(ln)
+                value = physical(cell, col.scaler if col is not None else None)
+                unit = symbol(col.unit) if col is not None and col.unit is not None else None
+                values.append((_ln_obis(ln).dotted() or ln, value, unit))
+            if when is not None and last is not None and when.replace(tzinfo=None) <= last:
+                continue  # a meter that ignores the range start: never hand out a row twice
+            rows.append(ProfileRow(when, tuple(values)))
+        stamps = [r.time.replace(tzinfo=None) for r in rows if r.time is not None]
+        if stamps:
+            self.profile_last[profile.code] = max(stamps)
+        self.stats.count("profile_rows", len(rows))
+        return rows
+
+
+__all__ = ["DlmsPoller", "PolledObject", "ProfileRow", "physical"]
