@@ -296,6 +296,7 @@ class Pipeline:
 SOURCES: Dict[str, str] = {
     "readout": ".iec62056_21.source:make_readout_source",
     "push": ".dlms.source:make_push_source",
+    "poll": ".poll.source:make_poll_source",
 }
 #: output kinds → "module:factory"
 OUTPUTS: Dict[str, str] = {

@@ -217,8 +217,7 @@ class DlmsPoller:
                 session.connect()
                 t_assoc = time.monotonic()
                 readings = self._read_values(session, discover)
-                meter_time = next((r.value for r in readings if r.obis is not None and (r.obis.c, r.obis.d) == (1, 0)
-                                   and r.obis.a == 0 and isinstance(r.value, datetime)), None)
+                meter_time = self._meter_time(session, readings)
                 self._read_profiles(session, meter_time)
             finally:
                 session.release()
@@ -237,6 +236,17 @@ class DlmsPoller:
         return MeterData(kind="poll", readings=tuple(readings), received=time.time(), meter_time=meter_time,
                          meter_id=serial or self.identification, text=f"{len(readings)} objects polled",
                          profile="dlms-poll")
+
+    def _meter_time(self, session: DlmsSession, readings: List[Reading]) -> Optional[datetime]:
+        """The meter's clock from this read; read separately when a load profile needs it."""
+        for r in readings:
+            if r.obis is not None and (r.obis.a, r.obis.c, r.obis.d) == (0, 1, 0) and isinstance(r.value, datetime):
+                return r.value
+        clock = next((o for o in self.catalog or [] if o.class_id == CLASS_CLOCK), None)
+        if not self.config.profiles or clock is None:
+            return None
+        value = physical(session.get(clock.gx, 2), None)
+        return value if isinstance(value, datetime) else None
 
     # ------------------------------------------------------------------ objects
     def _discover(self, session: DlmsSession) -> List[PolledObject]:

@@ -50,6 +50,7 @@ CONFORMANCE = sum(1 << (23 - bit) for bit in (11, 14, 19, 21, 23))
 #: ACSE diagnostics (acse-service-user)
 DIAG_NONE, DIAG_NO_REASON, DIAG_CONTEXT, DIAG_MECH_NOT_RECOGNISED, DIAG_MECH_REQUIRED, DIAG_AUTH_FAILURE = \
     0, 1, 2, 11, 12, 13
+DIAG_AUTH_REQUIRED = 14  # accepted, but HLS pass 3/4 (f(StoC)) must follow
 #: data-access-results
 DAR_READ_DENIED, DAR_UNDEFINED, DAR_UNAVAILABLE, DAR_NO_LONG_GET = 3, 4, 11, 16
 
@@ -316,7 +317,7 @@ class CosemServer:
         sec.invocation_counter += 1
         sealed = seal(sec.key, sec.auth_key, sec.system_title, sec.invocation_counter, self._initiate_response())
         self.event("aare-hls", f"client {client}: waiting for f(StoC)")
-        return self._aare(0, DIAG_NONE, MECH_HIGH_GMAC, bytes([GLO_INITIATE_RESPONSE]) + ber_length(len(sealed)) + sealed,
+        return self._aare(0, DIAG_AUTH_REQUIRED, MECH_HIGH_GMAC, bytes([GLO_INITIATE_RESPONSE]) + ber_length(len(sealed)) + sealed,
                           context=_CONTEXT_LN_CIPHER)
 
     def _action(self, apdu: bytes) -> bytes:

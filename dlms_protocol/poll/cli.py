@@ -1,0 +1,163 @@
+"""CLI ``poll``: read a DLMS/COSEM meter as a client (optical mode E, RS485 HDLC, TCP wrapper).
+
+``poll PORT --list`` discovers every object and prints code / value / unit / meaning like
+``read``; ``--items`` prints the SmartHomeNG snippet; ``--obis`` selects what to read and
+``--cycle`` repeats it. Passwords and keys given here never appear in any output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, TextIO
+
+from ..model import MeterData, Reading
+
+
+def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    p = sub.add_parser("poll", help="poll a DLMS/COSEM meter (mode E optical port, RS485 HDLC, TCP 4059)",
+                       description="Read a DLMS/COSEM meter as a client on gurux-dlms: discover its objects "
+                                   "(--list), print a SmartHomeNG snippet (--items) or poll selected objects.")
+    p.add_argument("port", help="serial port, socket://host:port (serial server, HDLC) or tcp://host:4059 (wrapper)")
+    p.add_argument("--list", action="store_true", help="discover every object and print code/value/unit/meaning")
+    p.add_argument("--items", action="store_true", help="print a SmartHomeNG items.yaml snippet for every object")
+    p.add_argument("--json", action="store_true", help="print the values (and profile rows) as JSON")
+    p.add_argument("--obis", action="append", default=[], help="object to read (repeat, or comma-separated)")
+    p.add_argument("--profile", action="append", default=[], help="load profile to read incrementally, e.g. 1.0.99.1.0.255")
+    p.add_argument("--mode-e", action="store_true", help="optical port: IEC 62056-21 sign-on, then HDLC (mode E)")
+    p.add_argument("--baudrate", type=int, default=9600, help="HDLC rate (mode E: the highest rate to accept)")
+    p.add_argument("--interface", choices=["auto", "hdlc", "wrapper"], default="auto",
+                   help="auto: wrapper for tcp://, HDLC otherwise")
+    p.add_argument("--client", type=int, default=16, help="client address (16 public, 1 management, 32 reading)")
+    p.add_argument("--logical", type=int, default=1, help="server logical device (default 1)")
+    p.add_argument("--physical", type=int, default=17, help="server physical address (default 17)")
+    p.add_argument("--address-size", type=int, choices=[1, 2, 4], default=2, help="server address bytes (default 2)")
+    p.add_argument("--auth", default="none", help="none, low (password) or high_gmac (keys)")
+    p.add_argument("--password", default=None, help="LLS password")
+    p.add_argument("--key", default=None, help="encryption key for high_gmac (32 hex digits)")
+    p.add_argument("--auth-key", default=None, help="authentication key for high_gmac (32 hex digits)")
+    p.add_argument("--system-title", default=None, help="our system title (8 characters or 16 hex digits)")
+    p.add_argument("--invocation-counter", type=int, default=0, help="first invocation counter (high_gmac)")
+    p.add_argument("--state-file", default=None, help="keep the invocation counter in this file")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for each answer (default 3)")
+    p.add_argument("--cycle", type=float, default=0.0, help="poll again every N seconds (Ctrl-C stops)")
+    p.add_argument("--count", type=int, default=0, help="with --cycle: stop after N polls")
+    p.add_argument("--time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_poll)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from .config import PollConfig
+
+    codes = tuple(c.strip() for arg in args.obis for c in arg.split(",") if c.strip())
+    return PollConfig(
+        port=args.port, interface=args.interface, mode_e=args.mode_e, baudrate=args.baudrate,
+        client_address=args.client, logical_address=args.logical, physical_address=args.physical,
+        address_size=args.address_size, authentication=args.auth, password=args.password, key=args.key,
+        auth_key=args.auth_key, system_title=args.system_title, invocation_counter=args.invocation_counter,
+        state_file=args.state_file, obis=codes, profiles=tuple(args.profile), timeout=args.timeout)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ")
+    return str(value)
+
+
+def print_table(data: MeterData, out: TextIO = sys.stdout) -> None:
+    """code / value / unit / meaning, the same columns as ``read``."""
+    rows = [(r.code, _text(r.value), r.unit or "", r.name or "") for r in data.readings]
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(("code", "value", "unit"))]
+    print(f"{'code':<{widths[0]}}  {'value':>{widths[1]}}  {'unit':<{widths[2]}}  meaning", file=out)
+    for code, value, unit, name in rows:
+        print(f"{code:<{widths[0]}}  {value:>{widths[1]}}  {unit:<{widths[2]}}  {name}".rstrip(), file=out)
+
+
+def items_yaml(data: MeterData, parent: str = "meter") -> str:
+    """SmartHomeNG items for every polled object, in the form ``read --items`` prints."""
+    from ..iec62056_21.cli import _slug
+
+    lines = [f"# SmartHomeNG items for {data.meter_id or 'the meter'}, generated by "
+             "'python -m dlms_protocol poll --items'", f"{parent}:"]
+    used: Dict[str, int] = {}
+    for r in data.readings:
+        meaning = r.name
+        base = _slug(meaning) if meaning else "code_" + _slug(r.code)
+        used[base] = used.get(base, 0) + 1
+        name = base if used[base] == 1 else f"{base}_{used[base]}"
+        numeric = r.numeric() is not None
+        lines.append(f"    {name}:")
+        if meaning:
+            lines.append(f"        name: {meaning}")
+        lines.append(f"        type: {'num' if numeric else 'str'}")
+        lines.append(f"        dlms_obis_code: '{r.code}'")
+        lines.append("        visu_acl: ro")
+        lines.append(f"        # polled: {_text(r.value)}{' ' + r.unit if r.unit else ''}")
+    return "\n".join(lines)
+
+
+def to_json(data: MeterData, profiles: Optional[Dict[str, List[Any]]] = None,
+            unreadable: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    def plain(v: Any) -> Any:
+        if isinstance(v, Decimal):
+            return str(v)
+        if isinstance(v, bytes):
+            return v.hex()
+        if hasattr(v, "isoformat"):
+            return v.isoformat()
+        return v
+
+    return {
+        "meter_id": data.meter_id,
+        "meter_time": plain(data.meter_time),
+        "values": [{"code": r.code, "value": plain(r.value), "unit": r.unit, "scaler": r.scaler, "meaning": r.name}
+                   for r in data.readings],
+        "profiles": {code: [row.to_json() for row in rows] for code, rows in (profiles or {}).items()},
+        "unreadable": {code: str(err) for code, err in (unreadable or {}).items()},
+    }
+
+
+def _show(data: MeterData, args: argparse.Namespace, poller: Any) -> None:
+    if args.json:
+        print(json.dumps(to_json(data, poller.last_profile_rows, poller.unreadable), indent=2, ensure_ascii=False))
+    elif args.items:
+        print(items_yaml(data))
+    else:
+        print_table(data)
+        for code, rows in poller.last_profile_rows.items():
+            print(f"\nload profile {code}: {len(rows)} new row(s)")
+            for row in rows:
+                print("  " + (row.time.isoformat(sep=" ") if row.time else "?") + "  "
+                      + "  ".join(f"{c}={_text(v)}{' ' + u if u else ''}" for c, v, u in row.values))
+    for code, err in poller.unreadable.items():
+        print(f"not readable: {err}", file=sys.stderr)
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    from .poller import DlmsPoller
+
+    config = config_from_args(args)
+    poller = DlmsPoller(config, time_scale=args.time_scale)
+    discover = args.list or args.items or not config.obis
+    n = 0
+    try:
+        while True:
+            started = time.monotonic()
+            data = poller.read(discover=discover and n == 0)
+            n += 1
+            _show(data, args, poller)
+            if not args.json and not args.items:
+                total = poller.last_timings.get("total", 0.0)
+                print(f"# {len(data.readings)} objects in {total:.2f} s ({config.describe()})", file=sys.stderr)
+            if args.cycle <= 0 or (args.count and n >= args.count):
+                return 0
+            time.sleep(max(0.0, args.cycle - (time.monotonic() - started)))
+    finally:
+        poller.close()
+
+
+__all__ = ["register", "cmd_poll", "items_yaml", "print_table", "to_json"]
