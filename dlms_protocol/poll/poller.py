@@ -286,7 +286,6 @@ class DlmsPoller:
                 if obj.code not in self.unreadable:
                     log.warning("%s", raw)
                 self.unreadable[obj.code] = raw
-                self.stats.error(raw)
                 continue
             if isinstance(raw, int) and not isinstance(raw, bool) and obj.scaler_attr is None:
                 value: Value = Decimal(raw)
@@ -297,7 +296,9 @@ class DlmsPoller:
                                     raw=raw if isinstance(raw, (int, str)) else None,
                                     scaler=obj.scaler, index=len(readings)))
         if refused and not readings:
-            raise refused[0]
+            raise refused[0]  # counted by read()
+        for err in refused:
+            self.stats.error(err)
         return readings
 
     @staticmethod

@@ -308,11 +308,9 @@ class DlmsSession:
                 messages = self.client.readList(list(items))
             values: List[Any] = []
             refused = False
-            for message in messages:
+            for message in messages:  # every one: gurux numbered the HDLC frames of all of them already
                 reply = self.request(message if isinstance(message, list) else [message], "GET with-list")
-                if reply.error:
-                    refused = True
-                    break
+                refused = refused or bool(reply.error)
                 values.extend(reply.value or [])
             if not refused and len(values) == len(items):
                 return values

@@ -67,7 +67,7 @@ class DlmsPtyMeter:
                  security: Optional[ServerSecurity] = None, logical: int = 1, physical: int = 17,
                  address_size: int = 2, max_info: int = 128, max_pdu: int = 512,
                  identification: Optional[bytes] = None, reaction_time: float = 0.2, turnaround: float = 0.02,
-                 inactivity: float = 10.0) -> None:
+                 inactivity: float = 120.0) -> None:
         self.shared = _Shared(model or demo_model(), accounts, security, max_pdu)
         self.mode_e = mode_e
         self.baudrate = baudrate

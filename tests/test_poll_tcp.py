@@ -1,0 +1,182 @@
+"""Polling over TCP (DLMS/IP wrapper) with gurux-dlms's client against the simulated meter.
+
+The simulated meter is our own server (``simulator/dlms_server``); gurux's client decoding
+every answer is the independent check that it speaks DLMS, and the values it reads are
+compared with the meter model, not with what the server encoded.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from decimal import Decimal
+
+import pytest
+
+from dlms_protocol.dlms.units import symbol
+from dlms_protocol.errors import AccessError, AssociationError, AuthenticationError, NoResponseError, TransportError
+from dlms_protocol.poll.config import PollConfig
+from dlms_protocol.poll.poller import DlmsPoller
+from dlms_protocol.simulator.cosem_model import demo_model
+from dlms_protocol.simulator.dlms_cli import DEMO_AUTH_KEY, DEMO_KEY
+from dlms_protocol.simulator.dlms_meter import DlmsTcpMeter
+from dlms_protocol.simulator.dlms_server import ServerSecurity
+
+EK, AK = bytes.fromhex(DEMO_KEY), bytes.fromhex(DEMO_AUTH_KEY)
+
+
+def dotted(ln: str) -> str:
+    a, b, c, d, e, f = ln.split(".")
+    return f"{a}-{b}:{c}.{d}.{e}.{f}"
+
+
+@pytest.fixture
+def meter():
+    with DlmsTcpMeter(demo_model(), security=ServerSecurity(EK, AK)) as m:
+        yield m
+
+
+def hls(url: str, **kw) -> PollConfig:
+    opts = dict(client_address=1, authentication="high_gmac", key=EK, auth_key=AK, obis=("1.8.0",))
+    opts.update(kw)
+    return PollConfig(url, **opts)
+
+
+def test_discovery_lists_every_object_with_scaler_unit_and_value(meter):
+    model = meter.model
+    poller = DlmsPoller(PollConfig(meter.url))
+    data = poller.read(discover=True)
+    assert {o.ln for o in poller.catalog} == {o.ln for o in model.objects()}
+    got = {r.code: r for r in data.readings}
+    for reg in model.registers:
+        r = got[dotted(reg.ln)]
+        assert r.value == Decimal(reg.value).scaleb(reg.scaler)
+        assert r.scaler == reg.scaler
+        assert r.unit == symbol(reg.unit)
+    assert got["1-0:32.7.0.255"].value == Decimal("230.1") and got["1-0:32.7.0.255"].unit == "V"
+    assert got["0-0:96.1.0.255"].value == model.serial
+    assert got["0-0:1.0.0.255"].value == model.clock
+    assert data.kind == "poll" and data.meter_id == model.serial and data.meter_time == model.clock
+    # the one object client 16 may not read is reported with cause and fix, not dropped silently
+    assert set(poller.unreadable) == {"0-0:96.1.1.255"}
+    err = poller.unreadable["0-0:96.1.1.255"]
+    assert err.result == 3 and "client 16" in str(err) and err.fix
+    assert poller.stats.get("access_errors") == 1
+
+
+def test_selected_objects_only_after_discovery(meter):
+    poller = DlmsPoller(PollConfig(meter.url, obis=("1.8.0", "1-0:32.7.0")))
+    first = poller.read()
+    assert [r.code for r in first.readings] == ["1-0:1.8.0.255", "1-0:32.7.0.255"]
+    meter.model.set_value("1.0.1.8.0.255", 12345999)
+    mark = len(meter.events)
+    second = poller.read()
+    assert second.get("1.8.0").value == Decimal(12345999)
+    gets = [d for n, d in meter.events[mark:] if n == "get"]
+    assert gets == ["1.0.1.8.0.255 attribute 2", "1.0.32.7.0.255 attribute 2"]  # no object list, no scalers
+
+
+def test_lls_password_and_wrong_password(meter, caplog):
+    caplog.set_level(logging.DEBUG)
+    ok = DlmsPoller(PollConfig(meter.url, client_address=32, authentication="low", password="12345678"))
+    assert ok.read().get("1.8.0").value == Decimal(12345678)
+    assert ok.unreadable == {"0-0:96.1.1.255": ok.unreadable["0-0:96.1.1.255"]}
+    with pytest.raises(AssociationError) as exc:
+        DlmsPoller(PollConfig(meter.url, client_address=32, authentication="low", password="87654321")).read()
+    assert exc.value.diagnostic == 13 and "password" in exc.value.cause
+    assert "87654321" not in str(exc.value) and "87654321" not in caplog.text and "12345678" not in caplog.text
+
+
+def test_hls_gmac_keeps_the_invocation_counter_in_the_state_file(meter, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    state = tmp_path / "ic.json"
+    first = DlmsPoller(hls(meter.url, state_file=str(state)))
+    assert first.read().get("1.8.0").value == Decimal(12345678)
+    assert first.read().get("1.8.0").value == Decimal(12345678)
+    counter = first.config.invocation_counter
+    assert counter > 0 and str(counter) in state.read_text()
+    # a restart with the state file continues the counter, the meter accepts it
+    again = DlmsPoller(hls(meter.url, state_file=str(state)))
+    assert again.config.invocation_counter == counter
+    assert again.read().get("1.8.0").value == Decimal(12345678)
+    # without it the counter starts at 0 again, which the meter has seen: refused, and said so
+    with pytest.raises(AuthenticationError) as exc:
+        DlmsPoller(hls(meter.url)).read()
+    assert "invocation counter" in str(exc.value)
+    assert "hls-ok" in meter.event_names() and "counter-replayed" in meter.event_names()
+    for secret in (DEMO_KEY, DEMO_AUTH_KEY, DEMO_KEY.lower(), DEMO_AUTH_KEY.lower()):
+        assert secret not in caplog.text and secret not in str(exc.value)
+    assert DEMO_KEY.lower() not in repr(first.config) and EK.hex() not in repr(first.config)
+
+
+@pytest.mark.parametrize("which", ["key", "auth_key"])
+def test_hls_gmac_wrong_key_is_reported_as_such(meter, which):
+    bad = bytes(16)
+    with pytest.raises(AuthenticationError) as exc:
+        DlmsPoller(hls(meter.url, **{which: bad})).read()
+    assert "key" in exc.value.cause and "auth_key" in exc.value.fix
+    assert bad.hex() not in str(exc.value)
+    assert "aarq-refused" in meter.event_names()
+
+
+def test_wrong_client_address_and_missing_security_level(meter):
+    with pytest.raises(AssociationError) as exc:
+        DlmsPoller(PollConfig(meter.url, client_address=17)).read()
+    assert exc.value.diagnostic == 1 and "client address" in exc.value.fix
+    with pytest.raises(AssociationError) as exc:
+        DlmsPoller(PollConfig(meter.url, client_address=32)).read()
+    assert exc.value.diagnostic == 12 and "security level" in exc.value.cause
+
+
+def test_object_not_readable_names_cause_and_fix(meter):
+    poller = DlmsPoller(PollConfig(meter.url, obis=("0.0.96.1.1.255",)))
+    with pytest.raises(AccessError) as exc:
+        poller.read()
+    assert "read-write denied" in exc.value.cause and "client 16" in exc.value.fix
+    assert poller.stats.get("access_errors") == 1
+
+
+def test_profile_generic_read_incrementally(meter):
+    model = meter.model
+    poller = DlmsPoller(PollConfig(meter.url, obis=("1.8.0",), profiles=("1.0.99.1.0.255",)))
+    poller.read()
+    rows = poller.last_profile_rows["1-0:99.1.0.255"]
+    assert [r.time for r in rows] == [r.when for r in model.profile_rows]
+    assert rows[0].values == (("1-0:1.8.0.255", Decimal(12340000), "Wh"), ("1-0:2.8.0.255", Decimal(2340000), "Wh"))
+    poller.read()
+    assert poller.last_profile_rows["1-0:99.1.0.255"] == []
+    new = model.add_profile_row((12341000, 2341000))
+    mark = len(meter.events)
+    poller.read()
+    rows = poller.last_profile_rows["1-0:99.1.0.255"]
+    assert [(r.time, r.values[0][1]) for r in rows] == [(new.when, Decimal(12341000))]
+    assert ("get-rows", "selector 1: 1 rows") in meter.events[mark:]  # only the new row went over the line
+    assert rows[0].to_json()["values"]["1-0:1.8.0.255"] == "12341000"
+
+
+def test_no_answer_to_the_association_request():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    accepted = []
+    t = threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True)
+    t.start()
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(NoResponseError) as exc:
+            DlmsPoller(PollConfig(f"tcp://127.0.0.1:{port}", timeout=0.5)).read()
+        assert "AARQ" in exc.value.cause and "4059" in exc.value.fix
+    finally:
+        listener.close()
+        for conn, _ in accepted:
+            conn.close()
+
+
+def test_nothing_listening_is_a_transport_error():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(TransportError) as exc:
+        DlmsPoller(PollConfig(f"tcp://127.0.0.1:{port}")).read()
+    assert exc.value.fix
