@@ -13,7 +13,7 @@ import time
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, TextIO
 
-from ..model import MeterData, Reading
+from ..model import MeterData
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -25,7 +25,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--items", action="store_true", help="print a SmartHomeNG items.yaml snippet for every object")
     p.add_argument("--json", action="store_true", help="print the values (and profile rows) as JSON")
     p.add_argument("--obis", action="append", default=[], help="object to read (repeat, or comma-separated)")
-    p.add_argument("--profile", action="append", default=[], help="load profile to read incrementally, e.g. 1.0.99.1.0.255")
+    p.add_argument("--profile", action="append", default=[],
+                   help="load profile to read incrementally, e.g. 1.0.99.1.0.255")
     p.add_argument("--mode-e", action="store_true", help="optical port: IEC 62056-21 sign-on, then HDLC (mode E)")
     p.add_argument("--baudrate", type=int, default=9600, help="HDLC rate (mode E: the highest rate to accept)")
     p.add_argument("--interface", choices=["auto", "hdlc", "wrapper"], default="auto",
@@ -133,7 +134,7 @@ def _show(data: MeterData, args: argparse.Namespace, poller: Any) -> None:
             for row in rows:
                 print("  " + (row.time.isoformat(sep=" ") if row.time else "?") + "  "
                       + "  ".join(f"{c}={_text(v)}{' ' + u if u else ''}" for c, v, u in row.values))
-    for code, err in poller.unreadable.items():
+    for err in poller.unreadable.values():
         print(f"not readable: {err}", file=sys.stderr)
 
 

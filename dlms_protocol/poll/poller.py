@@ -96,9 +96,9 @@ def physical(raw: Any, scaler: Optional[int]) -> Value:
         return data
     if isinstance(raw, str):
         return raw
-    value = getattr(raw, "value", None)  # GXDateTime, GXEnum ...
-    if isinstance(value, datetime):
-        return value
+    inner = getattr(raw, "value", None)  # GXDateTime, GXEnum ...
+    if isinstance(inner, datetime):
+        return inner
     return None if raw is None else str(raw)
 
 
@@ -278,7 +278,7 @@ class DlmsPoller:
         chosen = self._selected(self.catalog, discover)
         self._load_scalers(session, [o for o in chosen if o.scaler is None or discover])
         raws = session.get_list([(o.gx, 2) for o in chosen], tolerant=True)
-        readings = []
+        readings: List[Reading] = []
         refused: List[AccessError] = []
         for obj, raw in zip(chosen, raws):
             if isinstance(raw, AccessError):
@@ -305,9 +305,10 @@ class DlmsPoller:
     def _load_scalers(session: DlmsSession, objects: List[PolledObject]) -> None:
         """Read scaler_unit of the registers among ``objects`` (before any value of theirs is used)."""
         need = [o for o in objects if o.scaler_attr is not None]
+        attrs = [(o.gx, int(o.scaler_attr or 0)) for o in need]
         if not need:
             return
-        for obj, raw in zip(need, session.get_list([(o.gx, o.scaler_attr) for o in need])):
+        for obj, raw in zip(need, session.get_list(attrs)):
             if not (isinstance(raw, list) and len(raw) == 2):
                 raise DecodeError(f"{obj.ln}: scaler_unit is no structure of two elements ({raw!r})",
                                   "the meter answered something else than a register's scaler and unit")

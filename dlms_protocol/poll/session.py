@@ -136,7 +136,8 @@ class DlmsSession:
             except Exception as exc:  # gurux raises bare Exception("Wrong CRC.")
                 if "CRC" in str(exc):
                     raise FramingError(f"answer to the {layer} has a wrong checksum (FCS)",
-                                       "noise on the line: check the cable, the head's position or a lower rate") from None
+                                       "noise on the line: check the cable, the head's position or a lower rate"
+                                       ) from None
                 raise ProtocolError(f"answer to the {layer} rejected by gurux-dlms: {exc}",
                                     "check the interface (HDLC or wrapper) and the addresses") from None
             if done:

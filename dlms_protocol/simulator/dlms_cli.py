@@ -38,7 +38,7 @@ def cmd_simulate_dlms(args: argparse.Namespace) -> int:
              DlmsPtyMeter(demo_model(), mode_e=not args.rs485, baudrate=args.baud, time_scale=args.time_scale,
                           accounts=accounts, security=security))
     with meter:
-        where = meter.url if args.tcp else meter.port
+        where = meter.url if isinstance(meter, DlmsTcpMeter) else meter.port
         print(f"simulated meter: {meter.describe()}")
         print(f"port: {where}")
         mode = "" if args.tcp or args.rs485 else " --mode-e"

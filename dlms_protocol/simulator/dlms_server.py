@@ -28,7 +28,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -317,8 +317,8 @@ class CosemServer:
         sec.invocation_counter += 1
         sealed = seal(sec.key, sec.auth_key, sec.system_title, sec.invocation_counter, self._initiate_response())
         self.event("aare-hls", f"client {client}: waiting for f(StoC)")
-        return self._aare(0, DIAG_AUTH_REQUIRED, MECH_HIGH_GMAC, bytes([GLO_INITIATE_RESPONSE]) + ber_length(len(sealed)) + sealed,
-                          context=_CONTEXT_LN_CIPHER)
+        info = bytes([GLO_INITIATE_RESPONSE]) + ber_length(len(sealed)) + sealed
+        return self._aare(0, DIAG_AUTH_REQUIRED, MECH_HIGH_GMAC, info, context=_CONTEXT_LN_CIPHER)
 
     def _action(self, apdu: bytes) -> bytes:
         """Method 1 of the association object: reply_to_HLS_authentication."""
@@ -349,14 +349,14 @@ class CosemServer:
         if kind == 0x03:
             count = apdu[3]
             i = 4
-            parts = []
+            parts: List[Union[bytes, int]] = []
             for _ in range(count):
                 data, i = self._attribute(apdu, i)
                 parts.append(data)
-            body = bytes([count]) + b"".join(b"\x00" + d if isinstance(d, bytes) else bytes([1, d]) for d in parts)
+            body = bytes([count]) + b"".join(b"\x00" + d if isinstance(d, bytes) else bytes([1, int(d)]) for d in parts)
             return self._respond(bytes([GET_RESPONSE, 0x03, invoke]), body, invoke)
         data, _ = self._attribute(apdu, 3)
-        if isinstance(data, int):
+        if not isinstance(data, bytes):
             return bytes([GET_RESPONSE, 0x01, invoke, 0x01, data])
         return self._respond(bytes([GET_RESPONSE, 0x01, invoke, 0x00]), data, invoke)
 
@@ -382,7 +382,7 @@ class CosemServer:
         return (bytes([GET_RESPONSE, 0x02, invoke, last]) + self._block_no.to_bytes(4, "big") + b"\x00"
                 + ber_length(len(chunk)) + chunk)
 
-    def _attribute(self, apdu: bytes, i: int) -> Tuple[object, int]:
+    def _attribute(self, apdu: bytes, i: int) -> Tuple[Union[bytes, int], int]:
         """(encoded value or a data-access-result, next index) for the descriptor at ``apdu[i:]``."""
         class_id = int.from_bytes(apdu[i:i + 2], "big")
         ln, attr = apdu[i + 2:i + 8], apdu[i + 8]
@@ -409,7 +409,7 @@ class CosemServer:
         self.event("get", f"{obj.ln} attribute {attr}")
         return value, i
 
-    def _select_rows(self, selector: int, params: object) -> object:
+    def _select_rows(self, selector: int, params: object) -> Union[bytes, int]:
         rows = list(self.model.profile_rows)
         if selector == 1 and isinstance(params, list) and len(params) >= 3:
             start, end = (_when(v) for v in params[1:3])
@@ -517,7 +517,8 @@ class HdlcServer:
                 i += 2 + n
         self.tx_info = max(32, min(self.max_info, want_rx))
         self.app.event("snrm", f"client {client[0] >> 1}, max info {self.tx_info}")
-        params = (bytes([0x05, 0x01, self.tx_info]) if self.tx_info < 256 else b"\x05\x02" + self.tx_info.to_bytes(2, "big"))
+        params = (bytes([0x05, 0x01, self.tx_info]) if self.tx_info < 256
+                  else b"\x05\x02" + self.tx_info.to_bytes(2, "big"))
         params += bytes([0x06, 0x01, min(self.max_info, 255)]) + b"\x07\x04\x00\x00\x00\x01\x08\x04\x00\x00\x00\x01"
         return self._reply(client, 0x73, b"\x81\x80" + bytes([len(params)]) + params)
 
