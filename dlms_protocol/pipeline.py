@@ -297,6 +297,7 @@ SOURCES: Dict[str, str] = {
     "readout": ".iec62056_21.source:make_readout_source",
     "push": ".dlms.source:make_push_source",
     "poll": ".poll.source:make_poll_source",
+    "sml": ".sml.source:make_sml_source",
 }
 #: output kinds → "module:factory"
 OUTPUTS: Dict[str, str] = {

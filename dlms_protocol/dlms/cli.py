@@ -29,9 +29,13 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
                        description="Print every push a meter sends (HDLC, M-Bus, DLMS/IP wrapper, raw APDU; "
                                    "auto-detected), decrypted and decoded. Ctrl-C ends it.")
     p.add_argument("port", help="serial device (/dev/serial/by-id/...), socket://host:port or rfc2217://host:port")
-    p.add_argument("--baudrate", type=int, default=2400, help="default 2400 (M-Bus); HDLC meters often 115200")
-    p.add_argument("--parity", choices=("N", "E", "O"), default="E", help="default E")
-    p.add_argument("--bytesize", type=int, choices=(7, 8), default=8)
+    p.add_argument("--protocol", choices=("auto", "dlms", "sml", "d0"), default="auto",
+                   help="what the meter sends (default auto: the first that passes its checks; "
+                        "`detect PORT` finds speed and format too)")
+    p.add_argument("--baudrate", type=int, default=None,
+                   help="default 2400 (M-Bus; SML and push-only D0: 9600); HDLC meters often 115200")
+    p.add_argument("--parity", choices=("N", "E", "O"), default=None, help="default E (SML: N)")
+    p.add_argument("--bytesize", type=int, choices=(7, 8), default=None, help="default 8 (push-only D0: 7)")
     p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
     _common(p)
     p.add_argument("--min-interval", type=float, default=0.0, metavar="S",
@@ -61,8 +65,12 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between pushes")
     p.add_argument("--profile", metavar="NAME",
                    help="push the positional layout of this meter profile (default: self-describing OBIS layout)")
-    p.add_argument("--baudrate", type=int, default=2400)
-    p.add_argument("--parity", choices=("N", "E", "O"), default="E")
+    p.add_argument("--protocol", choices=("dlms", "sml"), default="dlms",
+                   help="sml: an SML meter (9600 8N1 unless given) sending generated transmissions or --capture")
+    p.add_argument("--capture", metavar="F", help="sml: replay this capture's transmissions (damaged ones too)")
+    p.add_argument("--reduced", action="store_true", help="sml: send the reduced data set (no PIN entered)")
+    p.add_argument("--baudrate", type=int, default=None, help="default 2400 (sml: 9600)")
+    p.add_argument("--parity", choices=("N", "E", "O"), default=None, help="default E (sml: N)")
     p.add_argument("--time-scale", type=float, default=1.0, help="send characters this many times faster")
     p.add_argument("--link", metavar="PATH", help="also publish the pty under this symlink")
     p.set_defaults(func=cmd_simulate_push)
@@ -115,8 +123,12 @@ def _unhex(text: bytes) -> bytes:
 def cmd_decode(args: argparse.Namespace) -> int:
     from .decoder import PushDecoder, UnexplainedLayout
 
-    config = _config(args)
     data = _read_input(args)
+    if b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01" in data:  # an SML transmission's start sequence
+        from ..sml.cli import decode_sml
+
+        return decode_sml(data, args.json)
+    config = _config(args)
     errors: List[DlmsError] = []
     decoder = PushDecoder(config, Statistics(), on_error=errors.append)
     decoder.quiet = True  # the one line below reports the errors
@@ -136,10 +148,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from .listener import PushListener
+    from ..sml.source import StreamListener
 
-    config = _config(args, args.port, baudrate=args.baudrate, parity=args.parity, bytesize=args.bytesize,
-                     stopbits=args.stopbits, min_interval=args.min_interval)
+    speed = {"sml": (9600, "N", 8), "d0": (9600, "E", 7)}.get(args.protocol, (2400, "E", 8))
+    config = _config(args, args.port, baudrate=args.baudrate or speed[0], parity=args.parity or speed[1],
+                     bytesize=args.bytesize or speed[2], stopbits=args.stopbits, min_interval=args.min_interval)
     stats = Statistics()
     lock = threading.Lock()
 
@@ -150,7 +163,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         with lock:
             _show(msg, args.json)
 
-    listener = PushListener(config, on_data, stats, on_message=on_message)
+    listener = StreamListener(config, on_data, stats, on_message=on_message, protocol=args.protocol)
     listener.start()
     try:
         while listener.running:  # the listener ends by itself only on a configuration error
@@ -172,6 +185,11 @@ def cmd_simulate_push(args: argparse.Namespace) -> int:
     from ..config import parse_key
     from ..simulator.push import PushSimulator
 
+    if args.protocol == "sml":
+        from ..sml.cli import simulate_sml
+
+        return simulate_sml(args)
+    args.baudrate, args.parity = args.baudrate or 2400, args.parity or "E"
     key = parse_key(args.key, "key")
     auth = parse_key(args.auth_key, "auth_key")
     security = int(args.security, 16) if args.security else (0x30 if key and auth else 0x20 if key else None)

@@ -1,0 +1,165 @@
+"""One stream-decoder interface for SML, DLMS push and push-only D0 (sans-io), and ``AutoDecoder``.
+
+Every decoder has ``feed(bytes) -> [message]``, ``finish()``, ``reset()`` and ``quiet``, and a
+message has ``to_meter_data()``, ``to_json()`` and ``render()`` (``PushMessage``, ``SmlTelegram``,
+``D0Telegram``), so the push listener's thread, the CLI and ``detect`` drive any of them.
+``AutoDecoder`` feeds every candidate until one delivers a *verified* message and then keeps
+only that one: nothing is guessed from byte patterns, a protocol is chosen by a checksum that held.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..config import ListenerConfig
+from ..errors import ConfigurationError, DlmsError
+from ..model import MeterData, Statistics
+
+PROTOCOLS = ("auto", "dlms", "sml", "d0")
+ErrorSink = Optional[Callable[[DlmsError], None]]
+
+
+@dataclass(frozen=True)
+class D0Telegram:
+    """A push-only D0 telegram (``/ident … !``) that passed its checks."""
+
+    readout: Any  # iec62056_21.datablock.Readout
+
+    def to_meter_data(self) -> MeterData:
+        return self.readout.to_meter_data()  # type: ignore[no-any-return]
+
+    def to_json(self) -> dict:
+        return dict(self.readout.to_json(), protocol="d0")
+
+    def render(self) -> str:
+        return self.to_meter_data().text
+
+
+class D0PushDecoder:
+    """Push-only D0 telegrams from a byte stream: the readout side's splitter and parser."""
+
+    def __init__(self, stats: Optional[Statistics] = None, on_error: ErrorSink = None,
+                 use_checksum: bool = True) -> None:
+        from ..iec62056_21.stream import D0StreamSplitter
+
+        self.stats = stats if stats is not None else Statistics()
+        self.on_error = on_error
+        self.use_checksum = use_checksum
+        self._splitter_cls = D0StreamSplitter
+        self.splitter = D0StreamSplitter(require_etx=use_checksum)
+        self.quiet = False
+
+    def feed(self, chunk: bytes) -> List[D0Telegram]:
+        from ..iec62056_21.datablock import parse_readout
+
+        out: List[D0Telegram] = []
+        for telegram in self.splitter.feed(chunk):
+            self.stats.count("frames")
+            try:
+                out.append(D0Telegram(parse_readout(telegram, use_checksum=self.use_checksum)))
+            except DlmsError as exc:
+                self.stats.error(exc)
+                if self.on_error is not None:
+                    self.on_error(exc)
+                continue
+            self.stats.success("messages")
+        return out
+
+    def finish(self) -> list:
+        return []
+
+    def reset(self) -> None:
+        self.splitter = self._splitter_cls(require_etx=self.use_checksum)
+
+
+def make_decoder(protocol: str, config: Optional[ListenerConfig] = None, stats: Optional[Statistics] = None,
+                 on_error: ErrorSink = None, *, quirks: Optional[Dict[str, str]] = None) -> Any:
+    """The stream decoder for ``protocol`` (auto, dlms, sml, d0)."""
+    config = config if config is not None else ListenerConfig(port="-")
+    if protocol == "sml":
+        from ..sml.decoder import SmlDecoder
+
+        return SmlDecoder(stats, on_error, quirks=quirks)
+    if protocol == "dlms":
+        from ..dlms.decoder import PushDecoder
+
+        return PushDecoder(config, stats, on_error=on_error)
+    if protocol == "d0":
+        return D0PushDecoder(stats, on_error)
+    if protocol == "auto":
+        return AutoDecoder(config, stats, on_error, quirks=quirks)
+    raise ConfigurationError(f"protocol {protocol!r} unknown", "use " + ", ".join(PROTOCOLS))
+
+
+class AutoDecoder:
+    """Feed every candidate protocol until one delivers a verified message, then only that one.
+
+    Errors of the candidates are not reported while nothing has been recognised (a DLMS
+    deframer sees SML as noise), except security errors (an encrypted push without a key is
+    the answer, not noise); ``errors`` keeps the last one per protocol for the diagnosis.
+    """
+
+    def __init__(self, config: Optional[ListenerConfig] = None, stats: Optional[Statistics] = None,
+                 on_error: ErrorSink = None, *, candidates: Sequence[str] = ("sml", "dlms", "d0"),
+                 quirks: Optional[Dict[str, str]] = None) -> None:
+        self.stats = stats if stats is not None else Statistics()
+        self.on_error = on_error
+        self.protocol: Optional[str] = None
+        self.errors: Dict[str, DlmsError] = {}
+        self._quiet = False
+        self._candidates: Dict[str, Any] = {}
+        for name in candidates:
+            dec = make_decoder(name, config, Statistics(), self._collector(name), quirks=quirks)
+            dec.quiet = True  # noise for all but one of them: nothing is logged until one is recognised
+            self._candidates[name] = dec
+
+    @property
+    def quiet(self) -> bool:
+        return self._quiet
+
+    @quiet.setter
+    def quiet(self, value: bool) -> None:
+        self._quiet = value
+        if self.protocol is not None:
+            self._candidates[self.protocol].quiet = value
+
+    def _collector(self, name: str) -> Callable[[DlmsError], None]:
+        def collect(exc: DlmsError) -> None:
+            self.errors[name] = exc
+            if self.protocol == name or (self.protocol is None and exc.stat in ("decrypt_failures", "tag_failures")):
+                self.stats.error(exc)
+                if self.on_error is not None:
+                    self.on_error(exc)
+        return collect
+
+    @property
+    def decoder(self) -> Any:
+        return self._candidates.get(self.protocol or "")
+
+    def feed(self, chunk: bytes) -> list:
+        if self.protocol is not None:
+            return list(self._candidates[self.protocol].feed(chunk))
+        self.stats.count("bytes", len(chunk))
+        for name, dec in list(self._candidates.items()):
+            found = dec.feed(chunk)
+            if found:
+                self.protocol = name
+                self._candidates = {name: dec}
+                dec.stats = self.stats
+                dec.quiet = self._quiet
+                self.stats.count("frames", len(found))
+                for _ in found:
+                    self.stats.success("messages")
+                return list(found)
+        return []
+
+    def finish(self) -> list:
+        dec = self.decoder
+        return list(dec.finish()) if dec is not None else []
+
+    def reset(self) -> None:
+        for dec in self._candidates.values():
+            dec.reset()
+
+
+__all__ = ["PROTOCOLS", "make_decoder", "AutoDecoder", "D0PushDecoder", "D0Telegram"]

@@ -1,0 +1,64 @@
+"""CLI pieces for SML: ``decode`` of SML input and ``simulate-push --protocol sml``.
+
+``dlms.cli`` calls these when the input holds an SML start sequence or ``--protocol sml`` is
+given, so SML needs no commands of its own and smllib is loaded only then. print() is allowed
+here: this is the user's terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import List
+
+from ..errors import DlmsError
+
+
+def decode_sml(data: bytes, as_json: bool) -> int:
+    """Print every verified transmission; exit 1 with one line when any was lost (CRC, cut)."""
+    from .decoder import SmlDecoder
+
+    errors: List[DlmsError] = []
+    decoder = SmlDecoder(on_error=errors.append)
+    telegrams = decoder.feed(data) + decoder.finish()
+    for tel in telegrams:
+        if as_json:
+            print(json.dumps(tel.to_json(), ensure_ascii=False), flush=True)
+        else:
+            print(tel.render() + "\n", flush=True)
+    for note in dict.fromkeys(n for tel in telegrams for n in tel.notes):
+        print(f"note: {note}", file=sys.stderr)
+    if not telegrams and not errors:
+        print("error: no complete SML transmission in the input", file=sys.stderr)
+        return 1
+    if errors:
+        more = f" ({len(errors) - 1} more)" if len(errors) > 1 else ""
+        print(f"error: {len(errors)} SML transmission(s) lost, first: {errors[0]}{more}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def simulate_sml(args: argparse.Namespace) -> int:
+    """An SML meter on a pty until Ctrl-C (generated transmissions, or a capture replayed)."""
+    from ..simulator.sml import SmlSimulator
+
+    sim = SmlSimulator(args.capture, interval=args.interval, reduced=args.reduced)
+    baud, parity = args.baudrate or 9600, args.parity or "N"
+    port = sim.open_pty(baudrate=baud, parity=parity, time_scale=args.time_scale)
+    what = f"replaying {args.capture} ({len(sim.chunks)} chunk(s))" if args.capture else "generated transmissions"
+    print(f"SML meter on {port}: {what}, every {args.interval:g} s, {baud} Bd 8{parity}1")
+    print(f"try:  python -m dlms_protocol listen {port} --protocol sml --baudrate {baud} --parity {parity}")
+    print("Ctrl-C stops it.", flush=True)
+    sim.start()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+__all__ = ["decode_sml", "simulate_sml"]

@@ -1,0 +1,404 @@
+"""SML transmissions to ``Reading``s: smllib parses, this module checks, converts and explains.
+
+``SmlDecoder.feed(bytes)`` returns one ``SmlTelegram`` per transmission whose CRC held and
+whose messages parsed completely; everything else is counted (``Statistics``) and handed to
+``on_error`` as a ``DlmsError`` subclass, never returned half-parsed. Every entry of every
+GetListResponse becomes a ``Reading``: OBIS, raw value as sent (sign as the TL field says),
+scaler, ``value = raw·10^scaler`` as Decimal, unit through the project's DLMS unit table, and in
+``extra`` the SML type, the status word and the valTime where the meter sent them.
+
+Known firmware quirks are data (``data/sml_quirks.json``), each with a mode (off/auto/on),
+detected where possible and always logged by the caller (``SmlTelegram.notes``).
+
+smllib is imported here only, so code paths that never see SML never load it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ChecksumError, ConfigurationError, DecodeError, DlmsError
+from ..model import MeterData, Reading, Statistics
+from ..obis import Obis
+from .framing import SmlFramer, Transmission, crc16_x25
+
+MODES = ("off", "auto", "on")
+_MANUFACTURER_CODES = ((129, 129, 199, 130, 3), (1, 0, 96, 50, 1))
+_ID_CODES = ((96, 1, 0), (0, 0, 9), (0, 0, 0), (96, 1, 255))
+
+
+@lru_cache(maxsize=1)
+def quirk_table() -> Dict[str, Any]:
+    """The quirk and data-set rules (data/sml_quirks.json)."""
+    path = Path(__file__).resolve().parent.parent / "data" / "sml_quirks.json"
+    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def parse_quirks(text: Optional[str]) -> Dict[str, str]:
+    """``"dzg_power_sign=auto, kermit_crc=off"`` → modes for every known quirk (defaults filled in)."""
+    known = quirk_table()["quirks"]
+    modes = {name: str(q["default"]) for name, q in known.items()}
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, _, mode = part.partition("=")
+        name, mode = name.strip(), (mode.strip() or "on").lower()
+        if name not in known:
+            raise ConfigurationError(f"unknown SML quirk {name!r}", "known: " + ", ".join(sorted(known)))
+        if mode not in MODES:
+            raise ConfigurationError(f"SML quirk {name}: mode {mode!r} unknown", "use off, auto or on")
+        modes[name] = mode
+    return modes
+
+
+@dataclass(frozen=True)
+class SmlTelegram:
+    """One verified SML transmission, decoded."""
+
+    readings: Tuple[Reading, ...]
+    server_id: Optional[bytes]
+    manufacturer: Optional[str]
+    crc: str  # "x25" or "kermit"
+    raw: bytes
+    meter_time: Optional[datetime] = None
+    #: quirks seen in this transmission, e.g. "kermit_crc", "dzg_power_sign (applied)"
+    quirks: Tuple[str, ...] = ()
+    #: True when the meter sends the reduced data set (PIN/InF not set)
+    reduced: bool = False
+    notes: Tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def meter_id(self) -> Optional[str]:
+        """Server ID (hex, or its text when it is printable), else an ID entry's value."""
+        sid = self.server_id
+        if sid and any(sid):
+            text = sid.decode("latin-1")
+            return text if text.isprintable() and text.isalnum() else sid.hex().upper()
+        for r in self.readings:
+            if r.obis is not None and (r.obis.c, r.obis.d, r.obis.e) in _ID_CODES and r.raw:
+                raw = r.raw
+                return raw.hex().upper() if isinstance(raw, bytes) else str(raw)
+        return None
+
+    def to_json(self) -> dict:
+        """The JSON contract of ``decode``/``listen --json``, the same keys as a push message's."""
+        from ..dlms.decoder import json_value
+
+        return {
+            "wrapper": "sml",
+            "ciphered": False,
+            "tag_verified": None,
+            "timestamp": self.meter_time.isoformat() if self.meter_time else None,
+            "profile": None,
+            "readings": [
+                dict({"obis": r.obis.dotted() if r.obis is not None else None, "index": r.index,
+                      "raw": json_value(r.raw), "scaler": r.scaler, "unit": r.unit, "value": json_value(r.value)},
+                     **{k: int(v, 16) if k == "status" and v else v for k, v in r.extra})
+                for r in self.readings
+            ],
+            "protocol": "sml",
+            "meter_id": self.meter_id,
+            "manufacturer": self.manufacturer,
+            "crc": self.crc,
+            "quirks": list(self.quirks),
+            "reduced_data_set": self.reduced,
+        }
+
+    def render(self) -> str:
+        """Readable multi-line form (MeterData.text, the CLI)."""
+        from ..dlms.decoder import json_value
+
+        head = [f"SML, meter {self.meter_id or '?'}" + (f" ({self.manufacturer})" if self.manufacturer else "")]
+        if self.crc != "x25":
+            head.append(f"CRC {self.crc}")
+        head += list(self.quirks)
+        if self.reduced:
+            head.append("reduced data set")
+        lines = ["; ".join(head)]
+        for r in self.readings:
+            unit = f" {r.unit}" if r.unit else ""
+            name = r.name or ""
+            shown = json_value(r.value)
+            lines.append(f"  {r.code:<22} {shown}{unit}" + (f"  ({name})" if name else ""))
+        return "\n".join(lines)
+
+    def to_meter_data(self) -> MeterData:
+        import time
+
+        return MeterData(kind="push", readings=self.readings, received=time.time(), meter_time=self.meter_time,
+                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile="sml")
+
+
+# ---------------------------------------------------------------------- smllib glue
+@lru_cache(maxsize=1)
+def _context() -> Dict[Any, Any]:
+    """smllib's build context with a list-entry builder that keeps the value's TL byte(s)."""
+    from smllib.builder import SmlObjBuilder, create_context
+    from smllib.sml import SmlListEntry
+
+    class _EntryBuilder(SmlObjBuilder):  # type: ignore[type-arg]
+        """Like smllib's, but keeps octet strings as hex (no guessing text) and the TL type."""
+
+        BUILDS = SmlListEntry
+
+        def build(self, obj: Any, classes: Any) -> Any:
+            ret = super().build(obj, classes)
+            snippet = obj.value[5]
+            ret.tl = bytes(snippet.msg) if snippet.msg is not None else b""
+            return ret
+
+    ctx = create_context()
+    ctx[SmlListEntry] = _EntryBuilder()
+    return ctx  # type: ignore[no-any-return]
+
+
+def _tl_type(tl_and_data: bytes) -> Tuple[str, int]:
+    """("int"|"uint"|"octet_string"|"bool"|"list", data width) from a value's TL byte(s)."""
+    if not tl_and_data:
+        return "none", 0
+    n = 1
+    while n < len(tl_and_data) and tl_and_data[n - 1] & 0x80:
+        n += 1
+    kind = {0x50: "int", 0x60: "uint", 0x00: "octet_string", 0x40: "bool", 0x70: "list"}.get(
+        tl_and_data[0] & 0x70, "?")
+    return kind, len(tl_and_data) - n
+
+
+def _type_name(kind: str, width: int) -> str:
+    if kind in ("int", "uint"):
+        return f"{kind}{8 * width}"
+    if kind == "octet_string":
+        return f"octet_string[{width}]"
+    return "time" if kind == "list" else kind
+
+
+def _parse(payload: bytes) -> List[Any]:
+    """smllib's full parse of the messages; any failure of it becomes a DecodeError."""
+    from smllib.sml_frame import SmlFrame
+
+    try:
+        return SmlFrame(payload, build_ctx=_context()).parse_frame()  # type: ignore[no-any-return]
+    except Exception as exc:  # smllib raises its own, ValueError, IndexError …: all mean "not SML"
+        raise DecodeError(f"SML messages cannot be parsed ({type(exc).__name__}: {str(exc)[:80]})",
+                          "the CRC held, so the meter sent this; please report it with the capture") from None
+
+
+def _manufacturer_from_id(server_id: Optional[bytes]) -> Optional[str]:
+    """The FLAG code inside a server ID (``0A 01 'DZG' …``, ``06 'EMH' …``), if there is one."""
+    if not server_id:
+        return None
+    for off in (2, 1):
+        chunk = server_id[off:off + 3]
+        if len(chunk) == 3 and all(0x41 <= b <= 0x5A for b in chunk):
+            return chunk.decode("ascii")
+    return None
+
+
+def _serial_from_id(server_id: Optional[bytes]) -> Optional[int]:
+    if not server_id or len(server_id) < 6:
+        return None
+    off = 5 if _manufacturer_from_id(server_id) == server_id[2:5].decode("latin-1") else 4
+    return int.from_bytes(server_id[off:], "big")
+
+
+def _signed_width(reading: Reading) -> int:
+    """Data bytes of a reading sent as signed integer (``int16`` → 2), else 0."""
+    name = str(dict(reading.extra).get("sml_type") or "")
+    return int(name[3:]) // 8 if name.startswith("int") and name[3:].isdigit() else 0
+
+
+class SmlDecoder:
+    """Bytes in, verified ``SmlTelegram``s out; errors counted in ``stats`` and sent to ``on_error``."""
+
+    def __init__(self, stats: Optional[Statistics] = None, on_error: Optional[Callable[[DlmsError], None]] = None,
+                 *, quirks: Optional[Dict[str, str]] = None, max_size: int = 16 * 1024) -> None:
+        self.stats = stats if stats is not None else Statistics()
+        self.on_error = on_error
+        self.quirks = dict(parse_quirks(None), **(quirks or {}))
+        self.framer = SmlFramer(self._error, max_size=max_size)
+        self.quiet = False
+        self.reduced: Optional[bool] = None  #: the last telegram's data set (None: none seen yet)
+        self.seen_quirks: Dict[str, str] = {}  #: quirk → first note about it
+
+    def reset(self) -> None:
+        self.framer.reset()
+
+    def finish(self) -> list:
+        """End of input: a transmission still buffered is incomplete (counted, not returned)."""
+        if self.framer.buffered and self.framer._buf.find(b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01") >= 0:
+            from ..errors import FramingError
+
+            self._error(FramingError("SML transmission incomplete at the end of the input",
+                                     "the capture or the connection ended mid-transmission"))
+        self.framer.reset()
+        return []
+
+    def feed(self, chunk: bytes) -> List[SmlTelegram]:
+        self.stats.count("bytes", len(chunk))
+        out: List[SmlTelegram] = []
+        for tx in self.framer.feed(chunk):
+            self.stats.count("frames")
+            try:
+                out.append(self.decode(tx))
+            except DlmsError as exc:
+                self._error(exc)
+                continue
+            self.stats.success("messages")
+        return out
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, tx: Transmission) -> SmlTelegram:
+        """One CRC-checked transmission to a telegram; DlmsError when it is not acceptable."""
+        messages = _parse(tx.payload)
+        server_id: Optional[bytes] = None
+        client_id: Optional[bytes] = None
+        entries: List[Any] = []
+        meter_time: Optional[datetime] = None
+        for msg in messages:
+            body = msg.message_body
+            sid = getattr(body, "server_id", None)
+            if sid and server_id is None and any(bytes.fromhex(sid)):
+                server_id = bytes.fromhex(sid)
+            if getattr(body, "client_id", None) and client_id is None:
+                client_id = bytes.fromhex(body.client_id)
+            if hasattr(body, "val_list"):
+                entries.extend(body.val_list)
+                if isinstance(body.act_sensor_time, datetime):
+                    meter_time = body.act_sensor_time
+        readings = tuple(self._reading(i, e) for i, e in enumerate(entries) if e.value is not None)
+        manufacturer = self._manufacturer(readings, server_id)
+        notes: List[str] = []
+        quirks: List[str] = []
+        if tx.crc == "kermit":
+            self._check_kermit(manufacturer, tx)
+            quirks.append("kermit_crc")
+            notes.append(f"quirk kermit_crc: the meter ({manufacturer or 'unknown manufacturer'}) sends "
+                         "CRC-16/KERMIT instead of X.25 (early Holley DTZ541 firmware); accepted")
+        readings = self._dzg_power_sign(readings, manufacturer, server_id, quirks, notes)
+        reduced = self._reduced(readings)
+        if reduced:
+            notes.append(quirk_table()["reduced_data_set"]["hint"])
+        self.reduced = reduced
+        for q, n in zip(quirks, notes):
+            self.seen_quirks.setdefault(q.split(" ")[0], n)
+        return SmlTelegram(readings=readings, server_id=server_id or client_id, manufacturer=manufacturer,
+                           crc=tx.crc, raw=tx.raw, meter_time=meter_time, quirks=tuple(quirks), reduced=reduced,
+                           notes=tuple(notes))
+
+    @staticmethod
+    def _reading(index: int, entry: Any) -> Reading:
+        from ..dlms import units
+
+        obis = Obis.from_bytes(bytes.fromhex(entry.obis))
+        kind, width = _tl_type(getattr(entry, "tl", b""))
+        raw: Any = entry.value
+        scaler = entry.scaler
+        unit = units.symbol(entry.unit) if entry.unit is not None else None
+        value: Any
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, int):
+            value = Decimal(raw).scaleb(scaler) if scaler else Decimal(raw)
+        elif isinstance(raw, str):  # octet string as hex
+            raw = bytes.fromhex(raw)
+            text = raw.decode("latin-1")
+            value = text if raw and all(0x20 <= b < 0x7F for b in raw) else raw
+        else:  # a time value
+            value = raw
+        extra: List[Tuple[str, Optional[str]]] = [("sml_type", _type_name(kind, width))]
+        if entry.status is not None:
+            extra.append(("status", f"0x{entry.status:X}"))
+        if entry.val_time is not None:
+            vt = entry.val_time
+            extra.append(("val_time", vt.isoformat() if isinstance(vt, datetime) else f"secindex {vt}"))
+        return Reading(code=obis.normalized() or entry.obis, obis=obis, value=value, unit=unit, raw=raw,
+                       scaler=scaler,
+                       index=index, timestamp=entry.val_time if isinstance(entry.val_time, datetime) else None,
+                       extra=tuple(extra))
+
+    @staticmethod
+    def _manufacturer(readings: Sequence[Reading], server_id: Optional[bytes]) -> Optional[str]:
+        for r in readings:
+            if r.obis is not None and r.obis.groups[:5] in _MANUFACTURER_CODES and isinstance(r.value, str):
+                return r.value.strip()
+        return _manufacturer_from_id(server_id)
+
+    def _check_kermit(self, manufacturer: Optional[str], tx: Transmission) -> None:
+        quirk = quirk_table()["quirks"]["kermit_crc"]
+        mode = self.quirks.get("kermit_crc", "auto")
+        if mode == "on" or (mode == "auto" and manufacturer in quirk["manufacturers"]):
+            return
+        sent = tx.raw[-2] | tx.raw[-1] << 8
+        why = ("quirk kermit_crc is off" if mode == "off" else
+               f"the meter's manufacturer ({manufacturer or 'unknown'}) is not one known for it")
+        raise ChecksumError("SML transport CRC-16/X.25", crc16_x25(tx.raw[:-2]), sent,
+                            f"the transmission carries a CRC-16/KERMIT instead ({why}): if your meter is known "
+                            "to do so, set sml_quirks kermit_crc=on")
+
+    def _dzg_power_sign(self, readings: Tuple[Reading, ...], manufacturer: Optional[str],
+                        server_id: Optional[bytes], quirks: List[str], notes: List[str]) -> Tuple[Reading, ...]:
+        quirk = quirk_table()["quirks"]["dzg_power_sign"]
+        if manufacturer not in quirk["manufacturers"]:
+            return readings
+        serial = _serial_from_id(server_id)
+        detected = serial is not None and any(lo <= serial <= hi for lo, hi in quirk["serial_ranges"])
+        mode = self.quirks.get("dzg_power_sign", "off")
+        if not detected and mode != "on":
+            return readings
+        apply = mode == "on" or (mode == "auto" and detected)
+        changed = 0
+        out = []
+        for r in readings:
+            width = _signed_width(r)
+            if (apply and r.obis is not None and r.obis.short() in quirk["codes"] and 0 < width <= quirk["max_width"]
+                    and isinstance(r.raw, int) and r.raw < 0):
+                raw = r.raw + (1 << (8 * width))
+                value = Decimal(raw).scaleb(r.scaler or 0)
+                r = replace(r, raw=raw, value=value, extra=r.extra + (("quirk", "dzg_power_sign"),))
+                changed += 1
+            out.append(r)
+        if apply:
+            quirks.append("dzg_power_sign (applied)")
+            notes.append(f"quirk dzg_power_sign applied: {quirk['meter']}; {changed} value(s) read as unsigned")
+        else:
+            quirks.append("dzg_power_sign (detected, not applied)")
+            notes.append(f"quirk dzg_power_sign detected (serial {serial}): {quirk['what']}; values are kept as "
+                         "sent; set sml_quirks dzg_power_sign=auto to correct them")
+        return tuple(out)
+
+    @staticmethod
+    def _reduced(readings: Sequence[Reading]) -> bool:
+        rule = quirk_table()["reduced_data_set"]
+        shorts = {r.obis.short(): r for r in readings if r.obis is not None}
+        energies = [shorts[c] for c in rule["energy_codes"] if c in shorts and isinstance(shorts[c].raw, int)]
+        if not energies or any(c in shorts for c in rule["power_codes"]):
+            return False
+        return all((r.scaler or 0) >= rule["min_energy_scaler"] for r in energies)
+
+    def _error(self, exc: DlmsError) -> None:
+        self.stats.error(exc)
+        if self.on_error is not None:
+            self.on_error(exc)
+
+
+def decode_all(data: bytes, quirks: Optional[Dict[str, str]] = None) -> Tuple[List[SmlTelegram], List[DlmsError]]:
+    """Every verified telegram in ``data`` and every error met on the way (captures, tests)."""
+    errors: List[DlmsError] = []
+    decoder = SmlDecoder(on_error=errors.append, quirks=quirks)
+    telegrams = decoder.feed(data)
+    decoder.finish()
+    return telegrams, errors
+
+
+def looks_like_sml(data: bytes) -> bool:
+    """True when the bytes hold an SML start sequence (cheap; smllib is not loaded)."""
+    return b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01" in data
+
+
+__all__ = ["SmlDecoder", "SmlTelegram", "decode_all", "looks_like_sml", "parse_quirks", "quirk_table", "MODES"]

@@ -1,0 +1,104 @@
+"""SML meters (and ``protocol: auto``) on a port: the push listener's thread with another decoder.
+
+The push listener already owns the port, reconnects with back-off, rate-limits and never dies
+on bad input; a self-sending SML meter needs exactly that, so ``StreamListener`` only swaps
+its decoder (``detect.decoders.make_decoder``: sml, dlms, d0 or auto) and logs each firmware
+quirk and the reduced data set once, with what to do. ``SmlSource`` is the pipeline ``Source``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Dict, Optional
+
+from ..config import ListenerConfig
+from ..dlms.listener import PushListener, open_port
+from ..errors import DlmsError, TransportError
+from ..model import MeterData, Statistics
+from ..pipeline import Emit, Health, Source
+
+log = logging.getLogger(__name__)
+
+
+class StreamListener(PushListener):
+    """A ``PushListener`` whose decoder is chosen by ``protocol`` (default ``sml``).
+
+    ``quirks``: SML quirk modes (``sml.decoder.parse_quirks``). ``notes`` keeps every note
+    logged so far (quirks seen, reduced data set), for status displays.
+    """
+
+    def __init__(self, config: ListenerConfig, on_data: Callable[[MeterData], None],
+                 stats: Optional[Statistics] = None, on_error: Optional[Callable[[DlmsError], None]] = None,
+                 *, protocol: str = "sml", quirks: Optional[Dict[str, str]] = None, **kwargs: Any) -> None:
+        from ..detect.decoders import make_decoder
+
+        super().__init__(config, on_data, stats, on_error, **kwargs)
+        self.protocol = protocol
+        self.decoder = make_decoder(protocol, config, self.stats, self._decode_error, quirks=quirks)
+        self.notes: Dict[str, str] = {}
+        user_hook = self.on_message
+
+        def on_message(msg: Any) -> None:
+            self._note(msg)
+            if user_hook is not None:
+                user_hook(msg)
+
+        self.on_message = on_message
+
+    @property
+    def detected_protocol(self) -> Optional[str]:
+        """The protocol in use: the configured one, or what ``auto`` recognised (None: not yet)."""
+        return getattr(self.decoder, "protocol", None) if self.protocol == "auto" else self.protocol
+
+    def _note(self, msg: Any) -> None:
+        for note in getattr(msg, "notes", ()):
+            key = note.split(":")[0]
+            if key not in self.notes:
+                self.notes[key] = note
+                log.warning("%s: %s", self.config.port, note)
+
+
+class SmlSource(Source):
+    """An SML meter on ``config.port`` as a pipeline source (``protocol`` may also be auto/dlms/d0)."""
+
+    kind = "sml"
+
+    def __init__(self, config: ListenerConfig, listen_timeout: float = 30.0, *, protocol: str = "sml",
+                 quirks: Optional[Dict[str, str]] = None, opener: Callable[..., Any] = open_port,
+                 **listener_options: Any) -> None:
+        super().__init__()
+        self.config = dataclasses.replace(config, min_interval=0.0)
+        self.name = config.port
+        self.stale_after = float(listen_timeout)
+        self.protocol = protocol
+        self.quirks = quirks
+        self._opener = opener
+        self._options = listener_options
+        self.listener: Optional[StreamListener] = None
+
+    def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
+        def on_error(exc: DlmsError) -> None:
+            if isinstance(exc, TransportError):
+                report(Health(Health.ERROR, str(exc), source=self.name))
+
+        self.listener = StreamListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
+                                       protocol=self.protocol, quirks=self.quirks, **self._options)
+        self.listener.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        if self.listener is not None:
+            self.listener.stop(timeout=timeout)
+
+    def status(self) -> Dict[str, Any]:
+        listener = self.listener
+        if listener is None:
+            return {"connected": False, "connects": 0}
+        return {"connected": listener.connected, "connects": listener.connects,
+                "protocol": listener.detected_protocol, "notes": list(listener.notes.values())}
+
+
+def make_sml_source(config: ListenerConfig, listen_timeout: float = 30.0, **kwargs: Any) -> SmlSource:
+    return SmlSource(config, listen_timeout, **kwargs)
+
+
+__all__ = ["StreamListener", "SmlSource", "make_sml_source"]
