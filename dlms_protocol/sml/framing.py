@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from ..errors import ChecksumError, DlmsError, FramingError
 
@@ -142,7 +142,7 @@ class SmlFramer:
         self._accept(raw, escapes, offset, out)
         return True
 
-    def _find_end(self):  # -> Tuple[Optional[int], List[int]]
+    def _find_end(self) -> Tuple[Optional[int], List[int]]:
         """Length of the transmission at buffer start (None: incomplete, -1: damaged) and the
         positions of the doubled escape sequences inside it."""
         buf = self._buf
@@ -173,7 +173,7 @@ class SmlFramer:
                                      "bytes were lost or damaged on the line; the next transmission is read"))
             return -1, escapes
 
-    def _unfinished(self, next_start: int, escapes: List[int]):  # -> Tuple[Optional[int], List[int]]
+    def _unfinished(self, next_start: int, escapes: List[int]) -> Tuple[Optional[int], List[int]]:
         if next_start >= 0:
             return self._cut(), escapes
         if len(self._buf) > self.max_size:
