@@ -134,7 +134,8 @@ class SmlFramer:
             return False
         if end < 0:  # damaged: resynchronise at the next start sequence after this one
             nxt = self._buf.find(START, 1)
-            self._drop(nxt if nxt > 0 else len(self._buf), count_skipped=False)
+            # without a next start, keep the tail: it may be the first bytes of one
+            self._drop(nxt if nxt > 0 else len(self._buf) - (len(START) - 1), count_skipped=False)
             return True
         raw = bytes(self._buf[:end])
         offset = self._pos
@@ -154,6 +155,8 @@ class SmlFramer:
             limit = next_start if next_start >= 0 else len(buf)
             if idx < 0 or idx >= limit:
                 return self._unfinished(next_start, escapes)
+            if idx + 8 > self.max_size:  # decided by position, not by how much happens to be buffered
+                return self._oversized(), escapes
             if idx % 4:  # not on a 4-byte boundary: payload bytes that only look like an escape
                 pos = idx + 1
                 continue
@@ -163,6 +166,8 @@ class SmlFramer:
             if mark == ESCAPE:
                 escapes.append(idx)
                 pos = idx + 8
+                if next_start == idx + 4:  # the doubled escape followed by 01010101 is data, no start
+                    next_start = buf.find(START, pos)
                 continue
             if mark[0] == _END_MARK:
                 if next_start >= 0 and next_start < idx + 8:
@@ -176,12 +181,15 @@ class SmlFramer:
     def _unfinished(self, next_start: int, escapes: List[int]) -> Tuple[Optional[int], List[int]]:
         if next_start >= 0:
             return self._cut(), escapes
-        if len(self._buf) > self.max_size:
-            self.oversized += 1
-            self._error(FramingError(f"SML transmission longer than {self.max_size} bytes without an end",
-                                     "the line carries no SML or bytes were lost; the next transmission is read"))
-            return -1, escapes
+        if len(self._buf) > self.max_size + 8:
+            return self._oversized(), escapes
         return None, escapes
+
+    def _oversized(self) -> int:
+        self.oversized += 1
+        self._error(FramingError(f"SML transmission longer than {self.max_size} bytes",
+                                 "the line carries no SML or bytes were lost; the next transmission is read"))
+        return -1
 
     def _cut(self) -> int:
         self.cut += 1
