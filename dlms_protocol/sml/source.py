@@ -34,7 +34,7 @@ class StreamListener(PushListener):
 
         super().__init__(config, on_data, stats, on_error, **kwargs)
         self.protocol = protocol
-        self.decoder = make_decoder(protocol, config, self.stats, self._decode_error, quirks=quirks)
+        self.decoder = _Recording(make_decoder(protocol, config, self.stats, self._decode_error, quirks=quirks))
         self.notes: Dict[str, str] = {}
         user_hook = self.on_message
 
@@ -48,7 +48,14 @@ class StreamListener(PushListener):
     @property
     def detected_protocol(self) -> Optional[str]:
         """The protocol in use: the configured one, or what ``auto`` recognised (None: not yet)."""
-        return getattr(self.decoder, "protocol", None) if self.protocol == "auto" else self.protocol
+        return getattr(self.decoder.inner, "protocol", None) if self.protocol == "auto" else self.protocol
+
+    def diagnosis(self) -> str:
+        """Why nothing readable arrived (``detect.report.diagnose`` on the last bytes and counters)."""
+        from ..detect.report import diagnose
+
+        cfg = self.config
+        return diagnose(bytes(self.decoder.tail), self.stats, cfg.baudrate, f"{cfg.bytesize}{cfg.parity}{cfg.stopbits}")
 
     def _note(self, msg: Any) -> None:
         for note in getattr(msg, "notes", ()):
@@ -56,6 +63,31 @@ class StreamListener(PushListener):
             if key not in self.notes:
                 self.notes[key] = note
                 log.warning("%s: %s", self.config.port, note)
+
+
+class _Recording:
+    """The decoder, keeping the last ``TAIL`` bytes fed to it (for the diagnosis)."""
+
+    TAIL = 4096
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.tail = bytearray()
+
+    def feed(self, chunk: bytes) -> list:
+        self.tail += chunk
+        if len(self.tail) > self.TAIL:
+            del self.tail[:-self.TAIL]
+        return list(self.inner.feed(chunk))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("inner", "tail"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.inner, name, value)
 
 
 class SmlSource(Source):
