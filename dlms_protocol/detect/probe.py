@@ -73,7 +73,8 @@ class Finding:
         if self.wrapper:
             lines.append(f"framing:    {self.wrapper}")
         if self.meter_id or self.manufacturer:
-            lines.append(f"meter:      {self.meter_id or '?'}" + (f" ({self.manufacturer})" if self.manufacturer else ""))
+            maker = f" ({self.manufacturer})" if self.manufacturer else ""
+            lines.append(f"meter:      {self.meter_id or '?'}{maker}")
         if self.protocol == "dlms":
             lines.append("encryption: " + (f"encrypted, security 0x{self.security:02X}: ask your grid operator for "
                                            "the key" if self.encrypted and self.data is None else

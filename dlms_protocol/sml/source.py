@@ -34,7 +34,7 @@ class StreamListener(PushListener):
 
         super().__init__(config, on_data, stats, on_error, **kwargs)
         self.protocol = protocol
-        self.decoder = _Recording(make_decoder(protocol, config, self.stats, self._decode_error, quirks=quirks))
+        self.decoder: Any = _Recording(make_decoder(protocol, config, self.stats, self._decode_error, quirks=quirks))
         self.notes: Dict[str, str] = {}
         user_hook = self.on_message
 
