@@ -170,8 +170,8 @@ class SmlFramer:
                     next_start = buf.find(START, pos)
                 continue
             if mark[0] == _END_MARK:
-                if next_start >= 0 and next_start < idx + 8:
-                    return self._cut(), escapes
+                # a start sequence overlapping this end is part of it (the CRC decides): waiting for
+                # bytes after the end would delay every transmission until the next one arrives
                 return idx + 8, escapes
             self.bad_escapes += 1
             self._error(FramingError(f"SML transmission has an invalid escape sequence (…1B1B1B1B {mark.hex()})",
