@@ -31,6 +31,7 @@ the items keep their last value and the status items say why.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import threading
@@ -125,8 +126,11 @@ class DLMS(SmartPlugin):
         try:
             if self._mode == "listen":
                 self._listener_config = self._make_listener_config()
-                from .dlms_protocol.dlms.listener import PushListener
-                self._listener_cls = PushListener
+                from .dlms_protocol.sml.decoder import parse_quirks
+                from .dlms_protocol.sml.source import StreamListener
+                self._listener_cls = functools.partial(  # SML, DLMS push or push-only D0 (auto: by checksum)
+                    StreamListener, protocol=str(self.get_parameter_value("protocol") or "auto").lower(),
+                    quirks=parse_quirks(self.get_parameter_value("sml_quirks") or ""))
             else:
                 self._readout_config = self._make_readout_config()
                 from .dlms_protocol.iec62056_21.client import check_request_options
@@ -478,7 +482,9 @@ class DLMS(SmartPlugin):
                         f" {self.get_parameter_value('listen_format')}) and that the customer interface is enabled"
                         if self._listener_config is not None else f"no valid message for {int(since)} s")
                     self._status["last_error_time"] = time.time()
-            self._log_once("watchdog", logging.WARNING, "no valid message for %d s", int(since))
+            diagnosis = getattr(self._listener, "diagnosis", None)  # what the bytes that came say, and the fix
+            self._log_once("watchdog", logging.WARNING, "no valid message for %d s%s", int(since),
+                           f": {diagnosis()}" if diagnosis is not None else "")
             self._write_status(force=True)
 
     # ------------------------------------------------------------------ status

@@ -14,7 +14,8 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from decimal import Decimal
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..sml.framing import ESCAPE, START, crc16_kermit, crc16_x25
 
@@ -120,6 +121,8 @@ class SmlSimulator:
         self.power = 400.0
         self.sent = 0
         self.dropped = 0
+        #: physical values of the last generated transmission (the tests' expectation)
+        self.last_registers: Dict[str, Decimal] = {}
         self.pty = None  # type: Optional[object]
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -137,9 +140,16 @@ class SmlSimulator:
         ident = [entry("8181c78203ff", octets(self.manufacturer.encode("ascii"))),
                  entry("0100000009ff", octets(self.server_id))]
         if self.reduced:
+            self.last_registers = {"1-0:1.8.0*255": Decimal(int(self.energy_in // 1000)).scaleb(3),
+                                   "1-0:2.8.0*255": Decimal(int(self.energy_out // 1000)).scaleb(3)}
             return ident + [entry("0100010800ff", unsigned(int(self.energy_in // 1000), 4), 30, 3, status=0x1C0104),
                             entry("0100020800ff", unsigned(int(self.energy_out // 1000), 4), 30, 3)]
         phases = [self.power * share for share in (0.5, 0.3, 0.2)]
+        self.last_registers = {
+            "1-0:1.8.0*255": Decimal(int(self.energy_in * 10)).scaleb(-1),
+            "1-0:2.8.0*255": Decimal(int(self.energy_out * 10)).scaleb(-1),
+            "1-0:16.7.0*255": Decimal(int(round(self.power))),
+        }
         return ident + [
             entry("0100010800ff", unsigned(int(self.energy_in * 10), 8), 30, -1, status=0x1C0104),
             entry("0100020800ff", unsigned(int(self.energy_out * 10), 8), 30, -1),

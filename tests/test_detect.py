@@ -1,0 +1,249 @@
+"""``detect PORT`` over real pseudo-terminals against simulated meters, each at a speed or format
+that is not its protocol's default; the printed plugin.yaml block and items, loaded into the
+SmartHomeNG test double, read that meter (values compared with what the simulator sent)."""
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+
+from shng_double import SmartHome, yaml12
+from shng_double.testing import plugins_dir, wait_for
+
+from dlms_protocol.cli import main
+from dlms_protocol.detect.probe import Detector
+from dlms_protocol.detect.report import diagnose, plugin_parameters
+from dlms_protocol.model import Statistics
+from dlms_protocol.simulator import SimulatedMeter
+from dlms_protocol.simulator.push import PushSimulator
+from dlms_protocol.simulator.sml import SmlSimulator
+
+pytestmark = pytest.mark.slow
+EK = bytes(range(16))
+AK = bytes(range(16, 32))
+FAST = ["--listen", "0.4", "--dwell", "1.5", "--total", "40"]
+
+
+class Pusher:
+    """Sends one push every ``interval`` s from a test thread, so the test can pause the meter."""
+
+    def __init__(self, sim: Any, interval: float = 0.3) -> None:
+        self.sim = sim
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sim.send_once()
+
+    def halt(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def detect(capsys, port: str, *extra: str) -> Tuple[int, List[str], str]:
+    code = main(["detect", port, *FAST, *extra])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def section(lines: List[str], title: str) -> str:
+    start = lines.index(title) + 1
+    block = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        block.append(line)
+    return "\n".join(block) + "\n"
+
+
+def field(lines: List[str], name: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in lines if line.startswith(name + ":"))
+
+
+@pytest.fixture
+def shng() -> Iterator[SmartHome]:
+    sh = SmartHome(plugins_dir())
+    yield sh
+    sh.stop()
+
+
+def start_plugin(sh: SmartHome, lines: List[str], fill: Dict[str, str] = None, extra_items: Dict = None,
+                 time_scale: float = 1.0) -> Any:
+    """Load the printed plugin.yaml block and items exactly as printed (placeholders filled in)."""
+    conf = yaml12.load(section(lines, "plugin.yaml:"))
+    for key, value in (fill or {}).items():
+        assert str(conf["dlms"][key]).startswith("<")  # the block asked for it
+        conf["dlms"][key] = value
+    (plugin,) = sh.load_plugins(conf)
+    plugin._reader_options = {"time_scale": time_scale}
+    sh.load_item_tree(yaml12.load(section(lines, "items:")) or {})
+    sh.load_item_tree(extra_items or {})
+    sh.start()
+    return plugin
+
+
+def item(sh: SmartHome, path: str) -> Any:
+    found = sh.items.return_item(path)
+    assert found is not None, path
+    return found()
+
+
+def one_more(plugin: Any, send: Any) -> None:
+    """Send one more message with the meter otherwise quiet, wait until the plugin has it."""
+    wait_for(lambda: plugin.status()["successes"] > 0, timeout=30)
+    before = plugin.status()["successes"]
+    assert send()
+    wait_for(lambda: plugin.status()["successes"] > before, timeout=30)
+
+
+# ------------------------------------------------------------------------------ SML
+def test_sml_meter_at_19200_8n1(capsys, shng) -> None:
+    sim = SmlSimulator(seed=4, interval=0.3)
+    port = sim.open_pty(baudrate=19200, parity="N")
+    pusher = Pusher(sim)
+    try:
+        code, lines, err = detect(capsys, port)
+        assert code == 0, err
+        assert field(lines, "protocol").startswith("SML")
+        assert (field(lines, "speed"), field(lines, "format")) == ("19200 Bd", "8N1")
+        assert field(lines, "meter") == "0A0153494D0012345678 (SIM)"
+        assert 0.1 < float(field(lines, "period").split()[0]) < 1.5
+        assert "listening at 9600 Bd 8N1" in err and "listening at 19200 Bd 8N1" in err  # progress, in order
+        assert err.index("9600 Bd 8N1") < err.index("19200 Bd 8N1") and "signing on" not in err
+        plugin = start_plugin(shng, lines)
+        one_more(plugin, lambda: (pusher.halt(), sim.send_once())[1])
+        for code_, expected in sim.last_registers.items():
+            name = "meter.obis_" + code_.split(":")[1].split("*")[0].replace(".", "_")
+            assert item(shng, name) == pytest.approx(float(expected), abs=1e-6)
+    finally:
+        pusher.halt()
+        sim.stop()
+
+
+# ------------------------------------------------------------------------------ DLMS push
+def test_plain_dlms_push_at_9600_8n1(capsys, shng) -> None:
+    sim = PushSimulator(wrapper="hdlc", seed=5)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    pusher = Pusher(sim)
+    try:
+        code, lines, err = detect(capsys, port)
+        assert code == 0, err
+        assert field(lines, "protocol") == "DLMS/COSEM push"
+        assert (field(lines, "speed"), field(lines, "format"), field(lines, "framing")) == ("9600 Bd", "8N1", "hdlc")
+        assert field(lines, "encryption") == "none"
+        plugin = start_plugin(shng, lines)
+        one_more(plugin, lambda: (pusher.halt(), sim.send_once())[1])
+        raw, scaler, _ = sim.last_registers["1-0:1.8.0.255"]
+        assert item(shng, "meter.obis_1_8_0") == pytest.approx(float(Decimal(raw).scaleb(scaler)))
+    finally:
+        pusher.halt()
+        sim.stop()
+
+
+def test_encrypted_dlms_push_at_115200_8n1_without_key(capsys, shng) -> None:
+    sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=6)
+    port = sim.open_pty(baudrate=115200, parity="N")
+    pusher = Pusher(sim)
+    try:
+        code, lines, err = detect(capsys, port)
+        assert code == 0, err
+        assert field(lines, "protocol") == "DLMS/COSEM push"
+        assert (field(lines, "speed"), field(lines, "format")) == ("115200 Bd", "8N1")
+        assert field(lines, "encryption") == "encrypted, security 0x30: ask your grid operator for the key"
+        assert EK.hex() not in "\n".join(lines).lower()
+        # the user pastes the block and fills in the two keys it asks for
+        assert "no values yet" in section(lines, "items:")
+        plugin = start_plugin(shng, lines, {"key": EK.hex(), "auth_key": AK.hex()},
+                              {"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0*255"}}})
+        one_more(plugin, lambda: (pusher.halt(), sim.send_once())[1])
+        raw, scaler, _ = sim.last_registers["1-0:1.8.0.255"]
+        assert item(shng, "meter.energy") == pytest.approx(float(Decimal(raw).scaleb(scaler)))
+    finally:
+        pusher.halt()
+        sim.stop()
+
+
+# ------------------------------------------------------------------------------ D0
+def test_push_only_d0_at_4800_7e1(capsys, shng) -> None:
+    meter = SimulatedMeter("easymeter_push", baudrate=4800, push_interval=0.3, time_scale=5.0).start()
+    try:
+        code, lines, err = detect(capsys, meter.port)
+        assert code == 0, err
+        assert field(lines, "protocol") == "IEC 62056-21 push-only D0"
+        assert (field(lines, "speed"), field(lines, "format")) == ("4800 Bd", "7E1")
+        assert field(lines, "meter").startswith("/ESY5Q3DB1024")
+        params = plugin_parameters_from(lines)
+        assert (params["mode"], params["only_listen"], params["char_format"]) == ("readout", True, "7E1")
+        start_plugin(shng, lines, time_scale=5.0)
+        wait_for(lambda: item(shng, "meter.obis_1_8_0") not in (None, 0, 0.0), timeout=30)
+        assert item(shng, "meter.obis_1_8_0") == pytest.approx(12345.6789012)  # the sample meter's 1.8.0
+        assert item(shng, "meter.obis_2_8_0") == pytest.approx(4321.0987654)
+    finally:
+        meter.stop()
+
+
+def test_request_mode_d0_signs_on_and_reports_the_offered_speed(capsys, shng) -> None:
+    meter = SimulatedMeter("lgz_e350", baudrate=4800).start()  # real time: the baud switch is timed
+    try:
+        code, lines, err = detect(capsys, meter.port)
+        assert code == 0, err
+        assert "signing on at 300 Bd 7E1" in err
+        assert err.index("listening at 19200") < err.index("signing on")  # passive first, sign-on last
+        assert field(lines, "protocol") == "IEC 62056-21 request mode (D0 sign-on)"
+        assert (field(lines, "speed"), field(lines, "format")) == ("4800 Bd (after sign-on at 300 Bd)", "7E1")
+        assert field(lines, "meter") == "/LGZ4ZMF110CC.S27 (LGZ)"
+        start_plugin(shng, lines)
+        wait_for(lambda: item(shng, "meter.obis_1_8_0") not in (None, 0, 0.0), timeout=60)
+        assert item(shng, "meter.obis_1_8_0") == pytest.approx(12345.678)  # the sample meter's 1.8.0
+    finally:
+        meter.stop()
+
+
+def plugin_parameters_from(lines: List[str]) -> Dict[str, Any]:
+    return dict(yaml12.load(section(lines, "plugin.yaml:"))["dlms"])
+
+
+# ------------------------------------------------------------------------------ nothing / diagnosis
+def test_silent_port_reports_nothing_within_the_time_bound(capsys) -> None:
+    sim = SmlSimulator(seed=1)
+    port = sim.open_pty(baudrate=9600)
+    try:
+        code, lines, err = detect(capsys, port, "--no-sign-on")
+        assert code == 1 and lines[0] == "nothing readable found."
+    finally:
+        sim.stop()
+
+
+def test_diagnose_names_cause_and_fix() -> None:
+    sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=7)
+    frames = sim.emit()
+    assert diagnose(frames) == "encrypted, security 0x30: ask your grid operator for the key"
+    assert "nothing arrives" in diagnose(b"", Statistics(), 9600, "8N1")
+    damaged = bytearray(SmlSimulator(seed=2).build())
+    damaged[40] ^= 0x01
+    assert "SML transmissions at 9600 Bd 8N1 whose CRC fails" in diagnose(bytes(damaged), None, 9600, "8N1")
+    assert "wrong speed or format" in diagnose(bytes([0x55, 0xAA, 0x13]) * 300)
+
+
+def test_detector_budget_is_bounded() -> None:
+    sim = SmlSimulator(seed=1)
+    port = sim.open_pty(baudrate=9600)
+    clock = iter(range(10**6)).__next__  # one "second" per call: the budget runs out at once
+    try:
+        assert Detector(port, total=3, clock=lambda: float(clock())).run() is None
+    finally:
+        sim.stop()
+
+
+def test_plugin_parameters_for_each_protocol() -> None:
+    from dlms_protocol.detect.probe import Finding
+
+    sml = plugin_parameters(Finding("sml", "/dev/x", 9600, "8N1", period=2.0))
+    assert sml["mode"] == "listen" and sml["protocol"] == "sml" and sml["listen_format"] == "8N1"
+    dlms = plugin_parameters(Finding("dlms", "/dev/x", 2400, "8E1", encrypted=True, security=0x20))
+    assert "key" in dlms and "auth_key" not in dlms
