@@ -24,10 +24,10 @@ import os
 import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from ..errors import ConfigurationError
-from ..model import MeterData
+from ..model import MeterData, Reading
 from ..pipeline import Health, KeepLatest, Output
 from .discovery import (
     device_block,
@@ -267,31 +267,41 @@ class MqttOutput(Output):
         if self._device is None:
             self._device = device_block(self._meter, identity(data))
         base = f"{cfg.prefix}/{self._meter}"
+        states = self._states
+        messages: List[Tuple[str, str]] = []
         for key, reading in keys_of(data):
             topic = f"{base}/{key}"
             if cfg.discovery and topic not in self._known:
-                self._known.add(topic)
-                config = discovery_config(
-                    reading,
-                    key,
-                    meter=self._meter,
-                    state_topic=topic,
-                    availability_topic=cfg.status_topic,
-                    device=self._device,
-                    language=cfg.language,
-                )
-                if config is not None:
-                    obj = config["default_entity_id"].split(".", 1)[1]
-                    ctopic = f"{cfg.discovery_prefix}/sensor/{slug(cfg.node_name)}/{obj}/config"
-                    payload = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
-                    self._configs[ctopic] = payload
-                    self._send(ctopic, payload, retain=True)
+                self._announce(topic, key, reading)
             body, plain = state_payloads(reading, data)
-            self._states[topic] = body
-            self._states[topic + "/value"] = plain
-            self._send(topic, body)
-            self._send(topic + "/value", plain)
+            value_topic = topic + "/value"
+            states[topic] = body
+            states[value_topic] = plain
+            messages.append((topic, body))
+            messages.append((value_topic, plain))
+        self._send_all(messages)
         self.counters["snapshots"] += 1
+
+    def _announce(self, topic: str, key: str, reading: Reading) -> None:
+        """The Home Assistant config of a reading seen for the first time (none for text values)."""
+        cfg = self.cfg
+        self._known.add(topic)
+        config = discovery_config(
+            reading,
+            key,
+            meter=self._meter or "meter",
+            state_topic=topic,
+            availability_topic=cfg.status_topic,
+            device=self._device or {},
+            language=cfg.language,
+        )
+        if config is None:
+            return
+        obj = config["default_entity_id"].split(".", 1)[1]
+        ctopic = f"{cfg.discovery_prefix}/sensor/{slug(cfg.node_name)}/{obj}/config"
+        payload = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+        self._configs[ctopic] = payload
+        self._send(ctopic, payload, retain=True)
 
     def _send_availability(self, health: Health, again: bool = False) -> None:
         """``online`` only while the source is ok; a change of cause alone sends nothing new."""
@@ -318,17 +328,25 @@ class MqttOutput(Output):
                 self._send(topic, payload)
 
     def _send(self, topic: str, payload: str, retain: Optional[bool] = None) -> None:
+        self._send_all(((topic, payload),), retain)
+
+    def _send_all(self, messages: Iterable[Tuple[str, str]], retain: Optional[bool] = None) -> None:
+        """Hand messages to paho (only the worker sends; stop()'s last word goes to paho directly)."""
         client = self._client
         if client is None:
             return
-        # only the worker sends (paho's publish is thread-safe for stop()'s last word anyway)
-        info = client.publish(topic, payload, qos=self.cfg.qos, retain=self.cfg.retain if retain is None else retain)
-        if info.rc == 0:
-            self.counters["messages"] += 1
-            self._unsent.discard(topic)
-        else:  # not connected (QoS 0): the next snapshot, or the republish after reconnecting, brings it
-            self.counters["not_sent"] += 1
-            self._unsent.add(topic)
+        qos, keep = self.cfg.qos, self.cfg.retain if retain is None else retain
+        unsent, sent, failed = self._unsent, 0, 0
+        for topic, payload in messages:
+            if client.publish(topic, payload, qos=qos, retain=keep).rc == 0:
+                sent += 1
+                if unsent:
+                    unsent.discard(topic)
+            else:  # not connected (QoS 0): the next snapshot, or the republish after reconnecting, brings it
+                failed += 1
+                unsent.add(topic)
+        self.counters["messages"] += sent
+        self.counters["not_sent"] += failed
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
