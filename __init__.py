@@ -23,21 +23,21 @@
 #########################################################################
 """SmartHomeNG plugin ``dlms``: the thin adapter between dlms_protocol and items.
 
-All protocol work happens in ``dlms_protocol`` (no SmartHomeNG inside); this class only maps
-parameters to a ReadoutConfig/ListenerConfig, runs the reader on the scheduler (readout) or the
-push listener in its own thread (listen), and writes *verified* values into items. On any error
-the items keep their last value and the status items say why.
+All protocol work happens in ``dlms_protocol`` (no SmartHomeNG inside); this class only
+assembles a pipeline from the parameters: a source (``readout``: a D0 meter read when the
+SmartHomeNG scheduler says so; ``listen``: DLMS push) and its outputs (the items, the web
+interface's chart history, optionally the Victron D-Bus meter). Every output gets every
+verified snapshot the same way, whatever the source. On any error the items keep their last
+value and the status items say why.
 """
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import logging
 import threading
 import time
-from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 try:
     from lib.model.smartplugin import SmartPlugin
@@ -57,6 +57,9 @@ if __package__:  # pytest imports this file as a plain module when the checkout'
     from .dlms_protocol.config import ListenerConfig, ReadoutConfig, parse_key
     from .dlms_protocol.errors import ConfigurationError, DlmsError, TransportError
     from .dlms_protocol.model import MeterData, Statistics
+    from .dlms_protocol.pipeline import Health, KeepLatest, Output, Pipeline, Source, make_output, make_source
+else:  # only so the class statement below can be evaluated
+    Output = object  # type: ignore[misc,assignment]
 
 #: attributes this plugin reads from items
 ATTR_CODE = "dlms_obis_code"
@@ -91,13 +94,13 @@ class DLMS(SmartPlugin):
         self._read_lock = threading.Lock()
         self._read_started = 0.0
         self._generation = 0
-        self._reader: Any = None
-        self._listener: Any = None
-        self._bridge: Any = None
-        self._reader_cls: Any = None
-        self._listener_cls: Any = None
+        self._pipeline: Optional[Pipeline] = None
+        self._source: Optional[Source] = None
+        self._victron: Any = None
         self._readout_config: Optional[ReadoutConfig] = None
         self._listener_config: Optional[ListenerConfig] = None
+        self._protocol = "auto"
+        self._quirks: Optional[Dict[str, str]] = None
 
         self._obis_items: Dict[str, Tuple[Any, ps.ObisBinding]] = {}
         self._readout_items: Dict[str, Any] = {}
@@ -106,7 +109,7 @@ class DLMS(SmartPlugin):
         self._logged: Dict[str, str] = {}
 
         self._last_data: Optional[MeterData] = None
-        self._history: Deque[Tuple[float, Dict[str, float]]] = deque(maxlen=4000)
+        self._history = ps.ChartHistory(HISTORY_SECONDS)
         self._discovery_logged = False
         self._last_status_write = 0.0
         #: extra keyword arguments for D0Reader (tests pass time_scale for fast simulated meters)
@@ -127,16 +130,14 @@ class DLMS(SmartPlugin):
             if self._mode == "listen":
                 self._listener_config = self._make_listener_config()
                 from .dlms_protocol.sml.decoder import parse_quirks
-                from .dlms_protocol.sml.source import StreamListener
-                self._listener_cls = functools.partial(  # SML, DLMS push or push-only D0 (auto: by checksum)
-                    StreamListener, protocol=str(self.get_parameter_value("protocol") or "auto").lower(),
-                    quirks=parse_quirks(self.get_parameter_value("sml_quirks") or ""))
+                from .dlms_protocol.sml import source as _stream  # noqa: F401 - missing packages show now
+                # SML, DLMS push or push-only D0 (auto: by checksum)
+                self._protocol = str(self.get_parameter_value("protocol") or "auto").lower()
+                self._quirks = parse_quirks(self.get_parameter_value("sml_quirks") or "")
             else:
                 self._readout_config = self._make_readout_config()
                 from .dlms_protocol.iec62056_21.client import check_request_options
-                from .dlms_protocol.iec62056_21.reader import D0Reader
                 check_request_options(self._readout_config)  # a typo stops the start, not every read
-                self._reader_cls = D0Reader
         except (ConfigurationError, ps.BindingError) as exc:
             self.logger.error("configuration error: %s; plugin not started", exc)
             self._init_complete = False
@@ -197,12 +198,11 @@ class DLMS(SmartPlugin):
             auth_key=parse_key(self.get_parameter_value("auth_key") or None, "auth_key"),
             profile=profile or None,
             wrapper=str(self.get_parameter_value("wrapper") or "auto").lower(),
-            min_interval=self._min_interval,  # keep-latest rate limit for items; Victron sees every message
         )
 
     # ------------------------------------------------------------------ life cycle
     def run(self):
-        """Start reading: scheduler with an immediate first readout, or the push listener thread."""
+        """Assemble source and outputs and start them; readout: scheduler with an immediate first read."""
         self.logger.debug("run() called")
         with self._life_lock:
             if self.alive:
@@ -212,21 +212,18 @@ class DLMS(SmartPlugin):
             self._run_epoch = time.time()
             self.alive = True
             try:
-                self._start_bridge()
-                if self._mode == "listen":
-                    extra = {"on_message": self._on_message} if self._bridge is not None and self._min_interval else {}
-                    self._listener = self._listener_cls(self._listener_config, self._on_push, stats=self._stats,
-                                                        on_error=self._on_listener_error, **extra)
-                    self._listener.start()
-                    check = max(1.0, min(10.0, self._listen_timeout / 3.0))
-                    self.scheduler_add("watchdog", self._watchdog, prio=5, cycle=int(round(check)),
-                                       offset=int(round(check)))
-                else:
-                    self._reader = self._reader_cls(self._readout_config, stats=self._stats, **self._reader_options)
-                    if self._cycle or self._crontab:
-                        first = self.shtime.now() + datetime.timedelta(seconds=self._start_offset)
-                        self.scheduler_add("readout", self._poll, prio=5, cycle=self._cycle or None,
-                                           cron=self._crontab or None, next=first)
+                source = self._make_source()
+                outputs: List[Output] = [_ItemsOutput(self, self._min_interval), self._history]
+                victron = self._make_victron()
+                if victron is not None:
+                    outputs.append(victron)
+                self._source, self._victron = source, victron
+                self._pipeline = Pipeline(source, outputs)
+                self._pipeline.start()
+                if self._mode == "readout" and (self._cycle or self._crontab):
+                    first = self.shtime.now() + datetime.timedelta(seconds=self._start_offset)
+                    self.scheduler_add("readout", self._poll, prio=5, cycle=self._cycle or None,
+                                       cron=self._crontab or None, next=first)
             except DlmsError as exc:
                 self.logger.error("cannot start: %s", exc)
                 self._record_error(exc)
@@ -235,6 +232,17 @@ class DLMS(SmartPlugin):
                 return
         if self._pause_item:
             self._pause_item(False, self.get_fullname())
+
+    def _make_source(self) -> Source:
+        """The one per-mode choice: which source reads the meter (the outputs are the same for all)."""
+        if self._mode == "listen":
+            return make_source("sml", config=self._listener_config, listen_timeout=self._listen_timeout,
+                               protocol=self._protocol, quirks=self._quirks, stats=self._stats,
+                               on_problem=self._on_problem)
+        # read when the SmartHomeNG scheduler says so; stale after two and a half missed cycles
+        return make_source("readout", config=self._readout_config, cycle=0.0, stats=self._stats,
+                           reader_options=self._reader_options,
+                           stale_after=max(10.0, 2.5 * self._cycle) if self._cycle else 0.0)
 
     def stop(self):
         """Stop reading and release the port; returns within 2 s even during a readout."""
@@ -252,61 +260,63 @@ class DLMS(SmartPlugin):
 
     def _teardown(self, budget: float) -> None:
         deadline = time.monotonic() + budget
-        reader, self._reader = self._reader, None
-        listener, self._listener = self._listener, None
-        bridge, self._bridge = self._bridge, None
-        if reader is not None:
+        pipeline, self._pipeline = self._pipeline, None
+        source, self._source = self._source, None
+        self._victron = None
+        if pipeline is not None:
             try:
-                reader.close()
-            except Exception as exc:  # closing must never keep SmartHomeNG from stopping
-                self.logger.warning("closing the port: %s", exc)
-        if listener is not None:
-            try:
-                listener.stop(timeout=max(0.2, min(0.8, deadline - time.monotonic() - 0.6)))
-            except Exception as exc:
-                self.logger.warning("stopping the listener: %s", exc)
-        if bridge is not None:
-            try:
-                # the bridge may wait twice (shutdown call, thread join)
-                bridge.stop(timeout=max(0.1, min(0.4, (deadline - time.monotonic() - 0.1) / 2)))
-            except Exception as exc:
-                self.logger.warning("stopping the Victron bridge: %s", exc)
+                # the source first (ends a running read at once), then the outputs (D-Bus)
+                pipeline.stop(timeout=max(0.2, budget - 0.4))
+            except Exception as exc:  # stopping must never keep SmartHomeNG from stopping
+                self.logger.warning("stopping: %s", exc)
         # wait for a running readout to notice the closed port, so the port is really free
         if self._read_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             self._read_lock.release()
-        elif reader is not None:
+        elif source is not None:
             self.logger.warning("a readout is still finishing; the port is released as soon as it ends")
 
-    def _start_bridge(self) -> None:
-        """Victron D-Bus bridge, loaded only when enabled (dbus-fast may be missing)."""
+    def _make_victron(self) -> Optional[Output]:
+        """Victron D-Bus output, loaded only when enabled (dbus-fast may be missing)."""
         if not self.get_parameter_value("victron_publish"):
-            return
+            return None
+        if self._mode == "listen":
+            timeout = self._listen_timeout
+        else:  # a readout meter is silent between reads: allow two missed cycles
+            timeout = max(10.0, 2.5 * self._cycle) if self._cycle else 3600.0
+        options = dict(
+            bus=str(self.get_parameter_value("victron_bus") or "system"),
+            role=str(self.get_parameter_value("victron_role") or "grid"),
+            custom_name=str(self.get_parameter_value("victron_custom_name") or ""),
+            device_suffix=self.get_instance_name() or None,
+            timeout=timeout,
+            port=self._port,
+            connection=f"SmartHomeNG dlms ({self._mode}) {self._port}",
+        )
         try:
-            from .dlms_protocol.victron.bridge import BridgeSettings, VictronBridge
+            output = make_output("victron", stats=self._stats, **options)
         except ImportError as exc:
             self.logger.error("victron_publish is on, but the Victron bridge cannot be loaded (%s): install "
                               "dbus-fast or switch victron_publish off; reading the meter goes on", exc)
-            return
-        try:
-            if self._mode == "listen":
-                timeout = self._listen_timeout
-            else:  # a readout meter is silent between reads: allow two missed cycles
-                timeout = max(10.0, 2.5 * self._cycle) if self._cycle else 3600.0
-            settings = BridgeSettings(
-                bus=str(self.get_parameter_value("victron_bus") or "system"),
-                role=str(self.get_parameter_value("victron_role") or "grid"),
-                custom_name=str(self.get_parameter_value("victron_custom_name") or ""),
-                device_suffix=self.get_instance_name() or None,
-                timeout=timeout,
-                port=self._port,
-                connection=f"SmartHomeNG dlms ({self._mode}) {self._port}",
-            )
-            bridge = VictronBridge(settings, stats=self._stats)
-            bridge.start()
-        except Exception as exc:  # D-Bus missing, refused, bad address: the meter must still be read
+            return None
+        except Exception as exc:  # bad settings: the meter must still be read
             self.logger.error("Victron bridge did not start: %s; reading the meter goes on", exc)
-            return
-        self._bridge = bridge
+            return None
+        return _Guarded(output, self.logger)
+
+    @property
+    def _listener(self) -> Any:
+        """The push listener while running (tests, web interface), else None."""
+        return getattr(self._source, "listener", None)
+
+    @property
+    def _bridge(self) -> Any:
+        """The Victron bridge while running and started, else None."""
+        victron = self._victron
+        return victron.inner.bridge if victron is not None and victron.started else None
+
+    @property
+    def _reader(self) -> Any:
+        return getattr(self._source, "reader", None)
 
     # ------------------------------------------------------------------ items
     def parse_item(self, item):
@@ -366,7 +376,7 @@ class DLMS(SmartPlugin):
 
     # ------------------------------------------------------------------ readout
     def _poll(self) -> None:
-        """Scheduler callback: one readout, never two at once on the same port."""
+        """Scheduler callback: one readout through the source, never two at once on the same port."""
         if not self.alive:
             return
         if not self._read_lock.acquire(blocking=False):
@@ -380,43 +390,17 @@ class DLMS(SmartPlugin):
                 f"{last:.1f} s" if last is not None else "unknown", int(max(running, last or 0) * 1.5) + 5)
             return
         try:
-            self._read_once()
+            source = self._source
+            if source is None:
+                return
+            self._read_started = time.monotonic()
+            if source.read_once():
+                duration = time.monotonic() - self._read_started
+                if self._cycle and duration > self._cycle:
+                    self.logger.warning("the readout took %.1f s, longer than update_cycle (%d s): set "
+                                        "update_cycle to at least %d s", duration, self._cycle, int(duration * 1.5) + 5)
         finally:
             self._read_lock.release()
-
-    def _read_once(self) -> None:
-        generation = self._generation
-        reader = self._reader
-        if reader is None or not self.alive:
-            return
-        self._read_started = start = time.monotonic()
-        try:
-            data = reader.read()
-        except DlmsError as exc:
-            if generation != self._generation or not self.alive:
-                self.logger.debug("readout ended by stop(): %s", exc)
-                return
-            self._record_error(exc, time.monotonic() - start)
-            return
-        except Exception as exc:  # a bug in the reader must not end the scheduler entry
-            if generation != self._generation or not self.alive:
-                return
-            self.logger.exception("unexpected error during readout")
-            self._record_error(exc, time.monotonic() - start, internal=True)
-            return
-        duration = time.monotonic() - start
-        if generation != self._generation:
-            return
-        self._record_success(duration)
-        try:
-            self._apply(data)
-        except Exception as exc:  # a bug while writing items must not leave a status that says all is well
-            self.logger.exception("unexpected error while writing items")
-            self._record_error(exc, duration, internal=True)
-            return
-        if self._cycle and duration > self._cycle:
-            self.logger.warning("the readout took %.1f s, longer than update_cycle (%d s): set update_cycle to at "
-                                "least %d s", duration, self._cycle, int(duration * 1.5) + 5)
 
     def read_now(self) -> bool:
         """Plugin function: start one readout now in the background."""
@@ -437,55 +421,43 @@ class DLMS(SmartPlugin):
                 out[key] = {"value": ps.plain_value(r.value), "unit": r.unit, "name": r.name}
         return out
 
-    # ------------------------------------------------------------------ push
-    def _on_push(self, data: MeterData) -> None:
-        """Listener thread: verified data, at most one per min_update_interval (the listener keeps
-        the latest, so the last push before a pause is not lost)."""
-        try:
-            if not self.alive:
-                return
-            self._record_success(None)
-            bridge = self._bridge
-            if bridge is not None and not self._min_interval:
-                bridge.publish(data)
-            self._apply(data)
-        except Exception:
-            self.logger.exception("unexpected error while handling a push message")
-
-    def _on_message(self, message: Any) -> None:
-        """Listener thread, every verified message before the rate limit: the Victron bridge stays fast."""
-        bridge = self._bridge
-        if bridge is not None and self.alive:
-            bridge.publish(message.to_meter_data())
-
-    def _on_listener_error(self, exc: DlmsError) -> None:
-        """Listener/decoder error: the core already logs it (rate-limited); here only the status."""
-        try:
-            self._record_error(exc, logged=True)
-        except Exception:
-            self.logger.exception("unexpected error while handling a listener error")
-
-    def _watchdog(self) -> None:
-        """listen mode: no verified message for listen_timeout seconds → disconnected."""
+    # ------------------------------------------------------------------ data and health from the pipeline
+    def _on_data(self, data: MeterData) -> None:
+        """Every verified snapshot (before the items' rate limit): the status says all is well."""
         if not self.alive:
             return
-        with self._status_lock:
-            last = self._status["last_success"]
-            connected = self._status["connected"]
-        since = time.time() - (last if last is not None else self._run_epoch)
-        if since > self._listen_timeout and (connected or last is None):
-            with self._status_lock:
-                self._status["connected"] = False
-                if not self._status["last_error"]:
-                    self._status["last_error"] = (
-                        f"no valid message for {int(since)} s: check cable, baud rate ({self._listener_config.baudrate}"
-                        f" {self.get_parameter_value('listen_format')}) and that the customer interface is enabled"
-                        if self._listener_config is not None else f"no valid message for {int(since)} s")
-                    self._status["last_error_time"] = time.time()
-            diagnosis = getattr(self._listener, "diagnosis", None)  # what the bytes that came say, and the fix
-            self._log_once("watchdog", logging.WARNING, "no valid message for %d s%s", int(since),
-                           f": {diagnosis()}" if diagnosis is not None else "")
-            self._write_status(force=True)
+        duration = self._source.status().get("duration") if self._source is not None else None
+        self._record_success(duration)
+
+    def _on_health(self, health: Health) -> None:
+        """The source's health: an error or staleness keeps the items and says why in the status."""
+        if not self.alive or health.state in (Health.OK, Health.STARTING, Health.STOPPED):
+            return
+        source = self._source
+        if health.state == Health.ERROR:
+            duration = source.status().get("duration") if source is not None else None
+            error = health.error if health.error is not None else RuntimeError(health.cause)
+            internal = not isinstance(error, DlmsError)
+            self._record_error(error, duration, internal=internal,
+                               logged=bool(source is not None and source.logs_errors) and not internal)
+            return
+        with self._status_lock:  # stale: no verified data for too long
+            self._status["connected"] = False
+            if not self._status["last_error"]:
+                self._status["last_error"] = health.cause
+                self._status["last_error_time"] = time.time()
+        diagnosis = getattr(self._listener, "diagnosis", None)  # what the bytes that came say, and the fix
+        self._log_once("watchdog", logging.WARNING, "%s%s", health.cause,
+                       f"; {diagnosis()}" if diagnosis is not None else "")
+        self._write_status(force=True)
+
+    def _on_problem(self, exc: DlmsError) -> None:
+        """A rejected push message (bad frame, wrong key): the core logged it; here only the status."""
+        try:
+            if self.alive:
+                self._record_error(exc, logged=True)
+        except Exception:
+            self.logger.exception("unexpected error while handling a listener error")
 
     # ------------------------------------------------------------------ status
     def _record_success(self, duration: Optional[float]) -> None:
@@ -508,7 +480,7 @@ class DLMS(SmartPlugin):
 
         ``logged``: the core has logged it already, so it only goes to the debug log here."""
         text = f"internal error: {exc!r}" if internal else (str(exc) or type(exc).__name__)
-        if internal:
+        if internal and not isinstance(exc, RuntimeError):
             self._stats.error(exc)
         with self._status_lock:
             self._status["failures"] += 1
@@ -588,18 +560,9 @@ class DLMS(SmartPlugin):
                 self._log_once("status:" + path, logging.WARNING, "item %s: %s", path, exc)
 
     # ------------------------------------------------------------------ writing items
-    def _remember(self, data: MeterData) -> None:
-        self._last_data = data
-        summary = ps.grid_summary(data)
-        if summary:
-            self._history.append((data.received, summary))
-            cutoff = time.time() - HISTORY_SECONDS
-            while self._history and self._history[0][0] < cutoff:
-                self._history.popleft()
-
     def _apply(self, data: MeterData) -> None:
         """Write one verified snapshot into every item that asks for part of it."""
-        self._remember(data)
+        self._last_data = data
         caller = self.get_fullname()
         for path, (item, binding) in list(self._obis_items.items()):
             try:
@@ -627,8 +590,9 @@ class DLMS(SmartPlugin):
         if not self.logger.isEnabledFor(logging.DEBUG):
             return
         rows = ps.discover(data, self._users())
-        self.logger.debug("%d codes from %s%s:", len(rows), data.meter_id or "the meter",
-                          f" (profile {data.profile})" if data.profile else "")
+        derived = sum(1 for r in data.readings if r.derived)
+        self.logger.debug("%d codes%s from %s%s:", len(rows) - derived, f" (+{derived} derived)" if derived else "",
+                          data.meter_id or "the meter", f" (profile {data.profile})" if data.profile else "")
         for row in rows:
             self.logger.debug("  %-22s %18s %-6s %-45s %s", row.code, row.value, row.unit, row.name[:45],
                               ", ".join(row.items) or "-")
@@ -667,7 +631,7 @@ class DLMS(SmartPlugin):
             snippet = ps.items_snippet(data, self.get_instance_name())
         now = time.time()
         chart: Dict[str, List[List[float]]] = {"power": [], "import": [], "export": []}
-        for t, summary in ps.downsample(list(self._history), 720):
+        for t, summary in ps.downsample(self._history.points(), 720):
             for key in chart:
                 if key in summary:
                     chart[key].append([round((t - now) / 60.0, 3), round(summary[key], 3)])
@@ -705,8 +669,84 @@ class DLMS(SmartPlugin):
                 rows.append((name, self.translate("gesetzt") if self.get_parameter_value(name) else "-"))
         if self.get_parameter_value("victron_publish"):
             rows.append(("victron_bus", str(self.get_parameter_value("victron_bus"))))
-            rows.append(("victron", self.translate("aktiv") if self._bridge is not None else self.translate("inaktiv")))
+            rows.append(("victron", self.translate("aktiv") if self._bridge is not None
+                         else self.translate("inaktiv")))
         return rows
+
+
+class _ItemsOutput(Output):
+    """The plugin's items as a pipeline output, with their own keep-latest rate limit.
+
+    ``min_update_interval`` limits item writes only; Victron and the chart get every snapshot.
+    """
+
+    name = "items"
+
+    def __init__(self, plugin: "DLMS", interval: float) -> None:
+        self.plugin = plugin
+        self.limit = KeepLatest(interval)
+
+    def publish(self, data: MeterData) -> None:
+        self.plugin._on_data(data)
+        due = self.limit.offer(data)
+        if due is not None:
+            self._write(due)
+
+    def tick(self, now: float) -> None:
+        due = self.limit.due()
+        if due is not None:
+            self._write(due)
+
+    def publish_health(self, health: Health) -> None:
+        self.plugin._on_health(health)
+
+    def _write(self, data: MeterData) -> None:
+        plugin = self.plugin
+        if not plugin.alive:
+            return
+        try:
+            plugin._apply(data)
+        except Exception as exc:  # a bug while writing items must not leave a status that says all is well
+            plugin.logger.exception("unexpected error while writing items")
+            plugin._record_error(exc, internal=True)
+
+
+class _Guarded(Output):
+    """An optional output (Victron) whose start may fail: then it is off, and the meter is still read."""
+
+    def __init__(self, inner: Output, logger: logging.Logger) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.started = False
+        self._logger = logger
+
+    def start(self) -> None:
+        try:
+            self.inner.start()
+        except Exception as exc:  # D-Bus missing, refused, bad address
+            self._logger.error("%s output did not start: %s; reading the meter goes on", self.name, exc)
+            return
+        self.started = True
+
+    def publish(self, data: MeterData) -> None:
+        if self.started:
+            self.inner.publish(data)
+
+    def publish_health(self, health: Health) -> None:
+        if self.started:
+            self.inner.publish_health(health)
+
+    def tick(self, now: float) -> None:
+        if self.started:
+            self.inner.tick(now)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        if self.started:
+            self.started = False
+            self.inner.stop(timeout)
+
+    def status(self) -> Dict[str, Any]:
+        return self.inner.status() if self.started else {"running": False}
 
 
 def _known_counters() -> set:

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .dlms_protocol.model import MeterData, Reading
+from .dlms_protocol.pipeline import Output
 from .dlms_protocol.derive import derive
 from .dlms_protocol.obis import Obis, describe
 
@@ -626,6 +630,35 @@ def downsample(points: Sequence[Tuple[float, Any]], limit: int) -> List[Tuple[fl
     return picked
 
 
+class ChartHistory(Output):
+    """The web interface's chart as a pipeline output: net power and energies of the last hour.
+
+    It gets every verified snapshot (no rate limit: the chart is downsampled when drawn), so the
+    chart shows what D-Bus shows, not only what the items were allowed to take.
+    """
+
+    name = "history"
+
+    def __init__(self, seconds: float = 3600.0, maxlen: int = 4000) -> None:
+        self.seconds = seconds
+        self._points: Deque[Tuple[float, Dict[str, float]]] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def publish(self, data: MeterData) -> None:
+        summary = grid_summary(data)
+        if not summary:
+            return
+        cutoff = time.time() - self.seconds
+        with self._lock:
+            self._points.append((data.received, summary))
+            while self._points and self._points[0][0] < cutoff:
+                self._points.popleft()
+
+    def points(self) -> List[Tuple[float, Dict[str, float]]]:
+        with self._lock:
+            return list(self._points)
+
+
 def parse_format(text: str) -> Tuple[int, str, int]:
     """``'8E1'`` → (8, 'E', 1) for the push listener's serial settings."""
     m = re.fullmatch(r"\s*([5-8])([NEOnoe])([12])\s*", str(text))
@@ -639,4 +672,5 @@ __all__ = [
     "parse_obis_attribute", "parse_status_attribute", "value_group", "legacy_value", "convert_legacy",
     "plain_value", "format_value", "physical_value", "item_value", "fit_to_type", "parse_unit", "convert_unit",
     "grid_summary", "Discovered", "discover", "items_snippet", "time_value", "downsample", "parse_format",
+    "ChartHistory",
 ]

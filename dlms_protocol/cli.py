@@ -19,7 +19,7 @@ from .errors import DlmsError
 #: modules (relative to this package) that add subcommands through register(subparsers)
 COMMAND_MODULES = (
     "iec62056_21.cli", "dlms.cli", "dlms.profile_cli", "simulator.cli", "victron.cli", "poll.cli",
-    "detect.cli",
+    "detect.cli", "serve",
 )
 
 

@@ -49,6 +49,8 @@ class Health:
     cause: str = ""
     since: float = field(default_factory=time.time)
     source: str = ""
+    #: the error behind an ``error`` state, for outputs that classify it (log level, counters)
+    error: Optional[BaseException] = field(default=None, compare=False, repr=False)
 
     STARTING = "starting"
     OK = "ok"
@@ -102,9 +104,11 @@ class Source(ABC):
     name = "source"
     kind = "source"
     stale_after: float = 60.0
+    #: True when the source logs its own errors (rate-limited), so outputs need not log them again
+    logs_errors = False
 
-    def __init__(self) -> None:
-        self.stats = Statistics()
+    def __init__(self, stats: Optional[Statistics] = None) -> None:
+        self.stats = stats if stats is not None else Statistics()
 
     @abstractmethod
     def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
@@ -115,8 +119,17 @@ class Source(ABC):
         """Stop and release the port within ``timeout`` seconds (a running read is ended)."""
 
     def read_now(self) -> bool:
-        """Trigger one read (scheduled sources); False when not possible now or not scheduled."""
+        """Trigger one read in the background (scheduled sources); False when not possible now."""
         return False
+
+    def read_once(self) -> bool:
+        """One read in the caller's thread (an external scheduler's); False when none was possible."""
+        return False
+
+    @property
+    def running(self) -> bool:
+        """False once the source has given up for good (the service should exit and be restarted)."""
+        return True
 
     def status(self) -> Dict[str, Any]:
         return {}
@@ -163,6 +176,38 @@ class KeepLatest:
     def clear(self) -> None:
         with self._lock:
             self._held = None
+
+
+class Throttled(Output):
+    """Any output behind a ``KeepLatest`` rate limit (a service's ``min_interval`` for every output)."""
+
+    def __init__(self, inner: Output, interval: float) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.limit = KeepLatest(interval)
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def publish(self, data: MeterData) -> None:
+        due = self.limit.offer(data)
+        if due is not None:
+            self.inner.publish(due)
+
+    def publish_health(self, health: Health) -> None:
+        self.inner.publish_health(health)
+
+    def tick(self, now: float) -> None:
+        due = self.limit.due()
+        if due is not None:
+            self.inner.publish(due)
+        self.inner.tick(now)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.inner.stop(timeout)
+
+    def status(self) -> Dict[str, Any]:
+        return self.inner.status()
 
 
 def enrich(data: MeterData) -> MeterData:
@@ -302,6 +347,7 @@ SOURCES: Dict[str, str] = {
 #: output kinds → "module:factory"
 OUTPUTS: Dict[str, str] = {
     "mqtt": ".mqtt.output:make_mqtt_output",
+    "victron": ".victron.output:make_victron_output",
 }
 
 
@@ -327,5 +373,5 @@ def make_output(kind: str, **options: Any) -> Output:
     return _load(OUTPUTS, kind, "output")(**options)
 
 
-__all__ = ["Health", "Output", "Source", "KeepLatest", "Pipeline", "enrich", "SOURCES", "OUTPUTS",
+__all__ = ["Health", "Output", "Source", "KeepLatest", "Throttled", "Pipeline", "enrich", "SOURCES", "OUTPUTS",
            "make_source", "make_output", "Emit"]

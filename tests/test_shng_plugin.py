@@ -824,3 +824,33 @@ def test_victron_publish_on_a_real_bus(shng: SmartHome, push_meter: PushSimulato
         client.stop()
         settings.stop()
         daemon.stop()
+
+
+def test_readout_reaches_victron_on_a_real_bus(shng: SmartHome, d0_meter: SimulatedMeter) -> None:
+    """mode readout + victron_publish: each scheduled readout reaches D-Bus (it used to stop at the items)."""
+    from dbus_fixtures import DbusDaemon, VenusClient, have_dbus
+    from helpers import need
+    need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
+    daemon = DbusDaemon()
+    client = VenusClient(daemon.address)
+    try:
+        start(shng, {"dlms": {"serialport": d0_meter.port, "update_cycle": 60, "victron_publish": True,
+                              "victron_bus": daemon.address}}, E350_ITEMS)
+        plugin = shng.plugin("dlms")
+        assert plugin._bridge is not None
+        name = client.wait_for(lambda c: c.service("grid"), 30)
+        lines = sample_lines()
+        assert "(012345.678*kWh)" in lines["1.8.0"] and "(00.845*kW)" in lines["1.7.0"]
+        client.wait_for(lambda c: c.value(name, "/Ac/Energy/Forward") == pytest.approx(12345.678), 30)
+        client.wait_for(lambda c: c.value(name, "/Ac/Power") == pytest.approx(845.0), 30)
+        assert value(shng, "meter.energy_kwh") == 12345.678                # items and D-Bus from one readout
+        before = plugin.status()["successes"]
+        assert plugin.read_now() is True                                    # a second, triggered readout
+        wait_for(lambda: plugin.status()["successes"] > before, timeout=30)
+        assert plugin._bridge.status()["frames"] >= 2
+        plugin.stop()
+        client.wait_for(lambda c: c.service("grid") is None, 30)
+    finally:
+        shng.stop()
+        client.stop()
+        daemon.stop()

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..config import ListenerConfig
 from ..errors import DlmsError, TransportError
+from ..model import Statistics
 from ..pipeline import Emit, Health, Source
 from .listener import PushListener, open_port
 
@@ -19,10 +20,14 @@ class PushSource(Source):
     """Listens for pushes on ``config.port``; ``stale_after`` is ``listen_timeout``."""
 
     kind = "push"
+    logs_errors = True  # the listener logs decode and port errors itself (rate-limited)
 
     def __init__(self, config: ListenerConfig, listen_timeout: float = 60.0, *,
-                 opener: Callable[..., Any] = open_port, **listener_options: Any) -> None:
-        super().__init__()
+                 opener: Callable[..., Any] = open_port, stats: Optional[Statistics] = None,
+                 on_problem: Optional[Callable[[DlmsError], None]] = None, **listener_options: Any) -> None:
+        """``on_problem``: every decode error (bad frame, wrong key) that does not change the health."""
+        super().__init__(stats)
+        self._on_problem = on_problem
         self.config = dataclasses.replace(config, min_interval=0.0)
         self.name = config.port
         self.stale_after = float(listen_timeout)
@@ -34,7 +39,9 @@ class PushSource(Source):
         def on_error(exc: DlmsError) -> None:
             # decode errors are counted by the decoder; a lost port is an error state until data returns
             if isinstance(exc, TransportError):
-                report(Health(Health.ERROR, str(exc), source=self.name))
+                report(Health(Health.ERROR, str(exc), source=self.name, error=exc))
+            elif self._on_problem is not None:
+                self._on_problem(exc)
 
         self.listener = PushListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
                                      **self._options)
@@ -43,6 +50,10 @@ class PushSource(Source):
     def stop(self, timeout: float = 2.0) -> None:
         if self.listener is not None:
             self.listener.stop(timeout=timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.listener is None or self.listener.running
 
     def status(self) -> Dict[str, Any]:
         listener = self.listener

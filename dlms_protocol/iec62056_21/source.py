@@ -12,7 +12,8 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from ..config import ReadoutConfig
-from ..errors import DlmsError
+from ..errors import DlmsError, TransportError
+from ..model import Statistics
 from ..pipeline import Emit, Health, Source
 from .reader import D0Reader
 
@@ -22,18 +23,27 @@ log = logging.getLogger(__name__)
 class ReadoutSource(Source):
     """Reads a D0 meter every ``cycle`` seconds (0: only when ``read_now``/``read_once`` is called).
 
-    ``stale_after`` defaults to 2.5 cycles (a readout meter is silent between reads), at least 10 s.
+    A push-only D0 meter (``config.mode == "push"``) is read continuously in the source's own
+    thread. After a port error the loop backs off (1 s doubling to 30 s), so a missing adapter
+    is not hammered. ``stale_after`` defaults to 2.5 cycles (a readout meter is silent between
+    reads), at least 10 s; ``stale_after`` given explicitly wins (an external scheduler's cycle).
     """
 
     kind = "readout"
+    MAX_BACKOFF = 30.0
 
     def __init__(self, config: ReadoutConfig, cycle: float = 0.0, *, reader_options: Optional[Dict[str, Any]] = None,
-                 reader_factory: Callable[..., D0Reader] = D0Reader) -> None:
-        super().__init__()
+                 reader_factory: Callable[..., D0Reader] = D0Reader, stats: Optional[Statistics] = None,
+                 stale_after: Optional[float] = None) -> None:
+        super().__init__(stats)
         self.config = config
         self.cycle = float(cycle)
+        self.continuous = config.mode == "push"
         self.name = config.port
-        self.stale_after = max(10.0, 2.5 * self.cycle) if self.cycle else 0.0
+        if stale_after is not None:
+            self.stale_after = float(stale_after)
+        else:
+            self.stale_after = max(10.0, 2.5 * self.cycle) if self.cycle else 0.0
         self.reader = reader_factory(config, stats=self.stats, **(reader_options or {}))
         self._emit: Optional[Emit] = None
         self._report: Optional[Callable[[Health], None]] = None
@@ -41,11 +51,12 @@ class ReadoutSource(Source):
         self._busy = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self.last_duration: Optional[float] = None
+        self._port_failed = False
 
     def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
         self._emit, self._report = emit, report
         self._stop.clear()
-        if self.cycle > 0:
+        if self.cycle > 0 or self.continuous:
             self._thread = threading.Thread(target=self._loop, name=f"dlms-readout {self.name}", daemon=True)
             self._thread.start()
 
@@ -71,17 +82,21 @@ class ReadoutSource(Source):
         try:
             data = self.reader.read()
         except DlmsError as exc:
+            self.last_duration = time.monotonic() - start
+            self._port_failed = isinstance(exc, TransportError)
             if not self._stop.is_set():
-                self._tell(Health(Health.ERROR, str(exc), source=self.name))
+                self._tell(Health(Health.ERROR, str(exc), source=self.name, error=exc))
             return False
         except Exception as exc:  # a bug in one read must not end the schedule
+            self.last_duration = time.monotonic() - start
             log.exception("unexpected error during the readout of %s", self.name)
             self.stats.error(exc)
-            self._tell(Health(Health.ERROR, f"internal error: {exc!r}", source=self.name))
+            self._tell(Health(Health.ERROR, f"internal error: {exc!r}", source=self.name, error=exc))
             return False
         finally:
-            self.last_duration = time.monotonic() - start
             self._busy.release()
+        self.last_duration = time.monotonic() - start
+        self._port_failed = False
         if self._stop.is_set() or self._emit is None:
             return False
         self._emit(data)
@@ -99,10 +114,17 @@ class ReadoutSource(Source):
             self._report(health)
 
     def _loop(self) -> None:
+        backoff = 1.0
         while not self._stop.is_set():
             started = time.monotonic()
             self.read_once()
-            self._stop.wait(max(0.0, self.cycle - (time.monotonic() - started)))
+            if self._port_failed:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.MAX_BACKOFF)
+                continue
+            backoff = 1.0
+            if not self.continuous:
+                self._stop.wait(max(0.0, self.cycle - (time.monotonic() - started)))
 
 
 def make_readout_source(config: ReadoutConfig, cycle: float = 0.0, **kwargs: Any) -> ReadoutSource:

@@ -94,11 +94,15 @@ class SmlSource(Source):
     """An SML meter on ``config.port`` as a pipeline source (``protocol`` may also be auto/dlms/d0)."""
 
     kind = "sml"
+    logs_errors = True  # the listener logs decode and port errors itself (rate-limited)
 
     def __init__(self, config: ListenerConfig, listen_timeout: float = 30.0, *, protocol: str = "sml",
                  quirks: Optional[Dict[str, str]] = None, opener: Callable[..., Any] = open_port,
+                 stats: Optional[Statistics] = None, on_problem: Optional[Callable[[DlmsError], None]] = None,
                  **listener_options: Any) -> None:
-        super().__init__()
+        """``on_problem``: every decode error (bad frame, wrong key) that does not change the health."""
+        super().__init__(stats)
+        self._on_problem = on_problem
         self.config = dataclasses.replace(config, min_interval=0.0)
         self.name = config.port
         self.stale_after = float(listen_timeout)
@@ -111,7 +115,9 @@ class SmlSource(Source):
     def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
         def on_error(exc: DlmsError) -> None:
             if isinstance(exc, TransportError):
-                report(Health(Health.ERROR, str(exc), source=self.name))
+                report(Health(Health.ERROR, str(exc), source=self.name, error=exc))
+            elif self._on_problem is not None:
+                self._on_problem(exc)
 
         self.listener = StreamListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
                                        protocol=self.protocol, quirks=self.quirks, **self._options)
@@ -120,6 +126,10 @@ class SmlSource(Source):
     def stop(self, timeout: float = 2.0) -> None:
         if self.listener is not None:
             self.listener.stop(timeout=timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.listener is None or self.listener.running
 
     def status(self) -> Dict[str, Any]:
         listener = self.listener

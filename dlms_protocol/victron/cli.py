@@ -2,14 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
-import sys
-import threading
-import time
-from typing import Any
-
-from ..errors import ConfigurationError
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -27,53 +19,12 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.set_defaults(func=cmd_victron)
 
 
-def _setup_logging(level: str, verbose: int) -> None:
-    """Use the file's level unless -v asked for more; no timestamps when multilog adds them."""
-    root = logging.getLogger()
-    wanted = getattr(logging, level.upper(), logging.INFO)
-    if verbose:
-        wanted = min(wanted, logging.INFO if verbose == 1 else logging.DEBUG)
-    root.setLevel(wanted)
-    if not sys.stderr.isatty():
-        for handler in root.handlers:
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-
-
 def cmd_victron(args: argparse.Namespace) -> int:
-    from .config_file import load_config
+    """``serve`` with the D-Bus output on whatever the file says."""
+    from ..serve import cmd_serve
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        if args.error_delay > 0 and not args.check_config:
-            time.sleep(args.error_delay)
-        return 2
-    if args.check_config:
-        print(f"{args.config}: OK")
-        width = max(len(k) for k, _ in cfg.describe())
-        for key, value in cfg.describe():
-            print(f"  {key:<{width}}  {value}")
-        for note in cfg.notes:
-            print(f"  note: {note}")
-        return 0
-    _setup_logging(cfg.log_level, int(getattr(args, "verbose", 0) or 0))
-    for note in cfg.notes:  # after the level is set, so they reach the service log
-        logging.getLogger("dlms_protocol.victron").info("config: %s", note)
-    from .standalone import run
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping", signum)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    code = run(cfg, stop)
-    if code and args.error_delay > 0 and not stop.is_set():
-        stop.wait(args.error_delay)  # a supervisor would otherwise restart a hopeless setup every second
-    return code
+    args.victron_always = True
+    return cmd_serve(args)
 
 
 __all__ = ["register", "cmd_victron"]

@@ -84,6 +84,13 @@ LOGGING_KEYS: Dict[str, str] = {"level": "debug, info, warning or error (info)"}
 SECTIONS = {"meter": METER_KEYS, "victron": VICTRON_KEYS, "logging": LOGGING_KEYS}
 
 
+def _output_sections() -> List[str]:
+    """Further outputs ``serve`` takes from a section of their name ([mqtt] ...): whatever is registered."""
+    from ..pipeline import OUTPUTS
+
+    return sorted(kind for kind in OUTPUTS if kind not in SECTIONS)
+
+
 @dataclass
 class StandaloneConfig:
     """Everything ``victron --config`` needs, checked before any I/O."""
@@ -96,6 +103,10 @@ class StandaloneConfig:
     log_level: str = "info"
     source: str = ""
     notes: List[str] = field(default_factory=list)
+    #: publish on D-Bus (always for ``victron --config``; for ``serve`` when the file has [victron])
+    victron: bool = True
+    #: further outputs by kind (``[mqtt]`` ...) with their options as written; checked by their factory
+    outputs: Dict[str, Dict[str, str]] = field(default_factory=dict)
 
     @property
     def port(self) -> str:
@@ -116,6 +127,11 @@ class StandaloneConfig:
             out += [("baudrate", str(rc.baudrate)), ("char_format", rc.char_format),
                     ("interval", f"{self.interval:g} s"),
                     ("readout_mode", rc.mode)]
+        for kind, options in sorted(self.outputs.items()):
+            shown = ", ".join(f"{k}={'(set)' if _secret(k) else v}" for k, v in sorted(options.items()))
+            out.append((f"output {kind}", shown or "(defaults)"))
+        if not self.victron:
+            return out + [("victron", "off (no [victron] section)"), ("log level", self.log_level)]
         b = self.bridge
         out += [("bus", b.bus), ("role", b.role), ("custom_name", b.custom_name or "(none)"),
                 ("device_suffix", b.device_suffix or "(from the meter serial)"),
@@ -125,6 +141,10 @@ class StandaloneConfig:
 
 
 # ---------------------------------------------------------------------- helpers
+def _secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("key", "password", "secret", "token"))
+
+
 def _bool(section: str, key: str, text: str) -> bool:
     t = text.strip().lower()
     if t in _TRUE:
@@ -160,12 +180,16 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
     except configparser.Error as exc:
         raise ConfigurationError(f"{path} is not a valid INI file ({str(exc).splitlines()[0]})",
                                  "see venus/dlms-meter.ini.example for the layout") from None
+    extra = _output_sections()
     for section in cp.sections():
+        if section in extra:
+            continue  # an output's own options, checked by its factory
         known = SECTIONS.get(section)
         if known is None:
-            hint = difflib.get_close_matches(section, SECTIONS, 1)
+            hint = difflib.get_close_matches(section, list(SECTIONS) + extra, 1)
             raise ConfigurationError(f"{path}: unknown section [{section}]",
-                                     f"did you mean [{hint[0]}]?" if hint else "use [meter], [victron] and [logging]")
+                                     f"did you mean [{hint[0]}]?" if hint else
+                                     "use [meter], [victron], [logging]" + "".join(f", [{x}]" for x in extra))
         for key in cp[section]:
             if key not in known:
                 hint = difflib.get_close_matches(key, known, 1)
@@ -258,8 +282,11 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
     level = lg.get("level", "info").lower() or "info"
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigurationError(f"[logging] level = {level!r} is unknown", "use debug, info, warning or error")
+    outputs = {kind: {k: x.strip() for k, x in cp[kind].items() if x.strip() != ""}
+               for kind in extra if cp.has_section(kind)}
     return StandaloneConfig(mode=mode, bridge=bridge, listener=listener, readout=readout, interval=interval,
-                            log_level=level, source=f"INI ({path})")
+                            log_level=level, source=f"INI ({path})", victron=cp.has_section("victron"),
+                            outputs=outputs)
 
 
 # ------------------------------------------------------------ dbus-dlms-meter
@@ -391,8 +418,12 @@ def _looks_legacy(path: Path, text: str) -> bool:
     return "TTY_INTERFACE" in head and "[" not in head.split("TTY_INTERFACE", 1)[0]
 
 
-def load_config(path: str) -> StandaloneConfig:
-    """Read and check a config file (either format); ConfigurationError names the line or key."""
+def load_config(path: str, victron: Optional[bool] = True) -> StandaloneConfig:
+    """Read and check a config file (either format); ConfigurationError names the line or key.
+
+    ``victron``: True publishes on D-Bus whatever the file says (``victron --config``); None
+    (``serve``) only when the file has a [victron] section (dbus-dlms-meter's config.py: always).
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -401,8 +432,11 @@ def load_config(path: str) -> StandaloneConfig:
                                  "check the path given with --config") from None
     except UnicodeDecodeError:
         raise ConfigurationError(f"config file {path} is not UTF-8 text", "save it as UTF-8") from None
-    # cfg.notes are logged by the caller once the log level is set (victron/cli.py)
-    return _read_legacy(p, text) if _looks_legacy(p, text) else _read_ini(p, text)
+    # cfg.notes are logged by the caller once the log level is set (serve.cmd_serve)
+    cfg = _read_legacy(p, text) if _looks_legacy(p, text) else _read_ini(p, text)
+    if victron is not None:
+        cfg.victron = victron
+    return cfg
 
 
 __all__ = ["StandaloneConfig", "load_config", "read_python_literals", "SECTIONS", "LEGACY_KEYS"]

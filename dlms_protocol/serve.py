@@ -1,0 +1,239 @@
+"""``serve --config FILE``: the standalone service, any source with any outputs, one INI file.
+
+Why one service: the Venus OS driver (``victron --config``) used to be its own loop per mode
+(a push loop and a readout loop, each wired to the bridge by hand). Here the file's [meter]
+section chooses the source (``push``, ``readout``; later kinds register themselves in
+``pipeline.SOURCES``), every further section names an output ([victron], [mqtt] ... from
+``pipeline.OUTPUTS``), and one ``Pipeline`` connects them. ``victron --config`` is this with
+the D-Bus output always on; dbus-dlms-meter's ``config.py`` is read as such a file.
+
+Runs in the foreground until SIGTERM/SIGINT (daemontools' ``svc -d`` sends TERM), logs to
+stderr (multilog adds timestamps), and exits non-zero on errors no restart can fix (bad
+configuration) so they show in ``svstat`` and the log.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from . import __version__
+from .errors import ConfigurationError
+from .model import MeterData, Statistics
+from .pipeline import Health, Output, Pipeline, Source, Throttled, make_output, make_source
+
+LOG = logging.getLogger(__name__)
+
+STATUS_EVERY = 900.0  # seconds between status lines in the log
+
+
+class _RateLimited:
+    """Log the first error of a kind at WARNING, repeats at DEBUG with a count every minute."""
+
+    def __init__(self) -> None:
+        self.last: Dict[str, Any] = {}
+
+    def __call__(self, exc: BaseException) -> None:
+        kind = type(exc).__name__
+        now = time.monotonic()
+        seen, count = self.last.get(kind, (0.0, 0))
+        if now - seen >= 60.0:
+            extra = f" ({count} more since the last report)" if count else ""
+            LOG.warning("%s%s", exc, extra)
+            self.last[kind] = (now, 0)
+        else:
+            self.last[kind] = (seen, count + 1)
+            LOG.debug("%s", exc)
+
+
+class LogOutput(Output):
+    """The service log as an output: health changes (error with cause, stale, valid again)."""
+
+    name = "log"
+
+    def __init__(self, source: Source, report: _RateLimited) -> None:
+        self.source = source
+        self.report = report
+        self._bad = False
+
+    def publish(self, data: MeterData) -> None:
+        if self._bad:
+            self._bad = False
+            LOG.info("meter data valid again")
+
+    def publish_health(self, health: Health) -> None:
+        if health.state == Health.ERROR:
+            self._bad = True
+            if not self.source.logs_errors:
+                self.report(health.error if health.error is not None else RuntimeError(health.cause))
+        elif health.state == Health.STALE:
+            self._bad = True
+            LOG.warning("%s", health.cause)
+
+
+def describe_start(cfg: Any) -> str:
+    if cfg.listener is not None:
+        lc = cfg.listener
+        what = (f"DLMS push on {lc.port} {lc.baudrate} {lc.bytesize}{lc.parity}{lc.stopbits}, "
+                f"key {'set' if lc.key else 'not set'}, profile {lc.profile or 'auto'}")
+    else:
+        rc = cfg.readout
+        what = f"IEC 62056-21 readout on {rc.port} every {cfg.interval:g} s (baudrate {rc.baudrate})"
+    outs = []
+    if cfg.victron:
+        b = cfg.bridge
+        outs.append(f"D-Bus {b.bus}, role {b.role}, time-out {b.timeout:g} s")
+    outs += [f"output {kind}" for kind in sorted(cfg.outputs)]
+    return f"dlms_protocol {__version__}: {what}; " + ("; ".join(outs) or "no output")
+
+
+def build_source(cfg: Any, stats: Statistics, report: _RateLimited) -> Source:
+    """The source the [meter] section asks for (push listener or D0 readout loop)."""
+    if cfg.listener is not None:
+        return make_source("push", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
+                           on_problem=report)
+    return make_source("readout", config=cfg.readout, cycle=cfg.interval, stats=stats,
+                       stale_after=cfg.bridge.timeout)
+
+
+def build_outputs(cfg: Any, stats: Statistics) -> List[Output]:
+    """Every output the file names; a push meter's ``min_interval`` limits all of them alike."""
+    outputs: List[Output] = []
+    if cfg.victron:
+        outputs.append(make_output("victron", settings=cfg.bridge, stats=stats))
+    for kind, options in sorted(cfg.outputs.items()):
+        try:
+            outputs.append(make_output(kind, **options))
+        except TypeError as exc:  # an option the output does not know
+            raise ConfigurationError(f"[{kind}]: {exc}", f"see the documentation of the {kind} output") from None
+    interval = cfg.listener.min_interval if cfg.listener is not None else 0.0
+    if interval > 0:
+        outputs = [Throttled(out, interval) for out in outputs]
+    return outputs
+
+
+def run(cfg: Any, stop: threading.Event, stats: Optional[Statistics] = None) -> int:
+    """Run until ``stop`` is set; returns the exit code. ConfigurationError before anything started."""
+    stats = stats if stats is not None else Statistics()
+    report = _RateLimited()
+    outputs = build_outputs(cfg, stats)
+    source = build_source(cfg, stats, report)
+    LOG.info("%s", describe_start(cfg))
+    pipe = Pipeline(source, [LogOutput(source, report), *outputs])
+    pipe.start()
+    next_status = time.monotonic() + STATUS_EVERY
+    try:
+        while not stop.wait(5.0):  # signals end the wait at once; 5 s keeps the idle cost tiny
+            if not source.running:
+                LOG.error("the meter source ended (see the error above); exiting so the supervisor restarts")
+                return 1
+            if time.monotonic() >= next_status:
+                _status_line(pipe, stats)
+                next_status += STATUS_EVERY
+    finally:
+        pipe.stop(3.0)
+        LOG.info("stopped; %s", _summary(stats))
+    return 0
+
+
+def _summary(stats: Statistics) -> str:
+    c = stats.snapshot()["counters"]
+    keys = ("messages", "reads", "victron_updates", "victron_disconnects", "decode_errors", "checksum_errors",
+            "tag_failures", "decrypt_failures", "unknown_layouts", "timeouts", "transport_errors", "output_errors")
+    return ", ".join(f"{k} {c[k]}" for k in keys if c.get(k)) or "no data yet"
+
+
+def _status_line(pipe: Pipeline, stats: Statistics) -> None:
+    parts = [f"meter {pipe.health.state}"]
+    for out in pipe.outputs:
+        st = out.status()
+        if out.name == "victron":
+            parts.append(f"service {st.get('service') or '(not registered)'}, instance {st.get('device_instance')}")
+    LOG.info("status: %s; %s", ", ".join(parts), _summary(stats))
+
+
+# ---------------------------------------------------------------------- command line
+def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
+    """Add the ``serve`` subcommand."""
+    p = sub.add_parser(
+        "serve", help="run one meter with its outputs (Victron D-Bus, MQTT ...) from an INI file",
+        description="Read one meter ([meter]: DLMS push listener or IEC 62056-21 readout) and publish every "
+                    "verified reading to the outputs the file names ([victron], [mqtt] ...). Stops on "
+                    "SIGTERM/Ctrl-C. 'victron --config FILE' is the same with the D-Bus output always on.")
+    p.add_argument("--config", required=True, metavar="FILE", help="INI file (or dbus-dlms-meter config.py)")
+    p.add_argument("--check-config", action="store_true", help="read and check FILE, show the effective settings")
+    p.add_argument("--error-delay", type=float, default=0.0, metavar="S",
+                   help="wait S seconds before exiting on a configuration error (keeps a supervisor "
+                        "from restarting a broken setup every second)")
+    p.set_defaults(func=cmd_serve, victron_always=False)
+
+
+def setup_logging(level: str, verbose: int) -> None:
+    """Use the file's level unless -v asked for more; no timestamps when multilog adds them."""
+    root = logging.getLogger()
+    wanted = getattr(logging, level.upper(), logging.INFO)
+    if verbose:
+        wanted = min(wanted, logging.INFO if verbose == 1 else logging.DEBUG)
+    root.setLevel(wanted)
+    if not sys.stderr.isatty():
+        for handler in root.handlers:
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve`` and ``victron``: load, check (and show), then run until a signal."""
+    from .victron.config_file import load_config
+
+    try:
+        cfg = load_config(args.config, victron=True if args.victron_always else None)
+        if not cfg.victron and not cfg.outputs:
+            from .pipeline import OUTPUTS
+            raise ConfigurationError(f"{args.config} names no output",
+                                     "add a section for one: " + ", ".join(f"[{k}]" for k in sorted(OUTPUTS)))
+    except ConfigurationError as exc:
+        return _config_error(args, exc)
+    if args.check_config:
+        return _show(args.config, cfg)
+    setup_logging(cfg.log_level, int(getattr(args, "verbose", 0) or 0))
+    for note in cfg.notes:  # after the level is set, so they reach the service log
+        logging.getLogger("dlms_protocol.victron").info("config: %s", note)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger(__name__).info("signal %d: stopping", signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        code = run(cfg, stop)
+    except ConfigurationError as exc:  # an output's options (mapping file, [mqtt] keys): nothing started
+        return _config_error(args, exc)
+    if code and args.error_delay > 0 and not stop.is_set():
+        stop.wait(args.error_delay)  # a supervisor would otherwise restart a hopeless setup every second
+    return code
+
+
+def _config_error(args: argparse.Namespace, exc: ConfigurationError) -> int:
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    if args.error_delay > 0 and not args.check_config:
+        time.sleep(args.error_delay)
+    return 2
+
+
+def _show(path: str, cfg: Any) -> int:
+    print(f"{path}: OK")
+    rows = cfg.describe()
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    for note in cfg.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+__all__ = ["run", "describe_start", "build_source", "build_outputs", "register", "cmd_serve", "LogOutput"]
