@@ -828,10 +828,11 @@ def test_victron_publish_on_a_real_bus(shng: SmartHome, push_meter: PushSimulato
 
 def test_readout_reaches_victron_on_a_real_bus(shng: SmartHome, d0_meter: SimulatedMeter) -> None:
     """mode readout + victron_publish: each scheduled readout reaches D-Bus (it used to stop at the items)."""
-    from dbus_fixtures import DbusDaemon, VenusClient, have_dbus
+    from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient, have_dbus
     from helpers import need
     need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
     daemon = DbusDaemon()
+    settings = SettingsStandIn(daemon.address)  # the service registers only after localsettings answered
     client = VenusClient(daemon.address)
     try:
         start(shng, {"dlms": {"serialport": d0_meter.port, "update_cycle": 60, "victron_publish": True,
@@ -853,4 +854,5 @@ def test_readout_reaches_victron_on_a_real_bus(shng: SmartHome, d0_meter: Simula
     finally:
         shng.stop()
         client.stop()
+        settings.stop()
         daemon.stop()
