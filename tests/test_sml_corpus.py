@@ -138,3 +138,19 @@ def test_every_expected_value_was_asserted() -> None:
     if ASSERTED["values"] == 0:
         pytest.skip("run together with test_decode_file_gives_every_expected_value")
     assert ASSERTED["values"] == 299
+
+
+def test_message_crc_is_checked_besides_the_transport_crc() -> None:
+    """A damaged message whose transport CRC was made to match (a collision) is still refused."""
+    from dlms_protocol.simulator.sml import SmlSimulator
+    from dlms_protocol.sml.framing import crc16_x25
+
+    good = SmlSimulator(seed=8).build()
+    bad = bytearray(good)
+    pos = good.index(bytes.fromhex("0100010800ff")) + 20  # inside the 1.8.0 entry's value
+    bad[pos] ^= 0x10
+    bad[-2:] = crc16_x25(bytes(bad[:-2])).to_bytes(2, "little")  # transport CRC fits again
+    telegrams, errors = decode_all(bytes(bad))
+    assert telegrams == [] and len(errors) == 1 and "SML message CRC (message 2 of 3)" in str(errors[0])
+    telegrams, errors = decode_all(bytes(bad), quirks=parse_quirks("no_message_crc=on"))
+    assert len(telegrams) == 1 and not errors  # the quirk switch really switches it off

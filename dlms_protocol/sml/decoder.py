@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..errors import ChecksumError, ConfigurationError, DecodeError, DlmsError
 from ..model import MeterData, Reading, Statistics
 from ..obis import Obis
-from .framing import SmlFramer, Transmission, crc16_x25
+from .framing import SmlFramer, Transmission, crc16_kermit, crc16_x25
 
 MODES = ("off", "auto", "on")
 _MANUFACTURER_CODES = ((129, 129, 199, 130, 3), (1, 0, 96, 50, 1))
@@ -139,8 +139,8 @@ class SmlTelegram:
 @lru_cache(maxsize=1)
 def _context() -> Dict[Any, Any]:
     """smllib's build context with a list-entry builder that keeps the value's TL byte(s)."""
-    from smllib.builder import SmlObjBuilder, create_context
-    from smllib.sml import SmlListEntry
+    from smllib.builder import SmlMessageBuilder, SmlObjBuilder, create_context
+    from smllib.sml import SmlListEntry, SmlMessage
 
     class _EntryBuilder(SmlObjBuilder):  # type: ignore[type-arg]
         """Like smllib's, but keeps octet strings as hex (no guessing text) and the TL type."""
@@ -153,9 +153,36 @@ def _context() -> Dict[Any, Any]:
             ret.tl = bytes(snippet.msg) if snippet.msg is not None else b""
             return ret
 
+    class _MessageBuilder(SmlMessageBuilder):  # type: ignore[misc]
+        """Like smllib's, but checks the message CRC (smllib does not): ``crc_kind`` x25/kermit/None."""
+
+        def build(self, obj: Any, classes: Any) -> Any:
+            kind, calc, sent = _message_crc(obj)
+            ret = super().build(obj, classes)
+            ret.crc_kind, ret.crc_calc, ret.crc_sent = kind, calc, sent
+            return ret
+
     ctx = create_context()
     ctx[SmlListEntry] = _EntryBuilder()
+    ctx[SmlMessage] = _MessageBuilder()
     return ctx  # type: ignore[no-any-return]
+
+
+def _message_crc(obj: Any) -> Tuple[Optional[str], int, int]:
+    """Which CRC an SML message's crc16 field holds over the message's bytes before it, with the
+    X.25 computed and the value sent (low byte first) for the error message."""
+    items = obj.value
+    if not isinstance(items, list) or len(items) < 5 or obj.msg is None or items[4].msg is None:
+        return None, 0, 0
+    field_ = items[4]
+    body = bytes(obj.msg[:field_.pos - obj.pos])
+    sent = bytes(field_.msg[1:]).rjust(2, b"\0")
+    calc = crc16_x25(body)
+    if sent == calc.to_bytes(2, "little"):
+        return "x25", calc, calc
+    if sent == crc16_kermit(body).to_bytes(2, "big"):
+        return "kermit", calc, int.from_bytes(sent[-2:], "little")
+    return None, calc, int.from_bytes(sent[-2:], "little")
 
 
 def _tl_type(tl_and_data: bytes) -> Tuple[str, int]:
@@ -256,6 +283,7 @@ class SmlDecoder:
     def decode(self, tx: Transmission) -> SmlTelegram:
         """One CRC-checked transmission to a telegram; DlmsError when it is not acceptable."""
         messages = _parse(tx.payload)
+        self._check_message_crcs(messages, tx)
         server_id: Optional[bytes] = None
         client_id: Optional[bytes] = None
         entries: List[Any] = []
@@ -328,6 +356,20 @@ class SmlDecoder:
             if r.obis is not None and r.obis.groups[:5] in _MANUFACTURER_CODES and isinstance(r.value, str):
                 return r.value.strip()
         return _manufacturer_from_id(server_id)
+
+    def _check_message_crcs(self, messages: Sequence[Any], tx: Transmission) -> None:
+        """Every message's own CRC must hold, in the transport's algorithm (a second, independent
+        check: a damaged transmission whose transport CRC matches by chance is still refused)."""
+        if self.quirks.get("no_message_crc", "off") == "on":
+            return
+        bad = [n for n, msg in enumerate(messages) if getattr(msg, "crc_kind", None) != tx.crc]
+        if bad:
+            self.stats.count("message_crc_errors")
+            msg = messages[bad[0]]
+            raise ChecksumError(f"SML message CRC (message {bad[0] + 1} of {len(messages)})",
+                                getattr(msg, "crc_calc", 0), getattr(msg, "crc_sent", 0),
+                                "the transmission is dropped; a meter that always sends wrong message CRCs "
+                                "needs sml_quirks no_message_crc=on")
 
     def _check_kermit(self, manufacturer: Optional[str], tx: Transmission) -> None:
         quirk = quirk_table()["quirks"]["kermit_crc"]
