@@ -16,6 +16,7 @@ from ..errors import ConfigurationError, DlmsError
 from ..model import MeterData, Statistics
 
 PROTOCOLS = ("auto", "dlms", "sml", "d0")
+_SECURITY = ("decrypt_failures", "tag_failures")
 ErrorSink = Optional[Callable[[DlmsError], None]]
 
 
@@ -96,7 +97,9 @@ class AutoDecoder:
 
     Errors of the candidates are not reported while nothing has been recognised (a DLMS
     deframer sees SML as noise), except security errors (an encrypted push without a key is
-    the answer, not noise); ``errors`` keeps the last one per protocol for the diagnosis.
+    the answer, not noise); once one is recognised, its errors since the start are counted, so
+    the figures do not depend on how the bytes were cut. ``errors`` keeps the last one per
+    protocol for the diagnosis.
     """
 
     def __init__(self, config: Optional[ListenerConfig] = None, stats: Optional[Statistics] = None,
@@ -106,6 +109,7 @@ class AutoDecoder:
         self.on_error = on_error
         self.protocol: Optional[str] = None
         self.errors: Dict[str, DlmsError] = {}
+        self._pending: Dict[str, List[DlmsError]] = {}
         self._quiet = False
         self._candidates: Dict[str, Any] = {}
         for name in candidates:
@@ -126,10 +130,15 @@ class AutoDecoder:
     def _collector(self, name: str) -> Callable[[DlmsError], None]:
         def collect(exc: DlmsError) -> None:
             self.errors[name] = exc
-            if self.protocol == name or (self.protocol is None and exc.stat in ("decrypt_failures", "tag_failures")):
+            if self.protocol is None:
+                pending = self._pending.setdefault(name, [])
+                if len(pending) < 1000:
+                    pending.append(exc)
+            early = self.protocol is None and exc.stat in _SECURITY
+            if early:  # once recognised, the decoder counts into self.stats itself
                 self.stats.error(exc)
-                if self.on_error is not None:
-                    self.on_error(exc)
+            if (early or self.protocol == name) and self.on_error is not None:
+                self.on_error(exc)
         return collect
 
     @property
@@ -144,6 +153,13 @@ class AutoDecoder:
             found = dec.feed(chunk)
             if found:
                 self.protocol = name
+                # the recognised protocol's errors count from the start, however the bytes were cut
+                for exc in self._pending.get(name, []):
+                    if exc.stat not in _SECURITY:
+                        self.stats.error(exc)
+                        if self.on_error is not None:
+                            self.on_error(exc)
+                self._pending.clear()
                 self._candidates = {name: dec}
                 dec.stats = self.stats
                 dec.quiet = self._quiet

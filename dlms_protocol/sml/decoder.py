@@ -159,7 +159,7 @@ def _context() -> Dict[Any, Any]:
         def build(self, obj: Any, classes: Any) -> Any:
             kind, calc, sent = _message_crc(obj)
             ret = super().build(obj, classes)
-            ret.crc_kind, ret.crc_calc, ret.crc_sent = kind, calc, sent
+            ret.crc_kind, ret.crc_calc, ret.crc_sent = kind, calc, sent  # type: ignore[attr-defined]
             return ret
 
     ctx = create_context()

@@ -1,0 +1,202 @@
+"""The SML stream end to end: framer edge cases, ``listen --protocol sml`` and ``auto`` over a real
+pty replaying captures at their baud rate, the pipeline source, ``simulate-push --protocol sml``
+as a subprocess, and AutoDecoder choosing by checksum."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from typing import List
+
+import pytest
+
+from dlms_protocol.config import ListenerConfig
+from dlms_protocol.detect.decoders import AutoDecoder
+from dlms_protocol.model import MeterData
+from dlms_protocol.pipeline import Health, Output, Pipeline, make_source
+from dlms_protocol.simulator.push import PushSimulator
+from dlms_protocol.simulator.sml import SmlSimulator, encode_sml, entry, signed, split_capture, transport
+from dlms_protocol.sml.decoder import SmlDecoder, decode_all
+from dlms_protocol.sml.framing import MAX_SIZE, SmlFramer
+from helpers import CORPUS, ROOT, corpus_files, load_json
+
+SID = b"\x0a\x01SIM\x00\x00\x00\x00\x09"
+
+
+def one(power: int) -> bytes:
+    return encode_sml(SID, [entry("0100100700ff", signed(power, 4), 27, 0)])
+
+
+# ------------------------------------------------------------------ framer
+def test_garbage_and_a_cut_transmission_do_not_cost_the_next_one() -> None:
+    good = one(1234)
+    cut = good[:len(good) // 2]  # the end never came
+    errors: List[Exception] = []
+    framer = SmlFramer(errors.append)
+    out = framer.feed(b"\x00\xff" * 50 + cut + good + good[:3])
+    assert [t.raw for t in out] == [good]
+    assert framer.cut == 1 and framer.crc_errors == 0 and len(errors) == 1
+    assert framer.buffered <= 7  # only what may be the start of the next transmission is kept
+
+
+def test_buffer_stays_bounded_without_an_end() -> None:
+    framer = SmlFramer(max_size=4096)
+    for _ in range(100):
+        framer.feed(b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01" + b"\x42" * 1000)
+        assert framer.buffered <= 4096 + 8 + 1000
+    assert framer.oversized > 0 or framer.cut > 0
+    assert MAX_SIZE >= 4096
+
+
+@pytest.mark.parametrize("pad", range(4))
+def test_padding_and_escapes(pad: int) -> None:
+    payload = bytes(range(1, 5)) * 3 + b"\x1b\x1b\x1b\x1b" + bytes(4 - pad if pad else 0)
+    raw = transport(payload)
+    (tx,) = SmlFramer().feed(raw)
+    assert tx.payload[:len(payload)] == payload and tx.crc == "x25"
+
+
+def test_reduced_simulated_meter_is_recognised() -> None:
+    telegrams, _ = decode_all(SmlSimulator(seed=1, reduced=True).build())
+    (tel,) = telegrams
+    assert tel.reduced and all(r.scaler == 3 for r in tel.readings if r.unit == "Wh")
+
+
+# ------------------------------------------------------------------ auto
+def test_auto_decoder_chooses_by_a_checksum_that_held() -> None:
+    sml = SmlSimulator(seed=2).build()
+    push = PushSimulator(wrapper="hdlc", seed=2).emit()
+    auto = AutoDecoder(ListenerConfig(port="-"))
+    assert auto.feed(push[: len(push) // 2]) == [] and auto.protocol is None
+    got = auto.feed(push[len(push) // 2:])
+    assert auto.protocol == "dlms" and len(got) == 1
+    auto = AutoDecoder(ListenerConfig(port="-"))
+    got = auto.feed(b"\x7e\x00garbage" + sml)
+    assert auto.protocol == "sml" and len(got) == 1 and got[0].to_json()["protocol"] == "sml"
+
+
+def test_auto_reports_an_encrypted_push_without_key_at_once() -> None:
+    errors: List[Exception] = []
+    push = PushSimulator(wrapper="hdlc", key=bytes(16), security=0x20, seed=3).emit()
+    auto = AutoDecoder(ListenerConfig(port="-"), on_error=errors.append)
+    assert auto.feed(push) == [] and errors and errors[0].stat == "decrypt_failures"
+
+
+# ------------------------------------------------------------------ listen over a pty
+def listen(port: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dlms_protocol", "listen", port, *args, "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("protocol", ["sml", "auto"])
+def test_listen_replays_a_raw_dump_and_counts_the_damaged(protocol: str) -> None:
+    path = next((p for p in corpus_files("sml", ".bin") if p.stem == "easymeter_q3a_a1064_dump"), None)
+    if path is None:
+        pytest.skip(f"SML corpus not found at {CORPUS}")
+    case = load_json(path.with_suffix(".json"))
+    sim = SmlSimulator(path, interval=0.05)
+    port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
+    proc = listen(port, "--protocol", protocol, "--baudrate", "9600", "--parity", "N")
+    try:
+        deadline = time.monotonic() + 60
+        while not sim.reader_ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(len(sim.chunks)):  # the whole dump once, chunk by chunk, paced at 9600 Bd
+            assert sim.send_once()
+        lines = [json.loads(proc.stdout.readline()) for _ in range(4)]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        sim.stop()
+    expected = [e for e in case["expected"] if e["frame"] == 1]
+    got = {r["obis"]: r for r in lines[0]["readings"]}
+    energy = next(e for e in expected if e["obis"] == "1-0:1.8.0*255")
+    assert got["1-0:1.8.0.255"]["raw"] == energy["value"] and got["1-0:1.8.0.255"]["scaler"] == -4
+    assert all(line["protocol"] == "sml" for line in lines)
+    stats = err.split("statistics: ")[1]
+    assert "messages=4" in stats
+    assert "checksum_errors=1" in stats and "framing_errors=2" in stats  # 3 damaged, none shown
+
+
+# ------------------------------------------------------------------ the pipeline source
+class Recorder(Output):
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.data: List[MeterData] = []
+        self.health: List[Health] = []
+        self.event = threading.Event()
+
+    def publish(self, data: MeterData) -> None:
+        self.data.append(data)
+        self.event.set()
+
+    def publish_health(self, health: Health) -> None:
+        self.health.append(health)
+
+
+def test_sml_source_through_the_pipeline() -> None:
+    sim = SmlSimulator(seed=5, interval=0.2)
+    port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
+    source = make_source("sml", config=ListenerConfig(port=port, baudrate=9600, parity="N"), listen_timeout=10)
+    out = Recorder()
+    pipe = Pipeline(source, [out])
+    pipe.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not sim.reader_ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim.send_once()
+        assert out.event.wait(20)
+    finally:
+        pipe.stop()
+        sim.stop()
+    data = out.data[0]
+    power = data.get("16.7.0")
+    assert power is not None and power.value == sim.last_registers["1-0:16.7.0*255"]
+    assert data.get("1.8.0").value == sim.last_registers["1-0:1.8.0*255"]
+    assert data.meter_id == "0A0153494D0012345678"
+    assert any(h.state == Health.OK for h in out.health)
+    assert source.status()["protocol"] == "sml"
+
+
+# ------------------------------------------------------------------ simulate-push --protocol sml
+def test_simulate_push_sml_subprocess_is_read_by_listen() -> None:
+    sim = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "simulate-push", "--protocol", "sml",
+                            "--interval", "0.3", "--baudrate", "19200"], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    proc = None
+    try:
+        first = sim.stdout.readline()
+        assert first.startswith("SML meter on /dev/") and "19200 Bd 8N1" in first
+        port = first.split(" on ")[1].split(":")[0]
+        proc = listen(port, "--protocol", "sml", "--baudrate", "19200")
+        msg = json.loads(proc.stdout.readline())
+        assert msg["manufacturer"] == "SIM" and msg["reduced_data_set"] is False
+        energy = next(r for r in msg["readings"] if r["obis"] == "1-0:1.8.0.255")
+        assert Decimal(str(energy["value"])) == Decimal(energy["raw"]).scaleb(-1)
+    finally:
+        for p in (proc, sim):
+            if p is not None:
+                p.send_signal(signal.SIGINT)
+                p.communicate(timeout=30)
+
+
+def test_split_capture_keeps_every_byte() -> None:
+    for path in corpus_files("sml", ".bin"):
+        data = path.read_bytes()
+        assert b"".join(split_capture(data)) == data
+
+
+def test_decoder_reset_forgets_a_partial_transmission() -> None:
+    good = one(-5)
+    dec = SmlDecoder()
+    assert dec.feed(good[:30]) == []
+    dec.reset()
+    assert dec.feed(good[30:]) == []  # the rest alone is no transmission
+    (tel,) = dec.feed(good)
+    assert tel.readings[0].value == Decimal(-5)
