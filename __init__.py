@@ -515,6 +515,8 @@ class DLMS(SmartPlugin):
         status["durations"] = snap["durations"]
         status["alive"] = self.alive
         status["item_problems"] = len(self._item_problems)
+        # what the meter's data says about itself (SML: firmware quirks, reduced data set and how to unlock it)
+        status["notes"] = list(getattr(self._listener, "notes", {}).values())
         return status
 
     def _status_value(self, key: str, item_type: str) -> Any:

@@ -1,0 +1,88 @@
+"""The SmartHomeNG plugin (test double) reading SML: ``protocol: auto`` recognises it, items get
+the values the simulator sent, the reduced data set is logged and shown in the status with how to
+unlock it, and a line of damaged transmissions gets the diagnosis in the log."""
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import pytest
+
+from shng_double import SmartHome
+from shng_double.testing import plugins_dir, wait_for
+
+from dlms_protocol.simulator.sml import SmlSimulator
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def shng() -> Iterator[SmartHome]:
+    sh = SmartHome(plugins_dir())
+    yield sh
+    sh.stop()
+
+
+def start(sh: SmartHome, port: str, **extra) -> object:
+    (plugin,) = sh.load_plugins({"dlms": dict(plugin_name="dlms", mode="listen", serialport=port,
+                                              listen_baudrate=9600, listen_format="8N1", **extra)})
+    sh.load_item_tree({"meter": {
+        "energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0*255"},
+        "power": {"type": "num", "dlms_obis_code": "16.7.0"},
+    }})
+    sh.start()
+    return plugin
+
+
+def test_auto_reads_an_sml_meter_into_items(shng) -> None:
+    sim = SmlSimulator(seed=11)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    try:
+        plugin = start(shng, port)  # protocol left at its default: auto
+        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
+        wait_for(sim.reader_ready)
+        assert sim.send_once()
+        wait_for(lambda: plugin.status()["successes"] > 0)
+        assert shng.items.return_item("meter.energy")() == pytest.approx(float(sim.last_registers["1-0:1.8.0*255"]))
+        assert shng.items.return_item("meter.power")() == pytest.approx(float(sim.last_registers["1-0:16.7.0*255"]))
+        assert plugin._listener.detected_protocol == "sml"
+    finally:
+        sim.stop()
+
+
+def test_reduced_data_set_is_logged_and_in_the_status(shng, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    sim = SmlSimulator(seed=12, reduced=True)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    try:
+        plugin = start(shng, port, protocol="sml")
+        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
+        wait_for(sim.reader_ready)
+        assert sim.send_once()
+        wait_for(lambda: plugin.status()["successes"] > 0)
+        (note,) = plugin.status()["notes"]
+        assert "reduced data set" in note and "PIN" in note and "InF" in note
+        assert note in caplog.text
+        assert shng.items.return_item("meter.energy")() == pytest.approx(float(sim.last_registers["1-0:1.8.0*255"]))
+    finally:
+        sim.stop()
+
+
+def test_damaged_transmissions_only_give_the_diagnosis(shng, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    sim = SmlSimulator(seed=13)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    try:
+        plugin = start(shng, port, protocol="sml", listen_timeout=5)
+        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
+        wait_for(sim.reader_ready)
+        for _ in range(3):
+            bad = bytearray(sim.build())
+            bad[60] ^= 0x04
+            assert sim.pty.send(bytes(bad))
+        wait_for(lambda: "whose CRC fails" in caplog.text, timeout=30)
+        assert plugin.status()["successes"] == 0
+        assert shng.items.return_item("meter.energy")() == 0  # never a value from a damaged transmission
+        assert plugin.status()["counters"].get("checksum_errors", 0) >= 2
+    finally:
+        sim.stop()
