@@ -200,3 +200,12 @@ def test_decoder_reset_forgets_a_partial_transmission() -> None:
     assert dec.feed(good[30:]) == []  # the rest alone is no transmission
     (tel,) = dec.feed(good)
     assert tel.readings[0].value == Decimal(-5)
+
+
+def test_demo_sml_finds_the_simulated_meter(capsys) -> None:
+    from dlms_protocol.cli import main
+
+    assert main(["demo", "--sml", "--fast"]) == 0
+    out = capsys.readouterr().out
+    assert "protocol:   SML (optical INFO interface)" in out and "    protocol: 'sml'" in out
+    assert "1-0:16.7.0*255" in out  # the telegram itself, after the configuration

@@ -67,6 +67,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--fast", action="store_true", help="run the meter ten times faster than real time")
     p.add_argument("--json", action="store_true", help="print the readout as JSON")
     p.add_argument("--items", action="store_true", help="print a SmartHomeNG items.yaml snippet instead of the table")
+    p.add_argument("--sml", action="store_true", help="an SML meter (German INFO interface) instead, found by detect")
     p.set_defaults(func=cmd_demo)
 
 
@@ -243,6 +244,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..simulator.d0 import SimulatedMeter
     from .reader import D0Reader
 
+    if getattr(args, "sml", False):
+        from ..sml.cli import demo_sml
+
+        return demo_sml(args)
     scale = 10.0 if args.fast else 1.0
     # Ten times faster, the ACK is on the wire for 20 ms and the reader switches 30 ms after it;
     # a meter that answers 60 ms after the ACK leaves room for a busy machine.

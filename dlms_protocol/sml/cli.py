@@ -61,4 +61,32 @@ def simulate_sml(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["decode_sml", "simulate_sml"]
+def demo_sml(args: argparse.Namespace) -> int:
+    """A simulated SML meter at 9600 8N1 on a pty: ``detect`` finds it, then one telegram is shown."""
+    from ..detect.probe import Detector
+    from ..detect.report import report
+    from ..simulator.sml import SmlSimulator
+
+    sim = SmlSimulator(interval=0.5 if args.fast else 1.0, seed=1)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    print("dlms demo: a simulated SML meter (9600 8N1, a transmission every "
+          f"{sim.interval:g} s) on {port}; detect finds out what it is:", flush=True)
+    sim.start()
+    try:
+        detector = Detector(port, listen=1.0, dwell=4.0, total=30.0, sign_on=False,
+                            progress=lambda text: print(f"  {text}", flush=True))
+        finding = detector.run()
+    finally:
+        sim.stop()
+    print()
+    for line in report(finding, detector.seen):
+        print(line)
+    if finding is not None and finding.data is not None:
+        print()
+        print(finding.data.text)
+    print()
+    print("Next: python -m dlms_protocol detect /dev/serial/by-id/<your IR head>")
+    return 0 if finding is not None else 1
+
+
+__all__ = ["decode_sml", "simulate_sml", "demo_sml"]
