@@ -304,15 +304,19 @@ class DlmsSession:
         ``tolerant``: an attribute the meter refuses comes back as its ``AccessError`` instead of
         ending the whole list (a with-list answer with a refused element is re-read one by one).
         """
-        if len(items) > 1 and self.client.negotiatedConformance & Conformance.MULTIPLE_REFERENCES:
-            with self._gurux():
-                messages = self.client.readList(list(items))
+        # gurux's readList() builds no request for a PDU size below 123 (a float item count)
+        if len(items) > 1 and self.client.negotiatedConformance & Conformance.MULTIPLE_REFERENCES \
+                and int(self.client.settings.maxPduSize) > 122:
             values: List[Any] = []
             refused = False
-            for message in messages:  # every one: gurux numbered the HDLC frames of all of them already
-                reply = self.request(message if isinstance(message, list) else [message], "GET with-list")
-                refused = refused or bool(reply.error)
-                values.extend(reply.value or [])
+            size = self._list_chunk()
+            for start in range(0, len(items), size):
+                with self._gurux():
+                    messages = self.client.readList(list(items[start:start + size]))
+                for message in messages:  # every one: gurux numbered the HDLC frames of all of them already
+                    reply = self.request(message if isinstance(message, list) else [message], "GET with-list")
+                    refused = refused or bool(reply.error)
+                    values.extend(reply.value or [])
             if not refused and len(values) == len(items):
                 return values
             log.debug("GET with-list: %s; reading one by one", "an element was refused" if refused else
@@ -326,6 +330,17 @@ class DlmsSession:
                     raise
                 out.append(exc)
         return out
+
+    def _list_chunk(self) -> int:
+        """Attributes per GET with-list so that the request fits into one HDLC frame.
+
+        gurux-dlms 1.0.203 mis-parses the answer to a with-list request it had to segment (an
+        IndexError in handleGetResponseWithList), so requests are kept to one frame: 10 bytes
+        per attribute plus 7 bytes of LLC and header. The wrapper has no frame limit.
+        """
+        if self.config.wrapper:
+            return 10
+        return max(1, min(10, (int(self.client.hdlcSettings.maxInfoTX) - 7) // 10))
 
     def objects(self) -> Any:
         """The association's object list (gurux ``GXDLMSObjectCollection``)."""

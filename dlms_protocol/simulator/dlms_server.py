@@ -174,9 +174,19 @@ class CosemServer:
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, apdu: bytes, client: int) -> Optional[bytes]:
-        """The answer APDU to ``apdu`` from client SAP ``client`` (None: no answer)."""
+        """The answer APDU to ``apdu`` from client SAP ``client`` (None: no answer).
+
+        A request the server cannot parse gets an exception-response, as a meter answers garbage.
+        """
         if not apdu:
             return None
+        try:
+            return self._dispatch(apdu, client)
+        except (IndexError, ValueError, DlmsError) as exc:
+            self.event("malformed", f"APDU 0x{apdu[0]:02x}: {exc!r}")
+            return bytes([0xD8, 0x01, 0x02])
+
+    def _dispatch(self, apdu: bytes, client: int) -> Optional[bytes]:
         tag = apdu[0]
         if tag == AARQ:
             return self._aarq(apdu, client)
