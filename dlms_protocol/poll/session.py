@@ -87,7 +87,7 @@ class DlmsSession:
         self.bytes_out = 0
         self.bytes_in = 0
         self.exchanges = 0
-        self._quiet = config.authentication == "high_gmac"  # gurux prints on every ciphered APDU
+        self._secure = config.authentication == "high_gmac"
 
     @property
     def invocation_counter(self) -> Optional[int]:
@@ -97,12 +97,17 @@ class DlmsSession:
     # ------------------------------------------------------------------ I/O core
     @contextlib.contextmanager
     def _gurux(self) -> Iterator[None]:
-        """Silence gurux's print() in the cipher code (it would end up on stdout of the CLI)."""
-        if self._quiet:
-            with contextlib.redirect_stdout(io.StringIO()):
+        """Keep gurux's print() calls (cipher notes, "Invalid HDLC Frame") off stdout: the CLI's
+        ``--json`` output must stay JSON. Logged at debug level, except in ciphered sessions
+        (gurux prints challenges there)."""
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink):
                 yield
-        else:
-            yield
+        finally:
+            text = sink.getvalue().strip()
+            if text and not self._secure:
+                log.debug("gurux-dlms says: %s", text[:200])
 
     def _exchange(self, data: Any, reply: GXReplyData, layer: str) -> None:
         """Send one frame and read until gurux has a complete answer frame."""
