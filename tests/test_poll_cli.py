@@ -1,0 +1,86 @@
+"""``python -m dlms_protocol poll`` and ``simulate-dlms`` as a user runs them (real processes, real TCP)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlms_protocol.cli import main
+from dlms_protocol.simulator.cosem_model import demo_model
+from dlms_protocol.simulator.dlms_cli import DEMO_AUTH_KEY, DEMO_KEY
+from dlms_protocol.simulator.dlms_meter import DlmsTcpMeter
+from dlms_protocol.simulator.dlms_server import ServerSecurity
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def meter():
+    with DlmsTcpMeter(demo_model(), security=ServerSecurity(bytes.fromhex(DEMO_KEY), bytes.fromhex(DEMO_AUTH_KEY))) \
+            as m:
+        yield m
+
+
+def test_list_prints_code_value_unit_meaning(meter, capsys):
+    assert main(["poll", meter.url, "--list"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split() == ["code", "value", "unit", "meaning"]
+    assert re.search(r"^1-0:32\.7\.0\.255\s+230\.1\s+V\s+Voltage L1", out, re.M)
+    assert re.search(r"^1-0:1\.8\.0\.255\s+12345678\s+Wh\s+Active import", out, re.M)
+    assert len(lines) == 1 + len(meter.model.registers) + 3
+    assert "not readable: 0.0.96.1.1.255 attribute 2: read-write denied" in err
+
+
+def test_items_snippet_is_yaml_with_every_code(meter, capsys):
+    assert main(["poll", meter.url, "--items"]) == 0
+    items = yaml.safe_load(capsys.readouterr().out)["meter"]
+    codes = {item["dlms_obis_code"]: item for item in items.values()}
+    assert codes["1-0:1.8.0.255"]["type"] == "num" and codes["0-0:96.1.0.255"]["type"] == "str"
+    assert len(codes) == len(meter.model.registers) + 3
+
+
+def test_json_with_profile_and_hls(meter, capsys, tmp_path):
+    args = ["poll", meter.url, "--client", "1", "--auth", "high_gmac", "--key", DEMO_KEY, "--auth-key", DEMO_AUTH_KEY,
+            "--obis", "1.8.0,96.1.1", "--profile", "1.0.99.1.0.255", "--state-file", str(tmp_path / "ic"), "--json"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)  # nothing else on stdout (gurux's prints are kept off it)
+    assert [v["code"] for v in data["values"]] == ["0-0:96.1.1.255", "1-0:1.8.0.255"]  # object-list order
+    assert len(data["profiles"]["1-0:99.1.0.255"]) == len(meter.model.profile_rows)
+    assert DEMO_KEY not in out + err and DEMO_AUTH_KEY not in out + err
+
+
+def test_wrong_password_exits_1_with_cause_and_fix(meter, capsys):
+    assert main(["poll", meter.url, "--client", "32", "--auth", "low", "--password", "nope-nope"]) == 1
+    err = capsys.readouterr().err
+    assert "refused the password" in err and "nope-nope" not in err
+
+
+def test_simulate_dlms_process_answers_poll(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "simulate-dlms", "--tcp"], cwd=str(ROOT), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("port: "):
+                url = line.split()[1]
+        assert url and url.startswith("tcp://127.0.0.1:")
+        done = subprocess.run([sys.executable, "-m", "dlms_protocol", "poll", url, "--obis", "1.8.0", "--json"],
+                              cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["values"][0]["value"] == "12345678"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
