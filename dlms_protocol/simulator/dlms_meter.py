@@ -12,7 +12,8 @@ an identification announcing mode E (``/LGZ5\\2...``, 9600 Bd), switches to 8N1 
 acknowledged rate after ``ACK 2 Z 2`` and then speaks HDLC until DISC or its inactivity time-out,
 after which it listens for a sign-on again. ``mode_e=False`` is a meter on RS485: HDLC at
 ``baudrate`` 8N1 from the start. Characters are paced at the real character time (``time_scale``
-divides it); ``turnaround`` is the meter's reaction time before each answer frame.
+divides it); ``turnaround`` is the meter's reaction time before each answer frame; ``echo``
+reflects every byte the client sends, as many half-duplex optical heads do.
 
 The TCP meter accepts any number of connections, each with its own association and the DLMS/IP
 wrapper; all share one model, the meter's invocation counter and the counters it has seen.
@@ -67,7 +68,7 @@ class DlmsPtyMeter:
                  security: Optional[ServerSecurity] = None, logical: int = 1, physical: int = 17,
                  address_size: int = 2, max_info: int = 128, max_pdu: int = 512,
                  identification: Optional[bytes] = None, reaction_time: float = 0.2, turnaround: float = 0.02,
-                 inactivity: float = 120.0) -> None:
+                 inactivity: float = 120.0, echo: bool = False) -> None:
         self.shared = _Shared(model or demo_model(), accounts, security, max_pdu)
         self.mode_e = mode_e
         self.baudrate = baudrate
@@ -76,6 +77,8 @@ class DlmsPtyMeter:
         self.reaction_time = reaction_time
         self.turnaround = turnaround
         self.inactivity = inactivity
+        #: a half-duplex IR head that reflects everything the client sends (in both phases)
+        self.echo = echo
         if mode_e:
             self.link = PtyLink(baudrate=300, time_scale=time_scale)
         else:
@@ -141,6 +144,12 @@ class DlmsPtyMeter:
             log.exception("simulated DLMS meter stopped")
             self._event("crashed", repr(exc))
 
+    def _receive(self, timeout: float) -> bytes:
+        data = self.link.receive(timeout)
+        if data and self.echo:
+            self.link.raw_write(self.link.last_raw)
+        return data
+
     def _line(self, rate: int, bytesize: int, parity: str) -> None:
         link = self.link
         link.baudrate, link.bytesize, link.parity = rate, bytesize, parity
@@ -152,7 +161,7 @@ class DlmsPtyMeter:
         self._line(300, 7, "E")
         buf = bytearray()
         while not link.closed:
-            data = link.receive(0.05)
+            data = self._receive(0.05)
             if not data:
                 continue
             buf += data
@@ -170,7 +179,7 @@ class DlmsPtyMeter:
         deadline = time.monotonic() + link.scaled(1.5)
         buf.clear()
         while time.monotonic() < deadline and not link.closed:
-            buf += link.receive(0.02)
+            buf += self._receive(0.02)
             m = _ACK.search(buf)
             if m is None:
                 continue
@@ -192,7 +201,7 @@ class DlmsPtyMeter:
         hdlc = HdlcServer(self.shared.server(), self.logical, self.physical, self.address_size, self.max_info)
         last = time.monotonic()
         while not link.closed:
-            data = link.receive(0.02)
+            data = self._receive(0.02)
             if not data:
                 if time.monotonic() - last > link.scaled(self.inactivity):
                     self._event("inactivity-timeout")
