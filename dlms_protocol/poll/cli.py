@@ -69,8 +69,9 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def print_table(data: MeterData, out: TextIO = sys.stdout) -> None:
+def print_table(data: MeterData, out: Optional[TextIO] = None) -> None:
     """code / value / unit / meaning, the same columns as ``read``."""
+    out = out or sys.stdout  # looked up now: a default bound at import would keep a stale stream
     rows = [(r.code, _text(r.value), r.unit or "", r.name or "") for r in data.readings]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(("code", "value", "unit"))]
     print(f"{'code':<{widths[0]}}  {'value':>{widths[1]}}  {'unit':<{widths[2]}}  meaning", file=out)
