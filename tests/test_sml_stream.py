@@ -209,3 +209,60 @@ def test_demo_sml_finds_the_simulated_meter(capsys) -> None:
     out = capsys.readouterr().out
     assert "protocol:   SML (optical INFO interface)" in out and "    protocol: 'sml'" in out
     assert "1-0:16.7.0*255" in out  # the telegram itself, after the configuration
+
+
+def test_a_d0_read_never_loads_smllib() -> None:
+    code = ("import sys; from dlms_protocol.cli import main; "
+            "main(['parse', sys.argv[1], '--json']); print('smllib' in sys.modules)")
+    sample = ROOT / "dlms_protocol" / "data" / "sample_meters" / "lgz_e350.txt"
+    out = subprocess.run([sys.executable, "-c", code, str(sample)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("False")
+
+
+def test_decode_hex_recognises_sml(capsys) -> None:
+    from dlms_protocol.cli import main
+
+    data = one(-42)
+    assert main(["decode", "--hex", data.hex(" "), "--json"]) == 0
+    (msg,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    power = msg["readings"][0]
+    assert (power["obis"], power["raw"], power["value"], power["unit"], power["scaler"]) == \
+        ("1-0:16.7.0.255", -42, -42, "W", 0)
+    bad = bytearray(data)
+    bad[20] ^= 1
+    assert main(["decode", "--hex", bytes(bad).hex()]) == 1
+    assert "error: 1 SML transmission(s) lost" in capsys.readouterr().err
+
+
+def test_detect_over_socket_listens_once(capsys) -> None:
+    """socket:// (ser2net): the serial server sets speed and format, so one passive window."""
+    import socket
+
+    from dlms_protocol.cli import main
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+    sim = SmlSimulator(seed=21)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(sim.build())
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        port = f"socket://127.0.0.1:{server.getsockname()[1]}"
+        assert main(["detect", port, "--listen", "0.5", "--dwell", "2", "--total", "20", "--no-sign-on"]) == 0
+        out, err = capsys.readouterr()
+    finally:
+        stop.set()
+        server.close()
+    assert err.count("listening") == 1 and "protocol:   SML" in out and f"serialport: '{port}'" in out
+    assert "set on the serial server" in out

@@ -140,6 +140,9 @@ class Detector:
             self.progress(f"listening at {baud} Bd {fmt} …" if not self.remote else "listening …")
             finding = self._passive(baud, fmt)
             if finding is not None:
+                if self.remote:
+                    finding.notes.append("speed and format are those set on the serial server (ser2net); the "
+                                         "values above only matter for a local port")
                 return finding
         if self.sign_on and self._deadline - self.clock() > 1.0:
             self.progress("signing on at 300 Bd 7E1 (IEC 62056-21) …")
