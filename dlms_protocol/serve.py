@@ -93,6 +93,9 @@ def describe_start(cfg: Any) -> str:
 
 def build_source(cfg: Any, stats: Statistics, report: _RateLimited) -> Source:
     """The source the [meter] section asks for (push listener or D0 readout loop)."""
+    if cfg.listener is not None and getattr(cfg, "protocol", "dlms") != "dlms":  # SML, push-only D0, auto
+        return make_source("sml", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
+                           on_problem=report, protocol=cfg.protocol)
     if cfg.listener is not None:
         return make_source("push", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
                            on_problem=report)

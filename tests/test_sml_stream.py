@@ -16,7 +16,7 @@ import pytest
 
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.detect.decoders import AutoDecoder
-from dlms_protocol.model import MeterData
+from dlms_protocol.model import MeterData, Statistics
 from dlms_protocol.pipeline import Health, Output, Pipeline, make_source
 from dlms_protocol.simulator.push import PushSimulator
 from dlms_protocol.simulator.sml import SmlSimulator, encode_sml, entry, signed, split_capture, transport
@@ -266,3 +266,36 @@ def test_detect_over_socket_listens_once(capsys) -> None:
         server.close()
     assert err.count("listening") == 1 and "protocol:   SML" in out and f"serialport: '{port}'" in out
     assert "set on the serial server" in out
+
+
+def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
+    """The Venus OS / standalone service: [meter] protocol = sml gives the SML source (Victron, MQTT)."""
+    from dlms_protocol.serve import _RateLimited, build_source
+    from dlms_protocol.sml.source import SmlSource
+    from dlms_protocol.victron.config_file import load_config
+
+    sim = SmlSimulator(seed=31)
+    port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
+    ini = tmp_path / "meter.ini"
+    ini.write_text(f"[meter]\nmode = push\nprotocol = sml\nport = {port}\nbaudrate = 9600\nparity = N\n")
+    cfg = load_config(str(ini), victron=False)
+    stats = Statistics()
+    source = build_source(cfg, stats, _RateLimited())
+    assert isinstance(source, SmlSource) and source.stats is stats and cfg.protocol == "sml"
+    out = Recorder()
+    pipe = Pipeline(source, [out])
+    pipe.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not sim.reader_ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim.send_once()
+        assert out.event.wait(20)
+    finally:
+        pipe.stop()
+        sim.stop()
+    assert out.data[0].get("1.8.0").value == sim.last_registers["1-0:1.8.0*255"]
+    bad = tmp_path / "bad.ini"
+    bad.write_text(f"[meter]\nmode = push\nprotocol = smk\nport = {port}\n")
+    with pytest.raises(Exception, match="protocol = 'smk' is unknown"):
+        load_config(str(bad), victron=False)

@@ -43,6 +43,7 @@ _FALSE = {"0", "no", "false", "off"}
 METER_KEYS: Dict[str, str] = {
     "mode": "push (DLMS/COSEM push listener) or readout (IEC 62056-21 optical readout)",
     "port": "serial device (/dev/serial/by-id/... or /dev/ttyUSB0), socket://host:port or rfc2217://",
+    "protocol": "push: what the meter sends: dlms (default), sml (German INFO interface, 9600 8N1), d0, auto",
     "baudrate": "push: line speed (2400); readout: auto or a maximum",
     "bytesize": "push: data bits (8)",
     "parity": "push: N, E or O (E)",
@@ -107,6 +108,8 @@ class StandaloneConfig:
     victron: bool = True
     #: further outputs by kind (``[mqtt]`` ...) with their options as written; checked by their factory
     outputs: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    #: push mode: dlms (PushSource), or sml/d0/auto (the SML source's StreamListener)
+    protocol: str = "dlms"
 
     @property
     def port(self) -> str:
@@ -209,7 +212,11 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
         raise ConfigurationError(f"{path}: [meter] port is missing",
                                  "write port = /dev/serial/by-id/<your adapter> (ls /dev/serial/by-id)")
     port = _port(port)
-    push_only = {"bytesize", "parity", "stopbits", "key", "auth_key", "profile", "wrapper", "min_interval"}
+    push_only = {"bytesize", "parity", "stopbits", "key", "auth_key", "profile", "wrapper", "min_interval",
+                 "protocol"}
+    protocol = m.get("protocol", "dlms").lower()
+    if protocol not in ("dlms", "sml", "d0", "auto"):
+        raise ConfigurationError(f"[meter] protocol = {protocol!r} is unknown", "use dlms, sml, d0 or auto")
     readout_only = {"interval", "initial_baudrate", "char_format", "use_checksum", "reset_baudrate", "no_waiting",
                     "device_address", "query_code", "timeout", "wakeup", "retries", "baud_switch_delay",
                     "readout_mode"}
@@ -286,7 +293,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
                for kind in extra if cp.has_section(kind)}
     return StandaloneConfig(mode=mode, bridge=bridge, listener=listener, readout=readout, interval=interval,
                             log_level=level, source=f"INI ({path})", victron=cp.has_section("victron"),
-                            outputs=outputs)
+                            outputs=outputs, protocol=protocol)
 
 
 # ------------------------------------------------------------ dbus-dlms-meter
