@@ -351,14 +351,24 @@ def physical_value(binding: ObisBinding, reading: Reading) -> Any:
 
 
 def item_value(binding: ObisBinding, reading: Reading, item_type: str) -> Any:
-    """What the item of ``item_type`` gets from ``reading``; raises ValueProblem."""
-    if binding.legacy:
-        value = legacy_value(binding, reading)
-    elif item_type == "str" and binding.unit is None and binding.scale is None and isinstance(reading.raw, str):
-        value = reading.raw.strip()  # as transmitted: a serial number keeps its leading zeros
-    else:
-        value = physical_value(binding, reading)
+    """What the item of ``item_type`` gets from ``reading``; raises ValueProblem (never a decimal error)."""
+    try:
+        if binding.legacy:
+            value = legacy_value(binding, reading)
+        elif item_type == "str" and binding.unit is None and binding.scale is None \
+                and isinstance(reading.raw, str):
+            value = reading.raw.strip()  # as transmitted: a serial number keeps its leading zeros
+        else:
+            value = physical_value(binding, reading)
+    except ArithmeticError as exc:
+        raise ValueProblem(f"value of {reading.code} cannot be converted ({type(exc).__name__})") from None
     return fit_to_type(value, item_type, reading.code, binding.unit or reading.unit)
+
+
+#: longest value (digits or characters) an item gets: no meter register has more, and a longer
+#: one (noise, a hostile line) must not cost memory or time in SmartHomeNG
+MAX_VALUE_CHARS = 1024
+_FLOAT_MAX = Decimal("1.7976931348623157e308")
 
 
 def fit_to_type(value: Any, item_type: str, code: str = "", unit: Optional[str] = None) -> Any:
@@ -368,7 +378,25 @@ def fit_to_type(value: Any, item_type: str, code: str = "", unit: Optional[str] 
     and the status would wrongly look fine).
     """
     where = f" of {code}" if code else ""
+    try:
+        return _fit(value, item_type, where, code, unit)
+    except ArithmeticError as exc:  # decimal.Overflow/InvalidOperation: never out of _apply
+        raise ValueProblem(f"value{where} cannot be converted ({type(exc).__name__})") from None
+
+
+def _check_size(value: Any, where: str) -> None:
+    size = len(value) if isinstance(value, (str, bytes, bytearray)) else \
+        len(value.as_tuple().digits) if isinstance(value, Decimal) and value.is_finite() else 0
+    if size > MAX_VALUE_CHARS:
+        raise ValueProblem(f"value{where} has {size} digits or characters (at most {MAX_VALUE_CHARS}): "
+                           "no meter sends such a value; the line is noisy or the value is not a reading")
+
+
+def _fit(value: Any, item_type: str, where: str, code: str, unit: Optional[str]) -> Any:
+    _check_size(value, where)
     if item_type == "num":
+        if isinstance(value, Decimal) and value.is_finite() and abs(value) > _FLOAT_MAX:
+            raise ValueProblem(f"value{where} is too large for a num item")
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, (Decimal, int, float)):
@@ -391,6 +419,8 @@ def fit_to_type(value: Any, item_type: str, code: str = "", unit: Optional[str] 
         raise ValueProblem(f"value {format_value(value)!r}{where} is a {type(value).__name__}, not a number: "
                            "use a foo or str item")
     if item_type == "str":
+        if isinstance(value, Decimal) and value.is_finite() and abs(value) >= Decimal(10) ** 15:
+            return format_value(value)  # exactly as a number, never as a rounded float or 'inf'
         return format_value(plain_value(value) if isinstance(value, Decimal) else value) \
             if not isinstance(value, str) else value
     if item_type == "bool":
@@ -445,7 +475,10 @@ def convert_unit(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
     if src is None or dst is None or src[0] != dst[0]:
         raise ValueProblem(f"cannot convert {from_unit} to {to_unit}: the meter sends {from_unit}, "
                            "set dlms_unit to a unit of the same quantity")
-    return value * src[1] / dst[1]
+    try:
+        return value * src[1] / dst[1]
+    except ArithmeticError:  # decimal.Overflow of a value no meter sends (2 MB of digits)
+        raise ValueProblem(f"value in {from_unit} cannot be converted to {to_unit}: it is out of range") from None
 
 
 # --------------------------------------------------------------------------- summaries
@@ -472,9 +505,10 @@ def grid_summary(data: MeterData) -> Dict[str, float]:
             if n is None or not r.unit:
                 return None
             try:
-                return convert_unit(n, r.unit, unit)
+                converted = convert_unit(n, r.unit, unit)
             except ValueProblem:
                 return None
+            return converted if converted.is_finite() and abs(converted) <= _FLOAT_MAX else None
         return _ABSENT
 
     out: Dict[str, float] = {}

@@ -5,9 +5,10 @@ never leak them, and ``parse_key`` names only the field and the length in its er
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from .errors import ConfigurationError
 
@@ -17,6 +18,32 @@ _KEY_SEPARATORS = re.compile(r"[\s:\-_]")
 FORMATS = {"7E1": (7, "E", 1), "8N1": (8, "N", 1), "8E1": (8, "E", 1), "7N1": (7, "N", 1)}
 #: push security policy (ListenerConfig.security), weakest accepted protection; "auto" learns it
 SECURITY_LEVELS = ("auto", "any", "encrypted", "authenticated")
+
+
+#: serial line speeds a port may be opened with (D0: 300-19200 Bd; DSMR P1: 115200 Bd; M-Bus/HAN up to 921600)
+MIN_BAUDRATE, MAX_BAUDRATE = 300, 921600
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, whole: bool = False,
+                 low_open: bool = False) -> Any:
+    """``value`` as a finite number within [low, high] (``low_open``: > low), else ConfigurationError.
+
+    A NaN, an infinity, 0 or a negative time-out is never a setting: it hangs a read, divides
+    by zero or drops a real line (baud 0 is "hang up" to a serial driver).
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and whole and not float(value).is_integer():
+        ok = False
+    if ok and not math.isfinite(value):
+        ok = False
+    if ok and (value < low or value > high or (low_open and value == low)):
+        ok = False
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        lowest = f"more than {low:g}" if low_open else f"at least {low:g}"
+        raise ConfigurationError(f"{name} = {value!r} is out of range",
+                                 f"write {kind} {lowest} and at most {high:g}")
+    return int(value) if whole else value
 
 
 def parse_key(text: Union[str, bytes, None], name: str = "key") -> Optional[bytes]:
@@ -95,6 +122,21 @@ class ReadoutConfig:
                                      "use one of " + ", ".join(FORMATS))
         if self.mode not in ("request", "push"):
             raise ConfigurationError(f"mode {self.mode!r} unknown", "use request or push")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """Every number within what IEC 62056-21 and a serial port allow."""
+        if self.baudrate != "auto":
+            self.baudrate = check_number("baudrate", self.baudrate, 300, 19200, whole=True)
+        self.initial_baudrate = check_number("initial_baudrate", self.initial_baudrate, 300, 19200, whole=True)
+        self.push_baudrate = check_number("push_baudrate", self.push_baudrate, MIN_BAUDRATE, MAX_BAUDRATE,
+                                          whole=True)
+        self.timeout = check_number("timeout", self.timeout, 0, 600, low_open=True)
+        self.identification_timeout = check_number("identification_timeout", self.identification_timeout,
+                                                   0, 600, low_open=True)
+        self.baud_switch_delay = check_number("baud_switch_delay", self.baud_switch_delay, 0, 10)
+        self.retries = check_number("retries", self.retries, 0, 10, whole=True)
+        self.max_read_time = check_number("max_read_time", self.max_read_time, 0, 86400, low_open=True)
 
 
 @dataclass
@@ -130,6 +172,13 @@ class ListenerConfig:
             raise ConfigurationError(f"wrapper {self.wrapper!r} unknown", "use auto, hdlc, mbus, wrapper or apdu")
         if self.security not in SECURITY_LEVELS:
             raise ConfigurationError(f"security {self.security!r} unknown", "use " + ", ".join(SECURITY_LEVELS))
+        self.baudrate = check_number("baudrate", self.baudrate, MIN_BAUDRATE, MAX_BAUDRATE, whole=True)
+        if self.bytesize not in (7, 8) or isinstance(self.bytesize, bool):
+            raise ConfigurationError(f"bytesize {self.bytesize!r} unknown", "use 8 (or 7)")
+        if self.stopbits not in (1, 2) or isinstance(self.stopbits, bool):
+            raise ConfigurationError(f"stopbits {self.stopbits!r} unknown", "use 1 or 2")
+        self.min_interval = check_number("min_interval", self.min_interval, 0, 86400)
 
 
-__all__ = ["parse_key", "ReadoutConfig", "ListenerConfig", "FORMATS", "SECURITY_LEVELS"]
+__all__ = ["parse_key", "check_number", "ReadoutConfig", "ListenerConfig", "FORMATS", "SECURITY_LEVELS",
+           "MIN_BAUDRATE", "MAX_BAUDRATE"]

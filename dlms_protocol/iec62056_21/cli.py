@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional, TextIO
 
 from ..config import ReadoutConfig
 from ..errors import DlmsError
-from .datablock import Readout, parse_readout, to_number
+from .datablock import MAX_READOUT, Readout, parse_readout, to_number
 
 #: a readout shown on a terminal is cut to this width per column
 _VALUE_WIDTH = 28
@@ -103,7 +103,8 @@ def print_table(readout: Readout, out: TextIO = sys.stdout) -> None:
     print(f"{'code':<{widths[0]}}  {'value':>{widths[1]}}  {'unit':<{widths[2]}}  meaning", file=out)
     for code, value, unit, name in rows:
         print(f"{code:<{widths[0]}}  {value:>{widths[1]}}  {unit:<{widths[2]}}  {name}".rstrip(), file=out)
-    print(f"{len(rows)} data sets, BCC {readout.bcc}", file=out)
+    checked = readout.checksum or "none (read unchecked: the readout carries no checksum)"
+    print(f"{len(rows)} data sets, BCC {readout.bcc}, CRC16 {readout.crc}, checksum verified: {checked}", file=out)
 
 
 def format_timings(timings: Dict[str, float], nbytes: int, baudrate: int, mode: Optional[str] = None) -> str:
@@ -224,10 +225,14 @@ def cmd_read(args: argparse.Namespace) -> int:
 def cmd_parse(args: argparse.Namespace) -> int:
     try:
         with open(args.file, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_READOUT + 1)  # never more: a 50 MB file is no readout and must not fill memory
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    if len(raw) > MAX_READOUT:
+        print(f"error: {args.file}: more than {MAX_READOUT} bytes: not one readout or telegram "
+              "(cut one out of the capture)", file=sys.stderr)
+        return 1
     try:
         readout = parse_readout(raw, use_checksum=not args.no_checksum)
     except DlmsError as exc:

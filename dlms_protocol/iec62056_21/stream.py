@@ -239,7 +239,7 @@ class D0StreamSplitter:
             return (pos, True) if final else None
         if m[pos] in (0x03, 0x04):  # an ETX whose STX was damaged: the BCC comes along and is checked
             return (pos + 2, True) if pos + 1 < n else None
-        return pos, m[pos] in b"/\r\n\x00 "  # a next telegram or silence; anything else: a damaged ETX
+        return pos, m[pos] in b"/\r\n"  # a next telegram or a blank line; anything else: a damaged end
 
     def _consume(self, cut: int) -> None:
         if cut > 0:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import FORMATS, ListenerConfig, ReadoutConfig
+from ..config import FORMATS, ListenerConfig, ReadoutConfig, check_number
 from ..errors import ConfigurationError
 from .bridge import ROLES, BridgeSettings
 
@@ -38,6 +38,16 @@ _PARITY = {"NONE": "N", "EVEN": "E", "ODD": "O", "N": "N", "E": "E", "O": "O"}
 _STOPBITS = {"ONE": 1, "TWO": 2, "1": 1, "2": 2}
 _TRUE = {"1", "yes", "true", "on"}
 _FALSE = {"0", "no", "false", "off"}
+_TOTAL_ON_L1 = {"auto"} | _TRUE | _FALSE
+#: (low, high, whole, low excluded) of the INI numbers not checked by ReadoutConfig/ListenerConfig
+_RANGES: Dict[str, Tuple[float, float, bool, bool]] = {
+    "interval": (0, 86400, False, True),
+    "timeout": (0, 86400, False, True),
+    "refresh_time_ms": (1, 3600000, True, False),
+    "device_instance": (0, 999, True, False),
+}
+#: where a profile JSON may be read from besides the config file's folder
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
 
 #: INI keys per section and a one-line meaning (also used by --check-config and the docs)
 METER_KEYS: Dict[str, str] = {
@@ -158,11 +168,55 @@ def _bool(section: str, key: str, text: str) -> bool:
 
 
 def _number(section: str, key: str, text: str, kind: type = float) -> Any:
+    """A number; NaN and infinities are refused, and so is any value outside ``_RANGES``."""
     try:
-        return kind(text.strip())
+        value = kind(text.strip())
     except ValueError:
         raise ConfigurationError(f"[{section}] {key} = {text!r} is not a number",
                                  f"write a {'whole ' if kind is int else ''}number") from None
+    low, high, whole, low_open = _RANGES.get(key, (-1e18, 1e18, kind is int, False))
+    try:
+        return check_number(key, value, low, high, whole=whole, low_open=low_open)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"[{section}] {exc.cause}", exc.fix) from None
+
+
+def _confined(section: str, key: str, text: str, base: Path, also: Optional[Path] = None) -> str:
+    """A file path resolved against the config file's folder, which must stay inside it (or ``also``).
+
+    A config must not make the service read /etc/shadow or ../../something as a mapping or
+    profile: the error says where such files belong.
+    """
+    path = (base / text).resolve()
+    for root in (base.resolve(),) + ((also.resolve(),) if also is not None else ()):
+        try:
+            path.relative_to(root)
+        except ValueError:
+            continue
+        if not path.is_file():
+            raise ConfigurationError(f"[{section}] {key} = {text!r}: no such file ({path})",
+                                     f"put the file beside the config file ({base}) and name it there")
+        return str(path)
+    where = f"{base}" + (f" or {also}" if also is not None else "")
+    raise ConfigurationError(f"[{section}] {key} = {text!r} points outside the config folder",
+                             f"put the file in {where} and write its name (relative to the config file)")
+
+
+def _profile(text: str, base: Path) -> Optional[str]:
+    """auto -> None; a name stays a name; a file path is confined (see ``_confined``)."""
+    if text.lower() == "auto":
+        return None
+    if "/" in text or "\\" in text or text.lower().endswith(".json"):
+        return _confined("meter", "profile", text, base, PROFILE_DIR)
+    return text
+
+
+def _built(section: str, factory: Any, **kwargs: Any) -> Any:
+    """ReadoutConfig/ListenerConfig/BridgeSettings(**kwargs) with the section named in its error."""
+    try:
+        return factory(**kwargs)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"[{section}] {exc.cause}", exc.fix) from None
 
 
 def _port(text: str) -> str:
@@ -226,9 +280,10 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
                                  "remove them or change mode")
     listener = readout = None
     interval = 30.0
+    base = path.parent
     if mode == "push":
-        profile = m.get("profile", "auto")
-        listener = ListenerConfig(
+        listener = _built(
+            "meter", ListenerConfig,
             port=port,
             baudrate=_number("meter", "baudrate", m.get("baudrate", "2400"), int),
             bytesize=_number("meter", "bytesize", m.get("bytesize", "8"), int),
@@ -236,19 +291,18 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
             stopbits=_number("meter", "stopbits", m.get("stopbits", "1"), int),
             key=m.get("key") or None,  # type: ignore[arg-type]  # parsed by ListenerConfig
             auth_key=m.get("auth_key") or None,  # type: ignore[arg-type]
-            profile=None if profile.lower() == "auto" else profile,
+            profile=_profile(m.get("profile", "auto"), base),
             wrapper=m.get("wrapper", "auto"),
             min_interval=_number("meter", "min_interval", m.get("min_interval", "0")),
         )
         default_timeout = DEFAULT_PUSH_TIMEOUT
     else:
         interval = _number("meter", "interval", m.get("interval", "30"))
-        if interval <= 0:
-            raise ConfigurationError("[meter] interval must be positive", "write seconds, e.g. interval = 30")
         fmt = m.get("char_format", "7E1").upper()
         if fmt not in FORMATS:
             raise ConfigurationError(f"[meter] char_format = {fmt!r} is unknown", "use one of " + ", ".join(FORMATS))
-        readout = ReadoutConfig(
+        readout = _built(
+            "meter", ReadoutConfig,
             port=port,
             baudrate=m.get("baudrate", "auto"),
             use_checksum=_bool("meter", "use_checksum", m.get("use_checksum", "yes")),
@@ -269,9 +323,13 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
     options: Dict[str, Any] = {}
     if "total_power_on_l1" in v:
         options["total_power_on_l1"] = v["total_power_on_l1"].lower()
+        if options["total_power_on_l1"] not in _TOTAL_ON_L1:
+            raise ConfigurationError(f"[victron] total_power_on_l1 = {v['total_power_on_l1']!r} is unknown",
+                                     "use auto, yes or no")
     if "missing_part_is_zero" in v:
         options["missing_part_is_zero"] = _bool("victron", "missing_part_is_zero", v["missing_part_is_zero"])
-    bridge = BridgeSettings(
+    bridge = _built(
+        "victron", BridgeSettings,
         bus=v.get("bus", "auto"),
         role=v.get("role", "grid"),
         custom_name=v.get("custom_name", ""),
@@ -280,7 +338,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
         timeout=_number("victron", "timeout", v["timeout"]) if "timeout" in v else default_timeout,
         refresh_time_ms=_number("victron", "refresh_time_ms", v["refresh_time_ms"], int)
         if "refresh_time_ms" in v else (int(interval * 1000) if mode == "readout" else None),
-        mapping_file=v.get("mapping_file") or None,
+        mapping_file=_confined("victron", "mapping_file", v["mapping_file"], base) if v.get("mapping_file") else None,
         port=port,
         connection=f"{'DLMS push' if mode == 'push' else 'IEC 62056-21'} {port}",
         device_instance=_number("victron", "device_instance", v.get("device_instance", "40"), int),
@@ -323,6 +381,9 @@ def read_python_literals(text: str, filename: str) -> Dict[str, Any]:
     """Top-level ``NAME = literal`` assignments of a Python file, without executing it."""
     try:
         tree = ast.parse(text, filename)
+    except (RecursionError, MemoryError):  # e.g. thousands of leading minus signs or brackets
+        raise ConfigurationError(f"{filename}: an expression is nested too deeply to be a setting",
+                                 "write each value literally, e.g. SERIAL_BAUD_RATE = 2400") from None
     except SyntaxError as exc:
         raise ConfigurationError(f"{filename}:{exc.lineno}: Python syntax error ({exc.msg})",
                                  "fix the line; the file is read as dbus-dlms-meter config.py") from None
@@ -345,7 +406,11 @@ def read_python_literals(text: str, filename: str) -> Dict[str, Any]:
         if name not in LEGACY_KEYS:
             LOG.warning("%s:%d: %s is not a dbus-dlms-meter setting; ignored", filename, node.lineno, name)
             continue
-        out[name] = _literal(value_node, f"{filename}:{node.lineno} ({name})")
+        try:
+            out[name] = _literal(value_node, f"{filename}:{node.lineno} ({name})")
+        except RecursionError:
+            raise ConfigurationError(f"{filename}:{node.lineno} ({name}): the value is nested too deeply",
+                                     "write the value literally, e.g. 'ttyUSB0' or 38400") from None
     return out
 
 
@@ -408,7 +473,8 @@ def _read_legacy(path: Path, text: str) -> StandaloneConfig:
             raise ConfigurationError(f"{where}: {name} must be a string of hex digits", f"write {name} = '0123…'")
         return raw
 
-    listener = ListenerConfig(
+    listener = _built(
+        where, ListenerConfig,
         port=port, baudrate=whole("SERIAL_BAUD_RATE", 38400), bytesize=whole("BYTE_SIZE", 8), parity=parity,
         stopbits=stopbits, key=key("BLOCK_CIPHER_KEY"), auth_key=key("AUTHENTICATION_KEY"),  # type: ignore[arg-type]
         profile=_legacy_profile(values.get("TELEGRAM_ID"), notes),
@@ -443,6 +509,8 @@ def load_config(path: str, victron: Optional[bool] = True) -> StandaloneConfig:
     cfg = _read_legacy(p, text) if _looks_legacy(p, text) else _read_ini(p, text)
     if victron is not None:
         cfg.victron = victron
+    from .mapping import Mapper
+    Mapper(cfg.bridge.mapping_file, cfg.bridge.mapping_options)  # a bad mapping file or option: error now
     return cfg
 
 

@@ -163,6 +163,27 @@ def load_table(user_file: Optional[str] = None) -> Dict[str, Any]:
     return table
 
 
+def _factor(where: str, value: Any) -> Decimal:
+    """A conversion factor from the mapping JSON: a finite number, else ConfigurationError (never a
+    decimal exception at run time)."""
+    try:
+        number = Decimal(str(value)) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+    except ArithmeticError:  # decimal.InvalidOperation for 'abc'
+        number = None
+    if number is None or not number.is_finite():
+        raise ConfigurationError(f"mapping: {where} = {value!r} is not a number",
+                                 'write the factor as a number, e.g. "kW": 1000')
+    return number
+
+
+def _unit_tables(units: Any) -> Dict[str, Dict[str, Decimal]]:
+    if not isinstance(units, dict) or not all(isinstance(t, dict) for t in units.values()):
+        raise ConfigurationError("mapping: 'units' must map each unit to an object of factors",
+                                 'write e.g. "units": {"W": {"W": 1, "kW": 1000}}')
+    return {target: {src: _factor(f"units.{target}.{src}", f) for src, f in table.items()}
+            for target, table in units.items()}
+
+
 class Mapper:
     """Compiled mapping table; ``map(data)`` is pure apart from the log-once bookkeeping and the
     phase memory: a meter that once sent L2/L3 data or per-phase power is 3-phase for good, so a
@@ -174,10 +195,7 @@ class Mapper:
         self.options: Dict[str, Any] = dict(table.get("options", {}))
         if options:
             self.options.update({k: v for k, v in options.items() if v is not None})
-        self.units: Dict[str, Dict[str, Decimal]] = {
-            target: {src: Decimal(str(f)) for src, f in table_units.items()}
-            for target, table_units in table.get("units", {}).items()
-        }
+        self.units: Dict[str, Dict[str, Decimal]] = _unit_tables(table.get("units", {}))
         self.paths: Dict[str, PathSpec] = {}
         for path, spec in table.get("paths", {}).items():
             if not isinstance(spec, dict):
@@ -208,7 +226,7 @@ class Mapper:
         self.hub4_mode: Optional[int] = None
         self._labels_logged: Tuple[Tuple[str, str], ...] = ()
         self.missing_part_is_zero = bool(self.options.get("missing_part_is_zero", False))
-        self.pf_tolerance = Decimal(str(self.options.get("power_factor_tolerance", 0.05)))
+        self.pf_tolerance = _factor("options.power_factor_tolerance", self.options.get("power_factor_tolerance", 0.05))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
         self._warned: Set[Tuple[str, str]] = set()
         self._three_phase = False  # phase memory, see the class docstring
