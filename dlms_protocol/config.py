@@ -126,8 +126,8 @@ class ReadoutConfig:
 
     def _check_numbers(self) -> None:
         """Every number within what IEC 62056-21 and a serial port allow."""
-        if self.baudrate != "auto":
-            self.baudrate = check_number("baudrate", self.baudrate, 300, 19200, whole=True)
+        if self.baudrate != "auto":  # a ceiling: the meter's offer (at most 19200 Bd) is lowered to it
+            self.baudrate = check_number("baudrate", self.baudrate, 300, MAX_BAUDRATE, whole=True)
         self.initial_baudrate = check_number("initial_baudrate", self.initial_baudrate, 300, 19200, whole=True)
         self.push_baudrate = check_number("push_baudrate", self.push_baudrate, MIN_BAUDRATE, MAX_BAUDRATE,
                                           whole=True)

@@ -107,7 +107,9 @@ class ReadoutSource(Source):
         return self._busy.locked()
 
     def status(self) -> Dict[str, Any]:
-        return {"duration": self.last_duration, "timings": dict(self.reader.last_timings)}
+        # checksum: whether readouts are checked (BCC/CRC16 required once seen) or read unchecked
+        return {"duration": self.last_duration, "timings": dict(self.reader.last_timings),
+                "checksum": getattr(self.reader, "checksum_state", "unknown")}
 
     def _tell(self, health: Health) -> None:
         if self._report is not None:
