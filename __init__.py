@@ -217,6 +217,9 @@ class DLMS(SmartPlugin):
                 victron = self._make_victron()
                 if victron is not None:
                     outputs.append(victron)
+                mqtt = self._make_mqtt()
+                if mqtt is not None:
+                    outputs.append(mqtt)
                 self._source, self._victron = source, victron
                 self._pipeline = Pipeline(source, outputs)
                 self._pipeline.start()
@@ -300,6 +303,23 @@ class DLMS(SmartPlugin):
             return None
         except Exception as exc:  # bad settings: the meter must still be read
             self.logger.error("Victron bridge did not start: %s; reading the meter goes on", exc)
+            return None
+        return _Guarded(output, self.logger)
+
+    #: plugin parameters mqtt_<option> passed to the MQTT output (an empty value means its default)
+    MQTT_PARAMETERS = ("host", "port", "tls", "ca_file", "username", "password", "prefix", "node", "discovery",
+                       "discovery_prefix", "retain", "qos", "min_interval")
+
+    def _make_mqtt(self) -> Optional[Output]:
+        """MQTT output with Home Assistant discovery, loaded only when enabled (paho-mqtt may be missing)."""
+        if not self.get_parameter_value("mqtt_publish"):
+            return None
+        options = {name: self.get_parameter_value(f"mqtt_{name}") for name in self.MQTT_PARAMETERS}
+        options["node"] = options.get("node") or self.get_instance_name() or None
+        try:
+            output = make_output("mqtt", **options)
+        except DlmsError as exc:  # bad settings or no paho-mqtt: the meter must still be read
+            self.logger.error("MQTT output not started: %s; reading the meter goes on", exc)
             return None
         return _Guarded(output, self.logger)
 

@@ -200,6 +200,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         return _config_error(args, exc)
     if args.check_config:
+        try:  # the further outputs' factories check their options ([mqtt] port, qos ...); nothing connects
+            for kind, options in sorted(cfg.outputs.items()):
+                make_output(kind, **options)
+        except ConfigurationError as exc:
+            return _config_error(args, exc)
         return _show(args.config, cfg)
     setup_logging(cfg.log_level, int(getattr(args, "verbose", 0) or 0))
     for note in cfg.notes:  # after the level is set, so they reach the service log
