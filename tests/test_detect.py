@@ -247,3 +247,30 @@ def test_plugin_parameters_for_each_protocol() -> None:
     assert sml["mode"] == "listen" and sml["protocol"] == "sml" and sml["listen_format"] == "8N1"
     dlms = plugin_parameters(Finding("dlms", "/dev/x", 2400, "8E1", encrypted=True, security=0x20))
     assert "key" in dlms and "auth_key" not in dlms
+
+
+def test_d0_telegram_read_at_8n1_with_parity_bits_is_reported_7e1() -> None:
+    from dlms_protocol.detect.probe import _d0_format
+    from dlms_protocol.transport import add_parity
+
+    telegram = b"/ESY5Q3DB1024 V3.08\r\n\r\n1-0:1.8.0*255(00012345.6789012*kWh)\r\n!\r\n"
+    assert _d0_format("8N1", add_parity(telegram, "E")) == "7E1"
+    assert _d0_format("8N1", telegram) == "8N1"  # plain 7-bit text: nothing says 7E1
+    assert _d0_format("7E1", telegram) == "7E1"
+
+
+def test_encrypted_push_with_the_key_is_decoded_and_reports_its_security_byte(capsys) -> None:
+    sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=8)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    pusher = Pusher(sim)
+    try:
+        code, lines, err = detect(capsys, port, "--key", EK.hex(), "--auth-key", AK.hex(), "--no-sign-on")
+    finally:
+        pusher.halt()
+        sim.stop()
+    assert code == 0, err
+    assert field(lines, "encryption") == "encrypted, security 0x30"
+    assert int(field(lines, "values").split()[0]) > 3
+    block = yaml12.load(section(lines, "plugin.yaml:"))["dlms"]
+    assert block["key"].startswith("<") and block["auth_key"].startswith("<")  # placeholders, never the key
+    assert EK.hex() not in "\n".join(lines).lower() and EK.hex() not in err.lower()

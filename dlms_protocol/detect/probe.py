@@ -186,8 +186,7 @@ class Detector:
                 w.raw += chunk
             for msg in decoder.feed(chunk):
                 w.messages.append((now, msg, decoder.protocol or "?"))
-            if not w.messages:
-                self._ciphered(deframer, chunk, now, w)
+            self._ciphered(deframer, chunk, now, w)
             count = len(w.messages) or len(w.ciphered)
             if count and first_at is None:
                 first_at = now

@@ -17,7 +17,7 @@ def plugin_parameters(finding: Finding, instance: str = "") -> Dict[str, Any]:
     if finding.protocol in ("sml", "dlms"):
         params.update(mode="listen", protocol=finding.protocol, listen_baudrate=finding.baudrate,
                       listen_format=finding.char_format)
-        if finding.protocol == "dlms" and finding.encrypted and finding.data is None:
+        if finding.protocol == "dlms" and finding.encrypted:  # keys are never printed, not even the given ones
             params["key"] = "<32 hex digits from your grid operator>"
             if finding.security is not None and finding.security & 0x10:
                 params["auth_key"] = "<32 hex digits, if your grid operator hands one out>"
