@@ -216,6 +216,21 @@ def _parse(payload: bytes) -> List[Any]:
                           "the CRC held, so the meter sent this; please report it with the capture") from None
 
 
+@lru_cache(maxsize=1024)
+def _obis(hex_code: str) -> Tuple[Obis, str]:
+    """The OBIS code of a list entry and its ``A-B:C.D.E*F`` text (a meter sends the same ones each time)."""
+    obis = Obis.from_bytes(bytes.fromhex(hex_code))
+    return obis, obis.normalized() or hex_code
+
+
+@lru_cache(maxsize=256)
+def _unit(code: int) -> Optional[str]:
+    """The symbol of a DLMS unit code through the project's one unit table."""
+    from ..dlms import units
+
+    return units.symbol(code)
+
+
 def _manufacturer_from_id(server_id: Optional[bytes]) -> Optional[str]:
     """The FLAG code inside a server ID (``0A 01 'DZG' …``, ``06 'EMH' …``), if there is one."""
     if not server_id:
@@ -321,13 +336,11 @@ class SmlDecoder:
 
     @staticmethod
     def _reading(index: int, entry: Any) -> Reading:
-        from ..dlms import units
-
-        obis = Obis.from_bytes(bytes.fromhex(entry.obis))
+        obis, code = _obis(entry.obis)
         kind, width = _tl_type(getattr(entry, "tl", b""))
         raw: Any = entry.value
         scaler = entry.scaler
-        unit = units.symbol(entry.unit) if entry.unit is not None else None
+        unit = _unit(entry.unit) if entry.unit is not None else None
         value: Any
         if isinstance(raw, bool):
             value = raw
@@ -345,7 +358,7 @@ class SmlDecoder:
         if entry.val_time is not None:
             vt = entry.val_time
             extra.append(("val_time", vt.isoformat() if isinstance(vt, datetime) else f"secindex {vt}"))
-        return Reading(code=obis.normalized() or entry.obis, obis=obis, value=value, unit=unit, raw=raw,
+        return Reading(code=code, obis=obis, value=value, unit=unit, raw=raw,
                        scaler=scaler,
                        index=index, timestamp=entry.val_time if isinstance(entry.val_time, datetime) else None,
                        extra=tuple(extra))
