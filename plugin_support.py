@@ -484,22 +484,20 @@ def convert_unit(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
 # --------------------------------------------------------------------------- summaries
 #: codes for the chart and the Victron-like summary: (key, candidate patterns, target unit)
 _POWER_SUM = "16.7.0"
-_ABSENT = object()
 
 
 def grid_summary(data: MeterData) -> Dict[str, float]:
     """Net power (W) and import/export energy (Wh) where the meter sends them with a unit.
 
-    Net power is 16.7.0 when sent (signed), else import 1.7.0 minus export 2.7.0. Values
-    without a unit are left out: guessing kW vs W would draw a curve off by 1000.
+    Net power is 16.7.0 as the pipeline has it: sent by the meter, or derived once in the core
+    (``derive``: import minus export, only when both are known). No rule of its own here, so the
+    chart shows what the items and D-Bus show. Values without a unit are left out: guessing kW
+    vs W would draw a curve off by 1000.
     """
-    def get(code: str, unit: str) -> Any:
-        """The value in ``unit``; None when sent but unusable, _ABSENT when not sent."""
+    def get(code: str, unit: str) -> Optional[Decimal]:
         pat = Obis.parse(code)
         for r in data.readings:
-            if r.obis is None or not pat.matches(r.obis):
-                continue
-            if r.obis.a not in (None, 1):
+            if r.obis is None or not pat.matches(r.obis) or r.obis.a not in (None, 1):
                 continue
             n = r.numeric()
             if n is None or not r.unit:
@@ -509,22 +507,13 @@ def grid_summary(data: MeterData) -> Dict[str, float]:
             except ValueProblem:
                 return None
             return converted if converted.is_finite() and abs(converted) <= _FLOAT_MAX else None
-        return _ABSENT
+        return None
 
     out: Dict[str, float] = {}
-    power = get(_POWER_SUM, "W")
-    if not isinstance(power, Decimal):
-        imp = get("1.7.0", "W")
-        exp = get("2.7.0", "W")
-        # an export that is sent but unreadable is no 0: then there is no net power at all
-        power = imp - (Decimal(0) if exp is _ABSENT else exp) \
-            if isinstance(imp, Decimal) and exp is not None else None
-    if power is not None:
-        out["power"] = float(power)
-    for key, code in (("import", "1.8.0"), ("export", "2.8.0")):
-        energy = get(code, "Wh")
-        if isinstance(energy, Decimal):
-            out[key] = float(energy)
+    for key, code, unit in (("power", _POWER_SUM, "W"), ("import", "1.8.0", "Wh"), ("export", "2.8.0", "Wh")):
+        value = get(code, unit)
+        if value is not None:
+            out[key] = float(value)
     return out
 
 

@@ -353,16 +353,17 @@ def test_unit_conversion() -> None:
         ps.convert_unit(Decimal("1"), "kW", "Wh")
 
 
-def test_chart_summary_never_ignores_an_export_it_cannot_read() -> None:
-    """Net power for the web chart: import minus export; an export sent without a unit must not
-    silently count as 0 (the chart would show the import as net power)."""
+def test_chart_summary_has_no_net_power_rule_of_its_own() -> None:
+    """Net power for the web chart is 16.7.0 as the pipeline has it (sent, or derived once in the core
+    when import and export are both known): an import-only meter has none, never import minus 0."""
     ps = support()
+    from dlms_protocol.pipeline import enrich
 
     def data(*sets: tuple) -> Any:
-        return ps.MeterData("readout", tuple(ps.Reading(code, ps.Obis.parse(code), Decimal(v), unit)
-                                             for code, v, unit in sets))
+        return enrich(ps.MeterData("readout", tuple(ps.Reading(code, ps.Obis.parse(code), Decimal(v), unit)
+                                                    for code, v, unit in sets)))
 
-    assert ps.grid_summary(data(("1.7.0", "1.000", "kW"))) == {"power": 1000.0}
+    assert ps.grid_summary(data(("1.7.0", "1.000", "kW"))) == {}
     assert ps.grid_summary(data(("1.7.0", "1.000", "kW"), ("2.7.0", "0.250", "kW"))) == {"power": 750.0}
     assert "power" not in ps.grid_summary(data(("1.7.0", "1.000", "kW"), ("2.7.0", "0.250", None)))
     assert ps.grid_summary(data(("16.7.0", "-0.4", "kW"), ("1.7.0", "1", "kW"))) == {"power": -400.0}

@@ -20,6 +20,14 @@ from dlms_protocol.obis import Obis
 from dlms_protocol.victron.bridge import BridgeSettings, VictronBridge
 from dlms_protocol.victron.naming import RANK_EXPLICIT, RANK_FALLBACK, RANK_METER_ID, RANK_SERIAL, pick_suffix
 
+from dlms_protocol.pipeline import enrich  # noqa: E402 - beside its one user
+
+
+def meter_data(*args: Any, **kwargs: Any) -> MeterData:
+    """A snapshot as outputs get it from the pipeline: enriched once (net power derived)."""
+    return enrich(MeterData(*args, **kwargs))
+
+
 WAIT = 30.0
 
 
@@ -79,17 +87,17 @@ def live(serial: str, imp: int, exp: int, per_phase: bool = True) -> MeterData:
         # split the net power 3:2:1 over the phases, import on all when importing, export when exporting
         for (ci, ce), share in zip(((21, 22), (41, 42), (61, 62)), (3, 2, 1)):
             readings += [R(f"1-0:{ci}.7.0.255", imp * share // 6, "W"), R(f"1-0:{ce}.7.0.255", exp * share // 6, "W")]
-    return MeterData("push", tuple(readings), meter_id=serial)
+    return meter_data("push", tuple(readings), meter_id=serial)
 
 
 def usage(serial: str, fwd_wh: int) -> MeterData:
-    return MeterData("push", (R("0-0:96.1.0.255", serial), R("1-0:1.8.0.255", fwd_wh, "Wh"),
+    return meter_data("push", (R("0-0:96.1.0.255", serial), R("1-0:1.8.0.255", fwd_wh, "Wh"),
                               R("1-0:2.8.0.255", 5000, "Wh")), meter_id=serial)
 
 
 def power_list(imp: int, exp: int) -> MeterData:
     """A two-list meter's fast list (Kaifa/Aidon/Kamstrup NO/SE 'list 1'): power only, no serial."""
-    return MeterData("push", (R("1-0:1.7.0.255", imp, "W"), R("1-0:2.7.0.255", exp, "W")))
+    return meter_data("push", (R("1-0:1.7.0.255", imp, "W"), R("1-0:2.7.0.255", exp, "W")))
 
 
 #: the paths only the slow list of a two-list meter refreshes
@@ -103,7 +111,7 @@ def full_list(serial: str, imp: int, exp: int) -> MeterData:
                 R("1-0:31.7.0.255", "3.00", "A"), R("1-0:51.7.0.255", "2.00", "A"), R("1-0:71.7.0.255", "1.00", "A")]
     for (ci, ce), share in zip(((21, 22), (41, 42), (61, 62)), (3, 2, 1)):
         readings += [R(f"1-0:{ci}.7.0.255", imp * share // 6, "W"), R(f"1-0:{ce}.7.0.255", exp * share // 6, "W")]
-    return MeterData("push", tuple(readings), meter_id=serial)
+    return meter_data("push", tuple(readings), meter_id=serial)
 
 
 def invalidated_alone(events: List[Any], paths: Any) -> List[Any]:
@@ -182,7 +190,7 @@ def test_import_and_export_frames_values_and_signs(rig: Rig, client: VenusClient
 def test_reading_without_unit_never_reaches_the_bus(rig: Rig, client: VenusClient) -> None:
     rig.start_settings()
     b = rig.bridge()
-    frame = MeterData("push", (R("0-0:96.1.0.255", "NOUNIT"), R("1-0:1.7.0.255", 10, "W"),
+    frame = meter_data("push", (R("0-0:96.1.0.255", "NOUNIT"), R("1-0:1.7.0.255", 10, "W"),
                                R("1-0:2.7.0.255", 0, "W"), R("1-0:1.8.0.255", 99999, None)), meter_id="NOUNIT")
     b.publish(frame)
     name = grid(client)
@@ -291,7 +299,7 @@ def test_device_suffix_wins_without_waiting_for_a_serial(rig: Rig, client: Venus
 def test_readout_without_serial_is_named_at_once(rig: Rig, client: VenusClient) -> None:
     """A readout carries the meter's whole data set, so waiting cannot bring a serial."""
     b = rig.bridge(port="/dev/ttyAMA0", identity_wait=3600)
-    b.publish(MeterData("readout", (R("1-0:1.7.0.255", "0.250", "kW"), R("1-0:2.7.0.255", "0.000", "kW"),
+    b.publish(meter_data("readout", (R("1-0:1.7.0.255", "0.250", "kW"), R("1-0:2.7.0.255", "0.000", "kW"),
                                     R("1-0:1.8.0.255", "1234.5", "kWh"))))
     name = grid(client)
     assert name == "com.victronenergy.grid.dlms_ttyAMA0"

@@ -15,6 +15,13 @@ from dlms_protocol.obis import Obis
 from dlms_protocol.victron.mapping import DERIVED, ESTIMATED, MEASURED, TOTAL, Mapper
 from helpers import corpus_files, load_json
 
+from dlms_protocol.pipeline import enrich  # noqa: E402 - beside its one user
+
+
+def meter_data(*args: Any, **kwargs: Any) -> MeterData:
+    """A snapshot as outputs get it from the pipeline: enriched once (net power derived)."""
+    return enrich(MeterData(*args, **kwargs))
+
 
 def R(code: str, value: Any, unit: Optional[str]) -> Reading:
     v = Decimal(str(value)) if isinstance(value, (int, float, str)) and unit is not None else value
@@ -22,7 +29,7 @@ def R(code: str, value: Any, unit: Optional[str]) -> Reading:
 
 
 def frame(*readings: Reading) -> MeterData:
-    return MeterData("push", tuple(readings), meter_id="TEST")
+    return meter_data("push", tuple(readings), meter_id="TEST")
 
 
 def approx(x: float) -> Any:
@@ -73,7 +80,7 @@ def test_energy_in_kwh_from_any_unit() -> None:
 
 def test_power_in_kw_and_signed_net_from_d0_short_codes() -> None:
     # the shape of an eBZ/EasyMeter readout: 16.7.0 signed net, 36/56/76.7.0 per phase, short codes
-    m = Mapper().map(MeterData("readout", (
+    m = Mapper().map(meter_data("readout", (
         R("16.7.0", "-1.25", "kW"), R("36.7.0", "-0.5", "kW"), R("56.7.0", "-0.25", "kW"),
         R("76.7.0", "-0.5", "kW"), R("1.8.0", "125.25688570", "kWh"), R("C.1.0", "1EBZ0100507409", None),
     )))
@@ -118,8 +125,16 @@ def test_all_caps_units_from_old_meters() -> None:
 def test_import_without_export_leaves_power_empty() -> None:
     v = Mapper().map(frame(R("1-0:1.7.0.255", 800, "W"), R("1-0:32.7.0.255", 230, "V"))).values
     assert "/Ac/Power" not in v and "/Ac/L1/Power" not in v
-    v = Mapper(options={"missing_part_is_zero": True}).map(frame(R("1-0:1.7.0.255", 800, "W"))).values
-    assert v["/Ac/Power"] == 800.0
+    with pytest.raises(ConfigurationError, match="never taken as 0"):
+        Mapper(options={"missing_part_is_zero": True})
+
+
+def test_import_export_parts_are_no_mapping_rule_any_more(tmp_path: Path) -> None:
+    """Net power has one rule, in the core: a user file that still says part import/export is told so."""
+    user = tmp_path / "mapping.json"
+    user.write_text(json.dumps({"sources": [{"path": "/Ac/Power", "obis": ["1.7.0"], "part": "import"}]}))
+    with pytest.raises(ConfigurationError, match="16.7.0"):
+        Mapper(str(user))
 
 
 def test_current_without_phase_power_is_left_out() -> None:
@@ -369,7 +384,7 @@ def test_sign_and_unit_properties(imp: int, exp: int, cur: Decimal, energy: int,
                           st.sampled_from(["W", "kW", "Wh", "V", "A", "Hz", "", None, "bogus"])), max_size=20))
 def test_mapping_never_crashes_or_emits_nonfinite(items: List[Any]) -> None:
     readings = tuple(Reading(c, Obis.parse(c), v, u) for c, v, u in items)
-    out = Mapper().map(MeterData("push", readings)).values
+    out = Mapper().map(meter_data("push", readings)).values
     for path, value in out.items():
         if isinstance(value, float):
             assert value == value and value not in (float("inf"), float("-inf")), path
@@ -403,7 +418,7 @@ def test_corpus_push_values_map_with_victron_units_and_signs(path: Path) -> None
     readings = _corpus_readings(doc)
     if not readings:
         pytest.skip("no OBIS-addressed values in this frame")
-    v = Mapper().map(MeterData("push", tuple(readings))).values
+    v = Mapper().map(meter_data("push", tuple(readings))).values
 
     def phys(c: int, d: int) -> Optional[Decimal]:
         for r in readings:
@@ -454,8 +469,8 @@ def test_corpus_frames_through_the_real_decoder_to_victron_paths(path: Path) -> 
     readings = _corpus_readings(doc)
     if not readings:
         pytest.skip("no OBIS-addressed values stated for this frame")
-    got = Mapper().map(msgs[0].to_meter_data()).values
-    want = Mapper().map(MeterData("push", tuple(readings))).values
+    got = Mapper().map(enrich(msgs[0].to_meter_data())).values
+    want = Mapper().map(meter_data("push", tuple(readings))).values
     common = [p for p in want if p in got and isinstance(want[p], float)]
     assert common, f"no Victron path from {path.stem}: got {sorted(got)}"
     for p in common:
@@ -476,7 +491,7 @@ def test_corpus_d0_readouts_to_victron_paths(path: Path) -> None:
     from dlms_protocol.iec62056_21.datablock import parse_readout
 
     try:
-        data = parse_readout(path.read_bytes(), use_checksum=False).to_meter_data()
+        data = enrich(parse_readout(path.read_bytes(), use_checksum=False).to_meter_data())
     except DlmsError as exc:
         pytest.skip(f"the parser rejects this capture: {exc}")
     v = Mapper().map(data).values

@@ -89,7 +89,7 @@ VICTRON_KEYS: Dict[str, str] = {
     "refresh_time_ms": "the meter's update period for /RefreshTime (default: measured)",
     "mapping_file": "JSON file overriding the OBIS -> D-Bus mapping",
     "total_power_on_l1": "auto, yes or no: publish the total on L1 when the meter sends no phase power",
-    "missing_part_is_zero": "yes for meters that send import power but never export (or the other way)",
+    "missing_part_is_zero": "ignored (a missing import or export is never taken as 0)",
 }
 LOGGING_KEYS: Dict[str, str] = {"level": "debug, info, warning or error (info)"}
 SECTIONS = {"meter": METER_KEYS, "victron": VICTRON_KEYS, "logging": LOGGING_KEYS}
@@ -321,13 +321,15 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
         # a readout cycle plus margin: one failed read (retried next cycle) is still tolerated
         default_timeout = 2 * interval + 60.0
     options: Dict[str, Any] = {}
+    notes: List[str] = []
     if "total_power_on_l1" in v:
         options["total_power_on_l1"] = v["total_power_on_l1"].lower()
         if options["total_power_on_l1"] not in _TOTAL_ON_L1:
             raise ConfigurationError(f"[victron] total_power_on_l1 = {v['total_power_on_l1']!r} is unknown",
                                      "use auto, yes or no")
-    if "missing_part_is_zero" in v:
-        options["missing_part_is_zero"] = _bool("victron", "missing_part_is_zero", v["missing_part_is_zero"])
+    if "missing_part_is_zero" in v:  # gone: a missing part is never 0; kept readable so old files still start
+        notes.append("[victron] missing_part_is_zero is ignored: net power is published only when the meter "
+                     "sends it or both import and export (a missing part is never taken as 0)")
     bridge = _built(
         "victron", BridgeSettings,
         bus=v.get("bus", "auto"),
@@ -351,7 +353,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
                for kind in extra if cp.has_section(kind)}
     return StandaloneConfig(mode=mode, bridge=bridge, listener=listener, readout=readout, interval=interval,
                             log_level=level, source=f"INI ({path})", victron=cp.has_section("victron"),
-                            outputs=outputs, protocol=protocol)
+                            outputs=outputs, protocol=protocol, notes=notes)
 
 
 # ------------------------------------------------------------ dbus-dlms-meter

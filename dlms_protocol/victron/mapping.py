@@ -2,10 +2,12 @@
 
 The table (which OBIS code feeds which path, unit conversions, text formats) is data:
 ``dlms_protocol/data/victron_mapping.json``, merged with an optional user file. This module
-applies it and derives what meters don't send, because Venus needs it and the derivation is
-exact (never an estimate):
+applies it and derives what meters don't send and only Venus needs; the derivation is exact
+(never an estimate). Net power (import - export, per phase and in total, positive = buying from
+the grid) is not derived here: the pipeline's ``enrich`` adds it once for every output
+(``dlms_protocol/derive.py``, marked ``derived``), and this table maps 16.7.0/36.7.0/... like
+any register, so D-Bus shows the same net power as the items and the web chart, or none.
 
-* net power = import - export, per phase and in total (positive = buying from the grid);
 * signed per-phase currents: the meter's current (often unsigned) takes the sign of the phase's
   net power; without a known phase power the current is left out rather than published unsigned
   (an unsigned current during feed-in is a wrong value: victronenergy/venus#174);
@@ -14,7 +16,7 @@ exact (never an estimate):
   (without it Venus shows no grid power and ESS has nothing to regulate on). The rules, in
   order (``phase_power_rules`` below; every phase power carries a label, see ``Mapped.labels``):
 
-  1. the meter's own per-phase power (or import - export per phase): **measured**/**derived**;
+  1. the meter's own per-phase power (or the core's import - export per phase): **measured**/**derived**;
   2. totals plus per-phase import only: when total export is 0 and the per-phase imports sum
      to the total import (within the meter's rounding), no phase exports, so each phase's
      power is its import (exact, **derived**, currents signed +);
@@ -52,7 +54,7 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "data" / "victron_mapping.json"
 PHASES = (1, 2, 3)
-_PARTS = ("value", "import", "export")
+_PARTS = ("value",)
 _TOTAL_ON_L1 = ("auto", "yes", "no")
 _THREE_PHASE_TOTAL = ("auto", "estimate", "l1", "off")
 _ALIASES = {"true": "yes", "1": "yes", "on": "yes", "false": "no", "0": "no", "off": "no"}
@@ -225,7 +227,10 @@ class Mapper:
         #: ESS multiphase regulation from localsettings (set by the D-Bus service); None = unknown
         self.hub4_mode: Optional[int] = None
         self._labels_logged: Tuple[Tuple[str, str], ...] = ()
-        self.missing_part_is_zero = bool(self.options.get("missing_part_is_zero", False))
+        if self.options.get("missing_part_is_zero"):
+            raise ConfigurationError("mapping option missing_part_is_zero is not supported: a missing import or "
+                                     "export is never taken as 0 (that would publish a wrong net power)",
+                                     "remove the option; a meter that sends both parts gets its net power")
         self.pf_tolerance = _factor("options.power_factor_tolerance", self.options.get("power_factor_tolerance", 0.05))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
         self._warned: Set[Tuple[str, str]] = set()
@@ -243,7 +248,10 @@ class Mapper:
             raise ConfigurationError(f"mapping: source for {path} has no 'obis' list", 'write "obis": ["1.8.0"]')
         part = raw.get("part", "value")
         if part not in _PARTS:
-            raise ConfigurationError(f"mapping: part {part!r} of {path} is unknown", "use value, import or export")
+            raise ConfigurationError(
+                f"mapping: part {part!r} of {path} is not supported: net power is derived once in the core "
+                "(import - export, only when both are sent)",
+                "map the net code instead (16.7.0 total, 36.7.0/56.7.0/76.7.0 per phase) and drop 'part'")
         sign = raw.get("sign", 1)
         if sign not in (1, -1):
             raise ConfigurationError(f"mapping: sign {sign!r} of {path} is neither 1 nor -1", "use 1 or -1")
@@ -315,21 +323,13 @@ class Mapper:
     # -------------------------------------------------------------------- map
     def map(self, data: MeterData) -> Mapped:
         """Map one verified snapshot; absent paths are simply not in the result."""
-        parts, texts, sign_from, derived = self._collect(data)
-        values, half = self._net(parts)
+        values, texts, sign_from, derived = self._collect(data)
         out = Mapped()
         for path in values:
             if _phase_of(path) and path.endswith("/Power"):
-                out.labels[path] = DERIVED if path in derived or "value" not in parts[path] else MEASURED
+                out.labels[path] = DERIVED if path in derived else MEASURED
         phases = {ph for ph in (_phase_of(p) for p in list(values) + list(texts)) if ph}
         self._phase_power(data, values, phases, out)
-        for path in half:
-            if path not in values:
-                missing = "export" if "import" in parts[path] else "import"
-                self._warn_once((path, "part"), "victron: the meter sends %s but no %s for %s, so the net "
-                                "value is unknown and %s stays empty (option missing_part_is_zero for meters "
-                                "that never %s)", "import" if missing == "export" else "export", missing,
-                                path, path, "feed in" if missing == "export" else "import")
         self._derive(values, phases)
         # a multi-phase meter's total on L1 or an estimated split is not that phase's measured power:
         # no current sign or power factor from it
@@ -360,9 +360,8 @@ class Mapper:
         self._log_labels(out.labels)
         return out
 
-    def _collect(self, data: MeterData) -> Tuple[Dict[str, Dict[str, Decimal]], Dict[str, str], Dict[str, str],
-                                                 Set[str]]:
-        """The best reading per source, converted: (parts per path, texts, sign sources, derived paths)."""
+    def _collect(self, data: MeterData) -> Tuple[Dict[str, Decimal], Dict[str, str], Dict[str, str], Set[str]]:
+        """The best reading per source, converted: (values per path, texts, sign sources, derived paths)."""
         best: Dict[Source, Tuple[int, Reading]] = {}
         for reading in data.readings:
             code = reading.obis
@@ -372,7 +371,7 @@ class Mapper:
                 seen = best.get(src)
                 if seen is None or rank < seen[0]:
                     best[src] = (rank, reading)
-        parts: Dict[str, Dict[str, Decimal]] = {}
+        values: Dict[str, Decimal] = {}
         texts: Dict[str, str] = {}
         sign_from: Dict[str, str] = {}
         derived: Set[str] = set()
@@ -386,27 +385,12 @@ class Mapper:
             value = self._convert(reading, spec)
             if value is None:
                 continue
-            parts.setdefault(src.path, {})[src.part] = value * src.sign
+            values[src.path] = value * src.sign
             if reading.derived:
                 derived.add(src.path)
             if src.sign_from:
                 sign_from[src.path] = src.sign_from
-        return parts, texts, sign_from, derived
-
-    def _net(self, parts: Dict[str, Dict[str, Decimal]]) -> Tuple[Dict[str, Decimal], List[str]]:
-        """Signed values; paths with only one of import/export are returned apart (maybe a phase rule fills them)."""
-        values: Dict[str, Decimal] = {}
-        half: List[str] = []
-        for path, p in parts.items():
-            if "value" in p:
-                values[path] = p["value"]
-            elif "import" in p and "export" in p:
-                values[path] = p["import"] - p["export"]
-            elif self.missing_part_is_zero:
-                values[path] = p.get("import", Decimal(0)) - p.get("export", Decimal(0))
-            else:
-                half.append(path)
-        return values, half
+        return values, texts, sign_from, derived
 
     # ------------------------------------------------------------ phase power
     def set_ess_mode(self, hub4_mode: Optional[int]) -> None:
