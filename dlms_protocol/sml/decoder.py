@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import ChecksumError, ConfigurationError, DecodeError, DlmsError
+from ..errors import ChecksumError, ConfigurationError, DecodeError, DlmsError, FramingError
 from ..model import MeterData, Reading, Statistics
 from ..obis import Obis
 from .framing import SmlFramer, Transmission, crc16_kermit, crc16_x25
@@ -129,9 +129,7 @@ class SmlTelegram:
         return "\n".join(lines)
 
     def to_meter_data(self) -> MeterData:
-        import time
-
-        return MeterData(kind="push", readings=self.readings, received=time.time(), meter_time=self.meter_time,
+        return MeterData(kind="push", readings=self.readings, meter_time=self.meter_time,
                          meter_id=self.meter_id, text=self.render(), raw=self.raw, profile="sml")
 
 
@@ -273,9 +271,7 @@ class SmlDecoder:
 
     def finish(self) -> list:
         """End of input: a transmission still buffered is incomplete (counted, not returned)."""
-        if self.framer.buffered and self.framer._buf.find(b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01") >= 0:
-            from ..errors import FramingError
-
+        if self.framer.in_transmission:
             self._error(FramingError("SML transmission incomplete at the end of the input",
                                      "the capture or the connection ended mid-transmission"))
         self.framer.reset()

@@ -99,6 +99,11 @@ class SmlFramer:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def in_transmission(self) -> bool:
+        """True when the buffer holds the start of a transmission that has not ended yet."""
+        return self._buf.find(START) >= 0
+
     def feed(self, chunk: bytes) -> List[Transmission]:
         self._buf += chunk
         out: List[Transmission] = []
