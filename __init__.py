@@ -73,7 +73,8 @@ STOP_BUDGET = 1.6  # seconds stop() may spend waiting, so it returns well within
 
 
 class DLMS(SmartPlugin):
-    """Smart meter via IEC 62056-21 readout (``mode: readout``) or DLMS/COSEM push (``mode: listen``)."""
+    """Smart meter via IEC 62056-21 readout (``mode: readout``), DLMS/COSEM push (``mode: listen``) or
+    DLMS/COSEM polling (``mode: poll``)."""
 
     PLUGIN_VERSION = "2.0.0"
 
@@ -99,6 +100,7 @@ class DLMS(SmartPlugin):
         self._victron: Any = None
         self._readout_config: Optional[ReadoutConfig] = None
         self._listener_config: Optional[ListenerConfig] = None
+        self._poll_config: Any = None  # mode poll: dlms_protocol.poll.config.PollConfig
         self._protocol = "auto"
         self._quirks: Optional[Dict[str, str]] = None
 
@@ -134,6 +136,8 @@ class DLMS(SmartPlugin):
                 # SML, DLMS push or push-only D0 (auto: by checksum)
                 self._protocol = str(self.get_parameter_value("protocol") or "auto").lower()
                 self._quirks = parse_quirks(self.get_parameter_value("sml_quirks") or "")
+            elif self._mode == "poll":
+                self._poll_config = self._make_poll_config()
             else:
                 self._readout_config = self._make_readout_config()
                 from .dlms_protocol.iec62056_21.client import check_request_options
@@ -148,7 +152,7 @@ class DLMS(SmartPlugin):
                               self._mode, exc)
             self._init_complete = False
             return
-        if self._mode == "readout" and not self._cycle and not self._crontab:
+        if self._mode in ("readout", "poll") and not self._cycle and not self._crontab:
             self.logger.warning("neither update_cycle nor update_crontab is set: the meter is only read "
                                 "when a logic calls read_now()")
         self.logger.debug("configured: mode %s on %s", self._mode, self._port)
@@ -182,6 +186,33 @@ class DLMS(SmartPlugin):
             retries=int(self.get_parameter_value("retries") or 0),
             push_baudrate=push_baud,
             mode="push" if only_listen else "request",
+        )
+
+    def _make_poll_config(self) -> Any:
+        """PollConfig (DLMS/COSEM client) from the parameters; password and keys are never logged."""
+        from .dlms_protocol.poll.config import PollConfig
+
+        baud = str(self.get_parameter_value("baudrate") or "auto").strip().lower()
+        def codes(name: str) -> Tuple[str, ...]:
+            return tuple(c for c in str(self.get_parameter_value(name) or "").replace(";", ",").split(",") if c.strip())
+
+        return PollConfig(
+            port=self._port,
+            mode_e=bool(self.get_parameter_value("poll_mode_e")),
+            baudrate=9600 if baud == "auto" else int(baud),
+            client_address=int(self.get_parameter_value("client_address") or 16),
+            logical_address=int(self.get_parameter_value("logical_address") or 1),
+            physical_address=int(self.get_parameter_value("physical_address") or 17),
+            address_size=int(self.get_parameter_value("address_size") or 2),
+            authentication=str(self.get_parameter_value("authentication") or "none"),
+            password=str(self.get_parameter_value("password") or "") or None,
+            key=self.get_parameter_value("key") or None,
+            auth_key=self.get_parameter_value("auth_key") or None,
+            system_title=str(self.get_parameter_value("system_title") or "") or None,
+            state_file=str(self.get_parameter_value("poll_state_file") or "") or None,
+            obis=tuple(c.strip() for c in codes("poll_obis")),
+            profiles=tuple(c.strip() for c in codes("poll_profiles")),
+            timeout=float(self.get_parameter_value("timeout") or 3.0),
         )
 
     def _make_listener_config(self) -> ListenerConfig:
@@ -223,7 +254,7 @@ class DLMS(SmartPlugin):
                 self._source, self._victron = source, victron
                 self._pipeline = Pipeline(source, outputs)
                 self._pipeline.start()
-                if self._mode == "readout" and (self._cycle or self._crontab):
+                if self._mode in ("readout", "poll") and (self._cycle or self._crontab):
                     first = self.shtime.now() + datetime.timedelta(seconds=self._start_offset)
                     self.scheduler_add("readout", self._poll, prio=5, cycle=self._cycle or None,
                                        cron=self._crontab or None, next=first)
@@ -243,6 +274,12 @@ class DLMS(SmartPlugin):
                                protocol=self._protocol, quirks=self._quirks, stats=self._stats,
                                on_problem=self._on_problem)
         # read when the SmartHomeNG scheduler says so; stale after two and a half missed cycles
+        if self._mode == "poll":
+            if not self._poll_config.obis:  # poll what the items want (all registers if none names a code)
+                self._poll_config.obis = tuple(str(b.obis) for _, b in self._obis_items.values() if b.obis is not None)
+            return make_source("poll", config=self._poll_config, cycle=0.0, stats=self._stats,
+                               time_scale=float(self._reader_options.get("time_scale", 1.0)),
+                               stale_after=max(10.0, 2.5 * self._cycle) if self._cycle else 0.0)
         return make_source("readout", config=self._readout_config, cycle=0.0, stats=self._stats,
                            reader_options=self._reader_options,
                            stale_after=max(10.0, 2.5 * self._cycle) if self._cycle else 0.0)
@@ -424,7 +461,7 @@ class DLMS(SmartPlugin):
 
     def read_now(self) -> bool:
         """Plugin function: start one readout now in the background."""
-        if self._mode != "readout" or not self.alive or self._read_lock.locked():
+        if self._mode not in ("readout", "poll") or not self.alive or self._read_lock.locked():
             return False
         threading.Thread(target=self._poll, name=f"plugins.{self.get_fullname()}.read_now").start()
         return True
@@ -508,7 +545,7 @@ class DLMS(SmartPlugin):
             self._status["last_error_time"] = time.time()
             if duration is not None:
                 self._status["duration"] = round(duration, 3)
-            if self._mode == "readout" or isinstance(exc, TransportError):
+            if self._mode in ("readout", "poll") or isinstance(exc, TransportError):
                 self._status["connected"] = False
         if logged:
             self.logger.debug("meter error: %s", text)

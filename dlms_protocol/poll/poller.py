@@ -102,6 +102,19 @@ def physical(raw: Any, scaler: Optional[int]) -> Value:
     return None if raw is None else str(raw)
 
 
+def _derivation_inputs(codes: List[Obis]) -> List[Obis]:
+    """The registers the pipeline derives ``codes`` from (net power = import - export), so that a
+    selection asking for a derived register polls what it needs (``data/derived.json``)."""
+    from ..derive import _rules
+
+    out = []
+    for code in codes:
+        for target, plus, minus in _rules()[1]:
+            if (code.c, code.d, code.e) == (target.c, target.d, target.e):
+                out += [Obis(code.a, code.b, part.c, part.d, part.e, code.f) for part in (plus, minus)]
+    return out
+
+
 class DlmsPoller:
     """Reads one meter; thread-safe for one reader and a ``close()`` from another thread."""
 
@@ -265,10 +278,12 @@ class DlmsPoller:
         if discover or not self.config.obis:
             return values
         patterns = [parse_code(p) for p in self.config.obis]
+        missing = [p for p in patterns if not any(p.matches(o.obis) for o in values)]
+        patterns += _derivation_inputs(missing)
         chosen = [o for o in values if any(p.matches(o.obis) for p in patterns)]
-        missing = [p for p in self.config.obis if not any(parse_code(p).matches(o.obis) for o in values)]
-        if missing:
-            log.warning("not in the meter's object list: %s (see poll --list)", ", ".join(missing))
+        underivable = [p for p in missing if not _derivation_inputs([p])]
+        if underivable:
+            log.warning("not in the meter's object list: %s (see poll --list)", ", ".join(map(str, underivable)))
         return chosen
 
     def _read_values(self, session: DlmsSession, discover: bool) -> List[Reading]:

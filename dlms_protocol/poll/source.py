@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import DlmsError
+from ..model import Statistics
 from ..pipeline import Emit, Health, Source
 from .config import PollConfig
 from .poller import DlmsPoller, ProfileRow
@@ -37,12 +38,16 @@ class PollSource(Source):
     kind = "poll"
 
     def __init__(self, config: PollConfig, cycle: float = 0.0, *, opener: Opener = default_opener,
-                 time_scale: float = 1.0, on_profile: Optional[Callable[[str, List[ProfileRow]], None]] = None) -> None:
-        super().__init__()
+                 time_scale: float = 1.0, on_profile: Optional[Callable[[str, List[ProfileRow]], None]] = None,
+                 stats: Optional[Statistics] = None, stale_after: Optional[float] = None) -> None:
+        super().__init__(stats)
         self.config = config
         self.cycle = float(cycle)
         self.name = config.port
-        self.stale_after = max(10.0, 2.5 * self.cycle) if self.cycle else 0.0
+        if stale_after is not None:  # an external scheduler's cycle
+            self.stale_after = float(stale_after)
+        else:
+            self.stale_after = max(10.0, 2.5 * self.cycle) if self.cycle else 0.0
         self.poller = DlmsPoller(config, self.stats, opener=opener, time_scale=time_scale,
                                  readout_factory=_readout_factory(config, time_scale) if config.mode_e else None)
         self.on_profile = on_profile
@@ -83,12 +88,12 @@ class PollSource(Source):
             data = self.poller.read()
         except DlmsError as exc:
             if not self._stop.is_set():
-                self._tell(Health(Health.ERROR, str(exc), source=self.name))
+                self._tell(Health(Health.ERROR, str(exc), source=self.name, error=exc))
             return False
         except Exception as exc:  # a bug in one read must not end the schedule
             log.exception("unexpected error while polling %s", self.name)
             self.stats.error(exc)
-            self._tell(Health(Health.ERROR, f"internal error: {exc!r}", source=self.name))
+            self._tell(Health(Health.ERROR, f"internal error: {exc!r}", source=self.name, error=exc))
             return False
         finally:
             self.last_duration = time.monotonic() - start

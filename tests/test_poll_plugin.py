@@ -1,0 +1,82 @@
+"""The SmartHomeNG plugin in ``mode: poll``, through the SmartHomeNG test double, against the simulated
+DLMS meter (TCP wrapper and optical mode E on a pty); Victron on a real private dbus-daemon."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from dlms_protocol.simulator.cosem_model import demo_model
+from dlms_protocol.simulator.dlms_meter import DlmsPtyMeter, DlmsTcpMeter
+from shng_double.testing import wait_for
+from test_shng_plugin import shng, start, value  # noqa: F401 - shng is a fixture
+
+ITEMS = {
+    "meter": {
+        "energy_import": {"type": "num", "dlms_obis_code": "1-0:1.8.0"},
+        "voltage_l1": {"type": "num", "dlms_obis_code": "1-0:32.7.0"},
+        "power": {"type": "num", "dlms_obis_code": "1.7.0"},
+        "net_power": {"type": "num", "dlms_obis_code": "16.7.0"},
+        "serial": {"type": "str", "dlms_obis_code": "0-0:96.1.0"},
+    },
+}
+
+
+def test_poll_mode_reads_what_the_items_want(shng):  # noqa: F811
+    with DlmsTcpMeter(demo_model()) as meter:
+        start(shng, {"dlms": {"serialport": meter.url, "mode": "poll", "update_cycle": 60}}, ITEMS)
+        wait_for(lambda: value(shng, "meter.energy_import") == 12345678, timeout=30)
+        assert value(shng, "meter.voltage_l1") == 230.1
+        assert value(shng, "meter.power") == 1234
+        assert value(shng, "meter.net_power") == 1234       # derived by the pipeline: 1.7.0 - 2.7.0 (both polled)
+        assert value(shng, "meter.serial") == "12345678"
+        plugin = shng.plugin("dlms")
+        # the cycle reads the items' objects (and 2.7.0, which the net power needs), nothing else
+        gets = [d for n, d in meter.events if n == "get" and d.endswith("attribute 2")]
+        assert "1.0.2.8.0.255 attribute 2" not in gets and "1.0.1.8.0.255 attribute 2" in gets
+        assert "1.0.2.7.0.255 attribute 2" in gets
+        meter.model.set_value("1.0.1.8.0.255", 12346000)
+        before = plugin.status()["successes"]
+        assert plugin.read_now() is True
+        wait_for(lambda: plugin.status()["successes"] > before, timeout=30)
+        wait_for(lambda: value(shng, "meter.energy_import") == 12346000, timeout=30)
+        plugin.stop()
+
+
+def test_poll_mode_wrong_password_keeps_items_and_says_why(shng, caplog):  # noqa: F811
+    with DlmsTcpMeter(demo_model()) as meter:
+        start(shng, {"dlms": {"serialport": meter.url, "mode": "poll", "update_cycle": 60, "client_address": 32,
+                              "authentication": "low", "password": "not-the-one"}}, ITEMS)
+        plugin = shng.plugin("dlms")
+        wait_for(lambda: plugin.status()["failures"] >= 1, timeout=30)
+        assert "refused the password" in plugin.status()["last_error"]
+        assert value(shng, "meter.energy_import") == 0                  # never written: no fake value
+        assert "not-the-one" not in caplog.text and "not-the-one" not in plugin.status()["last_error"]
+        plugin.stop()
+
+
+def test_poll_mode_e_reaches_victron_on_a_real_bus(shng):  # noqa: F811
+    from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient, have_dbus
+    from helpers import need
+    need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
+    daemon = DbusDaemon()
+    settings = SettingsStandIn(daemon.address)
+    client = VenusClient(daemon.address)
+    meter = DlmsPtyMeter(demo_model(), mode_e=True, time_scale=10.0).start()
+    try:
+        start(shng, {"dlms": {"serialport": meter.port, "mode": "poll", "poll_mode_e": True, "update_cycle": 60,
+                              "victron_publish": True, "victron_bus": daemon.address}}, ITEMS, time_scale=10.0)
+        name = client.wait_for(lambda c: c.service("grid"), 30)
+        client.wait_for(lambda c: c.value(name, "/Ac/Energy/Forward") == pytest.approx(12345.678), 30)
+        client.wait_for(lambda c: c.value(name, "/Ac/Power") == pytest.approx(1234.0), 30)
+        assert value(shng, "meter.energy_import") == 12345678            # items and D-Bus from one poll
+        assert meter.event_names()[:4] == ["sign-on", "identification", "ack", "mode-e"]
+        assert Decimal(str(value(shng, "meter.voltage_l1"))) == Decimal("230.1")
+        shng.plugin("dlms").stop()
+        client.wait_for(lambda c: c.service("grid") is None, 30)
+    finally:
+        shng.stop()
+        meter.stop()
+        client.stop()
+        settings.stop()
+        daemon.stop()
