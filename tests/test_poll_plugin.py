@@ -2,6 +2,7 @@
 DLMS meter (TCP wrapper and optical mode E on a pty); Victron on a real private dbus-daemon."""
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 
 import pytest
@@ -80,3 +81,6 @@ def test_poll_mode_e_reaches_victron_on_a_real_bus(shng):  # noqa: F811
         client.stop()
         settings.stop()
         daemon.stop()
+        # forget the plugin's Victron modules: test_shng_plugin checks what happens when they cannot be imported
+        for module in [m for m in sys.modules if m.startswith("plugins.dlms.dlms_protocol.victron.")]:
+            del sys.modules[module]
