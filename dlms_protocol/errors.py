@@ -17,6 +17,8 @@ Hierarchy::
     │   ├── NoResponseError         nothing (or not enough) arrived in time
     │   ├── IdentificationError     sign-on answer is not an identification message
     │   ├── FramingError            frame structure wrong (lengths, flags, missing parts)
+    │   ├── FramingError            frame structure wrong (lengths, flags, missing parts)
+    │   │   └── IncompleteMessageError  a multi-frame message lost a part: dropped, never spliced
     │   ├── ChecksumError           BCC / HCS / FCS / M-Bus checksum mismatch
     │   │   └── ChecksumMissingError    (also a FramingError) a checksum is missing, its framing damaged
     │   ├── AssociationError        the meter refused the association (AARE): client address, password
@@ -24,7 +26,10 @@ Hierarchy::
     ├── SecurityError
     │   ├── MissingKeyError         ciphered frame, no key configured
     │   ├── AuthenticationError     GCM tag mismatch: wrong authentication key
-    │   └── DecryptionError         plaintext is not an APDU: wrong encryption key
+    │   ├── DecryptionError         plaintext is not an APDU: wrong encryption key
+    │   ├── PlaintextRejectedError  unencrypted push although keys are configured
+    │   ├── DowngradeError          weaker security than the meter's policy (0x20 where a tag is due)
+    │   └── ReplayError             invocation counter not increasing: replayed or reordered frame
     └── DecodeError                 APDU / COSEM data cannot be decoded
         └── UnknownLayoutError      no profile fits a positional frame
 """
@@ -82,6 +87,13 @@ class FramingError(ProtocolError):
     """A frame's structure is wrong: bad length, missing end, truncated, oversized."""
 
     stat = "framing_errors"
+
+
+class IncompleteMessageError(FramingError):
+    """A part of a segmented message (HDLC segment, I-frame, GBT block, M-Bus telegram) was lost:
+    the rest is dropped, because joining what is left to another message gives wrong values."""
+
+    stat = "incomplete_messages"
 
 
 class ChecksumError(ProtocolError):
@@ -163,6 +175,26 @@ class DecryptionError(SecurityError):
     stat = "decrypt_failures"
 
 
+class PlaintextRejectedError(SecurityError):
+    """An unencrypted push arrived for a meter configured with keys (``security: any`` allows it)."""
+
+    stat = "plaintext_rejected"
+
+
+class DowngradeError(SecurityError):
+    """A push carried less protection than the meter's security policy requires (e.g. security
+    0x20 without a tag where an authentication key is set, or after the meter sent 0x30)."""
+
+    stat = "downgrades"
+
+
+class ReplayError(SecurityError):
+    """The invocation counter did not increase for this system title: a replayed or reordered
+    frame (a meter reset is accepted after a few increasing frames)."""
+
+    stat = "replays"
+
+
 class DecodeError(DlmsError):
     """An APDU or COSEM data structure could not be decoded."""
 
@@ -177,7 +209,8 @@ class UnknownLayoutError(DecodeError):
 
 __all__ = [
     "DlmsError", "ConfigurationError", "TransportError", "ProtocolError", "NoResponseError",
-    "IdentificationError", "FramingError", "ChecksumError", "ChecksumMissingError", "AssociationError",
-    "AccessError", "SecurityError", "MissingKeyError",
-    "AuthenticationError", "DecryptionError", "DecodeError", "UnknownLayoutError",
+    "IdentificationError", "FramingError", "IncompleteMessageError", "ChecksumError", "ChecksumMissingError",
+    "AssociationError", "AccessError", "SecurityError", "MissingKeyError", "AuthenticationError",
+    "DecryptionError", "PlaintextRejectedError", "DowngradeError", "ReplayError", "DecodeError",
+    "UnknownLayoutError",
 ]

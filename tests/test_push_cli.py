@@ -22,7 +22,7 @@ PUSH = corpus_files("push", ".json")
 EK = "00112233445566778899AABBCCDDEEFF"
 AK = "FFEEDDCCBBAA99887766554433221100"
 READING_KEYS = ["obis", "index", "raw", "scaler", "unit", "value"]
-MESSAGE_KEYS = ["wrapper", "ciphered", "tag_verified", "timestamp", "profile", "readings"]
+MESSAGE_KEYS = ["wrapper", "ciphered", "tag_verified", "checksum", "timestamp", "profile", "readings"]
 
 
 def run_cli(capsys, *args: str):
@@ -92,7 +92,8 @@ def test_decode_errors_exit_non_zero_with_one_line() -> None:
     frame = bytearray(sim_frames(1, wrapper="hdlc", security=0x30))
     cases = [
         (["--key", EK, "--auth-key", AK], 20, "error: HDLC FCS mismatch"),
-        (["--key", EK, "--auth-key", EK], None, "error: authentication tag mismatch: check the authentication key"),
+        (["--key", EK, "--auth-key", EK], None,
+         "error: authentication tag mismatch (the encryption key fits): check the authentication key"),
         (["--key", AK], None, "error: decrypted data is not a valid APDU: check the encryption key"),
         ([], None, "error: frame is encrypted but no key is configured: set key (the GUEK from your grid operator)"),
     ]

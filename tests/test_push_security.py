@@ -88,7 +88,12 @@ def test_corpus_wrong_keys_are_named(path) -> None:
     if parse_ciphered(apdu).security_control & 0x10:
         with pytest.raises(AuthenticationError) as exc:
             decipher(apdu, ek, bytes(16))
-        assert str(exc.value) == "authentication tag mismatch: check the authentication key"
+        assert str(exc.value) == "authentication tag mismatch (the encryption key fits): check the authentication key"
+        if ak is not None:  # right authentication key, wrong encryption key: told apart (issue 13 #8)
+            with pytest.raises(DecryptionError) as exc:
+                decipher(apdu, wrong, ak)
+            assert str(exc.value) == ("authentication tag mismatch and the decrypted data is not a valid APDU: "
+                                      "check the encryption key")
 
 
 def test_corpus_steiermark_plaintext_is_dsmr_text() -> None:
@@ -198,7 +203,8 @@ def test_our_ciphered_frames_decode_in_gurux(security: int, segment) -> None:
     notify = gurux_decode(b"".join(frames), EK, AK)
     ours = decode_apdu(plain)
     assert [int(v) for v in notify.value] == list(ours.body)
-    assert decode_apdu(decode_bytes(b"".join(frames), ListenerConfig(port="-", key=EK, auth_key=AK))[0].apdu) == ours
+    config = ListenerConfig(port="-", key=EK, auth_key=AK if security & 0x10 else None)
+    assert decode_apdu(decode_bytes(b"".join(frames), config)[0].apdu) == ours
 
 
 def test_gurux_accepts_a_wrong_authentication_key_we_do_not() -> None:

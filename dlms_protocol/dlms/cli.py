@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..config import ListenerConfig
+from ..config import SECURITY_LEVELS, ListenerConfig
 from ..errors import ChecksumError, ConfigurationError, DlmsError, FramingError
 from ..model import Statistics
 
@@ -82,12 +82,17 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="authentication key (GAK); without it a tag is not verified")
     p.add_argument("--profile", metavar="NAME|FILE", help="meter profile name, family, or JSON file (default auto)")
     p.add_argument("--wrapper", choices=("auto", "hdlc", "mbus", "wrapper", "apdu"), default="auto")
-    p.add_argument("--json", action="store_true", help="one JSON object per message and line")
+    p.add_argument("--security", choices=SECURITY_LEVELS, default="auto",
+                   help="least protection a push must carry once keys are set: any (plaintext too), encrypted "
+                        "(0x20 without tag too), authenticated (verified tag); default auto: authenticated with "
+                        "--auth-key, else encrypted, never below what the meter sent before")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per message and line; 'checksum' says what was verified")
 
 
 def _config(args: argparse.Namespace, port: str = "-", **serial: object) -> ListenerConfig:
     return ListenerConfig(port=port, key=args.key, auth_key=args.auth_key, profile=args.profile,
-                          wrapper=args.wrapper, **serial)  # type: ignore[arg-type]
+                          wrapper=args.wrapper, security=args.security, **serial)  # type: ignore[arg-type]
 
 
 def _show(msg: object, as_json: bool) -> None:

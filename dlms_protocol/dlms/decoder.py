@@ -4,7 +4,9 @@
 the port delivered; it returns the messages that passed every check (checksums, the GCM tag
 when the authentication key is known, a complete decode). Errors are counted in
 ``Statistics`` under separate names (``checksum_errors``, ``framing_errors``,
-``decrypt_failures``, ``tag_failures``, ``decode_errors``, ``unknown_layouts``) next to the
+``decrypt_failures``, ``tag_failures``, ``decode_errors``, ``unknown_layouts``,
+``incomplete_messages``, and the security policy's ``plaintext_rejected``, ``downgrades``,
+``replays``) next to the
 success counters (``bytes``, ``frames``, ``apdus``, ``decrypted``, ``messages``), so a wrong
 key never looks like "no data" (user pain #3). They are logged at a limited rate and never
 raised out of ``feed``: one bad frame must not stop a listener (pain #19).
@@ -27,7 +29,7 @@ from .deframer import Deframer
 from .gbt import GbtAssembler
 from .payload import interpret, interpret_text, unknown_layout_error
 from .profiles import load_profiles
-from .security import decipher
+from .security import SecurityPolicy, decipher
 from .wrapper import GENERAL_BLOCK_TRANSFER
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,14 @@ class PushMessage:
     serial: Optional[str] = None
     #: True when no profile explained a positional frame: readings carry positions, no OBIS codes
     unknown_layout: bool = False
+    #: the link-layer checksum every frame of it passed (``HDLC FCS``, ``M-Bus checksum``), None: none exists
+    link_check: Optional[str] = None
+
+    @property
+    def checksum(self) -> str:
+        """What was verified: ``HDLC FCS``, ``M-Bus checksum``, ``GCM tag``, joined by `` + ``, or ``none``."""
+        checks = [c for c in (self.link_check, "GCM tag" if self.tag_verified else None) if c]
+        return " + ".join(checks) if checks else "none"
 
     def to_json(self) -> dict:
         """The JSON contract of ``decode``/``listen --json`` (one object per message)."""
@@ -88,6 +98,7 @@ class PushMessage:
             "wrapper": self.wrapper,
             "ciphered": self.ciphered,
             "tag_verified": self.tag_verified,
+            "checksum": self.checksum,
             "timestamp": self.timestamp.isoformat() if self.timestamp is not None else None,
             "profile": self.profile,
             "readings": [
@@ -207,6 +218,8 @@ class PushDecoder:
         self._gbt_frames = 0
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
+        #: minimum protection and increasing invocation counters; kept across reset(): same meter
+        self.policy = SecurityPolicy(getattr(config, "security", "auto"), config.key, config.auth_key)
         if config.profile not in (None, "", "auto"):
             from .profiles import resolve
             resolve(config.profile, self._profiles)  # an unknown name fails at start-up too
@@ -251,7 +264,7 @@ class PushDecoder:
                 self._gbt_raw, self._gbt_frames = [], 0
             self._gbt_raw.append(item.raw)
             self._gbt_frames += item.frames
-        for part in self.gbt.feed(item.apdu):
+        for part in self.gbt.feed(item.apdu, item.source):
             if isinstance(part, DlmsError):
                 self._error(part)
                 continue
@@ -260,7 +273,7 @@ class PushDecoder:
                 raw = b"".join(self._gbt_raw)
             self.stats.count("apdus")
             try:
-                msg = self.decode_apdu(part, item.wrapper, raw)
+                msg = self.decode_apdu(part, item.wrapper, raw, item.checksum)
             except DlmsError as exc:
                 self._error(exc)
                 continue
@@ -273,8 +286,13 @@ class PushDecoder:
         if not self.gbt.pending:
             self._gbt_raw, self._gbt_frames = [], 0
 
-    def decode_apdu(self, apdu: bytes, wrapper: str = "apdu", raw: bytes = b"") -> PushMessage:
-        """One complete (possibly ciphered) APDU to a message; raises DlmsError on any failure."""
+    def decode_apdu(self, apdu: bytes, wrapper: str = "apdu", raw: bytes = b"",
+                    link_check: Optional[str] = None) -> PushMessage:
+        """One complete (possibly ciphered) APDU to a message; raises DlmsError on any failure.
+
+        The security policy judges it last, once it decoded completely, so a damaged frame never
+        moves the invocation counter or the learned security level.
+        """
         d = decipher(apdu, self.config.key, self.config.auth_key)
         if d.ciphered:
             self.stats.count("decrypted")
@@ -292,12 +310,15 @@ class PushDecoder:
             timestamp = notification.timestamp
         if not interp.readings:
             raise DecodeError("the push carries no values", "the meter sent an empty notification; nothing to do")
+        note = self.policy.admit(d, timestamp)
+        if note:
+            log.warning("%s", note)
         if interp.family:
             self._family = interp.family
         return PushMessage(wrapper=wrapper, ciphered=d.ciphered, tag_verified=d.tag_verified, timestamp=timestamp,
                            profile=interp.profile, readings=tuple(interp.readings), apdu=plain,
                            raw=raw or bytes(apdu), system_title=d.system_title, serial=interp.meter_id,
-                           unknown_layout=interp.unknown_layout)
+                           unknown_layout=interp.unknown_layout, link_check=link_check)
 
     # ------------------------------------------------------------------ errors
     def _reset_gbt(self, reason: str) -> None:

@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
-from ..errors import ChecksumError, ConfigurationError, DlmsError, FramingError
+from ..errors import ChecksumError, ConfigurationError, DlmsError, FramingError, IncompleteMessageError
 from . import hdlc, mbus
 from .apdu import parse_datetime
 from .wrapper import (DATA_NOTIFICATION, GENERAL_BLOCK_TRANSFER, GLO_CIPHERING, PUSH_TAGS, WRAPPER_HEADER,
@@ -51,6 +51,9 @@ from .wrapper import (DATA_NOTIFICATION, GENERAL_BLOCK_TRANSFER, GLO_CIPHERING, 
 WRAPPERS = ("auto", "hdlc", "mbus", "wrapper", "apdu")
 #: noise bytes after which a FramingError is reported even though no frame followed yet
 NOISE_REPORT = 256
+#: bytes kept before the scan position after a read, so that checks looking back (an LLC header
+#: before a would-be APDU) see the same bytes whatever the read boundaries were
+CONTEXT = 16
 _STARTS = {
     "hdlc": b"\x7e",
     "mbus": b"\x68",
@@ -130,6 +133,17 @@ class RawApdu:
     apdu: bytes
     frames: int
     raw: bytes
+    #: who sent it: ("hdlc", (dst, src)), ("mbus", address), ("wrapper", (source, destination)) or
+    #: ("apdu", None); GBT blocks of one message must all have the same source
+    source: Optional[Tuple[str, object]] = None
+
+    @property
+    def checksum(self) -> Optional[str]:
+        """The link checksum these frames passed: ``HDLC FCS``, ``M-Bus checksum`` or None (none exists)."""
+        return _LINK_CHECKS.get(self.wrapper)
+
+
+_LINK_CHECKS = {"hdlc": "HDLC FCS", "mbus": "M-Bus checksum"}
 
 
 # results of one candidate check
@@ -164,13 +178,21 @@ class Deframer:
         self._size = 0
         self._owner: Optional[Tuple[str, object]] = None
         self._next_seq = 0
+        self._next_ns: Optional[int] = None  # HDLC I-frames: the N(S) the next segment must carry
         self._orphan = False  # inside the remaining segments of a message whose first frame was lost
+        self._ctx = 0  # bytes at the start of _buf already processed (look-back context)
+        self._consumed = 0  # bytes deleted from the front of _buf so far (absolute stream offsets)
+        # incremental work on the one pending candidate (its absolute offset), so a frame arriving
+        # one byte per read costs linear, not quadratic, time
+        self._memo_at: Tuple[int, int] = (-1, 0)
+        self._memo: dict = {}
+        self._scan: Tuple[int, int] = (-1, 0)  # (candidate offset, offset scanned up to)
 
     # ------------------------------------------------------------------ public
     @property
     def buffered(self) -> int:
         """Bytes held in the stream buffer plus reassembly buffers."""
-        return len(self._buf) + self._size
+        return len(self._buf) - self._ctx + self._size
 
     def feed(self, chunk: bytes) -> List[Item]:
         """Add bytes; return the complete messages and the errors they revealed, in order."""
@@ -180,7 +202,9 @@ class Deframer:
             if len(self._buf) >= self.max_buffer:  # cannot happen with bounded candidates; stay safe anyway
                 drop = len(self._buf) - self.max_buffer // 2
                 del self._buf[:drop]
-                self.skipped += drop
+                self._consumed += drop
+                self.skipped += max(0, drop - self._ctx)
+                self._ctx = max(0, self._ctx - drop)
                 self._report(out, FramingError(f"stream buffer full: {drop} oldest bytes dropped",
                                                "the input carries no recognisable frames"))
             room = self.max_buffer - len(self._buf)
@@ -193,24 +217,30 @@ class Deframer:
     def finish(self) -> List[Item]:
         """End of input (file, closed socket): report what could not be completed."""
         out: List[Item] = []
-        self._noise += len(self._buf) - self._buf.count(hdlc.FLAG)
-        self.skipped += len(self._buf) - self._buf.count(hdlc.FLAG)
+        rest = len(self._buf) - self._ctx - self._buf.count(hdlc.FLAG, self._ctx)
+        self._noise += rest
+        self.skipped += rest
+        self._consumed += len(self._buf)
         self._buf.clear()
+        self._ctx = 0
         self._flush_noise(out)
         self._drop_partial(out, "the input ended inside a segmented message")
         return out
 
     def reset(self) -> None:
         """Forget everything buffered (after reopening a port)."""
+        self._consumed += len(self._buf)
         self._buf.clear()
+        self._ctx = 0
         self._noise = 0
         self._orphan = False
+        self._next_ns = None
         self._parts, self._raws, self._size, self._owner = [], [], 0, None
 
     # ----------------------------------------------------------------- scanning
     def _process(self, out: List[Item]) -> None:
         buf = self._buf
-        pos = 0
+        pos = self._ctx
         while pos < len(buf):
             m = self._start.search(buf, pos)
             if m is None:
@@ -231,7 +261,10 @@ class Deframer:
                 pos = q + arg
             else:
                 pos = arg
-        del buf[:pos]
+        cut = max(0, pos - CONTEXT)
+        del buf[:cut]
+        self._consumed += cut
+        self._ctx = pos - cut
         if self._noise >= NOISE_REPORT:  # a line of pure noise (wrong baud rate) must show up soon
             self._flush_noise(out)
 
@@ -286,35 +319,44 @@ class Deframer:
         if not header.carries_data:
             return _ACCEPT, end
         self._flush_noise(out)
+        self._hdlc_data(header, frame, out)
+        return _ACCEPT, end
+
+    def _hdlc_data(self, header: hdlc.HdlcHeader, frame: hdlc.HdlcFrame, out: List[Item]) -> None:
+        """Join a verified data frame to its message; never to the rest of another one."""
         owner = ("hdlc", (header.dst, header.src))
         info = frame.info
+        ns = (header.control >> 1) & 0x07 if header.kind == "I" else None
         if self._parts and self._owner != owner:
             self._drop_partial(out, "a frame from another address arrived before the last segment")
         elif self._parts and len(info) > 3 and info[:3] in hdlc.LLC_HEADERS and info[3] in PUSH_TAGS:
             # the last segment was lost: this frame opens the next message, it does not continue
             # the old one (joining them would lose the next message too)
             self._drop_partial(out, "a new message began before the last segment of the previous one")
+        elif self._parts and ns != self._next_ns:
+            # I-frames number their segments: a gap in N(S) is a lost segment (a UI frame has no number)
+            self._drop_partial(out, f"HDLC I-frame N(S) {ns} arrived where {self._next_ns} was due: "
+                                    "a segment was lost")
+            self._orphan = True
         if not self._parts and not _starts_with_llc(info) and (
                 header.segmented or self._orphan or not info or info[0] not in PUSH_TAGS):
             # no LLC: the rest of a message whose first frame was lost (or dropped)
             if not self._orphan:
-                self._report(out, FramingError("HDLC frame without the first frame of its message",
-                                               "the first frame was lost; waiting for the next message"))
+                self._report(out, IncompleteMessageError("HDLC frame without the first frame of its message",
+                                                         "the first frame was lost; waiting for the next message"))
             self._orphan = header.segmented
-            return _ACCEPT, end
+            return
         self._orphan = False
         if header.segmented or self._parts:
             self._owner = owner
-            if not self._add_part(out, info, frame.raw):
-                return _ACCEPT, end
-            if header.segmented:
-                return _ACCEPT, end
+            self._next_ns = None if ns is None else (ns + 1) & 0x07
+            if not self._add_part(out, info, frame.raw) or header.segmented:
+                return
             apdu, _ = hdlc.strip_llc(b"".join(self._parts))  # the LLC may even span segments
-            out.append(RawApdu("hdlc", apdu, len(self._parts), b"".join(self._raws)))
+            out.append(RawApdu("hdlc", apdu, len(self._parts), b"".join(self._raws), owner))
             self._parts, self._raws, self._size, self._owner = [], [], 0, None
-            return _ACCEPT, end
-        out.append(RawApdu("hdlc", hdlc.strip_llc(info)[0], 1, frame.raw))
-        return _ACCEPT, end
+            return
+        out.append(RawApdu("hdlc", hdlc.strip_llc(info)[0], 1, frame.raw, owner))
 
     # ------------------------------------------------------------------ M-Bus
     def _mbus(self, q: int, out: List[Item]) -> Tuple[int, int]:
@@ -325,11 +367,12 @@ class Deframer:
             return _REJECT, 1
         if total is None:
             return _NEED, 0
-        if q + total > len(buf):
+        if self.wrapper == "auto" and self._strong_inside(q, min(q + total, len(buf))):
             # a 68 L L 68 header in noise must not stall the stream: give up as soon as a
-            # checksummed frame starts inside the span it claims
-            if self.wrapper == "auto" and self._strong_inside(q, len(buf)):
-                return _REJECT, 1
+            # checksummed frame starts inside the span it claims (complete or not, so that the
+            # read boundaries never change the result)
+            return _REJECT, 1
+        if q + total > len(buf):
             return _NEED, 0
         try:
             tel = mbus.parse_telegram(buf, q)
@@ -352,19 +395,19 @@ class Deframer:
             self._drop_partial(out, "an M-Bus segment is missing")
         if not self._parts:
             if tel.sequence != 0:
-                self._report(out, FramingError(
+                self._report(out, IncompleteMessageError(
                     f"M-Bus segment {tel.sequence} without its first segment",
                     "the first telegram was lost; waiting for the next message"))
                 return _ACCEPT, end
             if tel.last:
-                out.append(RawApdu("mbus", hdlc.strip_llc(data)[0], 1, tel.raw))
+                out.append(RawApdu("mbus", hdlc.strip_llc(data)[0], 1, tel.raw, owner))
                 return _ACCEPT, end
         self._owner = owner
         if not self._add_part(out, data, tel.raw):
             return _ACCEPT, end
         if tel.last:
             out.append(RawApdu("mbus", hdlc.strip_llc(b"".join(self._parts))[0], len(self._parts),
-                               b"".join(self._raws)))
+                               b"".join(self._raws), owner))
             self._parts, self._raws, self._size, self._owner = [], [], 0, None
         else:
             self._next_seq = (tel.sequence + 1) & 0x0F
@@ -390,7 +433,7 @@ class Deframer:
             return _REJECT, 1
         start = q + WRAPPER_HEADER
         try:
-            extent = apdu_extent(buf, start, len(buf), header.length)
+            extent = apdu_extent(buf, start, len(buf), header.length, self._memo_for(start, header.length))
         except FramingError:
             if strict:
                 self._report(out, FramingError("DLMS/IP wrapper does not contain one push APDU of its length",
@@ -404,7 +447,8 @@ class Deframer:
         if extent != header.length or (not strict and self._strong_inside(q, start + extent)):
             return _REJECT, 1
         end = start + extent
-        return self._emit_single(out, "wrapper", bytes(buf[start:end]), bytes(buf[q:end]), end)
+        return self._emit_single(out, "wrapper", bytes(buf[start:end]), bytes(buf[q:end]), end,
+                                 ("wrapper", (header.source, header.destination)))
 
     def _raw(self, q: int, out: List[Item]) -> Tuple[int, int]:
         buf = self._buf
@@ -421,7 +465,7 @@ class Deframer:
                 if not plausible(buf, q):
                     return _REJECT, 1
         try:
-            extent = apdu_extent(buf, q, len(buf), self.max_buffer)
+            extent = apdu_extent(buf, q, len(buf), self.max_buffer, self._memo_for(q, self.max_buffer))
         except FramingError:
             return _REJECT, 1
         if extent is None:
@@ -431,34 +475,65 @@ class Deframer:
         end = q + extent
         if auto and self._strong_inside(q, end):
             return _REJECT, 1
-        return self._emit_single(out, "apdu", bytes(buf[q:end]), bytes(buf[q:end]), end)
+        return self._emit_single(out, "apdu", bytes(buf[q:end]), bytes(buf[q:end]), end, ("apdu", None))
 
-    def _emit_single(self, out: List[Item], wrapper: str, apdu: bytes, raw: bytes, end: int) -> Tuple[int, int]:
+    def _emit_single(self, out: List[Item], wrapper: str, apdu: bytes, raw: bytes, end: int,
+                     source: Tuple[str, object]) -> Tuple[int, int]:
         self.frames += 1
         self._flush_noise(out)
         self._drop_partial(out, f"a {wrapper} frame arrived before the last segment")
-        out.append(RawApdu(wrapper, apdu, 1, raw))
+        out.append(RawApdu(wrapper, apdu, 1, raw, source))
         return _ACCEPT, end
 
+    def _memo_for(self, q: int, limit: int) -> dict:
+        """The walk memo of the candidate APDU at ``q`` (a fresh one when the candidate changed)."""
+        at = (self._consumed + q, limit)
+        if at != self._memo_at:
+            self._memo_at, self._memo = at, {}
+        return self._memo
+
     def _strong_inside(self, start: int, end: int) -> bool:
-        """Does a checksummed frame start in ``buf[start+1:end]``? Then bytes at ``start`` are no frame."""
+        """Does a checksummed frame start in ``buf[start+1:end]``? Then bytes at ``start`` are no frame.
+
+        Every position is tried (overlapping matches too), and what was decided for this candidate
+        in an earlier read is not looked at again, so the answer and the total cost do not depend
+        on how the bytes were cut into reads.
+        """
         buf = self._buf
-        for m in _HDLC_START.finditer(buf, start + 1, end):
-            try:
-                if hdlc.parse_header(buf, m.start()) is not None:
+        at = self._consumed + start
+        lo = start + 1
+        if self._scan[0] == at:
+            lo = max(lo, self._scan[1] - self._consumed)
+        undecided = max(lo, end - 3)  # a header may still be cut off at the end
+        for pattern, check in ((_HDLC_START, self._hdlc_header_at), (_MBUS_START, self._mbus_telegram_at)):
+            m = pattern.search(buf, lo, end)
+            while m is not None:
+                verdict = check(m.start())
+                if verdict:
                     return True
-            except (FramingError, ChecksumError):
-                continue
-        for m in _MBUS_START.finditer(buf, start + 1, end):
-            p = m.start()
-            try:
-                total = mbus.telegram_length(buf, p)
-                if total is not None and p + total <= len(buf):
-                    mbus.parse_telegram(buf, p)
-                    return True
-            except (FramingError, ChecksumError):
-                continue
+                if verdict is None:
+                    undecided = min(undecided, m.start())
+                    break
+                m = pattern.search(buf, m.start() + 1, end)
+        self._scan = (at, self._consumed + undecided)
         return False
+
+    def _hdlc_header_at(self, p: int) -> Optional[bool]:
+        try:
+            return None if hdlc.parse_header(self._buf, p) is None else True
+        except (FramingError, ChecksumError):
+            return False
+
+    def _mbus_telegram_at(self, p: int) -> Optional[bool]:
+        buf = self._buf
+        try:
+            total = mbus.telegram_length(buf, p)
+            if total is None or p + total > len(buf):
+                return None
+            mbus.parse_telegram(buf, p)
+            return True
+        except (FramingError, ChecksumError):
+            return False
 
     # -------------------------------------------------------------- reassembly
     def _add_part(self, out: List[Item], data: bytes, raw: bytes) -> bool:
@@ -472,11 +547,12 @@ class Deframer:
 
     def _drop_partial(self, out: List[Item], reason: str) -> None:
         if self._parts:
-            out.append(FramingError(f"incomplete segmented message dropped after {len(self._parts)} frame(s)",
-                                    reason))
+            out.append(IncompleteMessageError(
+                f"incomplete segmented message dropped after {len(self._parts)} frame(s)", reason))
             # its remaining HDLC segments may still come: they are not a message of their own
             self._orphan = self._owner is not None and self._owner[0] == "hdlc"
         self._parts, self._raws, self._size, self._owner = [], [], 0, None
+        self._next_ns = None
 
     def _report(self, out: List[Item], exc: DlmsError) -> None:
         exc.with_traceback(None)  # errors are kept by callers; their frames must not pin the buffer

@@ -8,14 +8,16 @@ and never by timing: a 3-second gap before the last block (esphome #16942) is fi
 Anything that does not continue the sequence drops what was collected, with a counted error,
 because a message with a hole would decode into wrong values. A new block 1 also starts over:
 the scs/smartmeter-datacollector E450 capture holds blocks 1-2 of one push followed by a
-complete push (blocks 1-4), and only the complete one may yield readings.
+complete push (blocks 1-4), and only the complete one may yield readings. Blocks of one message
+must come from one sender (the same HDLC address pair, M-Bus address or wrapper ports): a block
+from another one drops the collected blocks rather than joining two meters' data.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
-from ..errors import DlmsError, FramingError
+from ..errors import DlmsError, FramingError, IncompleteMessageError
 from .wrapper import GENERAL_BLOCK_TRANSFER
 
 
@@ -60,6 +62,7 @@ class GbtAssembler:
         self._parts: List[bytes] = []
         self._size = 0
         self._next = 1
+        self._source: object = None
 
     @property
     def pending(self) -> int:
@@ -70,15 +73,20 @@ class GbtAssembler:
         """Drop an incomplete message; returns the error to count when something was dropped."""
         error = None
         if self._parts:
-            error = FramingError(f"incomplete block-transfer message dropped after block {self._next - 1}",
-                                 reason or "a block was lost or damaged; the next complete message will be decoded")
+            error = IncompleteMessageError(
+                f"incomplete block-transfer message dropped after block {self._next - 1}",
+                reason or "a block was lost or damaged; the next complete message will be decoded")
         self._parts = []
         self._size = 0
         self._next = 1
+        self._source = None
         return error
 
-    def feed(self, apdu: bytes) -> List[Union[bytes, DlmsError]]:
-        """One APDU in; a non-GBT APDU passes straight through (after dropping an incomplete one)."""
+    def feed(self, apdu: bytes, source: object = None) -> List[Union[bytes, DlmsError]]:
+        """One APDU in; a non-GBT APDU passes straight through (after dropping an incomplete one).
+
+        ``source`` names the sender (``RawApdu.source``); blocks from different senders never join.
+        """
         out: List[Union[bytes, DlmsError]] = []
         if not apdu or apdu[0] != GENERAL_BLOCK_TRANSFER:
             dropped = self.reset("another APDU arrived before the last block")
@@ -94,6 +102,10 @@ class GbtAssembler:
                 out.append(dropped)
             out.append(exc)
             return out
+        if self._parts and source != self._source:
+            dropped = self.reset("a block from another sender arrived before the last block")
+            if dropped:
+                out.append(dropped)
         if block.number == 1:
             dropped = self.reset("a new message began (block 1) before the last block of the previous one")
             if dropped:
@@ -102,9 +114,10 @@ class GbtAssembler:
             dropped = self.reset()
             if dropped:
                 out.append(dropped)
-            out.append(FramingError(f"block-transfer block {block.number} out of sequence",
-                                    "a block was lost; waiting for the next block 1"))
+            out.append(IncompleteMessageError(f"block-transfer block {block.number} out of sequence",
+                                              "a block was lost; waiting for the next block 1"))
             return out
+        self._source = source
         self._parts.append(block.data)
         self._size += len(block.data)
         self._next = block.number + 1
@@ -118,6 +131,7 @@ class GbtAssembler:
             self._parts = []
             self._size = 0
             self._next = 1
+            self._source = None
             out.append(whole)
         return out
 

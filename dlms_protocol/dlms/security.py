@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from ..errors import AuthenticationError, DecodeError, DecryptionError, MissingKeyError, SecurityError
+from ..errors import (AuthenticationError, ConfigurationError, DecodeError, DecryptionError, DowngradeError,
+                      MissingKeyError, PlaintextRejectedError, ReplayError, SecurityError)
 from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
                       valid_security_control)
 
@@ -193,6 +194,21 @@ def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
     return dec.update(data) + dec.finalize()
 
 
+def _tag_failure(key: bytes, iv: bytes, body: bytes) -> SecurityError:
+    """Tell a wrong authentication key from a wrong encryption key after a tag mismatch (0x30).
+
+    The tag covers both keys, so it alone cannot say which one is wrong; decrypting once without
+    it can: a plaintext that is a well-formed APDU proves the encryption key (random bytes pass
+    that test about once in 10^6), so the authentication key is wrong, or a byte was damaged.
+    """
+    plain = _ctr(key, iv, body)
+    if is_complete_apdu(plain) or _dsmr_plausible(plain):
+        return AuthenticationError("authentication tag mismatch (the encryption key fits)",
+                                   "check the authentication key")
+    return DecryptionError("authentication tag mismatch and the decrypted data is not a valid APDU",
+                           "check the encryption key")
+
+
 def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> Deciphered:
     """Decrypt (and verify, when possible) a ciphered APDU; pass a plain one through unchanged.
 
@@ -215,8 +231,7 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
             try:
                 plain += dec.finalize()
             except InvalidTag:
-                raise AuthenticationError("authentication tag mismatch",
-                                          "check the authentication key") from None
+                raise _tag_failure(key, iv, p.body) from None
             verified = True
         else:
             plain = _ctr(key, iv, p.body)
@@ -241,4 +256,123 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
     return Deciphered(plain, True, verified, sc, p.system_title, p.invocation_counter)
 
 
-__all__ = ["Deciphered", "CipheredApdu", "parse_ciphered", "decipher", "TAG_LEN", "Cipher", "algorithms", "modes"]
+#: policy levels (ListenerConfig.security) as ranks: what a message must at least carry
+RANKS = {"any": 0, "encrypted": 1, "authenticated": 2}
+_NAMES = {0: "plaintext", 1: "encryption without a verified tag", 2: "an authentication tag"}
+#: consecutive increasing frames below the last invocation counter that prove a meter reset
+RESET_AFTER = 3
+#: system titles remembered per meter (a bound, not a limit a real line reaches)
+MAX_TITLES = 16
+
+
+def protection(d: Deciphered) -> int:
+    """What a message proved: 0 nothing (plain, or 0x10 without keys), 1 encrypted, 2 tag verified."""
+    if d.tag_verified:
+        return 2
+    return 1 if d.ciphered and (d.security_control or 0) & 0x20 else 0
+
+
+def claimed(d: Deciphered) -> int:
+    """What the security control byte announces: 0 plain, 1 encryption only, 2 with a tag."""
+    sc = d.security_control or 0
+    return 2 if sc & 0x10 else 1 if sc & 0x20 else 0
+
+
+@dataclass
+class _Counter:
+    last: int  # the last accepted invocation counter
+    timestamp: object = None  # meter time of that message (a reset must not go back in time)
+    pending: Optional[Tuple[int, int]] = None  # (last counter, count) of a run below ``last``
+
+
+class SecurityPolicy:
+    """Per-meter security policy: minimum protection and an increasing invocation counter.
+
+    ``level`` is ``ListenerConfig.security``. With ``"auto"``, a meter with an authentication key
+    must send verified tags, one with only an encryption key must encrypt, and a meter never
+    gets below the strongest security control it has sent (a 0x30 meter that suddenly sends 0x20
+    is a downgrade). ``admit`` is called for a message that decoded completely, so a damaged
+    frame never moves the state; it raises PlaintextRejectedError, DowngradeError or
+    ReplayError, and returns a line to log when a counter reset was accepted.
+    """
+
+    def __init__(self, level: str = "auto", key: Optional[bytes] = None, auth_key: Optional[bytes] = None,
+                 reset_after: int = RESET_AFTER) -> None:
+        if level != "auto" and level not in RANKS:
+            raise SecurityError(f"security level {level!r} unknown", "use auto, any, encrypted or authenticated")
+        if level == "authenticated" and not auth_key:
+            raise ConfigurationError("security 'authenticated' needs the authentication key",
+                                     "set auth_key, or security: encrypted")
+        self.level = level
+        self.reset_after = max(1, reset_after)
+        if level == "auto":
+            self.minimum = 2 if auth_key else 1 if key else 0
+        else:
+            self.minimum = RANKS[level]
+        self.seen = 0  #: the strongest security control accepted so far (auto only)
+        self._counters: Dict[bytes, _Counter] = {}
+
+    @property
+    def required(self) -> int:
+        return max(self.minimum, self.seen) if self.level == "auto" else self.minimum
+
+    def admit(self, d: Deciphered, timestamp: object = None) -> Optional[str]:
+        """Accept a decoded message or raise why not (see the class docstring)."""
+        have, announced = protection(d), claimed(d)
+        if not d.ciphered and (self.minimum or self.seen):
+            raise PlaintextRejectedError(
+                "unencrypted push rejected: this meter is configured with keys",
+                "if it really sends plaintext, set security: any (or remove the keys)")
+        if have < self.minimum or (self.level == "auto" and announced < self.seen):
+            sc = d.security_control or 0
+            raise DowngradeError(
+                f"push with security 0x{sc:02x} ({_NAMES[min(have, announced)]}) rejected: "
+                f"this meter must send {_NAMES[self.required]}",
+                "if the meter only sends security 0x20, set security: encrypted")
+        note = self._counter(d, timestamp)
+        if self.level == "auto":
+            self.seen = max(self.seen, announced)
+        return note
+
+    def _counter(self, d: Deciphered, timestamp: object) -> Optional[str]:
+        title, ic = d.system_title, d.invocation_counter
+        if not d.ciphered or title is None or ic is None:
+            return None
+        state = self._counters.get(title)
+        if state is None:
+            if len(self._counters) >= MAX_TITLES:
+                del self._counters[next(iter(self._counters))]
+            self._counters[title] = _Counter(ic, timestamp)
+            return None
+        if ic > state.last:
+            state.last, state.timestamp, state.pending = ic, timestamp, None
+            return None
+        older = timestamp is not None and state.timestamp is not None and _before(timestamp, state.timestamp)
+        run = state.pending
+        if older or ic == state.last:
+            state.pending = None  # an old or repeated frame: a replay, no evidence of a reset
+        elif run is not None and ic > run[0]:
+            state.pending = (ic, run[1] + 1)
+        else:
+            state.pending = (ic, 1)
+        if state.pending is not None and state.pending[1] >= self.reset_after:
+            was = state.last
+            self._counters[title] = _Counter(ic, timestamp)
+            return (f"invocation counter of system title {title.hex().upper()} restarted at {ic} (was {was}): "
+                    "the meter was replaced or reset; accepted after "
+                    f"{self.reset_after} increasing frames")
+        left = self.reset_after - (state.pending[1] if state.pending else 0)
+        raise ReplayError(
+            f"invocation counter {ic} is not above {state.last}, the last accepted from this meter",
+            f"a replayed or reordered frame; after a meter reset {left} more increasing frame(s) are needed")
+
+
+def _before(a: object, b: object) -> bool:
+    try:
+        return bool(a < b)  # type: ignore[operator]
+    except TypeError:  # naive and aware date-times: cannot tell
+        return False
+
+
+__all__ = ["Deciphered", "CipheredApdu", "parse_ciphered", "decipher", "TAG_LEN", "Cipher", "algorithms", "modes",
+           "SecurityPolicy", "RANKS", "protection", "claimed", "RESET_AFTER"]

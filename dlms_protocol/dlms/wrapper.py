@@ -72,12 +72,16 @@ def parse_wrapper_header(buf: bytes, pos: int = 0) -> Optional[WrapperHeader]:
 
 
 class _Walker:
-    __slots__ = ("buf", "end", "limit")
+    __slots__ = ("buf", "end", "limit", "memo", "base")
 
-    def __init__(self, buf: bytes, end: int, limit: int) -> None:
+    def __init__(self, buf: bytes, end: int, limit: int, memo: Optional[dict] = None, base: int = 0) -> None:
         self.buf = buf
         self.end = end  # bytes available
         self.limit = limit  # the APDU may not extend beyond this
+        #: containers walked in an earlier call on the same bytes: offset from ``base`` -> (items done,
+        #: offset after them), so a walk resumed after more bytes arrived does not start over
+        self.memo = memo
+        self.base = base
 
     def need(self, i: int, n: int) -> None:
         if i + n > self.limit:
@@ -118,12 +122,7 @@ class _Walker:
         if tag in _STRINGS:
             return self.octets(i)
         if tag in (0x01, 0x02):
-            count, i = self.length(i)
-            if count > self.limit - i:
-                raise _Invalid()
-            for _ in range(count):
-                i = self.data(i, depth + 1)
-            return i
+            return self.container(i, depth)
         if tag == 0x04:
             bits, i = self.length(i)
             n = (bits + 7) // 8
@@ -133,6 +132,24 @@ class _Walker:
             i = self.type_description(i, depth + 1)
             return self.octets(i)
         raise _Invalid()
+
+    def container(self, i: int, depth: int) -> int:
+        """An array or structure whose tag was at ``i - 1``: its items, resumable through ``memo``."""
+        count, j = self.length(i)
+        if count > self.limit - j:
+            raise _Invalid()
+        memo = self.memo
+        key = i - self.base
+        done = 0
+        if memo is not None and key in memo:
+            done, offset = memo[key]
+            j = offset + self.base
+        while done < count:
+            j = self.data(j, depth + 1)
+            done += 1
+            if memo is not None:
+                memo[key] = (done, j - self.base)
+        return j
 
     def type_description(self, i: int, depth: int) -> int:
         if depth > _MAX_DEPTH:
@@ -234,15 +251,18 @@ def valid_security_control(sc: int) -> bool:
     return (sc & 0x0F) <= 2 and sc & 0x30 != 0 and not sc & 0x80
 
 
-def apdu_extent(buf: bytes, pos: int = 0, end: Optional[int] = None, max_len: int = 65535) -> Optional[int]:
+def apdu_extent(buf: bytes, pos: int = 0, end: Optional[int] = None, max_len: int = 65535,
+                memo: Optional[dict] = None) -> Optional[int]:
     """Number of bytes of the push APDU that starts at ``buf[pos]``.
 
     None: the buffer ends inside the APDU (feed more bytes). FramingError: these bytes are not
     a push APDU (unknown tag, impossible length, malformed data), or it would be longer than
-    ``max_len``.
+    ``max_len``. ``memo``: a dict kept by the caller for repeated calls on the same APDU start
+    while more bytes arrive (the bytes already there must not change): each call then costs the
+    new bytes only, not a walk from the start.
     """
     end = len(buf) if end is None else end
-    walker = _Walker(buf, end, pos + max_len)
+    walker = _Walker(buf, end, pos + max_len, memo, pos)
     try:
         return walker.apdu(pos) - pos
     except _NeedMore:
