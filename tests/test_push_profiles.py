@@ -544,7 +544,7 @@ def test_user_profile_replaces_builtin_of_same_name(tmp_path: Path) -> None:
     (lambda d: d["match"]["types"].__setitem__(0, "int33"), "unknown DLMS type"),
     (lambda d: d["fields"][1].update(unit="kWh"), "no DLMS unit symbol"),
     (lambda d: d["fields"][1].pop("scaler"), "integer 'scaler'"),
-    (lambda d: d["fields"][1].update(scaler=0.5), "integer 'scaler'"),
+    (lambda d: d["fields"][1].update(scaler=0.5), "fields[1].scaler must be integer"),
     (lambda d: d["fields"][1].update(index=9), "'index' must be"),
     (lambda d: d["fields"][2].update(index=1), "already used"),
     (lambda d: d["fields"][1].update(obis="1.8.0.0.0.0.0"), "not an OBIS code"),

@@ -75,8 +75,10 @@ def _judge(ctx: Ctx, msgs: List[PushMessage], v: Verdict, mode: str) -> None:
         v.accepted += 1
         seen[m.apdu] += 1
         verified_tag = m.tag_verified is True
-        if not ctx.key and not ctx.checksummed:
-            v.unprotected += 1  # a plain wrapper frame or bare APDU: this framing has no checksum at all
+        if m.checksum == "none" and not ctx.checksummed and not ctx.auth_key:
+            # a wrapper frame or bare APDU, plain or 0x20: nothing exists that could verify it
+            v.unprotected += 1
+            continue
         if ctx.auth_key and not verified_tag:
             v.unchecked += 1
             v.notes.append(f"{mode}: accepted without a verified tag")

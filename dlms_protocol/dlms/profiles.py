@@ -33,6 +33,10 @@ Schema of a file::
 ``kind`` is ``number`` (scaled: value = raw·10^scaler), ``enum``, ``bool``, ``text``,
 ``datetime`` (a 12-byte COSEM date-time) or ``bytes``. ``"meter_id": true`` marks the field
 that identifies the meter.
+
+Every document is checked against ``SCHEMA`` (the JSON type of each known key) before anything
+else looks at it, so a malformed file is a ConfigurationError naming the file and the field
+(``match.types[0]``), never a TypeError or RecursionError deep inside matching.
 """
 from __future__ import annotations
 
@@ -173,38 +177,94 @@ def _fail(where: str, cause: str) -> ConfigurationError:
                               "fix the JSON file (schema in dlms_protocol/dlms/profiles.py) or remove it")
 
 
+_STR, _INT, _BOOL, _NULL = "string", "integer", "boolean", "null"
+_JSON_TYPES = {_STR: (str,), _INT: (int,), _BOOL: (bool,), _NULL: (type(None),)}
+
+
+def _obj(props: Dict[str, Any], required: Tuple[str, ...] = ()) -> Tuple[str, Dict[str, Any], Tuple[str, ...]]:
+    return ("object", props, required)
+
+
+def _arr(item: Any) -> Tuple[str, Any]:
+    return ("array", item)
+
+
+_MARKER = _obj({"index": _INT, "obis": _STR, "equals": _STR, "prefix": _STR, "not_prefix": _STR})
+#: the JSON type of every key a profile may have (unknown keys of a field or the document are
+#: allowed for comments; unknown match rules are refused by ``_check_match``)
+SCHEMA = _obj({
+    "name": _STR, "description": _STR, "source": _STR, "family": (_STR, _NULL),
+    "match": _obj({"shape": _STR, "elements": _INT, "types": _arr(_STR), "markers": _arr(_MARKER),
+                   "obis_markers": _arr(_MARKER), "obis_codes": _arr(_STR), "capture_objects": _arr(_STR),
+                   "requires_family": _STR}),
+    "fields": _arr(_obj({"index": (_INT, _NULL), "obis": (_STR, _NULL), "name": _STR, "kind": _STR,
+                         "scaler": (_INT, _NULL), "unit": (_STR, _NULL), "meter_id": _BOOL})),
+}, required=("name", "match", "fields"))
+
+
+def _json_type_ok(value: Any, spec: str) -> bool:
+    if spec in (_INT, _STR, _NULL) and isinstance(value, bool):
+        return False  # JSON true is no number
+    return isinstance(value, _JSON_TYPES[spec])
+
+
+def validate_schema(value: Any, spec: Any = SCHEMA, path: str = "") -> None:
+    """Check ``value`` against a ``SCHEMA`` node; ConfigurationError names the field (``where`` added by callers)."""
+    label = path or "the document"
+    if isinstance(spec, str):
+        spec = (spec,)
+    if isinstance(spec, tuple) and spec[0] == "object":
+        _, props, required = spec
+        if not isinstance(value, dict):
+            raise ConfigurationError(f"{label} must be a JSON object, not {_json_name(value)}")
+        for key in required:
+            if key not in value:
+                raise ConfigurationError(f"'{path + '.' if path else ''}{key}' is missing")
+        for key, sub in props.items():
+            if key in value:
+                validate_schema(value[key], sub, f"{path}.{key}" if path else key)
+        return
+    if isinstance(spec, tuple) and spec[0] == "array":
+        if not isinstance(value, list):
+            raise ConfigurationError(f"{label} must be a JSON list, not {_json_name(value)}")
+        for i, item in enumerate(value):
+            validate_schema(item, spec[1], f"{path}[{i}]")
+        return
+    if not any(_json_type_ok(value, t) for t in spec):
+        raise ConfigurationError(f"{label} must be {' or '.join(spec)}, not {_json_name(value)}")
+
+
+def _json_name(value: Any) -> str:
+    for name, kinds in (("a list", list), ("an object", dict), ("true/false", bool), ("null", type(None)),
+                        ("a number", (int, float)), ("a string", str)):
+        if isinstance(value, kinds):
+            return name
+    return type(value).__name__
+
+
 def parse_profile(data: Any, where: str = "<json>") -> Profile:
     """Validate one profile document and build a Profile; ConfigurationError names the problem."""
     if not isinstance(data, dict):
         raise _fail(where, "the file must hold one JSON object")
-    for key in ("name", "match", "fields"):
-        if key not in data:
-            raise _fail(where, f"'{key}' is missing")
-    name = data["name"]
-    if not isinstance(name, str) or not name.strip() or name.strip().lower() in ("auto", "dsmr"):
+    name = data.get("name")
+    if isinstance(name, str):
+        where = f"{name!r} ({where})"
+    try:
+        validate_schema(data)
+    except ConfigurationError as exc:
+        raise _fail(where, exc.cause) from None
+    if not name.strip() or name.strip().lower() in ("auto", "dsmr"):
         raise _fail(where, f"'name' must be a non-empty string other than auto/dsmr, not {name!r}")
-    where = f"{name!r} ({where})"
     match = data["match"]
-    if not isinstance(match, dict):
-        raise _fail(where, "'match' must be an object")
     unknown = set(match) - _MATCH_KEYS
     if unknown:
         raise _fail(where, f"unknown match rule(s) {sorted(unknown)}; known: {sorted(_MATCH_KEYS)}")
     shape, elements = _check_match(match, where)
-    fields: List[Field] = []
     seen_index: Dict[int, str] = {}
-    if not isinstance(data["fields"], list):
-        raise _fail(where, "'fields' must be a list")
-    for i, raw in enumerate(data["fields"]):
-        if not isinstance(raw, dict):
-            raise _fail(where, f"fields[{i}] must be an object")
-        fields.append(_parse_field(raw, i, shape, elements, seen_index, where))
-    family = data.get("family")
-    if family is not None and not isinstance(family, str):
-        raise _fail(where, "'family' must be a string")
+    fields = [_parse_field(raw, i, shape, elements, seen_index, where) for i, raw in enumerate(data["fields"])]
     return Profile(
         name=name.strip(), description=str(data.get("description", "")), match=match,
-        fields=tuple(fields), source=str(data.get("source", "")), family=family,
+        fields=tuple(fields), source=str(data.get("source", "")), family=data.get("family"),
     )
 
 
@@ -302,6 +362,9 @@ def _load_file(path: Path) -> Profile:
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"profile file {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
                                  "fix the JSON syntax") from None
+    except RecursionError:
+        raise ConfigurationError(f"profile file {path} nests too deeply to be a profile",
+                                 "a profile is an object with match and fields; fix the file") from None
     profile = parse_profile(data, str(path))
     return Profile(**{**profile.__dict__, "path": str(path)})
 
