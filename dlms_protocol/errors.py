@@ -17,7 +17,6 @@ Hierarchy::
     │   ├── NoResponseError         nothing (or not enough) arrived in time
     │   ├── IdentificationError     sign-on answer is not an identification message
     │   ├── FramingError            frame structure wrong (lengths, flags, missing parts)
-    │   ├── FramingError            frame structure wrong (lengths, flags, missing parts)
     │   │   └── IncompleteMessageError  a multi-frame message lost a part: dropped, never spliced
     │   ├── ChecksumError           BCC / HCS / FCS / M-Bus checksum mismatch
     │   │   └── ChecksumMissingError    (also a FramingError) a checksum is missing, its framing damaged
