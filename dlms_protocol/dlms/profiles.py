@@ -253,6 +253,7 @@ def parse_profile(data: Any, where: str = "<json>") -> Profile:
         validate_schema(data)
     except ConfigurationError as exc:
         raise _fail(where, exc.cause) from None
+    name = str(data["name"])  # the schema made sure it is a string
     if not name.strip() or name.strip().lower() in ("auto", "dsmr"):
         raise _fail(where, f"'name' must be a non-empty string other than auto/dsmr, not {name!r}")
     match = data["match"]
