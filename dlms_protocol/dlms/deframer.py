@@ -31,6 +31,9 @@ only when their structure is complete and consistent, and never
 * once the stream has carried a verified HDLC or M-Bus frame: a meter does not switch to bare
   APDUs, so such bytes are far more likely the inside of a damaged frame. (Mixed captures
   can be decoded with an explicit ``wrapper``.)
+* within the span an HDLC header claimed when its HCS was good but the frame was not closed
+  where it said, or its HCS failed but an LLC follows it: that is a damaged frame, not noise,
+  and its payload (a GBT block, the rest of a ciphered APDU) must not come out unchecked.
 
 and a bare APDU must look like a push from its first bytes on: a data-notification needs a
 valid date-time and a non-empty structure, a GBT block acknowledges nothing, a ciphered APDU's
@@ -87,9 +90,14 @@ def _inside_link_frame(buf: bytearray, q: int) -> bool:
     start (9 bytes before) or end (6 bytes before) with a DLMS transport CI (0x00-0x1f) 3 bytes
     before.
     """
-    if q >= 3 and any(sum(a == b for a, b in zip(buf[q - 3:q], llc)) >= 2 for llc in hdlc.LLC_HEADERS):
+    if q >= 3 and _llc_like(buf, q - 3):
         return True
     return q >= 9 and (buf[q - 9] == mbus.START or buf[q - 6] == mbus.START) and buf[q - 3] <= 0x1F
+
+
+def _llc_like(buf: bytearray, p: int) -> bool:
+    """An LLC header at ``p``, or one with a single byte damaged."""
+    return any(sum(a == b for a, b in zip(buf[p:p + 3], llc)) >= 2 for llc in hdlc.LLC_HEADERS)
 
 
 def _plausible_notification(buf: bytearray, q: int) -> bool:
@@ -189,6 +197,8 @@ class Deframer:
         self._memo_at: Tuple[int, int] = (-1, 0)
         self._memo: dict = {}
         self._scan: Tuple[int, int] = (-1, 0)  # (candidate offset, offset scanned up to)
+        #: auto mode: stream offset up to which a damaged frame's claimed span reaches (no bare APDUs)
+        self._shadow_end = 0
 
     # ------------------------------------------------------------------ public
     @property
@@ -299,7 +309,13 @@ class Deframer:
         try:
             header = hdlc.parse_header(buf, q)
         except ChecksumError as exc:
+            llc = hdlc.header_length(buf, q) + 2  # the LLC would follow the HCS
+            if self.wrapper == "auto" and q + llc + 3 > len(buf):
+                return _NEED, 0  # decide with the LLC in view, whatever the read boundary
             self._report(out, exc)
+            if self.wrapper == "auto" and _llc_like(buf, q + llc):
+                self._shadow_end = max(self._shadow_end,
+                                       self._consumed + q + ((buf[q + 1] << 8 | buf[q + 2]) & 0x07FF) + 2)
             return _DAMAGED, 1
         except FramingError:
             return _REJECT, 1
@@ -314,6 +330,8 @@ class Deframer:
             return _DAMAGED, header.total - 1  # the verified header says where the frame ends
         except FramingError as exc:
             self._report(out, exc)
+            # a header with a good HCS whose frame lost or gained bytes: its payload is no bare APDU
+            self._shadow_end = max(self._shadow_end, self._consumed + q + header.total)
             return _DAMAGED, 1
         self.frames += 1
         self.checksummed = True
@@ -369,13 +387,14 @@ class Deframer:
             return _REJECT, 1
         if total is None:
             return _NEED, 0
-        if self.wrapper == "auto" and self._strong_inside(q, min(q + total, len(buf))):
+        inner = self._strong_inside(q, min(q + total, len(buf))) if self.wrapper == "auto" else False
+        if inner:
             # a 68 L L 68 header in noise must not stall the stream: give up as soon as a
             # checksummed frame starts inside the span it claims (complete or not, so that the
             # read boundaries never change the result)
             return _REJECT, 1
-        if q + total > len(buf):
-            return _NEED, 0
+        if q + total > len(buf) or inner is None:
+            return _NEED, 0  # complete, but a frame starting inside it is not yet: decide with it
         try:
             tel = mbus.parse_telegram(buf, q)
         except ChecksumError as exc:
@@ -419,7 +438,7 @@ class Deframer:
     def _wrapped(self, q: int, out: List[Item]) -> Tuple[int, int]:
         buf = self._buf
         strict = self.wrapper == "wrapper"
-        if not strict and self.checksummed:
+        if not strict and (self.checksummed or self._consumed + q < self._shadow_end):
             return _REJECT, 1
         try:
             header = parse_wrapper_header(buf, q)
@@ -446,8 +465,11 @@ class Deframer:
             if not strict and self._strong_inside(q, len(buf)):
                 return _REJECT, 1
             return _NEED, 0
-        if extent != header.length or (not strict and self._strong_inside(q, start + extent)):
+        inner = False if strict else self._strong_inside(q, start + extent)
+        if extent != header.length or inner:
             return _REJECT, 1
+        if inner is None:
+            return _NEED, 0
         end = start + extent
         return self._emit_single(out, "wrapper", bytes(buf[start:end]), bytes(buf[q:end]), end,
                                  ("wrapper", (header.source, header.destination)))
@@ -456,7 +478,7 @@ class Deframer:
         buf = self._buf
         auto = self.wrapper == "auto"
         if auto:
-            if self.checksummed or _inside_link_frame(buf, q):
+            if self.checksummed or _inside_link_frame(buf, q) or self._consumed + q < self._shadow_end:
                 return _REJECT, 1
             # cheap plausibility first, so that noise does not make the stream wait for a long "APDU"
             check = _AUTO_CHECKS.get(buf[q])
@@ -475,8 +497,11 @@ class Deframer:
                 return _REJECT, 1
             return _NEED, 0
         end = q + extent
-        if auto and self._strong_inside(q, end):
+        inner = self._strong_inside(q, end) if auto else False
+        if inner:
             return _REJECT, 1
+        if inner is None:
+            return _NEED, 0
         return self._emit_single(out, "apdu", bytes(buf[q:end]), bytes(buf[q:end]), end, ("apdu", None))
 
     def _emit_single(self, out: List[Item], wrapper: str, apdu: bytes, raw: bytes, end: int,
@@ -494,12 +519,13 @@ class Deframer:
             self._memo_at, self._memo = at, {}
         return self._memo
 
-    def _strong_inside(self, start: int, end: int) -> bool:
+    def _strong_inside(self, start: int, end: int) -> Optional[bool]:
         """Does a checksummed frame start in ``buf[start+1:end]``? Then bytes at ``start`` are no frame.
 
-        Every position is tried (overlapping matches too), and what was decided for this candidate
-        in an earlier read is not looked at again, so the answer and the total cost do not depend
-        on how the bytes were cut into reads.
+        None: one may, but it is not complete yet (the caller waits rather than decide on less
+        than a single read would have seen). Every position is tried (overlapping matches too),
+        and what was decided for this candidate in an earlier read is not looked at again, so the
+        answer and the total cost do not depend on how the bytes were cut into reads.
         """
         buf = self._buf
         at = self._consumed + start
@@ -507,6 +533,7 @@ class Deframer:
         if self._scan[0] == at:
             lo = max(lo, self._scan[1] - self._consumed)
         undecided = max(lo, end - 3)  # a header may still be cut off at the end
+        waiting = False
         for pattern, check in ((_HDLC_START, self._hdlc_header_at), (_MBUS_START, self._mbus_telegram_at)):
             m = pattern.search(buf, lo, end)
             while m is not None:
@@ -515,10 +542,11 @@ class Deframer:
                     return True
                 if verdict is None:
                     undecided = min(undecided, m.start())
+                    waiting = True
                     break
                 m = pattern.search(buf, m.start() + 1, end)
         self._scan = (at, self._consumed + undecided)
-        return False
+        return None if waiting else False
 
     def _hdlc_header_at(self, p: int) -> Optional[bool]:
         try:

@@ -96,6 +96,16 @@ def _address(buf: bytes, pos: int, end: int) -> Optional[int]:
     return None
 
 
+def header_length(buf: bytes, pos: int = 0) -> int:
+    """Bytes from the flag at ``pos`` up to the HCS (flag, format, addresses, control) of a header
+    whose HCS failed: where its information field would start, 2 bytes later."""
+    i = pos + 3
+    for _ in range(2):
+        n = _address(buf, i, len(buf))
+        i += n if n and n > 0 else 1
+    return i + 1 - pos
+
+
 def parse_header(buf: bytes, pos: int = 0, end: Optional[int] = None) -> Optional[HdlcHeader]:
     """Parse and check the header of a frame whose opening flag is at ``buf[pos]``.
 
@@ -175,5 +185,5 @@ def strip_llc(info: bytes) -> Tuple[bytes, bool]:
     return info, False
 
 
-__all__ = ["FLAG", "MAX_FRAME", "LLC_HEADERS", "crc16_x25", "HdlcHeader", "HdlcFrame", "parse_header",
+__all__ = ["FLAG", "MAX_FRAME", "LLC_HEADERS", "crc16_x25", "HdlcHeader", "HdlcFrame", "parse_header", "header_length",
            "parse_frame", "strip_llc"]
