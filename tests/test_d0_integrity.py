@@ -160,6 +160,12 @@ def test_splitter_takes_the_etx_and_bcc_after_a_telegram_whose_stx_was_damaged()
     sp = D0StreamSplitter(require_etx=True)
     assert sp.feed(bad[:-2]) == [] and sp.pending
     assert sp.feed(bad[-2:]) == [bad]
+    # '!' followed by junk instead of CR LF (its line end and ETX hit by noise): dropped, not cut at '!'
+    unframed = b"/EBZ5DD3BZ06ETA_107\r\n" + BLOCK
+    junk_end = unframed[:-2] + b"\x00\xdb\r\n\x03\x07" + unframed
+    sp = D0StreamSplitter(require_etx=True)
+    assert sp.feed(junk_end) == [] and sp.unchecked == 1
+    assert sp.take_pending() == [unframed]
 
 
 def test_reader_learns_the_checksum_and_then_requires_it():
