@@ -98,6 +98,7 @@ class DLMS(SmartPlugin):
         self._pipeline: Optional[Pipeline] = None
         self._source: Optional[Source] = None
         self._victron: Any = None
+        self._mqtt: Any = None
         self._readout_config: Optional[ReadoutConfig] = None
         self._listener_config: Optional[ListenerConfig] = None
         self._poll_config: Any = None  # mode poll: dlms_protocol.poll.config.PollConfig
@@ -248,7 +249,7 @@ class DLMS(SmartPlugin):
                 victron = self._make_victron()
                 if victron is not None:
                     outputs.append(victron)
-                mqtt = self._make_mqtt()
+                mqtt = self._mqtt = self._make_mqtt()
                 if mqtt is not None:
                     outputs.append(mqtt)
                 self._source, self._victron = source, victron
@@ -302,7 +303,7 @@ class DLMS(SmartPlugin):
         deadline = time.monotonic() + budget
         pipeline, self._pipeline = self._pipeline, None
         source, self._source = self._source, None
-        self._victron = None
+        self._victron = self._mqtt = None
         if pipeline is not None:
             try:
                 # the source first (ends a running read at once), then the outputs (D-Bus)
@@ -730,6 +731,12 @@ class DLMS(SmartPlugin):
             rows.append(("victron_bus", str(self.get_parameter_value("victron_bus"))))
             rows.append(("victron", self.translate("aktiv") if self._bridge is not None
                          else self.translate("inaktiv")))
+        if self.get_parameter_value("mqtt_publish"):
+            mqtt = self._mqtt.status() if self._mqtt is not None else {}
+            host, port = self.get_parameter_value("mqtt_host"), self.get_parameter_value("mqtt_port")
+            rows.append(("mqtt_host", f"{host}:{port}"))
+            rows.append(("mqtt", self.translate("verbunden") if mqtt.get("connected") else
+                         self.translate("getrennt") + (f" ({mqtt['last_error']})" if mqtt.get("last_error") else "")))
         return rows
 
 

@@ -156,6 +156,8 @@ def _status_line(pipe: Pipeline, stats: Statistics) -> None:
         st = out.status()
         if out.name == "victron":
             parts.append(f"service {st.get('service') or '(not registered)'}, instance {st.get('device_instance')}")
+        elif out.name == "mqtt":
+            parts.append(f"mqtt {'connected' if st.get('connected') else 'not connected'} to {st.get('broker')}")
     LOG.info("status: %s; %s", ", ".join(parts), _summary(stats))
 
 

@@ -59,6 +59,8 @@ def test_push_mode_publishes_every_push_to_mqtt(shng: SmartHome, broker: Broker)
         assert Decimal(str(body["value"])) == sent(sim, "1-0:1.8.0.255") and body["unit"] == "Wh"
         config = json.loads(sub.last("homeassistant/sensor/house/sim0000012345_1_0_1_8_0/config") or "")
         assert config["device_class"] == "energy" and config["state_class"] == "total_increasing"
+        rows = dict(shng.plugin("dlms").config_rows())  # the web interface's parameter table
+        assert rows["mqtt_host"] == f"127.0.0.1:{broker.port}" and rows["mqtt"] in ("verbunden", "connected")
         shng.stop()
         sub.wait(sub.has("shng/house/status", "offline"), "offline when SmartHomeNG stops")
     finally:
