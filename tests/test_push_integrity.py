@@ -382,3 +382,48 @@ def test_every_error_is_from_the_documented_hierarchy(data: bytes, seed: int, ms
             _, errs, _ = run(raw, config)  # feed/finish never raise
             assert all(type(e) in DOCUMENTED or isinstance(e, DOCUMENTED) for e in errs)
             assert all(isinstance(e, DlmsError) and e.cause for e in errs)
+
+
+# ------------------------------------------------------- fuzz findings, pinned
+def test_false_mbus_start_spanning_a_real_telegram_is_judged_the_same_in_any_reads() -> None:
+    """A 68 L L 68 in noise whose claimed span holds the start of a real telegram (bench/fuzz,
+    mbus case 5126): in one read the real telegram is seen complete inside it and the false start
+    is dropped; byte by byte the real one was not complete yet, the false start was judged a
+    damaged telegram (its stop byte hit a 0x16 of the real one) and the real one skipped with it."""
+    real = b"".join(encode.mbus_telegrams(notification(0x16161616, n=40)))
+    filler = 5
+    k = next(k for k in range(40, len(real) - 1) if real[k] == 0x16)  # a 0x16 inside the real telegram
+    length = filler + k - 1  # puts the false start's stop byte on it
+    assert 3 <= length <= 255
+    stream = bytes([0x68, length, length, 0x68]) + bytes(filler) + real
+    for reads in ([stream], [stream[i:i + 1] for i in range(len(stream))]):
+        msgs, _, _ = run(stream, ListenerConfig(port="-"), reads)
+        assert values(msgs) == [0x16161616]
+
+
+@pytest.mark.parametrize("damage", ["LLC lost", "bytes gained"])
+def test_payload_of_a_first_frame_that_lost_or_gained_bytes_is_no_bare_apdu(damage: str) -> None:
+    """bench/fuzz hdlc case 863: a good header, bytes lost or added behind it: the frame is not
+    closed where its header says, and the ciphered APDU in it must not come out as a bare APDU."""
+    frame = bytearray(encode.hdlc_frame(encode.LLC + encipher_plain(9)))
+    llc = frame.index(encode.LLC)
+    if damage == "LLC lost":
+        del frame[llc:llc + 3]
+    else:
+        frame[llc + 3:llc + 3] = b"\x52\x83\x9d\x21\x3a"
+    msgs, errs, _ = run(bytes(frame), ListenerConfig(port="-", key=EK, security="encrypted"))
+    assert msgs == [] and errs
+
+
+def encipher_plain(value: int) -> bytes:
+    """A 0x20 (no tag) APDU: nothing but the frame's FCS protects it."""
+    return encode.encipher(notification(value), EK, TITLE, 1, 0x20)
+
+
+def test_cli_security_option(capsys) -> None:
+    plain = hdlc(notification(236)).hex()
+    assert cli_main(["decode", "--hex", plain, "--key", EK.hex(), "--json"]) == 1
+    assert "unencrypted push rejected" in capsys.readouterr().err
+    assert cli_main(["decode", "--hex", plain, "--key", EK.hex(), "--security", "any", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["checksum"] == "HDLC FCS" and out["readings"][0]["raw"] == 236
