@@ -816,10 +816,6 @@ class _Guarded(Output):
 
 
 def _known_counters() -> set:
-    """Counter names the core uses (error ``stat`` names plus the success counters)."""
-    from .dlms_protocol import errors
-    names = {"reads", "bytes", "frames", "messages"}
-    for obj in vars(errors).values():
-        if isinstance(obj, type) and issubclass(obj, errors.DlmsError):
-            names.add(obj.stat)
-    return names
+    """Counter names the core keeps: the one declared set (dlms_protocol.model.COUNTERS)."""
+    from .dlms_protocol.model import COUNTERS
+    return set(COUNTERS)

@@ -88,11 +88,38 @@ class MeterData:
         return iter(self.readings)
 
 
+#: Every statistics counter the core keeps, with its meaning: one declared set, so a status item
+#: naming a real counter (``parity_errors``, ``connects``, ``decrypted``, ``victron_*`` ...) is
+#: known, and a test checks that no code counts under a name missing here.
+COUNTERS: Dict[str, str] = {
+    # data that arrived
+    "reads": "complete D0 readouts", "messages": "verified push messages", "frames": "link frames",
+    "apdus": "DLMS APDUs decoded", "bytes": "bytes received", "decrypted": "messages decrypted",
+    "connects": "port (re)connections", "discoveries": "DLMS object-list discoveries (polling)",
+    "profile_rows": "load-profile rows read (polling)", "rate_limited": "messages held back by a rate limit",
+    # errors (the ``stat`` names of the error classes in errors.py)
+    "errors": "other errors", "config_errors": "configuration errors", "transport_errors": "port errors",
+    "protocol_errors": "protocol errors", "timeouts": "no answer in time", "framing_errors": "broken frames",
+    "checksum_errors": "BCC/CRC mismatches", "parity_errors": "characters with a parity error",
+    "message_crc_errors": "SML message CRC mismatches", "security_errors": "security errors",
+    "decrypt_failures": "messages that could not be decrypted", "tag_failures": "authentication tag mismatches",
+    "decode_errors": "undecodable messages", "unknown_layouts": "messages of an unknown layout",
+    "access_errors": "DLMS access refused", "association_errors": "DLMS association refused",
+    "mode_e_refused": "meters that refused mode E", "internal_errors": "bugs caught (see the log)",
+    "callback_errors": "errors in a caller's callback", "output_errors": "failed output calls",
+    # Victron D-Bus output
+    "victron_updates": "D-Bus updates sent", "victron_disconnects": "meter shown as disconnected on D-Bus",
+    "victron_map_errors": "snapshots the Victron mapping failed on", "victron_internal_errors": "D-Bus bugs caught",
+    "victron_counter_holds": "energy counters held back (never backwards)",
+    "victron_settings_errors": "localsettings errors",
+}
+
+
 class Statistics:
     """Thread-safe counters per meter, so a wrong key never looks like 'no data'.
 
-    Counter names are the ``stat`` names of the error classes plus the success counters
-    ``reads``, ``bytes``, ``frames``, ``messages``. ``last_error`` is the text of the last
+    Counter names are declared in ``COUNTERS`` (the ``stat`` names of the error classes plus
+    the success counters). ``last_error`` is the text of the last
     error (never containing a key), ``last_success`` the epoch time of the last good data.
     """
 
@@ -140,4 +167,4 @@ class Statistics:
             }
 
 
-__all__ = ["Reading", "MeterData", "Statistics", "Value"]
+__all__ = ["Reading", "MeterData", "Statistics", "Value", "COUNTERS"]
