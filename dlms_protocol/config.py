@@ -180,5 +180,14 @@ class ListenerConfig:
         self.min_interval = check_number("min_interval", self.min_interval, 0, 86400)
 
 
+#: the byte a character with a parity error becomes (software parity); no 7-bit character has it
+PARITY_ERROR = 0x80
+
+
+def bits_per_char(bytesize: int = 7, parity: str = "E", stopbits: float = 1) -> float:
+    """Bits one character occupies on the wire: start + data + parity + stop (7E1 = 10)."""
+    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
+
+
 __all__ = ["parse_key", "check_number", "ReadoutConfig", "ListenerConfig", "FORMATS", "SECURITY_LEVELS",
-           "MIN_BAUDRATE", "MAX_BAUDRATE"]
+           "MIN_BAUDRATE", "MAX_BAUDRATE", "PARITY_ERROR", "bits_per_char"]

@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover - Windows
     class _TermiosError(Exception):  # type: ignore[no-redef]
         pass
 
+from .config import PARITY_ERROR, bits_per_char  # noqa: F401 - re-exported
 from .errors import ConfigurationError, TransportError
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,6 @@ SLICE = 0.2
 #: set and an odd number of one bits, so every later stage refuses it: masked to 7 bits it is
 #: NUL (no structure character, never part of an address or value), and datablock marks it
 #: U+FFFD whether it reads a capture as 7-bit text or as 7E1 read 8N1.
-PARITY_ERROR = 0x80
 _PARITY_ERROR_BYTE = bytes([PARITY_ERROR])
 
 
@@ -97,11 +97,6 @@ def check_parity(data: bytes, parity: str = "E") -> bytes:
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _BYTESIZE = {5: serial.FIVEBITS, 6: serial.SIXBITS, 7: serial.SEVENBITS, 8: serial.EIGHTBITS}
 _STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
-
-
-def bits_per_char(bytesize: int = 7, parity: str = "E", stopbits: float = 1) -> float:
-    """Bits one character occupies on the wire: start + data + parity + stop (7E1 = 10)."""
-    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
 
 
 def _by_id_hint() -> str:
@@ -169,8 +164,6 @@ class Transport:
         self._lock = threading.RLock()
         self._closed = False
         self._wire_free = 0.0  # monotonic time when the last written character has left the wire
-        self.bytes_written = 0
-        self.bytes_read = 0
 
     # ------------------------------------------------------------------ life cycle
     @classmethod
@@ -320,7 +313,6 @@ class Transport:
             self._port.write(data)
         now = time.monotonic()
         self._wire_free = max(now, self._wire_free) + len(data) * self.char_time
-        self.bytes_written += len(data)
 
     def drain(self, wire: bool = True) -> None:
         """Wait until what was written has left: tcdrain, then (``wire``) the characters' wire time.
@@ -367,7 +359,6 @@ class Transport:
                         self._set_wait(0)
                         data += self._port.read(min(waiting, max_bytes - 1))
             if data:
-                self.bytes_read += len(data)
                 data = bytes(data)
                 if self.software_parity:
                     data = data.translate(self._decode)

@@ -153,3 +153,38 @@ def test_readout_source_reports_an_error_with_its_cause():
     assert rec.health[-1].state == Health.ERROR and "/dev/does-not-exist-dlms" in rec.health[-1].cause
     time.sleep(0)  # nothing published
     assert rec.data == []
+
+
+def test_d0_reader_takes_an_injected_opener():
+    """Transport as a protocol: the reader opens its port only through the opener it was given."""
+    from dlms_protocol.iec62056_21.reader import D0Reader, open_serial
+
+    opened = []
+
+    def opener(port, baudrate, bytesize, parity, stopbits):
+        opened.append((port, baudrate, bytesize, parity, stopbits))
+        return open_serial(port, baudrate, bytesize, parity, stopbits)
+
+    with SimulatedMeter("lgz_e350", time_scale=SCALE, reaction_time=0.5, ack_reaction_time=1.0,
+                        switch_grace=1.0) as m:
+        cfg = ReadoutConfig(port=m.port, timeout=1.0, baud_switch_delay=0.05)
+        reader = D0Reader(cfg, time_scale=SCALE, opener=opener)
+        try:
+            data = reader.read()
+        finally:
+            reader.close()
+    assert data.get("1.8.0") is not None
+    assert opened == [(m.port, 300, 7, "E", 1)]                          # sign-on at 300 Bd 7E1
+
+
+def test_no_protocol_module_imports_pyserial():
+    """The sans-io layers and the D0 reader load without pyserial; only the transport needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import dlms_protocol.iec62056_21.client, dlms_protocol.iec62056_21.reader, "
+            "dlms_protocol.iec62056_21.datablock, dlms_protocol.dlms.decoder, dlms_protocol.pipeline; "
+            "print('serial' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

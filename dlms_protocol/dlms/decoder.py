@@ -212,10 +212,8 @@ class PushDecoder:
         self.last_error: Optional[DlmsError] = None
         #: True: errors are only logged at debug level (the CLI reports them itself)
         self.quiet = False
-        self.last_message_time: Optional[float] = None
         self._log = _LogLimiter(log)
         self._gbt_raw: List[bytes] = []
-        self._gbt_frames = 0
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
         #: minimum protection and increasing invocation counters; kept across reset(): same meter
@@ -240,7 +238,7 @@ class PushDecoder:
         for item in self.deframer.finish():
             self._item(item, out)
         dropped = self.gbt.reset("the input ended before the last block")
-        self._gbt_raw, self._gbt_frames = [], 0
+        self._gbt_raw = []
         if dropped:
             self._error(dropped)
         return out
@@ -249,7 +247,7 @@ class PushDecoder:
         """Forget partial frames (the port was reopened: bytes were lost in between)."""
         self.deframer.reset()
         self.gbt.reset()
-        self._gbt_raw, self._gbt_frames = [], 0
+        self._gbt_raw = []
 
     # ---------------------------------------------------------------- pipeline
     def _item(self, item: Any, out: List[PushMessage]) -> None:
@@ -261,9 +259,8 @@ class PushDecoder:
         is_gbt = item.apdu[:1] == bytes([GENERAL_BLOCK_TRANSFER])
         if is_gbt:
             if item.apdu[2:4] == b"\x00\x01":  # block 1 starts a new message
-                self._gbt_raw, self._gbt_frames = [], 0
+                self._gbt_raw = []
             self._gbt_raw.append(item.raw)
-            self._gbt_frames += item.frames
         for part in self.gbt.feed(item.apdu, item.source):
             if isinstance(part, DlmsError):
                 self._error(part)
@@ -281,10 +278,9 @@ class PushDecoder:
                 # still delivered (positions only, no OBIS codes, so no sink maps them), but counted
                 self._error(unknown_layout_error_for(msg))
             self.stats.success("messages")
-            self.last_message_time = time.time()
             out.append(msg)
         if not self.gbt.pending:
-            self._gbt_raw, self._gbt_frames = [], 0
+            self._gbt_raw = []
 
     def decode_apdu(self, apdu: bytes, wrapper: str = "apdu", raw: bytes = b"",
                     link_check: Optional[str] = None) -> PushMessage:
@@ -323,7 +319,7 @@ class PushDecoder:
     # ------------------------------------------------------------------ errors
     def _reset_gbt(self, reason: str) -> None:
         dropped = self.gbt.reset(reason)
-        self._gbt_raw, self._gbt_frames = [], 0
+        self._gbt_raw = []
         if dropped:
             self._error(dropped)
 

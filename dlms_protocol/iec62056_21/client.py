@@ -41,10 +41,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Generator, List, Optional, Tuple, Union
 
-from ..config import FORMATS, ReadoutConfig
+from ..config import FORMATS, PARITY_ERROR, ReadoutConfig, bits_per_char
 from ..errors import (ChecksumMissingError, ConfigurationError, FramingError, IdentificationError, NoResponseError,
                       ProtocolError)
-from ..transport import PARITY_ERROR, bits_per_char
 from .datablock import CHECKSUMS, MAX_READOUT, Readout, parse_readout
 from .identification import RATE_TO_BAUD_CHAR_C, Identification, parse_identification
 from .stream import D0StreamSplitter

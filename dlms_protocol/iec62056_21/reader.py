@@ -19,15 +19,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from ..config import FORMATS, ReadoutConfig
 from ..errors import DlmsError, TransportError
 from ..model import MeterData, Statistics
-from ..transport import Transport
 from .client import (D0Dialogue, DialogueResult, check_request_options, Done, Drain, Quiet, Receive, ResetInput, Send,
                      SetBaudrate, Wait)
 from .datablock import Readout
+
+if TYPE_CHECKING:  # the serial transport is imported when a port is opened, not with this module
+    from ..transport import Transport
+
+#: ``opener(port, baudrate, bytesize, parity, stopbits)`` → an open transport (a serial port, a
+#: socket URL, a pty, a test fake); the default is the pyserial ``Transport``
+Opener = Callable[[str, int, int, str, int], Any]
+
+
+def open_serial(port: str, baudrate: int, bytesize: int, parity: str, stopbits: int) -> "Transport":
+    """The default opener: pyserial, imported only now."""
+    from ..transport import Transport
+
+    return Transport.open(port, baudrate, bytesize, parity, stopbits)
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +54,14 @@ class D0Reader:
     """
 
     def __init__(self, config: ReadoutConfig, stats: Optional[Statistics] = None,
-                 progress: Optional[Callable[[int], None]] = None, *, time_scale: float = 1.0) -> None:
+                 progress: Optional[Callable[[int], None]] = None, *, time_scale: float = 1.0,
+                 opener: Opener = open_serial) -> None:
         check_request_options(config)  # a bad query code or address stops the start, not every read
         self.config = config
         self.stats = stats if stats is not None else Statistics()
         self.progress = progress
         self.time_scale = time_scale
+        self._opener = opener
         self.last_readout: Optional[Readout] = None
         self.last_timings: Dict[str, float] = {}
         self.last_result: Optional[DialogueResult] = None
@@ -147,7 +162,7 @@ class D0Reader:
         cfg = self.config
         bytesize, parity, stopbits = FORMATS[cfg.char_format]
         rate = cfg.push_baudrate if cfg.mode == "push" else cfg.initial_baudrate
-        transport = Transport.open(cfg.port, rate, bytesize, parity, stopbits)
+        transport = self._opener(cfg.port, rate, bytesize, parity, stopbits)
         transport.time_scale = self.time_scale
         with self._port_lock:
             if self._closing:  # close() came while we were opening

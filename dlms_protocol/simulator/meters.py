@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -66,9 +66,6 @@ class MeterImage:
     def lines(self) -> int:
         """Data lines: lines holding at least one ``(``."""
         return sum(1 for line in self.block.split(b"\n") if b"(" in line)
-
-    def with_options(self, **changes: object) -> "MeterImage":
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 def mode_of_identification(identification: str) -> Tuple[str, int]:

@@ -19,7 +19,6 @@ descriptor the caller gives (a socket).
 """
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -181,7 +180,6 @@ class PushSimulator:
         self.last_apdu: bytes = b""
         self.sent = 0  #: pushes written
         self.dropped = 0  #: pushes nobody could take (pty buffer full)
-        self._fd: Optional[int] = None
         self._pty: Optional[PtyLink] = None
         self._pty_args: Dict[str, Any] = {}
         self._link: Optional[str] = None
@@ -300,7 +298,6 @@ class PushSimulator:
                               time_scale=time_scale)
         with self._lock:
             self._pty = pty
-            self._fd = None
             self.path = pty.port
         if link:
             self._link = link
@@ -335,12 +332,6 @@ class PushSimulator:
         pty.receive(0.0)  # updates pty.connected; a push meter reads nothing else
         return pty.connected and pty.peer_baudrate() == pty.baudrate
 
-    def write_to(self, fd: int) -> None:
-        """Write pushes to a descriptor the caller owns (a socket, a pipe) instead of a pty."""
-        with self._lock:
-            self._fd = fd
-            self._pty = None
-
     def send_once(self) -> bool:
         """Build one push and write it; False when nobody could take it (counted in ``dropped``)."""
         frames = self.build()
@@ -357,23 +348,13 @@ class PushSimulator:
 
     def _write(self, data: bytes) -> bool:
         with self._lock:
-            pty, fd = self._pty, self._fd
+            pty = self._pty
         if pty is not None:
             return pty.send(data, stop=self._stop.is_set) and not pty.closed
-        if fd is None:
-            return False
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-            except OSError as exc:
-                if exc.errno in (errno.EIO, errno.EBADF, errno.EPIPE, errno.ECONNRESET):
-                    return False
-                raise
-        return True
+        return False
 
     def start(self) -> None:
-        """Push every ``interval`` seconds in a background thread (open a pty first, or write_to)."""
+        """Push every ``interval`` seconds in a background thread (open a pty first)."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()

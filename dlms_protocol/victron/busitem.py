@@ -156,7 +156,6 @@ class BusItemService:
         self._nodes: Set[str] = {"/"}
         self.bus: Any = None
         self.registered = False
-        self.signals_sent = 0
 
     # ------------------------------------------------------------------ building
     def add_path(self, path: str, value: Any = None, writeable: bool = False, on_set: Optional[OnSet] = None,
@@ -234,7 +233,6 @@ class BusItemService:
         if bus is None or not bus.connected:
             return
         bus.send(msg)
-        self.signals_sent += 1
 
     # ----------------------------------------------------------- incoming calls
     def _handle(self, msg: Message) -> Any:

@@ -26,12 +26,11 @@ from ..errors import TransportError
 from ..model import Statistics
 from .busitem import BusItemService
 from .mapping import ESTIMATED, HUB4_INDIVIDUAL_PHASE, Mapper
-from .naming import (RANK_EXPLICIT, RANK_FALLBACK, RANK_METER_ID, RANK_SERIAL, clean_suffix,  # noqa: F401
-                     derive_suffix, pick_suffix)
+from .naming import RANK_FALLBACK, pick_suffix
 from .settings import SettingsClient, SettingsError, parse_class_instance
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .bridge import BridgeSettings
+    from .bridge_settings import BridgeSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -157,9 +156,6 @@ class MeterService:
             return False
         LOG.info("victron: com.victronenergy.settings is there; registering")
         return True
-
-    def control_alive(self) -> bool:
-        return self.control is not None and self.control.connected
 
     async def open(self, serial: Optional[str], meter_id: Optional[str]) -> None:
         """First registration: pick the suffix, read the settings, claim the name."""
@@ -504,6 +500,4 @@ def allowed_roles() -> List[str]:
     return list(ALLOWED_ROLES)
 
 
-__all__ = ["MeterService", "ALLOWED_ROLES", "PRODUCT_ID", "derive_suffix", "pick_suffix", "clean_suffix", "resolve_bus",
-           "RANK_FALLBACK", "RANK_METER_ID", "RANK_SERIAL", "RANK_EXPLICIT",
-           "open_bus", "allowed_roles"]
+__all__ = ["MeterService", "ALLOWED_ROLES", "PRODUCT_ID", "resolve_bus", "open_bus", "allowed_roles"]
