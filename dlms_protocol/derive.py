@@ -56,7 +56,12 @@ def derive_all(data: MeterData) -> List[Reading]:
     """
     _units, rules = _rules()
     out: List[Reading] = []
-    for code, plus_code, _minus in rules:
+    # (C, D, E) of every code sent: a rule whose parts are not even there is skipped without a scan
+    present = {(o.c, o.d, o.e) for o in (r.obis for r in data.readings) if o is not None and o.f in (None, 255)}
+    for code, plus_code, minus_code in rules:
+        if (plus_code.c, plus_code.d, plus_code.e) not in present or \
+                (minus_code.c, minus_code.d, minus_code.e) not in present:
+            continue  # derive() would find no part
         if data.get(code) is not None:
             continue
         seen = set()

@@ -16,9 +16,6 @@ from typing import Any, Dict, List, Optional
 
 from ..config import ListenerConfig
 from ..errors import ConfigurationError
-from .apdu import BitString, decode_apdu
-from .decoder import json_value
-from .profiles import BUILTIN_DIR, detect_shape, load_profiles, profile_template
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -50,6 +47,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
 
 # ------------------------------------------------------------------------ profiles
 def cmd_profiles(args: argparse.Namespace) -> int:
+    from .profiles import BUILTIN_DIR, load_profiles  # the push stack loads only for push commands
+
     profiles = load_profiles([Path(d) for d in args.dir])
     if args.show:
         p = profiles.get(args.show)
@@ -106,6 +105,9 @@ def _input(args: argparse.Namespace) -> bytes:
 
 
 def _shown(value: Any) -> str:
+    from .apdu import BitString
+    from .decoder import json_value
+
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
         text = raw.decode("ascii") if raw and all(0x20 <= b < 0x7F for b in raw) else None
@@ -125,6 +127,10 @@ def _elements(body: Any, body_type: str) -> List[dict]:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
+    from .apdu import decode_apdu
+    from .decoder import json_value
+    from .profiles import detect_shape, profile_template
+
     from .decoder import decode_bytes  # the pipeline: deframing, GBT, decryption, tag check
 
     data = _input(args)

@@ -40,7 +40,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
                    help="send bare 7-bit bytes (for tools that open the pty as 7E1; by default the line "
                         "carries real even-parity bits, as a UART would)")
     p.set_defaults(func=cmd_simulate)
-    for name in (".push", ".dlms_cli"):
+    for name in (".dlms_cli",):  # (the push simulator has no subcommand of its own)
         _register_optional(sub, name)
 
 
