@@ -127,10 +127,9 @@ class Obis:
         return f"{self.a}-{self.b}:{self.c}.{self.d}.{self.e}*{255 if self.f is None else self.f}"
 
     def dotted(self) -> Optional[str]:
-        """``A-B:C.D.E.F``, the form the DLMS push side and Gurux use; None for short codes."""
-        if not self.is_full:
-            return None
-        return f"{self.a}-{self.b}:{self.c}.{self.d}.{self.e}.{255 if self.f is None else self.f}"
+        """``A-B:C.D.E.F``, the form the DLMS push side and Gurux use; None for short codes.
+        Cached: every reading of every push asks for it."""
+        return _dotted(self.a, self.b, self.c, self.d, self.e, self.f)
 
     def short(self, letters: bool = False) -> str:
         """``C.D.E`` (plus ``*F`` for billing periods): the form users usually write."""
@@ -183,12 +182,21 @@ class Obis:
         return describe(self)[1]
 
 
+@lru_cache(maxsize=4096)
+def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[int], e: Optional[int],
+            f: Optional[int]) -> Optional[str]:
+    if None in (a, b, d, e):
+        return None
+    return f"{a}-{b}:{c}.{d}.{e}.{255 if f is None else f}"
+
+
 @lru_cache(maxsize=1)
 def _tables() -> dict:
     path = Path(__file__).with_name("data") / "obis_names.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=4096)
 def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[str]]:
     """Return (name, usual unit) for a code, or (None, None) when the tables don't know it.
 

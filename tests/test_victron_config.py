@@ -224,6 +224,41 @@ def test_install_from_legacy_config_keeps_the_keys_private(tmp_path: Path) -> No
         assert key not in res.stdout + res.stderr and key.lower() not in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("key", [True, False])
+def test_install_gets_cryptography_through_opkg_only_for_a_meter_with_a_key(tmp_path: Path, key: bool) -> None:
+    """Stock Venus OS has no cryptography: install.sh runs opkg for it when the configuration has
+    a key (and says so), and leaves it out for a plain meter. The Python here is made to miss
+    cryptography by a blocking package on its path; the stub opkg 'installs' it by removing that."""
+    block = tmp_path / "block"
+    (block / "cryptography").mkdir(parents=True)
+    (block / "cryptography" / "__init__.py").write_text("raise ImportError('not installed (test)')\n")
+    python = tmp_path / "python3"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{block}${{PYTHONPATH:+:$PYTHONPATH}}" exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    opkg = tmp_path / "opkg"
+    opkg.write_text(f'#!/bin/sh\necho "opkg $*" >> "{tmp_path}/opkg.log"\n'
+                    f'[ "$1" = install ] && rm -rf "{block}/cryptography"\nexit 0\n')
+    opkg.chmod(0o755)
+    cfg = tmp_path / "dlms-meter.ini"
+    cfg.write_text("[meter]\nport = /dev/ttyUSB0\n" + (f"key = {KEY}\n" if key else ""))
+    dest = tmp_path / "data" / "dbus-dlms-meter"
+    dest.mkdir(parents=True)
+    (dest / "dlms-meter.ini").write_text(cfg.read_text())
+    env = {"PATH": "/usr/bin:/bin", "DLMS_METER_DIR": str(dest), "DLMS_METER_SERVICE_ROOT": str(tmp_path / "service"),
+           "DLMS_METER_RC_LOCAL": str(tmp_path / "data" / "rc.local"), "DLMS_METER_UDEV_DIR": str(tmp_path / "udev"),
+           "DLMS_METER_PYTHON": str(python), "DLMS_METER_OPKG": str(opkg)}
+    res = subprocess.run(["sh", str(ROOT / "venus" / "install.sh")], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = (tmp_path / "opkg.log").read_text() if (tmp_path / "opkg.log").exists() else ""
+    if key:
+        assert log == "opkg update\nopkg install python3-cryptography\n"
+        assert "installing it with opkg" in res.stdout and "installed python3-cryptography" in res.stdout
+    else:
+        assert log == "" and "python3-cryptography is not needed" in res.stdout
+    assert KEY not in res.stdout + res.stderr
+
+
 _STUB_MOUNT = """#!/bin/sh
 echo "mount $*" >> "$STUB_LOG"
 case "$*" in

@@ -10,7 +10,7 @@
 #   sh venus/install.sh --from FILE     start from dbus-dlms-meter's config.py (read, never executed)
 #
 # Paths can be changed for tests: DLMS_METER_DIR, DLMS_METER_SERVICE_ROOT, DLMS_METER_RC_LOCAL,
-# DLMS_METER_UDEV_DIR, DLMS_METER_PYTHON.
+# DLMS_METER_UDEV_DIR, DLMS_METER_PYTHON, DLMS_METER_OPKG.
 set -e
 NAME=dbus-dlms-meter
 SRC=$(cd -P "$(dirname "$0")/.." && pwd -P)
@@ -19,6 +19,7 @@ SERVICE_ROOT=${DLMS_METER_SERVICE_ROOT:-/service}
 RC_LOCAL=${DLMS_METER_RC_LOCAL:-/data/rc.local}
 UDEV_DIR=${DLMS_METER_UDEV_DIR:-/etc/udev/rules.d}
 PYTHON=${DLMS_METER_PYTHON:-python3}
+OPKG=${DLMS_METER_OPKG:-opkg}
 
 say() { echo "$NAME: $*"; }
 die() { echo "$NAME: error: $*" >&2; exit 1; }
@@ -37,14 +38,14 @@ done
 
 [ -d "$SRC/dlms_protocol" ] || die "dlms_protocol/ not found in $SRC: run install.sh from the unpacked repository"
 
-# 1. Python and the libraries Venus OS ships (dbus-fast since v3.50)
+# 1. Python and the libraries Venus OS ships (dbus-fast since v3.50). cryptography is not in the
+#    stock image: it is needed only for a meter with a key and installed in step 3b then.
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 8) else 1)' \
     || die "Python 3.8 or newer is needed (Venus OS 3.00 or newer)"
 missing=$("$PYTHON" -c '
 import importlib
 for mod, how in (("serial", "opkg install python3-pyserial"),
-                 ("dbus_fast", "opkg install python3-dbus-fast   (Venus OS < 3.50: opkg install python3-pip; pip3 install dbus-fast)"),
-                 ("cryptography", "opkg install python3-cryptography")):
+                 ("dbus_fast", "opkg install python3-dbus-fast   (Venus OS < 3.50: opkg install python3-pip; pip3 install dbus-fast)")):
     try:
         importlib.import_module(mod)
     except ImportError:
@@ -96,6 +97,24 @@ CONFIG="$DEST/dlms-meter.ini"
 [ -f "$CONFIG" ] || CONFIG="$DEST/config.py"
 if ! PYTHONPATH="$DEST" "$PYTHON" -m dlms_protocol victron --config "$CONFIG" --check-config; then
     say "the configuration has errors (see above); the service will not start until they are fixed"
+fi
+
+# 3b. an encrypted meter needs cryptography (Victron's feed: 2.8 on Venus 3.0x-3.5x, 42.x from 3.60)
+HAS_KEY=$(PYTHONPATH="$DEST" "$PYTHON" -c '
+import sys
+from dlms_protocol.victron.config_file import load_config
+cfg = load_config(sys.argv[1])
+print("yes" if cfg.listener is not None and cfg.listener.key else "no")' "$CONFIG" 2>/dev/null || echo no)
+if [ "$HAS_KEY" = yes ] && ! "$PYTHON" -c 'import cryptography' 2>/dev/null; then
+    say "the configuration has a key and python3-cryptography is missing: installing it with opkg"
+    if ! { "$OPKG" update && "$OPKG" install python3-cryptography; }; then
+        die "opkg could not install python3-cryptography; install it by hand (opkg update && opkg install python3-cryptography) and run install.sh again - without it every encrypted push is refused"
+    fi
+    "$PYTHON" -c 'import cryptography' 2>/dev/null \
+        || die "python3-cryptography was installed but Python cannot import it; check opkg's output above"
+    say "installed python3-cryptography"
+elif [ "$HAS_KEY" = no ]; then
+    say "no key configured: plain meter, python3-cryptography is not needed"
 fi
 
 # 4. udev rule against serial-starter (optional)

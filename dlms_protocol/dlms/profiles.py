@@ -638,11 +638,64 @@ def select_profile(body: Any, profiles: Dict[str, Profile], family: Optional[str
     return chosen
 
 
+class _Needs:
+    """What of a body the candidates' rules look at (beyond shape, length and types)."""
+
+    def __init__(self, candidates: Tuple[Profile, ...]) -> None:
+        self.candidates = candidates  # kept, so the ids in the cache key stay theirs
+        self.marker_indices = tuple(sorted({mk["index"] for p in candidates for mk in p.match.get("markers", ())}))
+        wants = {want for p in candidates if p.rules is not None for want, _ in p.rules.obis_markers}
+        self.obis_wants = tuple(sorted(wants, key=str))
+        self.obis_codes = any(p.rules is not None and p.rules.obis_codes is not None for p in candidates)
+        self.captures = any(p.rules is not None and p.rules.capture_objects is not None for p in candidates)
+
+    def key(self, facts: BodyFacts) -> tuple:
+        body = facts.body
+        elems = body if isinstance(body, list) else []
+        markers = tuple(_text_of(elems[i]) if i < len(elems) else None for i in self.marker_indices)
+        obis_values: Tuple[Optional[str], ...] = ()
+        if self.obis_wants and isinstance(body, list):
+            obis_values = tuple(next((_text_of(v) for _, code, v, _, _ in facts.groups if want.matches(code)), None)
+                                for want in self.obis_wants)
+        seq = facts.obis_sequence() if self.obis_codes and isinstance(body, list) else ()
+        caps = facts.capture_signature() if self.captures else ()
+        return (facts.shape, facts.length, facts.types, markers, obis_values, seq, caps)
+
+
+_NEEDS: Dict[Tuple[int, ...], _Needs] = {}
+_CHOICES: Dict[tuple, Tuple[Optional[Profile], Tuple[str, ...]]] = {}
+_CACHE_MAX = 256
+
+
 def choose(body: Any, candidates: Iterable[Profile], family: Optional[str] = None,
            forced: bool = False, body_type: Optional[str] = None,
            facts: Optional[BodyFacts] = None) -> Tuple[Optional[Profile], List[str]]:
-    """Like select_profile over a candidate list; also returns why each candidate did not fit."""
+    """Like select_profile over a candidate list; also returns why each candidate did not fit.
+
+    A meter sends the same few structures over and over, so the outcome is cached by everything
+    the rules look at (shape, element count and types, marker values, OBIS sequence, push object
+    list, family): matching every profile against every frame cost more than decoding it."""
     facts = facts if facts is not None else BodyFacts(body, body_type)
+    cands = tuple(candidates)
+    ids = tuple(id(p) for p in cands)
+    needs = _NEEDS.get(ids)
+    if needs is None:
+        if len(_NEEDS) >= _CACHE_MAX:
+            _NEEDS.clear()
+            _CHOICES.clear()  # their keys hold ids of the candidates dropped here
+        needs = _NEEDS[ids] = _Needs(cands)
+    key = (ids, family, forced) + needs.key(facts)
+    hit = _CHOICES.get(key)
+    if hit is None:
+        chosen, reasons = _choose(body, cands, family, forced, facts)
+        if len(_CHOICES) >= _CACHE_MAX:
+            _CHOICES.clear()
+        hit = _CHOICES[key] = (chosen, tuple(reasons))
+    return hit[0], list(hit[1])
+
+
+def _choose(body: Any, candidates: Iterable[Profile], family: Optional[str], forced: bool,
+            facts: BodyFacts) -> Tuple[Optional[Profile], List[str]]:
     fits: List[Profile] = []
     reasons: List[str] = []
     for p in candidates:

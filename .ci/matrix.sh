@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Library-version matrix of the Venus OS service (issue 9): the code must run on what Victron ships.
+#
+#   py38-venus35   CPython 3.8  + pyserial 3.4 + dbus-fast 2.22.1 (pure Python) + cryptography 2.8
+#                  + gurux-dlms at the floor requirements.txt allows   (Venus OS 3.0x-3.5x)
+#   py312-venus36  CPython 3.12 + newest pyserial/dbus-fast + cryptography 42.x          (Venus OS 3.60+)
+#   py38-plain     CPython 3.8  + pyserial 3.4 + dbus-fast 2.22.1, NO cryptography at all (plain meters)
+#
+# The first two run the Victron and push test files, the third the tests of a plain meter (and the
+# refusal of an encrypted one). Interpreters come from pyenv (`pyenv prefix 3.8`), never from a
+# hard-coded path; a missing one fails the run with the command that installs it.
+# Environments are cached in .venv-matrix/ (delete it to rebuild).
+#
+#   .ci/matrix.sh            all three
+#   .ci/matrix.sh py38-plain one of them
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE="$ROOT/.venv-matrix"
+GURUX_FLOOR=$(sed -n 's/^gurux-dlms>=\([0-9.]*\).*/\1/p' requirements.txt)
+[ -n "$GURUX_FLOOR" ] || { echo "matrix: no gurux-dlms>= floor in requirements.txt" >&2; exit 1; }
+TEST_TOOLS=(pytest pytest-timeout hypothesis)
+PLAIN_TESTS=(tests/test_victron_nocrypto.py tests/test_victron_mapping.py tests/test_victron_bridge.py)
+
+fail() { echo "matrix: error: $*" >&2; exit 1; }
+
+interpreter() {  # interpreter <major.minor> -> path of its python, found through pyenv
+    command -v pyenv >/dev/null 2>&1 || fail "pyenv is not installed; the matrix needs CPython $1 from pyenv \
+(https://github.com/pyenv/pyenv, then: pyenv install $1)"
+    local prefix
+    prefix=$(pyenv prefix "$1" 2>/dev/null) || fail "CPython $1 is not installed under pyenv ($(pyenv root)); \
+install it: pyenv install $1"
+    [ -x "$prefix/bin/python$1" ] || fail "pyenv prefix $1 gives $prefix, which has no bin/python$1"
+    echo "$prefix/bin/python$1"
+}
+
+make_env() {  # make_env <name> <python version> <pip requirement...>
+    local name=$1 version=$2
+    shift 2
+    local env="$CACHE/$name" stamp
+    stamp=$(printf '%s\n' "$version" "$@" "${TEST_TOOLS[@]}" | sha1sum | cut -c1-12)
+    if [ ! -f "$env/.stamp-$stamp" ]; then
+        rm -rf "$env"
+        "$(interpreter "$version")" -m venv "$env"
+        "$env/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+        # dbus-fast from source without its Cython extension: the pure-Python build Venus OS ships
+        SKIP_CYTHON=1 "$env/bin/python" -m pip install -q --no-binary dbus-fast "$@" "${TEST_TOOLS[@]}" \
+            || fail "$name: pip could not install $* (see above)"
+        touch "$env/.stamp-$stamp"
+    fi
+    echo "$env"
+}
+
+run() {  # run <name> <env> <tests...>
+    local name=$1 env=$2
+    shift 2
+    echo "=== matrix $name: $("$env/bin/python" -c 'import sys, importlib
+out = ["Python " + sys.version.split()[0]]
+for m, d in (("serial", "pyserial"), ("dbus_fast", "dbus-fast"), ("cryptography", "cryptography"),
+             ("gurux_dlms", "gurux-dlms")):
+    try:
+        from importlib import metadata
+        v = metadata.version(d)
+    except Exception:
+        v = "absent"
+    if m == "dbus_fast" and v != "absent":
+        import dbus_fast.message as mm
+        v += " (compiled)" if mm.__file__.endswith(".so") else " (pure Python)"
+    out.append(d + " " + v)
+print(", ".join(out))')"
+    (cd "$ROOT" && "$env/bin/python" -m pytest -q -p no:cacheprovider "$@")
+}
+
+want=${1:-all}
+case "$want" in all|py38-venus35|py312-venus36|py38-plain) ;; *) fail "unknown matrix entry $want" ;; esac
+
+if [ "$want" = all ] || [ "$want" = py38-venus35 ]; then
+    env=$(make_env py38-venus35 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "cryptography==2.8" "gurux-dlms==$GURUX_FLOOR")
+    run py38-venus35 "$env" tests/test_victron_*.py tests/test_push_*.py
+fi
+if [ "$want" = all ] || [ "$want" = py312-venus36 ]; then
+    env=$(make_env py312-venus36 3.12 pyserial dbus-fast "cryptography>=42,<43" "gurux-dlms==$GURUX_FLOOR")
+    run py312-venus36 "$env" tests/test_victron_*.py tests/test_push_*.py
+fi
+if [ "$want" = all ] || [ "$want" = py38-plain ]; then
+    env=$(make_env py38-plain 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "gurux-dlms==$GURUX_FLOOR")
+    "$env/bin/python" -c 'import cryptography' 2>/dev/null && fail "py38-plain: cryptography is installed in $env"
+    run py38-plain "$env" "${PLAIN_TESTS[@]}"
+fi
+echo "matrix: all green"
