@@ -2,7 +2,7 @@
 # Library-version matrix of the Venus OS service (issue 9): the code must run on what Victron ships.
 #
 #   py38-venus35   CPython 3.8  + pyserial 3.4 + dbus-fast 2.22.1 (pure Python) + cryptography 2.8
-#                  + gurux-dlms at the floor requirements.txt allows   (Venus OS 3.0x-3.5x)
+#                  + gurux-dlms at the floor requirements.txt allows on 3.8  (Venus OS 3.0x-3.5x)
 #   py312-venus36  CPython 3.12 + newest pyserial/dbus-fast + cryptography 42.x          (Venus OS 3.60+)
 #   py38-plain     CPython 3.8  + pyserial 3.4 + dbus-fast 2.22.1, NO cryptography at all (plain meters)
 #
@@ -17,8 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 CACHE="$ROOT/.venv-matrix"
-GURUX_FLOOR=$(sed -n 's/^gurux-dlms>=\([0-9.]*\).*/\1/p' requirements.txt)
-[ -n "$GURUX_FLOOR" ] || { echo "matrix: no gurux-dlms>= floor in requirements.txt" >&2; exit 1; }
+# the lowest gurux-dlms requirements.txt allows, per Python (its oracle tests must pass with it)
+GURUX_FLOOR_NEW=$(sed -n 's/^gurux-dlms>=\([0-9.]*\).*python_version >= "3.10".*/\1/p' requirements.txt)
+GURUX_FLOOR_OLD=$(sed -n 's/^gurux-dlms>=\([0-9.]*\).*python_version < "3.10".*/\1/p' requirements.txt)
+[ -n "$GURUX_FLOOR_NEW" ] && [ -n "$GURUX_FLOOR_OLD" ] \
+    || { echo "matrix: no gurux-dlms>= floors (Python < / >= 3.10) in requirements.txt" >&2; exit 1; }
 TEST_TOOLS=(pytest pytest-timeout hypothesis)
 PLAIN_TESTS=(tests/test_victron_nocrypto.py tests/test_victron_mapping.py tests/test_victron_bridge.py)
 
@@ -41,11 +44,16 @@ make_env() {  # make_env <name> <python version> <pip requirement...>
     stamp=$(printf '%s\n' "$version" "$@" "${TEST_TOOLS[@]}" | sha1sum | cut -c1-12)
     if [ ! -f "$env/.stamp-$stamp" ]; then
         rm -rf "$env"
-        "$(interpreter "$version")" -m venv "$env"
-        "$env/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+        local python
+        python=$(interpreter "$version")
+        "$python" -m venv "$env"
+        mkdir -p "$CACHE"
         # dbus-fast from source without its Cython extension: the pure-Python build Venus OS ships
-        SKIP_CYTHON=1 "$env/bin/python" -m pip install -q --no-binary dbus-fast "$@" "${TEST_TOOLS[@]}" \
-            || fail "$name: pip could not install $* (see above)"
+        if ! SKIP_CYTHON=1 "$env/bin/python" -m pip install -q --no-binary dbus-fast "$@" "${TEST_TOOLS[@]}" \
+                >"$CACHE/$name.pip.log" 2>&1; then
+            tail -20 "$CACHE/$name.pip.log" >&2
+            fail "$name: pip could not install $* (log: $CACHE/$name.pip.log)"
+        fi
         touch "$env/.stamp-$stamp"
     fi
     echo "$env"
@@ -75,15 +83,15 @@ want=${1:-all}
 case "$want" in all|py38-venus35|py312-venus36|py38-plain) ;; *) fail "unknown matrix entry $want" ;; esac
 
 if [ "$want" = all ] || [ "$want" = py38-venus35 ]; then
-    env=$(make_env py38-venus35 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "cryptography==2.8" "gurux-dlms==$GURUX_FLOOR")
+    env=$(make_env py38-venus35 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "cryptography==2.8" "gurux-dlms==$GURUX_FLOOR_OLD")
     run py38-venus35 "$env" tests/test_victron_*.py tests/test_push_*.py
 fi
 if [ "$want" = all ] || [ "$want" = py312-venus36 ]; then
-    env=$(make_env py312-venus36 3.12 pyserial dbus-fast "cryptography>=42,<43" "gurux-dlms==$GURUX_FLOOR")
+    env=$(make_env py312-venus36 3.12 pyserial dbus-fast "cryptography>=42,<43" "gurux-dlms==$GURUX_FLOOR_NEW")
     run py312-venus36 "$env" tests/test_victron_*.py tests/test_push_*.py
 fi
 if [ "$want" = all ] || [ "$want" = py38-plain ]; then
-    env=$(make_env py38-plain 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "gurux-dlms==$GURUX_FLOOR")
+    env=$(make_env py38-plain 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "gurux-dlms==$GURUX_FLOOR_OLD")
     "$env/bin/python" -c 'import cryptography' 2>/dev/null && fail "py38-plain: cryptography is installed in $env"
     run py38-plain "$env" "${PLAIN_TESTS[@]}"
 fi

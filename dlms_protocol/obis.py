@@ -75,6 +75,15 @@ class Obis:
     e: Optional[int] = None
     f: Optional[int] = None
 
+    def __hash__(self) -> int:
+        """The fields' hash, computed once: codes are dict keys and cache keys for every reading of
+        every push (the generated dataclass hash was a measurable part of decoding)."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.a, self.b, self.c, self.d, self.e, self.f))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     # ----------------------------------------------------------------- construction
     @classmethod
     def parse(cls, text: str) -> "Obis":

@@ -53,6 +53,8 @@ _INTS: Dict[int, Tuple[str, int]] = {
     20: (">q", 8), 21: (">Q", 8), 22: (">B", 1), 13: (">B", 1),
 }
 INTEGER_TYPES = frozenset(TYPE_NAMES[t] for t in _INTS if t not in (22, 13))
+#: fast path of _decode: tag -> (compiled struct, size, type name) for the fixed-size integers
+_FIXED = {tag: (struct.Struct(fmt), size, TYPE_NAMES[tag]) for tag, (fmt, size) in _INTS.items()}
 
 #: APDU tags that are not a plaintext data-notification, with the reason a user can act on
 _OTHER_APDUS: Dict[int, Tuple[str, str]] = {
@@ -213,6 +215,12 @@ class _Reader:
 
 def _decode(r: _Reader, depth: int) -> Tuple[Any, str]:
     offset = r.pos
+    buf = r.buf
+    if offset < len(buf):  # fast path for the integers that make up most of a push (no checks skipped)
+        fixed = _FIXED.get(buf[offset])
+        if fixed is not None and offset + 1 + fixed[1] <= len(buf):
+            r.pos = offset + 1 + fixed[1]
+            return fixed[0].unpack_from(buf, offset + 1)[0], fixed[2]
     tag = r.byte("data type tag")
     name = TYPE_NAMES.get(tag)
     if name is None:

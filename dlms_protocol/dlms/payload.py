@@ -144,6 +144,27 @@ def _needs_scaler(code: Obis, class_id: Optional[int]) -> bool:
     return code.a != 0 or code.c == 24
 
 
+_Extra = Tuple[Tuple[str, Optional[str]], ...]
+_STATIC: Dict[Tuple[int, int, str], Tuple[Optional[Obis], str, _Extra, Field]] = {}
+
+
+def _field_static(fld: Field, index: int, type_name: str) -> Tuple[Optional[Obis], str, _Extra, Field]:
+    """(code, label, extra) of a profile field: the same for every frame, so built once (the
+    field itself is kept in the entry, so its id in the key stays its own)."""
+    key = (id(fld), index, type_name)
+    hit = _STATIC.get(key)
+    if hit is None:
+        code = fld.code
+        extra: _Extra = (("dlms_type", type_name),)
+        if fld.name:
+            extra += (("name", fld.name),)
+        dotted = code.dotted() if code is not None else None
+        hit = (code, dotted or f"index {index}", extra, fld)
+        if len(_STATIC) < 8192:
+            _STATIC[key] = hit
+    return hit
+
+
 # ------------------------------------------------------------------------ builder
 class _Builder:
     def __init__(self, notification: Notification, profile: Optional[Profile]) -> None:
@@ -172,15 +193,18 @@ class _Builder:
 
     # ---- positional profile field
     def from_field(self, fld: Field, index: int, value: Any, type_name: str) -> None:
-        code = fld.code
-        extra: Tuple[Tuple[str, Optional[str]], ...] = (("dlms_type", type_name),)
-        if fld.name:
-            extra += (("name", fld.name),)
+        code, label, extra, _ = _field_static(fld, index, type_name)
         kind = fld.kind
         shown: Any
         unit: Optional[str] = None
         scaler: Optional[int] = None
         if kind == "number":
+            if value.__class__ is int:  # the common case, without the checks below
+                scaler = fld.scaler
+                num = Decimal(value)
+                self.readings.append(Reading(label, code, num.scaleb(scaler) if scaler else num, fld.unit,
+                                             value, scaler, index, self.ts, extra))
+                return
             if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
                 raise self._misfit(index, fld, "a number", type_name)
             scaler, unit = fld.scaler, fld.unit
@@ -210,7 +234,6 @@ class _Builder:
             shown = bool(value) if isinstance(value, (bool, int)) else None
         else:  # bytes
             shown = bytes(value) if isinstance(value, (bytes, bytearray)) else None
-        label = code.dotted() if code is not None and code.dotted() else f"index {index}"
         self.add(code=label, obis=code, value=shown, unit=unit, raw=_plain(value), scaler=scaler, index=index,
                  extra=extra)
 

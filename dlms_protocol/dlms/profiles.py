@@ -641,8 +641,8 @@ def select_profile(body: Any, profiles: Dict[str, Profile], family: Optional[str
 class _Needs:
     """What of a body the candidates' rules look at (beyond shape, length and types)."""
 
-    def __init__(self, candidates: Tuple[Profile, ...]) -> None:
-        self.candidates = candidates  # kept, so the ids in the cache key stay theirs
+    def __init__(self, everyone: Tuple[Profile, ...], candidates: Tuple[Profile, ...]) -> None:
+        self.everyone = everyone  # kept, so the ids in the cache key stay theirs
         self.marker_indices = tuple(sorted({mk["index"] for p in candidates for mk in p.match.get("markers", ())}))
         wants = {want for p in candidates if p.rules is not None for want, _ in p.rules.obis_markers}
         self.obis_wants = tuple(sorted(wants, key=str))
@@ -662,7 +662,7 @@ class _Needs:
         return (facts.shape, facts.length, facts.types, markers, obis_values, seq, caps)
 
 
-_NEEDS: Dict[Tuple[int, ...], _Needs] = {}
+_NEEDS: Dict[Tuple[Tuple[int, ...], str], _Needs] = {}
 _CHOICES: Dict[tuple, Tuple[Optional[Profile], Tuple[str, ...]]] = {}
 _CACHE_MAX = 256
 
@@ -678,12 +678,14 @@ def choose(body: Any, candidates: Iterable[Profile], family: Optional[str] = Non
     facts = facts if facts is not None else BodyFacts(body, body_type)
     cands = tuple(candidates)
     ids = tuple(id(p) for p in cands)
-    needs = _NEEDS.get(ids)
+    shape = facts.shape
+    needs = _NEEDS.get((ids, shape))
     if needs is None:
         if len(_NEEDS) >= _CACHE_MAX:
             _NEEDS.clear()
             _CHOICES.clear()  # their keys hold ids of the candidates dropped here
-        needs = _NEEDS[ids] = _Needs(cands)
+        # rules beyond the shape are read only for the candidates of this shape (mismatch())
+        needs = _NEEDS[(ids, shape)] = _Needs(cands, tuple(p for p in cands if p.match["shape"] == shape))
     key = (ids, family, forced) + needs.key(facts)
     hit = _CHOICES.get(key)
     if hit is None:

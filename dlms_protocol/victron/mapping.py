@@ -42,6 +42,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -65,6 +66,9 @@ MEASURED, DERIVED, TOTAL, ESTIMATED = "measured", "derived", "total", "estimated
 HUB4_INDIVIDUAL_PHASE = 2
 
 
+_Index = Dict[Tuple[int, Optional[int], Optional[int]], Reading]
+
+
 @dataclass(frozen=True)
 class PathSpec:
     path: str
@@ -78,7 +82,7 @@ class PathSpec:
         return str(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: a dict key in every map() call
 class Source:
     path: str
     patterns: Tuple[Obis, ...]
@@ -120,6 +124,7 @@ class PhaseRules:
                                      "see dlms_protocol/data/victron_mapping.json for the layout") from None
 
 
+@lru_cache(maxsize=256)
 def _phase_of(path: str) -> Optional[int]:
     if path.startswith("/Ac/L") and len(path) > 6 and path[5] in "123" and path[6] == "/":
         return int(path[5])
@@ -401,12 +406,18 @@ class Mapper:
                          hub4_mode or 0, "unknown"), hub4_mode)
         self.hub4_mode = hub4_mode
 
-    def _power_w(self, data: MeterData, pattern: Obis) -> Optional[Decimal]:
+    def _power_w(self, index: "_Index", pattern: Obis) -> Optional[Decimal]:
+        reading = index.get((pattern.c, pattern.d, pattern.e))
+        return self._convert(reading, self.paths["/Ac/Power"]) if reading is not None else None
+
+    def _index(self, data: MeterData) -> "_Index":
+        """C.D.E -> the first current (F 255) reading of an electricity medium (the rules' codes have no A-B)."""
+        out: _Index = {}
         for reading in data.readings:
             code = reading.obis
-            if code is not None and (code.a is None or code.a in self._media) and pattern.matches(code):
-                return self._convert(reading, self.paths["/Ac/Power"])
-        return None
+            if code is not None and (code.a is None or code.a in self._media) and code.f in (None, 255):
+                out.setdefault((code.c, code.d, code.e), reading)
+        return out
 
     def _phase_power(self, data: MeterData, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
         """Rules 2-4 of the module docstring, for a frame with total power but no phase power."""
@@ -429,18 +440,19 @@ class Mapper:
                             out: Mapped) -> bool:
         """Rule 2: total export 0 and the phase imports add up to the total import -> phase = import."""
         rules = self.rules
-        if self._power_w(data, rules.total_export) != 0:
+        index = self._index(data)
+        if self._power_w(index, rules.total_export) != 0:
             return False
-        total = self._power_w(data, rules.total_import)
+        total = self._power_w(index, rules.total_import)
         if total is None:
             return False
-        imports = [self._power_w(data, code) for code in rules.phase_import]
+        imports = [self._power_w(index, code) for code in rules.phase_import]
         n = 0
         while n < len(imports) and imports[n] is not None:
             n += 1
         if n == 0 or any(v is not None for v in imports[n:]) or (phases and max(phases) > n):
             return False  # no imports, a gap, or phases the imports do not cover
-        if any(self._power_w(data, code) is not None for code in rules.phase_export[:n]):
+        if any(self._power_w(index, code) is not None for code in rules.phase_export[:n]):
             return False  # per-phase export sent: import - export is exact already (or a part is missing)
         got = [v for v in imports[:n] if v is not None]
         if any(v < 0 for v in got) or abs(sum(got, Decimal(0)) - total) > rules.sum_tolerance:
