@@ -221,6 +221,11 @@ def _decode(r: _Reader, depth: int) -> Tuple[Any, str]:
         if fixed is not None and offset + 1 + fixed[1] <= len(buf):
             r.pos = offset + 1 + fixed[1]
             return fixed[0].unpack_from(buf, offset + 1)[0], fixed[2]
+    return _decode_any(r, depth)
+
+
+def _decode_any(r: _Reader, depth: int) -> Tuple[Any, str]:
+    offset = r.pos
     tag = r.byte("data type tag")
     name = TYPE_NAMES.get(tag)
     if name is None:

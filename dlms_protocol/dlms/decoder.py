@@ -151,9 +151,12 @@ class PushMessage:
             lines.append(f"  {code:<20} {shown}{unit}" + (f"  ({name})" if name else ""))
         return "\n".join(lines)
 
-    def to_meter_data(self) -> MeterData:
+    def to_meter_data(self, text: bool = True) -> MeterData:
+        """``text=False`` leaves MeterData.text empty for sinks that never show it (the Victron
+        service): rendering costs more than mapping the values."""
         return MeterData(kind="push", readings=self.readings, received=time.time(), meter_time=self.timestamp,
-                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile=self.profile)
+                         meter_id=self.meter_id, text=self.render() if text else "", raw=self.raw,
+                         profile=self.profile)
 
 
 class UnexplainedLayout(UnknownLayoutError):

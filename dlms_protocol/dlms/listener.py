@@ -41,6 +41,8 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 #: longest wait for bytes in one read, so stop() and the rate limit are served promptly
 READ_SLICE = 0.2
+#: longest wait for bytes while nothing is held back by the rate limit
+IDLE_READ = 1.0
 #: quiet time that ends a coalesced read: this many character times, but at least QUIET_MIN s
 QUIET_CHARS = 3
 QUIET_MIN = 0.001
@@ -97,7 +99,7 @@ class PushListener:
                  stats: Optional[Statistics] = None, on_error: Optional[Callable[[DlmsError], None]] = None,
                  *, on_message: Optional[Callable[[PushMessage], None]] = None,
                  backoff_initial: float = BACKOFF_INITIAL, backoff_max: float = BACKOFF_MAX,
-                 opener: Callable[[ListenerConfig], Transport] = open_port) -> None:
+                 opener: Callable[[ListenerConfig], Transport] = open_port, text: bool = True) -> None:
         self.config = config
         self.on_data = on_data
         self.on_message = on_message
@@ -106,6 +108,7 @@ class PushListener:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._opener = opener
+        self.text = text  #: False: MeterData.text stays empty (sinks that never show it save the rendering)
         self.decoder = PushDecoder(config, self.stats, on_error=self._decode_error)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -197,7 +200,9 @@ class PushListener:
 
     def _read_loop(self, port: Transport) -> None:
         while not self._stop.is_set():
-            data = port.read_some(4096, READ_SLICE)
+            # a held message (rate limit) is due soon: short reads; otherwise stop() closes the
+            # port, which ends the read at once, so the idle line costs one wake-up a second
+            data = port.read_some(4096, READ_SLICE if self._held is not None else IDLE_READ)
             if data:
                 data, lost = self._coalesce(port, data)
                 for msg in self.decoder.feed(data):
@@ -221,10 +226,11 @@ class PushListener:
         try:
             while len(buf) < COALESCE_MAX and not self._stop.is_set():
                 need = missing_bytes(buf)
-                if need != 0:
-                    wait = quiet if need is None else min(READ_SLICE, need * char + quiet)
-                    self._stop.wait(wait)  # one wake-up for the rest of the frame, not one per byte
-                more = self._drain(port)  # what is buffered (at a frame end: without waiting)
+                if need == 0:
+                    break  # a frame end: decode now (a following segment starts the next read)
+                wait = quiet if need is None else min(READ_SLICE, need * char + quiet)
+                self._stop.wait(wait)  # one wake-up for the rest of the frame, not one per byte
+                more = self._drain(port)  # what is buffered now
                 if not more:
                     break  # quiet, or a frame end: the decoder keeps a partial frame for the next read
                 buf += more
@@ -261,7 +267,7 @@ class PushListener:
         self._last_delivery = time.monotonic()
         if self.on_message is not None:
             self._call(self.on_message, msg)
-        self._call(self.on_data, msg.to_meter_data())
+        self._call(self.on_data, msg.to_meter_data(self.text))
 
     def _call(self, func: Callable, arg: object) -> None:
         try:
