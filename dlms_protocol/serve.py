@@ -98,7 +98,7 @@ def build_source(cfg: Any, stats: Statistics, report: _RateLimited) -> Source:
                            on_problem=report, protocol=cfg.protocol)
     if cfg.listener is not None:
         return make_source("push", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
-                           on_problem=report)
+                           on_problem=report, text=bool(cfg.outputs) or not cfg.victron)  # D-Bus shows no text
     return make_source("readout", config=cfg.readout, cycle=cfg.interval, stats=stats,
                        stale_after=cfg.bridge.timeout)
 
