@@ -15,8 +15,9 @@ Measured:
 * **decode frames/s**, whole process: ``python -m dlms_protocol decode --file`` against gurux-dlms'
   ``GXDLMSSecureClient.getData`` + ``GXDLMSTranslator.dataToXml`` + parsing the XML (the path
   dbus-dlms-meter takes), on the same capture of encrypted frames. Target: 20 times gurux.
-* **memory** of the service after the runs: RSS and PSS. Target RSS: 30 MB (Victron's own
-  drivers run at 22-28 MB). Reference: a bare ``python3``.
+* **memory** of the service after the runs: RSS and PSS, and the same for a plain meter (no key,
+  so cryptography is never loaded). Target RSS: 30 MB (Victron's own drivers run at 22-28 MB).
+  Reference: a bare ``python3``.
 * **/RefreshTime** the service publishes (the median of the measured push intervals) against
   the simulator's period.
 
@@ -173,6 +174,30 @@ def decode_rates(n: int, tmp: Path) -> Tuple[float, float]:
     return n / ours, n / gurux
 
 
+def plain_meter_memory(address: str, client: object, tmp: Path, env: dict) -> Tuple[int, Optional[int]]:
+    """RSS/PSS of the service for a plain (unencrypted) meter after 12 pushes."""
+    sim = PushSimulator(wrapper="hdlc", seed=6, interval=PERIOD)
+    link = PtyLink(baudrate=BAUD, bytesize=8, parity="N")
+    cfg = tmp / "plain.ini"
+    cfg.write_text(f"[meter]\nport = {link.port}\nbaudrate = {BAUD}\nparity = N\n\n[victron]\nbus = {address}\n"
+                   "timeout = 5\n\n[logging]\nlevel = warning\n")
+    proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "victron", "--config", str(cfg)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        end = time.monotonic() + 60
+        while client.service("grid") is None and time.monotonic() < end:  # type: ignore[attr-defined]
+            link.raw_write(sim.emit())
+            time.sleep(PERIOD)
+        for _ in range(12):
+            link.raw_write(sim.emit())
+            time.sleep(PERIOD)
+        return memory_kb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        link.close()
+
+
 # ------------------------------------------------------------------------- main
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -219,6 +244,10 @@ def main() -> int:
         rss, pss = memory_kb(proc.pid)
         ours_fps, gurux_fps = decode_rates(decode_n, tmp)
         bare = bare_python_rss()
+        proc.terminate()
+        proc.wait(15)
+        client.wait_for(lambda c: c.service("grid") is None, 30)
+        plain_rss, plain_pss = plain_meter_memory(daemon.address, client, tmp, env)
 
         for label, c in cpu.items():
             ms = c * 1e3
@@ -230,10 +259,14 @@ def main() -> int:
         rows.append(("service RSS", f"{rss / 1024:.1f} MB", f"{TARGET_RSS_MB:g} MB (target)",
                      f"{rss / 1024 / TARGET_RSS_MB:.2f}x", f"bare python3 {bare / 1024:.1f} MB"))
         rows.append(("service PSS", f"{pss / 1024:.1f} MB" if pss else "n/a", "", "", "proportional set size"))
+        rows.append(("service RSS, plain meter", f"{plain_rss / 1024:.1f} MB", f"{TARGET_RSS_MB:g} MB (target)",
+                     f"{plain_rss / 1024 / TARGET_RSS_MB:.2f}x",
+                     f"no key: cryptography never loaded; PSS {(plain_pss or 0) / 1024:.1f} MB"))
         rows.append(("/RefreshTime", f"{refresh} ms", f"{PERIOD * 1000:.0f} ms (simulator period)",
                      f"{(refresh or 0) / (PERIOD * 1000):.2f}x", "median of the measured push intervals"))
         failed = (any(c * 1e3 > TARGET_CPU_MS for c in cpu.values()) or ratio < TARGET_DECODE_RATIO
-                  or rss / 1024 > TARGET_RSS_MB or refresh != int(PERIOD * 1000))
+                  or rss / 1024 > TARGET_RSS_MB or plain_rss / 1024 > TARGET_RSS_MB
+                  or refresh != int(PERIOD * 1000))
     finally:
         proc.terminate()
         try:
