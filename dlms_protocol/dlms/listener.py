@@ -267,7 +267,8 @@ class PushListener:
         self._last_delivery = time.monotonic()
         if self.on_message is not None:
             self._call(self.on_message, msg)
-        self._call(self.on_data, msg.to_meter_data(self.text))
+        # (other decoders' messages, e.g. SML's, know no text flag: only ask for text=False when set)
+        self._call(self.on_data, msg.to_meter_data() if self.text else msg.to_meter_data(text=False))
 
     def _call(self, func: Callable, arg: object) -> None:
         try:
