@@ -55,12 +55,13 @@ def meter():
 
 def test_poll_is_a_registered_source(meter):
     assert SOURCES["poll"] == ".poll.source:make_poll_source"
-    src = make_source("poll", config=PollConfig(meter.url, obis=("1.8.0",)))
+    src = make_source("poll", config=PollConfig(meter.url, timeout=WAIT, obis=("1.8.0",)))
     assert isinstance(src, PollSource) and src.kind == "poll" and src.stale_after == 0.0
 
 
 def test_cycle_polls_selected_registers_into_the_outputs(meter):
-    src = PollSource(PollConfig(meter.url, obis=("1.8.0", "2.8.0", "1.7.0", "2.7.0", "32.7.0")), cycle=0.3)
+    config = PollConfig(meter.url, timeout=WAIT, obis=("1.8.0", "2.8.0", "1.7.0", "2.7.0", "32.7.0"))
+    src = PollSource(config, cycle=0.3)
     rec = Recorder()
     pipe = Pipeline(src, [rec])
     pipe.start()
@@ -83,7 +84,7 @@ def test_cycle_polls_selected_registers_into_the_outputs(meter):
 
 
 def test_a_refused_association_becomes_error_health_with_the_cause(meter):
-    src = PollSource(PollConfig(meter.url, client_address=32, authentication="low", password="wrong-one"))
+    src = PollSource(PollConfig(meter.url, timeout=WAIT, client_address=32, authentication="low", password="wrong-one"))
     rec = Recorder()
     pipe = Pipeline(src, [rec])
     pipe.start(ticker=False)
@@ -104,7 +105,8 @@ def test_polled_meter_reaches_mqtt(meter, tmp_path: Path):
     broker = Broker(tmp_path).start()
     sub = Subscriber(broker.port, ("test/dlms/#", "homeassistant/#"))
     try:
-        src = make_source("poll", config=PollConfig(meter.url, obis=("96.1.0", "1.8.0", "2.8.0", "1.7.0", "32.7.0")))
+        config = PollConfig(meter.url, timeout=WAIT, obis=("96.1.0", "1.8.0", "2.8.0", "1.7.0", "32.7.0"))
+        src = make_source("poll", config=config)
         rec = Recorder()
         out = make_output("mqtt", host="127.0.0.1", port=broker.port, prefix="test/dlms", node="mynode")
         pipe = Pipeline(src, [rec, out])

@@ -22,7 +22,14 @@ from dlms_protocol.simulator.dlms_server import ServerSecurity
 from dlms_protocol.simulator.pty import PtyLink
 
 SCALE = 10.0
+WAIT = 10.0  # answer time-out on a loaded test machine (never a speed assertion)
 EK, AK = bytes.fromhex(DEMO_KEY), bytes.fromhex(DEMO_AUTH_KEY)
+
+
+def cfg(port: str, **kw) -> PollConfig:
+    kw.setdefault("timeout", WAIT)
+    kw.setdefault("identification_timeout", WAIT)
+    return PollConfig(port, **kw)
 
 
 def pty_meter(**kw) -> DlmsPtyMeter:
@@ -32,7 +39,7 @@ def pty_meter(**kw) -> DlmsPtyMeter:
 
 def test_mode_e_sign_on_then_hdlc():
     with pty_meter(mode_e=True) as meter:
-        poller = DlmsPoller(PollConfig(meter.port, mode_e=True, obis=("1.8.0", "32.7.0", "14.7.0")), time_scale=SCALE)
+        poller = DlmsPoller(cfg(meter.port, mode_e=True, obis=("1.8.0", "32.7.0", "14.7.0")), time_scale=SCALE)
         data = poller.read()
         assert [(r.code, r.value, r.unit) for r in data.readings] == [
             ("1-0:1.8.0.255", Decimal(12345678), "Wh"), ("1-0:32.7.0.255", Decimal("230.1"), "V"),
@@ -51,7 +58,7 @@ def test_mode_e_sign_on_then_hdlc():
 
 def test_mode_e_ceiling_lowers_the_rate():
     with pty_meter(mode_e=True) as meter:
-        poller = DlmsPoller(PollConfig(meter.port, mode_e=True, baudrate=4800, obis=("1.8.0",)), time_scale=SCALE)
+        poller = DlmsPoller(cfg(meter.port, mode_e=True, baudrate=4800, obis=("1.8.0",)), time_scale=SCALE)
         assert poller.read().get("1.8.0").value == Decimal(12345678)
         assert ("ack", repr(b"\x06242\r\n")) in meter.events and ("mode-e", "HDLC at 4800 Bd") in meter.events
 
@@ -59,7 +66,7 @@ def test_mode_e_ceiling_lowers_the_rate():
 @pytest.mark.parametrize("size,physical", [(1, 17), (2, 17), (4, 2345)])
 def test_rs485_hdlc_discovery_with_each_address_size(size, physical):
     with pty_meter(mode_e=False, address_size=size, physical=physical) as meter:
-        poller = DlmsPoller(PollConfig(meter.port, address_size=size, physical_address=physical), time_scale=SCALE)
+        poller = DlmsPoller(cfg(meter.port, address_size=size, physical_address=physical), time_scale=SCALE)
         data = poller.read(discover=True)
         assert len(data.readings) == len(meter.model.registers) + 3  # + serial, frame counter, clock
         assert data.get("1-0:31.7.0").value == Decimal("1.52")
@@ -86,7 +93,7 @@ def test_silent_optical_port_gets_no_answer_to_the_sign_on():
 
 def test_meter_without_mode_e_falls_back_to_the_mode_c_readout():
     with SimulatedMeter("lgz_e350", mode="C", baudrate=9600, time_scale=SCALE, switch_grace=0.5) as meter:
-        source = PollSource(PollConfig(meter.port, mode_e=True), time_scale=SCALE)
+        source = PollSource(cfg(meter.port, mode_e=True), time_scale=SCALE)
         got = []
         source.start(got.append, lambda health: None)
         assert source.read_once()
@@ -100,18 +107,18 @@ def test_meter_without_mode_e_falls_back_to_the_mode_c_readout():
 
 def test_each_security_level_over_hdlc(tmp_path):
     with pty_meter(mode_e=True) as meter:
-        lls = PollConfig(meter.port, mode_e=True, client_address=32, authentication="low", password="12345678",
+        lls = cfg(meter.port, mode_e=True, client_address=32, authentication="low", password="12345678",
                          obis=("1.8.0",))
         assert DlmsPoller(lls, time_scale=SCALE).read().get("1.8.0").value == Decimal(12345678)
-        gmac = PollConfig(meter.port, mode_e=True, client_address=1, authentication="high_gmac", key=EK,
+        gmac = cfg(meter.port, mode_e=True, client_address=1, authentication="high_gmac", key=EK,
                           auth_key=AK, obis=("1.8.0", "96.1.1"), state_file=str(tmp_path / "ic"))
         data = DlmsPoller(gmac, time_scale=SCALE).read()
         assert data.get("96.1.1").value == "secret"  # the management client may read what client 16 may not
-        wrong = PollConfig(meter.port, mode_e=True, client_address=32, authentication="low", password="00000000",
+        wrong = cfg(meter.port, mode_e=True, client_address=32, authentication="low", password="00000000",
                            obis=("1.8.0",))
         with pytest.raises(AssociationError):
             DlmsPoller(wrong, time_scale=SCALE).read()
-        bad_key = PollConfig(meter.port, mode_e=True, client_address=1, authentication="high_gmac", key=bytes(16),
+        bad_key = cfg(meter.port, mode_e=True, client_address=1, authentication="high_gmac", key=bytes(16),
                              auth_key=AK, obis=("1.8.0",), invocation_counter=1000)
         with pytest.raises(AuthenticationError):
             DlmsPoller(bad_key, time_scale=SCALE).read()
@@ -124,7 +131,7 @@ def test_optical_head_echo_is_skipped_in_sign_on_and_hdlc():
     sessions = []
     for echo in (False, True):
         with pty_meter(mode_e=True, echo=echo) as meter:
-            poller = DlmsPoller(PollConfig(meter.port, mode_e=True, obis=("1.8.0", "31.7.0")), time_scale=SCALE)
+            poller = DlmsPoller(cfg(meter.port, mode_e=True, obis=("1.8.0", "31.7.0")), time_scale=SCALE)
             poller.read()
             data = poller.read()
             assert data.get("31.7.0").value == Decimal("1.52")
@@ -132,3 +139,14 @@ def test_optical_head_echo_is_skipped_in_sign_on_and_hdlc():
             sessions.append(poller.last_session)
     plain, echoed = sessions
     assert echoed.bytes_in == plain.bytes_in + echoed.bytes_out  # every frame came back, and was skipped
+
+
+@pytest.mark.parametrize("client_info,meter_info,agreed", [(64, 128, 64), (128, 64, 64), (251, 251, 251)])
+def test_snrm_ua_negotiates_the_frame_size(client_info, meter_info, agreed):
+    with pty_meter(mode_e=False, max_info=meter_info) as meter:
+        poller = DlmsPoller(cfg(meter.port, max_info=client_info, obis=("1.8.0",)), time_scale=SCALE)
+        assert poller.read().get("1.8.0").value == Decimal(12345678)
+        session = poller.last_session
+        # what gurux took from the meter's UA, and what the meter took from our SNRM
+        assert session.max_info_tx == min(client_info, meter_info)
+        assert ("snrm", f"client 16, max info {agreed}") in meter.events

@@ -23,6 +23,7 @@ from dlms_protocol.simulator.dlms_meter import DlmsTcpMeter
 from dlms_protocol.simulator.dlms_server import ServerSecurity
 
 EK, AK = bytes.fromhex(DEMO_KEY), bytes.fromhex(DEMO_AUTH_KEY)
+WAIT = 10.0  # answer time-out on a loaded test machine (never a speed assertion)
 
 
 def dotted(ln: str) -> str:
@@ -37,14 +38,14 @@ def meter():
 
 
 def hls(url: str, **kw) -> PollConfig:
-    opts = dict(client_address=1, authentication="high_gmac", key=EK, auth_key=AK, obis=("1.8.0",))
+    opts = dict(client_address=1, authentication="high_gmac", key=EK, auth_key=AK, obis=("1.8.0",), timeout=WAIT)
     opts.update(kw)
     return PollConfig(url, **opts)
 
 
 def test_discovery_lists_every_object_with_scaler_unit_and_value(meter):
     model = meter.model
-    poller = DlmsPoller(PollConfig(meter.url))
+    poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT))
     data = poller.read(discover=True)
     assert {o.ln for o in poller.catalog} == {o.ln for o in model.objects()}
     got = {r.code: r for r in data.readings}
@@ -65,7 +66,7 @@ def test_discovery_lists_every_object_with_scaler_unit_and_value(meter):
 
 
 def test_selected_objects_only_after_discovery(meter):
-    poller = DlmsPoller(PollConfig(meter.url, obis=("1.8.0", "1-0:32.7.0")))
+    poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("1.8.0", "1-0:32.7.0")))
     first = poller.read()
     assert [r.code for r in first.readings] == ["1-0:1.8.0.255", "1-0:32.7.0.255"]
     meter.model.set_value("1.0.1.8.0.255", 12345999)
@@ -78,11 +79,12 @@ def test_selected_objects_only_after_discovery(meter):
 
 def test_lls_password_and_wrong_password(meter, caplog):
     caplog.set_level(logging.DEBUG)
-    ok = DlmsPoller(PollConfig(meter.url, client_address=32, authentication="low", password="12345678"))
+    ok = DlmsPoller(PollConfig(meter.url, timeout=WAIT, client_address=32, authentication="low", password="12345678"))
     assert ok.read().get("1.8.0").value == Decimal(12345678)
     assert ok.unreadable == {"0-0:96.1.1.255": ok.unreadable["0-0:96.1.1.255"]}
     with pytest.raises(AssociationError) as exc:
-        DlmsPoller(PollConfig(meter.url, client_address=32, authentication="low", password="87654321")).read()
+        DlmsPoller(PollConfig(meter.url, timeout=WAIT, client_address=32, authentication="low",
+                              password="87654321")).read()
     assert exc.value.diagnostic == 13 and "password" in exc.value.cause
     assert "87654321" not in str(exc.value) and "87654321" not in caplog.text and "12345678" not in caplog.text
 
@@ -121,15 +123,15 @@ def test_hls_gmac_wrong_key_is_reported_as_such(meter, which):
 
 def test_wrong_client_address_and_missing_security_level(meter):
     with pytest.raises(AssociationError) as exc:
-        DlmsPoller(PollConfig(meter.url, client_address=17)).read()
+        DlmsPoller(PollConfig(meter.url, timeout=WAIT, client_address=17)).read()
     assert exc.value.diagnostic == 1 and "client address" in exc.value.fix
     with pytest.raises(AssociationError) as exc:
-        DlmsPoller(PollConfig(meter.url, client_address=32)).read()
+        DlmsPoller(PollConfig(meter.url, timeout=WAIT, client_address=32)).read()
     assert exc.value.diagnostic == 12 and "security level" in exc.value.cause
 
 
 def test_object_not_readable_names_cause_and_fix(meter):
-    poller = DlmsPoller(PollConfig(meter.url, obis=("0.0.96.1.1.255",)))
+    poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("0.0.96.1.1.255",)))
     with pytest.raises(AccessError) as exc:
         poller.read()
     assert "read-write denied" in exc.value.cause and "client 16" in exc.value.fix
@@ -138,7 +140,7 @@ def test_object_not_readable_names_cause_and_fix(meter):
 
 def test_profile_generic_read_incrementally(meter):
     model = meter.model
-    poller = DlmsPoller(PollConfig(meter.url, obis=("1.8.0",), profiles=("1.0.99.1.0.255",)))
+    poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("1.8.0",), profiles=("1.0.99.1.0.255",)))
     poller.read()
     rows = poller.last_profile_rows["1-0:99.1.0.255"]
     assert [r.time for r in rows] == [r.when for r in model.profile_rows]

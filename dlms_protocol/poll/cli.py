@@ -130,6 +130,11 @@ def _show(data: MeterData, args: argparse.Namespace, poller: Any) -> None:
         print(items_yaml(data))
     else:
         print_table(data)
+        profiles = [o for o in poller.catalog or [] if o.class_id == 7]
+        if args.list and profiles:
+            print("\nload profiles (read with --profile CODE):")
+            for obj in profiles:
+                print(f"  {obj.ln:<16} {obj.obis.name() or ''}".rstrip())
         for code, rows in poller.last_profile_rows.items():
             print(f"\nload profile {code}: {len(rows)} new row(s)")
             for row in rows:

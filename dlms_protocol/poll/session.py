@@ -87,6 +87,8 @@ class DlmsSession:
         self.bytes_out = 0
         self.bytes_in = 0
         self.exchanges = 0
+        self.max_info_tx: Optional[int] = None
+        self.max_info_rx: Optional[int] = None
         self._secure = config.authentication == "high_gmac"
 
     @property
@@ -195,6 +197,9 @@ class DlmsSession:
         if not self.config.wrapper:
             reply = self.request(client.snrmRequest(), "SNRM")
             client.parseUAResponse(reply.data)
+            # what the UA negotiated (gurux restores its defaults at DISC)
+            self.max_info_tx = int(client.hdlcSettings.maxInfoTX)
+            self.max_info_rx = int(client.hdlcSettings.maxInfoRX)
         self.connected = True
         layer = "DLMS/IP wrapper AARQ" if self.config.wrapper else "AARQ"
         with self._gurux():

@@ -516,20 +516,23 @@ class HdlcServer:
         self._out.clear()
         self._rx_segments.clear()
         self.app.reset()
-        want_rx = 128
+        want_rx = want_tx = 128  # the defaults when the SNRM carries no parameters
         if info[:2] == b"\x81\x80":
             i = 3
             while i + 1 < len(info):
                 pid, n = info[i], info[i + 1]
                 value = int.from_bytes(info[i + 2:i + 2 + n], "big")
                 if pid == 0x06:
-                    want_rx = value  # the client's receive size is our transmit size
+                    want_rx = value  # the client's receive size bounds our transmit size
+                elif pid == 0x05:
+                    want_tx = value  # the client's transmit size bounds our receive size
                 i += 2 + n
         self.tx_info = max(32, min(self.max_info, want_rx))
         self.app.event("snrm", f"client {client[0] >> 1}, max info {self.tx_info}")
         params = (bytes([0x05, 0x01, self.tx_info]) if self.tx_info < 256
                   else b"\x05\x02" + self.tx_info.to_bytes(2, "big"))
-        params += bytes([0x06, 0x01, min(self.max_info, 255)]) + b"\x07\x04\x00\x00\x00\x01\x08\x04\x00\x00\x00\x01"
+        params += bytes([0x06, 0x01, max(32, min(self.max_info, want_tx, 255))])
+        params += b"\x07\x04\x00\x00\x00\x01\x08\x04\x00\x00\x00\x01"
         return self._reply(client, 0x73, b"\x81\x80" + bytes([len(params)]) + params)
 
     def _iframe(self, src: bytes, client: int, control: int, info: bytes, segmented: bool) -> List[bytes]:
