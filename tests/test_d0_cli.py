@@ -85,13 +85,26 @@ def test_parse_items_snippet_is_valid_yaml(own_readout: Path):
     res = cli("parse", str(own_readout), "--items")
     assert res.returncode == 0
     items = yaml.safe_load(res.stdout)["meter"]
-    by_code = {item["dlms_obis_code"]: item for item in items.values()}
+    by_code = {item["dlms_obis_code"]: item for item in items.values() if "dlms_obis_code" in item}
     assert by_code["1.8.0"]["type"] == "num" and by_code["1.8.0"]["visu_acl"] == "ro"
     assert by_code["0.0.1"]["type"] == "str"  # '1LGZ0041827635' is no number
     # identifiers are digits but no quantity: a num item would drop leading zeros (as the plugin's snippet)
     assert by_code["0.0.0"]["type"] == "str" and by_code["C.1.0"]["type"] == "str"
-    assert "active_import_a_energy_tariff_1" in items
-    assert len(items) == len({ds for ds in by_code})
+    assert items["obis_1_8_1"]["dlms_obis_code"] == "1.8.1"                # the plugin's names: one generator
+    assert items["connected"]["dlms_status"] == "connected"
+    assert len(by_code) == len([item for item in items.values() if "dlms_obis_code" in item])
+
+
+def test_cli_and_plugin_give_the_same_snippet(own_readout: Path):
+    """One items.yaml generator: `parse --items` prints what the plugin shows for the same data."""
+    from shng_double.testing import support
+
+    from dlms_protocol.iec62056_21.datablock import parse_readout
+
+    res = cli("parse", str(own_readout), "--items")
+    data = parse_readout(own_readout.read_bytes()).to_meter_data()
+    plugin_snippet = support().items_snippet(data)
+    assert res.stdout.split("\n", 1)[1].rstrip("\n") == plugin_snippet.rstrip("\n")
 
 
 @pytest.mark.parametrize("path", corpus_files("d0", ".txt"), ids=lambda p: p.stem)
@@ -154,7 +167,7 @@ def test_read_against_the_simulated_meter():
         res = cli("read", meter.port, "--baudrate", "4800", "--items", *FAST)
     assert res.returncode == 0, res.stderr
     items = yaml.safe_load(res.stdout)["meter"]
-    assert {item["dlms_obis_code"] for item in items.values()} >= {"1.8.0", "1.8.1", "32.7.0", "F.F"}
+    assert {item.get("dlms_obis_code") for item in items.values()} >= {"1.8.0", "1.8.1", "32.7.0", "F.F"}
     assert "at 4800 Bd" in res.stderr  # the timing line goes to stderr with --items
 
 
