@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..dlms.apdu import parse_datetime
 from ..dlms.units import symbol
-from ..errors import AccessError, DecodeError, DlmsError, TransportError
+from ..errors import AccessError, ConfigurationError, DecodeError, DlmsError, TransportError
 from ..model import MeterData, Reading, Statistics, Value
 from ..obis import Obis
 from ..transport import Transport
@@ -203,9 +203,10 @@ class DlmsPoller:
 
     # ---------------------------------------------------------------- internals
     def _readout(self) -> MeterData:
-        reader = self.readout_factory() if self.readout_factory is not None else None
-        if reader is None:
-            raise ModeERefused.__new__(ModeERefused)  # pragma: no cover - guarded by the caller
+        """The mode C readout of a meter whose optical port refused mode E (the D0 reader)."""
+        if self.readout_factory is None:
+            raise ConfigurationError("no readout to fall back to", "set fallback_readout (the source does)")
+        reader = self.readout_factory()
         try:
             data = reader.read()
         finally:
