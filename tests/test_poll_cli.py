@@ -45,9 +45,10 @@ def test_list_prints_code_value_unit_meaning(meter, capsys):
 def test_items_snippet_is_yaml_with_every_code(meter, capsys):
     assert main(["poll", meter.url, "--items"]) == 0
     items = yaml.safe_load(capsys.readouterr().out)["meter"]
-    codes = {item["dlms_obis_code"]: item for item in items.values()}
-    assert codes["1-0:1.8.0.255"]["type"] == "num" and codes["0-0:96.1.0.255"]["type"] == "str"
+    codes = {item["dlms_obis_code"]: item for item in items.values() if "dlms_obis_code" in item}
+    assert codes["1-0:1.8.0*255"]["type"] == "num" and codes["0-0:96.1.0*255"]["type"] == "str"
     assert len(codes) == len(meter.model.registers) + 3
+    assert items["connected"]["dlms_status"] == "connected"  # the core's snippet, status items included
 
 
 def test_json_with_profile_and_hls(meter, capsys, tmp_path):
