@@ -114,3 +114,37 @@ def test_system_title_is_8_bytes_or_a_clear_error(text):
 @given(st.integers(-2**63, 2**64), st.integers(-10, 10))
 def test_physical_value_is_exact(raw, scaler):
     assert physical(raw, scaler) == Decimal(raw) * Decimal(10) ** scaler
+
+
+class NoisyLine(Line):
+    """The in-memory line with one bit flipped in what the meter sends (at byte ``at`` of the session)."""
+
+    def __init__(self, server, at: int, bit: int) -> None:
+        super().__init__(server)
+        self.at, self.bit, self.sent = at, bit, 0
+
+    def write(self, data: bytes) -> None:
+        for frame in self.server.feed(bytes(data)):
+            frame = bytearray(frame)
+            if self.sent <= self.at < self.sent + len(frame):
+                frame[self.at - self.sent] ^= 1 << self.bit
+            self.sent += len(frame)
+            self.rx += frame
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(at=st.integers(0, 1500), bit=st.integers(0, 7))
+def test_a_flipped_bit_on_the_line_never_becomes_a_wrong_value(at, bit):
+    """HDLC's FCS guards every answer: a damaged one is an error (and the session ends), never a value."""
+    from dlms_protocol.errors import DlmsError
+
+    model = MeterModel(registers=[RegisterSpec("1.0.1.8.0.255", 12345678, -3, 32),
+                                  RegisterSpec("1.0.32.7.0.255", 2301, -1, 35, value_type="long-unsigned")])
+    line = NoisyLine(HdlcServer(CosemServer(model, default_accounts())), at, bit)
+    poller = DlmsPoller(PollConfig("/dev/null", timeout=0.05), opener=lambda url, rate: line)
+    try:
+        data = poller.read(discover=True)
+    except DlmsError:
+        return
+    assert data.get("1.8.0").value == Decimal("12345.678") and data.get("1.8.0").unit == symbol(32)
+    assert data.get("32.7.0").value == Decimal("230.1") and data.get("32.7.0").unit == "V"
