@@ -23,6 +23,7 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .dlms_protocol.model import MeterData, Reading
 from .dlms_protocol.items import items_snippet  # noqa: F401 - the one generator, in the core
+from .dlms_protocol import units as _units
 from .dlms_protocol.pipeline import Output
 from .dlms_protocol.derive import derive
 from .dlms_protocol.obis import Obis, describe
@@ -447,37 +448,18 @@ def _fit(value: Any, item_type: str, where: str, code: str, unit: Optional[str])
 
 
 # --------------------------------------------------------------------------- units
-#: base units and the prefixes we convert between (longest names first for suffix matching)
-_BASES = ("varh", "VAh", "Wh", "var", "VA", "Hz", "m3", "W", "V", "A")
-_PREFIX = {"": Decimal(1), "k": Decimal(1000), "M": Decimal(1000000), "G": Decimal(1000000000),
-           "m": Decimal("0.001")}
-
-
 def parse_unit(unit: str) -> Optional[Tuple[str, Decimal]]:
-    """``'kWh'`` → ``('Wh', 1000)``; None for units we do not convert (also ``'KWH'`` works)."""
-    text = unit.strip().replace("³", "3")
-    for base in _BASES:
-        if text.endswith(base) and text[: -len(base)] in _PREFIX:
-            return base, _PREFIX[text[: -len(base)]]
-    upper = text.upper()
-    for base in _BASES:
-        if upper.endswith(base.upper()):
-            prefix = text[: len(text) - len(base)]
-            if prefix in ("k", "K"):
-                return base, _PREFIX["k"]
-            if prefix == "":
-                return base, _PREFIX[""]
-    return None
+    """``'kWh'`` → ``('Wh', 1000)``; None for units we do not convert (the core's one unit table)."""
+    return _units.parse_unit(unit)
 
 
 def convert_unit(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
-    src = parse_unit(from_unit)
-    dst = parse_unit(to_unit)
-    if src is None or dst is None or src[0] != dst[0]:
-        raise ValueProblem(f"cannot convert {from_unit} to {to_unit}: the meter sends {from_unit}, "
-                           "set dlms_unit to a unit of the same quantity")
+    """The core's one conversion, with the plugin's ValueProblem (cause and fix for the item)."""
     try:
-        return value * src[1] / dst[1]
+        return _units.convert(value, from_unit, to_unit)
+    except _units.UnitMismatch:
+        raise ValueProblem(f"cannot convert {from_unit} to {to_unit}: the meter sends {from_unit}, "
+                           "set dlms_unit to a unit of the same quantity") from None
     except ArithmeticError:  # decimal.Overflow of a value no meter sends (2 MB of digits)
         raise ValueProblem(f"value in {from_unit} cannot be converted to {to_unit}: it is out of range") from None
 

@@ -12,35 +12,45 @@ from dataclasses import replace
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from .model import MeterData, Reading
 from .obis import Obis
+from .units import parse_unit
 
 
 @lru_cache(maxsize=1)
-def _rules() -> Tuple[Dict[str, Decimal], List[Tuple[Obis, Obis, Obis]]]:
+def rules() -> List[Tuple[Obis, Obis, Obis]]:
+    """(derived code, plus part, minus part) for every rule in ``data/derived.json``."""
     table = json.loads((Path(__file__).with_name("data") / "derived.json").read_text(encoding="utf-8"))
-    units = {k: Decimal(v) for k, v in table["power_units"].items()}
     rules = [(Obis.parse(r["obis"]), Obis.parse(r["plus"]), Obis.parse(r["minus"])) for r in table["rules"]]
-    return units, rules
+    return rules
+
+
+def _in_watts(unit: Optional[str]) -> Optional[Decimal]:
+    """The factor of a power unit to W (the one unit table, ``units.py``); None for anything else."""
+    parsed = parse_unit(unit) if unit else None
+    return parsed[1] if parsed is not None and parsed[0] == "W" else None
 
 
 def derive(data: MeterData, wanted: Obis) -> Optional[Reading]:
     """A reading for ``wanted`` computed from others in ``data``, or None when no rule applies."""
-    units, rules = _rules()
-    for code, plus_code, minus_code in rules:
+    table = rules()
+    for code, plus_code, minus_code in table:
         if (wanted.c, wanted.d, wanted.e) != (code.c, code.d, code.e) or wanted.f not in (None, 255):
             continue
         plus, minus = data.get(_like(plus_code, wanted)), data.get(_like(minus_code, wanted))
         if plus is None or minus is None:
             return None
         p, m = plus.numeric(), minus.numeric()
-        if p is None or m is None or plus.unit not in units or minus.unit not in units:
+        fp, fm = _in_watts(plus.unit), _in_watts(minus.unit)
+        if p is None or m is None or fp is None or fm is None or not (p.is_finite() and m.is_finite()):
             return None
-        net = p * units[plus.unit] - m * units[minus.unit]
+        try:
+            value = (p * fp - m * fm) / fp
+        except ArithmeticError:  # a value no meter sends (overflow): nothing derived
+            return None
         unit = plus.unit
-        value = net / units[unit]
         a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
         obis = Obis(a, b, code.c, code.d, code.e, None)
         return Reading(code=str(obis), obis=obis, value=value, unit=unit, raw=None, index=-1,
@@ -54,11 +64,11 @@ def derive_all(data: MeterData) -> List[Reading]:
     The A-B of a result is that of its parts (``1-0:16.7.0`` from ``1-0:1.7.0``); a short D0
     code gives a short result. Results are marked ``derived``.
     """
-    _units, rules = _rules()
+    table = rules()
     out: List[Reading] = []
     # (C, D, E) of every code sent: a rule whose parts are not even there is skipped without a scan
     present = {(o.c, o.d, o.e) for o in (r.obis for r in data.readings) if o is not None and o.f in (None, 255)}
-    for code, plus_code, minus_code in rules:
+    for code, plus_code, minus_code in table:
         if (plus_code.c, plus_code.d, plus_code.e) not in present or \
                 (minus_code.c, minus_code.d, minus_code.e) not in present:
             continue  # derive() would find no part
@@ -81,4 +91,4 @@ def _like(part: Obis, wanted: Obis) -> Obis:
     return Obis(wanted.a, wanted.b, part.c, part.d, part.e, None)
 
 
-__all__ = ["derive", "derive_all"]
+__all__ = ["derive", "derive_all", "rules"]

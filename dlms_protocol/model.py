@@ -106,6 +106,9 @@ COUNTERS: Dict[str, str] = {
     "decode_errors": "undecodable messages", "unknown_layouts": "messages of an unknown layout",
     "access_errors": "DLMS access refused", "association_errors": "DLMS association refused",
     "mode_e_refused": "meters that refused mode E", "internal_errors": "bugs caught (see the log)",
+    "downgrades": "messages below the configured security level", "replays": "replayed messages (old counter)",
+    "plaintext_rejected": "plain messages where encryption is required",
+    "incomplete_messages": "messages cut short",
     "callback_errors": "errors in a caller's callback", "output_errors": "failed output calls",
     # Victron D-Bus output
     "victron_updates": "D-Bus updates sent", "victron_disconnects": "meter shown as disconnected on D-Bus",

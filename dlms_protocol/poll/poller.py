@@ -105,11 +105,11 @@ def physical(raw: Any, scaler: Optional[int]) -> Value:
 def _derivation_inputs(codes: List[Obis]) -> List[Obis]:
     """The registers the pipeline derives ``codes`` from (net power = import - export), so that a
     selection asking for a derived register polls what it needs (``data/derived.json``)."""
-    from ..derive import _rules
+    from ..derive import rules
 
     out = []
     for code in codes:
-        for target, plus, minus in _rules()[1]:
+        for target, plus, minus in rules():
             if (code.c, code.d, code.e) == (target.c, target.d, target.e):
                 out += [Obis(code.a, code.b, part.c, part.d, part.e, code.f) for part in (plus, minus)]
     return out

@@ -1,0 +1,54 @@
+"""One unit table and one conversion function for every part (items, chart, derived registers).
+
+Why one: unit prefixes were converted in four places with four tables, so the same reading could
+be converted differently by two outputs. A unit is a base (``W``, ``Wh``, ``var``, ``V`` ...) and
+a decimal prefix; conversion only between the same base, exactly (Decimal), never guessed: a
+unit we do not know is no unit to convert. DLMS unit *codes* (the numbers in a scaler_unit) are
+``dlms/units.py``; the Victron mapping keeps the per-path units Venus OS wants (victron_mapping.json).
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Optional, Tuple
+
+#: base units and the prefixes we convert between (longest names first for suffix matching)
+BASES = ("varh", "VAh", "Wh", "var", "VA", "Hz", "m3", "W", "V", "A")
+PREFIXES = {"": Decimal(1), "k": Decimal(1000), "M": Decimal(1000000), "G": Decimal(1000000000),
+            "m": Decimal("0.001")}
+
+
+class UnitMismatch(ValueError):
+    """The two units are no prefixes of the same base (or one is unknown)."""
+
+
+def parse_unit(unit: str) -> Optional[Tuple[str, Decimal]]:
+    """``'kWh'`` → ``('Wh', 1000)``; None for units we do not convert (also ``'KWH'`` of old meters)."""
+    text = unit.strip().replace("³", "3")
+    for base in BASES:
+        if text.endswith(base) and text[: -len(base)] in PREFIXES:
+            return base, PREFIXES[text[: -len(base)]]
+    upper = text.upper()
+    for base in BASES:
+        if upper.endswith(base.upper()):
+            prefix = text[: len(text) - len(base)]
+            if prefix in ("k", "K"):
+                return base, PREFIXES["k"]
+            if prefix == "":
+                return base, PREFIXES[""]
+    return None
+
+
+def factor(from_unit: str, to_unit: str) -> Decimal:
+    """The exact factor from one unit to another of the same base; UnitMismatch otherwise."""
+    src, dst = parse_unit(from_unit), parse_unit(to_unit)
+    if src is None or dst is None or src[0] != dst[0]:
+        raise UnitMismatch(f"cannot convert {from_unit!r} to {to_unit!r}")
+    return src[1] / dst[1]
+
+
+def convert(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
+    """``value`` in ``from_unit`` expressed in ``to_unit`` (exact); UnitMismatch for other quantities."""
+    return value * factor(from_unit, to_unit)
+
+
+__all__ = ["BASES", "PREFIXES", "UnitMismatch", "parse_unit", "factor", "convert"]
