@@ -37,7 +37,8 @@ def test_list_prints_code_value_unit_meaning(meter, capsys):
     assert re.search(r"^1-0:32\.7\.0\.255\s+230\.1\s+V\s+Voltage L1", out, re.M)
     assert re.search(r"^1-0:1\.8\.0\.255\s+12345678\s+Wh\s+Active import", out, re.M)
     table = lines[:lines.index("")]
-    assert len(table) == 1 + len(meter.model.registers) + 3
+    assert len(table) == 1 + len(meter.model.registers) + 3 + 1  # + net power, derived by the core
+    assert re.search(r"^1-0:16\.7\.0\S*\s+1234\s+W\s+Active net.*\(derived\)$", out, re.M)
     assert "  1.0.99.1.0.255" in out  # the load profile is named, with how to read it
     assert "not readable: 0.0.96.1.1.255 attribute 2: read-write denied" in err
 
@@ -47,7 +48,8 @@ def test_items_snippet_is_yaml_with_every_code(meter, capsys):
     items = yaml.safe_load(capsys.readouterr().out)["meter"]
     codes = {item["dlms_obis_code"]: item for item in items.values() if "dlms_obis_code" in item}
     assert codes["1-0:1.8.0*255"]["type"] == "num" and codes["0-0:96.1.0*255"]["type"] == "str"
-    assert len(codes) == len(meter.model.registers) + 3
+    assert len(codes) == len(meter.model.registers) + 3 + 1  # + net power, which the plugin derives
+    assert "1-0:16.7.0*255" in codes
     assert items["connected"]["dlms_status"] == "connected"  # the core's snippet, status items included
 
 
@@ -60,6 +62,13 @@ def test_json_with_profile_and_hls(meter, capsys, tmp_path):
     assert [v["code"] for v in data["values"]] == ["0-0:96.1.1.255", "1-0:1.8.0.255"]  # object-list order
     assert len(data["profiles"]["1-0:99.1.0.255"]) == len(meter.model.profile_rows)
     assert DEMO_KEY not in out + err and DEMO_AUTH_KEY not in out + err
+
+
+def test_selected_derived_code_is_shown_with_what_it_is_made_of(meter, capsys):
+    assert main(["poll", meter.url, "--obis", "16.7.0"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^1-0:16\.7\.0\S*\s+1234\s+W\s+Active net", out, re.M)  # 1.7.0 - 2.7.0, both polled
+    assert "1-0:1.7.0.255" in out and "1-0:2.7.0.255" in out
 
 
 def test_wrong_password_exits_1_with_cause_and_fix(meter, capsys):

@@ -72,7 +72,8 @@ def _text(value: Any) -> str:
 def print_table(data: MeterData, out: Optional[TextIO] = None) -> None:
     """code / value / unit / meaning, the same columns as ``read``."""
     out = out or sys.stdout  # looked up now: a default bound at import would keep a stale stream
-    rows = [(r.code, _text(r.value), r.unit or "", r.name or "") for r in data.readings]
+    rows = [(r.code, _text(r.value), r.unit or "", (r.name or "") + (" (derived)" if r.derived else ""))
+            for r in data.readings]
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(("code", "value", "unit"))]
     print(f"{'code':<{widths[0]}}  {'value':>{widths[1]}}  {'unit':<{widths[2]}}  meaning", file=out)
     for code, value, unit, name in rows:
@@ -130,6 +131,7 @@ def _show(data: MeterData, args: argparse.Namespace, poller: Any) -> None:
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
+    from ..pipeline import enrich
     from .poller import DlmsPoller
 
     config = config_from_args(args)
@@ -139,7 +141,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
     try:
         while True:
             started = time.monotonic()
-            data = poller.read(discover=discover and n == 0)
+            data = enrich(poller.read(discover=discover and n == 0))  # net power etc., as the pipeline does
             n += 1
             _show(data, args, poller)
             if not args.json and not args.items:
