@@ -440,12 +440,13 @@ class DLMS(SmartPlugin):
         if not self._read_lock.acquire(blocking=False):
             running = time.monotonic() - self._read_started
             with self._status_lock:
-                self._status["overlaps"] += 1
                 last = self._status["duration"]
             self.logger.warning(
                 "readout skipped: the previous one is still running after %.1f s (last complete readout took %s): "
                 "set update_cycle to at least %d s", running,
                 f"{last:.1f} s" if last is not None else "unknown", int(max(running, last or 0) * 1.5) + 5)
+            with self._status_lock:  # counted after the explanation is logged (a reader of both sees both)
+                self._status["overlaps"] += 1
             return
         try:
             source = self._source
