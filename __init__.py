@@ -69,6 +69,7 @@ ATTR_UNIT = "dlms_unit"
 ATTR_SCALE = "dlms_scale"
 
 HISTORY_SECONDS = 3600.0
+REPEAT_LOG_INTERVAL = 600.0  # seconds between two log lines about the same repeating problem
 STOP_BUDGET = 1.6  # seconds stop() may spend waiting, so it returns well within 2 s
 
 
@@ -110,6 +111,7 @@ class DLMS(SmartPlugin):
         self._status_items: Dict[str, Tuple[Any, str]] = {}
         self._item_problems: Dict[str, str] = {}
         self._logged: Dict[str, str] = {}
+        self._repeats = ps.RepeatLimiter(REPEAT_LOG_INTERVAL)
 
         self._last_data: Optional[MeterData] = None
         self._history = ps.ChartHistory(HISTORY_SECONDS)
@@ -400,7 +402,11 @@ class DLMS(SmartPlugin):
                     self.logger.info("item %s: %r is no OBIS code, it is matched literally", path, binding.text)
                 self._obis_items[path] = (item, binding)
                 config["code"] = binding.label
-        if self.has_iattr(conf, ATTR_READOUT) and ps.is_enabled(self.get_iattr_value(conf, ATTR_READOUT)):
+        readout_on = self.has_iattr(conf, ATTR_READOUT) and ps.is_enabled(self.get_iattr_value(conf, ATTR_READOUT))
+        if self.has_iattr(conf, ATTR_READOUT) and not readout_on:
+            self.logger.debug("item %s: dlms_obis_readout is %r, so the raw readout is off for it", path,
+                              self.get_iattr_value(conf, ATTR_READOUT))
+        if readout_on:
             if item.property.type not in ("str", "foo"):
                 self.logger.warning("item %s: dlms_obis_readout needs type str (or foo), not %s",
                                     path, item.property.type)
@@ -441,10 +447,9 @@ class DLMS(SmartPlugin):
             running = time.monotonic() - self._read_started
             with self._status_lock:
                 last = self._status["duration"]
-            self.logger.warning(
-                "readout skipped: the previous one is still running after %.1f s (last complete readout took %s): "
-                "set update_cycle to at least %d s", running,
-                f"{last:.1f} s" if last is not None else "unknown", int(max(running, last or 0) * 1.5) + 5)
+            self._log_repeat("overlap", "readout skipped: the previous one is still running after %.1f s (last "
+                             "complete readout took %s): set update_cycle to at least %d s", running,
+                             f"{last:.1f} s" if last is not None else "unknown", int(max(running, last or 0) * 1.5) + 5)
             with self._status_lock:  # counted after the explanation is logged (a reader of both sees both)
                 self._status["overlaps"] += 1
             return
@@ -456,8 +461,11 @@ class DLMS(SmartPlugin):
             if source.read_once():
                 duration = time.monotonic() - self._read_started
                 if self._cycle and duration > self._cycle:
-                    self.logger.warning("the readout took %.1f s, longer than update_cycle (%d s): set "
-                                        "update_cycle to at least %d s", duration, self._cycle, int(duration * 1.5) + 5)
+                    self._log_repeat("slow", "the readout took %.1f s, longer than update_cycle (%d s): set "
+                                     "update_cycle to at least %d s", duration, self._cycle, int(duration * 1.5) + 5)
+                else:
+                    self._repeats.clear("slow")
+                    self._repeats.clear("overlap")
         finally:
             self._read_lock.release()
 
@@ -556,6 +564,14 @@ class DLMS(SmartPlugin):
                 else logging.WARNING
             self._log_once("error", level, "%s", text)
         self._write_status(force=True)
+
+    def _log_repeat(self, key: str, msg: str, *args: Any) -> None:
+        """WARNING the first time, then one line with the count every REPEAT_LOG_INTERVAL (debug between)."""
+        log_now, repeats = self._repeats.check(key)
+        if log_now:
+            self.logger.warning(msg + "%s", *args, self._repeats.summary(repeats))
+        else:
+            self.logger.debug(msg, *args)
 
     def _log_once(self, key: str, level: int, msg: str, *args: Any) -> None:
         text = msg % args if args else msg

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .dlms_protocol.model import MeterData, Reading
 from .dlms_protocol.items import items_snippet  # noqa: F401 - the one generator, in the core
@@ -38,7 +38,8 @@ STATUS_KEYS = (
     "duration", "overlaps", "summary",
 )
 
-_FALSE_WORDS = ("no", "n", "false", "f", "0", "off", "")
+#: values that switch an attribute off; anything else (also an empty value) switches it on, as in dlms 1.9.5
+_FALSE_WORDS = ("no", "n", "false", "f", "0", "off", "none")
 
 #: how meters write numbers: optional sign, ASCII digits, '.' or ',' as decimal mark. Python's
 #: int()/float() also take '1E5' (a hex status word would become 100000), '1_000' and non-ASCII digits.
@@ -70,13 +71,20 @@ class NotYet(ValueProblem):
 
 
 def is_enabled(value: Any) -> bool:
-    """Attribute values like ``yes``/``True``/``readout`` switch a feature on; ``no``/``false`` off."""
+    """Whether an attribute that is *present* switches its feature on (``dlms_obis_readout``).
+
+    In dlms 1.9.5 the presence of the attribute alone switched the raw readout on, whatever its
+    value, so ``''``, ``yes`` or ``readout`` all mean on; only an explicit false word
+    (``no``/``false``/``off``/``0``/``none``) or ``False``/``0`` switches it off.
+    """
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
         return value != 0
     if isinstance(value, list):
-        return bool(value) and is_enabled(value[0])
+        return not value or is_enabled(value[0])
+    if value is None:
+        return True
     return str(value).strip().lower() not in _FALSE_WORDS
 
 
@@ -146,6 +154,9 @@ def _obis_parts(value: Any) -> List[Any]:
         parts = list(value)
     elif isinstance(value, str) and "|" in value:
         parts = [p.strip() for p in value.split("|")]
+    elif isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
+        # the list written as text (.conf, or a quoted YAML value): SmartHomeNG's string_to_list form
+        parts = [p.strip().strip("'\"") for p in value.strip()[1:-1].split(",")]
     elif isinstance(value, str):
         parts = [value]
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -598,6 +609,44 @@ class ChartHistory(Output):
             return list(self._points)
 
 
+class RepeatLimiter:
+    """Rate limit for a warning that repeats (a readout longer than the cycle, every cycle).
+
+    The first occurrence of a key is logged in full; repeats within ``interval`` seconds are
+    only counted (the caller logs them at debug level), and the first repeat after the interval
+    is logged with the number of repeats since the last line, so the log shows a problem that
+    goes on without a line per cycle. ``clear(key)`` (the problem went away) starts afresh.
+    ``clock`` is injectable so tests need no waiting.
+    """
+
+    def __init__(self, interval: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: Dict[str, float] = {}
+        self._repeats: Dict[str, int] = {}
+
+    def check(self, key: str) -> Tuple[bool, int]:
+        """(log this one?, repeats suppressed since the last logged line)."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._repeats[key] = self._repeats.get(key, 0) + 1
+            return False, self._repeats[key]
+        self._last[key] = now
+        return True, self._repeats.pop(key, 0)
+
+    def clear(self, key: str) -> None:
+        self._last.pop(key, None)
+        self._repeats.pop(key, None)
+
+    def summary(self, repeats: int) -> str:
+        """Text to append to a logged repeat, e.g. ' (7 more times in the last 10 min)'."""
+        if not repeats:
+            return ""
+        minutes = self.interval / 60.0
+        return f" ({repeats} more time{'s' if repeats != 1 else ''} in the last {minutes:g} min)"
+
+
 def parse_format(text: str) -> Tuple[int, str, int]:
     """``'8E1'`` → (8, 'E', 1) for the push listener's serial settings."""
     m = re.fullmatch(r"\s*([5-8])([NEOnoe])([12])\s*", str(text))
@@ -610,6 +659,6 @@ __all__ = [
     "CONVERSIONS", "STATUS_KEYS", "BindingError", "ValueProblem", "ObisBinding", "is_enabled",
     "parse_obis_attribute", "parse_status_attribute", "value_group", "legacy_value", "convert_legacy",
     "plain_value", "format_value", "physical_value", "item_value", "fit_to_type", "parse_unit", "convert_unit",
-    "grid_summary", "Discovered", "discover", "items_snippet", "time_value", "downsample", "parse_format",
-    "ChartHistory",
+    "grid_summary", "Discovered", "discover", "items_snippet", "RepeatLimiter", "time_value",
+    "downsample", "parse_format", "ChartHistory",
 ]

@@ -85,8 +85,7 @@ def _items(data: MeterData, instance: str) -> str:
         taken.add(name)
         typ = "num" if r.numeric() is not None else "str"
         unit = f"  # [{r.unit}]" if r.unit else ""
-        lines += [f"    {name}:{unit}", f"        type: {typ}", f"        dlms_obis_code{suffix}: '{code}'",
-                  "        visu_acl: ro"]
+        lines += [f"    {name}:{unit}", f"        type: {typ}", f"        dlms_obis_code{suffix}: '{code}'"]
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import ListenerConfig
-from ..errors import DecodeError, DlmsError, UnknownLayoutError
+from ..errors import DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..model import MeterData, Reading, Statistics
 from .apdu import decode_apdu
 from .deframer import Deframer
@@ -216,6 +216,9 @@ class PushDecoder:
         #: True: errors are only logged at debug level (the CLI reports them itself)
         self.quiet = False
         self._log = _LogLimiter(log)
+        #: listening starts in the middle of a message: the first framing error before the first
+        #: good frame is that partial message, not a fault (logged at info, still counted)
+        self._joining = True
         self._gbt_raw: List[bytes] = []
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
@@ -248,6 +251,7 @@ class PushDecoder:
 
     def reset(self) -> None:
         """Forget partial frames (the port was reopened: bytes were lost in between)."""
+        self._joining = True
         self.deframer.reset()
         self.gbt.reset()
         self._gbt_raw = []
@@ -259,6 +263,7 @@ class PushDecoder:
             self._reset_gbt("a frame was lost or damaged before the last block")
             return
         self.stats.count("frames", item.frames)
+        self._joining = False
         is_gbt = item.apdu[:1] == bytes([GENERAL_BLOCK_TRANSFER])
         if is_gbt:
             if item.apdu[2:4] == b"\x00\x01":  # block 1 starts a new message
@@ -331,6 +336,9 @@ class PushDecoder:
         self.last_error = exc
         if self.quiet:
             log.debug("%s", exc)
+        elif self._joining and isinstance(exc, FramingError):
+            self._joining = False
+            log.info("%s (normal right after the port was opened: listening began inside a message)", exc)
         else:
             self._log(exc)
         if self.on_error is not None:

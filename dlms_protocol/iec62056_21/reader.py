@@ -9,6 +9,16 @@ The port is opened as the configured ``char_format`` says; for 7E1 that means 8N
 parity bit added and checked in software (see ``transport``), because a UART set to 7E1 lets
 characters with parity errors through. Damaged characters are counted as ``parity_errors``.
 
+**Character format found by itself.** A 7E1 line reaches a reader in one of two readings:
+``parity`` (8-bit bytes with the parity bit in bit 7: a local UART or USB head, opened 8N1 with
+the parity bit handled in software) or ``plain`` (the bytes as they arrive, 7-bit characters
+without a parity bit: a network head or ser2net whose own 7E1 UART handles the parity, read like
+``char_format 8N1``). A serial device starts with ``parity``, a ``socket://`` with ``plain``.
+When a read fails and the line looks like the other reading (a quarter or more of the characters
+with a parity error; on a socket, no answer at all or bytes with bit 7 set), the other reading is
+tried once; if it works it is kept, and the log says which one worked and how to configure it.
+If not, the error names the parity errors when they are the likely cause.
+
 Port handling follows the classic option ``reset_baudrate``: True opens the port at the initial
 rate for every read and closes it afterwards; False keeps it open between reads. Either way the
 dialogue starts with 300 Bd, because the meter itself drops back to 300 Bd after each readout.
@@ -19,10 +29,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from ..config import FORMATS, ReadoutConfig
-from ..errors import DlmsError, TransportError
+from ..errors import DlmsError, ProtocolError, TransportError
 from ..model import MeterData, Statistics
 from .client import (D0Dialogue, DialogueResult, check_request_options, Done, Drain, Quiet, Receive, ResetInput, Send,
                      SetBaudrate, Wait)
@@ -36,13 +47,36 @@ if TYPE_CHECKING:  # the serial transport is imported when a port is opened, not
 Opener = Callable[[str, int, int, str, int], Any]
 
 
-def open_serial(port: str, baudrate: int, bytesize: int, parity: str, stopbits: int) -> "Transport":
-    """The default opener: pyserial, imported only now."""
+def open_serial(port: str, baudrate: int, bytesize: int, parity: str, stopbits: int,
+                software_parity: Optional[bool] = None) -> "Transport":
+    """The default opener: pyserial, imported only now (``software_parity``: see ``Transport.open``)."""
     from ..transport import Transport
 
-    return Transport.open(port, baudrate, bytesize, parity, stopbits)
+    return Transport.open(port, baudrate, bytesize, parity, stopbits, software_parity=software_parity)
 
 log = logging.getLogger(__name__)
+
+#: the two readings of a 7E1 line (see the module docstring)
+PARITY, PLAIN = "parity", "plain"
+#: a read that failed with at least this many characters with a parity error, and at least this
+#: share of all characters, points at the wrong reading of the line rather than at noise
+MIN_BAD_CHARS = 4
+BAD_SHARE = 0.25
+
+
+@dataclass
+class _LineCheck:
+    """What one read saw of the line: characters, parity errors, bytes with bit 7 set (plain reading)."""
+
+    chars: int = 0
+    parity_errors: int = 0
+    high_bytes: int = 0
+
+    def mostly_parity_errors(self) -> bool:
+        return self.parity_errors >= MIN_BAD_CHARS and self.parity_errors >= BAD_SHARE * self.chars
+
+    def carries_parity_bits(self) -> bool:
+        return self.chars == 0 or (self.high_bytes >= MIN_BAD_CHARS and self.high_bytes >= BAD_SHARE * self.chars)
 
 
 class D0Reader:
@@ -71,42 +105,82 @@ class D0Reader:
         self._read_lock = threading.Lock()   # one read at a time
         self._port_lock = threading.Lock()   # guards self._transport
         self._transport: Optional[Transport] = None
+        self._transport_reading: Optional[str] = None
         self._closing = False
+        #: how the line is read now (None: the configured character format has no other reading)
+        self.reading: Optional[str] = self._configured_reading()
+        self._tried_other = False
+        self._check = _LineCheck()
 
     # ------------------------------------------------------------------ public API
     def read(self) -> MeterData:
-        """One complete readout; raises a DlmsError subclass (also counted in ``stats``)."""
+        """One complete readout; raises a DlmsError subclass (also counted in ``stats``).
+
+        A failed read that looks like the other reading of a 7E1 line is repeated once that way
+        (see the module docstring); the reading that worked is kept for the following reads.
+        """
         with self._read_lock:
             self._closing = False
-            transport: Optional[Transport] = None
-            dialogue = D0Dialogue(self.config, time_scale=self.time_scale, expect=self.checksum_seen)
-            parity_errors = 0
             try:
-                transport = self._port()
-                parity_errors = transport.parity_errors
-                result = self._drive(transport, dialogue)
-            except DlmsError as exc:
-                self._count_parity_errors(transport, parity_errors)
-                self._count_failures(dialogue)
-                if isinstance(exc, TransportError) or self.config.reset_baudrate:
-                    self._drop(transport)
-                if not (self._closing and isinstance(exc, TransportError)):
-                    self.stats.error(exc)
-                log.debug("read from %s failed: %s", self.config.port, exc)
-                raise
+                return self._read(self.reading)
+            except ProtocolError as exc:
+                check = self._check
+                other = self._other_reading(check)
+                if other is None:
+                    raise self._explained(exc, check) from None
+                self._tried_other = True
+                log.debug("%s: read as %s failed (%s); trying the line as %s once", self.config.port,
+                          self.reading, exc, other)
+                try:
+                    data = self._read(other, settle=True)
+                except DlmsError as again:
+                    log.debug("%s: read as %s failed too: %s", self.config.port, other, again)
+                    raise self._explained(exc, check) from None
+                self.reading = other
+                log.warning("%s", self._found_text(other))
+                return data
+
+    def _read(self, reading: Optional[str], settle: bool = False) -> MeterData:
+        """One readout with the line read as ``reading``; records what it saw in ``self._check``.
+
+        ``settle``: first wait until the line is quiet (a mode C meter that got no ACK may send
+        its whole readout at 300 Bd, which would swallow the next sign-on).
+        """
+        transport: Optional[Transport] = None
+        dialogue = D0Dialogue(self.config, time_scale=self.time_scale, expect=self.checksum_seen)
+        parity_errors = 0
+        bytes_read = 0
+        self._check = _LineCheck()
+        try:
+            transport = self._port(reading)
+            if settle:
+                self._quiet(transport, Quiet(max(self.config.timeout, 1.5 / self.time_scale), 30.0))
+            parity_errors = transport.parity_errors
+            bytes_read = transport.bytes_read
+            result = self._drive(transport, dialogue)
+        except DlmsError as exc:
+            self._note_line(transport, parity_errors, bytes_read)
             self._count_parity_errors(transport, parity_errors)
-            if self.config.reset_baudrate:
-                self._drop(transport)
             self._count_failures(dialogue)
-            self.last_result = result
-            self.last_readout = result.readout
-            self.last_timings = dict(result.timings)
-            self.stats.count("bytes", result.bytes_received)
-            for phase, seconds in result.timings.items():
-                self.stats.timing(phase, seconds)
-            self.stats.success("reads")
-            self._learn_checksum(result.readout)
-            return result.readout.to_meter_data(received=time.time())
+            if isinstance(exc, TransportError) or self.config.reset_baudrate:
+                self._drop(transport)
+            if not (self._closing and isinstance(exc, TransportError)):
+                self.stats.error(exc)
+            log.debug("read from %s failed: %s", self.config.port, exc)
+            raise
+        self._count_parity_errors(transport, parity_errors)
+        if self.config.reset_baudrate:
+            self._drop(transport)
+        self._count_failures(dialogue)
+        self.last_result = result
+        self.last_readout = result.readout
+        self.last_timings = dict(result.timings)
+        self.stats.count("bytes", result.bytes_received)
+        for phase, seconds in result.timings.items():
+            self.stats.timing(phase, seconds)
+        self.stats.success("reads")
+        self._learn_checksum(result.readout)
+        return result.readout.to_meter_data(received=time.time())
 
     @property
     def checksum_state(self) -> str:
@@ -150,25 +224,81 @@ class D0Reader:
         for exc in dialogue.failures:
             self.stats.error(exc)
 
+    # ------------------------------------------------------------ character format
+    def _configured_reading(self) -> Optional[str]:
+        """The reading ``char_format`` gives: only 7E1 has two (see the module docstring)."""
+        if self.config.char_format != "7E1":
+            return None
+        return PLAIN if str(self.config.port).startswith("socket://") else PARITY
+
+    def _other_reading(self, check: _LineCheck) -> Optional[str]:
+        """The reading to try once after a failed read, or None."""
+        if self.reading is None or self._tried_other or self._closing:
+            return None
+        if self.reading == PARITY and check.mostly_parity_errors():
+            return PLAIN
+        if self.reading == PLAIN and check.carries_parity_bits():
+            return PARITY
+        return None
+
+    def _note_line(self, transport: Optional[Transport], parity_errors: int, bytes_read: int) -> None:
+        if transport is not None:
+            self._check.parity_errors = transport.parity_errors - parity_errors
+            self._check.chars = transport.bytes_read - bytes_read
+
+    def _found_text(self, reading: str) -> str:
+        port = self.config.port
+        if reading == PLAIN:
+            return (f"{port} delivers 7-bit characters without a parity bit (a network IR head, or ser2net/Tasmota "
+                    "at 7E1): reading it that way now, and it works. Set char_format: 8N1 to read it like this "
+                    "from the start")
+        return (f"{port} passes the meter's 7E1 characters as 8-bit bytes with the parity bit in bit 7 (the "
+                "bridge's serial port runs 8N1): the parity bit is now added and checked here, and it works. "
+                "Set the bridge's serial format to 7E1 (ser2net: 7DATABITS EVEN; Tasmota: SerialConfig 7E1), "
+                "or leave it: the plugin finds this at every start")
+
+    def _explained(self, exc: ProtocolError, check: _LineCheck) -> ProtocolError:
+        """``exc``, naming the parity errors when they are the likely cause (same class, same counter)."""
+        if not check.mostly_parity_errors():
+            return exc
+        tried = " (read as 7-bit characters without parity bit it failed too)" if self._tried_other else ""
+        try:
+            return type(exc)(
+                f"{exc.cause}; {check.parity_errors} of {check.chars} characters arrived with a parity error{tried}",
+                "so many parity errors mean a wrong character format rather than a bad position: a network IR "
+                "head or ser2net delivering 7-bit characters needs char_format 8N1; otherwise check the IR head's "
+                "position, the cable and the baud rate")
+        except TypeError:  # an error class with another constructor: keep it as it is
+            return exc
+
     def _count_parity_errors(self, transport: Optional[Transport], before: int) -> None:
         """Characters the transport found damaged (their data sets were dropped, or the read failed)."""
         if transport is not None and transport.parity_errors > before:
             self.stats.count("parity_errors", transport.parity_errors - before)
 
-    def _port(self) -> Transport:
+    def _port(self, reading: Optional[str] = None) -> Transport:
         with self._port_lock:
-            if self._transport is not None and self._transport.is_open:
-                return self._transport
+            current = self._transport
+            if current is not None and current.is_open and self._transport_reading == reading:
+                return current
+        if current is not None:
+            self._drop(current)
         cfg = self.config
         bytesize, parity, stopbits = FORMATS[cfg.char_format]
         rate = cfg.push_baudrate if cfg.mode == "push" else cfg.initial_baudrate
-        transport = self._opener(cfg.port, rate, bytesize, parity, stopbits)
+        if reading == PLAIN:  # the bytes as they arrive: 8N1, no parity bit added or checked
+            transport = self._opener(cfg.port, rate, 8, "N", stopbits)
+        elif reading == PARITY and self._opener is open_serial:  # also on socket://: parity bit in bit 7
+            transport = open_serial(cfg.port, rate, bytesize, parity, stopbits, software_parity=True)
+        else:
+            transport = self._opener(cfg.port, rate, bytesize, parity, stopbits)
         transport.time_scale = self.time_scale
         with self._port_lock:
             if self._closing:  # close() came while we were opening
                 transport.close()
                 raise TransportError(f"reader for {cfg.port} was closed", "the plugin is stopping")
             self._transport = transport
+            self._transport_reading = reading
         return transport
 
     def _drop(self, transport: Optional[Transport]) -> None:
@@ -186,6 +316,8 @@ class D0Reader:
                 received = transport.read_some(4096, action.timeout)
                 if received:
                     log.debug("%s <- %r", transport.url, received[:80])
+                    if not transport.software_parity:
+                        self._check.high_bytes += sum(1 for b in received if b & 0x80)
             elif isinstance(action, Send):
                 log.debug("%s -> %r (%s)", transport.url, action.data[:80], action.what)
                 transport.write(action.data)

@@ -66,6 +66,7 @@ from typing import Callable, List, Optional, Tuple
 from ..transport import PARITY_ERROR, add_parity, bits_per_char, check_parity
 
 log = logging.getLogger(__name__)
+_SEVEN_BITS = bytes(b & 0x7F for b in range(256))
 
 _SPEEDS = {getattr(termios, f"B{rate}"): rate for rate in (
     50, 75, 110, 134, 150, 200, 300, 600, 1200, 1800, 2400, 4800, 9600, 19200, 38400,
@@ -181,7 +182,10 @@ class PtyLink:
 
     def decode(self, data: bytes) -> bytes:
         """Characters from pty bytes: parity checked and stripped (errors as PARITY_ERROR)."""
-        return check_parity(data, self.parity) if self.parity_bit else bytes(data)
+        if self.parity_bit:
+            return check_parity(data, self.parity)
+        # a line of bare 7-bit characters cannot carry bit 7 (a bridge's 7E1 UART drops it)
+        return bytes(data).translate(_SEVEN_BITS) if self.bytesize == 7 else bytes(data)
 
     def _wire_format(self) -> Tuple[int, str, int]:
         """The format to resample pty bytes in: a 7E1 frame is an 8N1 frame of the same bits."""

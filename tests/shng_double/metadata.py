@@ -221,9 +221,10 @@ class AttributeRegistry:
         return "" if default is None else default
 
 
-#: attributes the core itself handles (no "undefined" notice for them)
+#: attributes the core itself declares (SmartHomeNG 1.11 ``modules/core/items.yaml``); everything
+#: else needs a loaded plugin that declares it. ``visu_acl`` belongs to the smartvisu plugin, so
+#: without that plugin an item with ``visu_acl`` gets the "Attribute is undefined" NOTICE.
 CORE_ATTRIBUTES = {
-    "type", "value", "initial_value", "name", "cache", "enforce_updates", "enforce_change", "visu_acl", "struct",
-    "instance", "eval", "eval_trigger", "crontab", "cycle", "autotimer", "threshold", "description", "remark",
-    "database", "sqlite", "on_change", "on_update", "log_change",
+    "autotimer", "cache", "crontab", "cycle", "enforce_updates", "enforce_changes", "eval", "eval_trigger",
+    "initial_value", "log_change", "name", "on_update", "on_change", "remark", "struct", "threshold", "type",
 }
