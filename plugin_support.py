@@ -609,6 +609,57 @@ class ChartHistory(Output):
             return list(self._points)
 
 
+#: texts the web interface shows per item (ValueProblem messages, the readout length), as
+#: templates: the web interface matches a text against them and shows it translated from
+#: locale.yaml (the log keeps the English text). A text that matches none stays as it is.
+PROBLEM_TEMPLATES = (
+    "code {code} is not in the data of this meter: see the list of discovered codes in the web interface "
+    "or the debug log",
+    "{code} has {groups} value group(s), there is no index {index}: use an index from 0 to {last}",
+    "{code} value group {index} has no unit: use Value, or another index",
+    "value {value} of {code} is not a whole number: use conversion num or float",
+    "value {value} of {code} is not a number: use conversion str",
+    "value {value} of {code} is not a finite number: use conversion str",
+    "value {value} of {code} is not {digits} digits as {conversion} needs: check the index, or use conversion str",
+    "value {value} of {code} is no valid {conversion} date/time: check the index, or use conversion str",
+    "{code} has no physical value (raw {raw}): the scaler of this value is unknown for this meter's layout; "
+    "add it in a profile (see dump)",
+    "{code} value {value} is not a number, so dlms_unit/dlms_scale cannot apply: remove them for this item",
+    "{code} is sent without a unit, so it cannot be converted to {unit}: use dlms_scale instead of dlms_unit",
+    "value {value} of {code} is not a number for a num item: use a str item, or check the index of the list form",
+    "value {value} of {code} is a {kind}, not a number: use a foo or str item",
+    "value {value} of {code} is no 0/1 for a bool item: use a num item",
+    "value {value} of {code} is no scene number (0..255)",
+    "cannot convert {src} to {dst}: the meter sends {src}, set dlms_unit to a unit of the same quantity",
+    "{n} characters",
+)
+
+
+def _template_pattern(template: str) -> "re.Pattern[str]":
+    seen: set = set()
+
+    def group(match: "re.Match[str]") -> str:
+        name = match.group(1)
+        if name in seen:
+            return f"(?P={name})"
+        seen.add(name)
+        return f"(?P<{name}>.+?)"
+
+    return re.compile(re.sub(r"\\\{(\w+)\\\}", group, re.escape(template)), re.S)
+
+
+_TEMPLATE_PATTERNS = [(t, _template_pattern(t)) for t in PROBLEM_TEMPLATES]
+
+
+def translate_problem(text: str, translate: Callable[..., str]) -> str:
+    """``text`` in the web interface's language: ``translate(template, vars)`` for a known template."""
+    for template, pattern in _TEMPLATE_PATTERNS:
+        m = pattern.fullmatch(text)
+        if m is not None:
+            return translate(template, m.groupdict())
+    return text
+
+
 class RepeatLimiter:
     """Rate limit for a warning that repeats (a readout longer than the cycle, every cycle).
 
@@ -659,6 +710,6 @@ __all__ = [
     "CONVERSIONS", "STATUS_KEYS", "BindingError", "ValueProblem", "ObisBinding", "is_enabled",
     "parse_obis_attribute", "parse_status_attribute", "value_group", "legacy_value", "convert_legacy",
     "plain_value", "format_value", "physical_value", "item_value", "fit_to_type", "parse_unit", "convert_unit",
-    "grid_summary", "Discovered", "discover", "items_snippet", "RepeatLimiter", "time_value",
-    "downsample", "parse_format", "ChartHistory",
+    "grid_summary", "Discovered", "discover", "items_snippet", "RepeatLimiter", "time_value", "downsample",
+    "parse_format", "ChartHistory", "PROBLEM_TEMPLATES", "translate_problem",
 ]

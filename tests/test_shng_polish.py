@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -321,3 +322,48 @@ def test_snippet_offers_second_value_groups(shng: SmartHome, meter: SimulatedMet
     # pasted as it is, the offered item gets the time of the maximum demand: 1.6.0(04.812*kW)(2403121815)
     import datetime
     assert value(shng, "meter.max_at") == datetime.datetime(2024, 3, 12, 18, 15)
+
+
+# =========================================================================== 6. web interface
+WEB_ITEMS = {"meter": {
+    "energy": {"type": "num", "dlms_obis_code": "1.8.0"},
+    "ghost": {"type": "num", "dlms_obis_code": "99.99.99"},
+    "max_at": {"type": "num", "dlms_obis_code": ["1.6.0", 1, "Value", "ZST10"]},
+    "readout": {"type": "str", "dlms_obis_readout": ""},
+    "connected": {"type": "bool", "dlms_status": "connected"},
+}}
+
+
+@pytest.mark.parametrize("language, texts, not_texts", [
+    ("de", ["Code 99.99.99 ist nicht in den Daten dieses Zählers", "Zeichen", "Erfolgreiche Lesungen/Nachrichten",
+            "Empfangene Bytes", "Auslesungen", "Dauer Identifikation (s)", "Weitere Wertegruppen"],
+     ["is not in the data", " characters<", ">reads<", ">bytes<"]),
+    ("en", ["code 99.99.99 is not in the data of this meter", " characters", "Successful readouts/messages",
+            "Bytes received", "Readouts", "Duration identification (s)", "Further value groups"],
+     ["ist nicht in den Daten", "Zeichen<"]),
+])
+def test_web_interface_speaks_the_language(meter: SimulatedMeter, language: str, texts: List[str],
+                                           not_texts: List[str]) -> None:
+    sh = SmartHome(plugins_dir(), language=language)
+    try:
+        plugin = start(sh, {"serialport": meter.port, "update_cycle": 60}, WEB_ITEMS)
+        wait_for(lambda: value(sh, "meter.connected"), timeout=30)
+        webif = sh.webif("dlms")
+        page = webif.index()
+        for text in texts:
+            assert text in page, text
+        for text in not_texts:
+            assert text not in page, text
+        # every table is a DataTable, initialised the way the official plugins do it
+        assert "$(window).trigger('datatables_defaults')" in page
+        for table in ("itemtable", "configtable", "codetable", "statstable"):
+            assert f'<table id="{table}"' in page and f"$('#{table}').DataTable(" in page
+        # the second value group of 1.6.0(04.812*kW)(2403121815) is shown with its index
+        assert "[1] 2403121815" in page
+        data = json.loads(webif.get_data_html("overview"))
+        problem = {i["path"]: i["problem"] for i in data["items"]}["meter.ghost"]
+        assert problem.startswith("Code 99.99.99" if language == "de" else "code 99.99.99")
+        assert data["labels"]["checksum_errors"] == ("Prüfsummenfehler" if language == "de" else "Checksum errors")
+        assert "code 99.99.99 is not in the data" in plugin._item_problems["meter.ghost"]   # the log stays English
+    finally:
+        sh.stop()

@@ -65,7 +65,7 @@ def test_index_page(running: Dict[str, Any]) -> None:
     assert EVIL[:16] not in page and "&lt;img" in page                   # meter text is escaped
     assert KEY.hex() not in page and AUTH.hex() not in page
     assert "key" in page and "gesetzt" in page                           # only whether a key is set
-    assert "99.99.99 is not in the data" in page                         # per-item problem shown
+    assert "99.99.99 ist nicht in den Daten" in page                     # per-item problem shown, in German
 
 
 def test_english_page() -> None:
@@ -142,7 +142,7 @@ def test_page_script_handles_refresh(running: Dict[str, Any], tmp_path: Path) ->
     assert "1-0:1.8.0" in result["raw"]
     assert "grid.energy" in result["codes"] and "unbenutzt" in result["codes"]
     assert "<img" not in result["codes"]                                  # no markup from the meter
-    assert "messages" in result["stats"]
+    assert "Nachrichten" in result["stats"] and "messages" not in result["stats"]   # counter names in German
     assert "<polyline" in result["svg"]                                  # chart without Chart.js
     assert "dlms_obis_code" in result["snippet"]
 

@@ -24,6 +24,18 @@ import cherrypy
 from lib.item import Items
 from lib.model.smartplugin import SmartPluginWebIf
 
+from ..plugin_support import translate_problem
+
+#: counter and phase names the statistics table shows translated (locale.yaml); others as they are
+COUNTER_NAMES = (
+    "successes", "failures", "overlaps", "duration", "item_problems", "reads", "messages", "bytes", "frames",
+    "apdus", "connects", "decrypted", "rate_limited", "parity_errors", "checksum_errors", "timeouts",
+    "framing_errors", "protocol_errors", "transport_errors", "config_errors", "decode_errors", "decrypt_failures",
+    "tag_failures", "security_errors", "unknown_layouts", "errors", "internal_errors", "callback_errors",
+    "output_errors", "victron_updates", "victron_disconnects", "victron_map_errors", "victron_internal_errors",
+    "victron_settings_errors", "identification", "switch", "data", "total", "wakeup",
+)
+
 
 def _escape(value: Any) -> Any:
     """HTML-escape every string: shngInsertText() writes cells with jQuery .html(), and the text
@@ -47,10 +59,20 @@ class WebInterface(SmartPluginWebIf):
         self.items = Items.get_instance()
         self.tplenv = self.init_template_environment()
 
+    def _data(self) -> dict:
+        """webif_data() with the texts per item in the interface's language (locale.yaml)."""
+        data = self.plugin.webif_data()
+        for row in data.get("items", []):
+            for key in ("problem", "value") if row.get("kind") == "readout" else ("problem",):
+                if row.get(key):
+                    row[key] = translate_problem(str(row[key]), self.plugin.translate)
+        data["labels"] = {name: self.plugin.translate(name) for name in COUNTER_NAMES}
+        return data
+
     @cherrypy.expose
     def index(self, reload=None):
         """Render the page; values are refreshed through get_data_html."""
-        data = self.plugin.webif_data()
+        data = self._data()
         tmpl = self.tplenv.get_template("index.html")
         return tmpl.render(p=self.plugin,
                            webif_pagelength=self.plugin.get_parameter_value("webif_pagelength"),
@@ -63,7 +85,7 @@ class WebInterface(SmartPluginWebIf):
     def get_data_html(self, dataSet: Optional[str] = None, params: Optional[str] = None) -> str:
         """JSON for the periodic refresh (smarthomeng.js calls get_data.html?dataSet=...)."""
         try:
-            data = self.plugin.webif_data()
+            data = self._data()
         except Exception as exc:  # the page must not break because of one bad value
             self.logger.error("web interface data: %s", exc)
             return json.dumps({"error": str(exc)})
