@@ -181,7 +181,7 @@ class DLMS(SmartPlugin):
             no_waiting=bool(self.get_parameter_value("no_waiting")),
             device_address=str(self.get_parameter_value("device_address") or ""),
             query_code=str(self.get_parameter_value("querycode") or "?"),
-            char_format=str(self.get_parameter_value("char_format") or "7E1").upper(),
+            char_format=ps.format_name(self.get_parameter_value("char_format") or "7E1"),
             timeout=timeout,
             identification_timeout=timeout,
             baud_switch_delay=float(self.get_parameter_value("baud_switch_delay") or 0.0),
@@ -447,6 +447,9 @@ class DLMS(SmartPlugin):
             running = time.monotonic() - self._read_started
             with self._status_lock:
                 last = self._status["duration"]
+            if last is None:  # the first readout may include retries and the character format check
+                self.logger.debug("readout skipped: the first one is still running after %.1f s", running)
+                return
             self._log_repeat("overlap", "readout skipped: the previous one is still running after %.1f s (last "
                              "complete readout took %s): set update_cycle to at least %d s", running,
                              f"{last:.1f} s" if last is not None else "unknown", int(max(running, last or 0) * 1.5) + 5)
@@ -460,7 +463,10 @@ class DLMS(SmartPlugin):
             self._read_started = time.monotonic()
             if source.read_once():
                 duration = time.monotonic() - self._read_started
-                if self._cycle and duration > self._cycle:
+                reader = getattr(source, "reader", None)
+                if self._cycle and duration > self._cycle and getattr(reader, "last_read_tried_other", False):
+                    self.logger.debug("the readout took %.1f s because the character format was checked", duration)
+                elif self._cycle and duration > self._cycle:
                     self._log_repeat("slow", "the readout took %.1f s, longer than update_cycle (%d s): set "
                                      "update_cycle to at least %d s", duration, self._cycle, int(duration * 1.5) + 5)
                 else:

@@ -698,9 +698,20 @@ class RepeatLimiter:
         return f" ({repeats} more time{'s' if repeats != 1 else ''} in the last {minutes:g} min)"
 
 
+#: unquoted in etc/plugin.yaml, YAML reads 8E1 and 7E1 as numbers (8 * 10**1 = 80.0), and
+#: SmartHomeNG hands the plugin '80.0'; these are the formats such a number can only have meant
+_FORMAT_NUMBERS = {"80.0": "8E1", "70.0": "7E1", "80": "8E1", "70": "7E1"}
+
+
+def format_name(value: Any) -> str:
+    """A character format as written ('8e1', '8E1', or YAML's 80.0 for an unquoted 8E1) → '8E1'."""
+    text = str(value).strip()
+    return _FORMAT_NUMBERS.get(text, text.upper())
+
+
 def parse_format(text: str) -> Tuple[int, str, int]:
-    """``'8E1'`` → (8, 'E', 1) for the push listener's serial settings."""
-    m = re.fullmatch(r"\s*([5-8])([NEOnoe])([12])\s*", str(text))
+    """``'8E1'`` → (8, 'E', 1) for the push listener's serial settings (also YAML's 80.0)."""
+    m = re.fullmatch(r"\s*([5-8])([NEOnoe])([12])\s*", format_name(text))
     if m is None:
         raise BindingError(f"serial format {text!r} unknown: write data bits, parity, stop bits such as 8E1 or 8N1")
     return int(m.group(1)), m.group(2).upper(), int(m.group(3))
@@ -711,5 +722,5 @@ __all__ = [
     "parse_obis_attribute", "parse_status_attribute", "value_group", "legacy_value", "convert_legacy",
     "plain_value", "format_value", "physical_value", "item_value", "fit_to_type", "parse_unit", "convert_unit",
     "grid_summary", "Discovered", "discover", "items_snippet", "RepeatLimiter", "time_value", "downsample",
-    "parse_format", "ChartHistory", "PROBLEM_TEMPLATES", "translate_problem",
+    "parse_format", "ChartHistory", "PROBLEM_TEMPLATES", "translate_problem", "format_name",
 ]

@@ -367,3 +367,28 @@ def test_web_interface_speaks_the_language(meter: SimulatedMeter, language: str,
         assert "code 99.99.99 is not in the data" in plugin._item_problems["meter.ghost"]   # the log stays English
     finally:
         sh.stop()
+
+
+def test_unquoted_formats_in_plugin_yaml_need_no_quotes(shng: SmartHome, caplog) -> None:
+    """YAML reads an unquoted 8E1 as 80.0 (seen in a real SmartHomeNG 1.11): no WARNING, the meant format."""
+    caplog.set_level(logging.INFO)
+    loaded = shng.load_plugins({
+        "dlms": {"plugin_name": "dlms", "serialport": "/dev/null-a", "mode": "listen", "listen_format": 80.0},
+        "dlms_d0": {"plugin_name": "dlms", "instance": "d0", "serialport": "/dev/null-b", "char_format": 70.0},
+    })
+    assert len(loaded) == 2
+    listener = shng.plugin("dlms")._listener_config
+    assert (listener.bytesize, listener.parity, listener.stopbits) == (8, "E", 1)
+    assert shng.plugin("dlms_d0")._readout_config.char_format == "7E1"
+    assert "Invalid value" not in caplog.text and "invalid value" not in caplog.text
+    fmt = support().format_name
+    assert [fmt(v) for v in ("8e1", " 8N1 ", "80.0", 80.0, "70.0", "7E1")] == ["8E1", "8N1", "8E1", "8E1", "7E1", "7E1"]
+
+
+def test_a_bad_format_stops_the_start_with_the_plugins_own_error(shng: SmartHome, caplog) -> None:
+    assert shng.load_plugins({"dlms": {"plugin_name": "dlms", "serialport": "/dev/null-a", "mode": "listen",
+                                       "listen_format": "8X1"}}) == []
+    assert "serial format '8X1' unknown: write data bits, parity, stop bits such as 8E1 or 8N1" in caplog.text
+    assert shng.load_plugins({"dlms_b": {"plugin_name": "dlms", "instance": "b", "serialport": "/dev/null-b",
+                                         "char_format": "9Z9"}}) == []
+    assert "character format '9Z9' unknown" in caplog.text

@@ -264,7 +264,9 @@ class D0Dialogue:
                 if failed_at > cfg.initial_baudrate:
                     lower = [r for r in STANDARD_RATES if cfg.initial_baudrate <= r < failed_at]
                     ceiling = lower[-1] if lower else cfg.initial_baudrate
-                log.warning("readout attempt %d failed at %d Bd (%s); retrying%s", attempt, failed_at, exc,
+                # info, not warning: a retry that works is routine (the statistics count it), and a
+                # readout that fails in the end is reported once by the caller
+                log.info("readout attempt %d failed at %d Bd (%s); retrying%s", attempt, failed_at, exc,
                             f" at up to {ceiling} Bd" if ceiling != "auto" else "")
         raise AssertionError("unreachable")  # pragma: no cover
 

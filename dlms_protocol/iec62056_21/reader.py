@@ -110,6 +110,8 @@ class D0Reader:
         #: how the line is read now (None: the configured character format has no other reading)
         self.reading: Optional[str] = self._configured_reading()
         self._tried_other = False
+        #: the last read() also tried the other reading (it took longer than a normal read)
+        self.last_read_tried_other = False
         self._check = _LineCheck()
 
     # ------------------------------------------------------------------ public API
@@ -121,6 +123,7 @@ class D0Reader:
         """
         with self._read_lock:
             self._closing = False
+            self.last_read_tried_other = False
             try:
                 return self._read(self.reading)
             except ProtocolError as exc:
@@ -129,6 +132,7 @@ class D0Reader:
                 if other is None:
                     raise self._explained(exc, check) from None
                 self._tried_other = True
+                self.last_read_tried_other = True
                 log.debug("%s: read as %s failed (%s); trying the line as %s once", self.config.port,
                           self.reading, exc, other)
                 try:
