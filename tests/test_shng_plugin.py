@@ -112,13 +112,13 @@ def test_double_parameter_rules(shng: SmartHome, caplog) -> None:
     caplog.set_level(logging.INFO)
     plugin = shng.load_plugin("dlms", {
         "plugin_name": "dlms", "serialport": "/dev/null-not-opened", "update_cycle": -5, "timeout": 99,
-        "char_format": "9X9", "mode": "LISTEN", "use_checksum": "off", "no_waiting": "yes", "retries": "abc",
+        "listen_baudrate": 1234, "mode": "LISTEN", "use_checksum": "off", "no_waiting": "yes", "retries": "abc",
         "instance": "b",
     })
     assert plugin is not None
     assert plugin.get_parameter_value("update_cycle") == 0            # clamped to valid_min
     assert plugin.get_parameter_value("timeout") == 30                # clamped to valid_max
-    assert plugin.get_parameter_value("char_format") == "7E1"         # first of valid_list
+    assert plugin.get_parameter_value("listen_baudrate") == 2400      # first of valid_list
     assert plugin.get_parameter_value("mode") == "listen"             # valid_list_ci → lower case
     assert plugin.get_parameter_value("use_checksum") is False
     assert plugin.get_parameter_value("no_waiting") is True

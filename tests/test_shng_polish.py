@@ -392,3 +392,43 @@ def test_a_bad_format_stops_the_start_with_the_plugins_own_error(shng: SmartHome
     assert shng.load_plugins({"dlms_b": {"plugin_name": "dlms", "instance": "b", "serialport": "/dev/null-b",
                                          "char_format": "9Z9"}}) == []
     assert "character format '9Z9' unknown" in caplog.text
+
+
+# =========================================================================== 7. user_doc
+def _logged_texts() -> List[str]:
+    """The fixed start of every message the plugin class logs at INFO or above."""
+    import ast
+    source = (ROOT / "__init__.py").read_text(encoding="utf-8")
+    texts = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name = node.func.attr
+        args = node.args
+        if name in ("error", "warning", "info", "exception") and isinstance(node.func.value, ast.Attribute) \
+                and node.func.value.attr == "logger":
+            first = args[0] if args else None
+        elif name == "_log_once":
+            first = args[2] if len(args) > 2 else None
+        elif name == "_log_repeat":
+            first = args[1] if len(args) > 1 else None
+        else:
+            continue
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            texts.append(first.value)
+    return texts
+
+
+def test_troubleshooting_explains_every_message_the_plugin_logs() -> None:
+    doc = (ROOT / "user_doc.rst").read_text(encoding="utf-8")
+    section = doc.split("Meldungen im Log", 1)[1]
+    texts = _logged_texts()
+    assert len(texts) >= 20
+    missing = []
+    for text in texts:
+        words = text.split("%")[0].split("(")[0].strip(" :;,")[:45]
+        if len(words) < 6:          # '%s' alone, or 'item %s: %s': the message is the error's own text
+            continue
+        if words not in section:
+            missing.append(words)
+    assert missing == []

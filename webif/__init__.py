@@ -26,6 +26,9 @@ from lib.model.smartplugin import SmartPluginWebIf
 
 from ..plugin_support import translate_problem
 
+#: longest value shown in the item table (a dlms_status summary is a whole dict)
+VALUE_CHARS = 48
+
 #: counter and phase names the statistics table shows translated (locale.yaml); others as they are
 COUNTER_NAMES = (
     "successes", "failures", "overlaps", "duration", "item_problems", "reads", "messages", "bytes", "frames",
@@ -66,6 +69,9 @@ class WebInterface(SmartPluginWebIf):
             for key in ("problem", "value") if row.get("kind") == "readout" else ("problem",):
                 if row.get(key):
                     row[key] = translate_problem(str(row[key]), self.plugin.translate)
+            value = str(row.get("value", ""))
+            if len(value) > VALUE_CHARS:  # a summary dict would make the table too wide to show values
+                row["value"] = value[:VALUE_CHARS - 1] + "…"
         data["labels"] = {name: self.plugin.translate(name) for name in COUNTER_NAMES}
         return data
 
