@@ -365,6 +365,11 @@ def test_web_interface_speaks_the_language(meter: SimulatedMeter, language: str,
         assert problem.startswith("Code 99.99.99" if language == "de" else "code 99.99.99")
         assert data["labels"]["checksum_errors"] == ("Prüfsummenfehler" if language == "de" else "Checksum errors")
         assert "code 99.99.99 is not in the data" in plugin._item_problems["meter.ghost"]   # the log stays English
+        # OBIS meanings and the snippet's comments in the interface's language too
+        names = {c["normalized"]: c["name"] for c in data["discovered"]}
+        assert names["1.8.0"] == ("Wirk Bezug (+A), Zählerstand" if language == "de" else
+                                  "Active import (+A), energy")
+        assert ("# Wirk Bezug (+A)" if language == "de" else "# Active import (+A)") in data["snippet"]
     finally:
         sh.stop()
 

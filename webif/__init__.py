@@ -24,7 +24,8 @@ import cherrypy
 from lib.item import Items
 from lib.model.smartplugin import SmartPluginWebIf
 
-from ..plugin_support import translate_problem
+from ..dlms_protocol.obis import describe
+from ..plugin_support import items_snippet, translate_problem
 
 #: longest value shown in the item table (a dlms_status summary is a whole dict)
 VALUE_CHARS = 48
@@ -73,7 +74,20 @@ class WebInterface(SmartPluginWebIf):
             if len(value) > VALUE_CHARS:  # a summary dict would make the table too wide to show values
                 row["value"] = value[:VALUE_CHARS - 1] + "…"
         data["labels"] = {name: self.plugin.translate(name) for name in COUNTER_NAMES}
+        self._in_language(data)
         return data
+
+    def _in_language(self, data: dict) -> None:
+        """Meanings of the codes and the snippet's comments in the interface's language (de/en)."""
+        language = self.plugin.translate("language_code")
+        meter = getattr(self.plugin, "_last_data", None)
+        if language not in ("de", "en") or meter is None or not data.get("discovered"):
+            return
+        names = [describe(r.obis, language)[0] or "" if r.obis is not None else "" for r in meter.readings]
+        if len(names) == len(data["discovered"]):
+            for row, name in zip(data["discovered"], names):
+                row["name"] = name
+        data["snippet"] = items_snippet(meter, self.plugin.get_instance_name(), language=language)
 
     @cherrypy.expose
     def index(self, reload=None):
