@@ -160,7 +160,7 @@ class D0Reader:
             if settle:
                 self._quiet(transport, Quiet(max(self.config.timeout, 1.5 / self.time_scale), 30.0))
             parity_errors = transport.parity_errors
-            bytes_read = transport.bytes_read
+            bytes_read = getattr(transport, "bytes_read", 0)
             result = self._drive(transport, dialogue)
         except DlmsError as exc:
             self._note_line(transport, parity_errors, bytes_read)
@@ -248,7 +248,7 @@ class D0Reader:
     def _note_line(self, transport: Optional[Transport], parity_errors: int, bytes_read: int) -> None:
         if transport is not None:
             self._check.parity_errors = transport.parity_errors - parity_errors
-            self._check.chars = transport.bytes_read - bytes_read
+            self._check.chars = getattr(transport, "bytes_read", 0) - bytes_read
 
     def _found_text(self, reading: str) -> str:
         port = self.config.port
@@ -320,7 +320,7 @@ class D0Reader:
                 received = transport.read_some(4096, action.timeout)
                 if received:
                     log.debug("%s <- %r", transport.url, received[:80])
-                    if not transport.software_parity:
+                    if not getattr(transport, "software_parity", False):
                         self._check.high_bytes += sum(1 for b in received if b & 0x80)
             elif isinstance(action, Send):
                 log.debug("%s -> %r (%s)", transport.url, action.data[:80], action.what)
