@@ -449,6 +449,8 @@ class DLMS(SmartPlugin):
                 last = self._status["duration"]
             if last is None:  # the first readout may include retries and the character format check
                 self.logger.debug("readout skipped: the first one is still running after %.1f s", running)
+                with self._status_lock:
+                    self._status["overlaps"] += 1
                 return
             self._log_repeat("overlap", "readout skipped: the previous one is still running after %.1f s (last "
                              "complete readout took %s): set update_cycle to at least %d s", running,
