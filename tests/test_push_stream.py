@@ -44,6 +44,20 @@ def noise(rng: random.Random, n: int) -> bytes:
     return bytes(out[:n])
 
 
+def noise_before_bare(rng: random.Random, n: int) -> bytes:
+    """Noise in front of a bare APDU or wrapper frame: no HDLC flag in its last 21 bytes.
+
+    Auto mode takes an APDU behind a flag/frame start that close for the payload of a damaged
+    HDLC frame and drops it (issue 13: a wrong value is worse than a missed one); random noise
+    puts a flag there once in ~200 bytes, the salted noise above almost always.
+    """
+    out = bytearray(noise(rng, n))
+    for i in range(max(0, len(out) - 21), len(out)):
+        if out[i] == 0x7E:
+            out[i] = 0x7D
+    return bytes(out)
+
+
 def chunked(rng: random.Random, data: bytes, biggest: int) -> List[bytes]:
     out, i = [], 0
     while i < len(data):
@@ -94,7 +108,10 @@ def test_corpus_among_noise_each_message_exactly_once(seed: int) -> None:
         rng.shuffle(order)
         stream, want = bytearray(), []
         for case in order:
-            stream += noise(rng, rng.randint(0, 300))
+            bare = case["wrapper"] not in ("HDLC", "M-Bus")
+            stream += (noise_before_bare if bare else noise)(rng, rng.randint(0, 300))
+            if bare and stream[-21:].count(0x7E):  # the end of the frame before it
+                stream += bytes(rng.randrange(0x7F) for _ in range(21))
             raw = bytes.fromhex(case["hex"])
             stream += raw
             want += link_messages(raw)
@@ -125,7 +142,8 @@ def test_corpus_decoder_stream_equals_single_decode(path) -> None:
     rng = random.Random(len(raw))
     decoder = PushDecoder(config)
     decoder.quiet = True
-    stream = b"".join(noise(rng, 150) + raw for _ in range(3)) + noise(rng, 150)
+    before = noise_before_bare if case["wrapper"] not in ("HDLC", "M-Bus") else noise
+    stream = b"".join(before(rng, 150) + raw for _ in range(3)) + noise(rng, 150)
     got = [m.to_json() for chunk in chunked(rng, stream, 64) for m in decoder.feed(chunk)]
     if case["ciphered"]:  # the same invocation counter again is a replay: counted, not published
         assert got == single and decoder.stats.get("replays") == 2

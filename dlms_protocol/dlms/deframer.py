@@ -56,7 +56,10 @@ WRAPPERS = ("auto", "hdlc", "mbus", "wrapper", "apdu")
 NOISE_REPORT = 256
 #: bytes kept before the scan position after a read, so that checks looking back (an LLC header
 #: before a would-be APDU) see the same bytes whatever the read boundaries were
-CONTEXT = 16
+CONTEXT = 24
+#: auto mode: an HDLC frame start (flag, format 0xA) this close before a would-be bare APDU means
+#: the APDU is the payload of a frame whose header or LLC was damaged (header 8-14 bytes + LLC 3)
+_HDLC_LOOKBACK = 20
 _STARTS = {
     "hdlc": b"\x7e",
     "mbus": b"\x68",
@@ -84,13 +87,17 @@ def _starts_with_llc(info: bytes) -> bool:
 def _inside_link_frame(buf: bytearray, q: int) -> bool:
     """Do the bytes before ``q`` look like the header of an HDLC or M-Bus frame around it?
 
-    An LLC header (``E6 E7 00``) right before, even with one of its bytes damaged (a frame hit
+    A flag right before, or a flag and an HDLC format byte less than 20 bytes before (a frame
+    whose header lost, gained or changed bytes; random data matches that once in ~200 bytes); an
+    LLC header (``E6 E7 00``) right before, even with one of its bytes damaged (a frame hit
     twice, in its header and its LLC, must not hand out its payload; noise matches 2 of 3 bytes
     about once in 10 000), or an M-Bus ``68`` where the long-frame header of a DLMS telegram would
     start (9 bytes before) or end (6 bytes before) with a DLMS transport CI (0x00-0x1f) 3 bytes
     before.
     """
     if q >= 3 and _llc_like(buf, q - 3):
+        return True
+    if (q >= 1 and buf[q - 1] == hdlc.FLAG) or _HDLC_START.search(buf, max(0, q - _HDLC_LOOKBACK), q):
         return True
     return q >= 9 and (buf[q - 9] == mbus.START or buf[q - 6] == mbus.START) and buf[q - 3] <= 0x1F
 
