@@ -232,6 +232,7 @@ class DLMS(SmartPlugin):
             auth_key=parse_key(self.get_parameter_value("auth_key") or None, "auth_key"),
             profile=profile or None,
             wrapper=str(self.get_parameter_value("wrapper") or "auto").lower(),
+            security=str(self.get_parameter_value("security") or "auto").lower(),
         )
 
     # ------------------------------------------------------------------ life cycle
@@ -742,7 +743,7 @@ class DLMS(SmartPlugin):
         rows = []
         names = ["mode", "serialport"]
         if self._mode == "listen":
-            names += ["listen_baudrate", "listen_format", "wrapper", "profile", "min_update_interval",
+            names += ["listen_baudrate", "listen_format", "wrapper", "security", "profile", "min_update_interval",
                       "listen_timeout"]
         else:
             names += ["baudrate", "update_cycle", "update_crontab", "use_checksum", "reset_baudrate", "no_waiting",

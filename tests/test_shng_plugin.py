@@ -860,3 +860,26 @@ def test_readout_reaches_victron_on_a_real_bus(shng: SmartHome, d0_meter: Simula
         client.stop()
         settings.stop()
         daemon.stop()
+
+
+@pytest.mark.parametrize("security", ["auto", "any"])
+def test_push_security_parameter_decides_whether_plaintext_gets_in(shng: SmartHome, security: str) -> None:
+    """With keys set a plaintext push is refused (and counted) unless security: any says the meter
+    really sends unencrypted; the plugin passes the parameter through to the decoder."""
+    sim = PushSimulator(wrapper="hdlc", interval=0.25, seed=11)  # plaintext meter
+    sim.open_pty(baudrate=115200, parity="N")
+    sim.start()
+    try:
+        start(shng, {"dlms": listen_section(sim, key=KEY.hex(), auth_key=AUTH.hex(), security=security)},
+              PUSH_ITEMS)
+        plugin = shng.plugin("dlms")
+        assert ("security", security) in plugin.config_rows()
+        if security == "auto":
+            wait_for(lambda: plugin._stats.get("plaintext_rejected") >= 2, timeout=30)
+            assert plugin._stats.get("messages") == 0
+            assert value(shng, "grid.health.successes") == 0
+        else:
+            wait_for(lambda: value(shng, "grid.energy_import") > 0, timeout=30)
+            assert plugin._stats.get("plaintext_rejected") == 0
+    finally:
+        sim.stop()

@@ -133,6 +133,15 @@ def test_ini_push(tmp_path: Path) -> None:
     assert ("key", "set") in cfg.describe()
 
 
+def test_ini_push_security_policy(tmp_path: Path) -> None:
+    """A meter that really sends plaintext although the operator handed out keys: security = any."""
+    cfg = load_config(write(tmp_path, "s.ini", f"[meter]\nport = /dev/x\nkey = {KEY}\nsecurity = ANY\n"))
+    assert cfg.listener is not None and cfg.listener.security == "any"
+    assert ("security", "any") in cfg.describe()
+    default = load_config(write(tmp_path, "d.ini", "[meter]\nport = /dev/x\n"))
+    assert default.listener is not None and default.listener.security == "auto"
+
+
 def test_ini_readout_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "r.ini", "[meter]\nmode = readout\nport = /dev/ttyUSB1\ninterval = 60\n"))
     assert cfg.readout is not None and cfg.listener is None
@@ -153,6 +162,8 @@ def test_ini_readout_defaults(tmp_path: Path) -> None:
     ("[meter]\nport = /dev/x\n[victron]\ntimeout = soon\n", "not a number"),
     ("[meter]\nport = /dev/x\n[logging]\nlevel = loud\n", "level"),
     ("no section header\n", "not a valid INI"),
+    ("[meter]\nport = /dev/x\nsecurity = maybe\n", "security 'maybe' unknown"),
+    ("[meter]\nmode = readout\nport = /dev/x\nsecurity = any\n", "do not apply to mode = readout"),
 ])
 def test_ini_errors(tmp_path: Path, text: str, fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment):

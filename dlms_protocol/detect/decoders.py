@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..config import ListenerConfig
-from ..errors import ConfigurationError, DlmsError
+from ..errors import ConfigurationError, DlmsError, SecurityError
 from ..model import MeterData, Statistics
 
 PROTOCOLS = ("auto", "dlms", "sml", "d0")
-_SECURITY = ("decrypt_failures", "tag_failures")
 ErrorSink = Optional[Callable[[DlmsError], None]]
 
 
@@ -134,7 +133,7 @@ class AutoDecoder:
                 pending = self._pending.setdefault(name, [])
                 if len(pending) < 1000:
                     pending.append(exc)
-            early = self.protocol is None and exc.stat in _SECURITY
+            early = self.protocol is None and isinstance(exc, SecurityError)
             if early:  # once recognised, the decoder counts into self.stats itself
                 self.stats.error(exc)
             if (early or self.protocol == name) and self.on_error is not None:
@@ -155,7 +154,7 @@ class AutoDecoder:
                 self.protocol = name
                 # the recognised protocol's errors count from the start, however the bytes were cut
                 for exc in self._pending.get(name, []):
-                    if exc.stat not in _SECURITY:
+                    if not isinstance(exc, SecurityError):
                         self.stats.error(exc)
                         if self.on_error is not None:
                             self.on_error(exc)

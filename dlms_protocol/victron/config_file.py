@@ -62,6 +62,7 @@ METER_KEYS: Dict[str, str] = {
     "auth_key": "push: authentication key (GAK), 32 hex digits, only if your operator gave one",
     "profile": "push: auto, or the name/JSON file of a positional layout",
     "wrapper": "push: auto, hdlc, mbus, wrapper or apdu",
+    "security": "push: least protection once keys are set: auto, any, encrypted or authenticated",
     "min_interval": "push: at most one update per this many seconds (0 = every push)",
     "interval": "readout: seconds between readouts (30)",
     "initial_baudrate": "readout: sign-on speed (300)",
@@ -134,7 +135,7 @@ class StandaloneConfig:
             lc = self.listener
             out += [("serial", f"{lc.baudrate} {lc.bytesize}{lc.parity}{lc.stopbits}"),
                     ("key", "set" if lc.key else "not set"), ("auth_key", "set" if lc.auth_key else "not set"),
-                    ("profile", lc.profile or "auto"), ("wrapper", lc.wrapper)]
+                    ("profile", lc.profile or "auto"), ("wrapper", lc.wrapper), ("security", lc.security)]
         if self.readout is not None:
             rc = self.readout
             out += [("baudrate", str(rc.baudrate)), ("char_format", rc.char_format),
@@ -267,7 +268,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
                                  "write port = /dev/serial/by-id/<your adapter> (ls /dev/serial/by-id)")
     port = _port(port)
     push_only = {"bytesize", "parity", "stopbits", "key", "auth_key", "profile", "wrapper", "min_interval",
-                 "protocol"}
+                 "protocol", "security"}
     protocol = m.get("protocol", "dlms").lower()
     if protocol not in ("dlms", "sml", "d0", "auto"):
         raise ConfigurationError(f"[meter] protocol = {protocol!r} is unknown", "use dlms, sml, d0 or auto")
@@ -293,6 +294,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
             auth_key=m.get("auth_key") or None,  # type: ignore[arg-type]
             profile=_profile(m.get("profile", "auto"), base),
             wrapper=m.get("wrapper", "auto"),
+            security=m.get("security", "auto").lower(),
             min_interval=_number("meter", "min_interval", m.get("min_interval", "0")),
         )
         default_timeout = DEFAULT_PUSH_TIMEOUT
