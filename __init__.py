@@ -601,7 +601,16 @@ class DLMS(SmartPlugin):
         status["item_problems"] = len(self._item_problems)
         # what the meter's data says about itself (SML: firmware quirks, reduced data set and how to unlock it)
         status["notes"] = list(getattr(self._listener, "notes", {}).values())
+        status["checksum"] = self._checksum_text()
         return status
+
+    def _checksum_text(self) -> str:
+        """How values are vouched for: a D0 meter without any checksum is read unchecked, and says so."""
+        reader = self._reader
+        if reader is not None and hasattr(reader, "checksum_state"):
+            return str(reader.checksum_state)
+        data = self._last_data
+        return str(getattr(data, "checksum", None) or "") if data is not None else ""
 
     def _status_value(self, key: str, item_type: str) -> Any:
         with self._status_lock:

@@ -883,3 +883,14 @@ def test_push_security_parameter_decides_whether_plaintext_gets_in(shng: SmartHo
             assert plugin._stats.get("plaintext_rejected") == 0
     finally:
         sim.stop()
+
+
+def test_web_interface_says_how_readouts_are_checked(shng: SmartHome, d0_meter: SimulatedMeter) -> None:
+    """A meter that has sent a BCC must send it every time; status and web page say so."""
+    start(shng, {"dlms": {"serialport": d0_meter.port, "update_cycle": 60}},
+          {"meter": {"energy": {"type": "num", "dlms_obis_code": "1.8.0"}}})
+    plugin = shng.plugin("dlms")
+    wait_for(lambda: value(shng, "meter.energy") > 0, timeout=30)
+    assert plugin.status()["checksum"] == "BCC required (the meter sends one)"
+    page = shng.webif("dlms").index()
+    assert "Prüfsumme" in page and "BCC required" in page
