@@ -135,6 +135,126 @@ class Source(ABC):
         return {}
 
 
+class ScheduledSource(Source):
+    """A source that reads when asked: every ``cycle`` seconds in its own thread, or from an
+    external scheduler (``read_once``), or in the background (``read_now``).
+
+    One place for what every asked-for source needs: never two reads at once, health after
+    each attempt, a bug in one read never ends the schedule, and after a port error the loop
+    backs off (1 s doubling to ``MAX_BACKOFF``) so a missing adapter is not hammered.
+    ``continuous`` sources (push-only D0) read again at once. Subclasses implement ``_read``
+    and ``_close``; ``_after_emit`` is for extras (load-profile rows).
+    """
+
+    MAX_BACKOFF = 30.0
+    continuous = False
+
+    def __init__(self, name: str, cycle: float = 0.0, *, stats: Optional[Statistics] = None,
+                 stale_after: Optional[float] = None) -> None:
+        super().__init__(stats)
+        self.name = name
+        self.cycle = float(cycle)
+        if stale_after is not None:  # an external scheduler's cycle
+            self.stale_after = float(stale_after)
+        else:  # an asked-for meter is silent between reads: allow a few missed cycles
+            self.stale_after = max(10.0, 2.5 * self.cycle) if self.cycle else 0.0
+        self._emit: Optional[Emit] = None
+        self._report: Optional[Callable[[Health], None]] = None
+        self._stop = threading.Event()
+        self._busy = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+        self._port_failed = False
+        self.last_duration: Optional[float] = None
+
+    @abstractmethod
+    def _read(self) -> MeterData:
+        """One complete, verified read; raises a DlmsError."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release the port; a read running in another thread ends soon."""
+
+    def _after_emit(self) -> None:
+        """Called after each delivered snapshot."""
+
+    def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
+        self._emit, self._report = emit, report
+        self._stop.clear()
+        if self.cycle > 0 or self.continuous:
+            self._thread = threading.Thread(target=self._loop, name=f"dlms-{self.kind} {self.name}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def read_now(self) -> bool:
+        """Start one read in the background; False while one is running."""
+        if self._busy.locked() or self._stop.is_set():
+            return False
+        threading.Thread(target=self.read_once, name=f"dlms-{self.kind}-now {self.name}", daemon=True).start()
+        return True
+
+    def read_once(self) -> bool:
+        """One read in the caller's thread (a scheduler's); True when data went out."""
+        from .errors import DlmsError, TransportError
+
+        if not self._busy.acquire(blocking=False):
+            return False
+        start = time.monotonic()
+        try:
+            data = self._read()
+        except DlmsError as exc:
+            self.last_duration = time.monotonic() - start  # before the health report: it is shown with it
+            self._busy.release()
+            self._port_failed = isinstance(exc, TransportError)
+            if not self._stop.is_set():
+                self._tell(Health(Health.ERROR, str(exc), source=self.name, error=exc))
+            return False
+        except Exception as exc:  # a bug in one read must not end the schedule
+            self.last_duration = time.monotonic() - start
+            self._busy.release()
+            log.exception("unexpected error while reading %s", self.name)
+            self.stats.error(exc)
+            self._tell(Health(Health.ERROR, f"internal error: {exc!r}", source=self.name, error=exc))
+            return False
+        except BaseException:
+            self._busy.release()
+            raise
+        self.last_duration = time.monotonic() - start
+        self._busy.release()
+        self._port_failed = False
+        if self._stop.is_set() or self._emit is None:
+            return False
+        self._emit(data)
+        self._after_emit()
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._busy.locked()
+
+    def _tell(self, health: Health) -> None:
+        if self._report is not None:
+            self._report(health)
+
+    def _loop(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.read_once()
+            if self._port_failed:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.MAX_BACKOFF)
+                continue
+            backoff = 1.0
+            if not self.continuous:
+                self._stop.wait(max(0.0, self.cycle - (time.monotonic() - started)))
+
+
 class KeepLatest:
     """Rate limit that keeps the latest: at most one delivery per ``interval`` seconds.
 
@@ -373,5 +493,5 @@ def make_output(kind: str, **options: Any) -> Output:
     return _load(OUTPUTS, kind, "output")(**options)
 
 
-__all__ = ["Health", "Output", "Source", "KeepLatest", "Throttled", "Pipeline", "enrich", "SOURCES", "OUTPUTS",
-           "make_source", "make_output", "Emit"]
+__all__ = ["Health", "Output", "ScheduledSource", "Source", "KeepLatest", "Throttled", "Pipeline", "enrich",
+           "SOURCES", "OUTPUTS", "make_source", "make_output", "Emit"]
