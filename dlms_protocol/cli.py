@@ -22,7 +22,7 @@ from .errors import DlmsError
 #: modules (relative to this package) that add subcommands through register(subparsers)
 COMMAND_MODULES = (
     "iec62056_21.cli", "dlms.cli", "dlms.profile_cli", "simulator.cli", "victron.cli", "poll.cli",
-    "detect.cli", "serve",
+    "detect.cli", "serve_cli",
 )
 
 

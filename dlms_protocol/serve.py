@@ -5,7 +5,8 @@ Why one service: the Venus OS driver (``victron --config``) used to be its own l
 section chooses the source (``push``, ``readout``; later kinds register themselves in
 ``pipeline.SOURCES``), every further section names an output ([victron], [mqtt] ... from
 ``pipeline.OUTPUTS``), and one ``Pipeline`` connects them. ``victron --config`` is this with
-the D-Bus output always on; dbus-dlms-meter's ``config.py`` is read as such a file.
+the D-Bus output always on; dbus-dlms-meter's ``config.py`` is read as such a file. The command
+line (``serve``, logging set-up, ``--check-config`` output) is in ``serve_cli``.
 
 Runs in the foreground until SIGTERM/SIGINT (daemontools' ``svc -d`` sends TERM), logs to
 stderr (multilog adds timestamps), and exits non-zero on errors no restart can fix (bad
@@ -13,10 +14,7 @@ configuration) so they show in ``svstat`` and the log.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -161,89 +159,4 @@ def _status_line(pipe: Pipeline, stats: Statistics) -> None:
     LOG.info("status: %s; %s", ", ".join(parts), _summary(stats))
 
 
-# ---------------------------------------------------------------------- command line
-def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
-    """Add the ``serve`` subcommand."""
-    p = sub.add_parser(
-        "serve", help="run one meter with its outputs (Victron D-Bus, MQTT ...) from an INI file",
-        description="Read one meter ([meter]: DLMS push listener or IEC 62056-21 readout) and publish every "
-                    "verified reading to the outputs the file names ([victron], [mqtt] ...). Stops on "
-                    "SIGTERM/Ctrl-C. 'victron --config FILE' is the same with the D-Bus output always on.")
-    p.add_argument("--config", required=True, metavar="FILE", help="INI file (or dbus-dlms-meter config.py)")
-    p.add_argument("--check-config", action="store_true", help="read and check FILE, show the effective settings")
-    p.add_argument("--error-delay", type=float, default=0.0, metavar="S",
-                   help="wait S seconds before exiting on a configuration error (keeps a supervisor "
-                        "from restarting a broken setup every second)")
-    p.set_defaults(func=cmd_serve, victron_always=False)
-
-
-def setup_logging(level: str, verbose: int) -> None:
-    """Use the file's level unless -v asked for more; no timestamps when multilog adds them."""
-    root = logging.getLogger()
-    wanted = getattr(logging, level.upper(), logging.INFO)
-    if verbose:
-        wanted = min(wanted, logging.INFO if verbose == 1 else logging.DEBUG)
-    root.setLevel(wanted)
-    if not sys.stderr.isatty():
-        for handler in root.handlers:
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """``serve`` and ``victron``: load, check (and show), then run until a signal."""
-    from .victron.config_file import load_config
-
-    try:
-        cfg = load_config(args.config, victron=True if args.victron_always else None)
-        if not cfg.victron and not cfg.outputs:
-            from .pipeline import OUTPUTS
-            raise ConfigurationError(f"{args.config} names no output",
-                                     "add a section for one: " + ", ".join(f"[{k}]" for k in sorted(OUTPUTS)))
-    except ConfigurationError as exc:
-        return _config_error(args, exc)
-    if args.check_config:
-        try:  # the further outputs' factories check their options ([mqtt] port, qos ...); nothing connects
-            for kind, options in sorted(cfg.outputs.items()):
-                make_output(kind, **options)
-        except ConfigurationError as exc:
-            return _config_error(args, exc)
-        return _show(args.config, cfg)
-    setup_logging(cfg.log_level, int(getattr(args, "verbose", 0) or 0))
-    for note in cfg.notes:  # after the level is set, so they reach the service log
-        logging.getLogger("dlms_protocol.victron").info("config: %s", note)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger(__name__).info("signal %d: stopping", signum)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    try:
-        code = run(cfg, stop)
-    except ConfigurationError as exc:  # an output's options (mapping file, [mqtt] keys): nothing started
-        return _config_error(args, exc)
-    if code and args.error_delay > 0 and not stop.is_set():
-        stop.wait(args.error_delay)  # a supervisor would otherwise restart a hopeless setup every second
-    return code
-
-
-def _config_error(args: argparse.Namespace, exc: ConfigurationError) -> int:
-    print(f"error: {exc}", file=sys.stderr, flush=True)
-    if args.error_delay > 0 and not args.check_config:
-        time.sleep(args.error_delay)
-    return 2
-
-
-def _show(path: str, cfg: Any) -> int:
-    print(f"{path}: OK")
-    rows = cfg.describe()
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
-    for note in cfg.notes:
-        print(f"  note: {note}")
-    return 0
-
-
-__all__ = ["run", "describe_start", "build_source", "build_outputs", "register", "cmd_serve", "LogOutput"]
+__all__ = ["run", "describe_start", "build_source", "build_outputs", "LogOutput"]

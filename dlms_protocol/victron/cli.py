@@ -21,7 +21,7 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
 
 def cmd_victron(args: argparse.Namespace) -> int:
     """``serve`` with the D-Bus output on whatever the file says."""
-    from ..serve import cmd_serve
+    from ..serve_cli import cmd_serve
 
     args.victron_always = True
     return cmd_serve(args)

@@ -509,7 +509,7 @@ def load_config(path: str, victron: Optional[bool] = True) -> StandaloneConfig:
                                  "check the path given with --config") from None
     except UnicodeDecodeError:
         raise ConfigurationError(f"config file {path} is not UTF-8 text", "save it as UTF-8") from None
-    # cfg.notes are logged by the caller once the log level is set (serve.cmd_serve)
+    # cfg.notes are logged by the caller once the log level is set (serve_cli.cmd_serve)
     cfg = _read_legacy(p, text) if _looks_legacy(p, text) else _read_ini(p, text)
     if victron is not None:
         cfg.victron = victron

@@ -1,4 +1,4 @@
-"""A SmartHomeNG 1.11 test double that follows /work/shared/docs/smarthomeng-plugin-api.md.
+"""A SmartHomeNG 1.11 test double that follows ../shared/docs/smarthomeng-plugin-api.md.
 
 Use ``SmartHome(plugins_dir)`` to load plugin sections and items exactly as the core does
 (parameter validation, item attribute validation, typed-item casting, scheduler semantics,
