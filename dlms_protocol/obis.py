@@ -190,6 +190,11 @@ class Obis:
         """The usual unit of this quantity (used only when a frame carries none)."""
         return describe(self)[1]
 
+    def is_serial(self) -> bool:
+        """Does this code carry the meter's serial number/identification (obis_names.json
+        ``serial_codes``)? One table for MeterData.meter_id, MQTT device serials and the like."""
+        return (self.c, self.d, self.e) in _serial_codes()
+
 
 @lru_cache(maxsize=4096)
 def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[int], e: Optional[int],
@@ -197,6 +202,11 @@ def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[in
     if None in (a, b, d, e):
         return None
     return f"{a}-{b}:{c}.{d}.{e}.{255 if f is None else f}"
+
+
+@lru_cache(maxsize=1)
+def _serial_codes() -> frozenset:
+    return frozenset(tuple(int(g) for g in code.split(".")) for code in _tables()["serial_codes"])
 
 
 @lru_cache(maxsize=1)

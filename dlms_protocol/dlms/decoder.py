@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: seconds between two log lines about the same kind of error
 LOG_INTERVAL = 60.0
-#: OBIS C.D.E codes that carry a meter serial number / identification (for MeterData.meter_id)
-_SERIAL_CODES = ((96, 1, 0), (96, 1, 1), (42, 0, 0), (0, 0, 0), (96, 1, 2))
 
 
 def json_value(value: Any) -> Any:
@@ -122,7 +120,7 @@ class PushMessage:
         if self.serial:
             return self.serial
         for r in self.readings:
-            if r.obis is not None and (r.obis.c, r.obis.d, r.obis.e) in _SERIAL_CODES and isinstance(r.value, str):
+            if r.obis is not None and r.obis.is_serial() and isinstance(r.value, str):
                 return r.value
         return None
 

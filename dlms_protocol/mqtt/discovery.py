@@ -68,7 +68,6 @@ def _table() -> Dict[str, Any]:
         for c in entry["c"]:
             by_c[int(c)] = {k: v for k, v in entry.items() if k != "c"}
     raw["by_c"] = by_c
-    raw["serial"] = {tuple(int(g) for g in code.split(".")) for code in raw["serial_codes"]}
     return raw
 
 
@@ -146,7 +145,7 @@ def identity(data: MeterData) -> Identity:
 
 def is_serial(reading: Reading) -> bool:
     code = reading.obis
-    return code is not None and (code.c, code.d, code.e) in _table()["serial"]
+    return code is not None and code.is_serial()
 
 
 def meter_name(data: MeterData) -> str:
