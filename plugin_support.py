@@ -27,6 +27,7 @@ from .dlms_protocol import units as _units
 from .dlms_protocol.pipeline import Output
 from .dlms_protocol.derive import derive
 from .dlms_protocol.obis import Obis, describe
+from .dlms_protocol.ratelimit import RepeatLimiter  # noqa: F401 - used by the plugin as ps.RepeatLimiter
 
 #: value conversions of the dlms 1.9.5 list form ``[code, index, Value|Unit, conversion]``
 CONVERSIONS = ("Z6", "Z4", "D6", "ZST10", "ZST12", "str", "float", "int", "num")
@@ -658,44 +659,6 @@ def translate_problem(text: str, translate: Callable[..., str]) -> str:
         if m is not None:
             return translate(template, m.groupdict())
     return text
-
-
-class RepeatLimiter:
-    """Rate limit for a warning that repeats (a readout longer than the cycle, every cycle).
-
-    The first occurrence of a key is logged in full; repeats within ``interval`` seconds are
-    only counted (the caller logs them at debug level), and the first repeat after the interval
-    is logged with the number of repeats since the last line, so the log shows a problem that
-    goes on without a line per cycle. ``clear(key)`` (the problem went away) starts afresh.
-    ``clock`` is injectable so tests need no waiting.
-    """
-
-    def __init__(self, interval: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._last: Dict[str, float] = {}
-        self._repeats: Dict[str, int] = {}
-
-    def check(self, key: str) -> Tuple[bool, int]:
-        """(log this one?, repeats suppressed since the last logged line)."""
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._repeats[key] = self._repeats.get(key, 0) + 1
-            return False, self._repeats[key]
-        self._last[key] = now
-        return True, self._repeats.pop(key, 0)
-
-    def clear(self, key: str) -> None:
-        self._last.pop(key, None)
-        self._repeats.pop(key, None)
-
-    def summary(self, repeats: int) -> str:
-        """Text to append to a logged repeat, e.g. ' (7 more times in the last 10 min)'."""
-        if not repeats:
-            return ""
-        minutes = self.interval / 60.0
-        return f" ({repeats} more time{'s' if repeats != 1 else ''} in the last {minutes:g} min)"
 
 
 #: unquoted in etc/plugin.yaml, YAML reads 8E1 and 7E1 as numbers (8 * 10**1 = 80.0), and

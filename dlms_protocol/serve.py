@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from . import __version__
 from .errors import ConfigurationError
 from .model import MeterData, Statistics
 from .pipeline import Health, Output, Pipeline, Source, Throttled, make_output, make_source
+from .ratelimit import RepeatLimiter
 
 LOG = logging.getLogger(__name__)
 
@@ -33,18 +34,13 @@ class _RateLimited:
     """Log the first error of a kind at WARNING, repeats at DEBUG with a count every minute."""
 
     def __init__(self) -> None:
-        self.last: Dict[str, Any] = {}
+        self.limiter = RepeatLimiter(60.0)
 
     def __call__(self, exc: BaseException) -> None:
-        kind = type(exc).__name__
-        now = time.monotonic()
-        seen, count = self.last.get(kind, (0.0, 0))
-        if now - seen >= 60.0:
-            extra = f" ({count} more since the last report)" if count else ""
-            LOG.warning("%s%s", exc, extra)
-            self.last[kind] = (now, 0)
+        log_now, repeats = self.limiter.check(type(exc).__name__)
+        if log_now:
+            LOG.warning("%s%s", exc, self.limiter.summary(repeats))
         else:
-            self.last[kind] = (seen, count + 1)
             LOG.debug("%s", exc)
 
 
