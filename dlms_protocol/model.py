@@ -9,15 +9,37 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from datetime import time as dtime
 from decimal import Decimal
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from .obis import Obis
 
 #: A physical value: Decimal for numbers (no float drift in counters), str for text,
 #: datetime for COSEM date-times, bytes for octet strings that are not text.
 Value = Union[Decimal, int, str, datetime, bytes, bool, None]
+
+
+def json_value(value: Any) -> Any:
+    """A reading value as JSON: integral numbers as int, others as float, bytes as hex, times as ISO."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex().upper()
+    if isinstance(value, (datetime, date, dtime)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -170,4 +192,4 @@ class Statistics:
             }
 
 
-__all__ = ["Reading", "MeterData", "Statistics", "Value", "COUNTERS"]
+__all__ = ["Reading", "MeterData", "Statistics", "Value", "COUNTERS", "json_value"]

@@ -16,14 +16,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import date, datetime
-from datetime import time as dtime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import DecodeError, DlmsError, FramingError, UnknownLayoutError
-from ..model import MeterData, Reading, Statistics
+from ..model import MeterData, Reading, Statistics, json_value
 from .apdu import decode_apdu
 from .deframer import Deframer
 from .gbt import GbtAssembler
@@ -36,27 +34,6 @@ log = logging.getLogger(__name__)
 
 #: seconds between two log lines about the same kind of error
 LOG_INTERVAL = 60.0
-
-
-def json_value(value: Any) -> Any:
-    """A reading value as JSON: integral numbers as int, others as float, bytes as hex, times as ISO."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            return str(value)
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, float):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).hex().upper()
-    if isinstance(value, (datetime, date, dtime)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
-    return str(value)
 
 
 def _display(value: Any) -> str:

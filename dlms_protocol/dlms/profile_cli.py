@@ -106,7 +106,7 @@ def _input(args: argparse.Namespace) -> bytes:
 
 def _shown(value: Any) -> str:
     from .apdu import BitString
-    from .decoder import json_value
+    from ..model import json_value
 
     if isinstance(value, (bytes, bytearray)):
         raw = bytes(value)
@@ -128,7 +128,7 @@ def _elements(body: Any, body_type: str) -> List[dict]:
 
 def cmd_dump(args: argparse.Namespace) -> int:
     from .apdu import decode_apdu
-    from .decoder import json_value
+    from ..model import json_value
     from .profiles import detect_shape, profile_template
 
     from .decoder import decode_bytes  # the pipeline: deframing, GBT, decryption, tag check

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import DlmsError
 from ..iec62056_21.identification import parse_identification
-from ..model import MeterData, Reading
+from ..model import MeterData, Reading, json_value
 from ..obis import Obis, _tables
 
 #: longest topic level we build from meter data (MQTT allows 65535 bytes per topic; brokers and
@@ -161,18 +161,10 @@ def meter_name(data: MeterData) -> str:
 
 # ---------------------------------------------------------------------------- values
 def json_number(value: Any) -> Any:
-    """A reading value as JSON: integral numbers as int, others as float, text as text."""
-    if value is None or isinstance(value, (bool, str, int, float)):
-        return value
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            return None
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).hex().upper()
-    return str(value)
+    """``json_value``, but a number that is not finite is no value at all (never the text 'NaN')."""
+    if isinstance(value, Decimal) and not value.is_finite():
+        return None
+    return json_value(value)
 
 
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -88,7 +88,7 @@ class SmlTelegram:
 
     def to_json(self) -> dict:
         """The JSON contract of ``decode``/``listen --json``, the same keys as a push message's."""
-        from ..dlms.decoder import json_value
+        from ..model import json_value
 
         return {
             "wrapper": "sml",
@@ -112,7 +112,7 @@ class SmlTelegram:
 
     def render(self) -> str:
         """Readable multi-line form (MeterData.text, the CLI)."""
-        from ..dlms.decoder import json_value
+        from ..model import json_value
 
         head = [f"SML, meter {self.meter_id or '?'}" + (f" ({self.manufacturer})" if self.manufacturer else "")]
         if self.crc != "x25":
