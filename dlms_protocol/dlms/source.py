@@ -43,9 +43,13 @@ class PushSource(Source):
             elif self._on_problem is not None:
                 self._on_problem(exc)
 
-        self.listener = PushListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
-                                     **self._options)
+        self.listener = self._make_listener(emit, on_error)
         self.listener.start()
+
+    def _make_listener(self, emit: Emit, on_error: Callable[[DlmsError], None]) -> PushListener:
+        """The listener thread that owns the port (a subclass reads other protocols on it)."""
+        return PushListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
+                            **self._options)
 
     def stop(self, timeout: float = 2.0) -> None:
         if self.listener is not None:

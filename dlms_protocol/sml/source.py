@@ -7,15 +7,15 @@ quirk and the reduced data set once, with what to do. ``SmlSource`` is the pipel
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, Callable, Dict, Optional
 
 from ..config import ListenerConfig
-from ..dlms.listener import PushListener, open_port
-from ..errors import DlmsError, TransportError
+from ..dlms.listener import PushListener
+from ..dlms.source import PushSource
+from ..errors import DlmsError
 from ..model import MeterData, Statistics
-from ..pipeline import Emit, Health, Source
+from ..pipeline import Emit
 
 log = logging.getLogger(__name__)
 
@@ -90,50 +90,27 @@ class _Recording:
             setattr(self.inner, name, value)
 
 
-class SmlSource(Source):
-    """An SML meter on ``config.port`` as a pipeline source (``protocol`` may also be auto/dlms/d0)."""
+class SmlSource(PushSource):
+    """An SML meter on ``config.port`` as a pipeline source (``protocol`` may also be auto/dlms/d0).
+
+    The same listener life cycle as a DLMS push meter; only the listener reads more protocols.
+    """
 
     kind = "sml"
-    logs_errors = True  # the listener logs decode and port errors itself (rate-limited)
 
     def __init__(self, config: ListenerConfig, listen_timeout: float = 30.0, *, protocol: str = "sml",
-                 quirks: Optional[Dict[str, str]] = None, opener: Callable[..., Any] = open_port,
-                 stats: Optional[Statistics] = None, on_problem: Optional[Callable[[DlmsError], None]] = None,
-                 **listener_options: Any) -> None:
-        """``on_problem``: every decode error (bad frame, wrong key) that does not change the health."""
-        super().__init__(stats)
-        self._on_problem = on_problem
-        self.config = dataclasses.replace(config, min_interval=0.0)
-        self.name = config.port
-        self.stale_after = float(listen_timeout)
+                 quirks: Optional[Dict[str, str]] = None, **options: Any) -> None:
+        super().__init__(config, listen_timeout, **options)
         self.protocol = protocol
         self.quirks = quirks
-        self._opener = opener
-        self._options = listener_options
-        self.listener: Optional[StreamListener] = None
 
-    def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
-        def on_error(exc: DlmsError) -> None:
-            if isinstance(exc, TransportError):
-                report(Health(Health.ERROR, str(exc), source=self.name, error=exc))
-            elif self._on_problem is not None:
-                self._on_problem(exc)
-
-        self.listener = StreamListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
-                                       protocol=self.protocol, quirks=self.quirks, **self._options)
-        self.listener.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        if self.listener is not None:
-            self.listener.stop(timeout=timeout)
-
-    @property
-    def running(self) -> bool:
-        return self.listener is None or self.listener.running
+    def _make_listener(self, emit: Emit, on_error: Callable[[DlmsError], None]) -> StreamListener:
+        return StreamListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
+                              protocol=self.protocol, quirks=self.quirks, **self._options)
 
     def status(self) -> Dict[str, Any]:
         listener = self.listener
-        if listener is None:
+        if not isinstance(listener, StreamListener):
             return {"connected": False, "connects": 0}
         return {"connected": listener.connected, "connects": listener.connects,
                 "protocol": listener.detected_protocol, "notes": list(listener.notes.values())}
