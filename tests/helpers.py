@@ -9,9 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
+from typing import Any, Callable, List
 
 import pytest
+
+from dlms_protocol.model import MeterData
+from dlms_protocol.pipeline import Health, Output
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("DLMS_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -41,3 +47,38 @@ def which(tool: str) -> str:
     path = shutil.which(tool)
     need(path is not None, f"{tool} is not installed (python3 tools/dev.py test installs it as root)")
     return path  # type: ignore[return-value]
+
+
+class Recorder(Output):
+    """A pipeline output that keeps what it got (data, health) for assertions.
+
+    ``event`` is set on every snapshot; ``wait(predicate, what)`` waits (at most ``timeout`` s,
+    an upper bound for a loaded machine, never a speed assertion) until the predicate holds.
+    """
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.data: List[MeterData] = []
+        self.health: List[Health] = []
+        self.event = threading.Event()
+        self.cond = threading.Condition()
+
+    def publish(self, data: MeterData) -> None:
+        with self.cond:
+            self.data.append(data)
+            self.cond.notify_all()
+        self.event.set()
+
+    def publish_health(self, health: Health) -> None:
+        with self.cond:
+            self.health.append(health)
+            self.cond.notify_all()
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                assert left > 0, f"never happened: {what}"
+                self.cond.wait(left)

@@ -30,8 +30,8 @@ from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.mqtt.discovery import is_serial, json_number, keys_of
 from dlms_protocol.mqtt.output import MqttOutput, make_mqtt_output
 from dlms_protocol.obis import Obis
-from dlms_protocol.pipeline import Health, KeepLatest, Output, Pipeline, Source, enrich, make_output, make_source
-from helpers import CORPUS, load_json, need, which
+from dlms_protocol.pipeline import Health, KeepLatest, Pipeline, Source, enrich, make_output, make_source
+from helpers import CORPUS, Recorder, load_json, need, which
 
 WAIT = 20.0  # upper bound for a broker round trip on a loaded machine; never a speed assertion
 PASSWORD = "s3cret-Pa55word"
@@ -563,16 +563,6 @@ def test_tls_with_the_brokers_ca_and_certificate_checks_on(tmp_path: Path) -> No
         broker.kill()
 
 
-class _Recorder(Output):
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.data: List[MeterData] = []
-
-    def publish(self, data: MeterData) -> None:
-        self.data.append(data)
-
-
 @pytest.mark.slow
 def test_scheduled_d0_readout_over_a_pty_reaches_mqtt(broker: Broker) -> None:
     """A real readout source (simulated meter on a pty) → pipeline → MQTT, next to another output."""
@@ -580,7 +570,7 @@ def test_scheduled_d0_readout_over_a_pty_reaches_mqtt(broker: Broker) -> None:
     from dlms_protocol.simulator.d0 import SimulatedMeter
 
     sub = Subscriber(broker.port, ("test/dlms/#", "homeassistant/#"))
-    rec = _Recorder()
+    rec = Recorder()
     with SimulatedMeter("lgz_e350", time_scale=10.0, reaction_time=0.5, ack_reaction_time=1.0, switch_grace=1.0) as m:
         cfg = ReadoutConfig(port=m.port, timeout=1.0, baud_switch_delay=0.05)
         src = make_source("readout", config=cfg, cycle=0.0, reader_options={"time_scale": 10.0})

@@ -1,16 +1,15 @@
 """The seam: sources emit verified MeterData, the pipeline enriches once and fans out to outputs."""
 from __future__ import annotations
 
-import threading
 import time
 from decimal import Decimal
-from typing import List
 
 from dlms_protocol.config import ReadoutConfig
 from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.obis import Obis
 from dlms_protocol.pipeline import Health, KeepLatest, Output, Pipeline, Source, enrich, make_source
 from dlms_protocol.simulator.d0 import SimulatedMeter
+from helpers import Recorder
 
 SCALE = 10.0
 
@@ -21,22 +20,6 @@ def reading(code: str, value: str, unit: str) -> Reading:
 
 def snapshot(*readings: Reading) -> MeterData:
     return MeterData(kind="push", readings=tuple(readings))
-
-
-class Recorder(Output):
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.data: List[MeterData] = []
-        self.health: List[Health] = []
-        self.event = threading.Event()
-
-    def publish(self, data: MeterData) -> None:
-        self.data.append(data)
-        self.event.set()
-
-    def publish_health(self, health: Health) -> None:
-        self.health.append(health)
 
 
 class Broken(Output):

@@ -1,50 +1,19 @@
 """A polled meter through the seam: PollSource on a cycle → Pipeline → outputs (recorder, real MQTT)."""
 from __future__ import annotations
 
-import threading
-import time
 from decimal import Decimal
 from pathlib import Path
-from typing import List
 
 import pytest
 
-from dlms_protocol.model import MeterData
-from dlms_protocol.pipeline import SOURCES, Health, Output, Pipeline, make_output, make_source
+from dlms_protocol.pipeline import SOURCES, Health, Pipeline, make_output, make_source
 from dlms_protocol.poll.config import PollConfig
 from dlms_protocol.poll.source import PollSource
 from dlms_protocol.simulator.cosem_model import demo_model
 from dlms_protocol.simulator.dlms_meter import DlmsTcpMeter
-from helpers import need, which
+from helpers import Recorder, need, which
 
 WAIT = 20.0  # upper bound on a loaded machine, never a speed assertion
-
-
-class Recorder(Output):
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.data: List[MeterData] = []
-        self.health: List[Health] = []
-        self.cond = threading.Condition()
-
-    def publish(self, data: MeterData) -> None:
-        with self.cond:
-            self.data.append(data)
-            self.cond.notify_all()
-
-    def publish_health(self, health: Health) -> None:
-        with self.cond:
-            self.health.append(health)
-            self.cond.notify_all()
-
-    def wait(self, predicate, what: str) -> None:
-        deadline = time.monotonic() + WAIT
-        with self.cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                assert left > 0, f"never happened: {what}"
-                self.cond.wait(left)
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import pytest
 
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.detect.decoders import AutoDecoder
-from dlms_protocol.model import MeterData, Statistics
-from dlms_protocol.pipeline import Health, Output, Pipeline, make_source
+from dlms_protocol.model import Statistics
+from dlms_protocol.pipeline import Health, Pipeline, make_source
 from dlms_protocol.simulator.push import PushSimulator
 from dlms_protocol.simulator.sml import SmlSimulator, encode_sml, entry, signed, split_capture, transport
 from dlms_protocol.sml.decoder import SmlDecoder, decode_all
 from dlms_protocol.sml.framing import MAX_SIZE, SmlFramer
-from helpers import CORPUS, ROOT, corpus_files, load_json
+from helpers import CORPUS, ROOT, Recorder, corpus_files, load_json
 
 SID = b"\x0a\x01SIM\x00\x00\x00\x00\x09"
 
@@ -123,22 +123,6 @@ def test_listen_replays_a_raw_dump_and_counts_the_damaged(protocol: str) -> None
 
 
 # ------------------------------------------------------------------ the pipeline source
-class Recorder(Output):
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.data: List[MeterData] = []
-        self.health: List[Health] = []
-        self.event = threading.Event()
-
-    def publish(self, data: MeterData) -> None:
-        self.data.append(data)
-        self.event.set()
-
-    def publish_health(self, health: Health) -> None:
-        self.health.append(health)
-
-
 def test_sml_source_through_the_pipeline() -> None:
     sim = SmlSimulator(seed=5, interval=0.2)
     port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
