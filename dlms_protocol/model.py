@@ -21,24 +21,39 @@ from .obis import Obis
 Value = Union[Decimal, int, str, datetime, bytes, bool, None]
 
 
+#: an integral Decimal up to this many digits becomes a JSON integer (beyond: see json_value)
+_INT_DIGITS = 60
+
+
 def json_value(value: Any) -> Any:
-    """A reading value as JSON: integral numbers as int, others as float, bytes as hex, times as ISO."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
+    """A reading value as JSON, exactly: the one rule of every JSON output (see ``jsonform``).
+
+    Integral numbers become JSON integers; other Decimals a JSON number only when that float
+    reads back as the same Decimal (``0.1``, ``230.4``), else their text (``"0.12345678901234567890"``),
+    so no digit is ever lost silently; not finite: ``"NaN"``, ``"Infinity"``. Bytes as hex
+    (upper case), times ISO 8601, lists element by element.
+    """
+    if value is None or isinstance(value, (bool, str, int, float)):
         return value
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            return str(value)
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, float):
-        return value
+        return _json_decimal(value)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex().upper()
     if isinstance(value, (datetime, date, dtime)):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
         return [json_value(v) for v in value]
+    return str(value)
+
+
+def _json_decimal(value: Decimal) -> Any:
+    if not value.is_finite():
+        return str(value)
+    if value == value.to_integral_value() and value.adjusted() < _INT_DIGITS:
+        return int(value)
+    as_float = float(value)
+    if Decimal(repr(as_float)) == value:  # the float's shortest text is this very number
+        return as_float
     return str(value)
 
 
@@ -96,6 +111,9 @@ class MeterData:
     #: the checksum that vouched for the values (D0: ``BCC``, ``CRC16``; ``none`` = read unchecked,
     #: only for a meter that never sent one or with use_checksum off); None when not told
     checksum: Optional[str] = None
+    #: the decoded message this snapshot came from (``PushMessage``, ``SmlTelegram``, D0 ``Readout``)
+    #: when a tool shows its protocol details (``jsonform.meter_data_json``); not compared
+    message: Any = field(default=None, compare=False, repr=False)
 
     def find(self, pattern: Union[str, Obis]) -> List[Reading]:
         """All readings whose code a user pattern selects (see Obis.matches), in meter order."""

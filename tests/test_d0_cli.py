@@ -57,10 +57,16 @@ def test_parse_own_readout_table_and_json(own_readout: Path):
     res = cli("parse", str(own_readout), "--json")
     assert res.returncode == 0
     data = json.loads(res.stdout)
-    assert set(data) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets"}
+    # the documented keys, plus the readings in the one JSON form of every tool (jsonform)
+    assert set(data) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets", "meter_id",
+                         "readings"}
     assert data["bcc"] == "ok" and data["identification"] == "/LGZ5ZMF110CC.S27"
     energy = next(d for d in data["datasets"] if d["code"] == "1.8.0")
     assert energy["values"] == [{"value": "012345.678", "unit": "kWh"}]
+    reading = next(r for r in data["readings"] if r["code"] == "1.8.0")
+    assert (reading["raw"], reading["value"], reading["unit"]) == ("012345.678", 12345.678, "kWh")
+    assert reading["name"] == "Active import (+A), energy" and reading["derived"] is False
+    assert len(data["readings"]) == len(data["datasets"]) and data["meter_id"] == data["identification"]
 
 
 def test_parse_bad_bcc_fails_with_one_line_unless_no_checksum(own_readout: Path, tmp_path: Path):

@@ -59,7 +59,7 @@ def test_json_with_profile_and_hls(meter, capsys, tmp_path):
     assert main(args) == 0
     out, err = capsys.readouterr()
     data = json.loads(out)  # nothing else on stdout (gurux's prints are kept off it)
-    assert [v["code"] for v in data["values"]] == ["0-0:96.1.1.255", "1-0:1.8.0.255"]  # object-list order
+    assert [v["code"] for v in data["readings"]] == ["0-0:96.1.1.255", "1-0:1.8.0.255"]  # object-list order
     assert len(data["profiles"]["1-0:99.1.0.255"]) == len(meter.model.profile_rows)
     assert DEMO_KEY not in out + err and DEMO_AUTH_KEY not in out + err
 
@@ -92,7 +92,8 @@ def test_simulate_dlms_process_answers_poll(tmp_path):
         done = subprocess.run([sys.executable, "-m", "dlms_protocol", "poll", url, "--obis", "1.8.0", "--json"],
                               cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["values"][0]["value"] == "12345678"
+        reading = json.loads(done.stdout)["readings"][0]  # the one JSON form: a number stays a number
+        assert reading["value"] == 12345678 and reading["unit"] == "Wh" and reading["derived"] is False
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(10)

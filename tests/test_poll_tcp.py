@@ -153,7 +153,7 @@ def test_profile_generic_read_incrementally(meter):
     rows = poller.last_profile_rows["1-0:99.1.0.255"]
     assert [(r.time, r.values[0][1]) for r in rows] == [(new.when, Decimal(12341000))]
     assert ("get-rows", "selector 1: 1 rows") in meter.events[mark:]  # only the new row went over the line
-    assert rows[0].to_json()["values"]["1-0:1.8.0.255"] == "12341000"
+    assert rows[0].to_json()["values"]["1-0:1.8.0.255"] == 12341000  # a number, exactly (json_value)
 
 
 def test_no_answer_to_the_association_request():

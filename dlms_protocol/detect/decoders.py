@@ -8,7 +8,7 @@ only that one: nothing is guessed from byte patterns, a protocol is chosen by a 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..config import ListenerConfig
@@ -26,7 +26,7 @@ class D0Telegram:
     readout: Any  # iec62056_21.datablock.Readout
 
     def to_meter_data(self) -> MeterData:
-        return self.readout.to_meter_data()  # type: ignore[no-any-return]
+        return replace(self.readout.to_meter_data(), message=self)
 
     def to_json(self) -> dict:
         return dict(self.readout.to_json(), protocol="d0")

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import DecodeError, DlmsError, FramingError, UnknownLayoutError
+from ..jsonform import readings_json
 from ..model import MeterData, Reading, Statistics, json_value
 from .apdu import decode_apdu
 from .deframer import Deframer
@@ -68,7 +69,8 @@ class PushMessage:
         return " + ".join(checks) if checks else "none"
 
     def to_json(self) -> dict:
-        """The JSON contract of ``decode``/``listen --json`` (one object per message)."""
+        """The JSON contract of ``decode``/``listen --json`` (one object per message); the readings
+        in the one form of ``jsonform.reading_json``."""
         return {
             "wrapper": self.wrapper,
             "ciphered": self.ciphered,
@@ -76,17 +78,8 @@ class PushMessage:
             "checksum": self.checksum,
             "timestamp": self.timestamp.isoformat() if self.timestamp is not None else None,
             "profile": self.profile,
-            "readings": [
-                {
-                    "obis": r.obis.dotted() if r.obis is not None else None,
-                    "index": r.index,
-                    "raw": json_value(r.raw),
-                    "scaler": r.scaler,
-                    "unit": r.unit,
-                    "value": json_value(r.value),
-                }
-                for r in self.readings
-            ],
+            "readings": readings_json(self.readings),
+            "meter_id": self.meter_id,
         }
 
     @property
@@ -131,7 +124,7 @@ class PushMessage:
         service): rendering costs more than mapping the values."""
         return MeterData(kind="push", readings=self.readings, received=time.time(), meter_time=self.timestamp,
                          meter_id=self.meter_id, text=self.render() if text else "", raw=self.raw,
-                         profile=self.profile)
+                         profile=self.profile, message=self)
 
 
 class UnexplainedLayout(UnknownLayoutError):

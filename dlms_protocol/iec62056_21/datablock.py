@@ -147,7 +147,10 @@ class Readout:
         return None
 
     def to_json(self) -> dict:
-        """The documented JSON form (CLI ``--json``, web UI, tests of other tools rely on it)."""
+        """The documented JSON form (CLI ``--json``, web UI, tests of other tools rely on it): the
+        data sets as sent, and the readings in the one form of ``jsonform.reading_json``."""
+        from ..jsonform import readings_json
+
         ident = self.identification
         return {
             "identification": ident.raw if ident is not None else None,
@@ -163,10 +166,25 @@ class Readout:
                 }
                 for ds in self.datasets
             ],
+            "meter_id": ident.raw if ident is not None else None,
+            "readings": readings_json(self._readings()),
         }
 
     def to_meter_data(self, received: Optional[float] = None) -> MeterData:
         """One Reading per data set (value = Decimal if numeric, else the stripped text)."""
+        readings = self._readings()
+        return MeterData(
+            kind="readout",
+            readings=tuple(readings),
+            received=time.time() if received is None else received,
+            meter_id=self.identification.raw if self.identification is not None else None,
+            text=self.text,
+            raw=self.raw,
+            checksum=self.checksum or "none",
+            message=self,
+        )
+
+    def _readings(self) -> Tuple[Reading, ...]:
         readings = []
         for index, ds in enumerate(self.datasets):
             first = ds.values[0] if ds.values else DataValue("", None)
@@ -179,15 +197,7 @@ class Readout:
                 index=index,
                 extra=tuple((v.value, v.unit) for v in ds.values[1:]),
             ))
-        return MeterData(
-            kind="readout",
-            readings=tuple(readings),
-            received=time.time() if received is None else received,
-            meter_id=self.identification.raw if self.identification is not None else None,
-            text=self.text,
-            raw=self.raw,
-            checksum=self.checksum or "none",
-        )
+        return tuple(readings)
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import time
-from decimal import Decimal
 from typing import Any, Dict, List, Optional, TextIO
 
 from ..model import MeterData
@@ -90,23 +89,13 @@ def items_yaml(data: MeterData, parent: str = "meter") -> str:
 
 def to_json(data: MeterData, profiles: Optional[Dict[str, List[Any]]] = None,
             unreadable: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    def plain(v: Any) -> Any:
-        if isinstance(v, Decimal):
-            return str(v)
-        if isinstance(v, bytes):
-            return v.hex()
-        if hasattr(v, "isoformat"):
-            return v.isoformat()
-        return v
+    """The one JSON form of the snapshot (``jsonform.meter_data_json``), plus the new load-profile
+    rows and the objects that could not be read."""
+    from ..jsonform import meter_data_json
 
-    return {
-        "meter_id": data.meter_id,
-        "meter_time": plain(data.meter_time),
-        "values": [{"code": r.code, "value": plain(r.value), "unit": r.unit, "scaler": r.scaler, "meaning": r.name}
-                   for r in data.readings],
-        "profiles": {code: [row.to_json() for row in rows] for code, rows in (profiles or {}).items()},
-        "unreadable": {code: str(err) for code, err in (unreadable or {}).items()},
-    }
+    return dict(meter_data_json(data),
+                profiles={code: [row.to_json() for row in rows] for code, rows in (profiles or {}).items()},
+                unreadable={code: str(err) for code, err in (unreadable or {}).items()})
 
 
 def _show(data: MeterData, args: argparse.Namespace, poller: Any) -> None:

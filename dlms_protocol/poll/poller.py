@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..dlms.apdu import parse_datetime
 from ..dlms.units import symbol
 from ..errors import AccessError, ConfigurationError, DecodeError, DlmsError, TransportError
-from ..model import MeterData, Reading, Statistics, Value
+from ..model import MeterData, Reading, Statistics, Value, json_value
 from ..obis import Obis
 from ..transport import Transport
 from .config import PollConfig, parse_code
@@ -67,8 +67,9 @@ class ProfileRow:
     values: Tuple[Tuple[str, Value, Optional[str]], ...]
 
     def to_json(self) -> Dict[str, Any]:
+        """Values by ``model.json_value``, the rule of every JSON output (numbers stay numbers, exactly)."""
         return {"time": self.time.isoformat() if self.time else None,
-                "values": {code: (str(v) if isinstance(v, Decimal) else v) for code, v, _ in self.values},
+                "values": {code: json_value(v) for code, v, _ in self.values},
                 "units": {code: unit for code, _, unit in self.values if unit}}
 
 

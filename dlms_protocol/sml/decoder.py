@@ -87,8 +87,9 @@ class SmlTelegram:
         return None
 
     def to_json(self) -> dict:
-        """The JSON contract of ``decode``/``listen --json``, the same keys as a push message's."""
-        from ..model import json_value
+        """The JSON contract of ``decode``/``listen --json``, the same keys as a push message's;
+        readings in the one form of ``jsonform.reading_json`` plus SML's ``status``/``val_time``."""
+        from ..jsonform import reading_json
 
         return {
             "wrapper": "sml",
@@ -97,9 +98,7 @@ class SmlTelegram:
             "timestamp": self.meter_time.isoformat() if self.meter_time else None,
             "profile": None,
             "readings": [
-                dict({"obis": r.obis.dotted() if r.obis is not None else None, "index": r.index,
-                      "raw": json_value(r.raw), "scaler": r.scaler, "unit": r.unit, "value": json_value(r.value)},
-                     **{k: int(v, 16) if k == "status" and v else v for k, v in r.extra})
+                dict(reading_json(r), **{k: int(v, 16) if k == "status" and v else v for k, v in r.extra})
                 for r in self.readings
             ],
             "protocol": "sml",
@@ -130,7 +129,7 @@ class SmlTelegram:
 
     def to_meter_data(self) -> MeterData:
         return MeterData(kind="push", readings=self.readings, meter_time=self.meter_time,
-                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile="sml")
+                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile="sml", message=self)
 
 
 # ---------------------------------------------------------------------- smllib glue
