@@ -6,6 +6,7 @@ Nothing here is computed by the parser under test.
 """
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -234,9 +235,19 @@ def test_checksum_policy(path: Path):
 def test_json_and_meter_data(path: Path):
     r = _parse_ok(path)
     doc = r.to_json()
-    assert set(doc) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets"}
+    assert set(doc) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets",
+                        "meter_id", "readings"}  # the documented keys plus the one reading form (jsonform)
     assert [d["code"] for d in doc["datasets"]] == [ds.code for ds in r.datasets]
     data = r.to_meter_data(received=1.0)
+    # every real value through JSON and back: exactly the reading's value (numbers stay numbers)
+    shown = json.loads(json.dumps(doc["readings"]))
+    assert [s["code"] for s in shown] == [x.code for x in data.readings]
+    for s, reading in zip(shown, data.readings):
+        if isinstance(reading.value, Decimal):
+            assert not isinstance(s["value"], str) or len(reading.value.as_tuple().digits) > 15
+            assert Decimal(repr(s["value"]) if isinstance(s["value"], float) else s["value"]) == reading.value
+        else:
+            assert s["value"] == reading.value
     assert data.kind == "readout" and data.received == 1.0 and len(data.readings) == len(r.datasets)
     for reading, ds in zip(data.readings, r.datasets):
         assert reading.raw == ds.values[0].value

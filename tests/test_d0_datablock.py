@@ -167,7 +167,10 @@ def test_programming_mode_answer():
 
 def test_to_json_contract():
     doc = parse_readout(fixture("mode_c_readout.bin")).to_json()
-    assert list(doc) == ["identification", "manufacturer", "bcc", "crc", "checksum", "datasets"]
+    # the documented keys in their order, then the one reading form of every tool (jsonform)
+    assert list(doc) == ["identification", "manufacturer", "bcc", "crc", "checksum", "datasets", "meter_id", "readings"]
+    assert doc["readings"][4]["code"] == "1.6.0" and doc["readings"][4]["value"] == 1.234  # the first group
+    assert doc["readings"][5]["value"] == "" and doc["readings"][5]["raw"] == "        "  # blank: text, never 0
     assert doc["checksum"] == "BCC" and doc["crc"] == "absent"
     assert doc["identification"] == "/XYz5\\2TEST-METER 01"
     assert doc["manufacturer"] == "XYz"
