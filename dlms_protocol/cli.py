@@ -19,11 +19,17 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from . import __version__
 from .errors import DlmsError
 
-#: modules (relative to this package) that add subcommands through register(subparsers)
-COMMAND_MODULES = (
-    "iec62056_21.cli", "dlms.cli", "dlms.profile_cli", "simulator.cli", "victron.cli", "poll.cli",
-    "detect.cli", "serve_cli",
-)
+#: each command and the module (relative to this package) whose register(subparsers) adds it. A run
+#: imports only its command's module: the Victron service on a GX does not load the readout, the
+#: simulators or gurux (memory, start-up time); help without a command loads them all.
+COMMANDS: Dict[str, str] = {
+    "read": "iec62056_21.cli", "parse": "iec62056_21.cli", "demo": "iec62056_21.cli",
+    "listen": "dlms.cli", "decode": "dlms.cli", "simulate-push": "dlms.cli",
+    "profiles": "dlms.profile_cli", "dump": "dlms.profile_cli",
+    "simulate": "simulator.cli", "simulate-dlms": "simulator.dlms_cli",
+    "victron": "victron.cli", "poll": "poll.cli", "detect": "detect.cli", "serve": "serve_cli",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 _HEX_WORD = re.compile(r"(?:0[xX])?[0-9A-Fa-f]+(?:[:_-][0-9A-Fa-f]+)*")
@@ -132,7 +138,18 @@ def _check_output_path(parser: argparse.ArgumentParser, option: str, text: str) 
         parser.error(f"{option} {text}: the folder {path.parent} does not exist")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Optional[List[str]]) -> Optional[str]:
+    """The command named on the command line (the first word that is no top-level option)."""
+    for word in argv or ():
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``'s command alone, or for all commands (help, a misspelt command)."""
     parser = RedactingParser(
         prog="python -m dlms_protocol",
         description="Read smart meters: IEC 62056-21 optical readout and DLMS/COSEM push.",
@@ -141,14 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v info, -vv debug with protocol traces)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    command = _command_of(argv)
+    for name in (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES:
         module = importlib.import_module(f".{name}", __package__)
         module.register(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     check_ranges(_subparser(parser, args), args)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
@@ -185,4 +203,4 @@ def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     return parser
 
 
-__all__ = ["main", "build_parser", "redact_secrets", "RedactingParser", "check_ranges", "CLI_RANGES"]
+__all__ = ["main", "build_parser", "COMMANDS", "redact_secrets", "RedactingParser", "check_ranges", "CLI_RANGES"]

@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             return _config_error(args, exc)
         return _show(args.config, cfg)
+    _skip_openssl(cfg)
     setup_logging(cfg.log_level, int(getattr(args, "verbose", 0) or 0))
     for note in cfg.notes:  # after the level is set, so they reach the service log
         logging.getLogger("dlms_protocol.victron").info("config: %s", note)
@@ -81,6 +82,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if code and args.error_delay > 0 and not stop.is_set():
         stop.wait(args.error_delay)  # a supervisor would otherwise restart a hopeless setup every second
     return code
+
+
+def _skip_openssl(cfg: Any) -> None:
+    """A service with no output that speaks TLS (Victron alone) does not load OpenSSL at all.
+
+    asyncio imports ``ssl`` and dbus-fast ``hashlib`` only in case they are needed, and both fall
+    back cleanly when OpenSSL's module is missing (no TLS transports; hashlib's built-in SHA-2).
+    OpenSSL is 6-9 MB of the service's memory, a third of a GX driver's budget. cryptography
+    (AES-GCM) has its own binding and is unaffected. Done only when this process is our own
+    ``python -m dlms_protocol`` and nothing has loaded them yet, never inside a host program.
+    """
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if cfg.outputs or getattr(main, "name", None) != f"{__package__}.__main__":
+        return
+    for name in ("ssl", "_ssl", "_hashlib"):
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]  # the documented way to block an import
 
 
 def _config_error(args: argparse.Namespace, exc: ConfigurationError) -> int:

@@ -36,3 +36,58 @@ def test_d0_read_loads_no_other_stack() -> None:
     assert "dlms_protocol.iec62056_21.reader" in modules and "serial" in modules
     foreign = sorted(m for m in modules if m.startswith(FOREIGN))
     assert foreign == []
+
+
+def test_each_command_is_registered_by_the_module_the_dispatcher_names() -> None:
+    """``cli.COMMANDS`` says which module to import for a command; a run imports that one alone."""
+    import argparse
+    import importlib
+
+    from dlms_protocol import cli
+
+    for module in cli.COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"dlms_protocol.{module}").register(sub)
+        registered = set(sub.choices)
+        assert registered == {c for c, m in cli.COMMANDS.items() if m == module}, module
+    for command in cli.COMMANDS:  # the one-module parser knows the command (and its options)
+        parser = cli.build_parser([command, "--help"])
+        assert command in cli._subparser(parser, argparse.Namespace(command=command)).prog
+
+
+#: what the Victron service of a plain meter never loads: the other commands, polling, the
+#: simulators, statistics (fractions, random) and OpenSSL (no output of it speaks TLS)
+SERVICE_FOREIGN = ("dlms_protocol.iec62056_21.cli", "dlms_protocol.simulator", "dlms_protocol.detect",
+                   "dlms_protocol.poll", "dlms_protocol.mqtt", "dlms_protocol.sml", "gurux_dlms", "smllib",
+                   "paho", "cryptography", "statistics")
+
+
+def test_victron_service_of_a_plain_meter_loads_only_what_it_runs(tmp_path: Path) -> None:
+    from dlms_protocol.simulator.pty import PtyLink
+
+    link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+    try:
+        cfg = tmp_path / "meter.ini"
+        cfg.write_text(f"[meter]\nport = {link.port}\nbaudrate = 9600\nparity = N\n\n"
+                       f"[victron]\nbus = unix:path={tmp_path / 'no-bus'}\n")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "dlms_protocol", "victron", "--config",
+                                 str(cfg), "--error-delay", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            lines = []
+            for line in proc.stderr:  # type: ignore[union-attr]
+                lines.append(line)
+                if "cannot connect" in line:  # started: the listener is loaded, the bridge ran
+                    break
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        link.close()
+    modules = imported_modules("".join(lines))
+    assert {"dbus_fast", "dlms_protocol.dlms.listener"} <= modules  # the service did start
+    assert sorted(m for m in modules if m.startswith(SERVICE_FOREIGN)) == []
+    libraries = {Path(line.split()[-1]).name.split(".")[0] for line in maps.splitlines() if "/" in line}
+    assert not libraries & {"libssl", "libcrypto", "_ssl", "_hashlib"}, sorted(libraries)

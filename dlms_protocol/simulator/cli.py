@@ -6,7 +6,6 @@ peer tool, to try configurations without standing in front of a meter.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import time
@@ -15,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
-    """Add ``simulate`` (and the push simulator's commands, when that module provides them)."""
+    """Add ``simulate`` (the DLMS meter simulator registers ``simulate-dlms`` in dlms_cli.py)."""
     p = sub.add_parser("simulate", help="run a simulated D0 meter on a pseudo-terminal",
                        description="Start a simulated IEC 62056-21 meter on a pseudo-terminal, print its port "
                                    "path and serve readouts until Ctrl-C.")
@@ -40,19 +39,6 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
                    help="send bare 7-bit bytes (for tools that open the pty as 7E1; by default the line "
                         "carries real even-parity bits, as a UART would)")
     p.set_defaults(func=cmd_simulate)
-    for name in (".dlms_cli",):  # (the push simulator has no subcommand of its own)
-        _register_optional(sub, name)
-
-
-def _register_optional(sub, module: str) -> None:  # noqa: ANN001
-    """Let the push simulator add its own subcommands without editing this file."""
-    try:
-        mod = importlib.import_module(module, __package__)
-    except ImportError:
-        return
-    hook = getattr(mod, "register", None)
-    if callable(hook):
-        hook(sub)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics as _stats
 import threading
 import time
 from collections import deque
@@ -43,6 +42,13 @@ LOG = logging.getLogger(__name__)
 
 _IDENTITY = ("/Serial", "/FirmwareVersion")
 
+
+
+def _median(values: Any) -> float:
+    """The median of a few intervals (statistics would load fractions, random and hashlib)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 class _Core:
     """Everything that runs on the bridge's loop."""
@@ -242,13 +248,13 @@ class _Core:
             return int(self.cfg.refresh_time_ms)
         if not self.intervals:
             return self.service.values.get("/RefreshTime")
-        ms = _stats.median(self.intervals) * 1000.0
+        ms = _median(self.intervals) * 1000.0
         return int(round(ms, -2 if ms >= 1000 else -1)) or 10
 
     def effective_timeout(self) -> float:
         """The meter's time-out (/Connected): ``timeout``, at least three median frame intervals."""
         if len(self.intervals) >= 3:
-            return max(self.cfg.timeout, 3.0 * _stats.median(self.intervals))
+            return max(self.cfg.timeout, 3.0 * _median(self.intervals))
         return self.cfg.timeout
 
     def path_timeout(self, path: str, eff: Optional[float] = None) -> float:
@@ -259,7 +265,7 @@ class _Core:
         ivs = self.path_intervals.get(path)
         if not ivs:
             return 2.0 * eff
-        return max(eff, 3.0 * _stats.median(ivs))
+        return max(eff, 3.0 * _median(ivs))
 
     # ------------------------------------------------------------- staleness
     def _schedule(self, now: float) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import FORMATS, ListenerConfig, ReadoutConfig, check_number
 from ..errors import ConfigurationError
-from .bridge import ROLES, BridgeSettings
+from .bridge_settings import ROLES, BridgeSettings
 
 LOG = logging.getLogger(__name__)
 
