@@ -8,7 +8,6 @@ we can convert, so a missing part never turns into an assumed 0.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +26,7 @@ def rules() -> List[Tuple[Obis, Obis, Obis]]:
     return rules
 
 
+@lru_cache(maxsize=64)
 def _in_watts(unit: Optional[str]) -> Optional[Decimal]:
     """The factor of a power unit to W (the one unit table, ``units.py``); None for anything else."""
     parsed = parse_unit(unit) if unit else None
@@ -35,6 +35,10 @@ def _in_watts(unit: Optional[str]) -> Optional[Decimal]:
 
 def derive(data: MeterData, wanted: Obis) -> Optional[Reading]:
     """A reading for ``wanted`` computed from others in ``data``, or None when no rule applies."""
+    return _derive(data, wanted, False)
+
+
+def _derive(data: MeterData, wanted: Obis, derived: bool) -> Optional[Reading]:
     table = rules()
     for code, plus_code, minus_code in table:
         if (wanted.c, wanted.d, wanted.e) != (code.c, code.d, code.e) or wanted.f not in (None, 255):
@@ -54,7 +58,7 @@ def derive(data: MeterData, wanted: Obis) -> Optional[Reading]:
         a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
         obis = Obis(a, b, code.c, code.d, code.e, None)
         return Reading(code=str(obis), obis=obis, value=value, unit=unit, raw=None, index=-1,
-                       timestamp=plus.timestamp)
+                       timestamp=plus.timestamp, derived=derived)
     return None
 
 
@@ -80,9 +84,9 @@ def derive_all(data: MeterData) -> List[Reading]:
                 continue
             seen.add((plus.obis.a, plus.obis.b))
             wanted = Obis(plus.obis.a, plus.obis.b, code.c, code.d, code.e, None)
-            reading = derive(data, wanted)
+            reading = _derive(data, wanted, True)
             if reading is not None:
-                out.append(replace(reading, derived=True))
+                out.append(reading)
     return out
 
 

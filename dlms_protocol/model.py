@@ -118,7 +118,14 @@ class MeterData:
     def find(self, pattern: Union[str, Obis]) -> List[Reading]:
         """All readings whose code a user pattern selects (see Obis.matches), in meter order."""
         pat = Obis.parse(pattern) if isinstance(pattern, str) else pattern
-        return [r for r in self.readings if r.obis is not None and pat.matches(r.obis)]
+        index = self.__dict__.get("_by_cde")
+        if index is None:  # built once per snapshot: derive, the Victron mapping and items look up dozens
+            index = {}
+            for r in self.readings:
+                if r.obis is not None:
+                    index.setdefault((r.obis.c, r.obis.d, r.obis.e), []).append(r)
+            object.__setattr__(self, "_by_cde", index)  # a cache, not a field: eq, replace, asdict ignore it
+        return [r for r in index.get((pat.c, pat.d, pat.e), ()) if pat.matches(r.obis)]
 
     def get(self, pattern: Union[str, Obis]) -> Optional[Reading]:
         found = self.find(pattern)
