@@ -15,7 +15,8 @@ Why the extra machinery around pyserial:
   the time the written characters need at the current baud rate, which the port estimates from
   what it wrote (``time_scale`` divides that time for simulated meters that run faster than real).
 * **close() from another thread returns at once.** Reads wait in slices of at most ``SLICE``
-  seconds and pyserial's ``cancel_read`` is used where it exists, so a plugin's stop() never
+  seconds (``CANCELLABLE_SLICE`` where pyserial's ``cancel_read`` ends a read: fewer idle
+  wake-ups) and ``cancel_read`` is used where it exists, so a plugin's stop() never
   hangs behind a 1.5 s character time-out. An I/O call that cannot be interrupted (tcdrain on a
   real UART: 66 wake-up NULs at 300 Bd keep it busy for 2.2 s) is not waited for: close() waits
   for the I/O lock at most ``SLICE`` s, marks the transport closed, and the call in progress
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 #: longest single wait inside a read, so that close() from another thread is noticed quickly; also
 #: how long close() waits for an I/O call in progress, and the wire time of one chunk of a long write
 SLICE = 0.2
+#: the wait slice of a port whose read close() interrupts (pyserial's cancel_read on POSIX): an
+#: idle line then costs one wake-up every few seconds, not five a second
+CANCELLABLE_SLICE = 5.0
 
 #: what a received character with a parity error becomes under software parity. It has bit 7
 #: set and an odd number of one bits, so every later stage refuses it: masked to 7 bits it is
@@ -348,8 +352,9 @@ class Transport:
         This is the call protocol drivers use: it returns as soon as anything is there.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        step = CANCELLABLE_SLICE if hasattr(self._port, "cancel_read") else SLICE
         while True:
-            wait = SLICE if deadline is None else min(SLICE, max(0.0, deadline - time.monotonic()))
+            wait = step if deadline is None else min(step, max(0.0, deadline - time.monotonic()))
             with self._io():
                 self._set_wait(wait)
                 data = self._port.read(1)

@@ -171,3 +171,22 @@ def test_no_protocol_module_imports_pyserial():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_ticker_runs_fast_only_for_outputs_with_timers() -> None:
+    """Outputs without timers (D-Bus, a recorder) need only the staleness check: one wake-up a
+    second; a rate-limited output delivers held data, so its pipeline ticks every TICK."""
+    from dlms_protocol.pipeline import Throttled
+
+    assert Pipeline(Manual(), [Recorder()]).tick_period() == Pipeline.IDLE_TICK
+    assert Pipeline(Manual(), [Recorder(), Throttled(Recorder(), 5.0)]).tick_period() == Pipeline.TICK
+    # the slow period still notices a stale source, only at most IDLE_TICK later
+    src = Manual()
+    src.stale_after = 0.5
+    rec = Recorder()
+    pipe = Pipeline(src, [rec])
+    pipe.start()
+    try:
+        rec.wait(lambda: any(h.state == Health.STALE for h in rec.health), "stale after 0.5 s + one tick")
+    finally:
+        pipe.stop()
