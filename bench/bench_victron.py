@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -78,6 +79,14 @@ while buf.position < buf.size:
         break
 print(frames, values, file=sys.stderr)
 """
+
+
+def run_script_env() -> Dict[str, str]:
+    """The environment venus/service/run sets for the service (``NAME=${NAME:-value}``), so the
+    bench measures the process as a GX runs it."""
+    text = (ROOT / "venus" / "service" / "run").read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"^([A-Z_]+)=\$\{\1:-([^}]*)\}$", text, re.M)
+            if m.group(1) not in os.environ}
 
 
 # ------------------------------------------------------------------------- /proc
@@ -222,6 +231,7 @@ def main() -> int:
                    "[logging]\nlevel = warning\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    env.update(run_script_env())
     log = (tmp / "service.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "victron", "--config", str(cfg)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
