@@ -181,7 +181,7 @@ class DLMS(SmartPlugin):
             no_waiting=bool(self.get_parameter_value("no_waiting")),
             device_address=str(self.get_parameter_value("device_address") or ""),
             query_code=str(self.get_parameter_value("querycode") or "?"),
-            char_format=ps.format_name(self.get_parameter_value("char_format") or "7E1"),
+            char_format=str(self.get_parameter_value("char_format") or "7E1"),  # ReadoutConfig parses it
             timeout=timeout,
             identification_timeout=timeout,
             baud_switch_delay=float(self.get_parameter_value("baud_switch_delay") or 0.0),

@@ -24,6 +24,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from .dlms_protocol.model import MeterData, Reading
 from .dlms_protocol.items import items_snippet  # noqa: F401 - the one generator, in the core
 from .dlms_protocol import units as _units
+from .dlms_protocol.config import format_name, parse_format  # noqa: F401 - the one format parser, in the core
 from .dlms_protocol.pipeline import Output
 from .dlms_protocol.derive import derive
 from .dlms_protocol.obis import Obis, describe
@@ -659,25 +660,6 @@ def translate_problem(text: str, translate: Callable[..., str]) -> str:
         if m is not None:
             return translate(template, m.groupdict())
     return text
-
-
-#: unquoted in etc/plugin.yaml, YAML reads 8E1 and 7E1 as numbers (8 * 10**1 = 80.0), and
-#: SmartHomeNG hands the plugin '80.0'; these are the formats such a number can only have meant
-_FORMAT_NUMBERS = {"80.0": "8E1", "70.0": "7E1", "80": "8E1", "70": "7E1"}
-
-
-def format_name(value: Any) -> str:
-    """A character format as written ('8e1', '8E1', or YAML's 80.0 for an unquoted 8E1) → '8E1'."""
-    text = str(value).strip()
-    return _FORMAT_NUMBERS.get(text, text.upper())
-
-
-def parse_format(text: str) -> Tuple[int, str, int]:
-    """``'8E1'`` → (8, 'E', 1) for the push listener's serial settings (also YAML's 80.0)."""
-    m = re.fullmatch(r"\s*([5-8])([NEOnoe])([12])\s*", format_name(text))
-    if m is None:
-        raise BindingError(f"serial format {text!r} unknown: write data bits, parity, stop bits such as 8E1 or 8N1")
-    return int(m.group(1)), m.group(2).upper(), int(m.group(3))
 
 
 __all__ = [

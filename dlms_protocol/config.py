@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 from .errors import ConfigurationError
 
@@ -16,12 +16,38 @@ _KEY_SEPARATORS = re.compile(r"[\s:\-_]")
 
 #: D0 character formats: (bytesize, parity, stopbits)
 FORMATS = {"7E1": (7, "E", 1), "8N1": (8, "N", 1), "8E1": (8, "E", 1), "7N1": (7, "N", 1)}
+#: a serial character format: data bits (7, 8), parity (N, E, O), stop bits (1, 2)
+_FORMAT = re.compile(r"([78])([NEO])([12])")
+#: unquoted in a YAML file, 8E1 and 7E1 are numbers (8 * 10**1 = 80.0), and SmartHomeNG hands
+#: over '80.0'; these are the formats such a number can only have meant
+_FORMAT_NUMBERS = {"80.0": "8E1", "70.0": "7E1", "80": "8E1", "70": "7E1"}
 #: push security policy (ListenerConfig.security), weakest accepted protection; "auto" learns it
 SECURITY_LEVELS = ("auto", "any", "encrypted", "authenticated")
 
 
 #: serial line speeds a port may be opened with (D0: 300-19200 Bd; DSMR P1: 115200 Bd; M-Bus/HAN up to 921600)
 MIN_BAUDRATE, MAX_BAUDRATE = 300, 921600
+
+
+def parse_format(value: Any, what: str = "serial format") -> Tuple[int, str, int]:
+    """A serial character format as written (``'8E1'``, ``' 8e1 '``, YAML's ``80.0``) →
+    ``(8, 'E', 1)``; ConfigurationError naming ``what`` for anything else.
+
+    The one parser of a format string for every caller (D0 readout, push listener, detect,
+    the plugin), so "8e1" is the same setting everywhere.
+    """
+    text = str(value).strip()
+    text = _FORMAT_NUMBERS.get(text, text.upper())
+    m = _FORMAT.fullmatch(text)
+    if m is None:
+        raise ConfigurationError(f"{what} {value!r} unknown",
+                                 "write data bits, parity, stop bits such as 8E1 or 8N1 (7E1 for IEC 62056-21)")
+    return int(m.group(1)), m.group(2), int(m.group(3))
+
+
+def format_name(value: Any, what: str = "serial format") -> str:
+    """The canonical spelling (``'8E1'``) of a format ``parse_format`` accepts."""
+    return "%d%s%d" % parse_format(value, what)
 
 
 def check_number(name: str, value: Any, low: float, high: float, *, whole: bool = False,
@@ -117,8 +143,9 @@ class ReadoutConfig:
                                          "use auto, 300, 600, 1200, 2400, 4800, 9600 or 19200") from None
         elif isinstance(self.baudrate, str):
             self.baudrate = "auto"
+        self.char_format = format_name(self.char_format, "character format")
         if self.char_format not in FORMATS:
-            raise ConfigurationError(f"character format {self.char_format!r} unknown",
+            raise ConfigurationError(f"character format {self.char_format!r} is not one a D0 meter uses",
                                      "use one of " + ", ".join(FORMATS))
         if self.mode not in ("request", "push"):
             raise ConfigurationError(f"mode {self.mode!r} unknown", "use request or push")
@@ -189,5 +216,5 @@ def bits_per_char(bytesize: int = 7, parity: str = "E", stopbits: float = 1) -> 
     return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
 
 
-__all__ = ["parse_key", "check_number", "ReadoutConfig", "ListenerConfig", "FORMATS", "SECURITY_LEVELS",
-           "MIN_BAUDRATE", "MAX_BAUDRATE", "PARITY_ERROR", "bits_per_char"]
+__all__ = ["parse_key", "parse_format", "format_name", "check_number", "ReadoutConfig", "ListenerConfig", "FORMATS",
+           "SECURITY_LEVELS", "MIN_BAUDRATE", "MAX_BAUDRATE", "PARITY_ERROR", "bits_per_char"]

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..config import ListenerConfig, ReadoutConfig
+from ..config import ListenerConfig, ReadoutConfig, format_name, parse_format
 from ..errors import ConfigurationError, DlmsError
 from ..model import MeterData, Statistics
 from ..transport import Transport
@@ -34,14 +34,6 @@ PASSIVE: Tuple[Tuple[int, str], ...] = (
     (4800, "7E1"),
     (19200, "8N1"),
 )
-
-
-def parse_format(fmt: str) -> Tuple[int, str, int]:
-    """``"8N1"`` → (8, "N", 1); ConfigurationError for anything else."""
-    fmt = fmt.strip().upper()
-    if len(fmt) != 3 or fmt[0] not in "78" or fmt[1] not in "NEO" or fmt[2] not in "12":
-        raise ConfigurationError(f"character format {fmt!r} unknown", "write it like 8N1, 8E1 or 7E1")
-    return int(fmt[0]), fmt[1], int(fmt[2])
 
 
 @dataclass
@@ -114,7 +106,7 @@ class Detector:
         self.listen = listen
         self.dwell = max(dwell, listen)
         self.total = total
-        self.passive = list(passive)
+        self.passive = [(baud, format_name(fmt)) for baud, fmt in passive]  # a bad format fails here, at once
         self.sign_on = sign_on
         self.progress = progress or (lambda text: None)
         self.opener = opener
@@ -298,4 +290,4 @@ def _d0_format(fmt: str, raw: bytes) -> str:
     return fmt
 
 
-__all__ = ["Detector", "Finding", "PASSIVE", "parse_format"]
+__all__ = ["Detector", "Finding", "PASSIVE"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import FORMATS, ListenerConfig, ReadoutConfig, check_number
+from ..config import ListenerConfig, ReadoutConfig, check_number
 from ..errors import ConfigurationError
 from .bridge_settings import ROLES, BridgeSettings
 
@@ -300,9 +300,6 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
         default_timeout = DEFAULT_PUSH_TIMEOUT
     else:
         interval = _number("meter", "interval", m.get("interval", "30"))
-        fmt = m.get("char_format", "7E1").upper()
-        if fmt not in FORMATS:
-            raise ConfigurationError(f"[meter] char_format = {fmt!r} is unknown", "use one of " + ", ".join(FORMATS))
         readout = _built(
             "meter", ReadoutConfig,
             port=port,
@@ -313,7 +310,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
             device_address=m.get("device_address", ""),
             query_code=m.get("query_code", "?"),
             initial_baudrate=_number("meter", "initial_baudrate", m.get("initial_baudrate", "300"), int),
-            char_format=fmt,
+            char_format=m.get("char_format", "7E1"),  # ReadoutConfig parses it (config.parse_format)
             timeout=_number("meter", "timeout", m.get("timeout", "1.5")),
             wakeup=_bool("meter", "wakeup", m.get("wakeup", "no")),
             retries=_number("meter", "retries", m.get("retries", "1"), int),
