@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, FrozenSet, Iterable, Optional, Tuple
 
 from .errors import ConfigurationError
 
@@ -191,9 +191,9 @@ class Obis:
         return describe(self)[1]
 
     def is_serial(self) -> bool:
-        """Does this code carry the meter's serial number/identification (obis_names.json
-        ``serial_codes``)? One table for MeterData.meter_id, MQTT device serials and the like."""
-        return (self.c, self.d, self.e) in _serial_codes()
+        """Does this code carry the meter's own serial number/identification (obis_names.json
+        ``meter_id_codes``)? One table for MeterData.meter_id, Victron's /Serial, MQTT device serials."""
+        return identity_rank(self) is not None
 
 
 @lru_cache(maxsize=4096)
@@ -205,8 +205,35 @@ def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[in
 
 
 @lru_cache(maxsize=1)
-def _serial_codes() -> frozenset:
-    return frozenset(tuple(int(g) for g in code.split(".")) for code in _tables()["serial_codes"])
+def _identity_codes() -> Dict[Tuple[Optional[int], ...], Tuple[int, FrozenSet[Optional[int]]]]:
+    """C.D.E -> (rank, the A groups it counts under), from obis_names.json ``meter_id_codes``."""
+    entries = _tables()["meter_id_codes"]["codes"]
+    return {tuple(int(g) for g in e["code"].split(".")): (rank, frozenset(e["a"])) for rank, e in enumerate(entries)}
+
+
+@lru_cache(maxsize=1024)
+def identity_rank(code: Optional[Obis]) -> Optional[int]:
+    """Where ``code`` stands in the one table of meter-identity codes (0 = best), or None when it
+    does not name this meter (rules in obis_names.json ``meter_id_codes``)."""
+    if code is None:
+        return None
+    entry = _identity_codes().get((code.c, code.d, code.e))
+    if entry is None or code.a not in entry[1] or (code.a == 0 and code.b not in (None, 0)):
+        return None
+    return entry[0]
+
+
+def best_identity(candidates: Iterable[Tuple[Optional[Obis], Optional[str]]]) -> Optional[str]:
+    """The text of the best-ranked identity code among ``(code, text)`` pairs (empty texts skipped;
+    between equal ranks the first sent wins). Every caller that picks a meter id uses this."""
+    best: Optional[Tuple[int, str]] = None
+    for code, text in candidates:
+        if not text:
+            continue
+        rank = identity_rank(code)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, text)
+    return best[1] if best is not None else None
 
 
 @lru_cache(maxsize=1)
@@ -254,4 +281,4 @@ def _with_period(name: str, code: Obis, lang: str) -> str:
     return name
 
 
-__all__ = ["Obis", "LETTERS", "describe"]
+__all__ = ["Obis", "LETTERS", "describe", "identity_rank", "best_identity"]

@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import DecodeError, UnknownLayoutError
 from ..iec62056_21.datablock import parse_readout, to_number
 from ..model import Reading
-from ..obis import Obis
+from ..obis import Obis, best_identity
 from . import units
 from .apdu import BitString, Notification, parse_datetime
 from .profiles import (BodyFacts, Field, Profile, choose, is_capture_list, is_scaler_unit, load_profiles,
@@ -54,8 +54,6 @@ from .profiles import (BodyFacts, Field, Profile, choose, is_capture_list, is_sc
 
 log = logging.getLogger(__name__)
 
-#: OBIS codes (C.D.E, group A = 0) that identify the meter, best first
-_METER_ID_CODES = ((96, 1, 0), (96, 1, 1), (42, 0, 0), (0, 0, 5))
 _REGISTER_CLASSES = (3, 4, 5)
 
 
@@ -328,15 +326,10 @@ def _walk_push_list(b: _Builder, body: list) -> Tuple[CaptureObject, ...]:
 
 
 def _meter_id(readings: Sequence[Reading], from_field: Optional[str]) -> Optional[str]:
+    """The profile's meter-id field, else the best code of the one identity table (obis.best_identity)."""
     if from_field:
         return from_field
-    for cde in _METER_ID_CODES:
-        for r in readings:
-            o = r.obis
-            if o is not None and (o.c, o.d, o.e) == cde and (o.a == 0 or cde == (0, 0, 5)) \
-                    and isinstance(r.value, str) and r.value.strip():
-                return r.value.strip()
-    return None
+    return best_identity((r.obis, r.value.strip()) for r in readings if isinstance(r.value, str))
 
 
 # --------------------------------------------------------------------- interpret

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..errors import DlmsError
 from ..iec62056_21.identification import parse_identification
 from ..model import MeterData, Reading, json_value
-from ..obis import Obis, _tables
+from ..obis import Obis, _tables, best_identity
 
 #: longest topic level we build from meter data (MQTT allows 65535 bytes per topic; brokers and
 #: Home Assistant entity ids want far less)
@@ -119,14 +119,7 @@ def keys_of(data: MeterData) -> List[Tuple[str, Reading]]:
 # ---------------------------------------------------------------------------- identity
 def identity(data: MeterData) -> Identity:
     """Manufacturer (the 3-letter FLAG id), model and serial from what the meter sent."""
-    serial = None
-    for r in data.readings:
-        if not is_serial(r):
-            continue
-        text = r.raw if isinstance(r.raw, str) else r.value
-        if isinstance(text, (str, int, Decimal)) and not isinstance(text, bool) and str(text).strip():
-            serial = str(text).strip()
-            break
+    serial = best_identity((r.obis, _serial_text(r)) for r in data.readings if is_serial(r))  # one table, best first
     manufacturer = model = None
     mid = (data.meter_id or "").strip()
     if data.kind == "readout" and mid:
@@ -141,6 +134,14 @@ def identity(data: MeterData) -> Identity:
         manufacturer = flag if flag.isalpha() and flag.isupper() else None
         model = f"DLMS push, profile {data.profile}" if data.profile else None
     return Identity(manufacturer, model, serial)
+
+
+def _serial_text(reading: Reading) -> Optional[str]:
+    """A serial as sent (leading zeros kept), or None for a value that is no text or number."""
+    text = reading.raw if isinstance(reading.raw, str) else reading.value
+    if isinstance(text, (str, int, Decimal)) and not isinstance(text, bool):
+        return str(text).strip() or None
+    return None
 
 
 def is_serial(reading: Reading) -> bool:

@@ -26,7 +26,7 @@ from ..dlms.apdu import parse_datetime
 from ..dlms.units import symbol
 from ..errors import AccessError, ConfigurationError, DecodeError, DlmsError, TransportError
 from ..model import MeterData, Reading, Statistics, Value, json_value
-from ..obis import Obis
+from ..obis import Obis, best_identity
 from ..transport import Transport
 from .config import PollConfig, parse_code
 from .session import DlmsSession, Opener, default_opener
@@ -246,8 +246,7 @@ class DlmsPoller:
         for phase, seconds in self.last_timings.items():
             self.stats.timing(phase, seconds)
         self.stats.count("bytes", session.bytes_in)
-        serial = next((str(r.value) for r in readings if r.obis is not None and (r.obis.c, r.obis.d, r.obis.e)
-                       == (96, 1, 0)), None)
+        serial = best_identity((r.obis, r.value.strip()) for r in readings if isinstance(r.value, str))
         return MeterData(kind="poll", readings=tuple(readings), received=time.time(), meter_time=meter_time,
                          meter_id=serial or self.identification, text=f"{len(readings)} objects polled",
                          profile="dlms-poll")

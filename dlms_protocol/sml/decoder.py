@@ -24,12 +24,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ChecksumError, ConfigurationError, DecodeError, DlmsError, FramingError
 from ..model import MeterData, Reading, Statistics
-from ..obis import Obis
+from ..obis import Obis, best_identity
 from .framing import SmlFramer, Transmission, crc16_kermit, crc16_x25
 
 MODES = ("off", "auto", "on")
 _MANUFACTURER_CODES = ((129, 129, 199, 130, 3), (1, 0, 96, 50, 1))
-_ID_CODES = ((96, 1, 0), (0, 0, 9), (0, 0, 0), (96, 1, 255))
 
 
 @lru_cache(maxsize=1)
@@ -80,11 +79,8 @@ class SmlTelegram:
         if sid and any(sid):
             text = sid.decode("latin-1")
             return text if text.isprintable() and text.isalnum() else sid.hex().upper()
-        for r in self.readings:
-            if r.obis is not None and (r.obis.c, r.obis.d, r.obis.e) in _ID_CODES and r.raw:
-                raw = r.raw
-                return raw.hex().upper() if isinstance(raw, bytes) else str(raw)
-        return None
+        return best_identity((r.obis, r.raw.hex().upper() if isinstance(r.raw, bytes) else str(r.raw))
+                             for r in self.readings if r.raw)
 
     def to_json(self) -> dict:
         """The JSON contract of ``decode``/``listen --json``, the same keys as a push message's;

@@ -1,7 +1,11 @@
 """Meter readings -> Victron grid-meter paths, with Victron units and signs.
 
-The table (which OBIS code feeds which path, unit conversions, text formats) is data:
-``dlms_protocol/data/victron_mapping.json``, merged with an optional user file. This module
+The table (which OBIS code feeds which path, each path's Victron unit, text format, signs) is
+data: ``dlms_protocol/data/victron_mapping.json``, merged with an optional user file. Units are
+converted by the core's one conversion (``dlms_protocol/units.py``, one factor per pair of units,
+cached); a user file's ``units`` section only adds factors for units the core does not know. The
+meter's serial (``/Serial``) comes from the core's one table of identity codes
+(``obis.identity_rank``, obis_names.json ``meter_id_codes``). This module
 applies it and derives what meters don't send and only Venus needs; the derivation is exact
 (never an estimate). Net power (import - export, per phase and in total, positive = buying from
 the grid) is not derived here: the pipeline's ``enrich`` adds it once for every output
@@ -33,8 +37,9 @@ any register, so D-Bus shows the same net power as the items and the web chart, 
      phase's inverter: then no phase power is published and an error says why;
 * power factor P/(U*I) where the meter sends none (never from an estimated or total-on-L1 power).
 
-A reading without a unit where the path needs one, or with a unit the table does not know, is
-skipped and logged once: a ×1000 error in a counter is worse than a missing value.
+A reading without a unit where the path needs one, or with a unit that does not convert to the
+path's unit, is skipped and logged once, never guessed: a ×1000 error in a counter is worse than
+a missing value.
 """
 from __future__ import annotations
 
@@ -47,9 +52,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from .. import units as _units
 from ..errors import ConfigurationError
 from ..model import MeterData, Reading
-from ..obis import Obis
+from ..obis import Obis, identity_rank
 
 LOG = logging.getLogger(__name__)
 
@@ -89,6 +95,8 @@ class Source:
     part: str = "value"
     sign: int = 1
     sign_from: Optional[str] = None
+    #: fed by the core's table of meter-identity codes (``"identity": true``) instead of ``patterns``
+    identity: bool = False
 
 
 @dataclass
@@ -147,7 +155,8 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
                                      "see dlms_protocol/data/victron_mapping.json for the layout")
         replaced = {s.get("path") for s in override["sources"] if isinstance(s, dict)}
         out["sources"] = [s for s in base.get("sources", []) if s.get("path") not in replaced]
-        out["sources"] += [s for s in override["sources"] if isinstance(s, dict) and s.get("obis")]
+        out["sources"] += [s for s in override["sources"]
+                           if isinstance(s, dict) and (s.get("obis") or s.get("identity"))]
     return out
 
 
@@ -184,6 +193,7 @@ def _factor(where: str, value: Any) -> Decimal:
 
 
 def _unit_tables(units: Any) -> Dict[str, Dict[str, Decimal]]:
+    """A user file's extra factors (path unit -> reading unit -> factor), checked at start-up."""
     if not isinstance(units, dict) or not all(isinstance(t, dict) for t in units.values()):
         raise ConfigurationError("mapping: 'units' must map each unit to an object of factors",
                                  'write e.g. "units": {"W": {"W": 1, "kW": 1000}}')
@@ -202,15 +212,21 @@ class Mapper:
         self.options: Dict[str, Any] = dict(table.get("options", {}))
         if options:
             self.options.update({k: v for k, v in options.items() if v is not None})
+        #: a user file's extra factors; everything else converts through units.py
         self.units: Dict[str, Dict[str, Decimal]] = _unit_tables(table.get("units", {}))
+        #: (path unit, reading unit) -> factor or None (not convertible): looked up once per pair
+        self._factors: Dict[Tuple[str, str], Optional[Decimal]] = {}
         self.paths: Dict[str, PathSpec] = {}
         for path, spec in table.get("paths", {}).items():
             if not isinstance(spec, dict):
                 raise ConfigurationError(f"mapping: path {path} needs an object", 'write {"unit": "W"}')
             unit = spec.get("unit")
-            if unit is not None and unit not in self.units:
-                raise ConfigurationError(f"mapping: path {path} has unit {unit!r} without a conversion table",
-                                         "add it under 'units' or use one of " + ", ".join(self.units))
+            if unit is not None and unit != "" and unit not in self.units and _units.parse_unit(unit) is None:
+                raise ConfigurationError(f"mapping: path {path} has unit {unit!r}, which dlms_protocol/units.py "
+                                         "cannot convert to",
+                                         "use a unit such as W, kWh, V, A or Hz, or give its factors under 'units' "
+                                         'in the mapping file, e.g. "units": {"' + str(unit) + '": {"' + str(unit)
+                                         + '": 1}}')
             self.paths[path] = PathSpec(path, unit, spec.get("format"), bool(spec.get("counter", False)))
         self.sources: List[Source] = []
         for raw in table.get("sources", []):
@@ -246,6 +262,8 @@ class Mapper:
         if path not in self.paths:
             raise ConfigurationError(f"mapping: source for unknown path {path!r}",
                                      "add the path under 'paths' with its unit")
+        if raw.get("identity") and not raw.get("obis"):  # the core's one table of meter-identity codes
+            return Source(path, (), identity=True)
         codes = raw.get("obis")
         if isinstance(codes, str):
             codes = [codes]
@@ -278,6 +296,11 @@ class Mapper:
             found = []
             if code.a is None or code.a in self._media:
                 for src in self.sources:
+                    if src.identity:
+                        rank = identity_rank(code)
+                        if rank is not None:
+                            found.append((src, rank))
+                        continue
                     for rank, pattern in enumerate(src.patterns):
                         if pattern.matches(code):
                             found.append((src, rank))
@@ -294,12 +317,9 @@ class Mapper:
             return None
         if not num.is_finite():
             return None
-        table = self.units.get(spec.unit or "", {})
         unit = (reading.unit or "").strip()
-        factor = table.get(unit)
-        if factor is None and unit and unit.isupper():
-            hits = [f for u, f in table.items() if u.upper() == unit]
-            factor = hits[0] if len(hits) == 1 else None
+        key = (spec.unit or "", unit)
+        factor = self._factors[key] if key in self._factors else self._factor_of(key)
         if factor is None:
             if not unit:
                 self._warn_once((spec.path, "nounit"),
@@ -312,6 +332,26 @@ class Mapper:
                                 reading.code, unit, spec.unit, spec.path)
             return None
         return num * factor
+
+    def _factor_of(self, key: Tuple[str, str]) -> Optional[Decimal]:
+        """The factor from a reading's unit to a path's unit, once per pair: the user file's extra
+        factors first, then the core's one conversion (units.factor); None: not convertible."""
+        target, unit = key
+        table = self.units.get(target, {})
+        factor = table.get(unit)
+        if factor is None and unit and unit.isupper():  # 'KWH' of old meters, when it names one unit
+            hits = [f for u, f in table.items() if u.upper() == unit]
+            factor = hits[0] if len(hits) == 1 else None
+        if factor is None and unit == target == "":
+            factor = Decimal(1)  # a plain number (power factor) into a path without a unit
+        if factor is None and unit and target:
+            try:
+                factor = _units.factor(unit, target)
+            except _units.UnitMismatch:
+                factor = None
+        if len(self._factors) < 256:  # a meter has a handful of units; never grow without bound
+            self._factors[key] = factor
+        return factor
 
     @staticmethod
     def _text(reading: Reading) -> Optional[str]:
