@@ -64,6 +64,7 @@ PHASES = (1, 2, 3)
 _PARTS = ("value",)
 _TOTAL_ON_L1 = ("auto", "yes", "no")
 _THREE_PHASE_TOTAL = ("auto", "estimate", "l1", "off")
+_UNKNOWN: Any = object()  # a unit pair not looked up yet (None is "not convertible")
 _ALIASES = {"true": "yes", "1": "yes", "on": "yes", "false": "no", "0": "no", "off": "no"}
 
 #: labels of a phase power (``Mapped.labels``), in the log and the README
@@ -215,7 +216,7 @@ class Mapper:
         #: a user file's extra factors; everything else converts through units.py
         self.units: Dict[str, Dict[str, Decimal]] = _unit_tables(table.get("units", {}))
         #: (path unit, reading unit) -> factor or None (not convertible): looked up once per pair
-        self._factors: Dict[Tuple[str, str], Optional[Decimal]] = {}
+        self._factors: Dict[Tuple[Optional[str], Optional[str]], Optional[Decimal]] = {}
         self.paths: Dict[str, PathSpec] = {}
         for path, spec in table.get("paths", {}).items():
             if not isinstance(spec, dict):
@@ -317,10 +318,12 @@ class Mapper:
             return None
         if not num.is_finite():
             return None
-        unit = (reading.unit or "").strip()
-        key = (spec.unit or "", unit)
-        factor = self._factors[key] if key in self._factors else self._factor_of(key)
+        key = (spec.unit, reading.unit)
+        factor = self._factors.get(key, _UNKNOWN)
+        if factor is _UNKNOWN:
+            factor = self._factor_of(key)
         if factor is None:
+            unit = (reading.unit or "").strip()
             if not unit:
                 self._warn_once((spec.path, "nounit"),
                                 "victron: %s arrives without a unit; %s (in %s) stays empty - the meter "
@@ -333,10 +336,10 @@ class Mapper:
             return None
         return num * factor
 
-    def _factor_of(self, key: Tuple[str, str]) -> Optional[Decimal]:
+    def _factor_of(self, key: Tuple[Optional[str], Optional[str]]) -> Optional[Decimal]:
         """The factor from a reading's unit to a path's unit, once per pair: the user file's extra
         factors first, then the core's one conversion (units.factor); None: not convertible."""
-        target, unit = key
+        target, unit = key[0] or "", (key[1] or "").strip()
         table = self.units.get(target, {})
         factor = table.get(unit)
         if factor is None and unit and unit.isupper():  # 'KWH' of old meters, when it names one unit
