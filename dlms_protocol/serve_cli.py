@@ -96,7 +96,7 @@ def _skip_openssl(cfg: Any) -> None:
     main = getattr(sys.modules.get("__main__"), "__spec__", None)
     if cfg.outputs or getattr(main, "name", None) != f"{__package__}.__main__":
         return
-    for name in ("ssl", "_ssl", "_hashlib"):
+    for name in ("ssl", "_hashlib"):  # not _ssl: cryptography 2.8 (Venus OS 3.0x-3.5x) imports it
         if name not in sys.modules:
             sys.modules[name] = None  # type: ignore[assignment]  # the documented way to block an import
 

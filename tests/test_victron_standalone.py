@@ -65,18 +65,26 @@ def matches(values: Dict[str, Any], want: Dict[str, float]) -> bool:
     return all(values.get(k) is not None and abs(values[k] - v) <= 1e-9 * max(1.0, abs(v)) for k, v in want.items())
 
 
-def ini(port: str, address: str, timeout: float = 2.0) -> str:
-    return (f"[meter]\nmode = push\nport = {port}\nbaudrate = 115200\nparity = N\n\n"
+def ini(port: str, address: str, timeout: float = 2.0, keys: str = "") -> str:
+    return (f"[meter]\nmode = push\nport = {port}\nbaudrate = 115200\nparity = N\n{keys}\n"
             f"[victron]\nbus = {address}\ntimeout = {timeout}\ncustom_name = Simulated AM550\n\n"
             "[logging]\nlevel = info\n")
 
 
-def test_standalone_push_service_end_to_end(daemon: DbusDaemon, bus_parts: VenusClient, tmp_path: Path) -> None:
+EK, AK = "000102030405060708090A0B0C0D0E0F", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "aes-gcm"])
+def test_standalone_push_service_end_to_end(daemon: DbusDaemon, bus_parts: VenusClient, tmp_path: Path,
+                                            encrypted: bool) -> None:
+    """As the GX runs it, its own process; encrypted: with the cryptography the environment has
+    (the version matrix runs this with 2.8 on Python 3.8 and 42.x on 3.12)."""
     client = bus_parts
-    sim = PushSimulator(registers=REGISTERS, seed=11, interval=1.0)
+    security = dict(key=bytes.fromhex(EK), auth_key=bytes.fromhex(AK), security=0x30) if encrypted else {}
+    sim = PushSimulator(registers=REGISTERS, seed=11, interval=1.0, **security)  # type: ignore[arg-type]
     port = sim.open_pty(baudrate=115200, parity="N")
     cfg = tmp_path / "dlms-meter.ini"
-    cfg.write_text(ini(port, daemon.address))
+    cfg.write_text(ini(port, daemon.address, keys=f"key = {EK}\nauth_key = {AK}\n" if encrypted else ""))
     log = (tmp_path / "service.log").open("w")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
