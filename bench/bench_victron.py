@@ -52,6 +52,10 @@ PERIOD = 0.25  # 4 pushes per second
 TARGET_CPU_MS = 1.0
 TARGET_DECODE_RATIO = 20.0
 TARGET_RSS_MB = 30.0
+#: the interpreter the service runs under (``--service-python``: e.g. a Venus-like environment
+#: of .ci/matrix.sh, Python 3.8 + cryptography 2.8 + pure-Python dbus-fast); decoding is always
+#: compared under the bench's own interpreter, where gurux-dlms is current
+SERVICE_PYTHON = [sys.executable]
 
 #: gurux-dlms' path as dbus-dlms-meter uses it: getData on the byte stream, then XML
 GURUX_SCRIPT = r"""
@@ -123,7 +127,7 @@ def memory_kb(pid: int) -> Tuple[int, Optional[int]]:
 
 
 def bare_python_rss() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    proc = subprocess.Popen([SERVICE_PYTHON[0], "-c", "import time; time.sleep(3)"])
     time.sleep(1.0)
     rss, _ = memory_kb(proc.pid)
     proc.kill()
@@ -190,7 +194,7 @@ def plain_meter_memory(address: str, client: object, tmp: Path, env: dict) -> Tu
     cfg = tmp / "plain.ini"
     cfg.write_text(f"[meter]\nport = {link.port}\nbaudrate = {BAUD}\nparity = N\n\n[victron]\nbus = {address}\n"
                    "timeout = 5\n\n[logging]\nlevel = warning\n")
-    proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "victron", "--config", str(cfg)],
+    proc = subprocess.Popen([SERVICE_PYTHON[0], "-m", "dlms_protocol", "victron", "--config", str(cfg)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         end = time.monotonic() + 60
@@ -212,7 +216,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true", help="240 pushes per chunking, 3000 frames to decode")
     ap.add_argument("--pushes", type=int, help="pushes per chunking (default 40, --full 240)")
+    ap.add_argument("--service-python", metavar="PATH",
+                    help="run the service under this interpreter (e.g. .venv-matrix/py38-venus35/bin/python)")
     args = ap.parse_args()
+    if args.service_python:
+        SERVICE_PYTHON[0] = args.service_python
     pushes = args.pushes or (240 if args.full else 40)
     decode_n = 3000 if args.full else 1000
 
@@ -233,7 +241,7 @@ def main() -> int:
     env.pop("DBUS_SESSION_BUS_ADDRESS", None)
     env.update(run_script_env())
     log = (tmp / "service.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "victron", "--config", str(cfg)],
+    proc = subprocess.Popen([SERVICE_PYTHON[0], "-m", "dlms_protocol", "victron", "--config", str(cfg)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     rows: List[Tuple[str, str, str, str, str]] = []
     failed = False
@@ -290,8 +298,12 @@ def main() -> int:
         settings.stop()
         daemon.stop()
 
-    print(f"Victron grid-meter service (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"AM550 HDLC 0x30 {PROFILE})")
+    stack = subprocess.run([SERVICE_PYTHON[0], "-c", "import platform, importlib.metadata as m; "
+                            "print(platform.python_version(), *(f'{p} {m.version(p)}' for p in "
+                            "('cryptography', 'dbus-fast', 'pyserial')))"],
+                           capture_output=True, text=True).stdout.strip()
+    print(f"Victron grid-meter service (service: Python {stack}; bench Python {sys.version.split()[0]}; "
+          f"{os.cpu_count()} CPUs; AM550 HDLC 0x30 {PROFILE})")
     head = ("metric", "ours", "reference", "ratio", "note")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
