@@ -181,16 +181,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:  # a file the user named cannot be written or read
-        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"error:{where}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
     except BrokenPipeError:  # e.g. `demo | head`: the reader went away, not an error of ours
         try:
             sys.stdout = open(os.devnull, "w")  # keep the interpreter's final flush quiet
         except OSError:
             pass
         return 0
+    except OSError as exc:  # a file the user named cannot be written or read
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

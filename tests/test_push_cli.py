@@ -196,3 +196,17 @@ def test_listen_prints_json_lines_until_interrupted() -> None:
         assert raws["1-0:1.8.0.255"] == registers["1-0:1.8.0.255"][0]
     assert "statistics:" in err and "messages=2" in err
     assert EK not in out + err
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path) -> None:
+    """``decode --file big | head -1``: the closed pipe ends the command quietly with status 0."""
+    sim = PushSimulator(wrapper="hdlc", seed=3)
+    capture = tmp_path / "frames.bin"
+    capture.write_bytes(b"".join(sim.emit() for _ in range(400)))
+    proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "decode", "--file", str(capture)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"push via hdlc")
+    proc.stdout.close()  # the reader went away
+    err = proc.stderr.read() if proc.stderr is not None else b""
+    assert proc.wait(60) == 0, err
+    assert err == b""
