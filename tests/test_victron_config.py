@@ -142,6 +142,15 @@ def test_ini_push_security_policy(tmp_path: Path) -> None:
     assert default.listener is not None and default.listener.security == "auto"
 
 
+def test_ini_settings_wait(tmp_path: Path) -> None:
+    """How long the service waits for localsettings before registering without it (GX default 60 s)."""
+    assert load_config(write(tmp_path, "d.ini", "[meter]\nport = /dev/x\n")).bridge.settings_wait == 60.0
+    cfg = load_config(write(tmp_path, "w.ini", "[meter]\nport = /dev/x\n[victron]\nsettings_wait = 5\n"))
+    assert cfg.bridge.settings_wait == 5.0 and ("settings_wait", "5 s") in cfg.describe()
+    with pytest.raises(ConfigurationError, match="settings_wait"):
+        load_config(write(tmp_path, "b.ini", "[meter]\nport = /dev/x\n[victron]\nsettings_wait = -1\n"))
+
+
 def test_ini_readout_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "r.ini", "[meter]\nmode = readout\nport = /dev/ttyUSB1\ninterval = 60\n"))
     assert cfg.readout is not None and cfg.listener is None

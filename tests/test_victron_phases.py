@@ -95,6 +95,8 @@ def test_corpus_frame_gets_signed_grid_power_per_phase(daemon: DbusDaemon, clien
         pytest.skip("this frame carries no power value")
     v = publish_and_read(daemon, client, data, path.stem.replace("-", "_"))
     labels: Dict[str, str] = v["_labels"]
+    estimated = ESTIMATED in labels.values() or (labels.get("/Ac/L1/Power") == TOTAL and has_phase(data, 2))
+    assert ("(" in v["/Mgmt/Connection"]) == estimated, v["/Mgmt/Connection"]  # a note only where guessed
     total = v["/Ac/Power"]
     assert isinstance(v["/Ac/L1/Power"], float), "systemcalc needs /Ac/L1/Power"
     imp, exp = watts(data, 1), watts(data, 2)
@@ -151,9 +153,11 @@ def test_total_only_three_phase_frame_rule_and_label(daemon: DbusDaemon, client:
     assert v["_labels"] == {f"/Ac/L{ph}/Power": ESTIMATED for ph in (1, 2, 3)}
     assert all(v[f"/Ac/L{ph}/Current"] is None for ph in (1, 2, 3))
     assert "phase power L1 estimated, L2 estimated, L3 estimated" in caplog.text
+    assert v["/Mgmt/Connection"].endswith("(phase power L1, L2, L3 estimated)")  # shown on the GX too
     # the visible choice: the total on L1 instead
     v = publish_and_read(daemon, client, data, "evn_l1", mapping_options={"three_phase_total": "l1"})
     assert v["/Ac/L1/Power"] == -2088.0 and v["/Ac/L2/Power"] is None and v["_labels"] == {"/Ac/L1/Power": TOTAL}
+    assert v["/Mgmt/Connection"].endswith("(total power on L1)")
 
 
 def test_total_only_frame_with_individual_phase_ess_gets_no_invented_phase_power(

@@ -232,6 +232,7 @@ class _Core:
             svc.add_phases(mapped.phases)
             changes["/NrOfPhases"] = max(svc.phases)
         changes["/RefreshTime"] = self._refresh_time()
+        changes["/Mgmt/Connection"] = svc.connection_text(mapped.phase_note())
         n = svc.update(changes)
         if n:
             self.stats.count("victron_updates")

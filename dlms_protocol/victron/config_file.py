@@ -44,6 +44,7 @@ _RANGES: Dict[str, Tuple[float, float, bool, bool]] = {
     "interval": (0, 86400, False, True),
     "timeout": (0, 86400, False, True),
     "refresh_time_ms": (1, 3600000, True, False),
+    "settings_wait": (0, 3600, False, False),
     "device_instance": (0, 999, True, False),
 }
 #: where a profile JSON may be read from besides the config file's folder
@@ -88,6 +89,7 @@ VICTRON_KEYS: Dict[str, str] = {
     "product_name": "shown as product (DLMS smart meter)",
     "timeout": "seconds without a verified reading before /Connected = 0",
     "refresh_time_ms": "the meter's update period for /RefreshTime (default: measured)",
+    "settings_wait": "seconds to wait for localsettings (role, instance) before registering without it (60)",
     "mapping_file": "JSON file overriding the OBIS -> D-Bus mapping",
     "total_power_on_l1": "auto, yes or no: publish the total on L1 when the meter sends no phase power",
     "missing_part_is_zero": "ignored (a missing import or export is never taken as 0)",
@@ -150,6 +152,7 @@ class StandaloneConfig:
         out += [("bus", b.bus), ("role", b.role), ("custom_name", b.custom_name or "(none)"),
                 ("device_suffix", b.device_suffix or "(from the meter serial)"),
                 ("device_instance", str(b.device_instance)), ("timeout", f"{b.timeout:g} s"),
+                ("settings_wait", f"{b.settings_wait:g} s"),
                 ("mapping_file", b.mapping_file or "(built-in)"), ("log level", self.log_level)]
         return out
 
@@ -344,6 +347,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
         connection=f"{'DLMS push' if mode == 'push' else 'IEC 62056-21'} {port}",
         device_instance=_number("victron", "device_instance", v.get("device_instance", "40"), int),
         mapping_options=options,
+        **({"settings_wait": _number("victron", "settings_wait", v["settings_wait"])} if "settings_wait" in v else {}),
     )
     level = lg.get("level", "info").lower() or "info"
     if level not in ("debug", "info", "warning", "error"):

@@ -110,6 +110,15 @@ class Mapped:
     #: phase power path -> measured / derived / total / estimated (module docstring)
     labels: Dict[str, str] = field(default_factory=dict)
 
+    def phase_note(self) -> Optional[str]:
+        """What ``/Mgmt/Connection`` adds when a phase power is not the meter's (the GX shows it)."""
+        estimated = sorted(str(_phase_of(p)) for p, lab in self.labels.items() if lab == ESTIMATED)
+        if estimated:
+            return "phase power L" + ", L".join(estimated) + " estimated"
+        if self.labels.get("/Ac/L1/Power") == TOTAL and len(self.phases) > 1:
+            return "total power on L1"
+        return None
+
 
 @dataclass(frozen=True)
 class PhaseRules:

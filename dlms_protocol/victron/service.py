@@ -289,7 +289,7 @@ class MeterService:
         v = self.values
         svc.add_path("/Mgmt/ProcessName", PROCESS_NAME)
         svc.add_path("/Mgmt/ProcessVersion", __version__)
-        svc.add_path("/Mgmt/Connection", cfg.connection or "DLMS/IEC 62056 meter")
+        svc.add_path("/Mgmt/Connection", self.values.get("/Mgmt/Connection") or self.connection_text(None))
         svc.add_path("/DeviceInstance", self.instance)
         svc.add_path("/ProductId", PRODUCT_ID)
         svc.add_path("/ProductName", cfg.product_name)
@@ -325,6 +325,11 @@ class MeterService:
             if path not in svc:
                 spec = self.mapper.spec(path)
                 svc.add_path(path, self.values.get(path), text=spec.text if spec is not None else None)
+
+    def connection_text(self, note: Optional[str]) -> str:
+        """``/Mgmt/Connection``: the port, and a note when phase powers are estimated (Mapped.phase_note)."""
+        base = self.cfg.connection or "DLMS/IEC 62056 meter"
+        return f"{base} ({note})" if note else base
 
     def update(self, changes: Dict[str, Any]) -> int:
         """Record values and put them on the bus in one ItemsChanged; returns the changed count."""
