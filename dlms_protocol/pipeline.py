@@ -477,6 +477,7 @@ SOURCES: Dict[str, str] = {
 OUTPUTS: Dict[str, str] = {
     "mqtt": ".mqtt.output:make_mqtt_output",
     "victron": ".victron.output:make_victron_output",
+    "print": ".cli_output:make_print_output",
 }
 
 

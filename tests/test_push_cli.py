@@ -50,7 +50,9 @@ def test_decode_json_contract(capsys) -> None:
     code, lines, err = run_cli(capsys, "decode", "--hex", frame.hex(" "), "--key", EK, "--auth-key", AK, "--json")
     assert code == 0 and err == "" and len(lines) == 1
     msg = lines[0]
-    assert list(msg)[:len(MESSAGE_KEYS)] == MESSAGE_KEYS and list(msg)[len(MESSAGE_KEYS):] == ["meter_id"]
+    # the documented keys first, then the rest of the one MeterData form (jsonform; no receive time offline)
+    assert list(msg)[:len(MESSAGE_KEYS)] == MESSAGE_KEYS
+    assert list(msg)[len(MESSAGE_KEYS):] == ["meter_id", "kind", "meter_time"]
     assert (msg["wrapper"], msg["ciphered"], msg["tag_verified"], msg["profile"]) == ("hdlc", True, True, None)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+01:00", msg["timestamp"])
     for r in msg["readings"]:

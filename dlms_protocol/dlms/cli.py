@@ -1,17 +1,18 @@
 """CLI: ``listen`` (a push listener on a port) and ``decode`` (frames from hex or a capture file).
 
-Output is a readable block per message, or with ``--json`` one JSON object per line in the
-contract of ``PushMessage.to_json``. ``decode`` exits non-zero with one line on stderr when any
-frame was lost (bad checksum, failed tag, wrong or missing key, undecodable APDU), so scripts
-and bug reports see the cause at once; the key never appears in that line.
+Output is a readable block per message, or with ``--json`` one JSON object per line: the
+contract of ``PushMessage.to_json`` inside the one form of ``jsonform.meter_data_json``, printed by
+``cli_output.PrintOutput`` (``listen`` runs Source → Pipeline → PrintOutput, so derived values
+such as net power follow the meter's, marked ``"derived": true``). ``decode`` exits non-zero
+with one line on stderr when any frame was lost (bad checksum, failed tag, wrong or missing
+key, undecodable APDU), so scripts and bug reports see the cause at once; the key never
+appears in that line.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -21,6 +22,8 @@ from ..errors import ChecksumError, ConfigurationError, DlmsError, FramingError
 from ..model import Statistics
 
 _HEX_TEXT = re.compile(rb"^[0-9A-Fa-f\s:]*$")
+#: seconds without a verified message after which ``listen`` says the meter went quiet (stderr)
+LISTEN_STALE = 60.0
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -95,13 +98,6 @@ def _config(args: argparse.Namespace, port: str = "-", **serial: object) -> List
                           wrapper=args.wrapper, security=args.security, **serial)  # type: ignore[arg-type]
 
 
-def _show(msg: object, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(msg.to_json(), ensure_ascii=False), flush=True)  # type: ignore[attr-defined]
-    else:
-        print(msg.render() + "\n", flush=True)  # type: ignore[attr-defined]
-
-
 def _read_input(args: argparse.Namespace) -> bytes:
     if args.hex is not None:
         text = args.hex.encode("ascii", "replace")
@@ -126,6 +122,7 @@ def _unhex(text: bytes) -> bytes:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    from ..cli_output import show_message
     from .decoder import PushDecoder, UnexplainedLayout
 
     data = _read_input(args)
@@ -139,7 +136,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     decoder.quiet = True  # the one line below reports the errors
     messages = decoder.feed(data) + decoder.finish()
     for msg in messages:
-        _show(msg, args.json)
+        show_message(msg, args.json)
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
     if not messages and all(isinstance(e, FramingError) and not isinstance(e, ChecksumError) for e in lost):
         print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
@@ -153,34 +150,31 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from ..sml.source import StreamListener
+    """Source → Pipeline → PrintOutput until Ctrl-C: the terminal is one more output."""
+    from ..cli_output import PrintOutput
+    from ..pipeline import Output, Pipeline, Throttled
+    from ..sml.source import SmlSource
 
     speed = {"sml": (9600, "N", 8), "d0": (9600, "E", 7)}.get(args.protocol, (2400, "E", 8))
     config = _config(args, args.port, baudrate=args.baudrate or speed[0], parity=args.parity or speed[1],
-                     bytesize=args.bytesize or speed[2], stopbits=args.stopbits, min_interval=args.min_interval)
-    stats = Statistics()
-    lock = threading.Lock()
-
-    def on_data(data: object) -> None:  # MeterData: the CLI prints the richer PushMessage instead
-        pass
-
-    def on_message(msg: object) -> None:
-        with lock:
-            _show(msg, args.json)
-
-    listener = StreamListener(config, on_data, stats, on_message=on_message, protocol=args.protocol)
-    listener.start()
+                     bytesize=args.bytesize or speed[2], stopbits=args.stopbits)
+    source = SmlSource(config, LISTEN_STALE, protocol=args.protocol)
+    printer: Output = PrintOutput(args.json, show_errors=not source.logs_errors)  # the listener logs its errors
+    if args.min_interval > 0:
+        printer = Throttled(printer, args.min_interval)  # at most one per interval, the latest
+    pipeline = Pipeline(source, [printer])
+    pipeline.start()
     try:
-        while listener.running:  # the listener ends by itself only on a configuration error
+        while source.running:  # the listener ends by itself only on a configuration error
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        listener.stop()
-    counters = stats.snapshot()["counters"]
+        pipeline.stop()
+    counters = source.stats.snapshot()["counters"]
     print("statistics: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())), file=sys.stderr)
-    last: Optional[str] = stats.last_error
-    if not listener.connects and last:
+    last: Optional[str] = source.stats.last_error
+    if not source.status().get("connects") and last:
         print(f"error: {last}", file=sys.stderr)
         return 1
     return 0

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import sys
-import time
 from typing import Any, Dict, List, Optional, TextIO
 
+from ..cli_output import PrintOutput
 from ..model import MeterData
 
 
@@ -98,25 +98,44 @@ def to_json(data: MeterData, profiles: Optional[Dict[str, List[Any]]] = None,
                 unreadable={code: str(err) for code, err in (unreadable or {}).items()})
 
 
-def _show(data: MeterData, args: argparse.Namespace, poller: Any) -> None:
-    if args.json:
-        print(json.dumps(to_json(data, poller.last_profile_rows, poller.unreadable), indent=2, ensure_ascii=False))
-    elif args.items:
-        print(items_yaml(data))
-    else:
-        print_table(data)
-        profiles = [o for o in poller.catalog or [] if o.class_id == 7]
-        if args.list and profiles:
-            print("\nload profiles (read with --profile CODE):")
+class PollPrinter(PrintOutput):
+    """The terminal for ``poll``: the table (with load-profile rows), ``--items`` or ``--json`` (the
+    one form plus profile rows), then unreadable objects and the time taken on stderr. One-shot
+    polls and ``--cycle`` (Source → Pipeline → this output) print alike."""
+
+    def __init__(self, args: argparse.Namespace, poller: Any, count: int = 0) -> None:
+        super().__init__(args.json, text=self._text_form, json_form=self._json_form, indent=2, count=count)
+        self.args = args
+        self.poller = poller
+        self.describe = ""  # the connection, for the time line
+
+    def _json_form(self, data: MeterData) -> Dict[str, Any]:
+        return to_json(data, self.poller.last_profile_rows, self.poller.unreadable)
+
+    def _text_form(self, data: MeterData) -> str:
+        if self.args.items:
+            return items_yaml(data)
+        buf = io.StringIO()
+        print_table(data, buf)
+        profiles = [o for o in self.poller.catalog or [] if o.class_id == 7]
+        if self.args.list and profiles:
+            print("\nload profiles (read with --profile CODE):", file=buf)
             for obj in profiles:
-                print(f"  {obj.ln:<16} {obj.obis.name() or ''}".rstrip())
-        for code, rows in poller.last_profile_rows.items():
-            print(f"\nload profile {code}: {len(rows)} new row(s)")
+                print(f"  {obj.ln:<16} {obj.obis.name() or ''}".rstrip(), file=buf)
+        for code, rows in self.poller.last_profile_rows.items():
+            print(f"\nload profile {code}: {len(rows)} new row(s)", file=buf)
             for row in rows:
                 print("  " + (row.time.isoformat(sep=" ") if row.time else "?") + "  "
-                      + "  ".join(f"{c}={_text(v)}{' ' + u if u else ''}" for c, v, u in row.values))
-    for err in poller.unreadable.values():
-        print(f"not readable: {err}", file=sys.stderr)
+                      + "  ".join(f"{c}={_text(v)}{' ' + u if u else ''}" for c, v, u in row.values), file=buf)
+        return buf.getvalue()[:-1]  # print adds the last newline back
+
+    def publish(self, data: MeterData) -> None:
+        super().publish(data)
+        for err in self.poller.unreadable.values():
+            print(f"not readable: {err}", file=sys.stderr)
+        if not self.args.json and not self.args.items:
+            total = self.poller.last_timings.get("total", 0.0)
+            print(f"# {len(data.readings)} objects in {total:.2f} s ({self.describe})", file=sys.stderr, flush=True)
 
 
 def cmd_poll(args: argparse.Namespace) -> int:
@@ -124,23 +143,47 @@ def cmd_poll(args: argparse.Namespace) -> int:
     from .poller import DlmsPoller
 
     config = config_from_args(args)
-    poller = DlmsPoller(config, time_scale=args.time_scale)
     discover = args.list or args.items or not config.obis
-    n = 0
+    if args.cycle > 0:
+        return _poll_cycle(args, config, discover)
+    poller = DlmsPoller(config, time_scale=args.time_scale)
+    printer = PollPrinter(args, poller)
+    printer.describe = config.describe()
     try:
-        while True:
-            started = time.monotonic()
-            data = enrich(poller.read(discover=discover and n == 0))  # net power etc., as the pipeline does
-            n += 1
-            _show(data, args, poller)
-            if not args.json and not args.items:
-                total = poller.last_timings.get("total", 0.0)
-                print(f"# {len(data.readings)} objects in {total:.2f} s ({config.describe()})", file=sys.stderr)
-            if args.cycle <= 0 or (args.count and n >= args.count):
-                return 0
-            time.sleep(max(0.0, args.cycle - (time.monotonic() - started)))
+        printer.publish(enrich(poller.read(discover=discover)))  # net power etc., as the pipeline does
     finally:
         poller.close()
+    return 0
 
 
-__all__ = ["register", "cmd_poll", "items_yaml", "print_table", "to_json"]
+def _poll_cycle(args: argparse.Namespace, config: Any, discover: bool) -> int:
+    """Source → Pipeline → PollPrinter every ``--cycle`` seconds until Ctrl-C or ``--count`` polls;
+    an error is shown on stderr and the next cycle tries again (with back-off after port errors)."""
+    from ..pipeline import Pipeline
+    from .source import PollSource
+
+    class CliPollSource(PollSource):
+        """Discovers every object on the first poll when the command lists them (or has no --obis)."""
+
+        def _read(self) -> MeterData:
+            nonlocal discover
+            data = self.poller.read(discover=discover)
+            discover = False
+            return data
+
+    source = CliPollSource(config, args.cycle, time_scale=args.time_scale)
+    printer = PollPrinter(args, source.poller, count=args.count)
+    printer.describe = config.describe()
+    pipeline = Pipeline(source, [printer])
+    pipeline.start()
+    try:
+        while source.running and not printer.done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pipeline.stop(timeout=5.0)
+    return 0 if printer.printed else 1
+
+
+__all__ = ["register", "cmd_poll", "items_yaml", "print_table", "to_json", "PollPrinter"]

@@ -7,7 +7,6 @@ here: this is the user's terminal.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import List
@@ -17,16 +16,14 @@ from ..errors import DlmsError
 
 def decode_sml(data: bytes, as_json: bool) -> int:
     """Print every verified transmission; exit 1 with one line when any was lost (CRC, cut)."""
+    from ..cli_output import show_message
     from .decoder import SmlDecoder
 
     errors: List[DlmsError] = []
     decoder = SmlDecoder(on_error=errors.append)
     telegrams = decoder.feed(data) + decoder.finish()
     for tel in telegrams:
-        if as_json:
-            print(json.dumps(tel.to_json(), ensure_ascii=False), flush=True)
-        else:
-            print(tel.render() + "\n", flush=True)
+        show_message(tel, as_json)  # the printer of decode and listen
     for note in dict.fromkeys(n for tel in telegrams for n in tel.notes):
         print(f"note: {note}", file=sys.stderr)
     if not telegrams and not errors:

@@ -1,0 +1,126 @@
+"""The terminal as a pipeline ``Output``: the CLI's printer (text blocks, or JSON per snapshot).
+
+Why an output: the commands that stream readings (``listen`` for DLMS push, SML and push-only
+D0; ``poll --cycle``) run ``Source → Pipeline → PrintOutput`` like the plugin and ``serve``, so a
+terminal shows what items, D-Bus and MQTT get: enriched once, derived values marked, the same
+staleness rule. The JSON is the one form of ``jsonform.meter_data_json``. One-shot commands call
+``format`` of the same class. print() is allowed here: this module is the user's terminal.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any, Callable, Dict, Optional, TextIO
+
+from .errors import ConfigurationError
+from .jsonform import meter_data_json
+from .model import MeterData
+from .pipeline import Health, Output
+
+
+def message_text(data: MeterData) -> str:
+    """The readable block of a snapshot (a push message's rendering, a readout's text) and a blank line."""
+    return data.text + "\n"
+
+
+class PrintOutput(Output):
+    """Prints every snapshot to ``stream`` (stdout): ``text(data)``, or with ``as_json`` the JSON
+    form (one line; ``indent`` for a pretty block). Health changes go to ``errors`` (stderr) as
+    ``# stale: cause`` lines: stale and back to ok always, errors only with ``show_errors``
+    (a source that logs its own errors would say them twice). ``count``: ``done`` is set after
+    that many snapshots (0: never) and later ones are not printed.
+    """
+
+    name = "print"
+
+    def __init__(self, as_json: bool = False, *, text: Callable[[MeterData], str] = message_text,
+                 json_form: Callable[[MeterData], Dict[str, Any]] = meter_data_json, indent: Optional[int] = None,
+                 stream: Optional[TextIO] = None, errors: Optional[TextIO] = None, show_errors: bool = True,
+                 count: int = 0) -> None:
+        self.as_json = as_json
+        self._text = text
+        self._json_form = json_form
+        self.indent = indent
+        self._stream = stream
+        self._errors = errors
+        self.show_errors = show_errors
+        self.count = max(0, int(count))
+        self.printed = 0
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._said_bad = False  # a stale/error line was printed: say when data is back
+
+    def format(self, data: MeterData) -> str:
+        """What ``publish`` prints for ``data`` (without the final newline print adds)."""
+        if self.as_json:
+            return json.dumps(self._json_form(data), ensure_ascii=False, indent=self.indent)
+        return self._text(data)
+
+    def publish(self, data: MeterData) -> None:
+        text = self.format(data)
+        with self._lock:
+            if self.done.is_set():
+                return
+            # looked up now, not bound at import: a test's or a redirect's stream
+            print(text, file=self._stream or sys.stdout, flush=True)
+            self.printed += 1
+            if self.count and self.printed >= self.count:
+                self.done.set()
+
+    def publish_health(self, health: Health) -> None:
+        if health.state == Health.OK:
+            line = "# ok: verified data again" if self._said_bad else ""
+            self._said_bad = False
+        elif health.state == Health.STALE or (health.state == Health.ERROR and self.show_errors):
+            line = f"# {health.state}: {health.cause}"
+            self._said_bad = True
+        else:
+            return
+        if line:
+            print(line, file=self._errors or sys.stderr, flush=True)
+
+    def status(self) -> Dict[str, Any]:
+        return {"printed": self.printed, "json": self.as_json}
+
+
+def offline_json(data: MeterData) -> Dict[str, Any]:
+    """The JSON form without the receive time: decoding the same input prints the same every run."""
+    return meter_data_json(data, received=False)
+
+
+def show_message(message: Any, as_json: bool) -> None:
+    """One decoded message (``decode``) through the printer ``listen`` uses: same text, same JSON."""
+    PrintOutput(as_json, json_form=offline_json).publish(message.to_meter_data())
+
+
+_YES = ("1", "yes", "true", "on")
+_NO = ("", "0", "no", "false", "off")
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _YES or text in _NO:
+        return text in _YES
+    raise ConfigurationError(f"print option json={value!r} is no yes/no value", "write json = yes or json = no")
+
+
+def _indent(value: Any) -> Optional[int]:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"print option indent={value!r} is no number",
+                                 "leave it out (one line per snapshot) or write e.g. indent = 2") from None
+
+
+def make_print_output(json: Any = False, indent: Any = None, **options: Any) -> PrintOutput:
+    """The ``"print"`` entry of ``pipeline.OUTPUTS`` (a ``[print]`` section of ``serve``): the
+    terminal printer; ``json`` and ``indent`` may be INI strings."""
+    return PrintOutput(_flag(json), indent=_indent(indent), **options)
+
+
+__all__ = ["PrintOutput", "make_print_output", "message_text", "offline_json", "show_message"]
