@@ -55,9 +55,9 @@ def test_each_command_is_registered_by_the_module_the_dispatcher_names() -> None
         assert command in cli._subparser(parser, argparse.Namespace(command=command)).prog
 
 
-#: what the Victron service of a plain meter never loads: the other commands, polling, the
+#: what the Victron service of a plain push meter never loads: the D0 readout, polling, the
 #: simulators, statistics (fractions, random) and OpenSSL (no output of it speaks TLS)
-SERVICE_FOREIGN = ("dlms_protocol.iec62056_21.cli", "dlms_protocol.simulator", "dlms_protocol.detect",
+SERVICE_FOREIGN = ("dlms_protocol.iec62056_21", "dlms_protocol.simulator", "dlms_protocol.detect",
                    "dlms_protocol.poll", "dlms_protocol.mqtt", "dlms_protocol.sml", "gurux_dlms", "smllib",
                    "paho", "cryptography", "statistics")
 

@@ -44,7 +44,6 @@ from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, UnknownLayoutError
-from ..iec62056_21.datablock import parse_readout, to_number
 from ..model import Reading
 from ..obis import Obis, best_identity
 from . import units
@@ -452,6 +451,8 @@ def interpret_text(text: bytes, require_crc: bool = True) -> Interpretation:
     (the value is the transmitted number), ``raw`` the digits as sent; ``0-0:1.0.0`` becomes
     a naive datetime and the Interpretation's timestamp.
     """
+    from ..iec62056_21.datablock import parse_readout, to_number  # only these rare meters need the D0 parser
+
     readout = parse_readout(bytes(text), use_checksum=True)
     if readout.crc == "absent" and require_crc:
         raise DecodeError("DSMR telegram has no CRC after '!'",
