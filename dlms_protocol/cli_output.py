@@ -9,6 +9,7 @@ staleness rule. The JSON is the one form of ``jsonform.meter_data_json``. One-sh
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from typing import Any, Callable, Dict, Optional, TextIO
@@ -29,7 +30,8 @@ class PrintOutput(Output):
     form (one line; ``indent`` for a pretty block). Health changes go to ``errors`` (stderr) as
     ``# stale: cause`` lines: stale and back to ok always, errors only with ``show_errors``
     (a source that logs its own errors would say them twice). ``count``: ``done`` is set after
-    that many snapshots (0: never) and later ones are not printed.
+    that many snapshots (0: never) and later ones are not printed; ``done`` is also set when
+    the reader closed the pipe (``closed``; the command then ends with ``quiet_stdout``).
     """
 
     name = "print"
@@ -50,6 +52,7 @@ class PrintOutput(Output):
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._said_bad = False  # a stale/error line was printed: say when data is back
+        self.closed = False  # the reader of the stream went away (done is set too)
 
     def format(self, data: MeterData) -> str:
         """What ``publish`` prints for ``data`` (without the final newline print adds)."""
@@ -62,8 +65,12 @@ class PrintOutput(Output):
         with self._lock:
             if self.done.is_set():
                 return
-            # looked up now, not bound at import: a test's or a redirect's stream
-            print(text, file=self._stream or sys.stdout, flush=True)
+            try:  # the stream is looked up now, not bound at import: a test's or a redirect's
+                print(text, file=self._stream or sys.stdout, flush=True)
+            except BrokenPipeError:  # `listen --json | head -1`: the reader went away, not an error
+                self.closed = True
+                self.done.set()
+                return
             self.printed += 1
             if self.count and self.printed >= self.count:
                 self.done.set()
@@ -84,6 +91,14 @@ class PrintOutput(Output):
         return {"printed": self.printed, "json": self.as_json}
 
 
+def quiet_stdout() -> None:
+    """After the reader closed stdout: keep the interpreter's final flush from complaining."""
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process ends
+    except OSError:
+        pass
+
+
 def offline_json(data: MeterData) -> Dict[str, Any]:
     """The JSON form without the receive time: decoding the same input prints the same every run."""
     return meter_data_json(data, received=False)
@@ -91,7 +106,10 @@ def offline_json(data: MeterData) -> Dict[str, Any]:
 
 def show_message(message: Any, as_json: bool) -> None:
     """One decoded message (``decode``) through the printer ``listen`` uses: same text, same JSON."""
-    PrintOutput(as_json, json_form=offline_json).publish(message.to_meter_data())
+    printer = PrintOutput(as_json, json_form=offline_json)
+    printer.publish(message.to_meter_data())
+    if printer.closed:  # the command ends as for any closed pipe (cli.main: status 0, no message)
+        raise BrokenPipeError
 
 
 _YES = ("1", "yes", "true", "on")
@@ -123,4 +141,4 @@ def make_print_output(json: Any = False, indent: Any = None, **options: Any) -> 
     return PrintOutput(_flag(json), indent=_indent(indent), **options)
 
 
-__all__ = ["PrintOutput", "make_print_output", "message_text", "offline_json", "show_message"]
+__all__ = ["PrintOutput", "make_print_output", "message_text", "offline_json", "show_message", "quiet_stdout"]

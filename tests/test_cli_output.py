@@ -133,6 +133,27 @@ def test_listen_text_is_byte_for_byte_what_decode_prints(capsys) -> None:
     assert "".join(block) == capsys.readouterr().out  # one printer: listen's block is decode's
 
 
+def test_listen_ends_quietly_when_the_reader_goes_away() -> None:
+    """``listen --json | head -1``: the next message finds the pipe closed; status 0, no traceback."""
+    sim = PushSimulator(wrapper="hdlc", seed=13)
+    port = sim.open_pty(baudrate=9600, parity="E", time_scale=25)
+    proc = _listen(port, "--json")
+    try:
+        _send(sim, 1)
+        assert json.loads(proc.stdout.readline())["wrapper"] == "hdlc"
+        proc.stdout.close()  # the reader went away
+        for _ in range(3):
+            sim.send_once()
+        err = proc.stderr.read()
+        assert proc.wait(60) == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+        sim.stop()
+    assert "Traceback" not in err and "output_errors" not in err and "statistics:" in err
+
+
 # ------------------------------------------------------------------ poll --cycle over TCP
 @pytest.fixture
 def meter():

@@ -151,7 +151,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """Source → Pipeline → PrintOutput until Ctrl-C: the terminal is one more output."""
-    from ..cli_output import PrintOutput
+    from ..cli_output import PrintOutput, quiet_stdout
     from ..pipeline import Output, Pipeline, Throttled
     from ..sml.source import SmlSource
 
@@ -159,18 +159,19 @@ def cmd_listen(args: argparse.Namespace) -> int:
     config = _config(args, args.port, baudrate=args.baudrate or speed[0], parity=args.parity or speed[1],
                      bytesize=args.bytesize or speed[2], stopbits=args.stopbits)
     source = SmlSource(config, LISTEN_STALE, protocol=args.protocol)
-    printer: Output = PrintOutput(args.json, show_errors=not source.logs_errors)  # the listener logs its errors
-    if args.min_interval > 0:
-        printer = Throttled(printer, args.min_interval)  # at most one per interval, the latest
-    pipeline = Pipeline(source, [printer])
+    printer = PrintOutput(args.json, show_errors=not source.logs_errors)  # the listener logs its errors
+    output: Output = Throttled(printer, args.min_interval) if args.min_interval > 0 else printer  # the latest
+    pipeline = Pipeline(source, [output])
     pipeline.start()
-    try:
-        while source.running:  # the listener ends by itself only on a configuration error
-            time.sleep(0.5)
+    try:  # the listener ends by itself only on a configuration error; the reader may close the pipe
+        while source.running and not printer.done.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         pipeline.stop()
+    if printer.closed:
+        quiet_stdout()
     counters = source.stats.snapshot()["counters"]
     print("statistics: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())), file=sys.stderr)
     last: Optional[str] = source.stats.last_error

@@ -153,6 +153,8 @@ def cmd_poll(args: argparse.Namespace) -> int:
         printer.publish(enrich(poller.read(discover=discover)))  # net power etc., as the pipeline does
     finally:
         poller.close()
+    if printer.closed:  # `poll ... | head`: ends as for any closed pipe (cli.main: status 0, no message)
+        raise BrokenPipeError
     return 0
 
 
@@ -183,6 +185,11 @@ def _poll_cycle(args: argparse.Namespace, config: Any, discover: bool) -> int:
         pass
     finally:
         pipeline.stop(timeout=5.0)
+    if printer.closed:
+        from ..cli_output import quiet_stdout
+
+        quiet_stdout()
+        return 0
     return 0 if printer.printed else 1
 
 
