@@ -74,11 +74,28 @@ algorithms: Any = _Lazy("cryptography.hazmat.primitives.ciphers.algorithms")
 modes: Any = _Lazy("cryptography.hazmat.primitives.ciphers.modes")
 _ciphers: Any = _Lazy("cryptography.hazmat.primitives.ciphers")
 _backends: Any = _Lazy("cryptography.hazmat.backends")
+_package: Any = _Lazy("cryptography")
+#: whether this cryptography wants the backend argument (before 3.1); None: not asked yet
+_NEEDS_BACKEND: Optional[bool] = None
+
+
+def _needs_backend() -> bool:
+    global _NEEDS_BACKEND
+    if _NEEDS_BACKEND is None:
+        try:
+            major, minor = (int(part) for part in str(_package.__version__).split(".")[:2])
+            _NEEDS_BACKEND = (major, minor) < (3, 1)
+        except ValueError:  # an unusual version string: the backend argument works everywhere
+            _NEEDS_BACKEND = True
+    return _NEEDS_BACKEND
 
 
 def Cipher(algorithm: Any, mode: Any) -> Any:  # noqa: N802 - drop-in for cryptography's Cipher
-    """cryptography's Cipher with the backend that 2.8 requires (ignored from 3.x on)."""
-    return _ciphers.Cipher(algorithm, mode, backend=_backends.default_backend())
+    """cryptography's Cipher, with a backend only where it is required (2.x, Venus OS 3.0x-3.5x):
+    loading the backend costs cryptography 42 about 9 MB and 37 modules it never uses here."""
+    if _needs_backend():
+        return _ciphers.Cipher(algorithm, mode, backend=_backends.default_backend())
+    return _ciphers.Cipher(algorithm, mode)
 
 TAG_LEN = 12
 
