@@ -223,3 +223,33 @@ def test_a_user_units_section_adds_factors_before_the_core_and_is_checked(tmp_pa
     f.write_text(json.dumps({"paths": {"/Ac/Power": {"unit": "PS"}}}))
     with pytest.raises(Exception, match="'PS'.*units.py.*\"units\": {\"PS\""):
         Mapper(str(f))
+
+
+@pytest.mark.parametrize("code, unit, expected", [
+    ("1-0:1.8.0", "KWH", ("kWh", 0)),  # old meters' spelling: the core's one table knows it
+    ("1-0:1.8.0", "GWh", ("kWh", 6)),
+    ("1-0:1.7.0", "MW", ("W", 6)),
+    ("1-0:32.7.0", "kV", ("V", 3)),
+    ("1-0:31.7.0", "mA", ("mA", 0)),
+    ("1-0:1.7.0", "Wh", None),  # energy in a power register: no device class, never a wrong unit
+])
+def test_home_assistant_units_come_from_the_core_conversion(code: str, unit: str, expected: Any) -> None:
+    from dlms_protocol.mqtt.discovery import ha_class
+
+    cls = ha_class(Reading(code, Obis.parse(code), Decimal(1), unit))
+    assert cls is not None
+    if expected is None:
+        assert cls.device_class is None and cls.unit == unit
+    else:
+        assert (cls.unit, cls.factor) == expected
+        assert units.factor(unit, cls.unit) == Decimal(10) ** cls.factor
+
+
+def test_no_second_unit_prefix_table() -> None:
+    """Fails when a module or data file grows its own SI-prefix table again (units.py is the one)."""
+    discovery = json.loads((ROOT / "dlms_protocol" / "data" / "ha_discovery.json").read_text(encoding="utf-8"))
+    assert "prefixes" not in discovery
+    prefix = re.compile(r"[\"']k[\"']\s*:\s*(3|1000|Decimal)")
+    offenders = [str(p.relative_to(ROOT)) for p in _python_sources()
+                 if p.name != "units.py" and prefix.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []

@@ -27,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from .. import units as _units
 from ..errors import DlmsError
 from ..iec62056_21.identification import parse_identification
 from ..model import MeterData, Reading, json_value
@@ -208,20 +209,16 @@ def state_payloads(reading: Reading, data: MeterData) -> Tuple[str, str]:
 
 # ---------------------------------------------------------------------------- Home Assistant
 def _prefix_factor(unit: str, target: str) -> Optional[int]:
-    """Powers of ten from ``unit`` to ``target`` when they differ only by an SI prefix."""
-    prefixes: Dict[str, int] = _table()["prefixes"]
-
-    def split(u: str) -> Tuple[int, str]:
-        if len(u) > 1 and u[0] in prefixes:
-            return prefixes[u[0]], u[1:]
-        return 0, u
-
-    (p1, b1), (p2, b2) = split(unit), split(target)
-    if b1 == b2:
-        return p1 - p2
+    """Powers of ten from ``unit`` to ``target`` by the core's one conversion (units.factor), or
+    None when they are not the same quantity (no second prefix table here)."""
     if unit == target:
         return 0
-    return None
+    try:
+        factor = _units.factor(unit, target)
+    except _units.UnitMismatch:
+        return None
+    exponent = factor.adjusted()
+    return exponent if factor == Decimal(10) ** exponent else None
 
 
 def _ha_unit(device_class: str, unit: Optional[str]) -> Optional[Tuple[Optional[str], int]]:
