@@ -128,18 +128,16 @@ class ObisBinding:
         often send ``1.8.0``), but only when no reading carries A and B that match: the meter's
         own short form names the same register, a different medium would carry its own A.
         """
-        for reading in data.readings:
-            if self.matches(reading):
-                return reading
         code = self.obis
-        if code is None or code.a is None:
+        if code is None:
+            return next((r for r in data.readings if self.matches(r)), None)
+        found = data.find(code)  # the snapshot's code index: no scan per item
+        if found:
+            return found[0]
+        if code.a is None:
             return None
-        for reading in data.readings:
-            sent = reading.obis
-            if sent is not None and sent.a is None and sent.b is None and \
-                    Obis(None, None, code.c, code.d, code.e, code.f).matches(sent):
-                return reading
-        return None
+        short = data.find(Obis(None, None, code.c, code.d, code.e, code.f))
+        return next((r for r in short if r.obis is not None and r.obis.a is None and r.obis.b is None), None)
 
     def select_or_derive(self, data: MeterData) -> Optional[Reading]:
         """select(), else a register that follows exactly from sent ones (net power = import - export)."""
