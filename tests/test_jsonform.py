@@ -126,3 +126,17 @@ def test_a_message_keeps_its_contract_and_gets_the_derived_readings() -> None:
     derived = form["readings"][len(own["readings"]):]
     assert derived and all(r["derived"] for r in derived)
     assert {r["obis"] for r in derived} <= {"1-0:16.7.0.255", "1-0:36.7.0.255", "1-0:56.7.0.255", "1-0:76.7.0.255"}
+
+
+def test_sml_and_push_messages_share_the_documented_keys(capsys) -> None:
+    """``decode --json`` of an SML transmission has the push message's keys in the same order."""
+    from dlms_protocol.cli import main
+    from dlms_protocol.simulator.sml import SmlSimulator
+
+    push_keys = ["wrapper", "ciphered", "tag_verified", "checksum", "timestamp", "profile", "readings"]
+    data = SmlSimulator(seed=2).build()
+    assert main(["decode", "--hex", data.hex(), "--json"]) == 0
+    (doc,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [k for k in doc if k in push_keys] == push_keys
+    assert doc["checksum"] == "SML CRC16" and doc["protocol"] == "sml" and doc["kind"] == "push"
+    assert all(tuple(r)[:len(READING_KEYS)] == READING_KEYS for r in doc["readings"])

@@ -91,6 +91,7 @@ class SmlTelegram:
             "wrapper": "sml",
             "ciphered": False,
             "tag_verified": None,
+            "checksum": "SML CRC16" + ("/KERMIT" if self.crc == "kermit" else ""),  # transport and message CRCs
             "timestamp": self.meter_time.isoformat() if self.meter_time else None,
             "profile": None,
             "readings": [
