@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .model import MeterData, Statistics
+from .ratelimit import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -242,15 +243,14 @@ class ScheduledSource(Source):
             self._report(health)
 
     def _loop(self) -> None:
-        backoff = 1.0
+        backoff = Backoff(1.0, self.MAX_BACKOFF)
         while not self._stop.is_set():
             started = time.monotonic()
             self.read_once()
             if self._port_failed:
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.MAX_BACKOFF)
+                self._stop.wait(backoff.next())
                 continue
-            backoff = 1.0
+            backoff.reset()
             if not self.continuous:
                 self._stop.wait(max(0.0, self.cycle - (time.monotonic() - started)))
 

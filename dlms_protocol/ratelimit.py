@@ -1,8 +1,10 @@
-"""One rate limit for log lines that repeat (the plugin's warnings, the service's errors).
+"""The two rate limits of the core: log lines that repeat, and retries after a failure.
 
 A problem that goes on (a readout longer than its cycle, a meter sending with a wrong key)
 must show in the log without a line per cycle: the first occurrence is logged in full, then
-one line with the count per interval.
+one line with the count per interval (``RepeatLimiter``). A port, a bus or a meter that is gone
+is retried ever less often, up to a ceiling, and at once at full rate after a success
+(``Backoff``: the serial listener, the D-Bus connection and the scheduled readout/poll loop).
 """
 from __future__ import annotations
 
@@ -48,4 +50,27 @@ class RepeatLimiter:
         return f" ({repeats} more time{'s' if repeats != 1 else ''} in the last {minutes:g} min)"
 
 
-__all__ = ["RepeatLimiter"]
+class Backoff:
+    """Retry delays that double from ``initial`` up to ``maximum``; ``reset()`` after a success."""
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0) -> None:
+        self.initial = float(initial)
+        self.maximum = float(maximum)
+        self.delay = self.initial
+
+    @property
+    def first(self) -> bool:
+        """Is this the first failure in a row (worth a warning; the repeats are logged at info)?"""
+        return self.delay == self.initial
+
+    def next(self) -> float:
+        """The delay to wait now; the following one is twice as long (at most ``maximum``)."""
+        delay = self.delay
+        self.delay = min(delay * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.initial
+
+
+__all__ = ["RepeatLimiter", "Backoff"]

@@ -32,6 +32,7 @@ from typing import Callable, Optional, Tuple
 from ..config import ListenerConfig
 from ..errors import ConfigurationError, DlmsError, TransportError
 from ..model import MeterData, Statistics
+from ..ratelimit import Backoff
 from ..transport import Transport
 from .decoder import PushDecoder, PushMessage
 
@@ -147,7 +148,7 @@ class PushListener:
 
     # ------------------------------------------------------------------- thread
     def _run(self) -> None:
-        delay = self.backoff_initial
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not self._stop.is_set():
             try:
                 port = self._opener(self.config)
@@ -157,16 +158,13 @@ class PushListener:
                 return
             except DlmsError as exc:
                 self._report(exc)
-                (log.warning if delay == self.backoff_initial else log.info)(
-                    "%s; next attempt in %.1f s", exc, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
+                (log.warning if backoff.first else log.info)("%s; next attempt in %.1f s", exc, backoff.delay)
+                self._stop.wait(backoff.next())
                 continue
             except Exception:  # the thread must survive anything; the log says what happened
                 log.exception("push listener: opening %s failed unexpectedly; next attempt in %.1f s",
-                              self.config.port, delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
+                              self.config.port, backoff.delay)
+                self._stop.wait(backoff.next())
                 continue
             with self._port_lock:
                 self._port = port
@@ -174,7 +172,7 @@ class PushListener:
                 port.close()
                 break
             self.connected = True
-            delay = self.backoff_initial
+            backoff.reset()
             self.connects += 1
             self.stats.count("connects")
             if self.connects > 1:
@@ -185,7 +183,7 @@ class PushListener:
             except TransportError as exc:
                 if not self._stop.is_set():
                     self._report(exc)
-                    log.warning("lost %s: %s; reopening in %.1f s", self.config.port, exc, delay)
+                    log.warning("lost %s: %s; reopening in %.1f s", self.config.port, exc, backoff.delay)
             except Exception:  # the thread must survive anything; the log says what happened
                 log.exception("push listener on %s: unexpected error; reopening the port", self.config.port)
             finally:
@@ -195,8 +193,7 @@ class PushListener:
                     self._port = None
                 port.close()
             if not self._stop.is_set():
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.backoff_max)
+                self._stop.wait(backoff.next())
 
     def _read_loop(self, port: Transport) -> None:
         while not self._stop.is_set():

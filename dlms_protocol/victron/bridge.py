@@ -34,6 +34,7 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..errors import ConfigurationError, DlmsError
 from ..model import MeterData, Statistics
+from ..ratelimit import Backoff
 from .bridge_settings import ROLES, BridgeSettings
 from .mapping import Mapped, Mapper
 from .naming import RANK_SERIAL, pick_suffix
@@ -84,23 +85,21 @@ class _Core:
     # ----------------------------------------------------------- connection
     async def run(self) -> None:
         """Keep the control connection up; re-register after the bus came back."""
-        delay = 1.0
+        backoff = Backoff(1.0, 30.0)
         while not self.stopping:
             try:
                 await self.service.connect_control()
             except DlmsError as exc:
                 self.stats.error(exc)
-                LOG.warning("victron: %s (retry in %.0f s)", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                LOG.warning("victron: %s (retry in %.0f s)", exc, backoff.delay)
+                await asyncio.sleep(backoff.next())
                 continue
             except Exception:  # the bridge must survive anything; retry like a lost bus
                 self.stats.count("victron_internal_errors")
-                LOG.exception("victron: unexpected error while connecting (retry in %.0f s)", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                LOG.exception("victron: unexpected error while connecting (retry in %.0f s)", backoff.delay)
+                await asyncio.sleep(backoff.next())
                 continue
-            delay = 1.0
+            backoff.reset()
             self.control_ready = True
             if self.service.opened:
                 await self._guarded(self.service.reopen())
