@@ -17,12 +17,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
 from ..model import MeterData, Reading, Statistics, json_value
+from ..ratelimit import RepeatLimiter
 from .apdu import decode_apdu
 from .deframer import Deframer
 from .gbt import GbtAssembler
@@ -143,26 +144,20 @@ class _AsInterpretation:
 
 
 class _LogLimiter:
-    """Log each kind of error at most once per interval, with the number suppressed meanwhile."""
+    """Log each kind of error at most once per interval, with the number suppressed meanwhile
+    (the core's RepeatLimiter, keyed by the error class)."""
 
     def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
         self.log = logger
-        self.interval = interval
-        self._last: Dict[str, float] = {}
-        self._suppressed: Dict[str, int] = {}
+        self.limit = RepeatLimiter(interval)
 
     def __call__(self, exc: DlmsError) -> None:
         kind = type(exc).__name__
-        now = time.monotonic()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+        show, more = self.limit.check(kind)
+        if not show:
             self.log.debug("%s: %s", kind, exc)
-            return
-        self._last[kind] = now
-        more = self._suppressed.pop(kind, 0)
-        if more:
-            self.log.warning("%s (and %d more like it in the last %.0f s)", exc, more, self.interval)
+        elif more:
+            self.log.warning("%s (and %d more like it in the last %.0f s)", exc, more, self.limit.interval)
         else:
             self.log.warning("%s", exc)
 
