@@ -9,7 +9,7 @@ is retried ever less often, up to a ceiling, and at once at full rate after a su
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Hashable, Set, Tuple
 
 
 class RepeatLimiter:
@@ -73,4 +73,22 @@ class Backoff:
         self.delay = self.initial
 
 
-__all__ = ["RepeatLimiter", "Backoff"]
+class Once:
+    """Keys already told: a configuration problem that repeats with every frame is logged once.
+
+    Bounded (``limit`` keys), so a stream of distinct problems cannot grow it without end.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._seen: Set[Hashable] = set()
+
+    def first(self, key: Hashable) -> bool:
+        """True the first time ``key`` is asked for (while fewer than ``limit`` keys are kept)."""
+        if key in self._seen or len(self._seen) >= self.limit:
+            return False
+        self._seen.add(key)
+        return True
+
+
+__all__ = ["RepeatLimiter", "Backoff", "Once"]

@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import DecodeError, UnknownLayoutError
 from ..model import Reading
 from ..obis import Obis, best_identity
+from ..ratelimit import Once
 from . import units
 from .apdu import BitString, Notification, parse_datetime
 from .profiles import (BodyFacts, Field, Profile, choose, is_capture_list, is_scaler_unit, load_profiles,
@@ -396,13 +397,12 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
     )
 
 
-_WARNED: set = set()
+_WARNED = Once(100)
 
 
 def _warn_once(text: str) -> None:
     """Configuration problems that repeat with every frame are logged once per process."""
-    if text not in _WARNED and len(_WARNED) < 100:
-        _WARNED.add(text)
+    if _WARNED.first(text):
         log.warning("%s", text)
 
 

@@ -56,6 +56,7 @@ from .. import units as _units
 from ..errors import ConfigurationError
 from ..model import MeterData, Reading
 from ..obis import Obis, identity_rank
+from ..ratelimit import Once
 
 LOG = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ class Mapper:
                                      "remove the option; a meter that sends both parts gets its net power")
         self.pf_tolerance = _factor("options.power_factor_tolerance", self.options.get("power_factor_tolerance", 0.05))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
-        self._warned: Set[Tuple[str, str]] = set()
+        self._told = Once()
         self._three_phase = False  # phase memory, see the class docstring
 
     def _source(self, raw: Dict[str, Any]) -> Source:
@@ -296,8 +297,7 @@ class Mapper:
 
     # ------------------------------------------------------------------ helpers
     def _warn_once(self, key: Tuple[str, str], msg: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
+        if self._told.first(key):
             LOG.warning(msg, *args)
 
     def _matches(self, code: Obis) -> List[Tuple[Source, int]]:
@@ -578,8 +578,7 @@ class Mapper:
         return dict(self._labels_logged)
 
     def _error_once(self, key: Tuple[str, str], msg: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
+        if self._told.first(key):
             LOG.error(msg, *args)
 
     def _log_labels(self, labels: Dict[str, str]) -> None:

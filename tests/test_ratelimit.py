@@ -1,5 +1,6 @@
-"""One retry rule (ratelimit.Backoff) for the serial listener, the D-Bus connection and the
-scheduled readout/poll loop: delays double up to a ceiling and start over after a success."""
+"""The core's rate limits (ratelimit.py): one retry rule (Backoff) for the serial listener, the
+D-Bus connection and the scheduled readout/poll loop (delays double up to a ceiling and start
+over after a success), and one "log it once" (Once)."""
 from __future__ import annotations
 
 import re
@@ -35,4 +36,20 @@ def test_no_other_doubling_loop_in_the_core() -> None:
     own = [str(p.relative_to(ROOT)) for p in (ROOT / "dlms_protocol").rglob("*.py")
            if "simulator" not in p.parts and p.name != "ratelimit.py"
            and re.search(r"min\(\w+ \* 2,", p.read_text(encoding="utf-8"))]
+    assert own == []
+
+
+def test_once_tells_each_key_once_and_stays_bounded() -> None:
+    from dlms_protocol.ratelimit import Once
+
+    once = Once(limit=3)
+    assert [once.first(k) for k in ("a", "b", "a", ("x", 1), ("x", 1))] == [True, True, False, True, False]
+    assert not once.first("d")  # the bound: a stream of new keys cannot grow it
+
+
+def test_no_hand_written_once_sets_in_the_core() -> None:
+    """'Log once' goes through ratelimit.Once, not a private set per module."""
+    own = [str(p.relative_to(ROOT)) for p in (ROOT / "dlms_protocol").rglob("*.py")
+           if "simulator" not in p.parts and re.search(r"if \w+ not in self\._warned|_WARNED\.add\(",
+                                                        p.read_text(encoding="utf-8"))]
     assert own == []
