@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 from typing import Any, Callable, Dict, Optional, TextIO
@@ -17,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, TextIO
 from .errors import ConfigurationError
 from .jsonform import meter_data_json
 from .model import MeterData
-from .pipeline import Health, Output
+from .pipeline import Health, Output, Pipeline
 
 
 def message_text(data: MeterData) -> str:
@@ -135,10 +136,36 @@ def _indent(value: Any) -> Optional[int]:
                                  "leave it out (one line per snapshot) or write e.g. indent = 2") from None
 
 
+def run_until_interrupted(pipeline: Pipeline, keep_going: Callable[[], bool], stop_timeout: float = 2.0,
+                          done: Optional[threading.Event] = None) -> None:
+    """Start ``pipeline`` and run until Ctrl-C, SIGTERM, ``done`` is set or ``keep_going()`` turns
+    false; then stop it.
+
+    Ctrl-C sets the event instead of raising KeyboardInterrupt wherever the main thread happens
+    to be (inside ``pipeline.start()``, a lock, a thread start): the pipeline always stops
+    cleanly and the command ends, however early or late the signal comes.
+    """
+    stop = done if done is not None else threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pipeline.start()
+        while keep_going() and not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        pipeline.stop(stop_timeout)
+
+
 def make_print_output(json: Any = False, indent: Any = None, **options: Any) -> PrintOutput:
     """The ``"print"`` entry of ``pipeline.OUTPUTS`` (a ``[print]`` section of ``serve``): the
     terminal printer; ``json`` and ``indent`` may be INI strings."""
     return PrintOutput(_flag(json), indent=_indent(indent), **options)
 
 
-__all__ = ["PrintOutput", "make_print_output", "message_text", "offline_json", "show_message", "quiet_stdout"]
+__all__ = ["PrintOutput", "make_print_output", "run_until_interrupted", "message_text", "offline_json",
+           "show_message", "quiet_stdout"]

@@ -214,3 +214,19 @@ def test_serve_prints_d0_readouts_as_json_lines(tmp_path) -> None:
     assert by_code["1.8.0"]["value"] == 12345.678 and by_code["1.8.0"]["raw"] == "012345.678"
     net = next(r for r in line["readings"] if r["derived"])
     assert net["code"] == "16.7.0" and net["obis"] is None and net["value"] == 0.845 and net["unit"] == "kW"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.3])
+def test_ctrl_c_at_any_moment_after_start_ends_listen_cleanly(delay: float) -> None:
+    """Ctrl-C while the pipeline is still starting or already waiting: status 0, statistics printed
+    (the signal sets an event; no KeyboardInterrupt lands inside a lock or a thread start)."""
+    sim = PushSimulator(wrapper="hdlc", seed=14)
+    port = sim.open_pty(baudrate=9600, parity="E", time_scale=25)
+    proc = _listen(port, "--json")
+    deadline = time.monotonic() + 60
+    while not sim.reader_ready() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay)
+    err = _stop(proc, sim)
+    assert proc.returncode == 0, err
+    assert "statistics:" in err and "Traceback" not in err

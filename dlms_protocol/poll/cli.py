@@ -11,7 +11,7 @@ import io
 import sys
 from typing import Any, Dict, List, Optional, TextIO
 
-from ..cli_output import PrintOutput
+from ..cli_output import PrintOutput, run_until_interrupted
 from ..model import MeterData
 
 
@@ -176,15 +176,7 @@ def _poll_cycle(args: argparse.Namespace, config: Any, discover: bool) -> int:
     source = CliPollSource(config, args.cycle, time_scale=args.time_scale)
     printer = PollPrinter(args, source.poller, count=args.count)
     printer.describe = config.describe()
-    pipeline = Pipeline(source, [printer])
-    pipeline.start()
-    try:
-        while source.running and not printer.done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pipeline.stop(timeout=5.0)
+    run_until_interrupted(Pipeline(source, [printer]), lambda: source.running, 5.0, done=printer.done)
     if printer.closed:
         from ..cli_output import quiet_stdout
 
