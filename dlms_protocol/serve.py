@@ -74,6 +74,8 @@ def describe_start(cfg: Any) -> str:
         lc = cfg.listener
         what = (f"DLMS push on {lc.port} {lc.baudrate} {lc.bytesize}{lc.parity}{lc.stopbits}, "
                 f"key {'set' if lc.key else 'not set'}, profile {lc.profile or 'auto'}")
+    elif getattr(cfg, "poll", None) is not None:
+        what = f"DLMS/COSEM polling of {cfg.poll.describe()} every {cfg.interval:g} s"
     else:
         rc = cfg.readout
         what = f"IEC 62056-21 readout on {rc.port} every {cfg.interval:g} s (baudrate {rc.baudrate})"
@@ -86,13 +88,15 @@ def describe_start(cfg: Any) -> str:
 
 
 def build_source(cfg: Any, stats: Statistics, report: _RateLimited) -> Source:
-    """The source the [meter] section asks for (push listener or D0 readout loop)."""
+    """The source the [meter] section asks for (push listener, D0 readout loop or DLMS polling)."""
     if cfg.listener is not None and getattr(cfg, "protocol", "dlms") != "dlms":  # SML, push-only D0, auto
         return make_source("sml", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
                            on_problem=report, protocol=cfg.protocol)
     if cfg.listener is not None:
         return make_source("push", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
                            on_problem=report, text=bool(cfg.outputs) or not cfg.victron)  # D-Bus shows no text
+    if getattr(cfg, "poll", None) is not None:
+        return make_source("poll", config=cfg.poll, cycle=cfg.interval, stats=stats, stale_after=cfg.bridge.timeout)
     return make_source("readout", config=cfg.readout, cycle=cfg.interval, stats=stats,
                        stale_after=cfg.bridge.timeout)
 

@@ -151,6 +151,21 @@ def test_ini_settings_wait(tmp_path: Path) -> None:
         load_config(write(tmp_path, "b.ini", "[meter]\nport = /dev/x\n[victron]\nsettings_wait = -1\n"))
 
 
+def test_ini_poll(tmp_path: Path) -> None:
+    """mode = poll: the DLMS/COSEM client's settings; the password is never shown."""
+    cfg = load_config(write(tmp_path, "p.ini", "[meter]\nmode = poll\nport = /dev/ttyUSB0\ninterval = 15\n"
+                            "client_address = 32\nphysical_address = 145\nauthentication = low\n"
+                            "password = 12345678\nobis = 1.8.0; 2.8.0, 1-0:16.7.0\nstate_file = ic.state\n"))
+    pc = cfg.poll
+    assert pc is not None and cfg.listener is None and cfg.readout is None and cfg.mode == "poll"
+    assert (pc.port, pc.client_address, pc.physical_address, pc.authentication) == ("/dev/ttyUSB0", 32, 145, "low")
+    assert pc.obis == ("1.8.0", "2.8.0", "1-0:16.7.0") and pc.state_file == str(tmp_path / "ic.state")
+    assert cfg.interval == 15.0 and cfg.bridge.timeout == 2 * 15 + 60 and cfg.bridge.refresh_time_ms == 15000
+    assert cfg.bridge.connection == "DLMS poll /dev/ttyUSB0"
+    shown = str(cfg.describe()) + repr(cfg)
+    assert "12345678" not in shown and ("obis", "1.8.0, 2.8.0, 1-0:16.7.0") in cfg.describe()
+
+
 def test_ini_readout_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "r.ini", "[meter]\nmode = readout\nport = /dev/ttyUSB1\ninterval = 60\n"))
     assert cfg.readout is not None and cfg.listener is None
@@ -164,7 +179,11 @@ def test_ini_readout_defaults(tmp_path: Path) -> None:
     ("[meter]\nport = /dev/x\nbaudrat = 9600\n", "did you mean 'baudrate'"),
     ("[metre]\nport = /dev/x\n", r"did you mean \[meter\]"),
     ("[meter]\nmode = push\n", "port is missing"),
-    ("[meter]\nport = /dev/x\nmode = poll\n", "mode"),
+    ("[meter]\nport = /dev/x\nmode = pull\n", "use push, readout or poll"),
+    ("[meter]\nport = /dev/x\nclient_address = 16\n", "do not apply to mode = push"),
+    ("[meter]\nmode = poll\nport = tcp://h:4059\nparity = E\n", "do not apply to mode = poll"),
+    ("[meter]\nmode = poll\nport = tcp://h:4059\nauthentication = low\n", "needs a password"),
+    ("[meter]\nmode = poll\nport = tcp://h:4059\nobis = 1.8.0, 1.8.x\n", "not an OBIS code"),
     ("[meter]\nport = /dev/x\ninterval = 5\n", "do not apply to mode = push"),
     ("[meter]\nport = /dev/x\nkey = 0011\n", "2 bytes"),
     ("[meter]\nport = /dev/x\n[victron]\nrole = battery\n", "role"),

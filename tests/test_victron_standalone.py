@@ -164,6 +164,48 @@ def test_standalone_readout_service_end_to_end(daemon: DbusDaemon, bus_parts: Ve
         meter.stop()
 
 
+def test_standalone_poll_service_end_to_end(daemon: DbusDaemon, bus_parts: VenusClient, tmp_path: Path) -> None:
+    """``mode = poll``: a DLMS/COSEM meter that answers only when asked (gurux's server side as the
+    meter, over the DLMS/IP wrapper) polled every second, its registers on D-Bus in Victron units."""
+    from dlms_protocol.simulator.cosem_model import demo_model
+    from dlms_protocol.simulator.dlms_meter import DlmsTcpMeter
+
+    client = bus_parts
+    with DlmsTcpMeter(demo_model()) as meter:
+        cfg = tmp_path / "poll.ini"
+        cfg.write_text(f"[meter]\nmode = poll\nport = {meter.url}\ninterval = 1\ntimeout = 20\n"
+                       "obis = 0-0:96.1.0, 1.8.0, 2.8.0, 1.7.0, 2.7.0, 32.7.0\n\n"
+                       f"[victron]\nbus = {daemon.address}\n")
+        check = subprocess.run([sys.executable, "-m", "dlms_protocol", "serve", "--config", str(cfg),
+                                "--check-config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0 and "DLMS/IP wrapper" in check.stdout, check.stdout + check.stderr
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        log = (tmp_path / "service.log").open("w")
+        proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "victron", "--config", str(cfg)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            name = client.wait_for(lambda c: c.service("grid"), 60)
+            # demo_model: 1.8.0 12345678 Wh, 1.7.0 1234 W, 2.7.0 0 W, 32.7.0 230.1 V
+            want = {"/Ac/Energy/Forward": 12345.678, "/Ac/Power": 1234.0, "/Ac/L1/Voltage": 230.1,
+                    "/RefreshTime": 1000, "/Connected": 1}
+            try:
+                client.wait_for(lambda c: all(c.cache[name].get(k) == v for k, v in want.items()), 60)
+            except TimeoutError:
+                raise AssertionError(str({k: client.cache[name].get(k) for k in want})) from None
+            assert client.get_value(name, "/Mgmt/Connection").startswith("DLMS poll tcp://")
+            meter.model.set_value("1.0.1.7.0.255", 2000)  # the next cycle brings the new value
+            client.wait_for(lambda c: c.cache[name].get("/Ac/Power") == 2000.0, 60)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            log.close()
+    assert "DLMS/COSEM polling of tcp://" in (tmp_path / "service.log").read_text()
+
+
 def test_config_error_exits_nonzero_without_touching_the_bus(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.ini"
     cfg.write_text("[meter]\nport = /dev/ttyUSB9\nparity = Q\n")

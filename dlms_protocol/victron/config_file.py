@@ -52,20 +52,22 @@ PROFILE_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
 
 #: INI keys per section and a one-line meaning (also used by --check-config and the docs)
 METER_KEYS: Dict[str, str] = {
-    "mode": "push (DLMS/COSEM push listener) or readout (IEC 62056-21 optical readout)",
-    "port": "serial device (/dev/serial/by-id/... or /dev/ttyUSB0), socket://host:port or rfc2217://",
+    "mode": "push (DLMS/COSEM push listener), readout (IEC 62056-21 optical readout) or poll (DLMS/COSEM "
+            "client: optical mode E, RS485, TCP)",
+    "port": "serial device (/dev/serial/by-id/... or /dev/ttyUSB0), socket://host:port or rfc2217://; "
+            "poll also tcp://host:4059 (DLMS/IP wrapper)",
     "protocol": "push: what the meter sends: dlms (default), sml (German INFO interface, 9600 8N1), d0, auto",
-    "baudrate": "push: line speed (2400); readout: auto or a maximum",
+    "baudrate": "push: line speed (2400); readout: auto or a maximum; poll: the HDLC rate (9600)",
     "bytesize": "push: data bits (8)",
     "parity": "push: N, E or O (E)",
     "stopbits": "push: 1 or 2",
-    "key": "push: encryption key (GUEK), 32 hex digits",
-    "auth_key": "push: authentication key (GAK), 32 hex digits, only if your operator gave one",
+    "key": "push: encryption key (GUEK), 32 hex digits; poll: with authentication = high_gmac",
+    "auth_key": "push: authentication key (GAK), 32 hex digits, only if your operator gave one; poll: high_gmac",
     "profile": "push: auto, or the name/JSON file of a positional layout",
     "wrapper": "push: auto, hdlc, mbus, wrapper or apdu",
     "security": "push: least protection once keys are set: auto, any, encrypted or authenticated",
     "min_interval": "push: at most one update per this many seconds (0 = every push)",
-    "interval": "readout: seconds between readouts (30)",
+    "interval": "readout, poll: seconds between readouts (30)",
     "initial_baudrate": "readout: sign-on speed (300)",
     "char_format": "readout: 7E1 or 8N1 ...",
     "use_checksum": "readout: check the BCC (yes)",
@@ -73,11 +75,21 @@ METER_KEYS: Dict[str, str] = {
     "no_waiting": "readout: skip the optional waits (no)",
     "device_address": "readout: meter address for the sign-on (empty)",
     "query_code": "readout: ? (default)",
-    "timeout": "readout: character/answer time-out in seconds (1.5)",
+    "timeout": "readout: character/answer time-out in seconds (1.5); poll: answer time-out (3)",
     "wakeup": "readout: send NUL wake-up characters (no)",
     "retries": "readout: further attempts at lower speeds (1)",
     "baud_switch_delay": "readout: seconds between ACK and speed change (0.3)",
     "readout_mode": "readout: request (sign-on) or push (meters that send by themselves)",
+    "mode_e": "poll: optical head, sign on at 300 Bd and switch to HDLC (IEC 62056-21 mode E) (no)",
+    "client_address": "poll: 16 public client (default), 1 management, 32 reading client ...",
+    "logical_address": "poll: server logical address (1)",
+    "physical_address": "poll: server physical address (17; RS485: the meter's address)",
+    "address_size": "poll: server address size in bytes: 1, 2 (default) or 4",
+    "authentication": "poll: none (default), low (password) or high_gmac (key, auth_key)",
+    "password": "poll: the meter's LLS password for authentication = low",
+    "system_title": "poll: our system title for high_gmac, 8 characters or 16 hex digits (SHNGDLMS)",
+    "state_file": "poll: file that keeps the high_gmac invocation counter (relative to this file)",
+    "obis": "poll: the registers to read each cycle, comma-separated (empty: every register found)",
 }
 VICTRON_KEYS: Dict[str, str] = {
     "bus": "auto, system, session or a D-Bus address",
@@ -123,12 +135,15 @@ class StandaloneConfig:
     outputs: Dict[str, Dict[str, str]] = field(default_factory=dict)
     #: push mode: dlms (PushSource), or sml/d0/auto (the SML source's StreamListener)
     protocol: str = "dlms"
+    #: poll mode: the DLMS/COSEM client's settings (poll/config.py)
+    poll: Optional[Any] = None
 
     @property
     def port(self) -> str:
-        if self.listener is not None:
-            return self.listener.port
-        return self.readout.port if self.readout is not None else ""
+        for part in (self.listener, self.readout, self.poll):
+            if part is not None:
+                return str(part.port)
+        return ""
 
     def describe(self) -> List[Tuple[str, str]]:
         """Settings as (name, text) for --check-config; keys only as 'set'/'not set'."""
@@ -143,6 +158,10 @@ class StandaloneConfig:
             out += [("baudrate", str(rc.baudrate)), ("char_format", rc.char_format),
                     ("interval", f"{self.interval:g} s"),
                     ("readout_mode", rc.mode)]
+        if self.poll is not None:
+            pc = self.poll
+            out += [("interval", f"{self.interval:g} s"), ("connection", pc.describe()),
+                    ("obis", ", ".join(pc.obis) or "(every register found)")]
         for kind, options in sorted(self.outputs.items()):
             shown = ", ".join(f"{k}={'(set)' if _secret(k) else v}" for k, v in sorted(options.items()))
             out.append((f"output {kind}", shown or "(defaults)"))
@@ -233,6 +252,47 @@ def _port(text: str) -> str:
     return "/dev/" + text
 
 
+#: [meter] keys every mode takes, and those of each mode (others are refused with the mode named)
+_COMMON_KEYS = {"mode", "port", "baudrate"}
+_MODE_KEYS = {
+    "push": {"bytesize", "parity", "stopbits", "key", "auth_key", "profile", "wrapper", "min_interval",
+             "protocol", "security"},
+    "readout": {"interval", "initial_baudrate", "char_format", "use_checksum", "reset_baudrate", "no_waiting",
+                "device_address", "query_code", "timeout", "wakeup", "retries", "baud_switch_delay",
+                "readout_mode"},
+    "poll": {"interval", "timeout", "mode_e", "client_address", "logical_address", "physical_address",
+             "address_size", "authentication", "password", "key", "auth_key", "system_title", "state_file",
+             "obis"},
+}
+_CONNECTION = {"push": "DLMS push", "readout": "IEC 62056-21", "poll": "DLMS poll"}
+
+
+def _poll_config(m: Dict[str, str], port: str, base: Path) -> Any:
+    """[meter] of mode = poll as the DLMS client's PollConfig (keys and password never shown)."""
+    from ..poll.config import PollConfig
+
+    baud = m.get("baudrate", "9600").lower()
+    state = m.get("state_file")
+    return _built(
+        "meter", PollConfig,
+        port=port,
+        mode_e=_bool("meter", "mode_e", m.get("mode_e", "no")),
+        baudrate=9600 if baud == "auto" else _number("meter", "baudrate", baud, int),
+        client_address=_number("meter", "client_address", m.get("client_address", "16"), int),
+        logical_address=_number("meter", "logical_address", m.get("logical_address", "1"), int),
+        physical_address=_number("meter", "physical_address", m.get("physical_address", "17"), int),
+        address_size=_number("meter", "address_size", m.get("address_size", "2"), int),
+        authentication=m.get("authentication", "none"),
+        password=m.get("password") or None,
+        key=m.get("key") or None,
+        auth_key=m.get("auth_key") or None,
+        system_title=m.get("system_title") or None,
+        state_file=str((base / state).resolve()) if state else None,
+        obis=tuple(c.strip() for c in m.get("obis", "").replace(";", ",").split(",") if c.strip()),
+        timeout=_number("meter", "timeout", m.get("timeout", "3")),
+    )
+
+
 # -------------------------------------------------------------------------- INI
 def _read_ini(path: Path, text: str) -> StandaloneConfig:
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
@@ -263,29 +323,28 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
     v = {k: x for k, x in v.items() if x != ""}
 
     mode = m.get("mode", "push").lower()
-    if mode not in ("push", "readout"):
-        raise ConfigurationError(f"[meter] mode = {mode!r} is unknown", "use push or readout")
+    if mode not in _MODE_KEYS:
+        raise ConfigurationError(f"[meter] mode = {mode!r} is unknown", "use push, readout or poll")
     port = m.get("port", "")
     if not port:
         raise ConfigurationError(f"{path}: [meter] port is missing",
                                  "write port = /dev/serial/by-id/<your adapter> (ls /dev/serial/by-id)")
     port = _port(port)
-    push_only = {"bytesize", "parity", "stopbits", "key", "auth_key", "profile", "wrapper", "min_interval",
-                 "protocol", "security"}
     protocol = m.get("protocol", "dlms").lower()
     if protocol not in ("dlms", "sml", "d0", "auto"):
         raise ConfigurationError(f"[meter] protocol = {protocol!r} is unknown", "use dlms, sml, d0 or auto")
-    readout_only = {"interval", "initial_baudrate", "char_format", "use_checksum", "reset_baudrate", "no_waiting",
-                    "device_address", "query_code", "timeout", "wakeup", "retries", "baud_switch_delay",
-                    "readout_mode"}
-    wrong = sorted((readout_only if mode == "push" else push_only) & set(m))
+    wrong = sorted(set(m) - _COMMON_KEYS - _MODE_KEYS[mode])
     if wrong:
         raise ConfigurationError(f"[meter] {', '.join(wrong)} do not apply to mode = {mode}",
                                  "remove them or change mode")
-    listener = readout = None
+    listener = readout = poll = None
     interval = 30.0
     base = path.parent
-    if mode == "push":
+    if mode == "poll":
+        interval = _number("meter", "interval", m.get("interval", "30"))
+        poll = _poll_config(m, port, base)
+        default_timeout = 2 * interval + 60.0
+    elif mode == "push":
         listener = _built(
             "meter", ListenerConfig,
             port=port,
@@ -341,10 +400,10 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
         product_name=v.get("product_name", "DLMS smart meter"),
         timeout=_number("victron", "timeout", v["timeout"]) if "timeout" in v else default_timeout,
         refresh_time_ms=_number("victron", "refresh_time_ms", v["refresh_time_ms"], int)
-        if "refresh_time_ms" in v else (int(interval * 1000) if mode == "readout" else None),
+        if "refresh_time_ms" in v else (int(interval * 1000) if mode != "push" else None),
         mapping_file=_confined("victron", "mapping_file", v["mapping_file"], base) if v.get("mapping_file") else None,
         port=port,
-        connection=f"{'DLMS push' if mode == 'push' else 'IEC 62056-21'} {port}",
+        connection=f"{_CONNECTION[mode]} {port}",
         device_instance=_number("victron", "device_instance", v.get("device_instance", "40"), int),
         mapping_options=options,
         **({"settings_wait": _number("victron", "settings_wait", v["settings_wait"])} if "settings_wait" in v else {}),
@@ -356,7 +415,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
                for kind in extra if cp.has_section(kind)}
     return StandaloneConfig(mode=mode, bridge=bridge, listener=listener, readout=readout, interval=interval,
                             log_level=level, source=f"INI ({path})", victron=cp.has_section("victron"),
-                            outputs=outputs, protocol=protocol, notes=notes)
+                            outputs=outputs, protocol=protocol, notes=notes, poll=poll)
 
 
 # ------------------------------------------------------------ dbus-dlms-meter
