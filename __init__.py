@@ -57,6 +57,7 @@ if __package__:  # pytest imports this file as a plain module when the checkout'
     from .dlms_protocol.config import ListenerConfig, ReadoutConfig, parse_key
     from .dlms_protocol.errors import ConfigurationError, DlmsError, TransportError
     from .dlms_protocol.model import MeterData, Statistics
+    from .dlms_protocol.obis import Obis
     from .dlms_protocol.pipeline import Health, KeepLatest, Output, Pipeline, Source, make_output, make_source
 else:  # only so the class statement below can be evaluated
     Output = object  # type: ignore[misc,assignment]
@@ -65,6 +66,7 @@ else:  # only so the class statement below can be evaluated
 ATTR_CODE = "dlms_obis_code"
 ATTR_READOUT = "dlms_obis_readout"
 ATTR_STATUS = "dlms_status"
+ATTR_PROFILE = "dlms_profile"
 ATTR_UNIT = "dlms_unit"
 ATTR_SCALE = "dlms_scale"
 
@@ -109,6 +111,7 @@ class DLMS(SmartPlugin):
         self._obis_items: Dict[str, Tuple[Any, ps.ObisBinding]] = {}
         self._readout_items: Dict[str, Any] = {}
         self._status_items: Dict[str, Tuple[Any, str]] = {}
+        self._profile_items: Dict[str, Tuple[Any, Any]] = {}  # path -> (item, Obis of the load profile)
         self._item_problems: Dict[str, str] = {}
         self._logged: Dict[str, str] = {}
         self._repeats = ps.RepeatLimiter(REPEAT_LOG_INTERVAL)
@@ -281,7 +284,10 @@ class DLMS(SmartPlugin):
         if self._mode == "poll":
             if not self._poll_config.obis:  # poll what the items want (all registers if none names a code)
                 self._poll_config.obis = tuple(str(b.obis) for _, b in self._obis_items.values() if b.obis is not None)
+            wanted = [str(code) for _, code in self._profile_items.values()]  # profiles the items ask for, too
+            self._poll_config.profiles = tuple(dict.fromkeys(tuple(self._poll_config.profiles) + tuple(wanted)))
             return make_source("poll", config=self._poll_config, cycle=0.0, stats=self._stats,
+                               on_profile=self._on_profile if self._profile_items else None,
                                time_scale=float(self._reader_options.get("time_scale", 1.0)),
                                stale_after=max(10.0, 2.5 * self._cycle) if self._cycle else 0.0)
         return make_source("readout", config=self._readout_config, cycle=0.0, stats=self._stats,
@@ -425,9 +431,40 @@ class DLMS(SmartPlugin):
                                         ", ".join(ps.STATUS_KEYS + tuple(sorted(_known_counters()))))
                 self._status_items[path] = (item, key)
                 config["status"] = key
+        if self.has_iattr(conf, ATTR_PROFILE):
+            self._parse_profile_item(item, path, config)
         if config:
             self.add_item(item, config_data_dict=config, mapping=config.get("code"))
         return None
+
+    def _parse_profile_item(self, item: Any, path: str, config: Dict[str, Any]) -> None:
+        """``dlms_profile: 1-0:99.1.0``: the load profile's new rows (mode poll) go to this item."""
+        text = str(self.get_iattr_value(item.conf, ATTR_PROFILE) or "").strip()
+        code = Obis.try_parse(text)
+        if code is None:
+            self.logger.error("item %s: dlms_profile %r is no OBIS code; write the load profile's code, "
+                              "e.g. 1-0:99.1.0", path, text)
+            return
+        if self._mode != "poll":
+            self.logger.warning("item %s: dlms_profile needs mode: poll (load profiles are read by polling); "
+                                "the item stays as it is", path)
+        if item.property.type not in ("list", "dict", "foo"):
+            self.logger.warning("item %s: dlms_profile needs type list (the new rows), dict (the newest row) "
+                                "or foo, not %s", path, item.property.type)
+            return
+        self._profile_items[path] = (item, code)
+        config["profile"] = str(code)
+
+    def _on_profile(self, code: str, rows: List[Any]) -> None:
+        """New rows of a load profile (poll source thread): each row as {time, values, units}."""
+        sent = Obis.try_parse(code)
+        for item, wanted in list(self._profile_items.values()):
+            if sent is None or not wanted.matches(sent):
+                continue
+            value: Any = [row.to_json() for row in rows]
+            if item.property.type == "dict":
+                value = value[-1]
+            item(value, self.get_fullname(), self._port)
 
     def update_item(self, item, caller=None, source=None, dest=None):
         """Only the pause item is watched; meter values flow one way (meter → items)."""

@@ -84,3 +84,38 @@ def test_poll_mode_e_reaches_victron_on_a_real_bus(shng):  # noqa: F811
         # forget the plugin's Victron modules: test_shng_plugin checks what happens when they cannot be imported
         for module in [m for m in sys.modules if m.startswith("plugins.dlms.dlms_protocol.victron.")]:
             del sys.modules[module]
+
+
+def test_load_profile_rows_reach_list_and_dict_items(shng):  # noqa: F811
+    """``dlms_profile``: the load profile is read (without poll_profiles), only its new rows each cycle:
+    a list item gets them all, a dict item the newest, each {time, values, units}."""
+    items = {"meter": {"energy_import": {"type": "num", "dlms_obis_code": "1-0:1.8.0"},
+                       "profile": {"type": "list", "dlms_profile": "1-0:99.1.0"},
+                       "newest": {"type": "dict", "dlms_profile": "1-0:99.1.0.255"}}}
+    with DlmsTcpMeter(demo_model()) as meter:
+        rows = meter.model.profile_rows
+        assert len(rows) >= 2
+        start(shng, {"dlms": {"serialport": meter.url, "mode": "poll", "update_cycle": 60}}, items)
+        wait_for(lambda: len(value(shng, "meter.profile")) == len(rows), timeout=30)
+        got = value(shng, "meter.profile")
+        assert [r["time"] for r in got] == [r.when.isoformat() for r in rows]
+        assert got[0]["values"] == {"1-0:1.8.0.255": rows[0].values[0], "1-0:2.8.0.255": rows[0].values[1]}
+        assert got[0]["units"] == {"1-0:1.8.0.255": "Wh", "1-0:2.8.0.255": "Wh"}
+        assert value(shng, "meter.newest") == got[-1]
+        new = meter.model.add_profile_row((12350000, 2350000))
+        plugin = shng.plugin("dlms")
+        assert plugin.read_now() is True
+        wait_for(lambda: [r["time"] for r in value(shng, "meter.profile")] == [new.when.isoformat()], timeout=30)
+        assert value(shng, "meter.newest")["values"]["1-0:1.8.0.255"] == 12350000
+        plugin.stop()
+
+
+def test_load_profile_item_of_a_wrong_type_is_named(shng, caplog):  # noqa: F811
+    items = {"meter": {"profile": {"type": "num", "dlms_profile": "1-0:99.1.0"},
+                       "typo": {"type": "list", "dlms_profile": "99.1.x"}}}
+    with DlmsTcpMeter(demo_model()) as meter:
+        start(shng, {"dlms": {"serialport": meter.url, "mode": "poll", "update_cycle": 60}}, items)
+        assert "item meter.profile: dlms_profile needs type list" in caplog.text
+        assert "item meter.typo: dlms_profile '99.1.x' is no OBIS code" in caplog.text
+        assert shng.plugin("dlms")._profile_items == {}
+        shng.plugin("dlms").stop()

@@ -93,7 +93,7 @@ def test_parsed_attributes_pass_smarthomeng_unchanged() -> None:
     attrs = yaml.safe_load((ROOT / "plugin.yaml").read_text(encoding="utf-8"))["item_attributes"]
     assert {name: a["type"] for name, a in attrs.items()} == {
         "dlms_obis_code": "foo", "dlms_obis_readout": "str", "dlms_status": "str", "dlms_unit": "str",
-        "dlms_scale": "str"}
+        "dlms_scale": "str", "dlms_profile": "str"}
 
 
 def test_scale_with_decimal_comma_and_a_bad_scale(shng: SmartHome, meter: SimulatedMeter, caplog) -> None:
