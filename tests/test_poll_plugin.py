@@ -111,11 +111,17 @@ def test_load_profile_rows_reach_list_and_dict_items(shng):  # noqa: F811
 
 
 def test_load_profile_item_of_a_wrong_type_is_named(shng, caplog):  # noqa: F811
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    logger = logging.getLogger("plugins.dlms")  # directly: an earlier test may have changed propagation
+    logger.addHandler(caplog.handler)
     items = {"meter": {"profile": {"type": "num", "dlms_profile": "1-0:99.1.0"},
                        "typo": {"type": "list", "dlms_profile": "99.1.x"}}}
     with DlmsTcpMeter(demo_model()) as meter:
         start(shng, {"dlms": {"serialport": meter.url, "mode": "poll", "update_cycle": 60}}, items)
         assert "item meter.profile: dlms_profile needs type list" in caplog.text
         assert "item meter.typo: dlms_profile '99.1.x' is no OBIS code" in caplog.text
+        logger.removeHandler(caplog.handler)
         assert shng.plugin("dlms")._profile_items == {}
         shng.plugin("dlms").stop()
