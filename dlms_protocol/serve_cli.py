@@ -21,15 +21,20 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     """Add the ``serve`` subcommand."""
     p = sub.add_parser(
         "serve", help="run one meter with its outputs (Victron D-Bus, MQTT ...) from an INI file",
-        description="Read one meter ([meter]: DLMS push listener or IEC 62056-21 readout) and publish every "
-                    "verified reading to the outputs the file names ([victron], [mqtt] ...). Stops on "
-                    "SIGTERM/Ctrl-C. 'victron --config FILE' is the same with the D-Bus output always on.")
-    p.add_argument("--config", required=True, metavar="FILE", help="INI file (or dbus-dlms-meter config.py)")
+        description="Read one meter ([meter]: DLMS push listener, IEC 62056-21 readout or DLMS polling) and "
+                    "publish every verified reading to the outputs the file names ([victron], [mqtt] ...). "
+                    "Stops on SIGTERM/Ctrl-C. 'victron --config FILE' is the same with the D-Bus output always on.")
+    add_service_arguments(p)
+    p.set_defaults(func=cmd_serve, victron_always=False)
+
+
+def add_service_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``serve`` and ``victron`` share (one service, two names)."""
+    p.add_argument("--config", required=True, metavar="FILE", help="INI file or dbus-dlms-meter config.py")
     p.add_argument("--check-config", action="store_true", help="read and check FILE, show the effective settings")
     p.add_argument("--error-delay", type=float, default=0.0, metavar="S",
                    help="wait S seconds before exiting on a configuration error (keeps a supervisor "
-                        "from restarting a broken setup every second)")
-    p.set_defaults(func=cmd_serve, victron_always=False)
+                        "from restarting a broken setup every second; the Venus run script uses 30)")
 
 
 def setup_logging(level: str, verbose: int) -> None:
@@ -119,4 +124,4 @@ def _show(path: str, cfg: Any) -> int:
     return 0
 
 
-__all__ = ["register", "cmd_serve", "setup_logging"]
+__all__ = ["register", "add_service_arguments", "cmd_serve", "setup_logging"]

@@ -8,14 +8,12 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     """Add the ``victron`` subcommand."""
     p = sub.add_parser(
         "victron", help="publish a meter as a Victron grid meter on D-Bus (Venus OS service)",
-        description="Read one meter (DLMS push listener or IEC 62056-21 readout) and publish it as "
-                    "com.victronenergy.grid.<suffix> on D-Bus. The config file is our INI format "
+        description="Read one meter (DLMS push listener, IEC 62056-21 readout or DLMS polling) and publish "
+                    "it as com.victronenergy.grid.<suffix> on D-Bus. The config file is our INI format "
                     "(venus/dlms-meter.ini.example) or dbus-dlms-meter's config.py. Stops on SIGTERM/Ctrl-C.")
-    p.add_argument("--config", required=True, metavar="FILE", help="INI file or dbus-dlms-meter config.py")
-    p.add_argument("--check-config", action="store_true", help="read and check FILE, print the settings, exit")
-    p.add_argument("--error-delay", type=float, default=0.0, metavar="S",
-                   help="wait S seconds before exiting on a configuration error (keeps a supervisor "
-                        "from restarting a broken setup every second; the Venus run script uses 30)")
+    from ..serve_cli import add_service_arguments  # light: argparse and the service runner, no D-Bus
+
+    add_service_arguments(p)
     p.set_defaults(func=cmd_victron)
 
 
