@@ -1,6 +1,7 @@
 """Config files of the standalone service: our INI format and dbus-dlms-meter's config.py."""
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -261,6 +262,9 @@ def test_install_from_legacy_config_keeps_the_keys_private(tmp_path: Path) -> No
     assert (dest / "config.py").stat().st_mode & 0o077 == 0
     for key in (KEY, AKEY):
         assert key not in res.stdout + res.stderr and key.lower() not in res.stdout + res.stderr
+    # byte-compiled at install: every module has a cache file of this Python, so no start compiles
+    sources = sorted((dest / "dlms_protocol").rglob("*.py"))
+    assert sources and all(Path(importlib.util.cache_from_source(str(p))).is_file() for p in sources)
 
 
 @pytest.mark.parametrize("key", [True, False])
