@@ -121,6 +121,10 @@ def _unhex(text: bytes) -> bytes:
     return bytes.fromhex(digits.decode("ascii"))
 
 
+#: bytes of a capture decoded (and shown) at a time
+_SLICE = 16384
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     from ..cli_output import show_message
     from .decoder import PushDecoder, UnexplainedLayout
@@ -134,11 +138,18 @@ def cmd_decode(args: argparse.Namespace) -> int:
     errors: List[DlmsError] = []
     decoder = PushDecoder(config, Statistics(), on_error=errors.append)
     decoder.quiet = True  # the one line below reports the errors
-    messages = decoder.feed(data) + decoder.finish()
-    for msg in messages:
+    shown = 0
+    # in slices, each shown and dropped before the next: a capture of thousands of pushes held
+    # whole kept every reading alive (memory, and the garbage collector scanning it again and again)
+    for start in range(0, len(data), _SLICE):
+        for msg in decoder.feed(data[start:start + _SLICE]):
+            show_message(msg, args.json)
+            shown += 1
+    for msg in decoder.finish():
         show_message(msg, args.json)
+        shown += 1
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
-    if not messages and all(isinstance(e, FramingError) and not isinstance(e, ChecksumError) for e in lost):
+    if not shown and all(isinstance(e, FramingError) and not isinstance(e, ChecksumError) for e in lost):
         print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
               "APDU bytes", file=sys.stderr)
         return 1

@@ -17,12 +17,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
 from ..model import MeterData, Reading, Statistics, json_value
+from ..obis import Obis
 from ..ratelimit import RepeatLimiter
 from .apdu import decode_apdu
 from .deframer import Deframer
@@ -41,6 +42,31 @@ LOG_INTERVAL = 60.0
 def _display(value: Any) -> str:
     shown = json_value(value)
     return str(shown) if not isinstance(shown, list) else repr(shown)
+
+
+_LineParts = Tuple[str, str, str]
+#: the fixed parts of each line of a rendering, by the readings' (code, index, unit): a meter
+#: sends the same list every time, and naming the codes cost more than the values
+_LAYOUTS: Dict[Tuple[Tuple[Optional[Obis], int, Optional[str]], ...], Tuple[_LineParts, ...]] = {}
+
+
+def _line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
+    """(text before the value, text after it, the note after a raw value) per reading."""
+    key = tuple([(r.obis, r.index, r.unit) for r in readings])
+    parts = _LAYOUTS.get(key)
+    if parts is None:
+        built = []
+        for r in readings:
+            code = r.obis.dotted() if r.obis is not None else f"#{r.index}"
+            unit = f" {r.unit}" if r.unit else ""
+            name = r.name or ""
+            built.append((f"  {code:<20} ", unit + (f"  ({name})" if name else ""),
+                          " (raw; scaler unknown)" if r.obis is not None else " (raw)"))
+        parts = tuple(built)
+        if len(_LAYOUTS) >= 64:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = parts
+    return parts
 
 
 @dataclass(frozen=True)
@@ -109,15 +135,11 @@ class PushMessage:
         if self.system_title:
             head.append(f"system title {self.system_title.hex().upper()}")
         lines = ["; ".join(head)]
-        for r in self.readings:
-            code = r.obis.dotted() if r.obis is not None else f"#{r.index}"
-            unit = f" {r.unit}" if r.unit else ""
-            name = r.name or ""
+        for r, (before, after, raw_note) in zip(self.readings, _line_parts(self.readings)):
             if r.value is None and r.raw is not None:
-                shown = f"{_display(r.raw)} (raw; scaler unknown)" if r.obis is not None else f"{_display(r.raw)} (raw)"
+                lines.append(before + _display(r.raw) + raw_note + after)
             else:
-                shown = _display(r.value)
-            lines.append(f"  {code:<20} {shown}{unit}" + (f"  ({name})" if name else ""))
+                lines.append(before + _display(r.value) + after)
         return "\n".join(lines)
 
     def to_meter_data(self, text: bool = True) -> MeterData:

@@ -44,13 +44,13 @@ from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, UnknownLayoutError
-from ..model import Reading
+from ..model import Reading, new_reading
 from ..obis import Obis, best_identity
 from ..ratelimit import Once
 from . import units
 from .apdu import BitString, Notification, parse_datetime
-from .profiles import (BodyFacts, Field, Profile, choose, is_capture_list, is_scaler_unit, load_profiles,
-                       obis_of, resolve)
+from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_capture_list, is_scaler_unit,
+                       load_profiles, obis_of, resolve)
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,8 @@ class _Builder:
             if value.__class__ is int:  # the common case, without the checks below
                 scaler = fld.scaler
                 num = Decimal(value)
-                self.readings.append(Reading(label, code, num.scaleb(scaler) if scaler else num, fld.unit,
-                                             value, scaler, index, self.ts, extra))
+                self.readings.append(new_reading(label, code, num.scaleb(scaler) if scaler else num, fld.unit,
+                                                 value, scaler, index, self.ts, extra))
                 return
             if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
                 raise self._misfit(index, fld, "a number", type_name)
@@ -325,6 +325,52 @@ def _walk_push_list(b: _Builder, body: list) -> Tuple[CaptureObject, ...]:
     return captures
 
 
+#: (profile, per element: None or (field, code, label, extra, number?, scaler, unit)), by (id(profile), types)
+_Step = Tuple[Field, Optional[Obis], str, _Extra, bool, int, Optional[str]]
+_PLANS: Dict[Tuple[int, Tuple[str, ...]], Tuple[Profile, Tuple[Optional[_Step], ...]]] = {}
+
+
+def _plan(profile: Profile, types: Tuple[str, ...]) -> Tuple[Optional[_Step], ...]:
+    """What each position of a frame of these types means under ``profile``: the same for every
+    frame of a meter, so worked out once (the entry keeps the profile, so its id stays its own)."""
+    key = (id(profile), types)
+    hit = _PLANS.get(key)
+    if hit is None or hit[0] is not profile:
+        steps: List[Optional[_Step]] = []
+        for i, type_name in enumerate(types):
+            fld = profile.field_at(i)
+            if fld is None:
+                steps.append(None)
+                continue
+            code, label, extra, _ = _field_static(fld, i, type_name)
+            steps.append((fld, code, label, extra, fld.kind == "number", fld.scaler, fld.unit))
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        hit = _PLANS[key] = (profile, tuple(steps))
+    return hit[1]
+
+
+def _walk_positional(b: _Builder, chosen: Optional[Profile], elems: List[Any], types: Tuple[str, ...]) -> None:
+    """Bare values: the profile names each position (``from_field``); the common case, an
+    integer in a number field, is built right here (the same Reading, without the calls)."""
+    if chosen is None:
+        for i, (elem, type_name) in enumerate(zip(elems, types)):
+            b.unmapped(i, elem, type_name)
+        return
+    ts = b.ts
+    out = b.readings
+    for i, (elem, type_name, step) in enumerate(zip(elems, types, _plan(chosen, types))):
+        if step is None:
+            b.unmapped(i, elem, type_name)
+        elif step[4] and elem.__class__ is int:
+            scaler = step[5]
+            num = Decimal(elem)
+            out.append(new_reading(step[2], step[1], num.scaleb(scaler) if scaler else num, step[6], elem,
+                                   scaler, i, ts, step[3]))
+        else:
+            b.from_field(step[0], i, elem, type_name)
+
+
 def _meter_id(readings: Sequence[Reading], from_field: Optional[str]) -> Optional[str]:
     """The profile's meter-id field, else the best code of the one identity table (obis.best_identity)."""
     if from_field:
@@ -361,7 +407,7 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
         if chosen is None:  # the frame names its values itself: decode it without the profile
             notes.append(f"profile {profile!r} not used: " + "; ".join(reasons))
     else:
-        chosen, reasons = choose(body, available.values(), family, facts=facts)
+        chosen, reasons = choose(body, Candidates.of(available), family, facts=facts)
         if chosen is None and reasons and reasons[-1].startswith("several profiles fit"):
             notes.append(reasons[-1])
             _warn_once(reasons[-1] + ": none is chosen; set the profile explicitly")
@@ -376,12 +422,7 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
         elems = list(body) if isinstance(body, list) else [body]
         types = tuple(getattr(body, "types", ())) if isinstance(body, list) else (notification.body_type,)
         unknown = chosen is None
-        for i, (elem, type_name) in enumerate(zip(elems, types)):
-            fld = chosen.field_at(i) if chosen is not None else None
-            if fld is None:
-                b.unmapped(i, elem, type_name)
-            else:
-                b.from_field(fld, i, elem, type_name)
+        _walk_positional(b, chosen, elems, types)
     readings = tuple(b.readings)
     return Interpretation(
         readings=readings,

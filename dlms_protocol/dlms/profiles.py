@@ -475,6 +475,9 @@ def obis_groups(body: Any) -> List[Tuple[int, Obis, Any, str, Optional[Any]]]:
     n = len(body)
     while i < n:
         elem = body[i]
+        if elem.__class__ is int:  # most elements of a push; never a logical name
+            i += 1
+            continue
         if is_obis_octets(elem) and i + 1 < n:
             su = body[i + 2] if i + 2 < n and is_scaler_unit(body[i + 2], types[i + 2]) else None
             out.append((i, obis_of(bytes(elem)), body[i + 1], types[i + 1], su))
@@ -662,6 +665,25 @@ class _Needs:
         return (facts.shape, facts.length, facts.types, markers, obis_values, seq, caps)
 
 
+class Candidates(tuple):
+    """A fixed candidate list with the ids ``choose`` keys its caches by, worked out once per
+    profile set rather than per frame (``Candidates.of(profiles)``)."""
+
+    ids: Tuple[int, ...]
+
+    @staticmethod
+    def of(profiles: Dict[str, Profile]) -> "Candidates":
+        hit = _SETS.get(id(profiles))
+        if hit is None or hit[0] is not profiles or len(hit[1]) != len(profiles):
+            cands = Candidates(profiles.values())
+            cands.ids = tuple(id(p) for p in cands)
+            if len(_SETS) >= 16:
+                _SETS.clear()
+            hit = _SETS[id(profiles)] = (profiles, cands)
+        return hit[1]
+
+
+_SETS: Dict[int, Tuple[Dict[str, Profile], Candidates]] = {}
 _NEEDS: Dict[Tuple[Tuple[int, ...], str], _Needs] = {}
 _CHOICES: Dict[tuple, Tuple[Optional[Profile], Tuple[str, ...]]] = {}
 _CACHE_MAX = 256
@@ -676,8 +698,12 @@ def choose(body: Any, candidates: Iterable[Profile], family: Optional[str] = Non
     the rules look at (shape, element count and types, marker values, OBIS sequence, push object
     list, family): matching every profile against every frame cost more than decoding it."""
     facts = facts if facts is not None else BodyFacts(body, body_type)
-    cands = tuple(candidates)
-    ids = tuple(id(p) for p in cands)
+    if isinstance(candidates, Candidates):
+        cands: Tuple[Profile, ...] = candidates
+        ids = candidates.ids
+    else:
+        cands = tuple(candidates)
+        ids = tuple(id(p) for p in cands)
     shape = facts.shape
     needs = _NEEDS.get((ids, shape))
     if needs is None:

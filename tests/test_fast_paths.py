@@ -1,0 +1,173 @@
+"""The per-frame shortcuts give exactly what the plain code gives.
+
+Decoding a push is done thousands of times with the same layout, so a few steps are worked
+out once per layout and reused: ``model.new_reading`` (Reading without the frozen dataclass's
+``__init__``), the positional plan of ``payload.interpret`` (what each position of a profile
+means), the candidate set of ``profiles.choose`` and the fixed text of each line of
+``PushMessage.render``. Each is checked here against the plain formula it replaces, on every
+push frame of the corpus and on frames of every positional profile the simulator can build.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, List, Optional
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dlms_protocol.config import ListenerConfig
+from dlms_protocol.dlms.apdu import decode_apdu
+from dlms_protocol.dlms.decoder import PushMessage, _display, decode_bytes
+from dlms_protocol.dlms.payload import _Builder, interpret
+from dlms_protocol.dlms.profiles import choose, load_profiles
+from dlms_protocol.model import Reading, new_reading
+from dlms_protocol.obis import Obis
+from dlms_protocol.simulator.push import PushSimulator
+from helpers import corpus_files, load_json
+
+PROFILES = load_profiles()
+#: positional profiles the simulator builds frames for (others need markers or a family first)
+SIMULATED = ["at-burgenland-e450-11", "at-wienernetze-9", "at-wienernetze-im350-10", "si-sodo-elektromaribor-live18",
+             "si-sodo-reduxi-live22", "si-sodo-reduxi-live23", "si-sodo-usage12-bool", "si-sodo-usage12",
+             "kaifa-no-list2-3ph", "kaifa-no-list3-3ph"]
+
+
+def _corpus_messages() -> List[PushMessage]:
+    out: List[PushMessage] = []
+    for path in corpus_files("push", ".json"):
+        frame = load_json(path)
+        keys = frame.get("keys") or {}
+        cfg = ListenerConfig(port="corpus", key=keys.get("block_cipher_key"))  # the EK decodes; tags are not the point
+        out += decode_bytes(bytes.fromhex(frame["hex"]), cfg, strict=False)
+    return out
+
+
+def _simulated_messages(seed: int) -> List[PushMessage]:
+    out: List[PushMessage] = []
+    for name in SIMULATED:
+        sim = PushSimulator(wrapper="hdlc", layout="profile", profile=name, seed=seed)
+        out += decode_bytes(b"".join(sim.emit() for _ in range(3)), ListenerConfig(port="sim"))
+    return out
+
+
+def _reference_render(msg: PushMessage) -> List[str]:
+    """The reading lines as PushMessage.render wrote them before the line parts were cached."""
+    lines = []
+    for r in msg.readings:
+        code = r.obis.dotted() if r.obis is not None else f"#{r.index}"
+        unit = f" {r.unit}" if r.unit else ""
+        name = r.name or ""
+        if r.value is None and r.raw is not None:
+            shown = f"{_display(r.raw)} (raw; scaler unknown)" if r.obis is not None else f"{_display(r.raw)} (raw)"
+        else:
+            shown = _display(r.value)
+        lines.append(f"  {code:<20} {shown}{unit}" + (f"  ({name})" if name else ""))
+    return lines
+
+
+def _reference_positional(msg: PushMessage) -> Optional[List[Reading]]:
+    """The readings of a positional frame built field by field through ``_Builder.from_field``."""
+    if msg.apdu[:1] == b"/" or msg.profile is None:  # a DSMR text telegram
+        return None
+    note = decode_apdu(msg.apdu)
+    if not isinstance(note.body, list):
+        return None
+    profile = PROFILES[msg.profile]
+    if profile.shape != "positional":
+        return None
+    b = _Builder(note, profile)
+    for i, (elem, type_name) in enumerate(zip(note.body, note.body.types)):  # type: ignore[attr-defined]
+        fld = profile.field_at(i)
+        if fld is None:
+            b.unmapped(i, elem, type_name)
+        else:
+            b.from_field(fld, i, elem, type_name)
+    return b.readings
+
+
+def test_the_corpus_and_the_simulator_give_frames_to_check() -> None:
+    msgs = _corpus_messages() + _simulated_messages(1)
+    assert len([m for m in msgs if _reference_positional(m) is not None]) >= 30
+    assert len({m.profile for m in msgs}) >= 12
+
+
+@pytest.mark.parametrize("source", ["corpus", "simulated"])
+def test_positional_plan_gives_the_readings_of_the_field_by_field_path(source: str) -> None:
+    msgs = _corpus_messages() if source == "corpus" else _simulated_messages(7)
+    checked = 0
+    for msg in msgs:
+        want = _reference_positional(msg)
+        if want is None:
+            continue
+        for _ in range(2):  # the second time from the cached plan
+            got = interpret(decode_apdu(msg.apdu), msg.profile, profiles=PROFILES).readings
+            assert list(got) == want
+            assert [repr(r) for r in got] == [repr(r) for r in want]
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("source", ["corpus", "simulated"])
+def test_render_lines_equal_the_plain_formula(source: str) -> None:
+    msgs = _corpus_messages() if source == "corpus" else _simulated_messages(11)
+    assert msgs
+    for msg in msgs:
+        for _ in range(2):
+            assert msg.render().split("\n")[1:] == _reference_render(msg)
+
+
+def test_render_tells_layouts_apart_that_differ_only_in_unit_or_position() -> None:
+    """Two messages whose readings differ in unit only must not share cached line parts."""
+    code = Obis.parse("1-0:1.7.0.255")
+    base = dict(wrapper="apdu", ciphered=False, tag_verified=None, timestamp=None, profile=None, apdu=b"",
+                raw=b"", system_title=None)
+    a = PushMessage(readings=(Reading("1-0:1.7.0.255", code, Decimal(5), "W", 5, 0, 0),), **base)  # type: ignore[arg-type]
+    b = PushMessage(readings=(Reading("1-0:1.7.0.255", code, Decimal(5), "kW", 5, 0, 0),), **base)  # type: ignore[arg-type]
+    c = PushMessage(readings=(Reading("index 3", None, None, None, 7, None, 3),), **base)  # type: ignore[arg-type]
+    d = PushMessage(readings=(Reading("index 4", None, None, None, 7, None, 4),), **base)  # type: ignore[arg-type]
+    lines = [m.render().split("\n")[1] for m in (a, b, a, c, d)]
+    assert lines[0].endswith("5 W  (Active import (+A), instantaneous)") and lines[0] == lines[2]
+    assert lines[1].endswith("5 kW  (Active import (+A), instantaneous)")
+    assert lines[3].strip() == "#3                   7 (raw)" and lines[4].startswith("  #4 ")
+
+
+def test_choose_with_a_candidate_set_equals_choose_with_a_list() -> None:
+    from dlms_protocol.dlms.profiles import BodyFacts, Candidates
+
+    for msg in _corpus_messages():
+        if msg.apdu[:1] == b"/":  # a DSMR text telegram
+            continue
+        note = decode_apdu(msg.apdu)
+        fast = choose(note.body, Candidates.of(PROFILES), None, facts=BodyFacts(note.body, note.body_type))
+        plain = choose(note.body, list(PROFILES.values()), None, facts=BodyFacts(note.body, note.body_type))
+        assert (fast[0], fast[1]) == (plain[0], plain[1])
+    assert Candidates.of(PROFILES) is Candidates.of(PROFILES)
+    assert list(Candidates.of(PROFILES)) == list(PROFILES.values())
+
+
+_values: Any = st.one_of(st.none(), st.integers(), st.decimals(allow_nan=False), st.text(max_size=8),
+                         st.binary(max_size=8), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(code=st.text(max_size=20), value=_values, unit=st.one_of(st.none(), st.sampled_from(["W", "kWh", "V"])),
+       raw=_values, scaler=st.one_of(st.none(), st.integers(-6, 6)), index=st.integers(0, 300),
+       extra=st.lists(st.tuples(st.text(max_size=5), st.one_of(st.none(), st.text(max_size=5))), max_size=3))
+def test_new_reading_is_the_dataclass_reading(code: str, value: Any, unit: Optional[str], raw: Any,
+                                              scaler: Optional[int], index: int, extra: list) -> None:
+    obis = Obis.parse("1-0:2.8.0.255")
+    fast = new_reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra))
+    plain = Reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra))
+    assert fast == plain and repr(fast) == repr(plain) and fast.derived is False
+    if _hashable(plain):
+        assert hash(fast) == hash(plain)
+    with pytest.raises(AttributeError):
+        fast.value = 1  # type: ignore[misc]  # still frozen
+
+
+def _hashable(r: Reading) -> bool:
+    try:
+        hash(r)
+    except TypeError:
+        return False
+    return True
