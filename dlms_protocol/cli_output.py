@@ -105,9 +105,11 @@ def offline_json(data: MeterData) -> Dict[str, Any]:
     return meter_data_json(data, received=False)
 
 
-def show_message(message: Any, as_json: bool) -> None:
-    """One decoded message (``decode``) through the printer ``listen`` uses: same text, same JSON."""
-    printer = PrintOutput(as_json, json_form=offline_json)
+def show_message(message: Any, as_json: bool, printer: Optional[PrintOutput] = None) -> None:
+    """One decoded message (``decode``) through the printer ``listen`` uses: same text, same JSON.
+    ``printer``: one made by the caller for many messages (``PrintOutput(as_json, json_form=offline_json)``)."""
+    if printer is None:
+        printer = PrintOutput(as_json, json_form=offline_json)
     printer.publish(message.to_meter_data())
     if printer.closed:  # the command ends as for any closed pipe (cli.main: status 0, no message)
         raise BrokenPipeError

@@ -57,6 +57,29 @@ def _json_decimal(value: Decimal) -> Any:
     return str(value)
 
 
+def decimal_text(value: Decimal) -> str:
+    """``str(json_value(value))`` for a Decimal, without the float round trip in the common case
+    (every value of every rendered push goes through here).
+
+    Plain decimal text with at most 15 significant digits is what the float's shortest repr
+    would give, once trailing fraction zeros are gone (15 digits always survive a double);
+    anything else (exponents, tiny or long numbers, NaN) takes the general rule.
+    """
+    text = str(value)
+    if "E" in text or "N" in text or "n" in text:  # exponent, NaN, Infinity: the general rule
+        return str(_json_decimal(value))
+    whole, dot, frac = text.partition(".")
+    digits = whole.lstrip("-")
+    if not dot:
+        return text if text != "-0" and len(digits) < _INT_DIGITS else str(_json_decimal(value))
+    frac = frac.rstrip("0")
+    if len(digits) + len(frac) > 15 or (digits == "0" and frac.startswith("0000")):
+        return str(_json_decimal(value))
+    if not frac:
+        return str(int(whole))  # "5.00" -> "5", "-0.0" -> "0"
+    return whole + "." + frac
+
+
 @dataclass(frozen=True)
 class Reading:
     """One register value from a meter.

@@ -9,6 +9,9 @@ push frame of the corpus and on frames of every positional profile the simulator
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from decimal import Decimal
 from typing import Any, List, Optional
 
@@ -20,10 +23,10 @@ from dlms_protocol.dlms.apdu import decode_apdu
 from dlms_protocol.dlms.decoder import PushMessage, _display, decode_bytes
 from dlms_protocol.dlms.payload import _Builder, interpret
 from dlms_protocol.dlms.profiles import choose, load_profiles
-from dlms_protocol.model import Reading, new_reading
+from dlms_protocol.model import Reading, decimal_text, json_value, new_reading
 from dlms_protocol.obis import Obis
 from dlms_protocol.simulator.push import PushSimulator
-from helpers import corpus_files, load_json
+from helpers import ROOT, corpus_files, load_json
 
 PROFILES = load_profiles()
 #: positional profiles the simulator builds frames for (others need markers or a family first)
@@ -171,3 +174,30 @@ def _hashable(r: Reading) -> bool:
     except TypeError:
         return False
     return True
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.decimals(), st.builds(lambda i, s: Decimal(i).scaleb(s), st.integers(-10**20, 10**20),
+                                          st.integers(-12, 6))))
+def test_decimal_text_is_the_text_of_the_json_value(value: Decimal) -> None:
+    """The rendering's fast text of a Decimal is exactly ``str(json_value(value))``."""
+    assert decimal_text(value) == str(json_value(value))
+
+
+def test_decode_of_a_capture_longer_than_a_slice_shows_every_push(tmp_path: Any) -> None:
+    """``decode --file`` works through a capture slice by slice: pushes cut by a slice border
+    are shown once, in order, like from one read."""
+    ek = bytes(range(16))
+    sim = PushSimulator(wrapper="hdlc", key=ek, security=0x20, layout="profile", profile="si-sodo-reduxi-live23",
+                        seed=4, invocation_counter=10)
+    frames = [sim.emit() for _ in range(250)]  # 46 kB: three slices, borders inside frames
+    capture = tmp_path / "capture.bin"
+    capture.write_bytes(b"".join(frames))
+    res = subprocess.run([sys.executable, "-m", "dlms_protocol", "decode", "--file", str(capture), "--key", ek.hex(),
+                          "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert len(lines) == 250
+    want = [m.to_json()["readings"] for f in frames
+            for m in decode_bytes(f, ListenerConfig(port="x", key=ek), strict=True)]
+    assert [line["readings"] for line in lines] == want

@@ -17,12 +17,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
-from ..model import MeterData, Reading, Statistics, json_value
+from ..model import MeterData, Reading, Statistics, decimal_text, json_value
 from ..obis import Obis
 from ..ratelimit import RepeatLimiter
 from .apdu import decode_apdu
@@ -40,6 +41,8 @@ LOG_INTERVAL = 60.0
 
 
 def _display(value: Any) -> str:
+    if value.__class__ is Decimal:
+        return decimal_text(value)
     shown = json_value(value)
     return str(shown) if not isinstance(shown, list) else repr(shown)
 
