@@ -163,7 +163,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def cmd_listen(args: argparse.Namespace) -> int:
     """Source → Pipeline → PrintOutput until Ctrl-C: the terminal is one more output."""
-    from ..cli_output import PrintOutput, quiet_stdout
+    from ..cli_output import PrintOutput, quiet_stdout, run_until_interrupted
     from ..pipeline import Output, Pipeline, Throttled
     from ..sml.source import SmlSource
 
@@ -173,15 +173,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
     source = SmlSource(config, LISTEN_STALE, protocol=args.protocol)
     printer = PrintOutput(args.json, show_errors=not source.logs_errors)  # the listener logs its errors
     output: Output = Throttled(printer, args.min_interval) if args.min_interval > 0 else printer  # the latest
-    pipeline = Pipeline(source, [output])
-    pipeline.start()
-    try:  # the listener ends by itself only on a configuration error; the reader may close the pipe
-        while source.running and not printer.done.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pipeline.stop()
+    # Ctrl-C sets an event, also while the port is being opened; the listener ends by itself only
+    # on a configuration error, and the reader may close the pipe (printer.done)
+    run_until_interrupted(Pipeline(source, [output]), lambda: source.running, done=printer.done)
     if printer.closed:
         quiet_stdout()
     counters = source.stats.snapshot()["counters"]
