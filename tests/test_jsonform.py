@@ -140,3 +140,22 @@ def test_sml_and_push_messages_share_the_documented_keys(capsys) -> None:
     assert [k for k in doc if k in push_keys] == push_keys
     assert doc["checksum"] == "SML CRC16" and doc["protocol"] == "sml" and doc["kind"] == "push"
     assert all(tuple(r)[:len(READING_KEYS)] == READING_KEYS for r in doc["readings"])
+
+
+def test_every_snapshot_names_what_vouched_for_its_values() -> None:
+    """MeterData.checksum is set for DLMS push and SML as for D0 (the plugin's status shows it)."""
+    from dlms_protocol.config import ListenerConfig
+    from dlms_protocol.dlms.decoder import decode_bytes
+    from dlms_protocol.simulator.push import PushSimulator
+    from dlms_protocol.simulator.sml import SmlSimulator
+    from dlms_protocol.sml.decoder import SmlDecoder
+
+    key = bytes(range(16))
+    auth = bytes(range(16, 32))
+    sim = PushSimulator(wrapper="hdlc", key=key, auth_key=auth, security=0x30, seed=3)
+    (msg,) = decode_bytes(sim.emit(), ListenerConfig(port="-", key=key, auth_key=auth))
+    assert msg.to_meter_data().checksum == "HDLC FCS + GCM tag" == msg.to_json()["checksum"]
+    (plain,) = decode_bytes(PushSimulator(wrapper="mbus", seed=3).emit(), ListenerConfig(port="-"))
+    assert plain.to_meter_data(text=False).checksum == "M-Bus checksum"
+    (tel,) = SmlDecoder().feed(SmlSimulator(seed=2).build())
+    assert tel.to_meter_data().checksum == "SML CRC16" == tel.to_json()["checksum"]

@@ -150,7 +150,7 @@ class PushMessage:
         service): rendering costs more than mapping the values."""
         return MeterData(kind="push", readings=self.readings, received=time.time(), meter_time=self.timestamp,
                          meter_id=self.meter_id, text=self.render() if text else "", raw=self.raw,
-                         profile=self.profile, message=self)
+                         profile=self.profile, checksum=self.checksum, message=self)
 
 
 class UnexplainedLayout(UnknownLayoutError):

@@ -91,7 +91,7 @@ class SmlTelegram:
             "wrapper": "sml",
             "ciphered": False,
             "tag_verified": None,
-            "checksum": "SML CRC16" + ("/KERMIT" if self.crc == "kermit" else ""),  # transport and message CRCs
+            "checksum": self.checksum,  # transport and message CRCs
             "timestamp": self.meter_time.isoformat() if self.meter_time else None,
             "profile": None,
             "readings": [
@@ -124,9 +124,15 @@ class SmlTelegram:
             lines.append(f"  {r.code:<22} {shown}{unit}" + (f"  ({name})" if name else ""))
         return "\n".join(lines)
 
+    @property
+    def checksum(self) -> str:
+        """What vouched for the values (MeterData.checksum): the transport and message CRCs."""
+        return "SML CRC16" + ("/KERMIT" if self.crc == "kermit" else "")
+
     def to_meter_data(self) -> MeterData:
         return MeterData(kind="push", readings=self.readings, meter_time=self.meter_time,
-                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile="sml", message=self)
+                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile="sml",
+                         checksum=self.checksum, message=self)
 
 
 # ---------------------------------------------------------------------- smllib glue
