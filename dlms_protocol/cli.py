@@ -13,7 +13,6 @@ import math
 import os
 import re
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Tuple
 
 from . import __version__
@@ -86,8 +85,36 @@ def redact_secrets(message: str) -> str:
     return "".join(out)
 
 
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns`` without importing shutil (and with it bz2, lzma and
+    fnmatch): argparse's formatter asks for the width for every option a parser adds."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with the width from ``_columns`` (start-up time of every command)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: Optional[int] = None, **more: Any) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width,
+                         **more)
+
+
 class RedactingParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors never echo key material (subparsers inherit the class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         super().error(redact_secrets(message))
@@ -131,6 +158,8 @@ def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _check_output_path(parser: argparse.ArgumentParser, option: str, text: str) -> None:
+    from pathlib import Path  # only for commands with --template: not at start-up
+
     path = Path(text)
     if path.is_dir():
         parser.error(f"{option} {text}: is a directory; name a file such as {path / 'my_meter.json'}")

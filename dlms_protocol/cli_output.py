@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import threading
 from typing import Any, Callable, Dict, Optional, TextIO
@@ -147,6 +146,8 @@ def run_until_interrupted(pipeline: Pipeline, keep_going: Callable[[], bool], st
     to be (inside ``pipeline.start()``, a lock, a thread start): the pipeline always stops
     cleanly and the command ends, however early or late the signal comes.
     """
+    import signal  # only the streaming commands need it, not decode's start-up
+
     stop = done if done is not None else threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

@@ -32,10 +32,10 @@ Matching a user's code against what a meter sends
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, Optional, Tuple
 
 from .errors import ConfigurationError
@@ -238,8 +238,9 @@ def best_identity(candidates: Iterable[Tuple[Optional[Obis], Optional[str]]]) ->
 
 @lru_cache(maxsize=1)
 def _tables() -> dict:
-    path = Path(__file__).with_name("data") / "obis_names.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    path = os.path.join(os.path.dirname(__file__), "data", "obis_names.json")  # os.path: pathlib costs start-up
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 @lru_cache(maxsize=4096)

@@ -14,7 +14,6 @@ import argparse
 import re
 import sys
 import time
-from pathlib import Path
 from typing import List, Optional
 
 from ..config import SECURITY_LEVELS, ListenerConfig
@@ -105,13 +104,18 @@ def _read_input(args: argparse.Namespace) -> bytes:
             raise ConfigurationError("--hex contains characters that are not hex digits", "paste only the frame bytes")
         return _unhex(text)
     try:
-        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        data = sys.stdin.buffer.read() if args.file == "-" else _read_bytes(args.file)
     except OSError as exc:
         raise ConfigurationError(f"cannot read {args.file} ({exc.strerror or exc})", "check the path") from None
     if data and _HEX_TEXT.match(data) and len(re.sub(rb"[\s:]", b"", data)) % 2 == 0 \
             and re.search(rb"[0-9A-Fa-f]", data):
         return _unhex(data)  # a hex dump saved as text
     return data
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:  # open, not pathlib: pathlib is no part of decode's start-up
+        return f.read()
 
 
 def _unhex(text: bytes) -> bytes:

@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigurationError
 from ..obis import Obis
@@ -54,7 +54,14 @@ from .apdu import INTEGER_TYPES, TYPE_NAMES, Notification, parse_datetime
 
 log = logging.getLogger(__name__)
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    BUILTIN_DIR: Path  # made by __getattr__ below
+
+#: the built-in profiles' folder as text; ``BUILTIN_DIR`` is the same as a Path (made on first use:
+#: pathlib is no part of a decoder's start-up, which every push command and the Victron service pay)
+_BUILTIN = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data", "profiles")
 SHAPES = ("positional", "obis", "push-list", "single")
 KINDS = ("number", "enum", "bool", "text", "datetime", "bytes")
 TEXT_TYPES = frozenset({"octet-string", "visible-string", "utf8-string"})
@@ -208,6 +215,25 @@ def _json_type_ok(value: Any, spec: str) -> bool:
     return isinstance(value, _JSON_TYPES[spec])
 
 
+#: a leaf node of ``SCHEMA`` (a type name or a tuple of them) -> (Python types, does a bool pass)
+_LEAF_TYPES: Dict[Any, Tuple[Tuple[type, ...], bool]] = {}
+
+
+def _is_node(spec: Any) -> bool:
+    return isinstance(spec, tuple) and spec[0] in ("object", "array")
+
+
+def _leaf_ok(value: Any, spec: Any) -> bool:
+    """``_json_type_ok`` for any of a leaf's type names, in one isinstance: the check runs for
+    every key of every built-in profile on each start (the schema walk was a third of loading)."""
+    entry = _LEAF_TYPES.get(spec)
+    if entry is None:
+        names = (spec,) if isinstance(spec, str) else spec
+        entry = (tuple(t for n in names for t in _JSON_TYPES[n]), _BOOL in names)
+        _LEAF_TYPES[spec] = entry
+    return isinstance(value, entry[0]) and (entry[1] or not isinstance(value, bool))
+
+
 def validate_schema(value: Any, spec: Any = SCHEMA, path: str = "") -> None:
     """Check ``value`` against a ``SCHEMA`` node; ConfigurationError names the field (``where`` added by callers)."""
     label = path or "the document"
@@ -221,14 +247,16 @@ def validate_schema(value: Any, spec: Any = SCHEMA, path: str = "") -> None:
             if key not in value:
                 raise ConfigurationError(f"'{path + '.' if path else ''}{key}' is missing")
         for key, sub in props.items():
-            if key in value:
+            if key in value and (_is_node(sub) or not _leaf_ok(value[key], sub)):
                 validate_schema(value[key], sub, f"{path}.{key}" if path else key)
         return
     if isinstance(spec, tuple) and spec[0] == "array":
         if not isinstance(value, list):
             raise ConfigurationError(f"{label} must be a JSON list, not {_json_name(value)}")
+        node = _is_node(spec[1])
         for i, item in enumerate(value):
-            validate_schema(item, spec[1], f"{path}[{i}]")
+            if node or not _leaf_ok(item, spec[1]):
+                validate_schema(item, spec[1], f"{path}[{i}]")
         return
     if not any(_json_type_ok(value, t) for t in spec):
         raise ConfigurationError(f"{label} must be {' or '.join(spec)}, not {_json_name(value)}")
@@ -304,8 +332,14 @@ def _check_match(match: Dict[str, Any], where: str) -> Tuple[str, Optional[int]]
     return shape, elements
 
 
+@lru_cache(maxsize=1024)
+def _try_obis(text: str) -> Optional[Obis]:
+    """Obis.try_parse, cached: the built-in profiles name the same few codes hundreds of times."""
+    return Obis.try_parse(text)
+
+
 def _obis_or_fail(text: Any, where: str) -> Obis:
-    code = Obis.try_parse(text) if isinstance(text, str) else None
+    code = _try_obis(text) if isinstance(text, str) else None
     if code is None:
         raise _fail(where, f"{text!r} is not an OBIS code")
     return code
@@ -354,9 +388,10 @@ def _parse_field(raw: dict, i: int, shape: str, elements: Optional[int], seen: D
                  name=str(raw.get("name", "")), kind=kind, meter_id=bool(raw.get("meter_id", False)))
 
 
-def _load_file(path: Path) -> Profile:
+def _load_file(path: Union[str, Path]) -> Profile:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as f:
+            data = json.loads(f.read())
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"profile file {path} cannot be read ({exc.__class__.__name__})",
                                  "check the path and the file permissions") from None
@@ -371,6 +406,9 @@ def _load_file(path: Path) -> Profile:
 
 
 def _files(where: Path) -> List[Path]:
+    from pathlib import Path  # only for user folders and files: not at start-up
+
+    where = Path(where)
     if where.is_dir():
         return sorted(where.glob("*.json"))
     if where.is_file():
@@ -381,7 +419,8 @@ def _files(where: Path) -> List[Path]:
 
 @lru_cache(maxsize=1)
 def _builtin() -> Tuple[Profile, ...]:
-    return tuple(_load_file(p) for p in sorted(BUILTIN_DIR.glob("*.json")))
+    names = sorted(n for n in os.listdir(_BUILTIN) if n.endswith(".json"))
+    return tuple(_load_file(os.path.join(_BUILTIN, n)) for n in names)
 
 
 def load_profiles(extra_dirs: Sequence[Path] = ()) -> Dict[str, Profile]:
@@ -392,7 +431,7 @@ def load_profiles(extra_dirs: Sequence[Path] = ()) -> Dict[str, Profile]:
             raise ConfigurationError(f"two built-in profiles are named {profile.name!r}", "rename one")
         profiles[profile.name] = profile
     for where in extra_dirs:
-        for path in _files(Path(where)):
+        for path in _files(where):  # type: ignore[arg-type]
             profile = _load_file(path)
             if profile.name in profiles:
                 log.info("profile %s from %s replaces %s", profile.name, path,
@@ -403,6 +442,8 @@ def load_profiles(extra_dirs: Sequence[Path] = ()) -> Dict[str, Profile]:
 
 def load_profile(name_or_path: str, extra_dirs: Sequence[Path] = ()) -> Profile:
     """A profile by name, or from a JSON file path; the error lists the available names."""
+    from pathlib import Path  # a name or a user's file: not at start-up
+
     text = str(name_or_path).strip()
     path = Path(text)
     if text.endswith(".json") or path.is_file():
@@ -816,6 +857,15 @@ def profile_template(notification: Notification) -> dict:
                                "scaler": None, "unit": obis.unit(), "example": _example(value)})
     template["fields"] = fields
     return template
+
+
+def __getattr__(name: str) -> Any:
+    """``BUILTIN_DIR`` as a Path, made on first use (PEP 562)."""
+    if name == "BUILTIN_DIR":
+        from pathlib import Path
+
+        return Path(_BUILTIN)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -7,15 +7,16 @@ Symbols are the SI spellings sinks expect (``W``, ``Wh``, ``varh``, ``A``, ``V``
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Dict, FrozenSet, Optional, Tuple
 
 
 @lru_cache(maxsize=1)
 def _table() -> Dict[int, Tuple[Optional[str], str]]:
-    path = Path(__file__).resolve().parent.parent / "data" / "units.json"
-    raw = json.loads(path.read_text(encoding="utf-8"))["units"]
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data", "units.json")
+    with open(path, encoding="utf-8") as f:  # os.path, not pathlib: start-up time of every command
+        raw = json.load(f)["units"]
     return {int(code): (entry[0], entry[1]) for code, entry in raw.items()}
 
 
