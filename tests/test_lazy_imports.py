@@ -91,3 +91,35 @@ def test_victron_service_of_a_plain_meter_loads_only_what_it_runs(tmp_path: Path
     assert sorted(m for m in modules if m.startswith(SERVICE_FOREIGN)) == []
     libraries = {Path(line.split()[-1]).name.split(".")[0] for line in maps.splitlines() if "/" in line}
     assert not libraries & {"libssl", "libcrypto", "_ssl", "_hashlib"}, sorted(libraries)
+
+
+#: what ``decode`` of an encrypted push never loads: other stacks, the simulators, and standard
+#: modules whose import cost start-up time for nothing (pathlib and urllib for data paths,
+#: shutil with bz2/lzma for argparse's terminal width, signal for the streaming commands only)
+DECODE_FOREIGN = ("dlms_protocol.iec62056_21", "dlms_protocol.simulator", "dlms_protocol.detect",
+                  "dlms_protocol.poll", "dlms_protocol.mqtt", "dlms_protocol.sml", "dlms_protocol.victron",
+                  "dlms_protocol.transport", "serial", "gurux_dlms", "smllib", "dbus_fast", "paho",
+                  "cryptography.hazmat.backends")
+DECODE_FOREIGN_STDLIB = {"pathlib", "urllib", "urllib.parse", "ipaddress", "shutil", "bz2", "lzma", "fnmatch",
+                         "signal", "subprocess", "asyncio", "socket", "selectors", "configparser", "tempfile"}
+
+
+def test_decode_loads_only_what_one_frame_needs(tmp_path: Path) -> None:
+    from dlms_protocol.simulator.push import PushSimulator
+
+    key, auth = "000102030405060708090A0B0C0D0E0F", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
+    sim = PushSimulator(wrapper="hdlc", key=bytes.fromhex(key), auth_key=bytes.fromhex(auth), security=0x30,
+                        layout="profile", profile="si-sodo-reduxi-live23", seed=9, invocation_counter=50000)
+    capture = tmp_path / "one.bin"
+    capture.write_bytes(sim.emit())
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "dlms_protocol", "decode", "--json", "--file",
+                           str(capture), "--key", key, "--auth-key", auth], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = json.loads(done.stdout)
+    assert message["profile"] == "si-sodo-reduxi-live23" and len(message["readings"]) >= 20  # decoded, verified
+    modules = imported_modules(done.stderr)
+    assert {"dlms_protocol.dlms.decoder", "cryptography"} <= modules | {m.split(".")[0] for m in modules}
+    assert sorted(m for m in modules if m.startswith(DECODE_FOREIGN)) == []
+    assert sorted(modules & DECODE_FOREIGN_STDLIB) == []
