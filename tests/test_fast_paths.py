@@ -78,7 +78,7 @@ def _reference_positional(msg: PushMessage) -> Optional[List[Reading]]:
     profile = PROFILES[msg.profile]
     if profile.shape != "positional":
         return None
-    b = _Builder(note, profile)
+    b = _Builder(note.timestamp, profile)
     for i, (elem, type_name) in enumerate(zip(note.body, note.body.types)):  # type: ignore[attr-defined]
         fld = profile.field_at(i)
         if fld is None:

@@ -32,12 +32,17 @@ from .gbt import GbtAssembler
 from .payload import interpret, interpret_text, unknown_layout_error
 from .profiles import load_profiles
 from .security import SecurityPolicy, decipher
+from .template import FrameTemplate, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
 
 log = logging.getLogger(__name__)
 
 #: seconds between two log lines about the same kind of error
 LOG_INTERVAL = 60.0
+#: full decodes in a row after which a meter's layout is not learned for LEARN_PAUSE frames
+LEARN_TRIES = 8
+LEARN_PAUSE = 500
+MAX_TEMPLATES = 8
 
 
 def _display(value: Any) -> str:
@@ -210,6 +215,11 @@ class PushDecoder:
         self._gbt_raw: List[bytes] = []
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
+        #: this meter's layouts (a meter may push several lists), learned from fully decoded frames,
+        #: by APDU length and the family they were learned in
+        self._templates: Dict[Tuple[int, Optional[str]], FrameTemplate] = {}
+        self._full_decodes = 0  # full decodes since the template last fitted
+        self._learn_pause = 0  # frames before learning is tried again
         #: minimum protection and increasing invocation counters; kept across reset(): same meter
         self.policy = SecurityPolicy(getattr(config, "security", "auto"), config.key, config.auth_key)
         if config.profile not in (None, "", "auto"):
@@ -297,9 +307,16 @@ class PushDecoder:
             raise DecodeError("block transfer inside a ciphered APDU is not supported",
                               "report this meter with a raw capture (decode --hex)")
         else:
-            notification = decode_apdu(plain)
-            interp = interpret(notification, profile, profiles=self._profiles, family=self._family)
-            timestamp = notification.timestamp
+            template = self._templates.get((len(plain), self._family))
+            fast = template.interpret(plain) if template is not None else None
+            if fast is not None:
+                interp, timestamp = fast
+                self._full_decodes = 0
+            else:
+                notification = decode_apdu(plain)
+                interp = interpret(notification, profile, profiles=self._profiles, family=self._family)
+                timestamp = notification.timestamp
+                self._learn(plain, interp)
         if not interp.readings:
             raise DecodeError("the push carries no values", "the meter sent an empty notification; nothing to do")
         note = self.policy.admit(d, timestamp)
@@ -311,6 +328,23 @@ class PushDecoder:
                            profile=interp.profile, readings=tuple(interp.readings), apdu=plain,
                            raw=raw or bytes(apdu), system_title=d.system_title, serial=interp.meter_id,
                            unknown_layout=interp.unknown_layout, link_check=link_check)
+
+    def _learn(self, plain: bytes, interp: Any) -> None:
+        """Learn the layout of a frame the full path decoded (template.py); a meter whose frames
+        never repeat their layout stops being learned for a while (learning costs a walk)."""
+        if self._learn_pause:
+            self._learn_pause -= 1
+            return
+        self._full_decodes += 1
+        if self._full_decodes > LEARN_TRIES:
+            self._full_decodes = 0
+            self._learn_pause = LEARN_PAUSE
+            return
+        template = learn(plain, interp, self._profiles)
+        if template is not None:
+            if len(self._templates) >= MAX_TEMPLATES:
+                self._templates.clear()
+            self._templates[(len(plain), self._family)] = template
 
     # ------------------------------------------------------------------ errors
     def _reset_gbt(self, reason: str) -> None:

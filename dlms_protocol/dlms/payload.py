@@ -165,8 +165,8 @@ def _field_static(fld: Field, index: int, type_name: str) -> Tuple[Optional[Obis
 
 # ------------------------------------------------------------------------ builder
 class _Builder:
-    def __init__(self, notification: Notification, profile: Optional[Profile]) -> None:
-        self.ts = notification.timestamp
+    def __init__(self, timestamp: Optional[datetime], profile: Optional[Profile]) -> None:
+        self.ts = timestamp
         self.profile = profile
         self.readings: List[Reading] = []
         self.unscaled: List[str] = []
@@ -411,7 +411,7 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
         if chosen is None and reasons and reasons[-1].startswith("several profiles fit"):
             notes.append(reasons[-1])
             _warn_once(reasons[-1] + ": none is chosen; set the profile explicitly")
-    b = _Builder(notification, chosen)
+    b = _Builder(notification.timestamp, chosen)
     captures: Tuple[CaptureObject, ...] = ()
     unknown = False
     if shape == "push-list":
