@@ -211,10 +211,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `demo | head`: the reader went away, not an error of ours
-        try:
-            sys.stdout = open(os.devnull, "w")  # keep the interpreter's final flush quiet
-        except OSError:
-            pass
+        from .cli_output import quiet_stdout
+
+        quiet_stdout()  # keep the interpreter's final flush quiet
         return 0
     except OSError as exc:  # a file the user named cannot be written or read
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""

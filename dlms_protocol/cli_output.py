@@ -39,7 +39,7 @@ class PrintOutput(Output):
     def __init__(self, as_json: bool = False, *, text: Callable[[MeterData], str] = message_text,
                  json_form: Callable[[MeterData], Dict[str, Any]] = meter_data_json, indent: Optional[int] = None,
                  stream: Optional[TextIO] = None, errors: Optional[TextIO] = None, show_errors: bool = True,
-                 count: int = 0) -> None:
+                 count: int = 0, flush: bool = True) -> None:
         self.as_json = as_json
         self._text = text
         self._json_form = json_form
@@ -53,6 +53,9 @@ class PrintOutput(Output):
         self._lock = threading.Lock()
         self._said_bad = False  # a stale/error line was printed: say when data is back
         self.closed = False  # the reader of the stream went away (done is set too)
+        #: each snapshot is flushed at once (a live stream); False for a one-shot command, whose
+        #: output is flushed at its end (one write per buffer instead of one per snapshot)
+        self.flush = flush
 
     def format(self, data: MeterData) -> str:
         """What ``publish`` prints for ``data`` (without the final newline print adds)."""
@@ -66,7 +69,10 @@ class PrintOutput(Output):
             if self.done.is_set():
                 return
             try:  # the stream is looked up now, not bound at import: a test's or a redirect's
-                print(text, file=self._stream or sys.stdout, flush=True)
+                stream = self._stream or sys.stdout
+                stream.write(text + "\n")
+                if self.flush:
+                    stream.flush()
             except BrokenPipeError:  # `listen --json | head -1`: the reader went away, not an error
                 self.closed = True
                 self.done.set()
@@ -92,11 +98,20 @@ class PrintOutput(Output):
 
 
 def quiet_stdout() -> None:
-    """After the reader closed stdout: keep the interpreter's final flush from complaining."""
+    """After the reader closed stdout: keep the interpreter's final flush from complaining.
+
+    What is still buffered goes to /dev/null through the same descriptor (the recipe of the
+    Python docs' note on SIGPIPE), so neither the flush at exit nor a later print fails.
+    """
     try:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process ends
-    except OSError:
-        pass
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (a test's stream)
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process ends
+        except OSError:
+            pass
 
 
 def offline_json(data: MeterData) -> Dict[str, Any]:

@@ -143,7 +143,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     decoder = PushDecoder(config, Statistics(), on_error=errors.append)
     decoder.quiet = True  # the one line below reports the errors
     shown = 0
-    printer = PrintOutput(args.json, json_form=offline_json)
+    printer = PrintOutput(args.json, json_form=offline_json, flush=False)
     # in slices, each shown and dropped before the next: a capture of thousands of pushes held
     # whole kept every reading alive (memory, and the garbage collector scanning it again and again)
     for start in range(0, len(data), _SLICE):
@@ -153,6 +153,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     for msg in decoder.finish():
         show_message(msg, args.json, printer)
         shown += 1
+    sys.stdout.flush()  # a closed pipe raises here (cli.main: status 0, quietly)
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
     if not shown and all(isinstance(e, FramingError) and not isinstance(e, ChecksumError) for e in lost):
         print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
