@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import units as _units
 from ..errors import DlmsError
 from ..iec62056_21.identification import parse_identification
-from ..model import MeterData, Reading, json_value
+from ..model import MeterData, Reading, json_value, value_text
 from ..obis import Obis, _tables, best_identity
 
 #: longest topic level we build from meter data (MQTT allows 65535 bytes per topic; brokers and
@@ -138,10 +138,11 @@ def identity(data: MeterData) -> Identity:
 
 
 def _serial_text(reading: Reading) -> Optional[str]:
-    """A serial as sent (leading zeros kept), or None for a value that is no text or number."""
+    """A serial as sent (leading zeros kept; octets such as an SML server ID as the core's
+    ``value_text`` shows them, like Victron's /Serial), or None for a value that is no id."""
     text = reading.raw if isinstance(reading.raw, str) else reading.value
-    if isinstance(text, (str, int, Decimal)) and not isinstance(text, bool):
-        return str(text).strip() or None
+    if isinstance(text, (str, int, Decimal, bytes)) and not isinstance(text, bool):
+        return value_text(text)
     return None
 
 

@@ -54,7 +54,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import units as _units
 from ..errors import ConfigurationError
-from ..model import MeterData, Reading
+from ..model import MeterData, Reading, value_text
 from ..obis import Obis, identity_rank
 from ..ratelimit import Once
 
@@ -367,15 +367,7 @@ class Mapper:
 
     @staticmethod
     def _text(reading: Reading) -> Optional[str]:
-        v = reading.value
-        if isinstance(v, bytes):
-            if v and all(32 <= b < 127 for b in v):
-                return v.decode("ascii")
-            return v.hex().upper() if v else None
-        if v is None or isinstance(v, bool):
-            return None
-        text = str(v).strip()
-        return text or None
+        return value_text(reading.value)  # the core's one rule (MQTT's device serial uses it too)
 
     # -------------------------------------------------------------------- map
     def map(self, data: MeterData) -> Mapped:
