@@ -225,6 +225,49 @@ def _decode(r: _Reader, depth: int) -> Tuple[Any, str]:
 
 
 def _decode_any(r: _Reader, depth: int) -> Tuple[Any, str]:
+    """One element; strings and structures with a one-byte length (nearly all) are read here
+    directly, everything else and every error by ``_decode_general``."""
+    buf = r.buf
+    pos = r.pos
+    end = len(buf)
+    if pos + 1 < end:
+        tag = buf[pos]
+        n = buf[pos + 1]
+        if n < 0x80:
+            if tag == 9 or tag == 10:
+                stop = pos + 2 + n
+                if stop <= end:
+                    r.pos = stop
+                    raw = buf[pos + 2:stop]
+                    return (raw, "octet-string") if tag == 9 else (raw.decode("latin-1"), "visible-string")
+            elif (tag == 2 or tag == 1) and depth < MAX_DEPTH and n <= end - pos - 2:
+                r.pos = pos + 2
+                return _elements(r, depth, n, Structure() if tag == 2 else Array()), TYPE_NAMES[tag]
+    return _decode_general(r, depth)
+
+
+def _elements(r: _Reader, depth: int, count: int, items: list) -> list:
+    """``count`` elements into ``items`` (a Structure or Array), with their types in ``.types``."""
+    types: List[str] = []
+    buf = r.buf
+    end = len(buf)
+    fixed_types = _FIXED
+    for _ in range(count):
+        pos = r.pos  # the fixed-size integers of _decode's fast path, inline (most elements)
+        fixed = fixed_types.get(buf[pos]) if pos < end else None
+        if fixed is not None and pos + 1 + fixed[1] <= end:
+            r.pos = pos + 1 + fixed[1]
+            items.append(fixed[0].unpack_from(buf, pos + 1)[0])
+            types.append(fixed[2])
+            continue
+        value, vtype = _decode_any(r, depth + 1)
+        items.append(value)
+        types.append(vtype)
+    items.types = tuple(types)  # type: ignore[attr-defined]
+    return items
+
+
+def _decode_general(r: _Reader, depth: int) -> Tuple[Any, str]:
     offset = r.pos
     tag = r.byte("data type tag")
     name = TYPE_NAMES.get(tag)
@@ -239,24 +282,7 @@ def _decode_any(r: _Reader, depth: int) -> Tuple[Any, str]:
         if count > r.remaining():  # every element needs at least its tag byte
             raise DecodeError(f"{name} of {count} elements at offset {offset} cannot fit in "
                               f"{r.remaining()} remaining bytes", "the frame is truncated or garbled")
-        items: list = Structure() if tag == 2 else Array()
-        types: List[str] = []
-        buf = r.buf
-        end = len(buf)
-        fixed_types = _FIXED
-        for _ in range(count):
-            pos = r.pos  # the fixed-size integers of _decode's fast path, inline (most elements)
-            fixed = fixed_types.get(buf[pos]) if pos < end else None
-            if fixed is not None and pos + 1 + fixed[1] <= end:
-                r.pos = pos + 1 + fixed[1]
-                items.append(fixed[0].unpack_from(buf, pos + 1)[0])
-                types.append(fixed[2])
-                continue
-            value, vtype = _decode_any(r, depth + 1)
-            items.append(value)
-            types.append(vtype)
-        items.types = tuple(types)  # type: ignore[attr-defined]
-        return items, name
+        return _elements(r, depth, count, Structure() if tag == 2 else Array()), name
     if tag in _INTS:
         fmt, size = _INTS[tag]
         return struct.unpack(fmt, r.take(size, name))[0], name

@@ -49,7 +49,7 @@ from ..obis import Obis, best_identity
 from ..ratelimit import Once
 from . import units
 from .apdu import BitString, Notification, parse_datetime
-from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_capture_list, is_scaler_unit,
+from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_scaler_unit,
                        load_profiles, obis_of, resolve)
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,11 @@ def _field_static(fld: Field, index: int, type_name: str) -> Tuple[Optional[Obis
     return hit
 
 
+#: (code text, extra, scaler applied to the number, Reading.scaler, unit, unscaled?) of a number
+_NumberRule = Tuple[str, _Extra, int, Optional[int], Optional[str], bool]
+_NUMBER_RULES: Dict[tuple, Tuple[_NumberRule, Optional[Profile]]] = {}
+
+
 # ------------------------------------------------------------------------ builder
 class _Builder:
     def __init__(self, timestamp: Optional[datetime], profile: Optional[Profile]) -> None:
@@ -245,6 +250,38 @@ class _Builder:
     def obis_value(self, code: Obis, index: int, value: Any, type_name: str,
                    scaler_unit: Optional[Sequence[int]] = None, class_id: Optional[int] = None,
                    attribute: int = 2) -> None:
+        if value.__class__ is int and type_name != "enum":  # most values: the rule below, worked out once
+            dotted, extra, shown_scaler, scaler, unit, unscaled = self._number_rule(
+                code, type_name, tuple(scaler_unit) if scaler_unit is not None else None, class_id, attribute)
+            shown: Any = None
+            if unscaled:
+                self.unscaled.append(dotted)
+            else:
+                num = Decimal(value)
+                shown = num.scaleb(shown_scaler) if shown_scaler else num
+            self.readings.append(new_reading(dotted, code, shown, unit, value, scaler, index, self.ts, extra))
+            return
+        self._obis_value(code, index, value, type_name, scaler_unit, class_id, attribute)
+
+    def _number_rule(self, code: Obis, type_name: str, su: Optional[Tuple[int, ...]], class_id: Optional[int],
+                     attribute: int) -> _NumberRule:
+        """How ``_obis_value`` treats a number of this code, type and scaler: the same for every frame."""
+        key = (code, type_name, su, class_id, attribute, id(self.profile))
+        hit = _NUMBER_RULES.get(key)
+        if hit is None or hit[1] is not self.profile:
+            probe = _Builder(None, self.profile)
+            probe._obis_value(code, 0, 1, type_name, su, class_id, attribute)
+            r = probe.readings[0]
+            unscaled = bool(probe.unscaled)
+            shown_scaler = 0 if unscaled or r.value == 1 else int(r.value.adjusted())  # type: ignore[union-attr]
+            if len(_NUMBER_RULES) >= 4096:
+                _NUMBER_RULES.clear()
+            hit = _NUMBER_RULES[key] = ((r.code, r.extra, shown_scaler, r.scaler, r.unit, unscaled), self.profile)
+        return hit[0]
+
+    def _obis_value(self, code: Obis, index: int, value: Any, type_name: str,
+                    scaler_unit: Optional[Sequence[int]] = None, class_id: Optional[int] = None,
+                    attribute: int = 2) -> None:
         dotted = code.dotted() or str(code)
         extra: Tuple[Tuple[str, Optional[str]], ...] = (("dlms_type", type_name),)
         if class_id is not None:
@@ -304,9 +341,24 @@ def _walk_obis(b: _Builder, body: list, facts: BodyFacts) -> None:
             b.unmapped(i, elem, types[i] if i < len(types) else "?")
 
 
+_CAPTURES: Dict[tuple, Tuple[CaptureObject, ...]] = {}
+
+
+def _captures(object_list: list) -> Tuple[CaptureObject, ...]:
+    """The push object list as CaptureObjects; a meter sends the same list every time."""
+    key = tuple(map(tuple, object_list))
+    hit = _CAPTURES.get(key)
+    if hit is None:
+        hit = tuple(CaptureObject(int(e[0]), obis_of(bytes(e[1])), int(e[2]), int(e[3])) for e in object_list)
+        if len(_CAPTURES) >= 64:
+            _CAPTURES.clear()
+        _CAPTURES[key] = hit
+    return hit
+
+
 def _walk_push_list(b: _Builder, body: list) -> Tuple[CaptureObject, ...]:
     types = tuple(getattr(body, "types", ()))
-    captures = tuple(CaptureObject(int(e[0]), obis_of(bytes(e[1])), int(e[2]), int(e[3])) for e in body[0])
+    captures = _captures(body[0])
     if len(captures) != len(body):
         raise DecodeError(f"the push object list names {len(captures)} objects but the push has "
                           f"{len(body)} values", "the frame is garbled, or the meter's list changed mid-push")
@@ -316,8 +368,8 @@ def _walk_push_list(b: _Builder, body: list) -> Tuple[CaptureObject, ...]:
         if cap.class_id in _REGISTER_CLASSES and cap.attribute == 3 and is_scaler_unit(value, type_name):
             scaler_units[cap.obis] = value
     for i, (cap, value, type_name) in enumerate(zip(captures, body, types)):
-        if i == 0 and cap.class_id == 40 and cap.attribute == 2 and is_capture_list(value, type_name):
-            continue  # the object list itself
+        if i == 0 and cap.class_id == 40 and cap.attribute == 2:
+            continue  # the object list itself (the shape push-list means element 0 is one)
         if cap.class_id in _REGISTER_CLASSES and cap.attribute == 3:
             continue  # consumed above
         su = scaler_units.get(cap.obis) if cap.attribute == 2 else None

@@ -570,7 +570,17 @@ class BodyFacts:
     def capture_signature(self) -> Tuple[str, ...]:
         if self.shape != "push-list":
             return ()
-        return tuple(f"{e[0]}:{obis_of(bytes(e[1])).dotted()}:{e[2]}" for e in self.body[0])
+        key = tuple(map(tuple, self.body[0]))  # a meter sends the same object list every time
+        hit = _SIGNATURES.get(key)
+        if hit is None:
+            hit = tuple(f"{e[0]}:{obis_of(bytes(e[1])).dotted()}:{e[2]}" for e in self.body[0])
+            if len(_SIGNATURES) >= 64:
+                _SIGNATURES.clear()
+            _SIGNATURES[key] = hit
+        return hit
+
+
+_SIGNATURES: Dict[tuple, Tuple[str, ...]] = {}
 
 
 def detect_shape(body: Any) -> str:
