@@ -201,3 +201,26 @@ def test_decode_of_a_capture_longer_than_a_slice_shows_every_push(tmp_path: Any)
     want = [m.to_json()["readings"] for f in frames
             for m in decode_bytes(f, ListenerConfig(port="x", key=ek), strict=True)]
     assert [line["readings"] for line in lines] == want
+
+
+_codes = st.builds(lambda a, c, d, e: Obis(a, 0, c, d, e, 255), st.sampled_from([0, 1, 7]),
+                   st.sampled_from([1, 2, 14, 21, 24, 31, 32, 42, 96]), st.sampled_from([0, 1, 7, 8]),
+                   st.integers(0, 2))
+
+
+@settings(max_examples=600, deadline=None)
+@given(code=_codes, value=st.integers(-2**40, 2**40),
+       type_name=st.sampled_from(["double-long-unsigned", "long", "long-unsigned", "integer", "enum", "long64"]),
+       su=st.one_of(st.none(), st.tuples(st.integers(-5, 5), st.sampled_from([27, 30, 32, 33, 35, 44, 255]))),
+       class_id=st.one_of(st.none(), st.sampled_from([1, 3, 4, 5, 8])), attribute=st.sampled_from([2, 3]),
+       profile=st.sampled_from([None, "kamstrup-han", "kaifa-obis", "ch-lg-e450-pairs"]))
+def test_number_rule_of_obis_values_is_the_general_rule(code: Obis, value: int, type_name: str, su: Any,
+                                                         class_id: Any, attribute: int, profile: Any) -> None:
+    """obis_value's once-per-code rule for integers gives the reading _obis_value gives, every time."""
+    prof = PROFILES[profile] if profile else None
+    fast, plain = _Builder(None, prof), _Builder(None, prof)
+    for _ in range(2):  # the second call from the cached rule
+        fast.obis_value(code, 4, value, type_name, su, class_id, attribute)
+        plain._obis_value(code, 4, value, type_name, su, class_id, attribute)
+    assert fast.readings == plain.readings and fast.unscaled == plain.unscaled
+    assert [repr(r) for r in fast.readings] == [repr(r) for r in plain.readings]
