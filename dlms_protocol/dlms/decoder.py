@@ -32,7 +32,7 @@ from .gbt import GbtAssembler
 from .payload import interpret, interpret_text, unknown_layout_error
 from .profiles import load_profiles
 from .security import SecurityPolicy, decipher
-from .template import FrameTemplate, learn
+from .template import Template, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class PushDecoder:
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
         #: this meter's layouts (a meter may push several lists), learned from fully decoded frames,
         #: by APDU length and the family they were learned in
-        self._templates: Dict[Tuple[int, Optional[str]], FrameTemplate] = {}
+        self._templates: Dict[Tuple[int, Optional[str]], Template] = {}
         self._full_decodes = 0  # full decodes since the template last fitted
         self._learn_pause = 0  # frames before learning is tried again
         #: minimum protection and increasing invocation counters; kept across reset(): same meter
@@ -316,7 +316,7 @@ class PushDecoder:
                 notification = decode_apdu(plain)
                 interp = interpret(notification, profile, profiles=self._profiles, family=self._family)
                 timestamp = notification.timestamp
-                self._learn(plain, interp)
+                self._learn(plain, notification, interp, profile)
         if not interp.readings:
             raise DecodeError("the push carries no values", "the meter sent an empty notification; nothing to do")
         note = self.policy.admit(d, timestamp)
@@ -329,7 +329,7 @@ class PushDecoder:
                            raw=raw or bytes(apdu), system_title=d.system_title, serial=interp.meter_id,
                            unknown_layout=interp.unknown_layout, link_check=link_check)
 
-    def _learn(self, plain: bytes, interp: Any) -> None:
+    def _learn(self, plain: bytes, notification: Any, interp: Any, profile: Optional[str]) -> None:
         """Learn the layout of a frame the full path decoded (template.py); a meter whose frames
         never repeat their layout stops being learned for a while (learning costs a walk)."""
         if self._learn_pause:
@@ -340,7 +340,7 @@ class PushDecoder:
             self._full_decodes = 0
             self._learn_pause = LEARN_PAUSE
             return
-        template = learn(plain, interp, self._profiles)
+        template = learn(plain, notification, interp, self._profiles, profile, self._family)
         if template is not None:
             if len(self._templates) >= MAX_TEMPLATES:
                 self._templates.clear()

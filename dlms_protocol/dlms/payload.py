@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import DecodeError, UnknownLayoutError
 from ..model import Reading, new_reading
@@ -432,7 +432,8 @@ def _meter_id(readings: Sequence[Reading], from_field: Optional[str]) -> Optiona
 
 # --------------------------------------------------------------------- interpret
 def interpret(notification: Notification, profile: Optional[str] = None, *,
-              profiles: Optional[Dict[str, Any]] = None, family: Optional[str] = None) -> Interpretation:
+              profiles: Optional[Dict[str, Any]] = None, family: Optional[str] = None,
+              builder: Callable[[Optional[datetime], Optional[Profile]], "_Builder"] = _Builder) -> Interpretation:
     """Readings of one notification.
 
     ``profile``: None/``"auto"`` selects by structure; a profile name, a family name or a JSON
@@ -440,7 +441,8 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
     UnknownLayoutError saying why). ``profiles``: the loaded profile set (default: built-in);
     the pipeline passes ``load_profiles(user_dirs)`` once. ``family``: the family of this
     meter's previous frame (``Interpretation.family``), which enables profiles such as Kaifa
-    list 1 that are too plain to recognise alone.
+    list 1 that are too plain to recognise alone. ``builder``: what collects the readings
+    (``template.learn`` passes one that also records how each reading was made).
     """
     available = profiles if profiles is not None else load_profiles()
     body = notification.body
@@ -463,7 +465,7 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
         if chosen is None and reasons and reasons[-1].startswith("several profiles fit"):
             notes.append(reasons[-1])
             _warn_once(reasons[-1] + ": none is chosen; set the profile explicitly")
-    b = _Builder(notification.timestamp, chosen)
+    b = builder(notification.timestamp, chosen)
     captures: Tuple[CaptureObject, ...] = ()
     unknown = False
     if shape == "push-list":

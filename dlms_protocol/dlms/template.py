@@ -1,49 +1,55 @@
-"""Positional pushes of a known layout, decoded from where their values sit.
+"""Pushes of a known layout, decoded from where their values sit.
 
-A meter pushes the same structure every time: the same tags, lengths, texts and logical
-names; only the numbers and the clocks change. Once a positional frame has been decoded the
-full way (``apdu.decode_apdu`` + ``payload.interpret``), ``learn`` records the byte offset of
-every value that may change. A later plaintext APDU of the same length whose every other
-byte (APDU tag, date-time length, type tags, string lengths and contents) equals the learned
-one is read at those offsets by ``FrameTemplate.interpret``.
+A meter pushes the same structure every time: the same tags, lengths, texts, logical names,
+scalers and object lists; only the numbers and the clocks change. Once a frame has been
+decoded the full way (``apdu.decode_apdu`` + ``payload.interpret``), ``learn`` records the byte
+offset of every value that may change. A later plaintext APDU of the same length whose every
+other byte (APDU tag, date-time length, type tags, lengths, texts, OBIS codes, scalers) equals
+the learned one is read at those offsets by the template's ``interpret``.
 
 Why that is the full path's result: A-XDR is parsed from its tag and length bytes alone, so
-equal structural bytes give the same elements at the same offsets; texts are equal, so the
-profile choice (markers, shape, meter id) is the same; the numbers go through the very step
-of the profile plan the full path uses. ``tests/test_frame_template.py`` checks this on
-mutated frames. A frame that differs anywhere else takes the full path (and is learned).
-Pure: bytes in, an ``Interpretation`` out, nothing kept between calls but the template.
+equal structural bytes give the same elements at the same offsets; the texts and codes are
+equal, so the shape, the profile choice (markers, OBIS sequence, object list) and the meter
+id are the same; each changing value goes through the very builder call the full path made
+for it (recorded while learning), every other reading is the learned one with the new time.
+``tests/test_frame_template.py`` holds this against the full path on mutated frames. A frame
+that differs anywhere else takes the full path (and is learned).
+
+Kinds: positional frames (a profile plan per position, ``PositionalTemplate``) and frames
+that name their values (OBIS pairs and structures, push object lists: ``CallTemplate``).
+Pure: bytes in, an ``Interpretation`` out.
 """
 from __future__ import annotations
 
 import struct
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..model import Reading, new_reading
-from .apdu import TYPE_NAMES, parse_datetime
-from .payload import Interpretation, _Builder, _plan
+from .apdu import TYPE_NAMES, Notification, parse_datetime
+from .payload import Interpretation, _Builder, _plan, interpret
 from .profiles import Profile
 
 #: fixed-size integer tags -> struct format character (as apdu._INTS)
 _INT_CHARS = {5: "i", 6: "I", 15: "b", 16: "h", 17: "B", 18: "H", 20: "q", 21: "Q", 22: "B", 13: "B"}
 _SIZES = {"i": 4, "I": 4, "b": 1, "h": 2, "B": 1, "H": 2, "q": 8, "Q": 8}
-_STRINGS = (9, 10)  # octet-string, visible-string: length-prefixed, content kept byte for byte
-#: an element whose value is read per frame: (index, type name, how: "int" or "octets")
-_Slot = Tuple[int, str, str]
+MAX_DEPTH = 16
+#: a byte range read per frame: (start, end, struct format of it; "4x": read by nobody)
+_Range = Tuple[int, int, str]
+#: where a leaf value sits: (offset of its bytes, struct format, DLMS type name)
+_Leaf = Tuple[int, str, str]
 
 
-class FrameTemplate:
-    """One learned layout: which bytes must be equal, where the values are, what is fixed."""
+class _Layout:
+    """The bytes that must equal the learned frame's, and one struct that reads the others."""
 
-    def __init__(self, plain: bytes, variable: List[Tuple[int, int, str]], slots: List[_Slot],
-                 dt_at: Optional[int], interp: Interpretation, profile: Profile, types: Tuple[str, ...]) -> None:
+    def __init__(self, plain: bytes, variable: List[_Range]) -> None:
         self.length = len(plain)
         mask = bytearray(b"\xff" * len(plain))
         fmt = [">"]
         pos = 0
-        for start, end, char in variable:  # in byte order, not overlapping
+        for start, end, char in sorted(variable):
             mask[start:end] = bytes(end - start)
             if start > pos:
                 fmt.append(f"{start - pos}x")
@@ -52,24 +58,33 @@ class FrameTemplate:
         self.mask = int.from_bytes(mask, "big")
         self.expected = int.from_bytes(plain, "big") & self.mask
         self.unpack = struct.Struct("".join(fmt)).unpack_from
-        self.has_clock = dt_at is not None
-        self.slots = {index: (n, type_name, how) for n, (index, type_name, how) in enumerate(slots)}
+
+    def values(self, plain: bytes) -> Optional[Tuple[Any, ...]]:
+        """The variable values of ``plain`` in byte order, or None when it is not of this layout."""
+        if len(plain) != self.length or int.from_bytes(plain, "big") & self.mask != self.expected:
+            return None
+        return self.unpack(plain)
+
+
+class PositionalTemplate:
+    """A positional frame: which positions change, read through the profile plan."""
+
+    def __init__(self, layout: _Layout, slots: Dict[int, Tuple[int, str]], has_clock: bool,
+                 interp: Interpretation, profile: Profile, types: Tuple[str, ...]) -> None:
+        self.layout = layout
+        self.slots = slots  # element index -> (position in the unpacked values, type name)
+        self.has_clock = has_clock
         self.profile = profile
-        self.types = types
         self.plan = _plan(profile, types)
-        self.fixed = {r.index: r for r in interp.readings if r.index not in self.slots}
+        self.fixed = {r.index: r for r in interp.readings if r.index not in slots}
         self.interp = interp
 
     def interpret(self, plain: bytes) -> Optional[Tuple[Interpretation, Optional[datetime]]]:
         """The interpretation and header date-time of ``plain``; None when it is not of this layout."""
-        if len(plain) != self.length or int.from_bytes(plain, "big") & self.mask != self.expected:
+        values = self.layout.values(plain)
+        if values is None:
             return None
-        values = self.unpack(plain)
-        first = 0
-        timestamp: Optional[datetime] = None
-        if self.has_clock:
-            timestamp = parse_datetime(values[0])
-            first = 1
+        timestamp = parse_datetime(values[0]) if self.has_clock else None
         builder = _Builder(timestamp, self.profile)
         out = builder.readings
         slots = self.slots
@@ -79,23 +94,68 @@ class FrameTemplate:
                 r: Reading = self.fixed[i]
                 out.append(new_reading(r.code, r.obis, r.value, r.unit, r.raw, r.scaler, r.index, timestamp, r.extra))
                 continue
-            value: Any = values[first + slot[0]]
-            type_name = slot[1]
+            value: Any = values[slot[0]]
             if step is None:
-                builder.unmapped(i, value, type_name)
+                builder.unmapped(i, value, slot[1])
             elif step[4] and value.__class__ is int:
                 scaler = step[5]
                 num = Decimal(value)
                 out.append(new_reading(step[2], step[1], num.scaleb(scaler) if scaler else num, step[6], value,
                                        scaler, i, timestamp, step[3]))
             else:
-                builder.from_field(step[0], i, value, type_name)
+                builder.from_field(step[0], i, value, slot[1])
         base = self.interp
         return Interpretation(readings=tuple(out), profile=base.profile, shape=base.shape, unknown_layout=False,
                               unscaled=(), meter_id=base.meter_id, family=base.family, timestamp=timestamp,
                               capture_objects=(), notes=()), timestamp
 
 
+#: one step of a CallTemplate: a builder call with the value read per frame, or the readings
+#: (and unscaled codes) a call made of unchanging bytes added
+_Call = Tuple[str, Tuple[Any, ...], int, int]
+_Fixed = Tuple[Tuple[Reading, ...], Tuple[str, ...]]
+
+
+class CallTemplate:
+    """A frame that names its values (OBIS pairs/structures, push object lists): the builder
+    calls of the full path, replayed with the values that changed."""
+
+    def __init__(self, layout: _Layout, steps: List[Any], has_clock: bool, interp: Interpretation,
+                 profile: Optional[Profile]) -> None:
+        self.layout = layout
+        self.steps = steps  # _Call or _Fixed, in reading order
+        self.has_clock = has_clock
+        self.profile = profile
+        self.interp = interp
+
+    def interpret(self, plain: bytes) -> Optional[Tuple[Interpretation, Optional[datetime]]]:
+        values = self.layout.values(plain)
+        if values is None:
+            return None
+        timestamp = parse_datetime(values[0]) if self.has_clock else None
+        builder = _Builder(timestamp, self.profile)
+        out = builder.readings
+        for step in self.steps:
+            if len(step) == 2:  # readings of unchanging bytes: the learned ones at the new time
+                for r in step[0]:
+                    out.append(new_reading(r.code, r.obis, r.value, r.unit, r.raw, r.scaler, r.index, timestamp,
+                                           r.extra))
+                builder.unscaled.extend(step[1])
+            else:
+                name, args, at, slot = step
+                call = list(args)
+                call[at] = values[slot]
+                getattr(builder, name)(*call)
+        base = self.interp
+        return Interpretation(readings=tuple(out), profile=base.profile, shape=base.shape, unknown_layout=False,
+                              unscaled=tuple(builder.unscaled), meter_id=base.meter_id, family=base.family,
+                              timestamp=timestamp, capture_objects=base.capture_objects, notes=()), timestamp
+
+
+Template = Union[PositionalTemplate, CallTemplate]
+
+
+# ----------------------------------------------------------------------- learning
 def _length(plain: bytes, pos: int) -> Optional[Tuple[int, int]]:
     """An A-XDR length at ``pos``: (value, position after it), or None."""
     if pos >= len(plain):
@@ -121,74 +181,193 @@ def _header(plain: bytes) -> Optional[Tuple[Optional[int], int]]:
     return (None, 6) if n == 0 else None
 
 
-def _elements(plain: bytes, pos: int, datetime_fields: Tuple[bool, ...]
-              ) -> Optional[Tuple[List[Tuple[int, int, str]], List[_Slot]]]:
-    """The variable byte ranges and slots of a flat body of integers, strings, booleans and nulls."""
-    if pos >= len(plain) or plain[pos] not in (1, 2):
+def _leaves(plain: bytes, pos: int, depth: int, path: Tuple[int, ...], out: Dict[Tuple[int, ...], _Leaf]
+            ) -> Optional[int]:
+    """Walk the element at ``pos``: note where its fixed-size integers and 12-byte octet-strings
+    sit (by path of element indices); the position after it, or None for data no template reads."""
+    if pos >= len(plain) or depth > MAX_DEPTH:
         return None
-    counted = _length(plain, pos + 1)
-    if counted is None or counted[0] != len(datetime_fields):
-        return None
-    pos = counted[1]
-    variable: List[Tuple[int, int, str]] = []
-    slots: List[_Slot] = []
-    for index, is_clock in enumerate(datetime_fields):
-        if pos >= len(plain):
+    tag = plain[pos]
+    char = _INT_CHARS.get(tag)
+    if char is not None:
+        out[path] = (pos + 1, char, TYPE_NAMES[tag])
+        end = pos + 1 + _SIZES[char]
+        return end if end <= len(plain) else None
+    if tag in (9, 10):  # octet-string, visible-string
+        size = _length(plain, pos + 1)
+        if size is None:
             return None
-        tag = plain[pos]
-        char = _INT_CHARS.get(tag)
-        if char is not None:
-            variable.append((pos + 1, pos + 1 + _SIZES[char], char))
-            slots.append((index, TYPE_NAMES[tag], "int"))
-            pos += 1 + _SIZES[char]
-        elif tag in _STRINGS:
-            size = _length(plain, pos + 1)
-            if size is None:
+        if tag == 9 and size[0] == 12:
+            out[path] = (size[1], "12s", "octet-string")
+        return size[1] + size[0]
+    if tag in (1, 2):  # array, structure
+        counted = _length(plain, pos + 1)
+        if counted is None:
+            return None
+        nxt: Optional[int] = counted[1]
+        for j in range(counted[0]):
+            nxt = _leaves(plain, nxt, depth + 1, path + (j,), out)  # type: ignore[arg-type]
+            if nxt is None:
                 return None
-            start = size[1]
-            pos = start + size[0]
-            if tag == 9 and size[0] == 12 and is_clock:  # a clock: read per frame, judged by the profile
-                variable.append((start, pos, "12s"))
-                slots.append((index, "octet-string", "octets"))
-        elif tag in (0, 3):  # null-data, boolean: kept byte for byte
-            pos += 1 if tag == 0 else 2
-        else:
-            return None  # nested data, floats, dates, bit-strings: the full path only
-    return (variable, slots) if pos == len(plain) else None
+        return nxt
+    if tag in (0, 3):  # null-data, boolean: kept byte for byte
+        return pos + (1 if tag == 0 else 2)
+    return None  # floats, dates, bit-strings, utf8: the full path only
 
 
-def _kind(profile: Profile, index: int) -> Optional[str]:
-    fld = profile.field_at(index)
-    return fld.kind if fld is not None else None
+def _markers(profiles: Dict[str, Profile]) -> Tuple[set, list]:
+    """Element indices and OBIS codes whose text some profile looks at: kept byte for byte."""
+    indices = {mk["index"] for p in profiles.values() for mk in p.match.get("markers", ())}
+    wants = [want for p in profiles.values() if p.rules is not None for want, _ in p.rules.obis_markers]
+    return indices, wants
 
 
-def learn(plain: bytes, interp: Interpretation, profiles: Dict[str, Profile]) -> Optional[FrameTemplate]:
-    """A template from a positional frame the full path decoded with a profile, or None when
-    the frame is not of the kind a template can read (see the module docstring)."""
-    profile = profiles.get(interp.profile) if interp.profile else None
-    if (profile is None or interp.shape != "positional" or interp.unknown_layout or interp.notes
-            or interp.unscaled):
+def _width(char: str) -> int:
+    return 12 if char == "12s" else _SIZES[char]
+
+
+def _positions(ranges: List[_Range]) -> Dict[int, int]:
+    """Start offset of each range that is read -> its place in the unpacked values."""
+    out: Dict[int, int] = {}
+    for start, _, char in sorted(ranges):
+        if char != "4x":
+            out[start] = len(out)
+    return out
+
+
+def _positional(notification: Notification, leaves: Dict[Tuple[int, ...], _Leaf], interp: Interpretation,
+                profile: Profile, marker_indices: set) -> Optional[Tuple[List[_Range], Dict[int, Tuple[int, str]]]]:
+    """The changing ranges of a flat positional frame: every integer, and the clocks of datetime
+    fields no marker looks at; with the element index and type each range belongs to."""
+    body = notification.body
+    readings = interp.readings
+    if (any(isinstance(e, list) for e in body) or len(readings) != len(body)
+            or [r.index for r in readings] != list(range(len(readings)))):
+        return None  # nested data, or not one reading per element
+    ranges: List[_Range] = []
+    chosen: Dict[int, Tuple[int, str]] = {}
+    for (index,), (offset, char, type_name) in leaves.items():
+        if char == "12s":
+            fld = profile.field_at(index)
+            if fld is None or fld.kind != "datetime" or index in marker_indices:
+                continue  # 12 bytes that are no clock (a meter number): kept byte for byte
+        ranges.append((offset, offset + _width(char), char))
+        chosen[offset] = (index, type_name)
+    return ranges, chosen
+
+
+class _Recorder(_Builder):
+    """A builder that notes how each reading was made: (method, arguments, readings, unscaled)."""
+
+    def __init__(self, timestamp: Optional[datetime], profile: Optional[Profile]) -> None:
+        super().__init__(timestamp, profile)
+        self.calls: List[Tuple[str, Tuple[Any, ...], Tuple[Reading, ...], Tuple[str, ...]]] = []
+
+    def _record(self, name: str, args: Tuple[Any, ...]) -> None:
+        n, u = len(self.readings), len(self.unscaled)
+        getattr(_Builder, name)(self, *args)
+        self.calls.append((name, args, tuple(self.readings[n:]), tuple(self.unscaled[u:])))
+
+    def obis_value(self, code: Any, index: int, value: Any, type_name: str, scaler_unit: Any = None,
+                   class_id: Optional[int] = None, attribute: int = 2) -> None:
+        self._record("obis_value", (code, index, value, type_name, scaler_unit, class_id, attribute))
+
+    def unmapped(self, index: int, value: Any, type_name: str) -> None:
+        self._record("unmapped", (index, value, type_name))
+
+
+def _value_path(name: str, args: Tuple[Any, ...], body: Sequence[Any], shape: str) -> Tuple[Tuple[int, ...], int]:
+    """Where the value of a recorded call sits in the body, and which argument it is."""
+    index = args[1] if name == "obis_value" else args[0]
+    at = 2 if name == "obis_value" else 1
+    if name == "obis_value" and shape == "obis":  # an {obis, value, ...} structure, or a code then its value
+        return ((index, 1) if isinstance(body[index], list) else (index + 1,)), at
+    return (index,), at
+
+
+def _is_clock_call(name: str, args: Tuple[Any, ...], wants: list) -> bool:
+    """A clock value (class 8, or 0-0:1.0.0) no profile marker looks at: its 12 bytes may change."""
+    if name != "obis_value":
+        return False
+    code, class_id = args[0], args[5]
+    clock = class_id == 8 or (code.a == 0 and (code.c, code.d, code.e) == (1, 0, 0))
+    return clock and not any(want.matches(code) for want in wants)
+
+
+def _calls(plain: bytes, notification: Notification, interp: Interpretation, leaves: Dict[Tuple[int, ...], _Leaf],
+           wants: list, rerun: Any) -> Optional[Tuple[List[_Range], List[Any]]]:
+    """The steps of a CallTemplate from a recorded rerun of the full path."""
+    recorders: List[_Recorder] = []
+
+    def make(timestamp: Optional[datetime], profile: Optional[Profile]) -> _Builder:
+        recorders.append(_Recorder(timestamp, profile))
+        return recorders[-1]
+
+    again = rerun(make)
+    if again != interp or len(recorders) != 1:
         return None
-    head = _header(bytes(plain))
+    variable: List[_Range] = []
+    steps: List[Any] = []
+    body = notification.body
+    for name, args, added, unscaled in recorders[0].calls:
+        path, at = _value_path(name, args, body, interp.shape)
+        leaf = leaves.get(path)
+        value = args[at]
+        usable = leaf is not None and (
+            (leaf[1] != "12s" and value.__class__ is int)
+            or (leaf[1] == "12s" and isinstance(value, bytes) and _is_clock_call(name, args, wants)))
+        if not usable:
+            steps.append((added, unscaled))
+            continue
+        offset, char, _ = leaf  # type: ignore[misc]
+        if struct.unpack_from(">" + char, plain, offset)[0] != value:
+            return None  # the path does not lead to this value: learn nothing rather than guess
+        variable.append((offset, offset + _width(char), char))
+        steps.append((name, args, at, offset))
+    return variable, steps
+
+
+def learn(plain: bytes, notification: Notification, interp: Interpretation, profiles: Dict[str, Profile],
+          profile_setting: Optional[str] = None, family: Optional[str] = None) -> Optional[Template]:
+    """A template from a frame the full path decoded, or None when the frame is not of the kind a
+    template can read (see the module docstring)."""
+    if interp.unknown_layout or interp.notes or interp.shape not in ("positional", "obis", "push-list"):
+        return None
+    profile = profiles.get(interp.profile) if interp.profile else None
+    if interp.profile and profile is None:
+        return None  # a profile from a file path: not in the set this template can name
+    plain = bytes(plain)
+    head = _header(plain)
     if head is None:
         return None
     dt_at, body_at = head
-    readings = interp.readings
-    if [r.index for r in readings] != list(range(len(readings))):
+    leaves: Dict[Tuple[int, ...], _Leaf] = {}
+    if _leaves(plain, body_at, 0, (), leaves) != len(plain) or not isinstance(notification.body, list):
         return None
-    # a clock is read per frame only where no profile looks at the text (a marker could then
-    # start to fit, and the full path would choose differently)
-    markers = {mk["index"] for p in profiles.values() for mk in p.match.get("markers", ())}
-    clocks = tuple(i not in markers and _kind(profile, i) == "datetime" for i in range(len(readings)))
-    found = _elements(bytes(plain), body_at, clocks)
+    indices, wants = _markers(profiles)
+    clock: List[_Range] = [(dt_at, dt_at + 12, "12s")] if dt_at is not None else []
+    invoke: List[_Range] = [(1, 5, "4x")]  # the invoke id: free, never read
+    if interp.shape == "positional":
+        if profile is None or interp.unscaled:
+            return None
+        built = _positional(notification, leaves, interp, profile, indices)
+        if built is None:
+            return None
+        ranges, chosen = built
+        places = _positions(invoke + clock + ranges)
+        slots = {index: (places[offset], type_name) for offset, (index, type_name) in chosen.items()}
+        types = tuple(notification.body.types)  # type: ignore[attr-defined]
+        return PositionalTemplate(_Layout(plain, invoke + clock + ranges), slots, dt_at is not None, interp,
+                                  profile, types)
+    found = _calls(plain, notification, interp, leaves, wants,
+                   lambda make: interpret(notification, profile_setting, profiles=profiles, family=family,
+                                          builder=make))
     if found is None:
         return None
-    variable, slots = found
-    types = tuple(dict(r.extra).get("dlms_type") or "" for r in readings)
-    if dt_at is not None:
-        variable.insert(0, (dt_at, dt_at + 12, "12s"))
-    variable.insert(0, (1, 5, "4x"))  # the invoke id: free, never read
-    return FrameTemplate(bytes(plain), variable, slots, dt_at, interp, profile, types)
+    ranges, steps = found
+    places = _positions(invoke + clock + ranges)
+    numbered = [(s[0], s[1], s[2], places[s[3]]) if len(s) == 4 else s for s in steps]
+    return CallTemplate(_Layout(plain, invoke + clock + ranges), numbered, dt_at is not None, interp, profile)
 
 
-__all__ = ["FrameTemplate", "learn"]
+__all__ = ["PositionalTemplate", "CallTemplate", "Template", "learn"]
