@@ -8,9 +8,9 @@ we can convert, so a missing part never turns into an assumed 0.
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 from functools import lru_cache
-from pathlib import Path
 from typing import List, Optional, Tuple
 
 from .model import MeterData, Reading
@@ -21,7 +21,8 @@ from .units import parse_unit
 @lru_cache(maxsize=1)
 def rules() -> List[Tuple[Obis, Obis, Obis]]:
     """(derived code, plus part, minus part) for every rule in ``data/derived.json``."""
-    table = json.loads((Path(__file__).with_name("data") / "derived.json").read_text(encoding="utf-8"))
+    with open(os.path.join(os.path.dirname(__file__), "data", "derived.json"), encoding="utf-8") as f:
+        table = json.load(f)  # os.path, not pathlib: every listener and service pays its imports
     rules = [(Obis.parse(r["obis"]), Obis.parse(r["plus"]), Obis.parse(r["minus"])) for r in table["rules"]]
     return rules
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import configparser
-import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,12 +306,16 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
             continue  # an output's own options, checked by its factory
         known = SECTIONS.get(section)
         if known is None:
+            import difflib  # for a typo only: not in the running service
+
             hint = difflib.get_close_matches(section, list(SECTIONS) + extra, 1)
             raise ConfigurationError(f"{path}: unknown section [{section}]",
                                      f"did you mean [{hint[0]}]?" if hint else
                                      "use [meter], [victron], [logging]" + "".join(f", [{x}]" for x in extra))
         for key in cp[section]:
             if key not in known:
+                import difflib
+
                 hint = difflib.get_close_matches(key, known, 1)
                 raise ConfigurationError(f"{path}: unknown option {key!r} in [{section}]",
                                          f"did you mean {hint[0]!r}?" if hint else "see the example file")
