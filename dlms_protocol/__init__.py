@@ -7,9 +7,32 @@
 
 This package uses relative imports only, so it works as ``dlms_protocol`` standalone and as
 ``plugins.dlms.dlms_protocol`` inside SmartHomeNG.
-"""
-from .errors import *  # noqa: F401,F403
-from .model import MeterData, Reading, Statistics  # noqa: F401
-from .obis import Obis  # noqa: F401
 
+The package re-exports the errors, ``MeterData``, ``Reading``, ``Statistics`` and ``Obis``, each
+imported on first use (PEP 562): importing the package itself loads nothing, so that
+``python -m dlms_protocol`` can pause the garbage collector before its modules load (``__main__``).
+"""
 __version__ = "2.0.0"
+
+#: re-exported names (besides the errors) and the module each lives in
+_EXPORTS = {"MeterData": "model", "Reading": "model", "Statistics": "model", "Obis": "obis"}
+_SUBMODULES = ("errors", "model", "obis")  # bound here before, by the eager imports
+
+
+def __getattr__(name: str) -> object:
+    """A re-exported name (or ``__all__``), imported from its module on first use."""
+    from importlib import import_module
+
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
+    errors = import_module(".errors", __name__)
+    if name == "__all__":
+        value: object = [*errors.__all__, *_EXPORTS, "__version__"]
+    elif name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in errors.__all__:
+        value = getattr(errors, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

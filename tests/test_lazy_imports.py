@@ -123,3 +123,47 @@ def test_decode_loads_only_what_one_frame_needs(tmp_path: Path) -> None:
     assert {"dlms_protocol.dlms.decoder", "cryptography"} <= modules | {m.split(".")[0] for m in modules}
     assert sorted(m for m in modules if m.startswith(DECODE_FOREIGN)) == []
     assert sorted(modules & DECODE_FOREIGN_STDLIB) == []
+
+
+#: runs ``python -m dlms_protocol ARGS`` as -m does (runpy) and says at exit whether the cyclic GC
+#: runs again and how many start-up objects were frozen
+_GC_PROBE = ("import atexit, gc, runpy, sys\n"
+             "atexit.register(lambda: sys.stderr.write(f'\\ngc {gc.isenabled()} {gc.get_freeze_count()}\\n'))\n"
+             "sys.argv = ['dlms_protocol'] + sys.argv[1:]\n"
+             "runpy.run_module('dlms_protocol', run_name='__main__', alter_sys=True)\n")
+
+
+def _gc_state(args: list) -> tuple:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", _GC_PROBE, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    last = done.stderr.strip().splitlines()[-1].split()
+    assert last[0] == "gc", done.stderr[-2000:]
+    return done.returncode, last[1] == "True", int(last[2])
+
+
+def test_start_up_pauses_the_collector_and_always_resumes_it(tmp_path: Path) -> None:
+    """``__main__`` pauses the cyclic GC before the first import; ``cli.loading`` freezes what
+    start-up loaded and resumes it: after a decode, after --version (SystemExit inside start-up)
+    and after a usage error the collector runs again."""
+    from dlms_protocol.simulator.push import PushSimulator
+
+    capture = tmp_path / "plain.bin"
+    capture.write_bytes(PushSimulator(wrapper="hdlc", seed=3).emit())
+    code, enabled, frozen = _gc_state(["decode", "--file", str(capture)])
+    assert (code, enabled) == (0, True) and frozen > 10000  # the modules and profile tables
+    for args, status in ((["--version"], 0), (["decode", "--file", str(capture), "--wrapper", "x"], 2)):
+        assert _gc_state(args)[:2] == (status, True), args
+
+
+def test_loading_leaves_the_collector_alone_outside_our_own_process() -> None:
+    """Inside a host program or a test (``RESUME_GC`` False) start-up never touches the GC."""
+    import gc
+
+    from dlms_protocol import cli
+
+    assert cli.RESUME_GC is False
+    before = (gc.isenabled(), gc.get_freeze_count())
+    with cli.loading():
+        assert gc.isenabled() == before[0]
+    assert (gc.isenabled(), gc.get_freeze_count()) == before

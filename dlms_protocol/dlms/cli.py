@@ -16,6 +16,7 @@ import sys
 import time
 from typing import List, Optional
 
+from ..cli import loading
 from ..config import SECURITY_LEVELS, ListenerConfig
 from ..errors import ChecksumError, ConfigurationError, DlmsError, FramingError
 from ..model import Statistics
@@ -130,8 +131,9 @@ _SLICE = 16384
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from ..cli_output import PrintOutput, offline_json, show_message
-    from .decoder import PushDecoder, UnexplainedLayout
+    with loading():  # start-up: see cli.loading
+        from ..cli_output import PrintOutput, offline_json, show_message
+        from .decoder import PushDecoder, UnexplainedLayout
 
     data = _read_input(args)
     if b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01" in data:  # an SML transmission's start sequence
@@ -140,7 +142,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         return decode_sml(data, args.json)
     config = _config(args)
     errors: List[DlmsError] = []
-    decoder = PushDecoder(config, Statistics(), on_error=errors.append)
+    with loading():  # the profile tables
+        decoder = PushDecoder(config, Statistics(), on_error=errors.append)
     decoder.quiet = True  # the one line below reports the errors
     shown = 0
     printer = PrintOutput(args.json, json_form=offline_json, flush=False)
