@@ -15,7 +15,14 @@ byte per read on some adapters), and handing each to the decoder costs about as 
 whole frame. After the first bytes the thread sleeps for as long as the frame's own length
 field (HDLC format field, M-Bus L field) says the rest takes at the line's character time, then
 takes what is buffered; it feeds the decoder at a frame end, or when the line stayed quiet for
-a few character times (framings without a length, a stalled or damaged frame).
+a few character times (framings without a length, a stalled or damaged frame). Every wake-up
+costs about a fifth of a push's CPU, so two rules keep it at one wake-up for the rest of the
+frame: while the length field has not arrived yet (one byte per read), the wait is for the
+shortest of the last few complete frames (push meters send the same lists again and again; a
+shorter frame than that only costs another wait); and each wait has some slack
+(``SLACK_SHARE`` of the frame time, at most ``SLACK_MAX``), because a USB adapter hands over
+its last bytes up to its latency timer after they left the wire. Neither rule can change what
+is decoded, only when: a wait that ends early is followed by another one.
 
 Rate limit (``config.min_interval``): *keep latest*. Within the interval after a delivery, a
 newer message replaces the held one, which is delivered when the interval has passed; so
@@ -27,7 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Optional, Tuple
+from collections import deque
+from typing import Callable, Deque, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import ConfigurationError, DlmsError, TransportError
@@ -49,6 +57,14 @@ QUIET_CHARS = 3
 QUIET_MIN = 0.001
 #: a coalesced read is fed to the decoder at this size at the latest
 COALESCE_MAX = 16384
+#: slack added to a wait for the rest of a frame: this share of its wire time, at most SLACK_MAX s
+#: (USB adapters hand over the tail up to their latency timer, 16 ms on FTDI, after the wire)
+SLACK_SHARE = 0.125
+SLACK_MAX = 0.016
+#: complete frames whose lengths predict the next one (the shortest of them is used)
+LENGTH_MEMORY = 4
+#: below this many missing bytes the length field has not been read yet (HDLC flag + format)
+_HEADER = 4
 
 
 def missing_bytes(buf: bytes) -> Optional[int]:
@@ -88,6 +104,19 @@ def missing_bytes(buf: bytes) -> Optional[int]:
     return 0
 
 
+def frame_length(buf: bytes) -> Optional[int]:
+    """Length of the frame ``buf`` starts with, as its length field says (HDLC from the opening
+    flag to the closing one, M-Bus long frame); None when the bytes there tell no length."""
+    i = 0
+    while i + 1 < len(buf) and buf[i] == 0x7E and buf[i + 1] == 0x7E:
+        i += 1  # doubled flags
+    if len(buf) >= i + 3 and buf[i] == 0x7E and buf[i + 1] & 0xF0 == 0xA0:
+        return i + (((buf[i + 1] & 0x07) << 8) | buf[i + 2]) + 2
+    if len(buf) >= 4 and buf[0] == 0x68 and buf[1] == buf[2] and buf[3] == 0x68:
+        return buf[1] + 6
+    return None
+
+
 def open_port(config: ListenerConfig) -> Transport:
     """Open the configured port; TransportError/ConfigurationError with a fix on failure."""
     return Transport.open(config.port, config.baudrate, config.bytesize, config.parity, config.stopbits)
@@ -119,6 +148,7 @@ class PushListener:
         self.connects = 0  #: successful opens (1 + reconnects)
         self._last_delivery = float("-inf")
         self._held: Optional[PushMessage] = None
+        self._lengths: Deque[int] = deque(maxlen=LENGTH_MEMORY)  #: recent complete frames (``_coalesce``)
 
     # ------------------------------------------------------------------ control
     @property
@@ -224,27 +254,34 @@ class PushListener:
             while len(buf) < COALESCE_MAX and not self._stop.is_set():
                 need = missing_bytes(buf)
                 if need == 0:
+                    length = frame_length(buf)
+                    if length is not None:
+                        self._lengths.append(length)
                     break  # a frame end: decode now (a following segment starts the next read)
-                wait = quiet if need is None else min(READ_SLICE, need * char + quiet)
+                if need is not None and need < _HEADER and self._lengths:
+                    need = max(need, min(self._lengths) - len(buf))  # the length field is still on its way
+                wait = quiet
+                if need is not None:
+                    wire = need * char
+                    wait = min(IDLE_READ, wire + quiet + min(SLACK_MAX, SLACK_SHARE * wire))
                 self._stop.wait(wait)  # one wake-up for the rest of the frame, not one per byte
-                more = self._drain(port)  # what is buffered now
-                if not more:
+                if not self._drain(port, buf):  # what is buffered now
                     break  # quiet, or a frame end: the decoder keeps a partial frame for the next read
-                buf += more
         except TransportError as exc:
             return bytes(buf), exc
         return bytes(buf), None
 
     @staticmethod
-    def _drain(port: Transport) -> bytes:
-        """Everything buffered now (a socket:// port hands it out in small pieces)."""
-        out = b""
-        while len(out) < COALESCE_MAX:
+    def _drain(port: Transport, buf: bytearray) -> int:
+        """Append everything buffered now to ``buf``; the count. Bytes read before the port went
+        away stay in ``buf`` (the error follows them; a socket:// port hands them out in pieces)."""
+        start = len(buf)
+        while len(buf) - start < COALESCE_MAX:
             more = port.read_some(4096, 0)
             if not more:
                 break
-            out += more
-        return out
+            buf += more
+        return len(buf) - start
 
     # ----------------------------------------------------------------- delivery
     def _deliver(self, msg: PushMessage) -> None:
@@ -283,4 +320,4 @@ class PushListener:
         self._decode_error(exc)
 
 
-__all__ = ["PushListener", "open_port", "missing_bytes", "BACKOFF_INITIAL", "BACKOFF_MAX"]
+__all__ = ["PushListener", "open_port", "missing_bytes", "frame_length", "BACKOFF_INITIAL", "BACKOFF_MAX"]
