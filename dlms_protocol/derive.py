@@ -11,7 +11,7 @@ import json
 import os
 from decimal import Decimal
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .model import MeterData, Reading
 from .obis import Obis
@@ -47,19 +47,47 @@ def _derive(data: MeterData, wanted: Obis, derived: bool) -> Optional[Reading]:
         plus, minus = data.get(_like(plus_code, wanted)), data.get(_like(minus_code, wanted))
         if plus is None or minus is None:
             return None
-        p, m = plus.numeric(), minus.numeric()
-        fp, fm = _in_watts(plus.unit), _in_watts(minus.unit)
-        if p is None or m is None or fp is None or fm is None or not (p.is_finite() and m.is_finite()):
-            return None
-        try:
-            value = (p * fp - m * fm) / fp
-        except ArithmeticError:  # a value no meter sends (overflow): nothing derived
-            return None
-        unit = plus.unit
-        a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
-        obis = Obis(a, b, code.c, code.d, code.e, None)
-        return Reading(code=str(obis), obis=obis, value=value, unit=unit, raw=None, index=-1,
-                       timestamp=plus.timestamp, derived=derived)
+        return _net(code, plus, minus, derived)
+    return None
+
+
+def _net(code: Obis, plus: Reading, minus: Reading, derived: bool) -> Optional[Reading]:
+    """plus - minus as a reading of ``code`` (A-B of ``plus``), or None when not exactly known."""
+    p, m = plus.numeric(), minus.numeric()
+    fp, fm = _in_watts(plus.unit), _in_watts(minus.unit)
+    if p is None or m is None or fp is None or fm is None or not (p.is_finite() and m.is_finite()):
+        return None
+    try:
+        value = (p * fp - m * fm) / fp
+    except ArithmeticError:  # a value no meter sends (overflow): nothing derived
+        return None
+    a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
+    obis = Obis(a, b, code.c, code.d, code.e, None)
+    return Reading(code=str(obis), obis=obis, value=value, unit=plus.unit, raw=None, index=-1,
+                   timestamp=plus.timestamp, derived=derived)
+
+
+_CDE = Tuple[int, Optional[int], Optional[int]]
+
+
+@lru_cache(maxsize=1)
+def _plan() -> List[Tuple[Obis, _CDE, _CDE, _CDE]]:
+    """(code, its C.D.E, plus C.D.E, minus C.D.E) per derived code; the first rule for a code wins,
+    as in ``derive``."""
+    out: List[Tuple[Obis, _CDE, _CDE, _CDE]] = []
+    for code, plus, minus in rules():
+        cde = (code.c, code.d, code.e)
+        if all(c != cde for _, c, _, _ in out):
+            out.append((code, cde, (plus.c, plus.d, plus.e), (minus.c, minus.d, minus.e)))
+    return out
+
+
+def _first(candidates: List[Reading], a: Optional[int], b: Optional[int]) -> Optional[Reading]:
+    """The first reading a code with this A-B selects (``Obis.matches``: None selects any)."""
+    for r in candidates:
+        o = r.obis
+        if (a is None or o.a == a) and (b is None or o.b == b):  # type: ignore[union-attr]
+            return r
     return None
 
 
@@ -67,27 +95,33 @@ def derive_all(data: MeterData) -> List[Reading]:
     """Every rule's result the meter did not send itself, each only when exactly known.
 
     The A-B of a result is that of its parts (``1-0:16.7.0`` from ``1-0:1.7.0``); a short D0
-    code gives a short result. Results are marked ``derived``.
+    code gives a short result. Results are marked ``derived``. The same results as asking
+    ``derive`` for every A-B a plus part was sent with (tests/test_derive.py checks it), from
+    one pass over the readings: it runs for every push.
     """
-    table = rules()
+    plan = _plan()
+    # current readings (F 255 or none) by C.D.E, in meter order: what Obis.matches selects
+    current: Dict[_CDE, List[Reading]] = {}
+    for r in data.readings:
+        o = r.obis
+        if o is not None and (o.f is None or o.f == 255):
+            current.setdefault((o.c, o.d, o.e), []).append(r)
     out: List[Reading] = []
-    # (C, D, E) of every code sent: a rule whose parts are not even there is skipped without a scan
-    present = {(o.c, o.d, o.e) for o in (r.obis for r in data.readings) if o is not None and o.f in (None, 255)}
-    for code, plus_code, minus_code in table:
-        if (plus_code.c, plus_code.d, plus_code.e) not in present or \
-                (minus_code.c, minus_code.d, minus_code.e) not in present:
-            continue  # derive() would find no part
-        if data.get(code) is not None:
-            continue
+    for code, cde, plus_cde, minus_cde in plan:
+        pluses, minuses = current.get(plus_cde), current.get(minus_cde)
+        if pluses is None or minuses is None or cde in current:
+            continue  # a part is missing, or the meter sent the code itself
         seen = set()
-        for plus in data.find(plus_code):
-            if plus.obis is None or plus.obis.f not in (None, 255) or (plus.obis.a, plus.obis.b) in seen:
+        for sent in pluses:
+            a, b = sent.obis.a, sent.obis.b  # type: ignore[union-attr]
+            if (a, b) in seen:
                 continue
-            seen.add((plus.obis.a, plus.obis.b))
-            wanted = Obis(plus.obis.a, plus.obis.b, code.c, code.d, code.e, None)
-            reading = _derive(data, wanted, True)
-            if reading is not None:
-                out.append(reading)
+            seen.add((a, b))
+            plus, minus = _first(pluses, a, b), _first(minuses, a, b)
+            if plus is not None and minus is not None:
+                reading = _net(code, plus, minus, True)
+                if reading is not None:
+                    out.append(reading)
     return out
 
 

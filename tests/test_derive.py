@@ -4,8 +4,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dlms_protocol.derive import derive
+from dlms_protocol.derive import derive, derive_all, rules
 from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.obis import Obis
 
@@ -50,3 +52,50 @@ def test_billing_periods_and_other_codes_are_not_derived():
     d = data(reading("1.7.0", "0.845"), reading("2.7.0", "0.1"))
     assert derive(d, Obis.parse("16.7.0*01")) is None
     assert derive(d, Obis.parse("1.8.0")) is None
+
+
+# ------------------------------------------------------------------- derive_all
+def _reference_derive_all(d: MeterData):
+    """derive_all's contract spelled out through derive(): for every rule whose code the meter did
+    not send, one result per A-B a current plus part was sent with."""
+    out = []
+    for code, plus_code, _minus in rules():
+        if d.get(code) is not None:
+            continue
+        seen = set()
+        for plus in d.find(plus_code):
+            if (plus.obis.a, plus.obis.b) in seen:
+                continue
+            seen.add((plus.obis.a, plus.obis.b))
+            got = derive(d, Obis(plus.obis.a, plus.obis.b, code.c, code.d, code.e, None))
+            if got is not None:
+                out.append(got)
+    return [r for r in out if r is not None]
+
+
+_CODES = ["1.7.0", "2.7.0", "16.7.0", "21.7.0", "22.7.0", "41.7.0", "42.7.0", "61.7.0", "62.7.0", "36.7.0",
+          "1.8.0"]
+_readings = st.lists(st.tuples(
+    st.sampled_from([None, (1, 0), (1, 1), (0, 0)]), st.sampled_from(_CODES), st.sampled_from([None, 255, 1]),
+    st.one_of(st.decimals(allow_nan=True, allow_infinity=True, places=3), st.integers(-10**6, 10**6),
+              st.just(""), st.none()),
+    st.sampled_from(["W", "kW", "kWh", "", None])), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_readings)
+def test_derive_all_gives_what_derive_gives_for_every_part_sent(items):
+    made = []
+    for ab, code, f, value, unit in items:
+        text = (f"{ab[0]}-{ab[1]}:" if ab else "") + code + (f"*{f}" if f is not None else "")
+        made.append(Reading(code=text, obis=Obis.parse(text), value=value, unit=unit, raw=value))
+    d = data(*made)
+    assert derive_all(d) == _reference_derive_all(d)
+
+
+def test_derive_all_uses_the_parts_of_the_same_channel():
+    d = data(reading("1-1:1.7.0", "2"), reading("1-0:1.7.0", "5"), reading("1-0:2.7.0", "1"),
+             reading("1-1:2.7.0", "0.5"), reading("21.7.0", "1"), reading("1-0:22.7.0", "0.25"))
+    got = {str(r.obis): r.value for r in derive_all(d)}
+    assert got == {"1-1:16.7.0*255": Decimal("1.5"), "1-0:16.7.0*255": Decimal("4"), "36.7.0": Decimal("0.75")}
+    assert all(r.derived for r in derive_all(d))
