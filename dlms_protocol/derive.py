@@ -62,9 +62,17 @@ def _net(code: Obis, plus: Reading, minus: Reading, derived: bool) -> Optional[R
     except ArithmeticError:  # a value no meter sends (overflow): nothing derived
         return None
     a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
-    obis = Obis(a, b, code.c, code.d, code.e, None)
-    return Reading(code=str(obis), obis=obis, value=value, unit=plus.unit, raw=None, index=-1,
+    obis, text = _result_code(a, b, code)
+    return Reading(code=text, obis=obis, value=value, unit=plus.unit, raw=None, index=-1,
                    timestamp=plus.timestamp, derived=derived)
+
+
+@lru_cache(maxsize=256)
+def _result_code(a: Optional[int], b: Optional[int], code: Obis) -> Tuple[Obis, str]:
+    """The code of a result and its text, made once: the same objects every push, so the Victron
+    mapping's per-layout plan recognises derived readings by identity like sent ones."""
+    obis = Obis(a, b, code.c, code.d, code.e, None)
+    return obis, str(obis)
 
 
 _CDE = Tuple[int, Optional[int], Optional[int]]
