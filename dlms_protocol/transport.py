@@ -34,12 +34,20 @@ Why the extra machinery around pyserial:
   configuring 7E1; ``bytesize``/``parity``/``char_time`` keep meaning the meter's format.
   ``socket://`` (ser2net) is the exception: there the remote serial server sets the format,
   so bytes pass unchanged (datablock still recognises parity bits in a 7E1 stream read 8N1).
+* **Reads straight from the file descriptor** on a local serial port (pyserial's POSIX
+  ``Serial`` exactly, whose descriptor is non-blocking): one ``select`` and one ``os.read`` of
+  everything buffered, instead of pyserial's read(1) + in_waiting + read(n) (two selects, two
+  reads and an ioctl), which a push service pays on every wake-up. It keeps pyserial's rules:
+  ``cancel_read`` (its abort pipe) ends a wait, and a port that is "readable" but returns no data
+  is gone (USB unplugged). Sockets, rfc2217 and other port objects read through pyserial.
 """
 from __future__ import annotations
 
 import errno
 import glob
 import logging
+import os
+import select
 import threading
 import time
 from typing import Any, Dict, Literal, Optional, Tuple
@@ -168,6 +176,8 @@ class Transport:
         self._lock = threading.RLock()
         self._closed = False
         self._wire_free = 0.0  # monotonic time when the last written character has left the wire
+        #: (descriptor, pyserial's abort pipe) when reads may go straight to the descriptor
+        self._direct = _direct_fds(port)
 
     # ------------------------------------------------------------------ life cycle
     @classmethod
@@ -356,13 +366,16 @@ class Transport:
         while True:
             wait = step if deadline is None else min(step, max(0.0, deadline - time.monotonic()))
             with self._io():
-                self._set_wait(wait)
-                data = self._port.read(1)
-                if data:
-                    waiting = self._port.in_waiting
-                    if waiting and max_bytes > 1:
-                        self._set_wait(0)
-                        data += self._port.read(min(waiting, max_bytes - 1))
+                if self._direct is not None:
+                    data = _read_fd(self._direct, max_bytes, wait)
+                else:
+                    self._set_wait(wait)
+                    data = self._port.read(1)
+                    if data:
+                        waiting = self._port.in_waiting
+                        if waiting and max_bytes > 1:
+                            self._set_wait(0)
+                            data += self._port.read(min(waiting, max_bytes - 1))
             if data:
                 data = bytes(data)
                 if self.software_parity:
@@ -426,6 +439,52 @@ class Transport:
 
     def _io(self) -> "_Guard":
         return _Guard(self)
+
+
+def _direct_fds(port: Any) -> Optional[Tuple[int, int]]:
+    """(descriptor, abort pipe) of a pyserial POSIX port opened non-blocking, else None: only
+    there reading the descriptor directly is what pyserial's read does (module docstring)."""
+    posix = getattr(serial, "serialposix", None)
+    if posix is None or type(port) is not getattr(posix, "Serial", None):
+        return None
+    fd, abort = getattr(port, "fd", None), getattr(port, "pipe_abort_read_r", None)
+    if not isinstance(fd, int) or not isinstance(abort, int) or fd < 0:
+        return None
+    try:
+        import fcntl
+
+        if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK:
+            return None
+    except (ImportError, OSError):
+        return None
+    return fd, abort
+
+
+_RETRY = (errno.EAGAIN, errno.EALREADY, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.EINTR)
+
+
+def _read_fd(fds: Tuple[int, int], max_bytes: int, wait: float) -> bytes:
+    """What pyserial's POSIX read does, in one select and one read of up to ``max_bytes``:
+    b"" after ``wait`` s or a ``cancel_read``; SerialException when the port is gone."""
+    fd, abort = fds
+    try:
+        # select even when not waiting: pyserial sets VMIN = VTIME = 0, so an empty line reads as 0
+        # bytes, the same as a hung-up one; only "readable" tells them apart
+        ready, _, _ = select.select([fd, abort], [], [], wait)
+        if abort in ready:
+            os.read(abort, 1000)
+            return b""
+        if not ready:
+            return b""
+        data = os.read(fd, max_bytes)
+    except OSError as exc:
+        if exc.errno in _RETRY:
+            return b""  # nothing buffered (non-blocking), or a signal: like an empty read
+        raise serial.SerialException(f"read failed: {exc}") from None
+    if not data:  # readable without data: a disconnected device (pyserial says the same)
+        raise serial.SerialException("device reports readiness to read but returned no data "
+                                     "(device disconnected or multiple access on port?)")
+    return data
 
 
 class _Guard:
