@@ -138,6 +138,26 @@ def test_port_vanishing_mid_read_is_a_transport_error(link):
         t.close()
 
 
+def test_a_local_port_is_read_straight_from_its_descriptor_with_pyserials_rules(link):
+    """One read hands over everything buffered (up to max_bytes), an empty line reads as b"" even
+    without waiting, and a port that vanished is an error on that zero-wait read too (a drain)."""
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    try:
+        assert t._direct is not None and t._direct[0] == t._port.fd
+        assert t.read_some(100, timeout=0) == b""
+        link.raw_write(bytes(range(200)))
+        deadline = time.monotonic() + 5
+        while t.in_waiting < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert t.read_some(150, timeout=0) == bytes(range(150))
+        assert t.read_some(4096, timeout=0) == bytes(range(150, 200))
+        link.close()
+        with pytest.raises(TransportError):
+            t.read_some(10, timeout=0)
+    finally:
+        t.close()
+
+
 def test_close_from_another_thread_ends_a_blocking_read(link):
     t = Transport.open(link.port, 300)
     outcome = {}
@@ -168,6 +188,7 @@ def test_socket_url_works_and_refused_connection_is_explained():
     port = server.getsockname()[1]
     try:
         with Transport.open(f"socket://127.0.0.1:{port}", 9600, 8, "N", 1) as t:
+            assert t._direct is None  # a socket reads through pyserial
             conn, _ = server.accept()
             with conn:
                 t.write(b"ping")
