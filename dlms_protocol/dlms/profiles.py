@@ -217,25 +217,35 @@ def _json_type_ok(value: Any, spec: str) -> bool:
 
 #: a leaf node of ``SCHEMA`` (a type name or a tuple of them) -> (Python types, does a bool pass)
 _LEAF_TYPES: Dict[Any, Tuple[Tuple[type, ...], bool]] = {}
+#: id of an object node's properties -> (the properties, their checks: key, node, leaf types or None)
+_PLANS: Dict[int, Tuple[Dict[str, Any], Tuple[Tuple[str, Any, Optional[Tuple[Tuple[type, ...], bool]]], ...]]] = {}
 
 
-def _is_node(spec: Any) -> bool:
-    return isinstance(spec, tuple) and spec[0] in ("object", "array")
-
-
-def _leaf_ok(value: Any, spec: Any) -> bool:
-    """``_json_type_ok`` for any of a leaf's type names, in one isinstance: the check runs for
-    every key of every built-in profile on each start (the schema walk was a third of loading)."""
+def _leaf(spec: Any) -> Optional[Tuple[Tuple[type, ...], bool]]:
+    """``_json_type_ok`` of a leaf node as one isinstance: (types, does a bool pass); None for an
+    object or array node. The schema walk runs for every key of every built-in profile at start."""
+    if isinstance(spec, tuple) and spec[0] in ("object", "array"):
+        return None
     entry = _LEAF_TYPES.get(spec)
     if entry is None:
         names = (spec,) if isinstance(spec, str) else spec
         entry = (tuple(t for n in names for t in _JSON_TYPES[n]), _BOOL in names)
         _LEAF_TYPES[spec] = entry
-    return isinstance(value, entry[0]) and (entry[1] or not isinstance(value, bool))
+    return entry
+
+
+def _plan(props: Dict[str, Any]) -> Tuple[Tuple[str, Any, Optional[Tuple[Tuple[type, ...], bool]]], ...]:
+    entry = _PLANS.get(id(props))
+    if entry is None or entry[0] is not props:
+        entry = (props, tuple((key, sub, _leaf(sub)) for key, sub in props.items()))
+        _PLANS[id(props)] = entry
+    return entry[1]
 
 
 def validate_schema(value: Any, spec: Any = SCHEMA, path: str = "") -> None:
-    """Check ``value`` against a ``SCHEMA`` node; ConfigurationError names the field (``where`` added by callers)."""
+    """Check ``value`` against a ``SCHEMA`` node; ConfigurationError names the field (``where`` added by callers).
+
+    A leaf that passes its one isinstance is not walked into; anything else is, for the message."""
     label = path or "the document"
     if isinstance(spec, str):
         spec = (spec,)
@@ -246,16 +256,18 @@ def validate_schema(value: Any, spec: Any = SCHEMA, path: str = "") -> None:
         for key in required:
             if key not in value:
                 raise ConfigurationError(f"'{path + '.' if path else ''}{key}' is missing")
-        for key, sub in props.items():
-            if key in value and (_is_node(sub) or not _leaf_ok(value[key], sub)):
-                validate_schema(value[key], sub, f"{path}.{key}" if path else key)
+        for key, sub, leaf in _plan(props):
+            if key in value:
+                item = value[key]
+                if leaf is None or not isinstance(item, leaf[0]) or (not leaf[1] and isinstance(item, bool)):
+                    validate_schema(item, sub, f"{path}.{key}" if path else key)
         return
     if isinstance(spec, tuple) and spec[0] == "array":
         if not isinstance(value, list):
             raise ConfigurationError(f"{label} must be a JSON list, not {_json_name(value)}")
-        node = _is_node(spec[1])
+        leaf = _leaf(spec[1])
         for i, item in enumerate(value):
-            if node or not _leaf_ok(item, spec[1]):
+            if leaf is None or not isinstance(item, leaf[0]) or (not leaf[1] and isinstance(item, bool)):
                 validate_schema(item, spec[1], f"{path}[{i}]")
         return
     if not any(_json_type_ok(value, t) for t in spec):
