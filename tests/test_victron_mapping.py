@@ -511,3 +511,29 @@ def test_corpus_d0_readouts_to_victron_paths(path: Path) -> None:
             checked += 1
     if not checked:
         pytest.skip("no 1.8.0/2.8.0/16.7.0 register in this readout")
+
+
+# ----------------------------------------------------- per-layout plan (Mapper._picks)
+_POOL = [Obis.parse(c) for c in ("1-0:1.7.0", "1-0:2.7.0", "1-0:16.7.0", "1-0:21.7.0", "1-0:22.7.0", "1-0:31.7.0",
+                                 "1-0:32.7.0", "1-0:51.7.0", "1-0:1.8.0", "1-0:2.8.0", "1-1:1.7.0", "1.7.0",
+                                 "1-0:1.7.0*01", "0-0:96.1.0", "1-0:14.7.0", "1-0:36.7.0")]
+_UNITS = {1: "W", 2: "W", 16: "W", 21: "W", 22: "W", 36: "W", 31: "A", 32: "V", 51: "A", 14: "Hz", 96: None}
+_SHARED = Mapper()  # keeps its plans across examples: a stale plan would show as a difference
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(range(len(_POOL))), st.integers(-5000, 5000), st.booleans()),
+                max_size=12))
+def test_a_layout_seen_before_maps_like_a_new_one(items: List[Any]) -> None:
+    """The same codes (the same objects, as a push decoder hands them out) map through the kept
+    plan exactly as a fresh mapper maps them, whatever the values, order and repeats."""
+    readings = []
+    for idx, value, copy in items:
+        code = _POOL[idx] if not copy else Obis(*_POOL[idx].groups)  # equal, but another object
+        unit = "kWh" if code.d == 8 else _UNITS.get(code.c)
+        v: Any = "SER%d" % value if unit is None else Decimal(value)
+        readings.append(Reading(str(code), code, v, unit))
+    data = meter_data("push", tuple(readings))
+    _SHARED._three_phase = False  # the phase memory is per meter, not part of the plan
+    shared, fresh = _SHARED.map(data), Mapper().map(data)
+    assert (shared.values, shared.labels, shared.phases) == (fresh.values, fresh.labels, fresh.phases)

@@ -48,6 +48,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import attrgetter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -75,6 +76,9 @@ HUB4_INDIVIDUAL_PHASE = 2
 
 
 _Index = Dict[Tuple[int, Optional[int], Optional[int]], Reading]
+_OBIS_OF = attrgetter("obis")
+#: snapshot layouts whose source choice is kept (Mapper._picks); a meter has one or a few
+_PLANS_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,9 @@ class Mapper:
                                          'in the mapping file, e.g. "units": {"' + str(unit) + '": {"' + str(unit)
                                          + '": 1}}')
             self.paths[path] = PathSpec(path, unit, spec.get("format"), bool(spec.get("counter", False)))
+        #: instantaneous paths (their own staleness) and counters (never backwards), looked up per push
+        self.instant_paths = frozenset(p for p, spec in self.paths.items() if not spec.counter)
+        self.counter_paths = frozenset(p for p, spec in self.paths.items() if spec.counter)
         self.sources: List[Source] = []
         for raw in table.get("sources", []):
             self.sources.append(self._source(raw))
@@ -265,6 +272,8 @@ class Mapper:
                                      "remove the option; a meter that sends both parts gets its net power")
         self.pf_tolerance = _factor("options.power_factor_tolerance", self.options.get("power_factor_tolerance", 0.05))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
+        #: per snapshot layout (the identities of its codes) the readings each source takes (``_picks``)
+        self._plans: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Tuple[Tuple[Source, int], ...]]] = {}
         self._told = Once()
         self._three_phase = False  # phase memory, see the class docstring
 
@@ -409,22 +418,42 @@ class Mapper:
         self._log_labels(out.labels)
         return out
 
-    def _collect(self, data: MeterData) -> Tuple[Dict[str, Decimal], Dict[str, str], Dict[str, str], Set[str]]:
-        """The best reading per source, converted: (values per path, texts, sign sources, derived paths)."""
-        best: Dict[Source, Tuple[int, Reading]] = {}
-        for reading in data.readings:
-            code = reading.obis
+    def _picks(self, readings: Tuple[Reading, ...]) -> Tuple[Tuple[Source, int], ...]:
+        """(source, index of the reading it takes) in the order the sources were first matched.
+
+        Which reading feeds which source depends only on the codes and their order, and a push
+        meter sends the same layout every time, with the same code objects: so the choice is made
+        once per layout, keyed by the codes' identities. The plan holds those code objects, so no
+        other object can take one of their identities while the plan exists; a source whose codes
+        are new objects every time (a D0 readout) only misses the plan (``_PLANS_MAX`` bounds them).
+        """
+        codes = tuple(map(_OBIS_OF, readings))
+        key = tuple(map(id, codes))
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan[1]
+        best: Dict[Source, Tuple[int, int]] = {}
+        for i, code in enumerate(codes):
             if code is None:
                 continue
             for src, rank in self._matches(code):
                 seen = best.get(src)
                 if seen is None or rank < seen[0]:
-                    best[src] = (rank, reading)
+                    best[src] = (rank, i)
+        picks = tuple((src, i) for src, (_rank, i) in best.items())
+        if len(self._plans) < _PLANS_MAX:
+            self._plans[key] = (codes, picks)
+        return picks
+
+    def _collect(self, data: MeterData) -> Tuple[Dict[str, Decimal], Dict[str, str], Dict[str, str], Set[str]]:
+        """The best reading per source, converted: (values per path, texts, sign sources, derived paths)."""
+        readings = data.readings
         values: Dict[str, Decimal] = {}
         texts: Dict[str, str] = {}
         sign_from: Dict[str, str] = {}
         derived: Set[str] = set()
-        for src, (_rank, reading) in best.items():
+        for src, i in self._picks(readings):
+            reading = readings[i]
             spec = self.paths[src.path]
             if spec.unit is None:
                 text = self._text(reading)
