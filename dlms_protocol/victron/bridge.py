@@ -170,6 +170,8 @@ class _Core:
 
     def _maybe_rename(self) -> None:
         svc = self.service
+        if svc.rank >= RANK_SERIAL:
+            return  # nothing ranks higher but device_suffix, which would have been used from the start
         if not svc.opened or self.opening is not None or self.renaming is not None or not self.control_ready:
             return
         if self._identity()[1] <= svc.rank or time.monotonic() < self.rename_retry_at:
@@ -213,9 +215,9 @@ class _Core:
             self._meter_id = meter_id
         svc = self.service
         changes: Dict[str, Any] = dict(mapped.values)
+        instant = self.mapper.instant_paths
         for path in changes:
-            spec = self.mapper.spec(path)
-            if spec is not None and not spec.counter:
+            if path in instant:
                 prev = self.times.get(path)  # only while the value is still valid: outages teach nothing
                 if prev is None:
                     self.times[path] = t
