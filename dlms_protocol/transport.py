@@ -266,6 +266,12 @@ class Transport:
         soft = " (8N1 + software parity)" if self.software_parity else ""
         return f"<Transport {self.url} {self.baudrate} Bd {self.bytesize}{self.parity}{self.stopbits}{soft} {state}>"
 
+    @property
+    def reads_all_buffered(self) -> bool:
+        """True when a ``read_some`` that returned less than asked for emptied the receive buffer
+        (direct descriptor reads); a socket:// port hands buffered bytes out in small pieces."""
+        return self._direct is not None
+
     # -------------------------------------------------------------------- settings
     @property
     def baudrate(self) -> int:

@@ -143,7 +143,7 @@ def test_a_local_port_is_read_straight_from_its_descriptor_with_pyserials_rules(
     without waiting, and a port that vanished is an error on that zero-wait read too (a drain)."""
     t = Transport.open(link.port, 9600, 8, "N", 1)
     try:
-        assert t._direct is not None and t._direct[0] == t._port.fd
+        assert t._direct is not None and t._direct[0] == t._port.fd and t.reads_all_buffered
         assert t.read_some(100, timeout=0) == b""
         link.raw_write(bytes(range(200)))
         deadline = time.monotonic() + 5
@@ -188,7 +188,7 @@ def test_socket_url_works_and_refused_connection_is_explained():
     port = server.getsockname()[1]
     try:
         with Transport.open(f"socket://127.0.0.1:{port}", 9600, 8, "N", 1) as t:
-            assert t._direct is None  # a socket reads through pyserial
+            assert t._direct is None and not t.reads_all_buffered  # a socket reads through pyserial
             conn, _ = server.accept()
             with conn:
                 t.write(b"ping")

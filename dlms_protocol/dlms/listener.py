@@ -276,11 +276,12 @@ class PushListener:
         """Append everything buffered now to ``buf``; the count. Bytes read before the port went
         away stay in ``buf`` (the error follows them; a socket:// port hands them out in pieces)."""
         start = len(buf)
+        whole = getattr(port, "reads_all_buffered", False)
         while len(buf) - start < COALESCE_MAX:
             more = port.read_some(4096, 0)
-            if not more:
-                break
             buf += more
+            if not more or (whole and len(more) < 4096):
+                break  # (a short direct read emptied the buffer: no second system call to see it)
         return len(buf) - start
 
     # ----------------------------------------------------------------- delivery
