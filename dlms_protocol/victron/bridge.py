@@ -222,7 +222,10 @@ class _Core:
                 if prev is None:
                     self.times[path] = t
                 elif t > prev:  # (frames published from several threads may arrive out of order)
-                    self.path_intervals.setdefault(path, deque(maxlen=5)).append(t - prev)
+                    ivs = self.path_intervals.get(path)
+                    if ivs is None:  # (not setdefault: that would make a deque per path and push)
+                        ivs = self.path_intervals[path] = deque(maxlen=5)
+                    ivs.append(t - prev)
                     self.times[path] = t
         if not self.connected:
             if svc.opened:

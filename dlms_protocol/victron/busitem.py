@@ -115,7 +115,8 @@ class Item:
         if value == self.value and type(value) is type(self.value):
             return False
         self.value = value
-        self.variant = wrap(value)
+        # a measurement (float) on every push: its variant without wrap()'s type tests
+        self.variant = Variant("d", value) if type(value) is float else wrap(value)
         if value is None:
             self.text = "---"
         elif self.text_fn is not None:

@@ -77,6 +77,7 @@ HUB4_INDIVIDUAL_PHASE = 2
 
 _Index = Dict[Tuple[int, Optional[int], Optional[int]], Reading]
 _OBIS_OF = attrgetter("obis")
+_ONE = Decimal(1)
 #: snapshot layouts whose source choice is kept (Mapper._picks); a meter has one or a few
 _PLANS_MAX = 32
 
@@ -352,7 +353,7 @@ class Mapper:
                                 "skipped (add the unit to 'units' in a mapping file)",
                                 reading.code, unit, spec.unit, spec.path)
             return None
-        return num * factor
+        return num if factor is _ONE else num * factor  # x * 1 is x: the same float on the bus
 
     def _factor_of(self, key: Tuple[Optional[str], Optional[str]]) -> Optional[Decimal]:
         """The factor from a reading's unit to a path's unit, once per pair: the user file's extra
@@ -370,6 +371,8 @@ class Mapper:
                 factor = _units.factor(unit, target)
             except _units.UnitMismatch:
                 factor = None
+        if factor is not None and factor == 1:
+            factor = _ONE  # (marks a unit that needs no conversion)
         if len(self._factors) < 256:  # a meter has a handful of units; never grow without bound
             self._factors[key] = factor
         return factor
@@ -463,7 +466,7 @@ class Mapper:
             value = self._convert(reading, spec)
             if value is None:
                 continue
-            values[src.path] = value * src.sign
+            values[src.path] = value if src.sign == 1 else value * src.sign  # (the same number either way)
             if reading.derived:
                 derived.add(src.path)
             if src.sign_from:
