@@ -26,7 +26,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, 
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 
+from .wire import dbus_fast_is_compiled, items_changed
+
 LOG = logging.getLogger(__name__)
+
+#: marshal ItemsChanged in ``wire`` (pure-Python dbus-fast, as on Venus OS) or by dbus-fast (compiled)
+FAST_ITEMS_CHANGED = not dbus_fast_is_compiled()
 
 IFACE = "com.victronenergy.BusItem"
 INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
@@ -224,7 +229,7 @@ class BusItemService:
         return True
 
     def _emit_items(self, out: Dict[str, Dict[str, Variant]]) -> None:
-        self._send(Message.new_signal("/", IFACE, "ItemsChanged", "a{sa{sv}}", [out]))
+        self._send(items_changed(out, FAST_ITEMS_CHANGED))
 
     def _emit_props(self, item: Item) -> None:
         self._send(Message.new_signal(item.path, IFACE, "PropertiesChanged", "a{sv}", [item.props]))
