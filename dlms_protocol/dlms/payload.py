@@ -409,18 +409,21 @@ def _walk_positional(b: _Builder, chosen: Optional[Profile], elems: List[Any], t
         for i, (elem, type_name) in enumerate(zip(elems, types)):
             b.unmapped(i, elem, type_name)
         return
-    ts = b.ts
-    out = b.readings
     for i, (elem, type_name, step) in enumerate(zip(elems, types, _plan(chosen, types))):
-        if step is None:
-            b.unmapped(i, elem, type_name)
-        elif step[4] and elem.__class__ is int:
-            scaler = step[5]
-            num = Decimal(elem)
-            out.append(new_reading(step[2], step[1], num.scaleb(scaler) if scaler else num, step[6], elem,
-                                   scaler, i, ts, step[3]))
-        else:
-            b.from_field(step[0], i, elem, type_name)
+        place(b, step, i, elem, type_name)
+
+
+def place(b: _Builder, step: Optional[_Step], index: int, value: Any, type_name: str) -> None:
+    """The reading of one position under its plan step (also what a learned layout calls)."""
+    if step is None:
+        b.unmapped(index, value, type_name)
+    elif step[4] and value.__class__ is int:
+        scaler = step[5]
+        num = Decimal(value)
+        b.readings.append(new_reading(step[2], step[1], num.scaleb(scaler) if scaler else num, step[6], value,
+                                      scaler, index, b.ts, step[3]))
+    else:
+        b.from_field(step[0], index, value, type_name)
 
 
 def _meter_id(readings: Sequence[Reading], from_field: Optional[str]) -> Optional[str]:

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import struct
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..model import Reading, new_reading
 from .apdu import TYPE_NAMES, Notification, parse_datetime
-from .payload import Interpretation, _Builder, _plan, interpret
+from .payload import Interpretation, _Builder, _plan, interpret, place
 from .profiles import Profile
 
 #: fixed-size integer tags -> struct format character (as apdu._INTS)
@@ -66,48 +65,59 @@ class _Layout:
         return self.unpack(plain)
 
 
-class PositionalTemplate:
+def _restamped(r: Reading, timestamp: Optional[datetime]) -> Reading:
+    """A learned reading of unchanging bytes, at this frame's time."""
+    return new_reading(r.code, r.obis, r.value, r.unit, r.raw, r.scaler, r.index, timestamp, r.extra)
+
+
+class _Template:
+    """What both kinds share: the layout check, the header clock, the result."""
+
+    def __init__(self, layout: _Layout, has_clock: bool, interp: Interpretation, profile: Optional[Profile]) -> None:
+        self.layout = layout
+        self.has_clock = has_clock
+        self.profile = profile
+        self.interp = interp
+
+    def _begin(self, plain: bytes) -> Optional[Tuple[Tuple[Any, ...], _Builder]]:
+        """The variable values and a builder at the frame's time; None when not of this layout."""
+        values = self.layout.values(plain)
+        if values is None:
+            return None
+        return values, _Builder(parse_datetime(values[0]) if self.has_clock else None, self.profile)
+
+    def _result(self, builder: _Builder) -> Tuple[Interpretation, Optional[datetime]]:
+        base = self.interp
+        return Interpretation(readings=tuple(builder.readings), profile=base.profile, shape=base.shape,
+                              unknown_layout=False, unscaled=tuple(builder.unscaled), meter_id=base.meter_id,
+                              family=base.family, timestamp=builder.ts, capture_objects=base.capture_objects,
+                              notes=()), builder.ts
+
+
+class PositionalTemplate(_Template):
     """A positional frame: which positions change, read through the profile plan."""
 
     def __init__(self, layout: _Layout, slots: Dict[int, Tuple[int, str]], has_clock: bool,
                  interp: Interpretation, profile: Profile, types: Tuple[str, ...]) -> None:
-        self.layout = layout
+        super().__init__(layout, has_clock, interp, profile)
         self.slots = slots  # element index -> (position in the unpacked values, type name)
-        self.has_clock = has_clock
-        self.profile = profile
         self.plan = _plan(profile, types)
         self.fixed = {r.index: r for r in interp.readings if r.index not in slots}
-        self.interp = interp
 
     def interpret(self, plain: bytes) -> Optional[Tuple[Interpretation, Optional[datetime]]]:
         """The interpretation and header date-time of ``plain``; None when it is not of this layout."""
-        values = self.layout.values(plain)
-        if values is None:
+        begun = self._begin(plain)
+        if begun is None:
             return None
-        timestamp = parse_datetime(values[0]) if self.has_clock else None
-        builder = _Builder(timestamp, self.profile)
-        out = builder.readings
+        values, builder = begun
         slots = self.slots
         for i, step in enumerate(self.plan):
             slot = slots.get(i)
             if slot is None:
-                r: Reading = self.fixed[i]
-                out.append(new_reading(r.code, r.obis, r.value, r.unit, r.raw, r.scaler, r.index, timestamp, r.extra))
-                continue
-            value: Any = values[slot[0]]
-            if step is None:
-                builder.unmapped(i, value, slot[1])
-            elif step[4] and value.__class__ is int:
-                scaler = step[5]
-                num = Decimal(value)
-                out.append(new_reading(step[2], step[1], num.scaleb(scaler) if scaler else num, step[6], value,
-                                       scaler, i, timestamp, step[3]))
+                builder.readings.append(_restamped(self.fixed[i], builder.ts))
             else:
-                builder.from_field(step[0], i, value, slot[1])
-        base = self.interp
-        return Interpretation(readings=tuple(out), profile=base.profile, shape=base.shape, unknown_layout=False,
-                              unscaled=(), meter_id=base.meter_id, family=base.family, timestamp=timestamp,
-                              capture_objects=(), notes=()), timestamp
+                place(builder, step, i, values[slot[0]], slot[1])
+        return self._result(builder)
 
 
 #: one step of a CallTemplate: a builder call with the value read per frame, or the readings
@@ -116,40 +126,30 @@ _Call = Tuple[str, Tuple[Any, ...], int, int]
 _Fixed = Tuple[Tuple[Reading, ...], Tuple[str, ...]]
 
 
-class CallTemplate:
+class CallTemplate(_Template):
     """A frame that names its values (OBIS pairs/structures, push object lists): the builder
     calls of the full path, replayed with the values that changed."""
 
     def __init__(self, layout: _Layout, steps: List[Any], has_clock: bool, interp: Interpretation,
                  profile: Optional[Profile]) -> None:
-        self.layout = layout
+        super().__init__(layout, has_clock, interp, profile)
         self.steps = steps  # _Call or _Fixed, in reading order
-        self.has_clock = has_clock
-        self.profile = profile
-        self.interp = interp
 
     def interpret(self, plain: bytes) -> Optional[Tuple[Interpretation, Optional[datetime]]]:
-        values = self.layout.values(plain)
-        if values is None:
+        begun = self._begin(plain)
+        if begun is None:
             return None
-        timestamp = parse_datetime(values[0]) if self.has_clock else None
-        builder = _Builder(timestamp, self.profile)
-        out = builder.readings
+        values, builder = begun
         for step in self.steps:
             if len(step) == 2:  # readings of unchanging bytes: the learned ones at the new time
-                for r in step[0]:
-                    out.append(new_reading(r.code, r.obis, r.value, r.unit, r.raw, r.scaler, r.index, timestamp,
-                                           r.extra))
+                builder.readings.extend(_restamped(r, builder.ts) for r in step[0])
                 builder.unscaled.extend(step[1])
             else:
                 name, args, at, slot = step
                 call = list(args)
                 call[at] = values[slot]
                 getattr(builder, name)(*call)
-        base = self.interp
-        return Interpretation(readings=tuple(out), profile=base.profile, shape=base.shape, unknown_layout=False,
-                              unscaled=tuple(builder.unscaled), meter_id=base.meter_id, family=base.family,
-                              timestamp=timestamp, capture_objects=base.capture_objects, notes=()), timestamp
+        return self._result(builder)
 
 
 Template = Union[PositionalTemplate, CallTemplate]

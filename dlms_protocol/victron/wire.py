@@ -60,27 +60,21 @@ def _string(buf: bytearray, text: str) -> None:
     buf += b"\0"
 
 
+#: fixed-size variant types: signature -> (alignment, struct of the value)
+_FIXED = {"d": (8, struct.Struct("<d")), "i": (4, struct.Struct("<i")), "x": (8, struct.Struct("<q")),
+          "b": (4, _U32)}
+
+
 def _variant(buf: bytearray, signature: str, value: Any) -> bool:
     """Append one variant of a simple type; False for a type left to dbus-fast."""
-    if signature == "d":
-        buf += b"\x01d\0"
-        _pad(buf, 8)
-        buf += struct.pack("<d", value)
+    fixed = _FIXED.get(signature)
+    if fixed is not None:
+        buf += b"\x01" + signature.encode("ascii") + b"\0"
+        _pad(buf, fixed[0])
+        buf += fixed[1].pack((1 if value else 0) if signature == "b" else value)
     elif signature == "s":
         buf += b"\x01s\0"
         _string(buf, value)
-    elif signature == "i":
-        buf += b"\x01i\0"
-        _pad(buf, 4)
-        buf += struct.pack("<i", value)
-    elif signature == "x":
-        buf += b"\x01x\0"
-        _pad(buf, 8)
-        buf += struct.pack("<q", value)
-    elif signature == "b":
-        buf += b"\x01b\0"
-        _pad(buf, 4)
-        buf += _U32.pack(1 if value else 0)
     elif signature in ("ai", "au") and not value:
         buf += b"\x02" + signature.encode("ascii") + b"\0"
         _pad(buf, 4)
