@@ -3,6 +3,7 @@ that waiting never changes what is decoded (bytes in pieces, a port that goes aw
 from __future__ import annotations
 
 import threading
+import time
 from typing import List, Optional
 
 from hypothesis import given, settings
@@ -105,3 +106,59 @@ def test_a_frame_in_single_bytes_is_decoded_once_each_time():
     stream = frames("hdlc", 8, counter=1) + frames("hdlc", 9, counter=2) + frames("mbus", 10, counter=3)
     got = run_listener([stream[i:i + 1] for i in range(len(stream))])
     assert len(got) == 3
+
+
+class BusyLine:
+    """A line that is never quiet: pushes back to back, arriving at the line's byte rate."""
+
+    def __init__(self, stream: bytes, bytes_per_s: float) -> None:
+        self.stream = stream
+        self.rate = bytes_per_s
+        self.pos = 0
+        self.t0 = time.monotonic()
+
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+        arrived = min(len(self.stream), int((time.monotonic() - self.t0) * self.rate))
+        if self.pos >= len(self.stream):
+            raise TransportError("port gone", "plug it in")
+        if arrived <= self.pos and timeout:
+            time.sleep(min(timeout, (self.pos + 1 - arrived) / self.rate))
+            arrived = min(len(self.stream), int((time.monotonic() - self.t0) * self.rate))
+        chunk = self.stream[self.pos:min(arrived, self.pos + max_bytes)]
+        self.pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+def test_back_to_back_frames_on_a_never_quiet_line_are_delivered_one_by_one():
+    """Opened inside a frame, on a line where the next frame follows at once (no quiet gap): each
+    push is decoded as soon as it is complete, not when the read buffer is full or the port closes
+    (a saturated 2400 Bd line once held every value back)."""
+    pushes = [frames("hdlc", 20 + i, counter=i + 1) for i in range(40)]
+    stream = pushes[0][len(pushes[0]) // 2:] + b"".join(pushes[1:])  # joined mid-frame
+    port = BusyLine(stream, 960.0)  # 9600 Bd 8N1: a push takes about half a second
+    handed_at_delivery: List[int] = []
+    got: List[MeterData] = []
+
+    def on_data(data: MeterData) -> None:
+        handed_at_delivery.append(port.pos)
+        got.append(data)
+
+    lst = PushListener(ListenerConfig(port="/dev/fake", key=EK, auth_key=AK, baudrate=9600), on_data,
+                       opener=lambda _cfg: port, backoff_initial=5, backoff_max=5)
+    lst.start()
+    try:
+        deadline = threading.Event()
+        for _ in range(400):
+            if len(got) >= 5:
+                break
+            deadline.wait(0.05)
+    finally:
+        lst.stop()
+    assert len(got) >= 5
+    ends = [len(stream) - sum(len(p) for p in pushes[k + 1:]) for k in range(1, 6)]  # where push k ends
+    for k, handed in enumerate(handed_at_delivery[:5]):
+        # push k+1 is out before the push after it has fully arrived
+        assert handed < ends[k] + len(pushes[k + 2]), (k, handed, ends[k])

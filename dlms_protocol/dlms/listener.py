@@ -32,6 +32,7 @@ a pause is not lost (dropping would hold back the freshest value until the next 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -57,6 +58,9 @@ QUIET_CHARS = 3
 QUIET_MIN = 0.001
 #: a coalesced read is fed to the decoder at this size at the latest
 COALESCE_MAX = 16384
+#: bytes of a read whose frame ends are unknown (raw APDUs, wrapper, noise) before it is decoded
+#: even though the line is not quiet yet; the decoder takes any chunking
+UNFRAMED_MAX = 1024
 #: slack added to a wait for the rest of a frame: this share of its wire time, at most SLACK_MAX s
 #: (USB adapters hand over the tail up to their latency timer, 16 ms on FTDI, after the wire)
 SLACK_SHARE = 0.125
@@ -104,6 +108,17 @@ def missing_bytes(buf: bytes) -> Optional[int]:
     return 0
 
 
+#: where a frame can begin: an HDLC flag and format byte, or an M-Bus long-frame header
+_FRAME_START = re.compile(rb"\x7e[\xa0-\xaf]|\x68(.)\1\x68", re.S)
+
+
+def frame_start(buf: bytes) -> Optional[int]:
+    """Where the first frame in ``buf`` can begin (after the tail of a frame the port was opened
+    into, or noise); None when no frame start is in sight."""
+    m = _FRAME_START.search(buf)
+    return m.start() if m else None
+
+
 def frame_length(buf: bytes) -> Optional[int]:
     """Length of the frame ``buf`` starts with, as its length field says (HDLC from the opening
     flag to the closing one, M-Bus long frame); None when the bytes there tell no length."""
@@ -149,6 +164,7 @@ class PushListener:
         self._last_delivery = float("-inf")
         self._held: Optional[PushMessage] = None
         self._lengths: Deque[int] = deque(maxlen=LENGTH_MEMORY)  #: recent complete frames (``_coalesce``)
+        self._carry = b""  #: bytes read behind the last complete frame: the start of the next read
 
     # ------------------------------------------------------------------ control
     @property
@@ -219,6 +235,7 @@ class PushListener:
             finally:
                 self.connected = False
                 self._held = None  # held back by the rate limit; stale by the time the port is back
+                self._carry = b""  # the rest of a read from the port that went away
                 with self._port_lock:
                     self._port = None
                 port.close()
@@ -229,7 +246,9 @@ class PushListener:
         while not self._stop.is_set():
             # a held message (rate limit) is due soon: short reads; otherwise stop() closes the
             # port, which ends the read at once, so the idle line costs one wake-up a second
-            data = port.read_some(4096, READ_SLICE if self._held is not None else IDLE_READ)
+            data, self._carry = self._carry, b""  # bytes behind the last decoded frame go first
+            if not data:
+                data = port.read_some(4096, READ_SLICE if self._held is not None else IDLE_READ)
             if data:
                 data, lost = self._coalesce(port, data)
                 for msg in self.decoder.feed(data):
@@ -252,14 +271,15 @@ class PushListener:
         buf = bytearray(first)
         try:
             while len(buf) < COALESCE_MAX and not self._stop.is_set():
-                need = missing_bytes(buf)
+                need, end = self._missing(buf)
                 if need == 0:
-                    length = frame_length(buf)
-                    if length is not None:
-                        self._lengths.append(length)
-                    break  # a frame end: decode now (a following segment starts the next read)
-                if need is not None and need < _HEADER and self._lengths:
-                    need = max(need, min(self._lengths) - len(buf))  # the length field is still on its way
+                    # a complete frame: decode it now; what follows it (on a line that is never
+                    # quiet, the next frame) starts the next read, so it cannot hold this one back
+                    self._carry = bytes(buf[end:])
+                    del buf[end:]
+                    break
+                if need is None and len(buf) >= UNFRAMED_MAX:
+                    break  # a never-quiet line without frame ends: decode what is here
                 wait = quiet
                 if need is not None:
                     wire = need * char
@@ -270,6 +290,23 @@ class PushListener:
         except TransportError as exc:
             return bytes(buf), exc
         return bytes(buf), None
+
+    def _missing(self, buf: bytearray) -> Tuple[Optional[int], int]:
+        """Bytes still missing to the end of the first frame in ``buf`` (after the tail of a frame
+        the port was opened into, or noise): 0 when it is complete, None when framing does not tell;
+        and where that frame ends when it is complete."""
+        start = frame_start(buf)
+        if start is None:
+            return None, 0
+        frame = bytes(buf[start:])
+        length = frame_length(frame)
+        if length is not None and length <= len(frame):
+            self._lengths.append(length)
+            return 0, start + length
+        need = missing_bytes(frame)
+        if need is not None and need < _HEADER and self._lengths:
+            need = max(need, min(self._lengths) - len(frame))  # the length field is still on its way
+        return need, 0
 
     @staticmethod
     def _drain(port: Transport, buf: bytearray) -> int:
