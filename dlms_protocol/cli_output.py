@@ -119,11 +119,14 @@ def offline_json(data: MeterData) -> Dict[str, Any]:
     return meter_data_json(data, received=False)
 
 
-def show_message(message: Any, as_json: bool, printer: Optional[PrintOutput] = None) -> None:
-    """One decoded message (``decode``) through the printer ``listen`` uses: same text, same JSON.
-    ``printer``: one made by the caller for many messages (``PrintOutput(as_json, json_form=offline_json)``)."""
-    if printer is None:
-        printer = PrintOutput(as_json, json_form=offline_json)
+def decode_printer(as_json: bool) -> PrintOutput:
+    """The printer of ``decode`` (push and SML): ``listen``'s text and JSON without the receive
+    time, written buffered (the command flushes stdout at its end; a closed pipe raises there)."""
+    return PrintOutput(as_json, json_form=offline_json, flush=False)
+
+
+def show_message(message: Any, printer: PrintOutput) -> None:
+    """One decoded message (``decode``) through ``printer`` (``decode_printer``)."""
     printer.publish(message.to_meter_data())
     if printer.closed:  # the command ends as for any closed pipe (cli.main: status 0, no message)
         raise BrokenPipeError
@@ -186,4 +189,4 @@ def make_print_output(json: Any = False, indent: Any = None, **options: Any) -> 
 
 
 __all__ = ["PrintOutput", "make_print_output", "run_until_interrupted", "message_text", "offline_json",
-           "show_message", "quiet_stdout"]
+           "show_message", "decode_printer", "quiet_stdout"]

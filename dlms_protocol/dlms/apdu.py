@@ -334,15 +334,9 @@ def decode_data(raw: bytes, pos: int = 0) -> Tuple[Any, str, int]:
     return value, name, r.pos
 
 
-def decode_apdu(apdu: bytes) -> Notification:
-    """Decode a plaintext Data-Notification APDU (tag 0x0F).
-
-    Accepts the date-time header absent (``00``), standard (``0C`` + 12 bytes) and in the
-    Kaifa MA304 form (``09 0C`` + 12 bytes, an extra octet-string tag). Any other APDU type
-    raises DecodeError naming it and what to do; so do trailing bytes after the body, since
-    a half-understood frame must not produce values.
-    """
-    apdu = bytes(apdu)
+def notification_header(apdu: bytes) -> Tuple[Optional[int], int]:
+    """Where the 12 date-time bytes (None: no date-time) and the body of a plaintext
+    Data-Notification start; DecodeError for anything else (see ``decode_apdu``)."""
     if not apdu:
         raise DecodeError("empty APDU", "nothing was received after the frame header")
     tag = apdu[0]
@@ -353,28 +347,42 @@ def decode_apdu(apdu: bytes) -> Notification:
         raise DecodeError(f"APDU 0x{tag:02x} is not a data-notification (0x0f)",
                           "wrong decryption key, or the meter pushes something else; dump the frame")
     r = _Reader(apdu, 1)
-    inv = int.from_bytes(r.take(4, "long-invoke-id-and-priority"), "big")
-    invoke_id = inv & 0x00FFFFFF
-    timestamp: Optional[datetime] = None
-    dt_raw: Optional[bytes] = None
+    r.take(4, "long-invoke-id-and-priority")
+    dt_at: Optional[int] = None
     n = r.byte("date-time length")
     if n == 0x09 and r.remaining() >= 13 and apdu[r.pos] == 0x0C:  # Kaifa: 09 0C <12 bytes>
         n = r.byte("date-time length")
     if n == 12:
-        dt_raw = r.take(12, "date-time")
-        timestamp = parse_datetime(dt_raw)
+        dt_at = r.pos
+        r.take(12, "date-time")
     elif n != 0:
         raise DecodeError(f"data-notification date-time has {n} bytes, a COSEM date-time has 12",
                           "the bytes are no valid notification (wrong key or wrong layer)")
     if r.remaining() == 0:
         raise DecodeError("data-notification has no body", "the frame was cut off")
+    return dt_at, r.pos
+
+
+def decode_apdu(apdu: bytes) -> Notification:
+    """Decode a plaintext Data-Notification APDU (tag 0x0F).
+
+    Accepts the date-time header absent (``00``), standard (``0C`` + 12 bytes) and in the
+    Kaifa MA304 form (``09 0C`` + 12 bytes, an extra octet-string tag). Any other APDU type
+    raises DecodeError naming it and what to do; so do trailing bytes after the body, since
+    a half-understood frame must not produce values.
+    """
+    apdu = bytes(apdu)
+    dt_at, body_at = notification_header(apdu)
+    inv = int.from_bytes(apdu[1:5], "big")
+    dt_raw = apdu[dt_at:dt_at + 12] if dt_at is not None else None
+    r = _Reader(apdu, body_at)
     body, body_type = _decode(r, 0)
     if r.remaining():
         raise DecodeError(f"{r.remaining()} bytes left after the notification body",
                           "the frame is garbled or has an unknown trailer; dump it and report it")
     return Notification(
-        invoke_id=invoke_id,
-        timestamp=timestamp,
+        invoke_id=inv & 0x00FFFFFF,
+        timestamp=parse_datetime(dt_raw) if dt_raw is not None else None,
         body=body,
         body_type=body_type,
         datetime_raw=dt_raw,

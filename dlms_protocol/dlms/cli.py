@@ -132,7 +132,7 @@ _SLICE = 16384
 
 def cmd_decode(args: argparse.Namespace) -> int:
     with loading():  # start-up: see cli.loading
-        from ..cli_output import PrintOutput, offline_json, show_message
+        from ..cli_output import decode_printer, show_message
         from .decoder import PushDecoder, UnexplainedLayout
 
     data = _read_input(args)
@@ -146,15 +146,15 @@ def cmd_decode(args: argparse.Namespace) -> int:
         decoder = PushDecoder(config, Statistics(), on_error=errors.append)
     decoder.quiet = True  # the one line below reports the errors
     shown = 0
-    printer = PrintOutput(args.json, json_form=offline_json, flush=False)
+    printer = decode_printer(args.json)
     # in slices, each shown and dropped before the next: a capture of thousands of pushes held
     # whole kept every reading alive (memory, and the garbage collector scanning it again and again)
     for start in range(0, len(data), _SLICE):
         for msg in decoder.feed(data[start:start + _SLICE]):
-            show_message(msg, args.json, printer)
+            show_message(msg, printer)
             shown += 1
     for msg in decoder.finish():
-        show_message(msg, args.json, printer)
+        show_message(msg, printer)
         shown += 1
     sys.stdout.flush()  # a closed pipe raises here (cli.main: status 0, quietly)
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]

@@ -25,14 +25,15 @@ import struct
 from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..errors import DecodeError
 from ..model import Reading, new_reading
-from .apdu import TYPE_NAMES, Notification, parse_datetime
+from .apdu import _INTS, TYPE_NAMES, Notification, notification_header, parse_datetime
 from .payload import Interpretation, _Builder, _plan, interpret, place
 from .profiles import Profile
 
-#: fixed-size integer tags -> struct format character (as apdu._INTS)
-_INT_CHARS = {5: "i", 6: "I", 15: "b", 16: "h", 17: "B", 18: "H", 20: "q", 21: "Q", 22: "B", 13: "B"}
-_SIZES = {"i": 4, "I": 4, "b": 1, "h": 2, "B": 1, "H": 2, "q": 8, "Q": 8}
+#: fixed-size integer tags -> struct format character, and each character's size (apdu's table)
+_INT_CHARS = {tag: fmt[1:] for tag, (fmt, _) in _INTS.items()}
+_SIZES = {fmt[1:]: size for fmt, size in _INTS.values()}
 MAX_DEPTH = 16
 #: a byte range read per frame: (start, end, struct format of it; "4x": read by nobody)
 _Range = Tuple[int, int, str]
@@ -167,18 +168,6 @@ def _length(plain: bytes, pos: int) -> Optional[Tuple[int, int]]:
     if not 1 <= n <= 4 or pos + 1 + n > len(plain):
         return None
     return int.from_bytes(plain[pos + 1:pos + 1 + n], "big"), pos + 1 + n
-
-
-def _header(plain: bytes) -> Optional[Tuple[Optional[int], int]]:
-    """(offset of the 12 date-time bytes or None, offset of the body) of a data-notification."""
-    if len(plain) < 7 or plain[0] != 0x0F:
-        return None
-    n = plain[5]
-    if n == 0x09 and len(plain) - 6 >= 13 and plain[6] == 0x0C:  # Kaifa: 09 0C <12 bytes>
-        return 7, 19
-    if n == 12:
-        return 6, 18
-    return (None, 6) if n == 0 else None
 
 
 def _leaves(plain: bytes, pos: int, depth: int, path: Tuple[int, ...], out: Dict[Tuple[int, ...], _Leaf]
@@ -337,10 +326,10 @@ def learn(plain: bytes, notification: Notification, interp: Interpretation, prof
     if interp.profile and profile is None:
         return None  # a profile from a file path: not in the set this template can name
     plain = bytes(plain)
-    head = _header(plain)
-    if head is None:
+    try:
+        dt_at, body_at = notification_header(plain)
+    except DecodeError:
         return None
-    dt_at, body_at = head
     leaves: Dict[Tuple[int, ...], _Leaf] = {}
     if _leaves(plain, body_at, 0, (), leaves) != len(plain) or not isinstance(notification.body, list):
         return None

@@ -16,14 +16,16 @@ from ..errors import DlmsError
 
 def decode_sml(data: bytes, as_json: bool) -> int:
     """Print every verified transmission; exit 1 with one line when any was lost (CRC, cut)."""
-    from ..cli_output import show_message
+    from ..cli_output import decode_printer, show_message
     from .decoder import SmlDecoder
 
     errors: List[DlmsError] = []
     decoder = SmlDecoder(on_error=errors.append)
     telegrams = decoder.feed(data) + decoder.finish()
+    printer = decode_printer(as_json)  # the printer of decode and listen
     for tel in telegrams:
-        show_message(tel, as_json)  # the printer of decode and listen
+        show_message(tel, printer)
+    sys.stdout.flush()  # a closed pipe raises here (cli.main: status 0, quietly)
     for note in dict.fromkeys(n for tel in telegrams for n in tel.notes):
         print(f"note: {note}", file=sys.stderr)
     if not telegrams and not errors:
