@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import random
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.config import ListenerConfig
@@ -150,17 +151,22 @@ def test_plain_bare_apdus_at_most_one_reading_changes(name: str) -> None:
 
 
 @given(seed=st.integers(min_value=0, max_value=10**6), wrapper=st.sampled_from(["hdlc", "mbus"]),
-       security=st.sampled_from([None, 0x20, 0x30]), data=st.data())
+       security=st.sampled_from([None, 0x20, 0x30]), second=st.integers(min_value=0, max_value=86399),
+       data=st.data())
 @settings(max_examples=60, deadline=None)
-def test_generated_frames_any_flip_is_an_error(seed: int, wrapper: str, security, data) -> None:
+@example(seed=122713, wrapper="mbus", security=0x30, second=2786, data=None)  # an HDLC start in the last telegram
+def test_generated_frames_any_flip_is_an_error(seed: int, wrapper: str, security, second: int, data) -> None:
     """The same property on simulator frames (runs without the corpus)."""
     key, ak = bytes(range(16)), bytes(range(16, 32))
+    stamp = datetime(2026, 12, 3, tzinfo=timezone.utc) + timedelta(seconds=second)  # part of the example
     sim = PushSimulator(wrapper=wrapper, key=key, auth_key=ak, security=security, seed=seed,
-                        segmented=bool(seed % 2), max_info=70)
+                        segmented=bool(seed % 2), max_info=70, clock=lambda: stamp)
     raw = sim.emit()
     # keys set for every kind: plaintext and 0x20 need the explicit policy that allows them
     config = ListenerConfig(port="-", key=key, auth_key=ak, security="authenticated" if security == 0x30 else "any")
     assert len(decode_bytes(raw, config)) == 1
+    if data is None:
+        return
     i = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
     bit = data.draw(st.integers(min_value=0, max_value=7))
     damaged = bytearray(raw)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
 from typing import List, Optional
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.config import ListenerConfig
+from dlms_protocol.dlms.apdu import Structure, encode_notification
 from dlms_protocol.dlms.listener import PushListener, frame_length, missing_bytes
 from dlms_protocol.errors import TransportError
 from dlms_protocol.model import MeterData
@@ -17,12 +19,13 @@ from dlms_protocol.simulator.push import PushSimulator
 
 EK = bytes.fromhex("0F0E0D0C0B0A09080706050403020100")
 AK = bytes.fromhex("A0A1A2A3A4A5A6A7A8A9AAABACADAEAF")
+CLOCK = datetime(2026, 12, 3, 7, 8, 9, tzinfo=timezone.utc)  # examples must not depend on the time of the run
 
 
 def frames(wrapper: str, seed: int, segmented: bool = False, counter: int = 1) -> bytes:
     """One push as the simulated meter sends it (one frame, or several HDLC segments / M-Bus telegrams)."""
     sim = PushSimulator(wrapper=wrapper, key=EK, auth_key=AK, security=0x30, seed=seed, segmented=segmented,
-                        max_info=90, invocation_counter=counter)
+                        max_info=90, invocation_counter=counter, clock=lambda: CLOCK)
     return sim.emit()
 
 
@@ -162,3 +165,45 @@ def test_back_to_back_frames_on_a_never_quiet_line_are_delivered_one_by_one():
     for k, handed in enumerate(handed_at_delivery[:5]):
         # push k+1 is out before the push after it has fully arrived
         assert handed < ends[k] + len(pushes[k + 2]), (k, handed, ends[k])
+
+
+class QuietAfter:
+    """A port that hands out its bytes once and then stays quiet (reads time out empty)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads = 0
+
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+        self.reads += 1
+        data, self.data = self.data, b""
+        if not data and timeout:
+            time.sleep(min(timeout, 0.05))
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_bare_apdu_is_delivered_when_the_line_goes_quiet():
+    """A bare APDU has no checksum, so the deframer waits while an HDLC frame start inside it
+    (here ``7E A0`` in its last value) might still complete. On a quiet line that frame is not
+    coming: the push is delivered after one empty read, not with the next push's bytes."""
+    body = Structure([123456, b"\x7e\xa0\x01"])
+    body.types = ("double-long-unsigned", "octet-string")
+    apdu = encode_notification(body, CLOCK, invoke_id=1)
+    port = QuietAfter(apdu)
+    got: List[MeterData] = []
+    arrived = threading.Event()
+
+    def on_data(data: MeterData) -> None:
+        got.append(data)
+        arrived.set()
+
+    lst = PushListener(ListenerConfig(port="/dev/fake", baudrate=9600), on_data, opener=lambda _cfg: port)
+    lst.start()
+    try:
+        assert arrived.wait(10)
+    finally:
+        lst.stop()
+    assert len(got) == 1 and port.reads >= 2  # after the read that came back empty

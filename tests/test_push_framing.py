@@ -246,6 +246,48 @@ def test_mbus_telegram_without_dlms_is_reported() -> None:
     assert not apdus(got) and any("CI 0x72" in str(e) for e in errors(got))
 
 
+@given(tail=st.binary(max_size=12), fmt=st.integers(min_value=0xA0, max_value=0xAF),
+       seed=st.integers(min_value=0, max_value=50), segmented=st.booleans())
+@settings(max_examples=60, deadline=None)
+@example(tail=b"\x17\x90", fmt=0xAE, seed=0, segmented=True)  # the CI case: "7E AE" 4 bytes before the end
+def test_mbus_telegram_with_an_hdlc_start_near_its_end_is_taken_at_once(tail: bytes, fmt: int, seed: int,
+                                                                       segmented: bool) -> None:
+    """A verified telegram is not held back by an HDLC frame start inside it that cannot complete
+    within it: auto mode delivered it only with the next push's bytes (a live line then showed
+    every push one period late) and, at the end of a file, counted it as noise."""
+    apdu = apdu_of(8, seed=seed, stamp=STAMP) + b"\x09" + bytes([2 + len(tail)]) + bytes([0x7E, fmt]) + tail
+    stream = b"".join(encode.mbus_telegrams(apdu, max_data=40 if segmented else 245))
+    d = Deframer()
+    got = [item for i in range(len(stream)) for item in d.feed(stream[i:i + 1])]
+    assert [g.apdu for g in apdus(got)] == [apdu] and not errors(got)  # before finish(), at the last byte
+    assert d.finish() == []
+    whole = feed_all(Deframer(), stream)
+    assert [g.apdu for g in apdus(whole)] == [apdu] and not errors(whole)
+
+
+def test_bare_apdu_waiting_for_a_frame_start_inside_it_is_decided_at_the_end_of_input() -> None:
+    """A bare APDU is unverified, so a live line waits to see whether a frame starting inside it
+    completes; at the end of a file nothing more can come, and the APDU is taken."""
+    body = Structure([123456, b"\x7e\xa0\x01"])
+    body.types = ("double-long-unsigned", "octet-string")
+    apdu = encode_notification(body, STAMP, invoke_id=1)
+    assert apdu.endswith(b"\x09\x03\x7e\xa0\x01")
+    d = Deframer()
+    assert apdus(d.feed(apdu)) == []
+    got = d.finish()
+    assert [g.apdu for g in apdus(got)] == [apdu] and not errors(got)
+
+
+def test_settle_keeps_an_incomplete_frame_and_is_idempotent() -> None:
+    """A quiet line decides nothing that still lacks its own bytes: half a frame stays buffered."""
+    frame = encode.hdlc_frames(apdu_of(seed=2, stamp=STAMP))[0]
+    d = Deframer()
+    assert d.feed(frame[:20]) == [] and d.settle() == [] and d.settle() == []
+    got = d.feed(frame[20:])
+    assert [g.apdu for g in apdus(got)] == [apdu_of(seed=2, stamp=STAMP)] and not errors(got)
+    assert d.settle() == [] and d.finish() == []
+
+
 # ------------------------------------------------------------ wrapper, raw, auto
 def test_wrapper_frames() -> None:
     a, b = apdu_of(seed=1), apdu_of(seed=2)

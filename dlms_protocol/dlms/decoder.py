@@ -247,6 +247,14 @@ class PushDecoder:
             self._error(dropped)
         return out
 
+    def settle(self) -> List[PushMessage]:
+        """The line went quiet: messages that waited only to see whether a frame starting inside
+        them would complete (``Deframer.settle``)."""
+        out: List[PushMessage] = []
+        for item in self.deframer.settle():
+            self._item(item, out)
+        return out
+
     def reset(self) -> None:
         """Forget partial frames (the port was reopened: bytes were lost in between)."""
         self._joining = True

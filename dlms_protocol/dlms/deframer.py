@@ -206,6 +206,7 @@ class Deframer:
         self._scan: Tuple[int, int] = (-1, 0)  # (candidate offset, offset scanned up to)
         #: auto mode: stream offset up to which a damaged frame's claimed span reaches (no bare APDUs)
         self._shadow_end = 0
+        self._final = False  # finish()/settle(): no frame starting inside a candidate will complete
 
     # ------------------------------------------------------------------ public
     @property
@@ -236,6 +237,13 @@ class Deframer:
     def finish(self) -> List[Item]:
         """End of input (file, closed socket): report what could not be completed."""
         out: List[Item] = []
+        # nothing more can arrive: a frame that was waiting only for one that might start inside
+        # it (and never completed) is decided now, instead of being counted as noise
+        self._final = True
+        try:
+            self._process(out)
+        finally:
+            self._final = False
         rest = len(self._buf) - self._ctx - self._buf.count(hdlc.FLAG, self._ctx)
         self._noise += rest
         self.skipped += rest
@@ -244,6 +252,22 @@ class Deframer:
         self._ctx = 0
         self._flush_noise(out)
         self._drop_partial(out, "the input ended inside a segmented message")
+        return out
+
+    def settle(self) -> List[Item]:
+        """The line has been quiet for a whole read: decide what waits only for a frame that
+        might start inside it (frames are sent without pauses, so that one is not coming).
+
+        An unverified candidate (bare APDU, wrapper frame) would otherwise be delivered only with
+        the next push's bytes. What is still incomplete stays buffered.
+        """
+        out: List[Item] = []
+        if len(self._buf) > self._ctx:
+            self._final = True
+            try:
+                self._process(out)
+            finally:
+                self._final = False
         return out
 
     def reset(self) -> None:
@@ -400,15 +424,21 @@ class Deframer:
             # checksummed frame starts inside the span it claims (complete or not, so that the
             # read boundaries never change the result)
             return _REJECT, 1
-        if q + total > len(buf) or inner is None:
-            return _NEED, 0  # complete, but a frame starting inside it is not yet: decide with it
+        if q + total > len(buf):
+            return _NEED, 0
         try:
+            # complete and verified (checksum, stop byte), it stands against a frame that merely
+            # starts inside it and is not complete yet; otherwise that frame decides
             tel = mbus.parse_telegram(buf, q)
         except ChecksumError as exc:
+            if inner is None:
+                return _NEED, 0  # a frame starting inside it is not complete yet: decide with it
             self._report(out, exc)
             # the stop byte sits where L says: trust L and skip the telegram
             return _DAMAGED, (total if buf[q + total - 1] == mbus.STOP else 1)
         except FramingError as exc:
+            if inner is None:
+                return _NEED, 0
             if buf[q + total - 1] == mbus.STOP:  # a well-formed telegram that carries no DLMS
                 self._report(out, exc)
                 return _DAMAGED, total
@@ -547,17 +577,30 @@ class Deframer:
                 verdict = check(m.start())
                 if verdict:
                     return True
-                if verdict is None:
+                if verdict is None and not self._final:  # at the end of input it never completes
                     undecided = min(undecided, m.start())
                     waiting = True
                     break
                 m = pattern.search(buf, m.start() + 1, end)
-        self._scan = (at, self._consumed + undecided)
+        if not self._final:  # (a settled verdict is not remembered: more bytes may still come)
+            self._scan = (at, self._consumed + undecided)
         return None if waiting else False
 
     def _hdlc_header_at(self, p: int) -> Optional[bool]:
+        """A frame with information has a header checksum (HCS) to go by; one without has only its
+        FCS, so it counts once it is complete and verified (``7E A0 07`` and two address bytes
+        occur in data every few thousand bytes)."""
+        buf = self._buf
         try:
-            return None if hdlc.parse_header(self._buf, p) is None else True
+            header = hdlc.parse_header(buf, p)
+            if header is None:
+                return None
+            if header.has_info:
+                return True
+            if p + header.total > len(buf):
+                return None
+            hdlc.parse_frame(buf, p, header)
+            return True
         except (FramingError, ChecksumError):
             return False
 

@@ -255,6 +255,9 @@ class PushListener:
                     self._deliver(msg)
                 if lost is not None:
                     raise lost  # after the bytes that came before the port went away
+            else:  # a whole read without a byte: nothing that waits for more bytes gets them now
+                for msg in self.decoder.settle():
+                    self._deliver(msg)
             self._flush()
 
     def char_time(self) -> float:

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..dlms import encode
 from ..dlms.apdu import Array, Structure, encode_notification
@@ -138,7 +138,7 @@ class PushSimulator:
                  system_title: bytes = DEFAULT_SYSTEM_TITLE, hdlc_kind: str = "ui",
                  dst: bytes = b"\xCF", src: bytes = b"\x02\x23", max_info: int = 128, block_size: int = 100,
                  frame_gap: float = 0.0, seed: Optional[int] = None, invocation_counter: int = 1,
-                 utc_offset_minutes: int = 60) -> None:
+                 utc_offset_minutes: int = 60, clock: Optional[Callable[[], datetime]] = None) -> None:
         if wrapper not in ("hdlc", "mbus", "wrapper", "apdu"):
             raise ValueError("wrapper is hdlc, mbus, wrapper or apdu")
         if security is not None and key is None:
@@ -165,6 +165,7 @@ class PushSimulator:
         self.frame_gap = frame_gap
         self.invocation_counter = invocation_counter
         self.tz = timezone(timedelta(minutes=utc_offset_minutes))
+        self._clock = clock  # the meter's clock (tests pin it: the time is part of every frame)
         self._house = _House(random.Random(seed))
         self._profile = None
         if layout == "profile":
@@ -252,7 +253,8 @@ class PushSimulator:
         return body
 
     def _now(self) -> datetime:
-        return datetime.now(self.tz).replace(microsecond=0)
+        now = self._clock() if self._clock is not None else datetime.now(self.tz)
+        return now.replace(microsecond=0)
 
     def build(self) -> List[bytes]:
         """The frames of the next push (values advance by ``interval``)."""
