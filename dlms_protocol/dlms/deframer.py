@@ -84,8 +84,8 @@ def _starts_with_llc(info: bytes) -> bool:
     return any(llc.startswith(info[:3]) if len(info) < 3 else info.startswith(llc) for llc in hdlc.LLC_HEADERS)
 
 
-def _inside_link_frame(buf: bytearray, q: int) -> bool:
-    """Do the bytes before ``q`` look like the header of an HDLC or M-Bus frame around it?
+def _inside_link_frame(buf: bytearray, q: int, floor: int = 0) -> bool:
+    """Do the bytes before ``q`` (from ``floor`` on) look like the header of an HDLC or M-Bus frame around it?
 
     A flag right before, or a flag and an HDLC format byte less than 20 bytes before (a frame
     whose header lost, gained or changed bytes; random data matches that once in ~200 bytes); an
@@ -93,13 +93,15 @@ def _inside_link_frame(buf: bytearray, q: int) -> bool:
     twice, in its header and its LLC, must not hand out its payload; noise matches 2 of 3 bytes
     about once in 10 000), or an M-Bus ``68`` where the long-frame header of a DLMS telegram would
     start (9 bytes before) or end (6 bytes before) with a DLMS transport CI (0x00-0x1f) 3 bytes
-    before.
+    before. Bytes of the message accepted before ``floor`` are no header: the last values of
+    one bare APDU once made the next one look like a frame's payload (about 1 push in 200).
     """
-    if q >= 3 and _llc_like(buf, q - 3):
+    if q - 3 >= floor and _llc_like(buf, q - 3):
         return True
-    if (q >= 1 and buf[q - 1] == hdlc.FLAG) or _HDLC_START.search(buf, max(0, q - _HDLC_LOOKBACK), q):
+    if (q - 1 >= floor and buf[q - 1] == hdlc.FLAG) or _HDLC_START.search(buf, max(floor, q - _HDLC_LOOKBACK), q):
         return True
-    return q >= 9 and (buf[q - 9] == mbus.START or buf[q - 6] == mbus.START) and buf[q - 3] <= 0x1F
+    return q - 3 >= floor and buf[q - 3] <= 0x1F and (
+        (q - 9 >= floor and buf[q - 9] == mbus.START) or (q - 6 >= floor and buf[q - 6] == mbus.START))
 
 
 def _llc_like(buf: bytearray, p: int) -> bool:
@@ -206,6 +208,8 @@ class Deframer:
         self._scan: Tuple[int, int] = (-1, 0)  # (candidate offset, offset scanned up to)
         #: auto mode: stream offset up to which a damaged frame's claimed span reaches (no bare APDUs)
         self._shadow_end = 0
+        #: stream offset where the last bare APDU or wrapper frame ended (no header before it)
+        self._accepted_end = 0
         self._final = False  # finish()/settle(): no frame starting inside a candidate will complete
 
     # ------------------------------------------------------------------ public
@@ -337,6 +341,8 @@ class Deframer:
     # ------------------------------------------------------------------- HDLC
     def _hdlc(self, q: int, out: List[Item]) -> Tuple[int, int]:
         buf = self._buf
+        if q + 1 < len(buf) and buf[q + 1] == hdlc.FLAG:
+            return _REJECT, 1  # the closing flag of one frame before the opening flag of the next
         try:
             header = hdlc.parse_header(buf, q)
         except ChecksumError as exc:
@@ -515,7 +521,8 @@ class Deframer:
         buf = self._buf
         auto = self.wrapper == "auto"
         if auto:
-            if self.checksummed or _inside_link_frame(buf, q) or self._consumed + q < self._shadow_end:
+            if (self.checksummed or _inside_link_frame(buf, q, max(0, self._accepted_end - self._consumed))
+                    or self._consumed + q < self._shadow_end):
                 return _REJECT, 1
             # cheap plausibility first, so that noise does not make the stream wait for a long "APDU"
             check = _AUTO_CHECKS.get(buf[q])
@@ -546,6 +553,7 @@ class Deframer:
         self.frames += 1
         self._flush_noise(out)
         self._drop_partial(out, f"a {wrapper} frame arrived before the last segment")
+        self._accepted_end = self._consumed + end
         out.append(RawApdu(wrapper, apdu, 1, raw, source))
         return _ACCEPT, end
 
