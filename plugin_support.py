@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
+from .dlms_protocol.iec62056_21.datablock import to_number
 from .dlms_protocol.model import MeterData, Reading
 from .dlms_protocol.items import items_snippet  # noqa: F401 - the one generator, in the core
 from .dlms_protocol import units as _units
@@ -252,8 +253,12 @@ def parse_status_attribute(value: Any) -> str:
 def value_group(reading: Reading, index: int) -> Tuple[Any, Optional[str]]:
     """Value group ``index`` of a reading as transmitted: 0 is the first ``(value*unit)``."""
     if index == 0:
-        raw = reading.raw if isinstance(reading.raw, str) else reading.value
-        return raw, reading.unit
+        if not isinstance(reading.raw, str):
+            return reading.value, reading.unit
+        # the value may come from a later group (a DSMR set that starts with its time, datablock.
+        # reading_value): then the reading's unit is not this group's
+        number = reading.numeric()
+        return reading.raw, reading.unit if number is None or to_number(reading.raw) == number else None
     extra = reading.extra
     if index - 1 < len(extra):
         return extra[index - 1]

@@ -190,6 +190,11 @@ class Obis:
         """The usual unit of this quantity (used only when a frame carries none)."""
         return describe(self)[1]
 
+    def is_text(self) -> bool:
+        """Is this code's value text even when all digits (obis_names.json ``text_codes``):
+        identifiers, times, dates? A number would drop the leading zeros of a serial number."""
+        return _text_codes().get((self.c, self.d), False)
+
     def is_serial(self) -> bool:
         """Does this code carry the meter's own serial number/identification (obis_names.json
         ``meter_id_codes``)? One table for MeterData.meter_id, Victron's /Serial, MQTT device serials."""
@@ -202,6 +207,13 @@ def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[in
     if None in (a, b, d, e):
         return None
     return f"{a}-{b}:{c}.{d}.{e}.{255 if f is None else f}"
+
+
+@lru_cache(maxsize=1)
+def _text_codes() -> Dict[Tuple[Optional[int], Optional[int]], bool]:
+    """(C, D) -> True for the codes of obis_names.json ``text_codes``."""
+    return {tuple(int(g) for g in cd.split(".")): True  # type: ignore[misc]
+            for cd in _tables()["text_codes"]["codes"]}
 
 
 @lru_cache(maxsize=1)

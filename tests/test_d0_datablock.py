@@ -193,7 +193,7 @@ def test_to_meter_data():
     assert by_index[1].raw == "001234.567"
     assert by_index[4].value == Decimal("1.234") and by_index[4].extra == (("2401011230", None),)
     assert by_index[5].value == ""          # all blanks: no value, never 0
-    assert by_index[6].value == Decimal("4711")
+    assert by_index[6].value == "4711"  # 0.0 is the meter address: text (leading zeros would matter)
     assert by_index[8].value == Decimal("-123.40")
     assert by_index[9].value == Decimal("2.5")
     assert by_index[10].value == Decimal("1200.5")  # decimal comma
@@ -329,3 +329,89 @@ def test_large_readout_is_linear_enough():
     raw = b"/ABC5X\r\n\x02" + line * 20000 + b"!\r\n\x03"
     r = parse_readout(raw + bytes([bcc(raw[raw.index(b"\x02"):])]))
     assert len(r.datasets) == 20000 and r.bcc == "ok"
+
+
+# ------------------------------------------------------------ where the value sits
+def _dsmr(lines: str, pad: bool = True) -> bytes:
+    """A DSMR telegram with its CRC16 (over '/' to '!'); ``pad=False`` writes it without leading zeros."""
+    from dlms_protocol.iec62056_21.datablock import _crc16_arc
+
+    body = ("/XMX5LGBBFG1012530239\r\n\r\n1-3:0.2.8(50)\r\n" + lines + "!").encode("ascii")
+    crc = _crc16_arc(body)
+    return body + (f"{crc:04X}" if pad else f"{crc:X}").encode("ascii") + b"\r\n"
+
+
+def _reading(raw: bytes, code: str):
+    return next(r for r in parse_readout(raw).to_meter_data().readings if r.code == code)
+
+
+def test_dsmr_sets_that_start_with_their_time_read_the_value_after_it():
+    """DSMR puts the capture time first (gas, water, heat, Fluvius' maximum demand): the reading is
+    the number after it, at that time; the groups stay as sent (index 0 is still the time)."""
+    from datetime import datetime, timedelta, timezone
+
+    from shng_double.testing import support
+
+    value_group = support().value_group
+
+    raw = _dsmr("0-1:24.2.1(161116200000W)(00066.405*m3)\r\n1-0:1.6.0(200509134558S)(02.589*kW)\r\n"
+                "0-2:24.2.1(200512134558S)(00872.234*m3)\r\n")
+    gas = _reading(raw, "0-1:24.2.1")
+    assert (gas.value, gas.unit) == (Decimal("66.405"), "m3")
+    assert gas.timestamp == datetime(2016, 11, 16, 20, 0, tzinfo=timezone(timedelta(hours=1)))
+    peak = _reading(raw, "1-0:1.6.0")
+    assert (peak.value, peak.unit) == (Decimal("2.589"), "kW")
+    assert peak.timestamp == datetime(2020, 5, 9, 13, 45, 58, tzinfo=timezone(timedelta(hours=2)))
+    assert value_group(gas, 0) == ("161116200000W", None) and value_group(gas, 1) == ("00066.405", "m3")
+    assert _reading(raw, "0-2:24.2.1").value == Decimal("872.234")
+
+
+def test_dsmr_2_3_gas_value_on_the_next_line():
+    raw = _dsmr("0-1:24.3.0(121106150000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n(00054.386)\r\n0-1:24.4.0(1)\r\n")
+    gas = _reading(raw, "0-1:24.3.0")
+    assert (gas.value, gas.unit) == (Decimal("54.386"), "m3")
+    assert gas.name is not None and "M-Bus" in gas.name
+
+
+@pytest.mark.parametrize("line", ["1-0:1.6.0(02.589*kW)(2005091345)",  # IEC order: value, then time
+                                  "0-1:24.2.1(161331200000W)(00066.405*m3)",  # month 13: no time
+                                  "0-1:24.2.1(161116200000W)(abc)"])  # nothing numeric after it
+def test_sets_that_do_not_fit_a_dsmr_time_are_read_as_sent(line: str):
+    reading = _reading(_dsmr(line + "\r\n"), line.split("(")[0])
+    assert reading.raw == line.split("(")[1].split("*")[0].rstrip(")") and reading.timestamp is None
+
+
+def test_identifiers_times_and_dates_stay_text():
+    raw = _dsmr("0-0:96.1.0(09610)\r\n1-0:0.0.0(0273033000044)\r\n1-0:0.9.2(0220127)\r\n"
+                "0-0:96.14.0(0002)\r\n1-0:1.8.0(000123.400*kWh)\r\n")
+    assert _reading(raw, "0-0:96.1.0").value == "09610"
+    assert _reading(raw, "1-0:0.0.0").value == "0273033000044"
+    assert _reading(raw, "1-0:0.9.2").value == "0220127"
+    assert _reading(raw, "0-0:96.14.0").value == Decimal(2)  # a tariff number is a number
+    assert _reading(raw, "1-0:1.8.0").value == Decimal("123.400")
+
+
+def test_every_meter_id_code_is_a_text_code():
+    import json
+
+    from dlms_protocol.obis import _tables
+
+    for entry in _tables()["meter_id_codes"]["codes"]:
+        c, d, e = (int(g) for g in entry["code"].split("."))
+        assert Obis(0, 0, c, d, e, 255).is_text(), entry["code"]
+    assert json.dumps(_tables()["text_codes"]["codes"])
+
+
+def test_dsmr_crc_without_leading_zero_is_checked():
+    """Some meters write a CRC below 0x1000 with three digits; it is checked like four."""
+    for n in range(2000):
+        raw = _dsmr(f"0-0:96.13.0({n * 2654435761 % 2**32:08X}{n:04X})\r\n", pad=False)
+        if raw[-5:-2].isalnum() and raw[-6:-5] == b"!":
+            break
+    else:  # pragma: no cover - one in 16 CRCs is below 0x1000
+        raise AssertionError("no telegram with a three-digit CRC found")
+    readout = parse_readout(raw)
+    assert readout.crc == "ok" and readout.checksum == "CRC16"
+    damaged = raw[:-3] + (b"0" if raw[-3:-2] != b"0" else b"1") + raw[-2:]
+    with pytest.raises(ChecksumError):
+        parse_readout(damaged)

@@ -5,6 +5,7 @@ here a few hundred cases keep the targets themselves working.
 """
 from __future__ import annotations
 
+import logging
 import random
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def runner():
         yield run
     finally:
         sys.path.remove(str(FUZZ))
+        logging.disable(logging.NOTSET)  # the fuzz modules silence logging for their runs; not for later tests
 
 
 @pytest.mark.parametrize("name", ["d0_datablock_known", "d0_dialogue_known", "d0_dialogue", "d0_datablock"])

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional, TextIO
 
 from ..config import ReadoutConfig
 from ..errors import DlmsError
-from .datablock import MAX_READOUT, Readout, parse_readout
+from .datablock import MAX_READOUT, Readout, parse_readout, reading_value
 
 #: a readout shown on a terminal is cut to this width per column
 _VALUE_WIDTH = 28
@@ -91,11 +91,12 @@ def print_table(readout: Readout, out: TextIO = sys.stdout) -> None:
     """code / value / unit / meaning, one line per data set (further value groups in brackets)."""
     rows = []
     for ds in readout.datasets:
-        first = ds.values[0] if ds.values else None
-        value = first.value.strip() if first is not None else ""
-        unit = (first.unit or "") if first is not None else ""
-        if len(ds.values) > 1:
-            value += " " + " ".join(f"({v.value.strip()}{('*' + v.unit) if v.unit else ''})" for v in ds.values[1:])
+        shown, _, unit_, _ = reading_value(ds)  # the group the reading's value comes from, first
+        value = ds.values[shown].value.strip() if ds.values else ""
+        unit = unit_ or ""
+        others = [v for i, v in enumerate(ds.values) if i != shown]
+        if others:
+            value += " " + " ".join(f"({v.value.strip()}{('*' + v.unit) if v.unit else ''})" for v in others)
         name = ds.obis.name() if ds.obis is not None else None
         rows.append((ds.code, _cut(value, _VALUE_WIDTH), unit, name or ""))
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("code", "value", "unit"))]

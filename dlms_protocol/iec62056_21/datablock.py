@@ -41,6 +41,7 @@ import operator
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import List, Optional, Tuple, Union
 
@@ -73,7 +74,8 @@ _PREAMBLE = re.compile(
 )
 _TO_ETX = re.compile(r"[^(/\x03\x04]*([\x03\x04])")
 _ANY_ETX = re.compile(r"([\x03\x04])")
-_DSMR_CRC = re.compile(r"([0-9A-Fa-f]{4})(?=\r|\n|$)")
+# (three digits: some meters, e.g. a Warmtelink, do not pad a CRC below 0x1000; dsmr_parser takes it too)
+_DSMR_CRC = re.compile(r"([0-9A-Fa-f]{3,4})(?=\r|\n|$)")
 _COMMAND = re.compile(r"[A-Z][0-9]")
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
@@ -188,16 +190,67 @@ class Readout:
         readings = []
         for index, ds in enumerate(self.datasets):
             first = ds.values[0] if ds.values else DataValue("", None)
+            _, value, unit, stamp = reading_value(ds)
             readings.append(Reading(
                 code=ds.code,
                 obis=ds.obis,
-                value=convert_value(first.value),
-                unit=first.unit,
+                value=value,
+                unit=unit,
                 raw=first.value,
                 index=index,
+                timestamp=stamp,
                 extra=tuple((v.value, v.unit) for v in ds.values[1:]),
             ))
         return tuple(readings)
+
+
+def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[datetime]]:
+    """(index of the group read, value, unit, capture time) of a data set: its first group, except where a format puts
+    the value later (the group list stays as sent in ``Reading.raw`` and ``extra``).
+
+    * DSMR sets that start with their capture time, ``0-1:24.2.1(161116200000W)(00066.405*m3)``
+      and Fluvius' ``1-0:1.6.0(200509134558S)(02.589*kW)``: the value is the first number after
+      it, the time (S summer, W winter: Dutch/Belgian time) is the reading's time;
+    * DSMR 2/3 gas ``0-1:24.3.0(121106150000)(00)(60)(1)(0-1:24.2.1)(m3)`` + ``(00054.386)`` on
+      the next line: the value is the last group, its unit the sixth;
+    * identifiers, times and dates (``Obis.is_text``) stay text: ``0-0:96.1.0(09610)`` is
+      ``"09610"``, not 9610.
+    """
+    groups = ds.values
+    if not groups:
+        return 0, "", None, None
+    first = groups[0]
+    obis = ds.obis
+    if obis is not None and obis.c == 24 and obis.d == 3 and len(groups) >= 7 and first.unit is None:
+        last = groups[-1]
+        number = to_number(last.value)
+        if number is not None:
+            return len(groups) - 1, number, last.unit or groups[5].value.strip() or None, None
+    stamp = _dsmr_time(first) if len(groups) > 1 else None
+    if stamp is not None:
+        for i in range(1, len(groups)):
+            number = to_number(groups[i].value)
+            if number is not None:
+                return i, number, groups[i].unit, stamp
+    if obis is not None and obis.is_text():
+        return 0, first.value.strip(), first.unit, None
+    return 0, convert_value(first.value), first.unit, None
+
+
+_DSMR_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW])")
+_DSMR_ZONES = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
+
+
+def _dsmr_time(group: DataValue) -> Optional[datetime]:
+    """A DSMR time stamp group ``YYMMDDhhmmssS``/``...W`` (summer/winter time), else None."""
+    m = _DSMR_TIME.fullmatch(group.value)
+    if m is None or group.unit is not None:
+        return None
+    y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+    try:
+        return datetime(2000 + y, mo, d, h, mi, sec, tzinfo=_DSMR_ZONES[m.group(7)])
+    except ValueError:  # not a real moment: no time, and the set is read as sent
+        return None
 
 
 # ---------------------------------------------------------------------------- helpers
