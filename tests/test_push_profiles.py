@@ -21,7 +21,7 @@ from dlms_protocol.dlms.apdu import Array, Structure, decode_apdu, encode_notifi
 from dlms_protocol.dlms.decoder import decode_bytes
 from dlms_protocol.dlms.encode import hdlc_frames
 from dlms_protocol.dlms.payload import Interpretation, dsmr_crc, interpret, interpret_text
-from dlms_protocol.dlms.profiles import (BUILTIN_DIR, Profile, detect_shape, load_profile, load_profiles,
+from dlms_protocol.dlms.profiles import (BUILTIN_DIR, Profile, detect_shape, load_profile, load_profiles, mismatch,
                                          parse_profile, profile_template, select_profile)
 from dlms_protocol.errors import ChecksumError, ConfigurationError, DecodeError, UnknownLayoutError
 from dlms_protocol.obis import Obis
@@ -99,6 +99,10 @@ def _example_value(type_name: str, i: int) -> Any:
     return 10 + i
 
 
+#: a COSEM date-time (2024-05-06 07:08:09, UTC+2): what a profile's clock position holds
+CLOCK = bytes.fromhex("07E805060107080900FF8800")
+
+
 def example_body(p: Profile) -> Any:
     """A body built only from a profile's match rules (types, markers, OBIS codes, push list)."""
     m = p.match
@@ -109,6 +113,9 @@ def example_body(p: Profile) -> Any:
             t = items[mk["index"]][0]
             text = mk.get("equals") or mk.get("prefix")
             items[mk["index"]] = (t, text.encode() if t == OS else text)
+        for f in p.fields:
+            if f.kind == "datetime" and f.index is not None:
+                items[f.index] = (OS, CLOCK)
         return S(*items)
     if m["shape"] == "obis":
         items: List[Tuple[str, Any]] = []
@@ -707,3 +714,19 @@ def test_cli_dump_reports_a_wrong_key(capsys: pytest.CaptureFixture) -> None:
     assert main(["dump", "--hex", frames.hex(), "--key", "00" * 16]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "00" * 16 not in err
+
+
+@pytest.mark.parametrize("name", sorted(n for n, p in load_profiles().items()
+                                        if p.shape == "positional" and any(f.kind == "datetime" for f in p.fields)))
+def test_a_clock_position_needs_a_date_time(name: str) -> None:
+    """An Iskra AM550 list of the same types as the Wiener Netze one carries a 16-byte meter number
+    where that profile reads its clock: taken for it, every value was shifted by one (the import
+    counter became varh, a reactive counter 7 MW). Such a frame fits no profile (raw positions)."""
+    profile = load_profiles()[name]
+    body = example_body(profile)
+    family = profile.match.get("requires_family")
+    clock_at = next(f.index for f in profile.fields if f.kind == "datetime")
+    items = list(zip(body.types, body))
+    items[clock_at] = (OS, b"ISK1030777478586")
+    assert select_profile(S(*items), load_profiles(), family) is None
+    assert "no date-time" in (mismatch(profile, S(*items), family) or "")

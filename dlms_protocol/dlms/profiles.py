@@ -44,6 +44,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -102,6 +103,8 @@ class _Rules:
     by_index: Dict[int, Field]
     by_obis: Dict[Obis, Field]
     short: Tuple[Tuple[Obis, Field], ...]
+    #: positions a positional profile reads a clock from: there the frame must carry a date-time
+    clocks: Tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ def _compile(profile: Profile) -> _Rules:
         by_index={f.index: f for f in profile.fields if f.index is not None},
         by_obis=by_obis,
         short=tuple(short),
+        clocks=tuple(sorted(f.index for f in profile.fields if f.index is not None and f.kind == "datetime"))
+        if m.get("shape", "positional") == "positional" else (),
     )
 
 
@@ -677,6 +682,9 @@ def mismatch(profile: Profile, body: Any, family: Optional[str] = None, forced: 
         if i >= len(types) or not _type_ok(types[i], wanted):
             got = types[i] if i < len(types) else "nothing"
             return f"element {i} is {got}, the profile expects {wanted}"
+    for i in rules.clocks:
+        if not isinstance(body, list) or i >= len(body) or not _is_clock(body[i]):
+            return f"element {i} is no date-time (12 bytes), the profile reads a clock there"
     if forced:
         return None
     for marker in m.get("markers", ()):
@@ -704,6 +712,16 @@ def select_profile(body: Any, profiles: Dict[str, Profile], family: Optional[str
     return chosen
 
 
+def _is_clock(value: Any) -> bool:
+    """A COSEM date-time where a profile reads a clock: 12 octets (valid or 'not specified'), or
+    a date-time the A-XDR decoder already made. A 16-byte meter number there is another layout:
+    an Iskra AM550 list of the same types once took the Wiener Netze profile, every value
+    shifted by one (a 7 MW reading)."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value) == 12
+    return isinstance(value, datetime)
+
+
 class _Needs:
     """What of a body the candidates' rules look at (beyond shape, length and types)."""
 
@@ -714,6 +732,7 @@ class _Needs:
         self.obis_wants = tuple(sorted(wants, key=str))
         self.obis_codes = any(p.rules is not None and p.rules.obis_codes is not None for p in candidates)
         self.captures = any(p.rules is not None and p.rules.capture_objects is not None for p in candidates)
+        self.clock_indices = tuple(sorted({i for p in candidates if p.rules is not None for i in p.rules.clocks}))
 
     def key(self, facts: BodyFacts) -> tuple:
         body = facts.body
@@ -725,7 +744,8 @@ class _Needs:
                                 for want in self.obis_wants)
         seq = facts.obis_sequence() if self.obis_codes and isinstance(body, list) else ()
         caps = facts.capture_signature() if self.captures else ()
-        return (facts.shape, facts.length, facts.types, markers, obis_values, seq, caps)
+        clocks = tuple(i < len(elems) and _is_clock(elems[i]) for i in self.clock_indices)
+        return (facts.shape, facts.length, facts.types, markers, obis_values, seq, caps, clocks)
 
 
 class Candidates(tuple):
