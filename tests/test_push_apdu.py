@@ -167,6 +167,9 @@ def test_encode_data_natural_types() -> None:
     ("07E707180118281900800000", False),    # hour 24
     ("07E707180113281900030100", False),    # deviation +769 minutes
     ("313738323130313933303735", False),    # the ASCII meter number '178210193075' (EVN): not a date
+    ("07E90C0E00100000FF000000", True),     # Aidon: Sunday 2025-12-14 as weekday 0 (COSEM says 7)
+    ("07E90C0F00100000FF000000", False),    # weekday 0 on a Monday: no date-time
+    ("07E90C0E08100000FF000000", False),    # weekday 8
 ])
 def test_parse_datetime_is_strict(hexdata: str, valid: bool) -> None:
     assert (parse_datetime(H(hexdata)) is not None) is valid

@@ -212,3 +212,27 @@ def test_a_reader_that_goes_away_is_no_error(tmp_path) -> None:
     err = proc.stderr.read() if proc.stderr is not None else b""
     assert proc.wait(60) == 0, err
     assert err == b""
+
+
+def test_decode_takes_an_information_field_pasted_with_its_llc(capsys) -> None:
+    """``E6 E7 00`` + APDU, as other decoders print an HDLC frame's payload, decodes without a
+    noise error (auto mode would take the LLC for the rest of a damaged frame)."""
+    sim = PushSimulator(seed=5, wrapper="apdu", clock=lambda: datetime(2026, 12, 3, 8, 0).astimezone())
+    apdu = sim.emit()
+    code, lines, err = run_cli(capsys, "decode", "--hex", "E6E700" + apdu.hex(), "--json")
+    assert code == 0 and len(lines) == 1 and lines[0]["readings"] and not err
+    code, plain, _ = run_cli(capsys, "decode", "--hex", apdu.hex(), "--json")
+    assert plain == lines
+
+
+def test_decode_of_one_segment_says_the_rest_is_missing(capsys) -> None:
+    """A single verified segment (HDLC, M-Bus, GBT) is no message: say so, not "no frame found"."""
+    for kwargs in ({"wrapper": "hdlc", "segmented": True, "max_info": 60},
+                   {"wrapper": "mbus", "segmented": True, "max_info": 60},
+                   {"wrapper": "hdlc", "gbt": True, "block_size": 60}):
+        sim = PushSimulator(key=bytes.fromhex(EK), auth_key=bytes.fromhex(AK), seed=5, security=0x30, **kwargs)
+        frames = sim.build()
+        assert len(frames) > 1
+        code, lines, err = run_cli(capsys, "decode", "--hex", frames[0].hex(), "--key", EK, "--auth-key", AK)
+        assert code == 1 and not lines
+        assert "verified frame(s) but no complete message" in err and "no push frame found" not in err, kwargs

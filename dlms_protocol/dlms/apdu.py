@@ -132,7 +132,7 @@ def parse_datetime(raw: bytes) -> Optional[datetime]:
     deviation = struct.unpack(">h", raw[9:11])[0]
     if year == 0xFFFF or not 1970 <= year <= 2255:
         return None
-    if not (1 <= month <= 12 and 1 <= day <= 31 and (1 <= weekday <= 7 or weekday == 0xFF)):
+    if not (1 <= month <= 12 and 1 <= day <= 31 and (weekday <= 7 or weekday == 0xFF)):
         return None
     if hour > 23 or minute > 59 or second > 59:
         return None
@@ -146,9 +146,12 @@ def parse_datetime(raw: bytes) -> Optional[datetime]:
             return None
         tz = timezone(timedelta(minutes=-deviation))  # COSEM: deviation = UTC - local time
     try:
-        return datetime(year, month, day, hour, minute, second, hundredths * 10000, tzinfo=tz)
+        moment = datetime(year, month, day, hour, minute, second, hundredths * 10000, tzinfo=tz)
     except ValueError:  # 31 February and the like
         return None
+    if weekday == 0 and moment.isoweekday() != 7:
+        return None  # Aidon meters count Sunday as 0 (COSEM: 7); any other day 0 is no date-time
+    return moment
 
 
 def parse_date(raw: bytes) -> Optional[date]:

@@ -114,6 +114,17 @@ def _read_input(args: argparse.Namespace) -> bytes:
     return data
 
 
+def _strip_llc(data: bytes) -> bytes:
+    """An HDLC frame's information field pasted without its frame (``E6 E7 00`` + APDU, as
+    decoders print it): the LLC header is no noise in front of the APDU."""
+    from .hdlc import LLC_HEADERS
+    from .wrapper import PUSH_TAGS
+
+    if data[:3] in LLC_HEADERS and len(data) > 3 and data[3] in PUSH_TAGS:
+        return data[3:]
+    return data
+
+
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:  # open, not pathlib: pathlib is no part of decode's start-up
         return f.read()
@@ -135,7 +146,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         from ..cli_output import decode_printer, show_message
         from .decoder import PushDecoder, UnexplainedLayout
 
-    data = _read_input(args)
+    data = _strip_llc(_read_input(args))
     if b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01" in data:  # an SML transmission's start sequence
         from ..sml.cli import decode_sml
 
@@ -158,6 +169,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         shown += 1
     sys.stdout.flush()  # a closed pipe raises here (cli.main: status 0, quietly)
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
+    if not shown and decoder.deframer.frames and all(isinstance(e, FramingError) for e in lost):
+        print(f"error: the input holds {decoder.deframer.frames} verified frame(s) but no complete message: a "
+              "message in several HDLC segments, M-Bus telegrams or GBT blocks needs all of them; capture a "
+              "longer stretch (at least two push periods)", file=sys.stderr)
+        return 1
     if not shown and all(isinstance(e, FramingError) and not isinstance(e, ChecksumError) for e in lost):
         print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
               "APDU bytes", file=sys.stderr)
