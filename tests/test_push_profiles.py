@@ -122,6 +122,8 @@ def example_body(p: Profile) -> Any:
         for mk in m.get("markers", ()):
             items.append((VS, mk.get("equals") or mk.get("prefix")))
         for mk in m.get("obis_markers", ()):
+            if mk.get("absent"):
+                continue  # the list must not carry it
             code = Obis.parse(mk["obis"])
             a, b = (1 if code.a is None else code.a), (1 if code.b is None else code.b)
             full = f"{a}-{b}:{code.c}.{code.d}.{code.e}"
@@ -365,6 +367,27 @@ def _pairs(*items: Tuple[str, str, Any]) -> List[Tuple[str, Any]]:
     for code, t, v in items:
         out += [(OS, ob(code)), (t, v)]
     return out
+
+
+def test_kamstrup_long_list_without_meter_type() -> None:
+    """The Danish/Swiss Kamstrup_V0001 list names no meter type (no 1-1:96.1.1): energies, powers,
+    voltages and power factors are scaled as amshan does; currents stay raw, because CT meters
+    scale them differently and this list cannot tell (public captures: 171735 -> 1717.35 kWh)."""
+    body = S((VS, "Kamstrup_V0001"), *_pairs(("1-1:1.8.0.255", U32, 171735), ("1-1:0.0.1.255", U32, 34374909),
+                                             ("1-1:2.7.0.255", U32, 528), ("1-1:32.7.0.255", U16, 234),
+                                             ("1-1:31.7.0.255", U32, 147), ("1-1:13.7.0.255", U16, 99),
+                                             ("1-1:22.8.0.255", U32, 9665)))
+    r = run(body)
+    assert r.profile == "kamstrup-han-long"
+    check(r, 1, "1-1:1.8.0.255", "1717350", "Wh")
+    check(r, 5, "1-1:2.7.0.255", "528", "W")
+    check(r, 7, "1-1:32.7.0.255", "234", "V")
+    assert at(r, 9).value is None and at(r, 9).raw == 147 and "1-1:31.7.0.255" in r.unscaled
+    assert at(r, 11).value == Decimal("0.99")
+    check(r, 13, "1-1:22.8.0.255", "96650", "Wh")
+    with_type = S((VS, "Kamstrup_V0001"), *_pairs(("1-1:96.1.1.255", VS, "6841138BN245101090"),
+                                                  ("1-1:1.8.0.255", U32, 171735)))
+    assert run(with_type).profile == "kamstrup-han"  # the list with a meter type is the other profile
 
 
 @pytest.mark.parametrize("meter_type, ct", [("6841138BN245101090", False), ("6851131BN243101040", True)])

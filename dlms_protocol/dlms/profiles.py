@@ -201,7 +201,7 @@ def _arr(item: Any) -> Tuple[str, Any]:
     return ("array", item)
 
 
-_MARKER = _obj({"index": _INT, "obis": _STR, "equals": _STR, "prefix": _STR, "not_prefix": _STR})
+_MARKER = _obj({"index": _INT, "obis": _STR, "equals": _STR, "prefix": _STR, "not_prefix": _STR, "absent": _BOOL})
 #: the JSON type of every key a profile may have (unknown keys of a field or the document are
 #: allowed for comments; unknown match rules are refused by ``_check_match``)
 SCHEMA = _obj({
@@ -339,8 +339,8 @@ def _check_match(match: Dict[str, Any], where: str) -> Tuple[str, Optional[int]]
             raise _fail(where, "each marker needs 'index' and 'equals', 'prefix' or 'not_prefix'")
     for marker in match.get("obis_markers", []):
         if not isinstance(marker, dict) or "obis" not in marker or \
-                not any(k in marker for k in ("equals", "prefix", "not_prefix")):
-            raise _fail(where, "each obis_marker needs 'obis' and 'equals', 'prefix' or 'not_prefix'")
+                not any(k in marker for k in ("equals", "prefix", "not_prefix", "absent")):
+            raise _fail(where, "each obis_marker needs 'obis' and 'equals', 'prefix', 'not_prefix' or 'absent'")
         _obis_or_fail(marker["obis"], where)
     for code in match.get("obis_codes", []):
         _obis_or_fail(code, where)
@@ -631,6 +631,13 @@ def _text_of(value: Any) -> Optional[str]:
     return None
 
 
+def _marker_key(value: Any) -> str:
+    """What a marker rule sees of a present value (cache key): its text, or that it is no text
+    (never None, which stands for an absent code)."""
+    text = _text_of(value)
+    return text if text is not None else "\x00 not text"
+
+
 def _marker_ok(value: Any, marker: dict) -> bool:
     text = _text_of(value)
     if text is None:
@@ -643,7 +650,7 @@ def _marker_ok(value: Any, marker: dict) -> bool:
 
 
 def _marker_text(marker: dict) -> str:
-    return ", ".join(f"{k} {marker[k]!r}" for k in ("equals", "prefix", "not_prefix") if k in marker)
+    return ", ".join(f"{k} {marker[k]!r}" for k in ("equals", "prefix", "not_prefix", "absent") if k in marker)
 
 
 def _type_ok(actual: str, wanted: str) -> bool:
@@ -693,6 +700,10 @@ def mismatch(profile: Profile, body: Any, family: Optional[str] = None, forced: 
             return f"element {idx} is not the marker {_marker_text(marker)}"
     for want, marker in rules.obis_markers:
         found = [value for _, code, value, _, _ in facts.groups if want.matches(code)]
+        if marker.get("absent"):  # the list must not carry this code (another list of the same id does)
+            if found:
+                return f"{want} is in the frame, the profile is for lists without it"
+            continue
         if not found or not _marker_ok(found[0], marker):
             return f"{want} is not the marker {_marker_text(marker)}"
     if rules.obis_codes is not None and facts.obis_sequence() != rules.obis_codes:
@@ -740,7 +751,7 @@ class _Needs:
         markers = tuple(_text_of(elems[i]) if i < len(elems) else None for i in self.marker_indices)
         obis_values: Tuple[Optional[str], ...] = ()
         if self.obis_wants and isinstance(body, list):
-            obis_values = tuple(next((_text_of(v) for _, code, v, _, _ in facts.groups if want.matches(code)), None)
+            obis_values = tuple(next((_marker_key(v) for _, code, v, _, _ in facts.groups if want.matches(code)), None)
                                 for want in self.obis_wants)
         seq = facts.obis_sequence() if self.obis_codes and isinstance(body, list) else ()
         caps = facts.capture_signature() if self.captures else ()
