@@ -453,3 +453,19 @@ def test_corpus_frames_deframe_as_documented(path) -> None:
             assert sum(m.frames for m in msgs) == len(frames)
             if "hdlc_frames" in layers:
                 assert all(f["hcs_ok"] and f["fcs_ok"] for f in frames)
+
+
+def test_mbus_length_wrapped_past_255_is_read_as_the_longer_telegram() -> None:
+    """Sagemcom T210-D meters send 257 user data bytes with L = 1 (public captures): an L below 3
+    cannot hold C, A and CI, so it is 256 + L, confirmed by checksum and stop byte."""
+    apdu = apdu_of(45, seed=9, stamp=STAMP)
+    body = bytes([0x53, 0xFF, 0x10, 0x01, 0x67]) + apdu  # C, A, CI (last, sequence 0), STSAP, DTSAP
+    assert len(body) <= 257
+    body += bytes(257 - len(body))
+    tel = bytes([0x68, 1, 1, 0x68]) + body + bytes([sum(body) & 0xFF, 0x16])
+    got = feed_all(Deframer(), tel, chunks=17)
+    assert [g.apdu[:len(apdu)] for g in apdus(got)] == [apdu] and not errors(got)
+    assert mbus.telegram_length(tel) == len(tel) == 263
+    bad = bytearray(tel)
+    bad[-1] = 0x00  # no stop byte where 257 puts it: no telegram
+    assert not apdus(feed_all(Deframer("mbus"), bytes(bad)))

@@ -44,6 +44,7 @@ from ..model import MeterData, Statistics
 from ..ratelimit import Backoff
 from ..transport import Transport
 from .decoder import PushDecoder, PushMessage
+from .mbus import user_data_length
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def missing_bytes(buf: bytes) -> Optional[int]:
                 return i + 4 - n
             if buf[i + 2] != buf[i + 1] or buf[i + 3] != 0x68:
                 return None
-            end = i + buf[i + 1] + 6
+            end = i + user_data_length(buf[i + 1]) + 6
             if end > n:
                 return end - n
             i = end
@@ -128,7 +129,7 @@ def frame_length(buf: bytes) -> Optional[int]:
     if len(buf) >= i + 3 and buf[i] == 0x7E and buf[i + 1] & 0xF0 == 0xA0:
         return i + (((buf[i + 1] & 0x07) << 8) | buf[i + 2]) + 2
     if len(buf) >= 4 and buf[0] == 0x68 and buf[1] == buf[2] and buf[3] == 0x68:
-        return buf[1] + 6
+        return user_data_length(buf[1]) + 6
     return None
 
 

@@ -50,9 +50,18 @@ def telegram_length(buf: bytes, pos: int = 0, end: Optional[int] = None) -> Opti
         return None
     if buf[pos] != START or buf[pos + 3] != START or buf[pos + 1] != buf[pos + 2]:
         raise FramingError("no M-Bus long-frame header (68 L L 68)", "resynchronising")
-    if buf[pos + 1] < 3:
-        raise FramingError(f"M-Bus length {buf[pos + 1]} too short", "resynchronising")
-    return buf[pos + 1] + 6
+    return user_data_length(buf[pos + 1]) + 6
+
+
+def user_data_length(field: int) -> int:
+    """The user data bytes an L field stands for.
+
+    L below 3 cannot hold C, A and CI, so it is a longer telegram's length wrapped past 255:
+    Sagemcom T210-D meters send 257 bytes with L = 1 (public captures, checksum and stop byte
+    where 257 puts them). Those are read as 256-258 bytes, which the checksum and the stop byte
+    then confirm; every other L is what it says.
+    """
+    return field + 256 if field < 3 else field
 
 
 def parse_telegram(buf: bytes, pos: int = 0) -> MbusTelegram:
