@@ -79,6 +79,9 @@ def test_parse_bad_bcc_fails_with_one_line_unless_no_checksum(own_readout: Path,
     assert "BCC mismatch" in _one_line_error(res)
     res = cli("parse", str(bad), "--no-checksum", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["bcc"] == "bad"
+    res = cli("parse", str(bad), "--no-checksum")  # the table says why nothing was verified
+    assert res.returncode == 0 and "the BCC did not match, ignored by --no-checksum" in res.stdout
+    assert "carries no checksum" not in res.stdout
 
 
 def test_parse_missing_file():

@@ -154,3 +154,24 @@ def test_message_crc_is_checked_besides_the_transport_crc() -> None:
     assert telegrams == [] and len(errors) == 1 and "SML message CRC (message 2 of 3)" in str(errors[0])
     telegrams, errors = decode_all(bytes(bad), quirks=parse_quirks("no_message_crc=on"))
     assert len(telegrams) == 1 and not errors  # the quirk switch really switches it off
+
+
+def test_decode_cli_takes_sml_quirks(tmp_path, capsys) -> None:
+    """The CLI can follow the error's advice: --sml-quirks no_message_crc=on (an eBZ meter whose
+    message CRCs never verify, SmlLib issue 8); an unknown quirk is a usage error."""
+    from dlms_protocol.cli import main
+    from dlms_protocol.simulator.sml import SmlSimulator
+    from dlms_protocol.sml.framing import crc16_x25
+
+    good = SmlSimulator(seed=8).build()
+    bad = bytearray(good)
+    bad[good.index(bytes.fromhex("0100010800ff")) + 20] ^= 0x10
+    bad[-2:] = crc16_x25(bytes(bad[:-2])).to_bytes(2, "little")
+    path = tmp_path / "bad.bin"
+    path.write_bytes(bytes(bad))
+    assert main(["decode", "--file", str(path)]) == 1
+    assert "--sml-quirks no_message_crc=on" in capsys.readouterr().err
+    assert main(["decode", "--file", str(path), "--sml-quirks", "no_message_crc=on"]) == 0
+    assert "1-0:1.8.0" in capsys.readouterr().out
+    assert main(["decode", "--file", str(path), "--sml-quirks", "bogus"]) == 1
+    assert "unknown SML quirk 'bogus'" in capsys.readouterr().err

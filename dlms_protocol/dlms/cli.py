@@ -91,6 +91,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "--auth-key, else encrypted, never below what the meter sent before")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per message and line; 'checksum' says what was verified")
+    p.add_argument("--sml-quirks", metavar="LIST", default=None,
+                   help="SML meters: firmware quirks to allow, e.g. no_message_crc=on,kermit_crc=auto "
+                        "(the plugin's sml_quirks; see data/sml_quirks.json)")
 
 
 def _config(args: argparse.Namespace, port: str = "-", **serial: object) -> ListenerConfig:
@@ -149,8 +152,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     data = _strip_llc(_read_input(args))
     if b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01" in data:  # an SML transmission's start sequence
         from ..sml.cli import decode_sml
+        from ..sml.decoder import parse_quirks
 
-        return decode_sml(data, args.json)
+        return decode_sml(data, args.json, parse_quirks(args.sml_quirks))
     config = _config(args)
     errors: List[DlmsError] = []
     with loading():  # the profile tables
@@ -194,7 +198,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
     speed = {"sml": (9600, "N", 8), "d0": (9600, "E", 7)}.get(args.protocol, (2400, "E", 8))
     config = _config(args, args.port, baudrate=args.baudrate or speed[0], parity=args.parity or speed[1],
                      bytesize=args.bytesize or speed[2], stopbits=args.stopbits)
-    source = SmlSource(config, LISTEN_STALE, protocol=args.protocol)
+    quirks = None
+    if args.sml_quirks:
+        from ..sml.decoder import parse_quirks
+
+        quirks = parse_quirks(args.sml_quirks)
+    source = SmlSource(config, LISTEN_STALE, protocol=args.protocol, quirks=quirks)
     printer = PrintOutput(args.json, show_errors=not source.logs_errors)  # the listener logs its errors
     output: Output = Throttled(printer, args.min_interval) if args.min_interval > 0 else printer  # the latest
     # Ctrl-C sets an event, also while the port is being opened; the listener ends by itself only

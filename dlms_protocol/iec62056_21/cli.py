@@ -103,7 +103,10 @@ def print_table(readout: Readout, out: TextIO = sys.stdout) -> None:
     print(f"{'code':<{widths[0]}}  {'value':>{widths[1]}}  {'unit':<{widths[2]}}  meaning", file=out)
     for code, value, unit, name in rows:
         print(f"{code:<{widths[0]}}  {value:>{widths[1]}}  {unit:<{widths[2]}}  {name}".rstrip(), file=out)
-    checked = readout.checksum or "none (read unchecked: the readout carries no checksum)"
+    bad = [name for name, state in (("BCC", readout.bcc), ("CRC16", readout.crc)) if state == "bad"]
+    why = f"the {' and '.join(bad)} did not match, ignored by --no-checksum" if bad else \
+        "the readout carries no checksum"
+    checked = readout.checksum or f"none (read unchecked: {why})"
     print(f"{len(rows)} data sets, BCC {readout.bcc}, CRC16 {readout.crc}, checksum verified: {checked}", file=out)
 
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import List
+from typing import Dict, List, Optional
 
 from ..errors import DlmsError
 
 
-def decode_sml(data: bytes, as_json: bool) -> int:
+def decode_sml(data: bytes, as_json: bool, quirks: Optional[Dict[str, str]] = None) -> int:
     """Print every verified transmission; exit 1 with one line when any was lost (CRC, cut)."""
     from ..cli_output import decode_printer, show_message
     from .decoder import SmlDecoder
 
     errors: List[DlmsError] = []
-    decoder = SmlDecoder(on_error=errors.append)
+    decoder = SmlDecoder(on_error=errors.append, quirks=quirks)
     telegrams = decoder.feed(data) + decoder.finish()
     printer = decode_printer(as_json)  # the printer of decode and listen
     for tel in telegrams:

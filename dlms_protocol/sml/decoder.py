@@ -380,7 +380,7 @@ class SmlDecoder:
             raise ChecksumError(f"SML message CRC (message {bad[0] + 1} of {len(messages)})",
                                 getattr(msg, "crc_calc", 0), getattr(msg, "crc_sent", 0),
                                 "the transmission is dropped; a meter that always sends wrong message CRCs "
-                                "needs sml_quirks no_message_crc=on")
+                                "needs sml_quirks no_message_crc=on (CLI: --sml-quirks no_message_crc=on)")
 
     def _check_kermit(self, manufacturer: Optional[str], tx: Transmission) -> None:
         quirk = quirk_table()["quirks"]["kermit_crc"]
@@ -392,7 +392,7 @@ class SmlDecoder:
                f"the meter's manufacturer ({manufacturer or 'unknown'}) is not one known for it")
         raise ChecksumError("SML transport CRC-16/X.25", crc16_x25(tx.raw[:-2]), sent,
                             f"the transmission carries a CRC-16/KERMIT instead ({why}): if your meter is known "
-                            "to do so, set sml_quirks kermit_crc=on")
+                            "to do so, set sml_quirks kermit_crc=on (CLI: --sml-quirks kermit_crc=on)")
 
     def _dzg_power_sign(self, readings: Tuple[Reading, ...], manufacturer: Optional[str],
                         server_id: Optional[bytes], quirks: List[str], notes: List[str]) -> Tuple[Reading, ...]:
