@@ -415,3 +415,13 @@ def test_dsmr_crc_without_leading_zero_is_checked():
     damaged = raw[:-3] + (b"0" if raw[-3:-2] != b"0" else b"1") + raw[-2:]
     with pytest.raises(ChecksumError):
         parse_readout(damaged)
+
+
+@pytest.mark.parametrize("group, value, unit", [("024562 kWh", "024562", "kWh"), ("-5.5 W", "-5.5", "W"),
+                                                ("  18438636", "  18438636", None), ("12 34", "12 34", None),
+                                                ("ABC DEF", "ABC DEF", None), ("000123.4*kWh", "000123.4", "kWh")])
+def test_unit_after_a_blank(group: str, value: str, unit) -> None:
+    """Iskra MT171 writes '024562 kWh' (a blank, no '*'): the number and the unit are split there;
+    blank padding, two numbers and text stay whole."""
+    (ds,) = parse_data_block(f"1.8.0({group})\r\n!")
+    assert (ds.values[0].value, ds.values[0].unit) == (value, unit)

@@ -14,7 +14,8 @@ How the data block is read (every rule comes from a corpus readout, see tests/te
   no address, on the same or a following line, belongs to the set before it (max-demand
   timestamps, load-profile lines, DSMR ``(m3)`` CR LF ``(00001.001)``). Several sets may share a
   line; ``!`` may follow the last ``)`` directly; duplicate addresses are kept in order.
-* A group is split at its first ``*`` into value and unit. The value keeps its blanks as sent
+* A group is split at its first ``*`` into value and unit (a number, blanks and a unit with no
+  ``*``, Iskra MT171 ``024562 kWh``, is split there). The value keeps its blanks as sent
   (``"        18438636"``); an empty unit (``013925.5*``) and a missing one are both ``None``.
   A group holding ``&`` (Siemens 2WR5 ``088*C&082*C``) is a list of sub-values with units of
   their own: it is kept whole as the value, with unit ``None``, because any split into one
@@ -320,8 +321,15 @@ def _obis(code: str) -> Optional[Obis]:
 def _value(group: str) -> DataValue:
     if "&" in group:
         return DataValue(group, None)
-    value, _, unit = group.partition("*")
+    value, star, unit = group.partition("*")
+    if not star:
+        spaced = _SPACED_UNIT.fullmatch(group)
+        if spaced is not None:  # Iskra MT171: '024562 kWh', the unit after a blank instead of '*'
+            return DataValue(spaced.group(1), spaced.group(2))
     return DataValue(value, unit.strip() or None)
+
+
+_SPACED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")
 
 
 def _note(skipped: List[str], fragment: str) -> None:
