@@ -374,11 +374,19 @@ def test_dsmr_2_3_gas_value_on_the_next_line():
 
 
 @pytest.mark.parametrize("line", ["1-0:1.6.0(02.589*kW)(2005091345)",  # IEC order: value, then time
-                                  "0-1:24.2.1(161331200000W)(00066.405*m3)",  # month 13: no time
                                   "0-1:24.2.1(161116200000W)(abc)"])  # nothing numeric after it
 def test_sets_that_do_not_fit_a_dsmr_time_are_read_as_sent(line: str):
     reading = _reading(_dsmr(line + "\r\n"), line.split("(")[0])
-    assert reading.raw == line.split("(")[1].split("*")[0].rstrip(")") and reading.timestamp is None
+    first = line.split("(")[1].split("*")[0].rstrip(")")
+    assert reading.raw == first and reading.timestamp is None
+    assert str(reading.value) == first.lstrip("0") or reading.value == Decimal(first)
+
+
+def test_a_dsmr_time_that_is_no_moment_still_places_the_value():
+    """Sagemcom T210-D without a gas meter sends '632525252525S' (month 25): no time, but the
+    value is still the group after it."""
+    reading = _reading(_dsmr("0-1:24.2.1(632525252525S)(00000.000)\r\n"), "0-1:24.2.1")
+    assert reading.value == Decimal("0.000") and reading.timestamp is None and reading.raw == "632525252525S"
 
 
 def test_identifiers_times_and_dates_stay_text():

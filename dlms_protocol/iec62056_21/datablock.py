@@ -211,7 +211,8 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
 
     * DSMR sets that start with their capture time, ``0-1:24.2.1(161116200000W)(00066.405*m3)``
       and Fluvius' ``1-0:1.6.0(200509134558S)(02.589*kW)``: the value is the first number after
-      it, the time (S summer, W winter: Dutch/Belgian time) is the reading's time;
+      it, the time (S summer, W winter: Dutch/Belgian time) is the reading's time, when it is a
+      real moment;
     * DSMR 2/3 gas ``0-1:24.3.0(121106150000)(00)(60)(1)(0-1:24.2.1)(m3)`` + ``(00054.386)`` on
       the next line: the value is the last group, its unit the sixth;
     * identifiers, times and dates (``Obis.is_text``) stay text: ``0-0:96.1.0(09610)`` is
@@ -227,8 +228,8 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
         number = to_number(last.value)
         if number is not None:
             return len(groups) - 1, number, last.unit or groups[5].value.strip() or None, None
-    stamp = _dsmr_time(first) if len(groups) > 1 else None
-    if stamp is not None:
+    if len(groups) > 1 and first.unit is None and _DSMR_TIME.fullmatch(first.value):
+        stamp = _dsmr_time(first)  # None for Sagemcom's '632525252525S' of an absent M-Bus device
         for i in range(1, len(groups)):
             number = to_number(groups[i].value)
             if number is not None:
