@@ -243,11 +243,7 @@ class Deframer:
         out: List[Item] = []
         # nothing more can arrive: a frame that was waiting only for one that might start inside
         # it (and never completed) is decided now, instead of being counted as noise
-        self._final = True
-        try:
-            self._process(out)
-        finally:
-            self._final = False
+        self._decide(out)
         rest = len(self._buf) - self._ctx - self._buf.count(hdlc.FLAG, self._ctx)
         self._noise += rest
         self.skipped += rest
@@ -267,12 +263,16 @@ class Deframer:
         """
         out: List[Item] = []
         if len(self._buf) > self._ctx:
-            self._final = True
-            try:
-                self._process(out)
-            finally:
-                self._final = False
+            self._decide(out)
         return out
+
+    def _decide(self, out: List[Item]) -> None:
+        """Scan once more, taking a frame that starts inside a candidate and is not complete for none."""
+        self._final = True
+        try:
+            self._process(out)
+        finally:
+            self._final = False
 
     def reset(self) -> None:
         """Forget everything buffered (after reopening a port)."""

@@ -80,6 +80,9 @@ _DSMR_CRC = re.compile(r"([0-9A-Fa-f]{3,4})(?=\r|\n|$)")
 _COMMAND = re.compile(r"[A-Z][0-9]")
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
+_SPACED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")  # '024562 kWh'
+_DSMR_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW])")  # YYMMDDhhmmss + summer/winter
+_DSMR_ZONES = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
 
 _MASK = bytes(b & 0x7F for b in range(256))
 _ODD = bytes(bin(b).count("1") & 1 for b in range(256))
@@ -206,8 +209,8 @@ class Readout:
 
 
 def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[datetime]]:
-    """(index of the group read, value, unit, capture time) of a data set: its first group, except where a format puts
-    the value later (the group list stays as sent in ``Reading.raw`` and ``extra``).
+    """(index of the group read, value, unit, capture time) of a data set: its first group, except
+    where a format puts the value later (the groups stay as sent in ``Reading.raw`` and ``extra``).
 
     * DSMR sets that start with their capture time, ``0-1:24.2.1(161116200000W)(00066.405*m3)``
       and Fluvius' ``1-0:1.6.0(200509134558S)(02.589*kW)``: the value is the first number after
@@ -228,8 +231,9 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
         number = to_number(last.value)
         if number is not None:
             return len(groups) - 1, number, last.unit or groups[5].value.strip() or None, None
-    if len(groups) > 1 and first.unit is None and _DSMR_TIME.fullmatch(first.value):
-        stamp = _dsmr_time(first)  # None for Sagemcom's '632525252525S' of an absent M-Bus device
+    written = _DSMR_TIME.fullmatch(first.value) if len(groups) > 1 and first.unit is None else None
+    if written is not None:
+        stamp = _dsmr_time(written)  # None for Sagemcom's '632525252525S' of an absent M-Bus device
         for i in range(1, len(groups)):
             number = to_number(groups[i].value)
             if number is not None:
@@ -239,15 +243,8 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
     return 0, convert_value(first.value), first.unit, None
 
 
-_DSMR_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW])")
-_DSMR_ZONES = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
-
-
-def _dsmr_time(group: DataValue) -> Optional[datetime]:
-    """A DSMR time stamp group ``YYMMDDhhmmssS``/``...W`` (summer/winter time), else None."""
-    m = _DSMR_TIME.fullmatch(group.value)
-    if m is None or group.unit is not None:
-        return None
+def _dsmr_time(m: "re.Match[str]") -> Optional[datetime]:
+    """The moment of a DSMR time stamp ``YYMMDDhhmmssS``/``...W`` (summer/winter time), else None."""
     y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
     try:
         return datetime(2000 + y, mo, d, h, mi, sec, tzinfo=_DSMR_ZONES[m.group(7)])
@@ -328,9 +325,6 @@ def _value(group: str) -> DataValue:
         if spaced is not None:  # Iskra MT171: '024562 kWh', the unit after a blank instead of '*'
             return DataValue(spaced.group(1), spaced.group(2))
     return DataValue(value, unit.strip() or None)
-
-
-_SPACED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")
 
 
 def _note(skipped: List[str], fragment: str) -> None:
