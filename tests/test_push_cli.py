@@ -236,3 +236,24 @@ def test_decode_of_one_segment_says_the_rest_is_missing(capsys) -> None:
         code, lines, err = run_cli(capsys, "decode", "--hex", frames[0].hex(), "--key", EK, "--auth-key", AK)
         assert code == 1 and not lines
         assert "verified frame(s) but no complete message" in err and "no push frame found" not in err, kwargs
+
+
+def test_decode_of_a_capture_cut_out_of_a_running_line(capsys, tmp_path) -> None:
+    """A capture begins and ends inside a push: those ends are notes, the exit status stays 0;
+    damage between two decoded pushes is still an error (exit 1)."""
+    frames = [sim_frames(1, wrapper="hdlc", security=0x30, invocation_counter=n) for n in (7, 8, 9)]
+    whole = b"".join(frames)
+    capture = tmp_path / "cut.bin"
+    for head, tail, pushes, notes in ((40, 0, 2, ["began"]), (0, 60, 2, ["ended"]), (40, 60, 1, ["began", "ended"]),
+                                      (0, 0, 3, [])):
+        capture.write_bytes(whole[head:len(whole) - tail])
+        code, lines, err = run_cli(capsys, "decode", "--file", str(capture), "--key", EK, "--auth-key", AK, "--json")
+        assert code == 0 and len(lines) == pushes, (head, tail, err)
+        assert re.findall(r"^note: the capture (\w+) inside a message: \d+ bytes", err, re.M) == notes
+        assert "error" not in err
+    capture.write_bytes(frames[0] + b"\x11\x22\x33" + frames[1] + frames[2][:-30])
+    code, lines, err = run_cli(capsys, "decode", "--file", str(capture), "--key", EK, "--auth-key", AK, "--json")
+    assert code == 1 and len(lines) == 2 and err.splitlines()[-1].startswith("error: 3 bytes of noise skipped")
+    capture.write_bytes(frames[0][40:100])  # nothing decoded: the bytes are an error, not a note
+    code, lines, err = run_cli(capsys, "decode", "--file", str(capture), "--key", EK, "--auth-key", AK)
+    assert code == 1 and err.startswith("error: no push frame found")

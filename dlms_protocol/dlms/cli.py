@@ -168,11 +168,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
         for msg in decoder.feed(data[start:start + _SLICE]):
             show_message(msg, printer)
             shown += 1
+    before_end = len(errors)
     for msg in decoder.finish():
         show_message(msg, printer)
         shown += 1
     sys.stdout.flush()  # a closed pipe raises here (cli.main: status 0, quietly)
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
+    if shown:
+        lost = _edge_notes(lost, decoder.lead_in, errors[before_end:])
     if not shown and decoder.deframer.frames and all(isinstance(e, FramingError) for e in lost):
         print(f"error: the input holds {decoder.deframer.frames} verified frame(s) but no complete message: a "
               "message in several HDLC segments, M-Bus telegrams or GBT blocks needs all of them; capture a "
@@ -187,6 +190,19 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(f"error: {lost[0]}{more}", file=sys.stderr)
         return 1
     return 0
+
+
+def _edge_notes(lost: List[DlmsError], lead_in: Optional[DlmsError], at_end: List[DlmsError]) -> List[DlmsError]:
+    """A capture cut out of a running line begins and ends inside a message: the bytes before
+    the first frame and a frame left incomplete at the end are said in a note, not an error (the
+    exit status stays 0). Damage between the decoded messages, or a checksum error, stays an error."""
+    edges: List[DlmsError] = [e for e in at_end if isinstance(e, FramingError) and not isinstance(e, ChecksumError)]
+    if lead_in is not None:
+        edges.insert(0, lead_in)
+    for exc in edges:
+        where = "began" if exc is lead_in else "ended"
+        print(f"note: the capture {where} inside a message: {exc.cause}", file=sys.stderr)
+    return [e for e in lost if not any(e is x for x in edges)]
 
 
 def cmd_listen(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import ListenerConfig
-from ..errors import DecodeError, DlmsError, FramingError, UnknownLayoutError
+from ..errors import ChecksumError, DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
 from ..model import MeterData, Reading, Statistics, decimal_text, json_value
 from ..obis import Obis
@@ -212,6 +212,8 @@ class PushDecoder:
         #: listening starts in the middle of a message: the first framing error before the first
         #: good frame is that partial message, not a fault (logged at info, still counted)
         self._joining = True
+        #: that first framing error (the bytes before the first frame), once there was one
+        self.lead_in: Optional[DlmsError] = None
         self._gbt_raw: List[bytes] = []
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
@@ -364,10 +366,13 @@ class PushDecoder:
     def _error(self, exc: DlmsError) -> None:
         self.stats.error(exc)
         self.last_error = exc
+        joined = self._joining and isinstance(exc, FramingError) and not isinstance(exc, ChecksumError)
+        if joined:
+            self._joining = False
+            self.lead_in = exc
         if self.quiet:
             log.debug("%s", exc)
-        elif self._joining and isinstance(exc, FramingError):
-            self._joining = False
+        elif joined:
             log.info("%s (normal right after the port was opened: listening began inside a message)", exc)
         else:
             self._log(exc)
