@@ -207,3 +207,63 @@ def test_a_bare_apdu_is_delivered_when_the_line_goes_quiet():
     finally:
         lst.stop()
     assert len(got) == 1 and port.reads >= 2  # after the read that came back empty
+
+
+class BytewiseLine:
+    """Pushes at a line's byte rate with a pause between them, handed out one byte per read (as
+    some USB adapters do); ``gone`` once the last push was read."""
+
+    def __init__(self, pushes: List[bytes], bytes_per_s: float, pause: float) -> None:
+        self.starts, t = [], time.monotonic() + pause
+        for push in pushes:
+            self.starts.append(t)
+            t += len(push) / bytes_per_s + pause
+        self.pushes, self.rate, self.pos = pushes, bytes_per_s, (0, 0)
+        self.gone = threading.Event()
+
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+        k, i = self.pos
+        if k >= len(self.pushes):
+            self.gone.set()
+            raise TransportError("port gone", "plug it in")
+        due = self.starts[k] + (i + 1) / self.rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            if not timeout or wait > timeout:
+                time.sleep(timeout or 0)
+                return b""
+            time.sleep(wait)
+        byte = self.pushes[k][i:i + 1]
+        self.pos = (k, i + 1) if i + 1 < len(self.pushes[k]) else (k + 1, 0)
+        return byte
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_byte_per_read_costs_one_wait_per_push():
+    """A lone flag as the only byte of a read may begin a frame: the listener waits once for the
+    whole push, as long as the recent frames took, instead of first waiting for the line to go
+    quiet and then again for the rest (each wake-up costs CPU on a GX)."""
+    pushes = [frames("hdlc", 30 + i, counter=i + 1) for i in range(6)]
+    port = BytewiseLine(pushes, 3840.0, 0.1)  # 38400 Bd 8N1
+    got: List[MeterData] = []
+    lst = PushListener(ListenerConfig(port="/dev/fake", key=EK, auth_key=AK, baudrate=38400), got.append,
+                       opener=lambda _cfg: port, backoff_initial=5, backoff_max=5)
+    waits: List[float] = []
+    plain_wait = lst._stop.wait
+
+    def counted(timeout: Optional[float] = None) -> bool:
+        waits.append(timeout or 0.0)
+        return plain_wait(timeout)
+
+    lst._stop.wait = counted  # type: ignore[method-assign]
+    lst.start()
+    try:
+        assert port.gone.wait(30)
+    finally:
+        lst.stop()
+    assert len(got) == len(pushes)
+    waits = [w for w in waits if w < 1.0]  # (not the back-off after the port went away)
+    # the first push has no length to go by yet: it takes one quiet-line wait more
+    assert len(waits) <= len(pushes) + 1, " ".join(f"{w:.4f}" for w in waits)
