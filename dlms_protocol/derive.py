@@ -13,7 +13,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from .model import MeterData, Reading
+from .model import MeterData, Reading, new_reading
 from .obis import Obis
 from .units import parse_unit
 
@@ -63,8 +63,7 @@ def _net(code: Obis, plus: Reading, minus: Reading, derived: bool) -> Optional[R
         return None
     a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
     obis, text = _result_code(a, b, code)
-    return Reading(code=text, obis=obis, value=value, unit=plus.unit, raw=None, index=-1,
-                   timestamp=plus.timestamp, derived=derived)
+    return new_reading(text, obis, value, plus.unit, None, None, -1, plus.timestamp, (), derived)
 
 
 @lru_cache(maxsize=256)

@@ -137,13 +137,13 @@ _new_object = object.__new__
 
 def new_reading(code: str, obis: Optional[Obis], value: Value, unit: Optional[str], raw: Value,
                 scaler: Optional[int], index: int, timestamp: Optional[datetime],
-                extra: Tuple[Tuple[str, Optional[str]], ...]) -> Reading:
-    """``Reading(...)`` with all fields but ``derived`` given, at half the cost: a push builds
-    dozens per frame, and the frozen dataclass's ``__init__`` sets each field through
-    ``object.__setattr__``. Equal to the dataclass-built one in every way (eq, hash, repr)."""
+                extra: Tuple[Tuple[str, Optional[str]], ...], derived: bool = False) -> Reading:
+    """``Reading(...)`` with every field given, at half the cost: a push builds dozens per frame,
+    and the frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``.
+    Equal to the dataclass-built one in every way (eq, hash, repr)."""
     r = _new_object(Reading)
     r.__dict__.update(code=code, obis=obis, value=value, unit=unit, raw=raw, scaler=scaler, index=index,
-                      timestamp=timestamp, extra=extra, derived=False)
+                      timestamp=timestamp, extra=extra, derived=derived)
     return r
 
 
@@ -165,6 +165,16 @@ class MeterData:
     #: the decoded message this snapshot came from (``PushMessage``, ``SmlTelegram``, D0 ``Readout``)
     #: when a tool shows its protocol details (``jsonform.meter_data_json``); not compared
     message: Any = field(default=None, compare=False, repr=False)
+
+    def with_readings(self, readings: Tuple[Reading, ...]) -> "MeterData":
+        """``dataclasses.replace(self, readings=readings)`` without the frozen ``__init__`` (every
+        push is enriched once); the lookup cache of ``find`` is not carried over."""
+        new = _new_object(MeterData)
+        fields = dict(self.__dict__)
+        fields.pop("_by_cde", None)
+        fields["readings"] = readings
+        new.__dict__.update(fields)
+        return new
 
     def find(self, pattern: Union[str, Obis]) -> List[Reading]:
         """All readings whose code a user pattern selects (see Obis.matches), in meter order."""

@@ -337,7 +337,7 @@ def enrich(data: MeterData) -> MeterData:
     extra = derive_all(data)
     if not extra:
         return data
-    return replace(data, readings=tuple(data.readings) + tuple(extra))
+    return data.with_readings(tuple(data.readings) + tuple(extra))
 
 
 class Pipeline:

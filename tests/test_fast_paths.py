@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, List, Optional
 
@@ -23,7 +24,7 @@ from dlms_protocol.dlms.apdu import decode_apdu
 from dlms_protocol.dlms.decoder import PushMessage, _display, decode_bytes
 from dlms_protocol.dlms.payload import _Builder, interpret
 from dlms_protocol.dlms.profiles import choose, load_profiles
-from dlms_protocol.model import Reading, decimal_text, json_value, new_reading
+from dlms_protocol.model import MeterData, Reading, decimal_text, json_value, new_reading
 from dlms_protocol.obis import Obis
 from dlms_protocol.simulator.push import PushSimulator
 from helpers import ROOT, corpus_files, load_json
@@ -162,6 +163,8 @@ def test_new_reading_is_the_dataclass_reading(code: str, value: Any, unit: Optio
     fast = new_reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra))
     plain = Reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra))
     assert fast == plain and repr(fast) == repr(plain) and fast.derived is False
+    made = new_reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra), True)
+    assert made == replace(plain, derived=True) and made.derived is True
     if _hashable(plain):
         assert hash(fast) == hash(plain)
     with pytest.raises(AttributeError):
@@ -224,3 +227,23 @@ def test_number_rule_of_obis_values_is_the_general_rule(code: Obis, value: int, 
         plain._obis_value(code, 4, value, type_name, su, class_id, attribute)
     assert fast.readings == plain.readings and fast.unscaled == plain.unscaled
     assert [repr(r) for r in fast.readings] == [repr(r) for r in plain.readings]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["1-0:1.7.0.255", "1-0:2.7.0.255", "1-0:32.7.0.255", "0-0:96.1.0.255"]),
+                max_size=5), st.integers(0, 3))
+def test_with_readings_is_dataclasses_replace(codes: list, extra: int) -> None:
+    """The enrichment's copy of a snapshot equals ``dataclasses.replace`` in every field, and does
+    not carry the lookup cache of the readings it replaced."""
+    readings = tuple(new_reading(c, Obis.parse(c), Decimal(i), "W", i, 0, i, None, ()) for i, c in enumerate(codes))
+    data = MeterData(kind="push", readings=readings, received=1.5, meter_id="X", text="t", raw=b"r", profile="p",
+                     checksum="HDLC FCS", message=object())
+    data.find("1.7.0")  # fills the cache
+    more = readings + tuple(new_reading("1-0:16.7.0", Obis.parse("1-0:16.7.0"), Decimal(1), "W", None, None, -1,
+                                        None, (), True) for _ in range(extra))
+    fast, plain = data.with_readings(more), replace(data, readings=more)
+    assert fast == plain and repr(fast) == repr(plain) and fast.message is data.message
+    assert [r.code for r in fast.find("16.7.0")] == ["1-0:16.7.0"] * extra  # not the old snapshot's index
+    with pytest.raises(AttributeError):
+        fast.kind = "readout"  # type: ignore[misc]  # still frozen
+
