@@ -44,7 +44,6 @@ Why the extra machinery around pyserial:
 from __future__ import annotations
 
 import errno
-import glob
 import logging
 import os
 import select
@@ -112,6 +111,8 @@ _STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: ser
 
 
 def _by_id_hint() -> str:
+    import glob  # only for this hint, after an error
+
     names = sorted(glob.glob("/dev/serial/by-id/*"))
     if names:
         return "ports present: " + ", ".join(names[:4])

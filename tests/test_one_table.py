@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
@@ -141,7 +142,7 @@ def test_no_second_table_of_identity_codes_in_the_code() -> None:
 
 
 def test_the_victron_serial_comes_from_the_identity_table() -> None:
-    table = json.loads(DEFAULT_FILE.read_text(encoding="utf-8"))
+    table = json.loads(Path(DEFAULT_FILE).read_text(encoding="utf-8"))
     serial = [s for s in table["sources"] if s["path"] == "/Serial"]
     assert serial == [{"path": "/Serial", "identity": True}]
     codes = {tuple(s.get("obis", ())) for s in table["sources"]}
@@ -166,7 +167,7 @@ def test_every_profile_meter_id_field_carries_a_code_of_the_table() -> None:
 
 # ------------------------------------------------------------------- one unit conversion
 def test_the_victron_table_keeps_no_unit_conversions() -> None:
-    table = json.loads(DEFAULT_FILE.read_text(encoding="utf-8"))
+    table = json.loads(Path(DEFAULT_FILE).read_text(encoding="utf-8"))
     assert "units" not in table
     assert {spec["unit"] for spec in table["paths"].values()} == {"W", "V", "A", "", "kWh", "Hz", None}
 

@@ -355,3 +355,35 @@ def test_udev_rule_change_leaves_the_root_file_system_as_it_was(tmp_path: Path, 
         assert calls.index("remount-rw.sh") < calls.index("mount -o remount,ro /")
     else:
         assert not [c for c in calls if "remount" in c]
+
+
+def test_files_named_in_a_config_stay_inside_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile or mapping file must lie in the config file's folder (a profile also among the
+    built-in ones): no ``..`` and no symlink lead out of it, and the error says where it belongs."""
+    conf = tmp_path / "conf"
+    (conf / "sub").mkdir(parents=True)
+    (conf / "sub" / "mine.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "outside.json").write_text("{}", encoding="utf-8")
+    (conf / "link.json").symlink_to(tmp_path / "outside.json")
+    builtin = ROOT / "dlms_protocol" / "data" / "profiles" / "kamstrup-han.json"
+
+    def profile(text: str) -> object:
+        return load_config(write(conf, "m.ini", f"[meter]\nport = /dev/x\nprofile = {text}\n")).listener.profile
+
+    assert profile("sub/mine.json") == str((conf / "sub" / "mine.json").resolve())
+    assert profile(str(builtin)) == str(builtin.resolve())
+    assert profile("kamstrup-han") == "kamstrup-han"  # a name stays a name
+    for bad in ("../outside.json", "link.json", str(tmp_path / "outside.json"), "sub/../../outside.json"):
+        with pytest.raises(ConfigurationError, match=r"points outside the config folder") as err:
+            profile(bad)
+        assert str(conf) in err.value.fix
+    with pytest.raises(ConfigurationError, match=r"no such file"):
+        profile("sub/missing.json")
+    mapping = load_config(write(conf, "v.ini", "[meter]\nport = /dev/x\n[victron]\nmapping_file = sub/mine.json\n"))
+    assert mapping.bridge.mapping_file == str((conf / "sub" / "mine.json").resolve())
+    with pytest.raises(ConfigurationError, match=r"\[victron\] mapping_file = '../outside.json' points outside"):
+        load_config(write(conf, "w.ini", "[meter]\nport = /dev/x\n[victron]\nmapping_file = ../outside.json\n"))
+    # a config named without a folder: its folder is the working directory
+    monkeypatch.chdir(conf)
+    write(conf, "m.ini", "[meter]\nport = /dev/x\nprofile = sub/mine.json\n")
+    assert load_config("m.ini").listener.profile == str((conf / "sub" / "mine.json").resolve())

@@ -20,8 +20,8 @@ from __future__ import annotations
 import ast
 import configparser
 import logging
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import ListenerConfig, ReadoutConfig, check_number
@@ -47,7 +47,8 @@ _RANGES: Dict[str, Tuple[float, float, bool, bool]] = {
     "device_instance": (0, 999, True, False),
 }
 #: where a profile JSON may be read from besides the config file's folder
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
+#: (os.path, not pathlib: the service would load pathlib for these few paths alone)
+PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data", "profiles")
 
 #: INI keys per section and a one-line meaning (also used by --check-config and the docs)
 METER_KEYS: Dict[str, str] = {
@@ -203,19 +204,17 @@ def _number(section: str, key: str, text: str, kind: type = float) -> Any:
         raise ConfigurationError(f"[{section}] {exc.cause}", exc.fix) from None
 
 
-def _confined(section: str, key: str, text: str, base: Path, also: Optional[Path] = None) -> str:
+def _confined(section: str, key: str, text: str, base: str, also: Optional[str] = None) -> str:
     """A file path resolved against the config file's folder, which must stay inside it (or ``also``).
 
     A config must not make the service read /etc/shadow or ../../something as a mapping or
     profile: the error says where such files belong.
     """
-    path = (base / text).resolve()
-    for root in (base.resolve(),) + ((also.resolve(),) if also is not None else ()):
-        try:
-            path.relative_to(root)
-        except ValueError:
+    path = os.path.realpath(os.path.join(base, text))
+    for root in (os.path.realpath(base),) + ((os.path.realpath(also),) if also is not None else ()):
+        if os.path.commonpath((path, root)) != root:
             continue
-        if not path.is_file():
+        if not os.path.isfile(path):
             raise ConfigurationError(f"[{section}] {key} = {text!r}: no such file ({path})",
                                      f"put the file beside the config file ({base}) and name it there")
         return str(path)
@@ -224,7 +223,7 @@ def _confined(section: str, key: str, text: str, base: Path, also: Optional[Path
                              f"put the file in {where} and write its name (relative to the config file)")
 
 
-def _profile(text: str, base: Path) -> Optional[str]:
+def _profile(text: str, base: str) -> Optional[str]:
     """auto -> None; a name stays a name; a file path is confined (see ``_confined``)."""
     if text.lower() == "auto":
         return None
@@ -266,7 +265,7 @@ _MODE_KEYS = {
 _CONNECTION = {"push": "DLMS push", "readout": "IEC 62056-21", "poll": "DLMS poll"}
 
 
-def _poll_config(m: Dict[str, str], port: str, base: Path) -> Any:
+def _poll_config(m: Dict[str, str], port: str, base: str) -> Any:
     """[meter] of mode = poll as the DLMS client's PollConfig (keys and password never shown)."""
     from ..poll.config import PollConfig
 
@@ -286,14 +285,14 @@ def _poll_config(m: Dict[str, str], port: str, base: Path) -> Any:
         key=m.get("key") or None,
         auth_key=m.get("auth_key") or None,
         system_title=m.get("system_title") or None,
-        state_file=str((base / state).resolve()) if state else None,
+        state_file=os.path.realpath(os.path.join(base, state)) if state else None,
         obis=tuple(c.strip() for c in m.get("obis", "").replace(";", ",").split(",") if c.strip()),
         timeout=_number("meter", "timeout", m.get("timeout", "3")),
     )
 
 
 # -------------------------------------------------------------------------- INI
-def _read_ini(path: Path, text: str) -> StandaloneConfig:
+def _read_ini(path: str, text: str) -> StandaloneConfig:
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
     try:
         cp.read_string(text, source=str(path))
@@ -342,7 +341,7 @@ def _read_ini(path: Path, text: str) -> StandaloneConfig:
                                  "remove them or change mode")
     listener = readout = poll = None
     interval = 30.0
-    base = path.parent
+    base = os.path.dirname(path) or "."
     if mode == "poll":
         interval = _number("meter", "interval", m.get("interval", "30"))
         poll = _poll_config(m, port, base)
@@ -507,10 +506,10 @@ def _legacy_profile(telegram_id: Any, notes: List[str]) -> Optional[str]:
     return None
 
 
-def _read_legacy(path: Path, text: str) -> StandaloneConfig:
+def _read_legacy(path: str, text: str) -> StandaloneConfig:
     values = read_python_literals(text, str(path))
     notes: List[str] = []
-    where = f"{path.name}"
+    where = os.path.basename(path)
     port = _port(str(values.get("TTY_INTERFACE") or ""))
     if not port:
         raise ConfigurationError(f"{where}: TTY_INTERFACE is missing", "write TTY_INTERFACE = 'ttyUSB0'")
@@ -551,8 +550,8 @@ def _read_legacy(path: Path, text: str) -> StandaloneConfig:
                             source=f"dbus-dlms-meter config.py ({path})", notes=notes)
 
 
-def _looks_legacy(path: Path, text: str) -> bool:
-    if path.suffix == ".py":
+def _looks_legacy(path: str, text: str) -> bool:
+    if os.path.splitext(path)[1] == ".py":
         return True
     head = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("#", ";")))
     return "TTY_INTERFACE" in head and "[" not in head.split("TTY_INTERFACE", 1)[0]
@@ -564,9 +563,10 @@ def load_config(path: str, victron: Optional[bool] = True) -> StandaloneConfig:
     ``victron``: True publishes on D-Bus whatever the file says (``victron --config``); None
     (``serve``) only when the file has a [victron] section (dbus-dlms-meter's config.py: always).
     """
-    p = Path(path)
+    p = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, encoding="utf-8") as f:
+            text = f.read()
     except OSError as exc:
         raise ConfigurationError(f"config file {path} cannot be read ({exc.strerror})",
                                  "check the path given with --config") from None

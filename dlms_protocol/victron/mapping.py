@@ -46,11 +46,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import attrgetter
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import units as _units
@@ -61,7 +61,9 @@ from ..ratelimit import Once
 
 LOG = logging.getLogger(__name__)
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "data" / "victron_mapping.json"
+#: (os.path, not pathlib: the service would load pathlib for this path alone)
+DEFAULT_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data",
+                            "victron_mapping.json")
 PHASES = (1, 2, 3)
 _PARTS = ("value",)
 _TOTAL_ON_L1 = ("auto", "yes", "no")
@@ -178,10 +180,12 @@ def _merge(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
 
 def load_table(user_file: Optional[str] = None) -> Dict[str, Any]:
     """The built-in table merged with a user's override file (same layout)."""
-    table = json.loads(DEFAULT_FILE.read_text(encoding="utf-8"))
+    with open(DEFAULT_FILE, encoding="utf-8") as f:
+        table = json.load(f)
     if user_file:
         try:
-            override = json.loads(Path(user_file).read_text(encoding="utf-8"))
+            with open(user_file, encoding="utf-8") as f:
+                override = json.load(f)
         except OSError as exc:
             raise ConfigurationError(f"mapping file {user_file} cannot be read ({exc.strerror})",
                                      "check the path of mapping_file") from None

@@ -5,7 +5,6 @@ settled without importing the D-Bus layer before ``start()``.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Optional, Tuple
 
@@ -27,6 +26,8 @@ def clean_suffix(text: str) -> str:
         return ""
     out = out if not out[0].isdigit() else "_" + out
     if len(out) > MAX_SUFFIX:
+        import hashlib  # only for such long names: the service never loads it otherwise
+
         digest = hashlib.sha1(out.encode("utf-8")).hexdigest()[:8]
         out = out[:MAX_SUFFIX - 9].rstrip("_") + "_" + digest
     return out
