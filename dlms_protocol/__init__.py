@@ -12,7 +12,11 @@ The package re-exports the errors, ``MeterData``, ``Reading``, ``Statistics`` an
 imported on first use (PEP 562): importing the package itself loads nothing, so that
 ``python -m dlms_protocol`` can pause the garbage collector before its modules load (``__main__``).
 """
+import os
+
 __version__ = "2.0.0"
+#: the package's data folder (profiles, tables): os.path, not pathlib, which no command's start-up pays for
+DATA_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "data")
 
 #: re-exported names (besides the errors) and the module each lives in
 _EXPORTS = {"MeterData": "model", "Reading": "model", "Statistics": "model", "Obis": "obis"}

@@ -13,6 +13,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
+from . import DATA_DIR
 from .model import MeterData, Reading, new_reading
 from .obis import Obis
 from .units import parse_unit
@@ -21,8 +22,8 @@ from .units import parse_unit
 @lru_cache(maxsize=1)
 def rules() -> List[Tuple[Obis, Obis, Obis]]:
     """(derived code, plus part, minus part) for every rule in ``data/derived.json``."""
-    with open(os.path.join(os.path.dirname(__file__), "data", "derived.json"), encoding="utf-8") as f:
-        table = json.load(f)  # os.path, not pathlib: every listener and service pays its imports
+    with open(os.path.join(DATA_DIR, "derived.json"), encoding="utf-8") as f:
+        table = json.load(f)
     rules = [(Obis.parse(r["obis"]), Obis.parse(r["plus"]), Obis.parse(r["minus"])) for r in table["rules"]]
     return rules
 

@@ -17,13 +17,13 @@ field (HDLC format field, M-Bus L field) says the rest takes at the line's chara
 takes what is buffered; it feeds the decoder at a frame end, or when the line stayed quiet for
 a few character times (framings without a length, a stalled or damaged frame). Every wake-up
 costs about a fifth of a push's CPU, so two rules keep it at one wake-up for the rest of the
-frame: while the length field has not arrived yet (one byte per read; a lone flag or M-Bus start
-byte may begin a frame), the wait is for the shortest of the last few complete frames (push
-meters send the same lists again and again; a shorter frame than that only costs another
-wait); and each wait has some slack
-(``SLACK_SHARE`` of the frame time, at most ``SLACK_MAX``), because a USB adapter hands over
-its last bytes up to its latency timer after they left the wire. Neither rule can change what
-is decoded, only when: a wait that ends early is followed by another one.
+frame: while the length field has not arrived yet (one byte per read; a lone flag or M-Bus
+start byte may begin a frame), the wait is for the shortest of the last few complete frames
+(push meters send the same lists again and again; a shorter frame than that only costs another
+wait); and each wait has some slack (``SLACK_SHARE`` of the frame time, at most ``SLACK_MAX``),
+because a USB adapter hands over its last bytes up to its latency timer after they left the
+wire. Neither rule can change what is decoded, only when: a wait that ends early is followed by
+another one.
 
 Rate limit (``config.min_interval``): *keep latest*. Within the interval after a delivery, a
 newer message replaces the held one, which is delivered when the interval has passed; so
@@ -45,7 +45,8 @@ from ..model import MeterData, Statistics
 from ..ratelimit import Backoff
 from ..transport import Transport
 from .decoder import PushDecoder, PushMessage
-from .mbus import user_data_length
+from .hdlc import FLAG
+from .mbus import START, user_data_length
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,6 @@ def missing_bytes(buf: bytes) -> Optional[int]:
     return 0
 
 
-#: the first byte of an HDLC frame (flag) or an M-Bus long frame
-_FIRST_BYTES = (0x7E, 0x68)
 #: where a frame can begin: an HDLC flag and format byte, or an M-Bus long-frame header
 _FRAME_START = re.compile(rb"\x7e[\xa0-\xaf]|\x68(.)\1\x68", re.S)
 
@@ -304,7 +303,7 @@ class PushListener:
         and where that frame ends when it is complete."""
         start = frame_start(buf)
         if start is None:
-            if not buf or buf[-1] not in _FIRST_BYTES:
+            if not buf or buf[-1] not in (FLAG, START):
                 return None, 0
             start = len(buf) - 1  # one byte per read: a frame may begin here, its header is on its way
         frame = bytes(buf[start:])

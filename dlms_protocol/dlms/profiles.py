@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 from ..errors import ConfigurationError
 from ..obis import Obis
+from .. import DATA_DIR
 from . import units
 from .apdu import INTEGER_TYPES, TYPE_NAMES, Notification, parse_datetime
 
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 #: the built-in profiles' folder as text; ``BUILTIN_DIR`` is the same as a Path (made on first use:
 #: pathlib is no part of a decoder's start-up, which every push command and the Victron service pay)
-_BUILTIN = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data", "profiles")
+_BUILTIN = os.path.join(DATA_DIR, "profiles")
 SHAPES = ("positional", "obis", "push-list", "single")
 KINDS = ("number", "enum", "bool", "text", "datetime", "bytes")
 TEXT_TYPES = frozenset({"octet-string", "visible-string", "utf8-string"})

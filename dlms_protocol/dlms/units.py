@@ -11,11 +11,12 @@ import os
 from functools import lru_cache
 from typing import Dict, FrozenSet, Optional, Tuple
 
+from .. import DATA_DIR
+
 
 @lru_cache(maxsize=1)
 def _table() -> Dict[int, Tuple[Optional[str], str]]:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data", "units.json")
-    with open(path, encoding="utf-8") as f:  # os.path, not pathlib: start-up time of every command
+    with open(os.path.join(DATA_DIR, "units.json"), encoding="utf-8") as f:
         raw = json.load(f)["units"]
     return {int(code): (entry[0], entry[1]) for code, entry in raw.items()}
 

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .. import DATA_DIR
 from ..config import ListenerConfig, ReadoutConfig, check_number
 from ..errors import ConfigurationError
 from .bridge_settings import ROLES, BridgeSettings
@@ -47,8 +48,7 @@ _RANGES: Dict[str, Tuple[float, float, bool, bool]] = {
     "device_instance": (0, 999, True, False),
 }
 #: where a profile JSON may be read from besides the config file's folder
-#: (os.path, not pathlib: the service would load pathlib for these few paths alone)
-PROFILE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data", "profiles")
+PROFILE_DIR = os.path.join(DATA_DIR, "profiles")
 
 #: INI keys per section and a one-line meaning (also used by --check-config and the docs)
 METER_KEYS: Dict[str, str] = {
@@ -217,7 +217,7 @@ def _confined(section: str, key: str, text: str, base: str, also: Optional[str] 
         if not os.path.isfile(path):
             raise ConfigurationError(f"[{section}] {key} = {text!r}: no such file ({path})",
                                      f"put the file beside the config file ({base}) and name it there")
-        return str(path)
+        return path
     where = f"{base}" + (f" or {also}" if also is not None else "")
     raise ConfigurationError(f"[{section}] {key} = {text!r} points outside the config folder",
                              f"put the file in {where} and write its name (relative to the config file)")
@@ -295,7 +295,7 @@ def _poll_config(m: Dict[str, str], port: str, base: str) -> Any:
 def _read_ini(path: str, text: str) -> StandaloneConfig:
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"), strict=True)
     try:
-        cp.read_string(text, source=str(path))
+        cp.read_string(text, source=path)
     except configparser.Error as exc:
         raise ConfigurationError(f"{path} is not a valid INI file ({str(exc).splitlines()[0]})",
                                  "see venus/dlms-meter.ini.example for the layout") from None
@@ -507,7 +507,7 @@ def _legacy_profile(telegram_id: Any, notes: List[str]) -> Optional[str]:
 
 
 def _read_legacy(path: str, text: str) -> StandaloneConfig:
-    values = read_python_literals(text, str(path))
+    values = read_python_literals(text, path)
     notes: List[str] = []
     where = os.path.basename(path)
     port = _port(str(values.get("TTY_INTERFACE") or ""))

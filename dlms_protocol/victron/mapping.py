@@ -53,6 +53,7 @@ from operator import attrgetter
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from .. import DATA_DIR
 from .. import units as _units
 from ..errors import ConfigurationError
 from ..model import MeterData, Reading, value_text
@@ -61,9 +62,7 @@ from ..ratelimit import Once
 
 LOG = logging.getLogger(__name__)
 
-#: (os.path, not pathlib: the service would load pathlib for this path alone)
-DEFAULT_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data",
-                            "victron_mapping.json")
+DEFAULT_FILE = os.path.join(DATA_DIR, "victron_mapping.json")
 PHASES = (1, 2, 3)
 _PARTS = ("value",)
 _TOTAL_ON_L1 = ("auto", "yes", "no")
