@@ -6,6 +6,12 @@ decides what is done:
 
 * ``0x20``/``0x21`` encryption only: GCM without a tag is AES-CTR starting at the counter
   block ``IV || 00000002`` (IV = system title || invocation counter).
+
+Both directions go through one cached ``AESGCM`` object per key: its ``encrypt`` of the
+ciphertext yields the plaintext (GCM's keystream is the same both ways), and the tag is
+recomputed over that plaintext and compared in constant time with the frame's 12 bytes.
+``AESGCM.decrypt`` would want GCM's full 16-byte tag, and building a ``Cipher`` with a short-tag
+``GCM`` mode for every frame cost about 40 % of deciphering a push (90 us cold on this machine).
 * ``0x30``/``0x31`` authenticated encryption: with the authentication key configured the
   12-byte tag is verified (AAD = SC || AK) and a mismatch raises ``AuthenticationError``.
   Many operators hand out only the encryption key (the GUEK); then the frame is decrypted and
@@ -21,6 +27,7 @@ like "no data"). Key bytes never appear in messages or logs.
 from __future__ import annotations
 
 import logging
+from _operator import _compare_digest  # what hmac.compare_digest is, without hmac's hashlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Dict, Optional, Tuple
@@ -39,22 +46,14 @@ _CRYPTO_FIX = ("install it: opkg install python3-cryptography (Venus OS), pip in
                "elsewhere; plain (unencrypted) meters do not need it")
 
 
-class InvalidTag(Exception):
-    """Stands for cryptography's InvalidTag until cryptography is loaded (then rebound to it)."""
-
-
 def _load(name: str) -> ModuleType:
     import importlib
 
     try:
-        module = importlib.import_module(name)
+        return importlib.import_module(name)
     except ImportError:
         raise SecurityError("this frame is encrypted but the Python package cryptography is not installed",
                             _CRYPTO_FIX) from None
-    global InvalidTag
-    from cryptography.exceptions import InvalidTag as _real  # noqa: F811 - loaded with the ciphers
-    InvalidTag = _real  # type: ignore[misc,assignment]
-    return module
 
 
 class _Lazy:
@@ -100,19 +99,28 @@ def Cipher(algorithm: Any, mode: Any) -> Any:  # noqa: N802 - drop-in for crypto
     return _ciphers.Cipher(algorithm, mode)
 
 TAG_LEN = 12
-#: AES objects by key: a meter's frames all use one key, and building the object (key checks,
-#: three lazy lookups) cost a third of deciphering a push. Bounded; holds only configured keys.
-_AES: Dict[bytes, Any] = {}
+#: AESGCM objects by key: a meter's frames all use one key. Bounded; holds only configured keys.
+_AEAD: Dict[bytes, Any] = {}
+_aead: Any = _Lazy("cryptography.hazmat.primitives.ciphers.aead")
 
 
-def _gcm(key: bytes, iv: bytes, tag: bytes) -> Any:
-    """A GCM decryptor for one frame (the 12-byte DLMS tag is shorter than GCM's default)."""
-    aes = _AES.get(key)
-    if aes is None:
-        if len(_AES) >= 8:
-            _AES.clear()
-        aes = _AES[key] = algorithms.AES(key)
-    return Cipher(aes, modes.GCM(iv, tag, min_tag_length=TAG_LEN)).decryptor()
+def _gcm(key: bytes) -> Any:
+    aead = _AEAD.get(key)
+    if aead is None:
+        if len(_AEAD) >= 8:
+            _AEAD.clear()
+        aead = _AEAD[key] = _aead.AESGCM(key)
+    return aead
+
+
+def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """``data`` XOR GCM's keystream (counter 2 on): deciphers a body; GCM's own tag is dropped."""
+    return _gcm(key).encrypt(iv, data, None)[:-16]
+
+
+def _tag_ok(key: bytes, iv: bytes, plain: bytes, aad: bytes, tag: bytes) -> bool:
+    """Whether ``tag`` is the (12-byte DLMS) GCM tag of ``plain`` under ``aad``."""
+    return _compare_digest(_gcm(key).encrypt(iv, plain, aad)[-16:-16 + TAG_LEN], tag)
 
 
 @dataclass(frozen=True)
@@ -221,19 +229,13 @@ def _dsmr_plausible(text: bytes) -> bool:
     return not any((b < 0x20 or b > 0x7E) and b not in (0x0D, 0x0A) for b in text)
 
 
-def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
-    dec = Cipher(algorithms.AES(key), modes.CTR(iv + b"\x00\x00\x00\x02")).decryptor()
-    return dec.update(data) + dec.finalize()
-
-
-def _tag_failure(key: bytes, iv: bytes, body: bytes) -> SecurityError:
+def _tag_failure(plain: bytes) -> SecurityError:
     """Tell a wrong authentication key from a wrong encryption key after a tag mismatch (0x30).
 
-    The tag covers both keys, so it alone cannot say which one is wrong; decrypting once without
-    it can: a plaintext that is a well-formed APDU proves the encryption key (random bytes pass
+    The tag covers both keys, so it alone cannot say which one is wrong; the plaintext (deciphered
+    without it) can: a plaintext that is a well-formed APDU proves the encryption key (random bytes pass
     that test about once in 10^6), so the authentication key is wrong, or a byte was damaged.
     """
-    plain = _ctr(key, iv, body)
     if is_complete_apdu(plain) or _dsmr_plausible(plain):
         return AuthenticationError("authentication tag mismatch (the encryption key fits)",
                                    "check the authentication key")
@@ -256,27 +258,16 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
         if not key:
             raise MissingKeyError("frame is encrypted but no key is configured",
                                   "set key (the GUEK from your grid operator)")
+        plain = _ctr(key, iv, p.body)
         if sc & 0x10 and auth_key:
-            dec = _gcm(key, iv, p.auth_tag)
-            dec.authenticate_additional_data(bytes([sc]) + auth_key + p.extra_aad)
-            plain = dec.update(p.body)
-            try:
-                plain += dec.finalize()
-            except InvalidTag:
-                raise _tag_failure(key, iv, p.body) from None
+            if not _tag_ok(key, iv, plain, bytes([sc]) + auth_key + p.extra_aad, p.auth_tag):
+                raise _tag_failure(plain)
             verified = True
-        else:
-            plain = _ctr(key, iv, p.body)
     else:  # authentication only: the body is the plaintext
         plain = p.body
         if key and auth_key:
-            dec = _gcm(key, iv, p.auth_tag)
-            dec.authenticate_additional_data(bytes([sc]) + auth_key + p.extra_aad + plain)
-            try:
-                dec.finalize()
-            except InvalidTag:
-                raise AuthenticationError("authentication tag mismatch",
-                                          "check the authentication key") from None
+            if not _tag_ok(key, iv, b"", bytes([sc]) + auth_key + p.extra_aad + plain, p.auth_tag):
+                raise AuthenticationError("authentication tag mismatch", "check the authentication key")
             verified = True
     # A verified tag proves the keys; otherwise the plaintext must look like an APDU, because
     # a wrong encryption key yields random bytes (the APDU decoder then judges the content).
