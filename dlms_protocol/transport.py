@@ -40,6 +40,13 @@ Why the extra machinery around pyserial:
   reads and an ioctl), which a push service pays on every wake-up. It keeps pyserial's rules:
   ``cancel_read`` (its abort pipe) ends a wait, and a port that is "readable" but returns no data
   is gone (USB unplugged). Sockets, rfc2217 and other port objects read through pyserial.
+* **The kernel waits for a whole push** (``read_some(min_bytes=...)``, same ports): a waiting
+  read sets the tty's VMIN, and Linux (n_tty; BSD alike) reports the port readable only once
+  that many bytes are buffered, so a push that arrives one byte or one USB packet at a time
+  wakes the reader once instead of at its first bytes. The read still returns whatever is
+  buffered after the time-out. With VMIN above 0 an empty non-blocking read says EAGAIN and a
+  hung-up one 0 bytes, so no select is needed to tell them apart; with VMIN above 64, Linux
+  hands out at most 64 bytes per read, so the read goes on until the buffer is empty.
 """
 from __future__ import annotations
 
@@ -54,8 +61,11 @@ from typing import Any, Dict, Literal, Optional, Tuple
 import serial
 
 try:  # pyserial lets termios.error through on POSIX (e.g. a setting the driver refuses)
+    import termios
     from termios import error as _TermiosError
 except ImportError:  # pragma: no cover - Windows
+    termios = None  # type: ignore[assignment]
+
     class _TermiosError(Exception):  # type: ignore[no-redef]
         pass
 
@@ -179,6 +189,9 @@ class Transport:
         self._wire_free = 0.0  # monotonic time when the last written character has left the wire
         #: (descriptor, pyserial's abort pipe) when reads may go straight to the descriptor
         self._direct = _direct_fds(port)
+        #: the tty's VMIN as this object last set it (pyserial opens and re-programs ports with 0)
+        self._vmin = 0
+        self._vmin_stuck = False
 
     # ------------------------------------------------------------------ life cycle
     @classmethod
@@ -285,6 +298,7 @@ class Transport:
         with self._io():
             try:
                 self._port.baudrate = baudrate
+                self._vmin = 0  # (pyserial wrote all its settings again)
             except ValueError as exc:
                 raise ConfigurationError(f"baud rate {baudrate} not supported by {self.url} ({exc})",
                                          "use a standard rate: 300, 600, 1200, 2400, 4800, 9600, 19200") from None
@@ -351,7 +365,19 @@ class Transport:
                 self.sleep(remaining)
 
     def sleep(self, seconds: float) -> None:
-        """Sleep, but end early (with TransportError) when another thread closes the port."""
+        """Sleep, but end early (with TransportError) when another thread closes the port: on a
+        local serial port in one system call that close()'s ``cancel_read`` ends, else in slices."""
+        if self._direct is not None and seconds > 0:
+            with self._io():
+                abort = self._direct[1]
+                try:
+                    if select.select([abort], [], [], seconds)[0]:
+                        os.read(abort, 1000)
+                except OSError:
+                    pass  # (the port is being closed: said below)
+            if self._closed:
+                raise self._closed_error()
+            return
         deadline = time.monotonic() + seconds
         while True:
             if self._closed:
@@ -362,11 +388,14 @@ class Transport:
             time.sleep(min(remaining, SLICE))
 
     # ----------------------------------------------------------------------- input
-    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
         """Whatever has arrived (up to ``max_bytes``), waiting at most ``timeout`` s for the first byte.
 
         Returns ``b""`` on time-out; ``timeout=None`` waits until data arrives or the port closes.
         This is the call protocol drivers use: it returns as soon as anything is there.
+        ``min_bytes``: a waiting read returns early only once this many bytes (at most 255) are
+        there, where the kernel can wait for that (a local serial port; module docstring); fewer
+        bytes come after the time-out. Reads that do not wait keep the last waiting read's value.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         step = CANCELLABLE_SLICE if hasattr(self._port, "cancel_read") else SLICE
@@ -374,7 +403,9 @@ class Transport:
             wait = step if deadline is None else min(step, max(0.0, deadline - time.monotonic()))
             with self._io():
                 if self._direct is not None:
-                    data = _read_fd(self._direct, max_bytes, wait)
+                    if wait > 0:
+                        self._want_vmin(min(min_bytes, 255) if min_bytes > 1 else 0)
+                    data = _read_fd(self._direct, max_bytes, wait, self._vmin)
                 else:
                     self._set_wait(wait)
                     data = self._port.read(1)
@@ -432,6 +463,22 @@ class Transport:
         return bytes(buf)
 
     # --------------------------------------------------------------------- helpers
+    def _want_vmin(self, vmin: int) -> None:
+        """Set the tty's VMIN (a system call only when it changes: a push meter keeps its length)."""
+        if vmin == self._vmin or termios is None or self._direct is None or self._vmin_stuck:
+            return
+        fd = self._direct[0]
+        try:
+            attrs = termios.tcgetattr(fd)
+            attrs[6][termios.VMIN] = vmin
+            attrs[6][termios.VTIME] = 0
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        except termios.error as exc:  # reads still work, each wakes at its first bytes
+            log.debug("%s: VMIN not settable (%s); reads wake at the first byte", self.url, exc)
+            self._vmin_stuck = True  # (unchanged, so self._vmin still says what it is)
+            return
+        self._vmin = vmin
+
     def _set_wait(self, seconds: float) -> None:
         # pyserial's public ``timeout`` setter re-programs the whole port (tcsetattr) on every
         # change; its read() only consults ``_timeout``, so set that when it exists.
@@ -467,23 +514,35 @@ def _direct_fds(port: Any) -> Optional[Tuple[int, int]]:
     return fd, abort
 
 
+#: what Linux's tty layer hands out per read while VMIN is above it (module docstring)
+_TTY_CHUNK = 64
 _RETRY = (errno.EAGAIN, errno.EALREADY, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.EINTR)
 
 
-def _read_fd(fds: Tuple[int, int], max_bytes: int, wait: float) -> bytes:
+def _read_fd(fds: Tuple[int, int], max_bytes: int, wait: float, vmin: int = 0) -> bytes:
     """What pyserial's POSIX read does, in one select and one read of up to ``max_bytes``:
-    b"" after ``wait`` s or a ``cancel_read``; SerialException when the port is gone."""
+    b"" after ``wait`` s or a ``cancel_read``; SerialException when the port is gone. ``vmin``:
+    the tty's VMIN (module docstring); above 0 the read tells an empty line from a gone port."""
     fd, abort = fds
     try:
-        # select even when not waiting: pyserial sets VMIN = VTIME = 0, so an empty line reads as 0
-        # bytes, the same as a hung-up one; only "readable" tells them apart
-        ready, _, _ = select.select([fd, abort], [], [], wait)
-        if abort in ready:
-            os.read(abort, 1000)
-            return b""
-        if not ready:
-            return b""
-        data = os.read(fd, max_bytes)
+        # with VMIN 0 (pyserial's) select even when not waiting: an empty line reads as 0 bytes,
+        # the same as a hung-up one; only "readable" tells them apart
+        if wait > 0 or not vmin:
+            ready, _, _ = select.select([fd, abort], [], [], wait)
+            if abort in ready:
+                os.read(abort, 1000)
+                return b""
+            if not ready and not vmin:
+                return b""
+        data = os.read(fd, max_bytes)  # (VMIN above 0 and a timed-out wait: what is there, or EAGAIN)
+        last = len(data)
+        while vmin > _TTY_CHUNK and last == _TTY_CHUNK and len(data) < max_bytes:
+            try:
+                more = os.read(fd, max_bytes - len(data))
+            except OSError:
+                break  # empty now (EAGAIN); any other error comes again with the next read
+            data += more
+            last = len(more)
     except OSError as exc:
         if exc.errno in _RETRY:
             return b""  # nothing buffered (non-blocking), or a signal: like an empty read

@@ -69,7 +69,7 @@ class PiecePort:
         self.pieces = list(pieces)
         self.closed = threading.Event()
 
-    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
         if self.pieces:
             return self.pieces.pop(0)
         raise TransportError("port gone", "plug it in")
@@ -120,7 +120,7 @@ class BusyLine:
         self.pos = 0
         self.t0 = time.monotonic()
 
-    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
         arrived = min(len(self.stream), int((time.monotonic() - self.t0) * self.rate))
         if self.pos >= len(self.stream):
             raise TransportError("port gone", "plug it in")
@@ -174,7 +174,7 @@ class QuietAfter:
         self.data = data
         self.reads = 0
 
-    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
         self.reads += 1
         data, self.data = self.data, b""
         if not data and timeout:
@@ -221,7 +221,7 @@ class BytewiseLine:
         self.pushes, self.rate, self.pos = pushes, bytes_per_s, (0, 0)
         self.gone = threading.Event()
 
-    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None) -> bytes:
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
         k, i = self.pos
         if k >= len(self.pushes):
             self.gone.set()
@@ -267,3 +267,93 @@ def test_one_byte_per_read_costs_one_wait_per_push():
     waits = [w for w in waits if w < 1.0]  # (not the back-off after the port went away)
     # the first push has no length to go by yet: it takes one quiet-line wait more
     assert len(waits) <= len(pushes) + 1, " ".join(f"{w:.4f}" for w in waits)
+
+
+def test_on_a_local_port_the_kernel_waits_for_a_whole_push_where_that_saves_wake_ups():
+    """A real pty at 9600 Bd. A meter whose pushes all have one length, handed over in 64-byte
+    pieces (a USB adapter's packets): once the length is known, one waiting read takes the whole
+    push (the tty's VMIN), without the listener's own wait for the rest. Handed over one byte at a
+    time, the kernel would wake the thread for every byte: the listener goes back to its own wait.
+    A shorter push than the learned length is still delivered, within the idle read's time-out."""
+    from dlms_protocol.dlms.listener import IDLE_READ, open_port
+    from dlms_protocol.simulator.pty import PtyLink
+
+    link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+    sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=7, layout="profile",
+                        profile="si-sodo-reduxi-live23", invocation_counter=10)
+    reads: List[tuple] = []  # (phase, min_bytes, bytes returned)
+    sleeps: List[int] = []  # phase of each of the listener's own waits for the rest of a frame
+    phase = [0]
+
+    def opener(cfg: ListenerConfig):
+        port = open_port(cfg)
+        read_some, sleep = port.read_some, port.sleep
+
+        def counted_read(max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
+            data = read_some(max_bytes, timeout, min_bytes)
+            if timeout:
+                reads.append((phase[0], min_bytes, len(data)))
+            return data
+
+        def counted_sleep(seconds: float) -> None:
+            sleeps.append(phase[0])
+            sleep(seconds)
+
+        port.read_some, port.sleep = counted_read, counted_sleep  # type: ignore[method-assign]
+        return port
+
+    got: List[MeterData] = []
+    lst = PushListener(ListenerConfig(port=link.port, baudrate=9600, parity="N", key=EK, auth_key=AK),
+                       got.append, opener=opener)
+
+    def send(frame: bytes, piece: int) -> None:
+        for i in range(0, len(frame), piece):
+            link.raw_write(frame[i:i + piece])
+            time.sleep(piece * 10 / 9600)
+
+    def push(piece: int, count: int) -> None:
+        for _ in range(count):
+            before = len(got)
+            send(sim.emit(), piece)
+            deadline = time.monotonic() + 5
+            while len(got) == before and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert len(got) == before + 1, (phase, before, reads[-8:], sleeps[-8:], lst.stats.snapshot())
+            time.sleep(0.05)
+
+    lst.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not lst.connected and time.monotonic() < deadline:  # (pyserial's open empties the input)
+            time.sleep(0.01)
+        time.sleep(0.1)
+        push(64, 10)  # phase 0: learns the length (185) and the size of the pieces
+        whole = [r for r in reads if r[0] == 0 and r[1] == 185 and r[2] == 185]
+        assert len(whole) >= 4, reads
+        assert sleeps.count(0) <= 10 - len(whole)  # no own wait for a push the kernel waited for
+
+        phase[0] = 1
+        push(1, 4)  # one byte at a time: back to the listener's own wait after the first such push
+        assert len([r for r in reads if r[0] == 1 and r[1] > 1]) <= 1, reads
+        assert sleeps.count(1) >= 3
+
+        phase[0] = 2
+        push(64, 6)  # pieces again: the kernel's wait again
+        assert any(r[0] == 2 and r[1] == 185 and r[2] == 185 for r in reads), reads
+
+        phase[0] = 3
+        short = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=8, layout="profile",
+                              profile="si-sodo-usage12", invocation_counter=5000).emit()
+        assert len(short) < 185
+        before, start = len(got), time.monotonic()
+        link.raw_write(short)
+        while len(got) == before and time.monotonic() - start < IDLE_READ + 3:
+            time.sleep(0.005)
+        assert len(got) == before + 1 and time.monotonic() - start < IDLE_READ + 1.5
+        assert got[-1].profile == "si-sodo-usage12"
+        assert lst._expected() == 1  # a shorter push than the wait: the lengths are learned anew
+    finally:
+        lst.stop()
+        link.close()
+    assert lst.stats.get("framing_errors") == 0 and lst.stats.get("checksum_errors") == 0
+    assert lst.stats.get("messages") == len(got) == 21

@@ -342,3 +342,95 @@ def test_close_does_not_wait_for_a_stuck_drain_the_drain_closes_the_port(link):
     assert not thread.is_alive()
     assert isinstance(outcome.get("error"), TransportError)
     assert not port.is_open
+
+
+def _wait_buffered(t: Transport, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while t.in_waiting < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_a_waiting_read_with_min_bytes_wakes_only_when_that_many_are_there(link):
+    """The kernel holds the wake-up (VMIN) until min_bytes are buffered, then one call hands over
+    all of them (Linux gives at most 64 bytes per read while VMIN is above 64); fewer bytes come
+    after the time-out, and an empty line still reads as b"" (not as a vanished port)."""
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    try:
+        link.raw_write(bytes(10))
+        _wait_buffered(t, 10)
+        start = time.monotonic()
+        assert t.read_some(4096, timeout=0.3, min_bytes=185) == bytes(10)
+        assert time.monotonic() - start >= 0.25  # 10 < 185: not woken before the time-out
+        assert t.read_some(4096, timeout=0.05, min_bytes=185) == b""  # empty: no error
+
+        frame = bytes(range(185))
+        got = {}
+
+        def reader() -> None:
+            got["data"] = t.read_some(4096, timeout=5.0, min_bytes=185)
+            got["at"] = time.monotonic()
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        time.sleep(0.05)
+        link.raw_write(frame[:100])
+        time.sleep(0.3)
+        assert thread.is_alive()  # 100 of 185 bytes: still waiting
+        sent_rest = time.monotonic()
+        link.raw_write(frame[100:])
+        thread.join(5)
+        assert got["data"] == frame and got["at"] >= sent_rest  # all 185 bytes in one call
+        assert t.read_some(4096, timeout=0) == b""  # drained: an empty non-blocking read
+    finally:
+        t.close()
+
+
+def test_after_a_baud_switch_an_empty_read_is_not_taken_for_a_vanished_port(link):
+    """pyserial writes VMIN 0 again when it re-programs the port; with VMIN 0 an empty line reads
+    0 bytes like a hung-up one, so the transport must know and ask select again."""
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    try:
+        assert t.read_some(4096, timeout=0.05, min_bytes=100) == b""
+        t.set_baudrate(19200)
+        assert t.read_some(4096, timeout=0) == b""
+        assert t.read_some(4096, timeout=0.05) == b""
+        link.baudrate = 19200
+        link.raw_write(b"abc")
+        _wait_buffered(t, 3)
+        assert t.read_some(4096, timeout=0, min_bytes=50) == b"abc"  # a read that does not wait: what is there
+    finally:
+        t.close()
+
+
+def test_a_port_that_vanishes_during_a_read_with_min_bytes_is_an_error(link):
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    try:
+        assert t.read_some(4096, timeout=0.05, min_bytes=100) == b""
+        link.close()
+        with pytest.raises(TransportError):
+            t.read_some(4096, timeout=2.0, min_bytes=100)
+    finally:
+        t.close()
+
+
+def test_sleep_on_a_local_port_ends_when_another_thread_closes_it(link):
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    start = time.monotonic()
+    t.sleep(0.05)
+    assert time.monotonic() - start >= 0.045
+    outcome = {}
+
+    def sleeper() -> None:
+        try:
+            t.sleep(30)
+        except TransportError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    time.sleep(0.1)
+    closed_at = time.monotonic()
+    t.close()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - closed_at < 1.0
+    assert isinstance(outcome.get("error"), TransportError)

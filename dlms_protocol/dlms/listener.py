@@ -25,6 +25,18 @@ because a USB adapter hands over its last bytes up to its latency timer after th
 wire. Neither rule can change what is decoded, only when: a wait that ends early is followed by
 another one.
 
+On a local serial port the kernel can do the first wait as well (``Transport.read_some``'s
+``min_bytes``: the tty's VMIN): when the last few frames all had one length, the thread asks to
+be woken once that many bytes are there, and a push costs one wake-up of the thread. Linux still
+wakes it inside the kernel for every piece the line hands over, to see whether enough is there
+(about 12 us each on the development VM): that beats the thread's own second wake-up (about
+250 us, Python included) on a line that delivers pieces of ``MIN_PIECE`` bytes or more (USB
+adapters' packets, whole frames) and loses on one byte at a time. So the listener looks at the
+size of the pieces (the first read of a push without the kernel's wait) and goes back to it
+when a push woke the thread in the kernel more than ``MAX_PIECES`` times (the thread's
+voluntary context switches, ``getrusage``; Linux). A frame shorter than the wait is not lost: it is read when the
+idle read's time-out (``IDLE_READ``) ends, and the lengths are learned anew.
+
 Rate limit (``config.min_interval``): *keep latest*. Within the interval after a delivery, a
 newer message replaces the held one, which is delivered when the interval has passed; so
 sinks get at most one MeterData per interval and never a stale one, and the last push before
@@ -46,9 +58,16 @@ from ..ratelimit import Backoff
 from ..transport import Transport
 from .decoder import PushDecoder, PushMessage
 from .hdlc import FLAG
-from .mbus import START, user_data_length
+from .mbus import START, STOP, user_data_length
 
 log = logging.getLogger(__name__)
+
+try:
+    import resource
+
+    _RUSAGE_THREAD: Optional[int] = getattr(resource, "RUSAGE_THREAD", None)  # Linux
+except ImportError:  # pragma: no cover - Windows
+    _RUSAGE_THREAD = None
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
@@ -70,6 +89,10 @@ SLACK_SHARE = 0.125
 SLACK_MAX = 0.016
 #: complete frames whose lengths predict the next one (the shortest of them is used)
 LENGTH_MEMORY = 4
+#: the kernel waits for a whole push only on a line that hands over at least this many bytes at
+#: once, and stops when a push came in more than MAX_PIECES pieces (module docstring)
+MIN_PIECE = 32
+MAX_PIECES = 8
 #: below this many missing bytes the length field has not been read yet (HDLC flag + format)
 _HEADER = 4
 
@@ -113,6 +136,13 @@ def missing_bytes(buf: bytes) -> Optional[int]:
 
 #: where a frame can begin: an HDLC flag and format byte, or an M-Bus long-frame header
 _FRAME_START = re.compile(rb"\x7e[\xa0-\xaf]|\x68(.)\1\x68", re.S)
+
+
+def _wake_ups() -> int:
+    """The calling thread's voluntary context switches (0 where the system does not count them)."""
+    if _RUSAGE_THREAD is None:
+        return 0
+    return int(resource.getrusage(_RUSAGE_THREAD).ru_nvcsw)
 
 
 def frame_start(buf: bytes) -> Optional[int]:
@@ -168,6 +198,7 @@ class PushListener:
         self._held: Optional[PushMessage] = None
         self._lengths: Deque[int] = deque(maxlen=LENGTH_MEMORY)  #: recent complete frames (``_coalesce``)
         self._carry = b""  #: bytes read behind the last complete frame: the start of the next read
+        self._piece = 0  #: bytes the last read without the kernel's wait returned (``_idle_read``)
 
     # ------------------------------------------------------------------ control
     @property
@@ -251,7 +282,7 @@ class PushListener:
             # port, which ends the read at once, so the idle line costs one wake-up a second
             data, self._carry = self._carry, b""  # bytes behind the last decoded frame go first
             if not data:
-                data = port.read_some(4096, READ_SLICE if self._held is not None else IDLE_READ)
+                data = self._idle_read(port)
             if data:
                 data, lost = self._coalesce(port, data)
                 for msg in self.decoder.feed(data):
@@ -262,6 +293,34 @@ class PushListener:
                 for msg in self.decoder.settle():
                     self._deliver(msg)
             self._flush()
+
+    def _idle_read(self, port: Transport) -> bytes:
+        """The first bytes of the next push; learns what the kernel's wait needs (``_expected``)."""
+        expected = self._expected()
+        woken = _wake_ups() if expected > 1 else 0
+        data = port.read_some(4096, READ_SLICE if self._held is not None else IDLE_READ, expected)
+        if not data or not getattr(port, "reads_all_buffered", False):
+            return data  # (other ports read as they always do)
+        if expected == 1:
+            self._piece = len(data)  # what the line hands over at once when nobody waits for more
+        elif len(data) < expected:
+            self._lengths.clear()  # the wait was for more than came: wait for lengths seen anew
+        elif _wake_ups() - woken > MAX_PIECES:
+            self._piece = 0  # the line now hands over small pieces (another adapter): measure again
+        return data
+
+    def _expected(self) -> int:
+        """Bytes the next push has (the length of the last complete frames when they were all
+        alike), for the port to wake the thread only then; 1 when the lengths vary or the decoder
+        holds the start of a frame, whose rest may be shorter (the one byte it keeps after an HDLC
+        frame is its closing flag, which the next frame may share; a read that comes short of
+        the wait clears the lengths, ``_read_loop``)."""
+        lengths = self._lengths
+        held = getattr(getattr(self.decoder, "deframer", None), "buffered", 2)
+        if len(lengths) < LENGTH_MEMORY or not isinstance(held, int) or held > 1 or self._piece < MIN_PIECE:
+            return 1
+        first = lengths[0]
+        return first if lengths.count(first) == LENGTH_MEMORY else 1
 
     def char_time(self) -> float:
         """Seconds per character on the line (start + data + parity + stop bits)."""
@@ -274,6 +333,7 @@ class PushListener:
         and the error if the port went away meanwhile (raised once the bytes are decoded)."""
         char = self.char_time()
         quiet = max(QUIET_MIN, QUIET_CHARS * char)
+        whole = getattr(port, "reads_all_buffered", False)
         buf = bytearray(first)
         try:
             while len(buf) < COALESCE_MAX and not self._stop.is_set():
@@ -290,7 +350,12 @@ class PushListener:
                 if need is not None:
                     wire = need * char
                     wait = min(IDLE_READ, wire + quiet + min(SLACK_MAX, SLACK_SHARE * wire))
-                self._stop.wait(wait)  # one wake-up for the rest of the frame, not one per byte
+                # one wake-up for the rest of the frame, not one per byte (a local port sleeps in one
+                # system call that stop() ends)
+                if whole:
+                    port.sleep(wait)
+                else:
+                    self._stop.wait(wait)
                 if not self._drain(port, buf):  # what is buffered now
                     break  # quiet, or a frame end: the decoder keeps a partial frame for the next read
         except TransportError as exc:
@@ -309,7 +374,8 @@ class PushListener:
         frame = bytes(buf[start:])
         length = frame_length(frame)
         if length is not None and length <= len(frame):
-            self._lengths.append(length)
+            if frame[length - 1] in (FLAG, STOP):  # (a real frame's end, not noise that looked like a start)
+                self._lengths.append(length)
             return 0, start + length
         need = missing_bytes(frame)
         if need is not None and need < _HEADER and self._lengths:
