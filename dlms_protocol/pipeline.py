@@ -330,11 +330,22 @@ class Throttled(Output):
         return self.inner.status()
 
 
-def enrich(data: MeterData) -> MeterData:
-    """Add every register that follows exactly from the ones sent (see ``derive``), once."""
+#: derive.derive_all once loaded: an import statement in enrich ran importlib's Python code
+#: (package resolution) on every push
+_derive_all: Optional[Callable[[MeterData], List[Any]]] = None
+
+
+def _load_derive() -> Callable[[MeterData], List[Any]]:
+    global _derive_all
     from .derive import derive_all
 
-    extra = derive_all(data)
+    _derive_all = derive_all
+    return derive_all
+
+
+def enrich(data: MeterData) -> MeterData:
+    """Add every register that follows exactly from the ones sent (see ``derive``), once."""
+    extra = (_derive_all or _load_derive())(data)
     if not extra:
         return data
     return data.with_readings(tuple(data.readings) + tuple(extra))

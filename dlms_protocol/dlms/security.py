@@ -172,7 +172,10 @@ def parse_ciphered(apdu: bytes) -> CipheredApdu:
     tag = apdu[0]
     extra = b""
     if tag in (GLO_CIPHERING, DED_CIPHERING):
-        title, i = _octets(apdu, 1)
+        if len(apdu) > 10 and apdu[1] == 8:  # (the system title, as every meter sends it)
+            title, i = apdu[2:10], 10
+        else:
+            title, i = _octets(apdu, 1)
     elif tag == GENERAL_CIPHERING:
         start = 1
         _, i = _octets(apdu, start)  # transaction-id
@@ -258,9 +261,11 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
         if not key:
             raise MissingKeyError("frame is encrypted but no key is configured",
                                   "set key (the GUEK from your grid operator)")
-        plain = _ctr(key, iv, p.body)
+        aead = _AEAD.get(key) or _gcm(key)  # (_ctr and _tag_ok, written out: this runs for every push)
+        plain = aead.encrypt(iv, p.body, None)[:-16]
         if sc & 0x10 and auth_key:
-            if not _tag_ok(key, iv, plain, bytes([sc]) + auth_key + p.extra_aad, p.auth_tag):
+            tag = aead.encrypt(iv, plain, bytes([sc]) + auth_key + p.extra_aad)[-16:-16 + TAG_LEN]
+            if not _compare_digest(tag, p.auth_tag):
                 raise _tag_failure(plain)
             verified = True
     else:  # authentication only: the body is the plaintext
