@@ -40,8 +40,9 @@ from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHE
 log = logging.getLogger(__name__)
 
 # ``cryptography`` is imported on the first enciphered frame only: stock Venus OS does not ship it
-# (opkg feed only), and a plain meter or --check-config must not need it. 2.8 (Venus 3.0x-3.5x)
-# still wants an explicit backend; 42.x ignores it.
+# (opkg feed only), and a plain meter or --check-config must not need it. Deciphering uses AESGCM
+# (no backend argument in any version); ``Cipher`` below, for encoding (simulator, tests), passes
+# the backend 2.8 (Venus 3.0x-3.5x) still wants.
 _CRYPTO_FIX = ("install it: opkg install python3-cryptography (Venus OS), pip install cryptography "
                "elsewhere; plain (unencrypted) meters do not need it")
 
