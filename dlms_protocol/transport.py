@@ -42,8 +42,9 @@ Why the extra machinery around pyserial:
   is gone (USB unplugged). Sockets, rfc2217 and other port objects read through pyserial.
 * **The kernel waits for a whole push** (``read_some(min_bytes=...)``, same ports): a waiting
   read sets the tty's VMIN, and Linux (n_tty; BSD alike) reports the port readable only once
-  that many bytes are buffered, so a push that arrives one byte or one USB packet at a time
-  wakes the reader once instead of at its first bytes. The read still returns whatever is
+  that many bytes are buffered, so the reading thread returns once, with the whole push, instead
+  of at its first bytes (the kernel still looks at every piece that arrives; the push listener
+  decides when that pays, ``dlms/listener.py``). The read still returns whatever is
   buffered after the time-out. With VMIN above 0 an empty non-blocking read says EAGAIN and a
   hung-up one 0 bytes, so no select is needed to tell them apart; with VMIN above 64, Linux
   hands out at most 64 bytes per read, so the read goes on until the buffer is empty.

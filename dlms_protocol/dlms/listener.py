@@ -34,8 +34,9 @@ wakes it inside the kernel for every piece the line hands over, to see whether e
 adapters' packets, whole frames) and loses on one byte at a time. So the listener looks at the
 size of the pieces (the first read of a push without the kernel's wait) and goes back to it
 when a push woke the thread in the kernel more than ``MAX_PIECES`` times (the thread's
-voluntary context switches, ``getrusage``; Linux). A frame shorter than the wait is not lost: it is read when the
-idle read's time-out (``IDLE_READ``) ends, and the lengths are learned anew.
+voluntary context switches, ``getrusage``; Linux). A frame shorter than the wait is not lost:
+it is read when the idle read's time-out (``IDLE_READ``) ends, and the lengths are learned
+anew.
 
 Rate limit (``config.min_interval``): *keep latest*. Within the interval after a delivery, a
 newer message replaces the held one, which is delivered when the interval has passed; so

@@ -6,18 +6,18 @@ decides what is done:
 
 * ``0x20``/``0x21`` encryption only: GCM without a tag is AES-CTR starting at the counter
   block ``IV || 00000002`` (IV = system title || invocation counter).
-
-Both directions go through one cached ``AESGCM`` object per key: its ``encrypt`` of the
-ciphertext yields the plaintext (GCM's keystream is the same both ways), and the tag is
-recomputed over that plaintext and compared in constant time with the frame's 12 bytes.
-``AESGCM.decrypt`` would want GCM's full 16-byte tag, and building a ``Cipher`` with a short-tag
-``GCM`` mode for every frame cost about 40 % of deciphering a push (90 us cold on this machine).
 * ``0x30``/``0x31`` authenticated encryption: with the authentication key configured the
   12-byte tag is verified (AAD = SC || AK) and a mismatch raises ``AuthenticationError``.
   Many operators hand out only the encryption key (the GUEK); then the frame is decrypted and
   the result says ``tag_verified=None`` (not verified), as amsreader does (user pain #2).
   gurux accepts any authentication key silently, which is why this module exists.
 * ``0x10`` authentication only: plaintext with a GMAC tag, verified when both keys are set.
+
+Both directions go through one cached ``AESGCM`` object per key: its ``encrypt`` of the
+ciphertext yields the plaintext (GCM's keystream is the same both ways), and the tag is
+recomputed over that plaintext and compared in constant time with the frame's 12 bytes.
+``AESGCM.decrypt`` would want GCM's full 16-byte tag, and building a ``Cipher`` with a short-tag
+``GCM`` mode for every frame cost about 40 % of deciphering a push (90 us cold on this machine).
 
 A wrong encryption key gives random bytes, so the plaintext must be exactly one well-formed
 push APDU (or a DSMR text telegram: ``/``, printable lines, ``!``); otherwise
@@ -112,11 +112,6 @@ def _gcm(key: bytes) -> Any:
             _AEAD.clear()
         aead = _AEAD[key] = _aead.AESGCM(key)
     return aead
-
-
-def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
-    """``data`` XOR GCM's keystream (counter 2 on): deciphers a body; GCM's own tag is dropped."""
-    return _gcm(key).encrypt(iv, data, None)[:-16]
 
 
 def _tag_ok(key: bytes, iv: bytes, plain: bytes, aad: bytes, tag: bytes) -> bool:
@@ -237,8 +232,9 @@ def _tag_failure(plain: bytes) -> SecurityError:
     """Tell a wrong authentication key from a wrong encryption key after a tag mismatch (0x30).
 
     The tag covers both keys, so it alone cannot say which one is wrong; the plaintext (deciphered
-    without it) can: a plaintext that is a well-formed APDU proves the encryption key (random bytes pass
-    that test about once in 10^6), so the authentication key is wrong, or a byte was damaged.
+    without it) can: a plaintext that is a well-formed APDU proves the encryption key (random
+    bytes pass that test about once in 10^6), so the authentication key is wrong, or a byte was
+    damaged.
     """
     if is_complete_apdu(plain) or _dsmr_plausible(plain):
         return AuthenticationError("authentication tag mismatch (the encryption key fits)",
@@ -262,7 +258,7 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
         if not key:
             raise MissingKeyError("frame is encrypted but no key is configured",
                                   "set key (the GUEK from your grid operator)")
-        aead = _AEAD.get(key) or _gcm(key)  # (_ctr and _tag_ok, written out: this runs for every push)
+        aead = _AEAD.get(key) or _gcm(key)  # (written out: this runs for every push)
         plain = aead.encrypt(iv, p.body, None)[:-16]
         if sc & 0x10 and auth_key:
             tag = aead.encrypt(iv, plain, bytes([sc]) + auth_key + p.extra_aad)[-16:-16 + TAG_LEN]
