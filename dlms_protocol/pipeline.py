@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .derive import derive_all
 from .model import MeterData, Statistics
 from .ratelimit import Backoff
 
@@ -330,22 +331,9 @@ class Throttled(Output):
         return self.inner.status()
 
 
-#: derive.derive_all once loaded: an import statement in enrich ran importlib's Python code
-#: (package resolution) on every push
-_derive_all: Optional[Callable[[MeterData], List[Any]]] = None
-
-
-def _load_derive() -> Callable[[MeterData], List[Any]]:
-    global _derive_all
-    from .derive import derive_all
-
-    _derive_all = derive_all
-    return derive_all
-
-
 def enrich(data: MeterData) -> MeterData:
     """Add every register that follows exactly from the ones sent (see ``derive``), once."""
-    extra = (_derive_all or _load_derive())(data)
+    extra = derive_all(data)
     if not extra:
         return data
     return data.with_readings(tuple(data.readings) + tuple(extra))
