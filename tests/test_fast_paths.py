@@ -24,7 +24,7 @@ from dlms_protocol.dlms.apdu import decode_apdu
 from dlms_protocol.dlms.decoder import PushMessage, _display, decode_bytes
 from dlms_protocol.dlms.payload import _Builder, interpret
 from dlms_protocol.dlms.profiles import choose, load_profiles
-from dlms_protocol.model import MeterData, Reading, decimal_text, json_value, new_reading
+from dlms_protocol.model import MeterData, Reading, decimal_text, json_value, new_reading, reading_of_fields
 from dlms_protocol.obis import Obis
 from dlms_protocol.simulator.push import PushSimulator
 from helpers import ROOT, corpus_files, load_json
@@ -169,6 +169,12 @@ def test_new_reading_is_the_dataclass_reading(code: str, value: Any, unit: Optio
         assert hash(fast) == hash(plain)
     with pytest.raises(AttributeError):
         fast.value = 1  # type: ignore[misc]  # still frozen
+    taken = reading_of_fields(dict(vars(plain)))  # a learned layout's prepared fields
+    assert taken == plain and repr(taken) == repr(plain) and vars(taken) == vars(plain)
+    if _hashable(plain):
+        assert hash(taken) == hash(plain)
+    with pytest.raises(AttributeError):
+        taken.value = 1  # type: ignore[misc]
 
 
 def _hashable(r: Reading) -> bool:

@@ -143,11 +143,15 @@ class PushMessage:
         if self.system_title:
             head.append(f"system title {self.system_title.hex().upper()}")
         lines = ["; ".join(head)]
+        add = lines.append
         for r, (before, after, raw_note) in zip(self.readings, _line_parts(self.readings)):
-            if r.value is None and r.raw is not None:
-                lines.append(before + _display(r.raw) + raw_note + after)
+            value = r.value
+            if isinstance(value, Decimal):  # (_display's first case, without the call: most lines)
+                add(before + decimal_text(value) + after)
+            elif value is None and r.raw is not None:
+                add(before + _display(r.raw) + raw_note + after)
             else:
-                lines.append(before + _display(r.value) + after)
+                add(before + _display(value) + after)
         return "\n".join(lines)
 
     def to_meter_data(self, text: bool = True) -> MeterData:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import struct
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DecodeError
-from ..model import Reading, new_reading
+from ..model import Reading, new_reading, reading_of_fields
 from .apdu import _INTS, TYPE_NAMES, Notification, notification_header, parse_datetime
 from .payload import Interpretation, _Builder, _plan, interpret, place
 from .profiles import Profile
@@ -95,6 +96,13 @@ class _Template:
                               notes=()), builder.ts
 
 
+#: how a PositionalTemplate makes the reading of a position: the learned one at the new time, a
+#: number from its prepared fields, or the profile plan's ``place`` (any other kind of field)
+_FIXED, _NUMBER, _PLACE = 0, 1, 2
+#: (kind, prepared Reading fields, scaler, position in the unpacked values, plan step, index, type name)
+_Op = Tuple[int, Optional[Dict[str, Any]], Optional[int], int, Any, int, str]
+
+
 class PositionalTemplate(_Template):
     """A positional frame: which positions change, read through the profile plan."""
 
@@ -104,6 +112,20 @@ class PositionalTemplate(_Template):
         self.slots = slots  # element index -> (position in the unpacked values, type name)
         self.plan = _plan(profile, types)
         self.fixed = {r.index: r for r in interp.readings if r.index not in slots}
+        self.ops = tuple(self._op(i, step) for i, step in enumerate(self.plan))
+
+    def _op(self, index: int, step: Any) -> _Op:
+        """The reading of a number is ``place``'s, with every field that is the same in each frame
+        prepared once (a push has dozens of numbers, and naming ten fields per value cost more
+        than the values)."""
+        slot = self.slots.get(index)
+        if slot is None:
+            return (_FIXED, dict(self.fixed[index].__dict__), None, -1, step, index, "")
+        if step is not None and step[4]:
+            fields = dict(code=step[2], obis=step[1], value=None, unit=step[6], raw=None, scaler=step[5],
+                          index=index, timestamp=None, extra=step[3], derived=False)
+            return (_NUMBER, fields, step[5], slot[0], step, index, slot[1])
+        return (_PLACE, None, None, slot[0], step, index, slot[1])
 
     def interpret(self, plain: bytes) -> Optional[Tuple[Interpretation, Optional[datetime]]]:
         """The interpretation and header date-time of ``plain``; None when it is not of this layout."""
@@ -111,13 +133,23 @@ class PositionalTemplate(_Template):
         if begun is None:
             return None
         values, builder = begun
-        slots = self.slots
-        for i, step in enumerate(self.plan):
-            slot = slots.get(i)
-            if slot is None:
-                builder.readings.append(_restamped(self.fixed[i], builder.ts))
-            else:
-                place(builder, step, i, values[slot[0]], slot[1])
+        ts = builder.ts
+        add = builder.readings.append
+        for kind, fields, scaler, at, step, index, type_name in self.ops:
+            if fields is None:
+                place(builder, step, index, values[at], type_name)
+                continue
+            made = fields.copy()
+            made["timestamp"] = ts
+            if kind == _NUMBER:
+                value = values[at]
+                if value.__class__ is not int:  # (struct reads integers; kept for what place checks)
+                    place(builder, step, index, value, type_name)
+                    continue
+                num = Decimal(value)
+                made["value"] = num.scaleb(scaler) if scaler else num
+                made["raw"] = value
+            add(reading_of_fields(made))
         return self._result(builder)
 
 
