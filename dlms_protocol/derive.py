@@ -90,12 +90,14 @@ def _plan() -> List[Tuple[Obis, _CDE, _CDE, _CDE]]:
     return out
 
 
-def _first(candidates: List[Reading], a: Optional[int], b: Optional[int]) -> Optional[Reading]:
-    """The first reading a code with this A-B selects (``Obis.matches``: None selects any)."""
-    for r in candidates:
-        o = r.obis
+def _first(codes: Tuple[Optional[Obis], ...], candidates: List[int], a: Optional[int], b: Optional[int]
+           ) -> Optional[int]:
+    """The first of the candidates (indices into ``codes``) a code with this A-B selects
+    (``Obis.matches``: None selects any)."""
+    for i in candidates:
+        o = codes[i]
         if (a is None or o.a == a) and (b is None or o.b == b):  # type: ignore[union-attr]
-            return r
+            return i
     return None
 
 
@@ -104,33 +106,61 @@ def derive_all(data: MeterData) -> List[Reading]:
 
     The A-B of a result is that of its parts (``1-0:16.7.0`` from ``1-0:1.7.0``); a short D0
     code gives a short result. Results are marked ``derived``. The same results as asking
-    ``derive`` for every A-B a plus part was sent with (tests/test_derive.py checks it), from
-    one pass over the readings: it runs for every push.
+    ``derive`` for every A-B a plus part was sent with (tests/test_derive.py checks it): which
+    readings pair up depends only on the codes and their order, so it is worked out once per
+    layout (``_pairs``) and every push only subtracts.
     """
-    plan = _plan()
-    # current readings (F 255 or none) by C.D.E, in meter order: what Obis.matches selects
-    current: Dict[_CDE, List[Reading]] = {}
-    for r in data.readings:
-        o = r.obis
-        if o is not None and (o.f is None or o.f == 255):
-            current.setdefault((o.c, o.d, o.e), []).append(r)
+    readings = data.readings
     out: List[Reading] = []
-    for code, cde, plus_cde, minus_cde in plan:
+    for code, plus, minus in _pairs(readings):
+        reading = _net(code, readings[plus], readings[minus], True)
+        if reading is not None:
+            out.append(reading)
+    return out
+
+
+#: per layout (the identities of the readings' codes): the codes, and (rule code, plus index,
+#: minus index) of each result. An entry holds its codes, so no other code can take one of their
+#: identities while it exists; codes made anew for every snapshot (a D0 readout) only miss.
+_PAIRS: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Tuple[Tuple[Obis, int, int], ...]]] = {}
+_PAIRS_MAX = 32
+
+
+def _pairs(readings: Tuple[Reading, ...]) -> Tuple[Tuple[Obis, int, int], ...]:
+    codes = tuple([r.obis for r in readings])
+    key = tuple(map(id, codes))
+    hit = _PAIRS.get(key)
+    if hit is not None:
+        return hit[1]
+    pairs = _find_pairs(codes)
+    if len(_PAIRS) >= _PAIRS_MAX:
+        _PAIRS.clear()
+    _PAIRS[key] = (codes, pairs)
+    return pairs
+
+
+def _find_pairs(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Obis, int, int], ...]:
+    """(rule code, index of the plus part, index of the minus part) per result, in rule order."""
+    # current codes (F 255 or none) by C.D.E, in meter order: what Obis.matches selects
+    current: Dict[_CDE, List[int]] = {}
+    for i, o in enumerate(codes):
+        if o is not None and (o.f is None or o.f == 255):
+            current.setdefault((o.c, o.d, o.e), []).append(i)
+    out: List[Tuple[Obis, int, int]] = []
+    for code, cde, plus_cde, minus_cde in _plan():
         pluses, minuses = current.get(plus_cde), current.get(minus_cde)
         if pluses is None or minuses is None or cde in current:
             continue  # a part is missing, or the meter sent the code itself
         seen = set()
         for sent in pluses:
-            a, b = sent.obis.a, sent.obis.b  # type: ignore[union-attr]
+            a, b = codes[sent].a, codes[sent].b  # type: ignore[union-attr]
             if (a, b) in seen:
                 continue
             seen.add((a, b))
-            plus, minus = _first(pluses, a, b), _first(minuses, a, b)
+            plus, minus = _first(codes, pluses, a, b), _first(codes, minuses, a, b)
             if plus is not None and minus is not None:
-                reading = _net(code, plus, minus, True)
-                if reading is not None:
-                    out.append(reading)
-    return out
+                out.append((code, plus, minus))
+    return tuple(out)
 
 
 def _like(part: Obis, wanted: Obis) -> Obis:

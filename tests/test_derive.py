@@ -99,6 +99,15 @@ def test_derive_all_gives_what_derive_gives_for_every_part_sent(items):
     got = derive_all(d)
     assert got == _reference_derive_all(d)
     event(f"{len(got)} derived")
+    # the next push of the same layout (the same code objects, other values) takes the pairs
+    # worked out for this one: still exactly what derive gives
+    later = data(*(replace(r, value=_shifted(r.value)) for r in made))
+    assert derive_all(later) == _reference_derive_all(later)
+
+
+def _shifted(value):
+    finite = isinstance(value, int) or (isinstance(value, Decimal) and value.is_finite())
+    return value + 1 if finite and not isinstance(value, bool) else value
 
 
 def test_derive_all_uses_the_parts_of_the_same_channel():

@@ -81,6 +81,13 @@ _OBIS_OF = attrgetter("obis")
 _ONE = Decimal(1)
 #: snapshot layouts whose source choice is kept (Mapper._picks); a meter has one or a few
 _PLANS_MAX = 32
+#: per-phase path names by phase number (index 0 unused), named once: every push is mapped
+_POWER = ("",) + tuple(f"/Ac/L{ph}/Power" for ph in PHASES)
+_CURRENT = ("",) + tuple(f"/Ac/L{ph}/Current" for ph in PHASES)
+_VOLTAGE = ("",) + tuple(f"/Ac/L{ph}/Voltage" for ph in PHASES)
+_POWER_FACTOR = ("",) + tuple(f"/Ac/L{ph}/PowerFactor" for ph in PHASES)
+_ENERGY = {d: ("",) + tuple(f"/Ac/L{ph}/Energy/{d}" for ph in PHASES) for d in ("Forward", "Reverse")}
+_PHASE_POWER = frozenset(_POWER[1:])
 
 
 @dataclass(frozen=True)
@@ -390,7 +397,7 @@ class Mapper:
         values, texts, sign_from, derived = self._collect(data)
         out = Mapped()
         for path in values:
-            if _phase_of(path) and path.endswith("/Power"):
+            if path in _PHASE_POWER:
                 out.labels[path] = DERIVED if path in derived else MEASURED
         phases = {ph for ph in (_phase_of(p) for p in list(values) + list(texts)) if ph}
         self._phase_power(data, values, phases, out)
@@ -500,9 +507,9 @@ class Mapper:
 
     def _phase_power(self, data: MeterData, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
         """Rules 2-4 of the module docstring, for a frame with total power but no phase power."""
-        if any(ph > 1 for ph in phases) or any(f"/Ac/L{ph}/Power" in values for ph in PHASES):
+        if any(ph > 1 for ph in phases) or any(_POWER[ph] in values for ph in PHASES):
             self._three_phase = True
-        if "/Ac/Power" not in values or any(f"/Ac/L{ph}/Power" in values for ph in PHASES):
+        if "/Ac/Power" not in values or any(_POWER[ph] in values for ph in PHASES):
             return
         if self._import_only_phases(data, values, phases, out):
             return
@@ -537,8 +544,8 @@ class Mapper:
         if any(v < 0 for v in got) or abs(sum(got, Decimal(0)) - total) > rules.sum_tolerance:
             return False  # some phase exports while the sum imports (net metering): no exact split
         for ph, v in enumerate(got, start=1):
-            values[f"/Ac/L{ph}/Power"] = v
-            out.labels[f"/Ac/L{ph}/Power"] = DERIVED
+            values[_POWER[ph]] = v
+            out.labels[_POWER[ph]] = DERIVED
             phases.add(ph)
         return True
 
@@ -546,14 +553,14 @@ class Mapper:
         """Rule 4: a 3-phase meter that sends only the total power."""
         total = values["/Ac/Power"]
         n = max(phases) if phases else 0
-        currents = [values.get(f"/Ac/L{ph}/Current") for ph in range(1, n + 1)]
+        currents = [values.get(_CURRENT[ph]) for ph in range(1, n + 1)]
         known = n > 1 and all(i is not None for i in currents)
         if known:
             live = [ph for ph, i in enumerate(currents, start=1) if i]
             if len(live) == 1 or (not live and total == 0):
                 for ph in range(1, n + 1):  # only one phase carries current: it carries the total
-                    values[f"/Ac/L{ph}/Power"] = total if ph in live else Decimal(0)
-                    out.labels[f"/Ac/L{ph}/Power"] = DERIVED
+                    values[_POWER[ph]] = total if ph in live else Decimal(0)
+                    out.labels[_POWER[ph]] = DERIVED
                 return
         mode = self.three_phase_total
         if mode == "auto":
@@ -579,7 +586,7 @@ class Mapper:
 
     def _estimate(self, values: Dict[str, Decimal], currents: List[Optional[Decimal]], n: int, out: Mapped) -> None:
         total = values["/Ac/Power"]
-        volts = [values.get(f"/Ac/L{ph}/Voltage") for ph in range(1, n + 1)]
+        volts = [values.get(_VOLTAGE[ph]) for ph in range(1, n + 1)]
         if not currents:
             self._warn_once(("/Ac/L1/Power", "noweights"),
                             "victron: this 3-phase meter sends total power but this list has no current of "
@@ -593,8 +600,8 @@ class Mapper:
         if whole <= 0:
             return
         for ph, w in enumerate(weights, start=1):
-            values[f"/Ac/L{ph}/Power"] = total * w / whole
-            out.labels[f"/Ac/L{ph}/Power"] = ESTIMATED
+            values[_POWER[ph]] = total * w / whole
+            out.labels[_POWER[ph]] = ESTIMATED
         if self.hub4_mode == HUB4_INDIVIDUAL_PHASE:
             self._warn_once(("/Ac/L1/Power", "est-individual"),
                             "victron: three_phase_total = estimate while ESS regulates each phase individually: "
@@ -629,48 +636,48 @@ class Mapper:
         top = max(phases) if phases else 0
         full = set(range(1, top + 1)) if top else set()
 
-        def per_phase(fmt: str) -> Optional[List[Decimal]]:
-            got = [values.get(fmt % ph) for ph in sorted(full)]
+        def per_phase(names: Tuple[str, ...]) -> Optional[List[Decimal]]:
+            got = [values.get(names[ph]) for ph in sorted(full)]
             if not full or any(v is None for v in got):
                 return None
             return got  # type: ignore[return-value]
 
         if "/Ac/Power" not in values:
-            got = per_phase("/Ac/L%d/Power")
+            got = per_phase(_POWER)
             if got is not None:
                 values["/Ac/Power"] = sum(got, Decimal(0))
         for direction in ("Forward", "Reverse"):
             total = f"/Ac/Energy/{direction}"
             if total not in values:
-                got = per_phase("/Ac/L%d/Energy/" + direction)
+                got = per_phase(_ENERGY[direction])
                 if got is not None:
                     values[total] = sum(got, Decimal(0))
-            elif phases == {1} and f"/Ac/L1/Energy/{direction}" not in values:
-                values[f"/Ac/L1/Energy/{direction}"] = values[total]
+            elif phases == {1} and _ENERGY[direction][1] not in values:
+                values[_ENERGY[direction][1]] = values[total]
         if phases and "/Ac/Voltage" not in values:
-            got = per_phase("/Ac/L%d/Voltage")
+            got = per_phase(_VOLTAGE)
             if got is not None:
                 values["/Ac/Voltage"] = sum(got, Decimal(0)) / len(got)
 
     def _derive_after_currents(self, values: Dict[str, Decimal], phases: Set[int], guessed: Set[str]) -> None:
         top = max(phases) if phases else 0
         full = range(1, top + 1)
-        currents = [values.get(f"/Ac/L{ph}/Current") for ph in full]
+        currents = [values.get(_CURRENT[ph]) for ph in full]
         if top and "/Ac/Current" not in values and all(c is not None for c in currents):
             values["/Ac/Current"] = sum(currents, Decimal(0))  # type: ignore[arg-type]
         apparent = Decimal(0)
         complete = bool(top)
         limit = 1 + self.pf_tolerance
         for ph in full:
-            p = values.get(f"/Ac/L{ph}/Power") if f"/Ac/L{ph}/Power" not in guessed else None
-            u = values.get(f"/Ac/L{ph}/Voltage")
-            i = values.get(f"/Ac/L{ph}/Current")
+            p = values.get(_POWER[ph]) if _POWER[ph] not in guessed else None
+            u = values.get(_VOLTAGE[ph])
+            i = values.get(_CURRENT[ph])
             if u is None or i is None:
                 complete = False
                 continue
             s = u * abs(i)
             apparent += s
-            pf_path = f"/Ac/L{ph}/PowerFactor"
+            pf_path = _POWER_FACTOR[ph]
             if pf_path not in values and p is not None and s > 0:
                 pf = abs(p) / s
                 if pf <= limit:
