@@ -26,12 +26,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, 
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 
-from .wire import dbus_fast_is_compiled, items_changed
+from .wire import Entry, changed_signal
 
 LOG = logging.getLogger(__name__)
-
-#: marshal ItemsChanged in ``wire`` (pure-Python dbus-fast, as on Venus OS) or by dbus-fast (compiled)
-FAST_ITEMS_CHANGED = not dbus_fast_is_compiled()
 
 IFACE = "com.victronenergy.BusItem"
 INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
@@ -97,7 +94,7 @@ class Item:
     """One exported path: its value, how to print it, and whether the bus may write it."""
 
     __slots__ = ("path", "value", "writeable", "on_set", "text_fn", "valuetype", "description",
-                 "variant", "text", "props")
+                 "_variant", "text", "_props")
 
     def __init__(self, path: str, value: Any = None, writeable: bool = False, on_set: Optional[OnSet] = None,
                  text: Optional[TextFn] = None, valuetype: Optional[type] = None, description: str = "") -> None:
@@ -108,9 +105,9 @@ class Item:
         self.valuetype = valuetype
         self.description = description
         self.value: Any = _UNSET
-        self.variant: Variant = Variant("ai", [])
+        self._variant: Optional[Variant] = None
         self.text = "---"
-        self.props: Dict[str, Variant] = {}
+        self._props: Optional[Dict[str, Variant]] = None
         self.set(value)
 
     def set(self, value: Any) -> bool:
@@ -120,8 +117,11 @@ class Item:
         if value == self.value and type(value) is type(self.value):
             return False
         self.value = value
-        # a measurement (float) on every push: its variant without wrap()'s type tests
-        self.variant = Variant("d", value) if type(value) is float else wrap(value)
+        # a measurement (float) on every push goes on the wire without a Variant (wire.marshal_entries):
+        # its Variant is made only when asked for; any other value is wrapped now (wrap refuses a type
+        # D-Bus cannot carry here, not later in the bus thread)
+        self._variant = None if type(value) is float else wrap(value)
+        self._props = None
         if value is None:
             self.text = "---"
         elif self.text_fn is not None:
@@ -135,8 +135,30 @@ class Item:
             self.text = ", ".join(str(v) for v in value)
         else:
             self.text = str(value)
-        self.props = {"Value": self.variant, "Text": Variant("s", self.text)}
         return True
+
+    @property
+    def variant(self) -> Variant:
+        """The value as D-Bus variant (velib's wrap_dbus_value)."""
+        var = self._variant
+        if var is None:
+            var = self._variant = Variant("d", self.value, False)  # (a float: nothing to verify)
+        return var
+
+    @property
+    def props(self) -> Dict[str, Variant]:
+        """``{"Value": variant, "Text": text}``: the item in GetItems, ItemsChanged, PropertiesChanged."""
+        props = self._props
+        if props is None:
+            props = self._props = {"Value": self.variant, "Text": Variant("s", self.text)}
+        return props
+
+    def entry(self) -> Entry:
+        """(path, signature, value, text): the item as ``wire.marshal_entries`` writes it."""
+        var = self._variant
+        if var is None:
+            return self.path, "d", self.value, self.text
+        return self.path, var.signature, var.value, self.text
 
 
 def _parents(path: str) -> Iterable[str]:
@@ -174,7 +196,7 @@ class BusItemService:
         self.items[path] = item
         self._nodes.update(_parents(path))
         if self.registered:
-            self._emit_items({path: item.props})
+            self._emit_changed([item])
         return item
 
     def __contains__(self, path: str) -> bool:
@@ -209,15 +231,15 @@ class BusItemService:
     # ------------------------------------------------------------------- updates
     def update(self, changes: Mapping[str, Any]) -> int:
         """Set many paths; one ItemsChanged carries the ones that really changed. Returns that count."""
-        out: Dict[str, Dict[str, Variant]] = {}
+        changed: List[Item] = []
         items = self.items
         for path, value in changes.items():
             item = items.get(path)
             if item is not None and item.set(value):
-                out[path] = item.props
-        if out and self.registered:
-            self._emit_items(out)
-        return len(out)
+                changed.append(item)
+        if changed and self.registered:
+            self._emit_changed(changed)
+        return len(changed)
 
     def set_one(self, path: str, value: Any) -> bool:
         """Set one path and announce it with PropertiesChanged (velib's single-value behaviour)."""
@@ -228,8 +250,8 @@ class BusItemService:
             self._emit_props(item)
         return True
 
-    def _emit_items(self, out: Dict[str, Dict[str, Variant]]) -> None:
-        self._send(items_changed(out, FAST_ITEMS_CHANGED))
+    def _emit_changed(self, changed: List[Item]) -> None:
+        self._send(changed_signal([item.entry() for item in changed], lambda: {it.path: it.props for it in changed}))
 
     def _emit_props(self, item: Item) -> None:
         self._send(Message.new_signal(item.path, IFACE, "PropertiesChanged", "a{sv}", [item.props]))

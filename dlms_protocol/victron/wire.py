@@ -1,20 +1,22 @@
-"""``ItemsChanged`` put on the wire without dbus-fast's generic marshaller, where that one is slow.
+"""``ItemsChanged`` put on the wire without dbus-fast's generic marshaller.
 
-Why: on Venus OS dbus-fast is pure Python (no compiled extension in the image), and marshalling
-the one ``ItemsChanged`` of a push (``a{sa{sv}}``, about 16 changed paths with their value and
-text) was the largest part of the D-Bus thread's work (about 0.24 ms on this machine, so several
-ms on a GX). The signal's layout is fixed, so its bytes are written here directly with ``struct``:
-the header fields (path ``/``, interface, member, signature) are marshalled once by dbus-fast
-itself and reused, the body holds only the variant types ``busitem.wrap`` makes for
-measurements (``d``, ``i``, ``x``, ``s``, ``b``, the empty ``ai``/``au`` of an invalid value).
-Anything else (a list, a dict) is left to dbus-fast's own marshaller. The bytes are the ones
-dbus-fast writes (tests/test_victron_busitem.py compares them for random bodies); where dbus-fast
-is compiled, its marshaller is faster than this module and is used as it is.
+Why: the one ``ItemsChanged`` of a push (``a{sa{sv}}``, about 20 changed paths with their value
+and text) was the largest part of the D-Bus thread's work: two ``Variant`` objects per path and
+the generic marshaller walking them (about 0.24 ms per push on this machine with pure-Python
+dbus-fast, as on Venus OS; about half the thread's instructions with the compiled one). The
+signal's layout is fixed, so its bytes are written here directly with ``struct``: the header
+fields (path ``/``, interface, member, signature) are marshalled once by dbus-fast itself and
+reused; a measurement (``d``) is written from its path's bytes, prepared once, its value and its
+text (``marshal_entries``, no Variant made at all); the other variant types ``busitem.wrap``
+makes (``i``, ``x``, ``s``, ``b``, the empty ``ai``/``au`` of an invalid value) are written one
+by one. Anything else (a list, a dict, a NUL in a text) is left to dbus-fast's own marshaller.
+The bytes are the ones dbus-fast writes (tests/test_victron_busitem.py compares them for random
+bodies).
 """
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from dbus_fast import Message, MessageType
 
@@ -24,17 +26,6 @@ SIGNATURE = "a{sa{sv}}"
 _U32 = struct.Struct("<I")
 _HEAD = struct.Struct("<II")  # body length, serial
 _ZEROS = b"\0" * 8
-
-
-def dbus_fast_is_compiled() -> bool:
-    """True when dbus-fast's marshaller is a compiled extension (then it is the faster one)."""
-    import importlib
-
-    try:
-        module = importlib.import_module("dbus_fast._private.marshaller")
-    except ImportError:  # another layout: take dbus-fast as it is
-        return True
-    return not str(getattr(module, "__file__", "")).endswith(".py")
 
 
 def _pad(buf: bytearray, align: int) -> None:
@@ -98,20 +89,81 @@ def _items(items: Dict[str, Dict[str, Any]]) -> Optional[bytearray]:
     buf = bytearray(8)  # array length (filled in below) and the padding to the first 8-aligned entry
     for path, props in items.items():
         _pad(buf, 8)
-        _string(buf, path)
-        _pad(buf, 4)
-        at = len(buf)
-        buf += b"\0\0\0\0"
-        _pad(buf, 8)
-        start = len(buf)
-        for name, var in props.items():
-            _pad(buf, 8)
-            _string(buf, name)
-            if not _variant(buf, var.signature, var.value):
-                return None
-        _U32.pack_into(buf, at, len(buf) - start)
+        if not _entry(buf, path, [(name, var.signature, var.value) for name, var in props.items()]):
+            return None
     _U32.pack_into(buf, 0, len(buf) - 8)
     return buf
+
+
+def _entry(buf: bytearray, path: str, props: Iterable[Tuple[str, str, Any]]) -> bool:
+    """One ``{path: a{sv}}`` entry at an 8-aligned end of ``buf``; False for a type left to dbus-fast."""
+    _string(buf, path)
+    _pad(buf, 4)
+    at = len(buf)
+    buf += b"\0\0\0\0"
+    _pad(buf, 8)
+    start = len(buf)
+    for name, signature, value in props:
+        _pad(buf, 8)
+        _string(buf, name)
+        if not _variant(buf, signature, value):
+            return False
+    _U32.pack_into(buf, at, len(buf) - start)
+    return True
+
+
+#: one item of an ItemsChanged: (path, value signature, value, text)
+Entry = Tuple[str, str, Any, str]
+#: the fixed parts of a measurement's entry: the "Value" key with the variant signature ``d``
+#: and the padding to its 8-aligned double, then the "Text" key with ``s`` (4-aligned after it)
+_VALUE_D = b"\x05\0\0\0Value\0\x01d\0\0\0\0"
+_TEXT_S = b"\x04\0\0\0Text\0\x01s\0"
+#: per path, a struct that writes a measurement's dict entry up to its text: the path, its
+#: ``a{sv}`` length, the value and the text's length (an entry starts 8-aligned, so everything
+#: else in it is the same bytes in every signal)
+_MEASUREMENTS: Dict[str, Tuple[struct.Struct, bytes, bytes]] = {}
+
+
+def _measurement(path: str) -> Tuple[struct.Struct, bytes, bytes]:
+    made = _MEASUREMENTS.get(path)
+    if made is None:
+        buf = bytearray()
+        _string(buf, path)
+        _pad(buf, 4)
+        before = bytes(buf)
+        buf += b"\0\0\0\0"
+        _pad(buf, 8)
+        after = bytes(buf[len(before) + 4:]) + _VALUE_D
+        made = (struct.Struct(f"<{len(before)}sI{len(after)}sd{len(_TEXT_S)}sI"), before, after)
+        if len(_MEASUREMENTS) < 1024:
+            _MEASUREMENTS[path] = made
+    return made
+
+
+def marshal_entries(entries: Iterable[Entry]) -> Optional[bytearray]:
+    """The body of an ItemsChanged (``a{sa{sv}}``) from (path, signature, value, text) per item,
+    as dbus-fast writes it; None when a value is one this module leaves to dbus-fast."""
+    try:
+        buf = bytearray(8)  # array length (filled in below) and the padding to the first entry
+        for path, signature, value, text in entries:
+            rest = len(buf) & 7
+            if rest:
+                buf += _ZEROS[rest:]  # to the 8-aligned start of the entry
+            if signature == "d":
+                if "\0" in text:
+                    raise _LeaveIt
+                raw = text.encode("utf-8")
+                layout, before, after = _measurement(path)
+                # the a{sv} length: "Value" entry 16 + 8, "Text" entry 12 + 4 + the text + its NUL
+                buf += layout.pack(before, 41 + len(raw), after, value, _TEXT_S, len(raw))
+                buf += raw
+                buf += b"\0"
+            elif not _entry(buf, path, (("Value", signature, value), ("Text", "s", text))):
+                return None
+        _U32.pack_into(buf, 0, len(buf) - 8)
+        return buf
+    except (_LeaveIt, UnicodeError, TypeError, struct.error):  # dbus-fast raises its own errors for these
+        return None
 
 
 class _Header:
@@ -137,21 +189,41 @@ def whole_head(body_len: int, serial: int) -> bytes:
 
 
 class ItemsChanged(Message):  # type: ignore[misc]
-    """dbus-fast's signal with a faster ``_marshall`` for the simple bodies (module docstring)."""
+    """dbus-fast's signal with a faster ``_marshall`` for the simple bodies (module docstring).
+
+    Made by ``changed_signal`` from entries, its body (Variants) is built only when dbus-fast
+    has to marshal it after all; made by ``items_changed`` it carries the Variants."""
+
+    entries: Optional[List[Entry]] = None
+    props_of: Optional[Callable[[], Dict[str, Dict[str, Any]]]] = None
 
     def _marshall(self, negotiate_unix_fd: bool) -> bytearray:
-        body = marshal_items(self.body[0]) if not self.flags else None
+        body = None
+        if not self.flags:
+            body = marshal_entries(self.entries) if self.entries is not None else marshal_items(self.body[0])
         if body is None:
+            if self.props_of is not None:
+                self.body = [self.props_of()]
             return super()._marshall(negotiate_unix_fd)
         return bytearray(_Header.build(len(body), self.serial)) + body
 
 
-def items_changed(items: Dict[str, Dict[str, Any]], fast: bool) -> Message:
-    """The ItemsChanged signal for ``items``: through this module's marshalling when ``fast``."""
+def items_changed(items: Dict[str, Dict[str, Any]], fast: bool = True) -> Message:
+    """The ItemsChanged signal for ``items`` (Variants): through this module's marshalling when ``fast``."""
     if fast:
         return ItemsChanged(message_type=MessageType.SIGNAL, path="/", interface=IFACE, member="ItemsChanged",
                             signature=SIGNATURE, body=[items])
     return Message.new_signal("/", IFACE, "ItemsChanged", SIGNATURE, [items])
 
 
-__all__ = ["marshal_items", "items_changed", "ItemsChanged", "dbus_fast_is_compiled"]
+def changed_signal(entries: List[Entry], props_of: Callable[[], Dict[str, Dict[str, Any]]]) -> Message:
+    """The ItemsChanged signal of ``entries``; ``props_of`` gives the same as Variants, for the
+    rare body this module leaves to dbus-fast."""
+    msg = ItemsChanged(message_type=MessageType.SIGNAL, path="/", interface=IFACE, member="ItemsChanged",
+                       signature=SIGNATURE, body=[{}], validate=False)
+    msg.entries = entries
+    msg.props_of = props_of
+    return msg
+
+
+__all__ = ["marshal_items", "marshal_entries", "items_changed", "changed_signal", "ItemsChanged", "Entry"]
