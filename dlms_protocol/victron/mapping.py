@@ -465,15 +465,20 @@ class Mapper:
         texts: Dict[str, str] = {}
         sign_from: Dict[str, str] = {}
         derived: Set[str] = set()
+        paths, factors = self.paths, self._factors
         for src, i in self._picks(readings):
             reading = readings[i]
-            spec = self.paths[src.path]
+            spec = paths[src.path]
             if spec.unit is None:
                 text = self._text(reading)
                 if text is not None:
                     texts[src.path] = text
                 continue
-            value = self._convert(reading, spec)
+            num = reading.value
+            if isinstance(num, Decimal) and factors.get((spec.unit, reading.unit)) is _ONE and num.is_finite():
+                value: Optional[Decimal] = num  # a number in the path's unit: _convert's usual answer, without it
+            else:
+                value = self._convert(reading, spec)
             if value is None:
                 continue
             values[src.path] = value if src.sign == 1 else value * src.sign  # (the same number either way)
