@@ -75,26 +75,6 @@ def _variant(buf: bytearray, signature: str, value: Any) -> bool:
     return True
 
 
-def marshal_items(items: Dict[str, Dict[str, Any]]) -> Optional[bytearray]:
-    """The body of an ItemsChanged (``a{sa{sv}}``) as dbus-fast writes it, or None when a value
-    has a type this module leaves to dbus-fast. Offsets are body-relative: the header ends aligned
-    to 8, so every alignment is the same as in the whole message."""
-    try:
-        return _items(items)
-    except (_LeaveIt, TypeError, struct.error):  # dbus-fast's marshaller raises its own errors for these
-        return None
-
-
-def _items(items: Dict[str, Dict[str, Any]]) -> Optional[bytearray]:
-    buf = bytearray(8)  # array length (filled in below) and the padding to the first 8-aligned entry
-    for path, props in items.items():
-        _pad(buf, 8)
-        if not _entry(buf, path, [(name, var.signature, var.value) for name, var in props.items()]):
-            return None
-    _U32.pack_into(buf, 0, len(buf) - 8)
-    return buf
-
-
 def _entry(buf: bytearray, path: str, props: Iterable[Tuple[str, str, Any]]) -> bool:
     """One ``{path: a{sv}}`` entry at an 8-aligned end of ``buf``; False for a type left to dbus-fast."""
     _string(buf, path)
@@ -189,31 +169,19 @@ def whole_head(body_len: int, serial: int) -> bytes:
 
 
 class ItemsChanged(Message):  # type: ignore[misc]
-    """dbus-fast's signal with a faster ``_marshall`` for the simple bodies (module docstring).
+    """dbus-fast's signal with a faster ``_marshall`` (module docstring): made from entries by
+    ``changed_signal``; its body as Variants is built only when dbus-fast has to marshal it."""
 
-    Made by ``changed_signal`` from entries, its body (Variants) is built only when dbus-fast
-    has to marshal it after all; made by ``items_changed`` it carries the Variants."""
-
-    entries: Optional[List[Entry]] = None
+    entries: List[Entry] = []
     props_of: Optional[Callable[[], Dict[str, Dict[str, Any]]]] = None
 
     def _marshall(self, negotiate_unix_fd: bool) -> bytearray:
-        body = None
-        if not self.flags:
-            body = marshal_entries(self.entries) if self.entries is not None else marshal_items(self.body[0])
+        body = marshal_entries(self.entries) if not self.flags else None
         if body is None:
             if self.props_of is not None:
                 self.body = [self.props_of()]
             return super()._marshall(negotiate_unix_fd)
         return bytearray(_Header.build(len(body), self.serial)) + body
-
-
-def items_changed(items: Dict[str, Dict[str, Any]], fast: bool = True) -> Message:
-    """The ItemsChanged signal for ``items`` (Variants): through this module's marshalling when ``fast``."""
-    if fast:
-        return ItemsChanged(message_type=MessageType.SIGNAL, path="/", interface=IFACE, member="ItemsChanged",
-                            signature=SIGNATURE, body=[items])
-    return Message.new_signal("/", IFACE, "ItemsChanged", SIGNATURE, [items])
 
 
 def changed_signal(entries: List[Entry], props_of: Callable[[], Dict[str, Dict[str, Any]]]) -> Message:
@@ -226,4 +194,4 @@ def changed_signal(entries: List[Entry], props_of: Callable[[], Dict[str, Dict[s
     return msg
 
 
-__all__ = ["marshal_items", "marshal_entries", "items_changed", "changed_signal", "ItemsChanged", "Entry"]
+__all__ = ["marshal_entries", "changed_signal", "ItemsChanged", "Entry"]
