@@ -253,3 +253,11 @@ def test_with_readings_is_dataclasses_replace(codes: list, extra: int) -> None:
     with pytest.raises(AttributeError):
         fast.kind = "readout"  # type: ignore[misc]  # still frozen
 
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(-2 ** 64, 2 ** 64), st.integers(-12, 9))
+def test_a_learned_layout_scales_digit_for_digit_like_scaleb(raw: int, scaler: int) -> None:
+    """template.py multiplies by 10**scaler instead of calling scaleb: the same coefficient,
+    exponent and sign (not only an equal number), so texts and JSON stay the same."""
+    assert (Decimal(raw) * Decimal(1).scaleb(scaler)).as_tuple() == Decimal(raw).scaleb(scaler).as_tuple()

@@ -99,8 +99,9 @@ class _Template:
 #: how a PositionalTemplate makes the reading of a position: the learned one at the new time, a
 #: number from its prepared fields, or the profile plan's ``place`` (any other kind of field)
 _FIXED, _NUMBER, _PLACE = 0, 1, 2
-#: (kind, prepared Reading fields, scaler, position in the unpacked values, plan step, index, type name)
-_Op = Tuple[int, Optional[Dict[str, Any]], Optional[int], int, Any, int, str]
+#: (kind, prepared Reading fields, 10**scaler as Decimal or None, position in the unpacked values,
+#: plan step, index, type name)
+_Op = Tuple[int, Optional[Dict[str, Any]], Optional[Decimal], int, Any, int, str]
 
 
 class PositionalTemplate(_Template):
@@ -124,7 +125,10 @@ class PositionalTemplate(_Template):
         if step is not None and step[4]:
             fields = dict(code=step[2], obis=step[1], value=None, unit=step[6], raw=None, scaler=step[5],
                           index=index, timestamp=None, extra=step[3], derived=False)
-            return (_NUMBER, fields, step[5], slot[0], step, index, slot[1])
+            # value * 10**scaler is value.scaleb(scaler) digit for digit (the same coefficient, the
+            # exponents added, the same rounding by the context), at a quarter of its cost
+            scale = Decimal(1).scaleb(step[5]) if step[5] else None
+            return (_NUMBER, fields, scale, slot[0], step, index, slot[1])
         return (_PLACE, None, None, slot[0], step, index, slot[1])
 
     def interpret(self, plain: bytes) -> Optional[Tuple[Interpretation, Optional[datetime]]]:
@@ -135,7 +139,7 @@ class PositionalTemplate(_Template):
         values, builder = begun
         ts = builder.ts
         add = builder.readings.append
-        for kind, fields, scaler, at, step, index, type_name in self.ops:
+        for kind, fields, scale, at, step, index, type_name in self.ops:
             if fields is None:
                 place(builder, step, index, values[at], type_name)
                 continue
@@ -146,8 +150,7 @@ class PositionalTemplate(_Template):
                 if value.__class__ is not int:  # (struct reads integers; kept for what place checks)
                     place(builder, step, index, value, type_name)
                     continue
-                num = Decimal(value)
-                made["value"] = num.scaleb(scaler) if scaler else num
+                made["value"] = Decimal(value) * scale if scale is not None else Decimal(value)
                 made["raw"] = value
             add(reading_of_fields(made))
         return self._result(builder)
