@@ -180,6 +180,19 @@ class MeterData:
     #: when a tool shows its protocol details (``jsonform.meter_data_json``); not compared
     message: Any = field(default=None, compare=False, repr=False)
 
+    @classmethod
+    def of(cls, kind: str, readings: Tuple[Reading, ...], received: float, meter_time: Optional[datetime],
+           meter_id: Optional[str], text: str, raw: bytes, profile: Optional[str], checksum: Optional[str],
+           message: Any) -> "MeterData":
+        """``MeterData(...)`` with every field given, without the frozen ``__init__`` (which sets
+        each field through ``object.__setattr__``): a push decoder makes one per frame. Equal
+        to the dataclass-built one (eq, repr)."""
+        new = _new_object(cls)
+        new.__dict__.update(kind=kind, readings=readings, received=received, meter_time=meter_time,
+                            meter_id=meter_id, text=text, raw=raw, profile=profile, checksum=checksum,
+                            message=message)
+        return new
+
     def with_readings(self, readings: Tuple[Reading, ...]) -> "MeterData":
         """``dataclasses.replace(self, readings=readings)`` without the frozen ``__init__`` (every
         push is enriched once); the lookup cache of ``find`` is not carried over."""

@@ -261,3 +261,18 @@ def test_a_learned_layout_scales_digit_for_digit_like_scaleb(raw: int, scaler: i
     """template.py multiplies by 10**scaler instead of calling scaleb: the same coefficient,
     exponent and sign (not only an equal number), so texts and JSON stay the same."""
     assert (Decimal(raw) * Decimal(1).scaleb(scaler)).as_tuple() == Decimal(raw).scaleb(scaler).as_tuple()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["push", "readout", "poll"]), st.floats(0, 2e9), st.one_of(st.none(), st.text(max_size=8)),
+       st.text(max_size=20), st.binary(max_size=8), st.one_of(st.none(), st.sampled_from(["HDLC FCS", "none"])))
+def test_meter_data_of_is_the_dataclass_one(kind: str, received: float, meter_id: Optional[str], text: str,
+                                            raw: bytes, checksum: Optional[str]) -> None:
+    readings = (new_reading("1-0:1.8.0", Obis.parse("1-0:1.8.0"), Decimal("1.5"), "kWh", 15, -1, 0, None, ()),)
+    fast = MeterData.of(kind, readings, received, None, meter_id, text, raw, "p", checksum, "msg")
+    plain = MeterData(kind=kind, readings=readings, received=received, meter_id=meter_id, text=text, raw=raw,
+                      profile="p", checksum=checksum, message="msg")
+    assert fast == plain and repr(fast) == repr(plain) and vars(fast) == vars(plain)
+    assert fast.find("1.8.0") == list(readings) and fast.with_readings(()) == replace(plain, readings=())
+    with pytest.raises(AttributeError):
+        fast.kind = "x"  # type: ignore[misc]  # still frozen

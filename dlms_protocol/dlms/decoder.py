@@ -157,9 +157,8 @@ class PushMessage:
     def to_meter_data(self, text: bool = True) -> MeterData:
         """``text=False`` leaves MeterData.text empty for sinks that never show it (the Victron
         service): rendering costs more than mapping the values."""
-        return MeterData(kind="push", readings=self.readings, received=time.time(), meter_time=self.timestamp,
-                         meter_id=self.meter_id, text=self.render() if text else "", raw=self.raw,
-                         profile=self.profile, checksum=self.checksum, message=self)
+        return MeterData.of("push", self.readings, time.time(), self.timestamp, self.meter_id,
+                            self.render() if text else "", self.raw, self.profile, self.checksum, self)
 
 
 class UnexplainedLayout(UnknownLayoutError):

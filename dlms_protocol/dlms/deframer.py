@@ -211,6 +211,10 @@ class Deframer:
         #: stream offset where the last bare APDU or wrapper frame ended (no header before it)
         self._accepted_end = 0
         self._final = False  # finish()/settle(): no frame starting inside a candidate will complete
+        #: the bytes (flag to HCS) and the parsed header of the last HDLC data frame: a meter sends
+        #: the same header every time, and the same bytes parse to the same header (its HCS included)
+        self._header_bytes = b""
+        self._header: Optional[hdlc.HdlcHeader] = None
 
     # ------------------------------------------------------------------ public
     @property
@@ -343,19 +347,14 @@ class Deframer:
         buf = self._buf
         if q + 1 < len(buf) and buf[q + 1] == hdlc.FLAG:
             return _REJECT, 1  # the closing flag of one frame before the opening flag of the next
-        try:
-            header = hdlc.parse_header(buf, q)
-        except ChecksumError as exc:
-            llc = hdlc.header_length(buf, q) + 2  # the LLC would follow the HCS
-            if self.wrapper == "auto" and q + llc + 3 > len(buf):
-                return _NEED, 0  # decide with the LLC in view, whatever the read boundary
-            self._report(out, exc)
-            if self.wrapper == "auto" and _llc_like(buf, q + llc):
-                self._shadow_end = max(self._shadow_end,
-                                       self._consumed + q + ((buf[q + 1] << 8 | buf[q + 2]) & 0x07FF) + 2)
-            return _DAMAGED, 1
-        except FramingError:
-            return _REJECT, 1
+        known = self._header_bytes
+        if known and buf[q:q + len(known)] == known:
+            header: Optional[hdlc.HdlcHeader] = self._header
+        else:
+            parsed = self._parse_header(q, out)
+            if isinstance(parsed, tuple):
+                return parsed
+            header = parsed
         if header is None:
             return _NEED, 0
         if q + header.total > len(buf):
@@ -375,9 +374,28 @@ class Deframer:
         end = q + header.total - 1  # leave the closing flag: it may open the next frame
         if not header.carries_data:
             return _ACCEPT, end
+        self._header_bytes, self._header = bytes(buf[q:q + header.header_len + 3]), header
         self._flush_noise(out)
         self._hdlc_data(header, frame, out)
         return _ACCEPT, end
+
+    def _parse_header(self, q: int, out: List[Item]) -> Union[Optional[hdlc.HdlcHeader], Tuple[int, int]]:
+        """The header of the frame at ``q`` (None: more bytes needed), or the scan's verdict on a
+        header that is none (a false start, a failed HCS)."""
+        buf = self._buf
+        try:
+            return hdlc.parse_header(buf, q)
+        except ChecksumError as exc:
+            llc = hdlc.header_length(buf, q) + 2  # the LLC would follow the HCS
+            if self.wrapper == "auto" and q + llc + 3 > len(buf):
+                return _NEED, 0  # decide with the LLC in view, whatever the read boundary
+            self._report(out, exc)
+            if self.wrapper == "auto" and _llc_like(buf, q + llc):
+                self._shadow_end = max(self._shadow_end,
+                                       self._consumed + q + ((buf[q + 1] << 8 | buf[q + 2]) & 0x07FF) + 2)
+            return _DAMAGED, 1
+        except FramingError:
+            return _REJECT, 1
 
     def _hdlc_data(self, header: hdlc.HdlcHeader, frame: hdlc.HdlcFrame, out: List[Item]) -> None:
         """Join a verified data frame to its message; never to the rest of another one."""
