@@ -581,7 +581,13 @@ def test_scheduled_d0_readout_over_a_pty_reaches_mqtt(broker: Broker) -> None:
             assert src.read_once()
             (data,) = rec.data
             sub.wait(sub.has("test/dlms/mynode/status", "online"), "online")
+            # the output names the meter when its own thread has taken the snapshot, which under
+            # load can come after "online": wait for it rather than read it too early
+            deadline = time.monotonic() + WAIT
+            while out.status()["meter"] is None and time.monotonic() < deadline:
+                time.sleep(0.02)
             meter = out.status()["meter"]
+            assert meter is not None, "the MQTT output never took the readout"
             _check_every_entity(sub, data, meter)
         finally:
             pipe.stop()
