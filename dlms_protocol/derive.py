@@ -121,9 +121,12 @@ def derive_all(data: MeterData) -> List[Reading]:
 
 #: per layout (the identities of the readings' codes): the codes, and (rule code, plus index,
 #: minus index) of each result. An entry holds its codes, so no other code can take one of their
-#: identities while it exists; codes made anew for every snapshot (a D0 readout) only miss.
+#: identities while it exists. A layout is kept once the same code objects came twice in a row (a
+#: push decoder's learned layout): a D0 readout makes new codes every time, and keeping those
+#: would only hold their memory.
 _PAIRS: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Tuple[Tuple[Obis, int, int], ...]]] = {}
 _PAIRS_MAX = 32
+_last_miss: List[Tuple[int, ...]] = [()]
 
 
 def _pairs(readings: Tuple[Reading, ...]) -> Tuple[Tuple[Obis, int, int], ...]:
@@ -133,6 +136,9 @@ def _pairs(readings: Tuple[Reading, ...]) -> Tuple[Tuple[Obis, int, int], ...]:
     if hit is not None:
         return hit[1]
     pairs = _find_pairs(codes)
+    if key != _last_miss[0]:
+        _last_miss[0] = key  # (only the ids: a repeat is a reason to keep, never a result)
+        return pairs
     if len(_PAIRS) >= _PAIRS_MAX:
         _PAIRS.clear()
     _PAIRS[key] = (codes, pairs)

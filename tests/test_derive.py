@@ -8,6 +8,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from dlms_protocol import derive as derive_mod
 from dlms_protocol.derive import derive, derive_all, rules
 from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.obis import Obis
@@ -99,10 +100,27 @@ def test_derive_all_gives_what_derive_gives_for_every_part_sent(items):
     got = derive_all(d)
     assert got == _reference_derive_all(d)
     event(f"{len(got)} derived")
-    # the next push of the same layout (the same code objects, other values) takes the pairs
-    # worked out for this one: still exactly what derive gives
-    later = data(*(replace(r, value=_shifted(r.value)) for r in made))
-    assert derive_all(later) == _reference_derive_all(later)
+    # the next pushes of the same layout (the same code objects, other values): the second keeps
+    # the pairs, the third is read through them; still exactly what derive gives
+    for _ in range(2):
+        made = [replace(r, value=_shifted(r.value)) for r in made]
+        later = data(*made)
+        assert derive_all(later) == _reference_derive_all(later)
+
+
+def test_pairs_are_kept_for_a_repeating_layout_only():
+    """A push layout (the same code objects every time) is kept; D0 readouts (new code objects
+    every time) are not, so their codes are not held in memory."""
+    derive_mod._PAIRS.clear()
+    for n in range(40):  # readouts: new objects each time
+        derive_all(data(reading("1-0:1.7.0", str(n)), reading("1-0:2.7.0", "1")))
+    assert len(derive_mod._PAIRS) <= 1  # (the allocator may hand out a freed code's address again)
+    made = [reading("1-0:1.7.0", "5"), reading("1-0:2.7.0", "1")]
+    for n in range(3):
+        got = derive_all(data(*(replace(r, value=r.value + n) for r in made)))
+        assert [(str(r.obis), r.value) for r in got] == [("1-0:16.7.0*255", Decimal(4))]
+    codes = [r.obis for r in made]
+    assert any(all(a is b for a, b in zip(hit[0], codes)) for hit in derive_mod._PAIRS.values())
 
 
 def _shifted(value):

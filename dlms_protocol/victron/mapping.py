@@ -283,8 +283,11 @@ class Mapper:
                                      "remove the option; a meter that sends both parts gets its net power")
         self.pf_tolerance = _factor("options.power_factor_tolerance", self.options.get("power_factor_tolerance", 0.05))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
-        #: per snapshot layout (the identities of its codes) the readings each source takes (``_picks``)
+        #: per snapshot layout (the identities of its codes) the readings each source takes (``_picks``);
+        #: a layout is kept once its code objects came twice in a row (a push decoder's learned
+        #: layout), not for D0 readouts, whose codes are new objects every time
         self._plans: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Tuple[Tuple[Source, int], ...]]] = {}
+        self._last_miss: Tuple[int, ...] = ()
         self._told = Once()
         self._three_phase = False  # phase memory, see the class docstring
 
@@ -438,7 +441,7 @@ class Mapper:
         meter sends the same layout every time, with the same code objects: so the choice is made
         once per layout, keyed by the codes' identities. The plan holds those code objects, so no
         other object can take one of their identities while the plan exists; a source whose codes
-        are new objects every time (a D0 readout) only misses the plan (``_PLANS_MAX`` bounds them).
+        are new objects every time (a D0 readout) only misses, and its codes are not kept.
         """
         codes = tuple(map(_OBIS_OF, readings))
         key = tuple(map(id, codes))
@@ -454,7 +457,9 @@ class Mapper:
                 if seen is None or rank < seen[0]:
                     best[src] = (rank, i)
         picks = tuple((src, i) for src, (_rank, i) in best.items())
-        if len(self._plans) < _PLANS_MAX:
+        if key != self._last_miss:
+            self._last_miss = key  # kept once the same code objects come twice in a row (see _plans)
+        elif len(self._plans) < _PLANS_MAX:
             self._plans[key] = (codes, picks)
         return picks
 
