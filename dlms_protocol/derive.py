@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 from . import DATA_DIR
-from .model import MeterData, Reading, new_reading
+from .model import LayoutMemo, MeterData, Reading, new_reading
 from .obis import Obis
 from .units import parse_unit
 
@@ -108,41 +108,19 @@ def derive_all(data: MeterData) -> List[Reading]:
     code gives a short result. Results are marked ``derived``. The same results as asking
     ``derive`` for every A-B a plus part was sent with (tests/test_derive.py checks it): which
     readings pair up depends only on the codes and their order, so it is worked out once per
-    layout (``_pairs``) and every push only subtracts.
+    layout (``_find_pairs``, ``model.LayoutMemo``) and every push only subtracts.
     """
     readings = data.readings
     out: List[Reading] = []
-    for code, plus, minus in _pairs(readings):
+    for code, plus, minus in _PAIRS.get(readings, _find_pairs):
         reading = _net(code, readings[plus], readings[minus], True)
         if reading is not None:
             out.append(reading)
     return out
 
 
-#: per layout (the identities of the readings' codes): the codes, and (rule code, plus index,
-#: minus index) of each result. An entry holds its codes, so no other code can take one of their
-#: identities while it exists. A layout is kept once the same code objects came twice in a row (a
-#: push decoder's learned layout): a D0 readout makes new codes every time, and keeping those
-#: would only hold their memory.
-_PAIRS: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Tuple[Tuple[Obis, int, int], ...]]] = {}
-_PAIRS_MAX = 32
-_last_miss: List[Tuple[int, ...]] = [()]
-
-
-def _pairs(readings: Tuple[Reading, ...]) -> Tuple[Tuple[Obis, int, int], ...]:
-    codes = tuple([r.obis for r in readings])
-    key = tuple(map(id, codes))
-    hit = _PAIRS.get(key)
-    if hit is not None:
-        return hit[1]
-    pairs = _find_pairs(codes)
-    if key != _last_miss[0]:
-        _last_miss[0] = key  # (only the ids: a repeat is a reason to keep, never a result)
-        return pairs
-    if len(_PAIRS) >= _PAIRS_MAX:
-        _PAIRS.clear()
-    _PAIRS[key] = (codes, pairs)
-    return pairs
+#: (rule code, plus index, minus index) of each result, per layout of the readings
+_PAIRS = LayoutMemo()
 
 
 def _find_pairs(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Obis, int, int], ...]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dtime
 from decimal import Decimal
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .obis import Obis
 
@@ -159,6 +159,39 @@ def reading_of_fields(fields: Dict[str, Any]) -> Reading:
     r = _new_object(Reading)
     _set_field(r, "__dict__", fields)
     return r
+
+
+class LayoutMemo:
+    """What follows from a snapshot's codes alone, worked out once per layout.
+
+    A push meter sends the same layout every time and its decoder hands out the same code
+    objects, so the key is the identities of the readings' codes. An entry holds its codes, so no
+    other code can take one of their identities while it exists. A layout is kept once the same
+    code objects came twice in a row: a D0 readout makes new codes every time, and keeping those
+    would only hold their memory (they miss, and are worked out each time). ``limit`` bounds
+    the entries (all are dropped when it is reached).
+    """
+
+    def __init__(self, limit: int = 32) -> None:
+        self.limit = limit
+        self.entries: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Any]] = {}
+        self._last_miss: Tuple[int, ...] = ()
+
+    def get(self, readings: Tuple["Reading", ...], work_out: Callable[[Tuple[Optional[Obis], ...]], Any]) -> Any:
+        """The result for this layout: stored, else ``work_out(codes)``."""
+        codes = tuple([r.obis for r in readings])
+        key = tuple(map(id, codes))
+        hit = self.entries.get(key)
+        if hit is not None:
+            return hit[1]
+        result = work_out(codes)
+        if key != self._last_miss:
+            self._last_miss = key  # (only the ids: a repeat is a reason to keep, never a result)
+            return result
+        if len(self.entries) >= self.limit:
+            self.entries.clear()
+        self.entries[key] = (codes, result)
+        return result
 
 
 @dataclass(frozen=True)

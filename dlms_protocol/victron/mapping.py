@@ -49,14 +49,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import attrgetter
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .. import DATA_DIR
 from .. import units as _units
 from ..errors import ConfigurationError
-from ..model import MeterData, Reading, value_text
+from ..model import LayoutMemo, MeterData, Reading, value_text
 from ..obis import Obis, identity_rank
 from ..ratelimit import Once
 
@@ -77,7 +76,6 @@ HUB4_INDIVIDUAL_PHASE = 2
 
 
 _Index = Dict[Tuple[int, Optional[int], Optional[int]], Reading]
-_OBIS_OF = attrgetter("obis")
 _ONE = Decimal(1)
 #: snapshot layouts whose source choice is kept (Mapper._picks); a meter has one or a few
 _PLANS_MAX = 32
@@ -283,11 +281,8 @@ class Mapper:
                                      "remove the option; a meter that sends both parts gets its net power")
         self.pf_tolerance = _factor("options.power_factor_tolerance", self.options.get("power_factor_tolerance", 0.05))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
-        #: per snapshot layout (the identities of its codes) the readings each source takes (``_picks``);
-        #: a layout is kept once its code objects came twice in a row (a push decoder's learned
-        #: layout), not for D0 readouts, whose codes are new objects every time
-        self._plans: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Tuple[Tuple[Source, int], ...]]] = {}
-        self._last_miss: Tuple[int, ...] = ()
+        #: per snapshot layout the readings each source takes (``_picks``)
+        self._plans = LayoutMemo(_PLANS_MAX)
         self._told = Once()
         self._three_phase = False  # phase memory, see the class docstring
 
@@ -343,6 +338,9 @@ class Mapper:
         return found
 
     def _convert(self, reading: Reading, spec: PathSpec) -> Optional[Decimal]:
+        num = reading.value
+        if isinstance(num, Decimal) and self._factors.get((spec.unit, reading.unit)) is _ONE and num.is_finite():
+            return num  # a number in the path's unit: the usual case of every push, without the checks below
         num = reading.numeric()
         if num is None:
             self._warn_once((spec.path, "type"), "victron: %s (%s) is not a number (%r); %s stays empty",
@@ -439,15 +437,11 @@ class Mapper:
 
         Which reading feeds which source depends only on the codes and their order, and a push
         meter sends the same layout every time, with the same code objects: so the choice is made
-        once per layout, keyed by the codes' identities. The plan holds those code objects, so no
-        other object can take one of their identities while the plan exists; a source whose codes
-        are new objects every time (a D0 readout) only misses, and its codes are not kept.
+        once per layout (``model.LayoutMemo``).
         """
-        codes = tuple(map(_OBIS_OF, readings))
-        key = tuple(map(id, codes))
-        plan = self._plans.get(key)
-        if plan is not None:
-            return plan[1]
+        return self._plans.get(readings, self._find_picks)  # type: ignore[no-any-return]
+
+    def _find_picks(self, codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Source, int], ...]:
         best: Dict[Source, Tuple[int, int]] = {}
         for i, code in enumerate(codes):
             if code is None:
@@ -456,12 +450,7 @@ class Mapper:
                 seen = best.get(src)
                 if seen is None or rank < seen[0]:
                     best[src] = (rank, i)
-        picks = tuple((src, i) for src, (_rank, i) in best.items())
-        if key != self._last_miss:
-            self._last_miss = key  # kept once the same code objects come twice in a row (see _plans)
-        elif len(self._plans) < _PLANS_MAX:
-            self._plans[key] = (codes, picks)
-        return picks
+        return tuple((src, i) for src, (_rank, i) in best.items())
 
     def _collect(self, data: MeterData) -> Tuple[Dict[str, Decimal], Dict[str, str], Dict[str, str], Set[str]]:
         """The best reading per source, converted: (values per path, texts, sign sources, derived paths)."""
@@ -470,20 +459,15 @@ class Mapper:
         texts: Dict[str, str] = {}
         sign_from: Dict[str, str] = {}
         derived: Set[str] = set()
-        paths, factors = self.paths, self._factors
         for src, i in self._picks(readings):
             reading = readings[i]
-            spec = paths[src.path]
+            spec = self.paths[src.path]
             if spec.unit is None:
                 text = self._text(reading)
                 if text is not None:
                     texts[src.path] = text
                 continue
-            num = reading.value
-            if isinstance(num, Decimal) and factors.get((spec.unit, reading.unit)) is _ONE and num.is_finite():
-                value: Optional[Decimal] = num  # a number in the path's unit: _convert's usual answer, without it
-            else:
-                value = self._convert(reading, spec)
+            value = self._convert(reading, spec)
             if value is None:
                 continue
             values[src.path] = value if src.sign == 1 else value * src.sign  # (the same number either way)
