@@ -15,6 +15,11 @@ fact was computed three ways. Here:
 * an **Output** implements ``publish`` (and usually ``publish_health``) and keeps its own rate
   limit (``KeepLatest``), because Victron wants every push while items may want one a minute.
 
+An output with an event loop of its own (the Victron D-Bus service) may offer it as a
+``LoopGuest``; a source whose reading thread can run it while it waits for its port
+(``Source.host_loop``: a push meter on a local serial port) takes it, and the output then needs
+no thread of its own (``host_loops``, used by the standalone service).
+
 Sources and outputs are found by name through ``SOURCES``/``OUTPUTS`` (``"module:factory"``
 strings, imported on first use), so a D0 ``read`` never loads the push, SML or D-Bus stacks.
 Adding a source or an output is one class and one line in these tables.
@@ -65,6 +70,33 @@ class Health:
         return self.state == Health.OK
 
 
+class LoopGuest(ABC):
+    """An output's event loop, run by a source's reading thread while that thread waits.
+
+    Why: handing each snapshot from the reading thread to an output's own loop thread wakes a
+    second thread per push, and on the Venus OS service that costs more CPU than the D-Bus work
+    itself (``victron/bridge.py``). ``hosted`` is set by the source that accepted the guest
+    (``Source.host_loop``), before the pipeline starts; an output whose guest nobody took runs
+    its loop itself as before.
+    """
+
+    hosted = False
+
+    @abstractmethod
+    def wait(self, fds: Sequence[int], timeout: float) -> List[int]:
+        """Run the loop until one of ``fds`` is readable (returned) or ``timeout`` s have passed
+        (``transport.Waiter``); may return early with none (``wake``)."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Any thread: end the running wait, or the next one, early (a source that stops)."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """The host thread waits no more (it ends, or its port cannot run the loop): the output
+        runs its loop itself from now on."""
+
+
 class Output(ABC):
     """Where verified data goes. Called from the source's thread: return quickly.
 
@@ -95,6 +127,10 @@ class Output(ABC):
         """Plain values for status displays (web interface, ``--check-config``)."""
         return {}
 
+    def loop_guest(self) -> Optional[LoopGuest]:
+        """The output's event loop for a source's thread to run (``LoopGuest``); None: none."""
+        return None
+
 
 class Source(ABC):
     """A meter on a port. ``start`` runs it (own thread, or triggered by ``read_now``).
@@ -122,6 +158,11 @@ class Source(ABC):
 
     def read_now(self) -> bool:
         """Trigger one read in the background (scheduled sources); False when not possible now."""
+        return False
+
+    def host_loop(self, guest: LoopGuest) -> bool:
+        """Run ``guest`` in the reading thread's waits (``LoopGuest``); called before ``start``.
+        True when taken (and ``guest.hosted`` set); most sources cannot."""
         return False
 
     def read_once(self) -> bool:
@@ -502,5 +543,16 @@ def make_output(kind: str, **options: Any) -> Output:
     return _load(OUTPUTS, kind, "output")(**options)
 
 
-__all__ = ["Health", "Output", "ScheduledSource", "Source", "KeepLatest", "Throttled", "Pipeline", "enrich",
+def host_loops(source: Source, outputs: Sequence[Output]) -> Optional[Output]:
+    """Let ``source`` run the event loop of the first output that offers one (``LoopGuest``);
+    that output, or None. Before ``Pipeline.start``."""
+    for out in outputs:
+        guest = out.loop_guest()
+        if guest is not None and source.host_loop(guest):
+            return out
+    return None
+
+
+__all__ = ["Health", "LoopGuest", "host_loops", "Output", "ScheduledSource", "Source", "KeepLatest", "Throttled",
+           "Pipeline", "enrich",
            "SOURCES", "OUTPUTS", "make_source", "make_output", "Emit"]

@@ -22,7 +22,7 @@ from typing import Any, List, Optional
 from . import __version__
 from .errors import ConfigurationError
 from .model import MeterData, Statistics
-from .pipeline import Health, Output, Pipeline, Source, Throttled, make_output, make_source
+from .pipeline import Health, Output, Pipeline, Source, Throttled, host_loops, make_output, make_source
 from .ratelimit import RepeatLimiter
 
 LOG = logging.getLogger(__name__)
@@ -125,6 +125,9 @@ def run(cfg: Any, stop: threading.Event, stats: Optional[Statistics] = None) -> 
     source = build_source(cfg, stats, report)
     LOG.info("%s", describe_start(cfg))
     pipe = Pipeline(source, [LogOutput(source, report), *outputs])
+    hosted = host_loops(source, outputs)  # the D-Bus loop in the meter's reading thread (pipeline.LoopGuest)
+    if hosted is not None:
+        LOG.debug("the %s output's loop runs in the meter's reading thread", hosted.name)
     pipe.start()
     next_status = time.monotonic() + STATUS_EVERY
     try:

@@ -48,6 +48,11 @@ Why the extra machinery around pyserial:
   buffered after the time-out. With VMIN above 0 an empty non-blocking read says EAGAIN and a
   hung-up one 0 bytes, so no select is needed to tell them apart; with VMIN above 64, Linux
   hands out at most 64 bytes per read, so the read goes on until the buffer is empty.
+* **Another component's event loop can run while a read waits** (``waiter``, same ports): the
+  Venus OS service lets its D-Bus loop run in the reading thread's waits instead of a thread of
+  its own, because handing each push to another thread costs more CPU than the D-Bus work
+  itself (``victron/bridge.py``). The waiter is called instead of ``select`` with the descriptors
+  and the time-out and returns the ready ones; every rule above stays the same.
 """
 from __future__ import annotations
 
@@ -57,7 +62,7 @@ import os
 import select
 import threading
 import time
-from typing import Any, Dict, Literal, Optional, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import serial
 
@@ -72,6 +77,15 @@ except ImportError:  # pragma: no cover - Windows
 
 from .config import PARITY_ERROR, bits_per_char  # noqa: F401 - re-exported
 from .errors import ConfigurationError, TransportError
+
+#: waits until one of the descriptors is readable or the time-out (seconds) has passed; returns
+#: the readable ones (``select``'s first list; the module docstring says who passes another)
+Waiter = Callable[[Sequence[int], float], List[int]]
+
+
+def select_waiter(fds: Sequence[int], timeout: float) -> List[int]:
+    """The default ``Waiter``: ``select`` itself."""
+    return select.select(fds, [], [], timeout)[0]  # type: ignore[no-any-return]
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +207,8 @@ class Transport:
         #: the tty's VMIN as this object last set it (pyserial opens and re-programs ports with 0)
         self._vmin = 0
         self._vmin_stuck = False
+        #: what a waiting read or ``sleep`` of the direct path waits in (module docstring)
+        self.waiter: Waiter = select_waiter
 
     # ------------------------------------------------------------------ life cycle
     @classmethod
@@ -372,7 +388,7 @@ class Transport:
             with self._io():
                 abort = self._direct[1]
                 try:
-                    if select.select([abort], [], [], seconds)[0]:
+                    if self.waiter([abort], seconds):
                         os.read(abort, 1000)
                 except OSError:
                     pass  # (the port is being closed: said below)
@@ -406,7 +422,7 @@ class Transport:
                 if self._direct is not None:
                     if wait > 0:
                         self._want_vmin(min(min_bytes, 255) if min_bytes > 1 else 0)
-                    data = _read_fd(self._direct, max_bytes, wait, self._vmin)
+                    data = _read_fd(self._direct, max_bytes, wait, self._vmin, self.waiter)
                 else:
                     self._set_wait(wait)
                     data = self._port.read(1)
@@ -520,16 +536,18 @@ _TTY_CHUNK = 64
 _RETRY = (errno.EAGAIN, errno.EALREADY, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.EINTR)
 
 
-def _read_fd(fds: Tuple[int, int], max_bytes: int, wait: float, vmin: int = 0) -> bytes:
+def _read_fd(fds: Tuple[int, int], max_bytes: int, wait: float, vmin: int = 0,
+             waiter: Waiter = select_waiter) -> bytes:
     """What pyserial's POSIX read does, in one select and one read of up to ``max_bytes``:
     b"" after ``wait`` s or a ``cancel_read``; SerialException when the port is gone. ``vmin``:
-    the tty's VMIN (module docstring); above 0 the read tells an empty line from a gone port."""
+    the tty's VMIN (module docstring); above 0 the read tells an empty line from a gone port.
+    ``waiter`` waits when ``wait`` is above 0 (a look without waiting is a plain select)."""
     fd, abort = fds
     try:
         # with VMIN 0 (pyserial's) select even when not waiting: an empty line reads as 0 bytes,
         # the same as a hung-up one; only "readable" tells them apart
         if wait > 0 or not vmin:
-            ready, _, _ = select.select([fd, abort], [], [], wait)
+            ready = waiter([fd, abort], wait) if wait > 0 else select.select([fd, abort], [], [], 0)[0]
             if abort in ready:
                 os.read(abort, 1000)
                 return b""
@@ -586,4 +604,5 @@ class _Guard:
         return False
 
 
-__all__ = ["Transport", "bits_per_char", "SLICE", "PARITY_ERROR", "add_parity", "check_parity"]
+__all__ = ["Transport", "Waiter", "select_waiter", "bits_per_char", "SLICE", "PARITY_ERROR", "add_parity",
+           "check_parity"]

@@ -14,10 +14,12 @@ import pytest
 
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.dlms.listener import PushListener
+from dlms_protocol.dlms.source import PushSource
 from dlms_protocol.errors import ConfigurationError, DlmsError, TransportError
 from dlms_protocol.model import MeterData, Statistics
+from dlms_protocol.pipeline import LoopGuest
 from dlms_protocol.simulator.push import PushSimulator
-from dlms_protocol.transport import Transport
+from dlms_protocol.transport import Transport, select_waiter
 
 EK = bytes.fromhex("0F0E0D0C0B0A09080706050403020100")
 AK = bytes.fromhex("A0A1A2A3A4A5A6A7A8A9AAABACADAEAF")
@@ -272,3 +274,79 @@ def test_missing_port_is_retried_with_back_off(listeners, tmp_path) -> None:
     assert wait_for(lambda: len(errors) >= 3)
     assert lst.running and all(isinstance(e, TransportError) for e in errors)
     assert "not found" in str(errors[0])
+
+
+class RecordingGuest(LoopGuest):
+    """An output's loop as the listener sees it (``pipeline.LoopGuest``): records the waits it is
+    given and waits with select; returns early now and then, as the contract allows."""
+
+    def __init__(self) -> None:
+        self.calls: List[tuple] = []
+        self.woken = 0
+        self.released = threading.Event()
+
+    def wait(self, fds, timeout):  # type: ignore[no-untyped-def]
+        self.calls.append((tuple(fds), timeout))
+        return select_waiter(fds, min(timeout, 0.2))
+
+    def wake(self) -> None:
+        self.woken += 1
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def test_a_hosted_loop_runs_in_the_port_waits_and_is_handed_back(sim_factory, listeners) -> None:
+    """The Venus service's one-thread mode seen from the listener: every wait for the pty goes
+    through the guest (the descriptor and the abort pipe), values are decoded as without it, and
+    stopping wakes the guest and hands it back."""
+    sim = sim_factory(wrapper="hdlc", key=EK, auth_key=AK, security=0x30)
+    port = sim.open_pty(baudrate=BAUD, parity="E", time_scale=SCALE)
+    got: List[MeterData] = []
+    source = PushSource(ListenerConfig(port=port, baudrate=BAUD, parity="E", key=EK, auth_key=AK))
+    guest = RecordingGuest()
+    assert source.host_loop(guest) and guest.hosted
+    source.start(got.append, lambda health: None)
+    lst = source.listener
+    assert lst is not None
+    listeners.append(lst)
+    assert wait_for(lambda: lst.connected)
+    sent = []
+    for _ in range(3):
+        assert sim.send_once()
+        sent.append(dict(sim.last_registers))
+        assert wait_for(lambda: len(got) == len(sent))
+    for data, registers in zip(got, sent):
+        check_against_sent(data, registers)
+    direct = getattr(lst._port, "_direct", None)  # (the pty's descriptor and pyserial's abort pipe)
+    assert direct is not None
+    assert (direct[0], direct[1]) in {fds for fds, _ in guest.calls}
+    assert not guest.released.is_set()
+    source.stop(2.0)
+    assert not lst.running and guest.woken >= 1 and guest.released.is_set()
+
+
+def test_back_off_runs_the_hosted_loop_and_stop_ends_it_at_once(listeners, tmp_path) -> None:
+    """A missing port: the pauses between reopens run the guest (D-Bus stays answered), and
+    stop() wakes it instead of waiting out the pause."""
+    lst = PushListener(ListenerConfig(port=str(tmp_path / "ttyUSB9")), lambda d: None,
+                       backoff_initial=30.0, backoff_max=30.0)
+    guest = RecordingGuest()
+    lst.host_loop(guest)
+    listeners.append(lst)
+    lst.start()
+    assert wait_for(lambda: any(fds == () for fds, _ in guest.calls))
+    start = time.monotonic()
+    lst.stop(5.0)
+    assert time.monotonic() - start < 1.0 and not lst.running
+    assert guest.woken == 1 and guest.released.is_set()
+
+
+def test_only_a_local_port_before_start_hosts_a_loop() -> None:
+    """socket:// and rfc2217:// reads wait inside pyserial, where no guest can run."""
+    for url in ("socket://localhost:7000", "rfc2217://host:2217"):
+        guest = RecordingGuest()
+        assert not PushSource(ListenerConfig(port=url)).host_loop(guest) and not guest.hosted
+    source = PushSource(ListenerConfig(port="/dev/ttyUSB0"))
+    guest = RecordingGuest()
+    assert source.host_loop(guest) and guest.hosted

@@ -614,3 +614,110 @@ def test_short_stop_timeout_still_leaves_the_bus(rig: Rig, client: VenusClient) 
     name = grid(client)
     b.stop(0.05)
     client.wait_for(lambda c: name not in c.cache)
+
+
+# --------------------------------------------------------------- hosted loop
+class Host:
+    """A stand-in for the push listener's thread: waits on a pipe through the bridge's guest,
+    publishes from that thread when told to, and hands the loop back when it ends."""
+
+    def __init__(self, bridge: VictronBridge) -> None:
+        import os
+
+        self.bridge = bridge
+        guest = bridge.loop_guest()
+        assert guest is not None
+        guest.hosted = True  # what PushSource.host_loop does
+        self.guest = guest
+        self.r, self.w = os.pipe()
+        self.todo: List[MeterData] = []
+        self.waits = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        import os
+
+        try:
+            while not self.done.is_set():
+                self.waits += 1
+                if self.guest.wait([self.r], 0.5):
+                    os.read(self.r, 100)
+                while self.todo:
+                    self.bridge.publish(self.todo.pop(0))
+        finally:
+            self.guest.release()
+
+    def publish(self, data: MeterData) -> None:
+        import os
+
+        self.todo.append(data)
+        os.write(self.w, b"x")  # (the "serial port" turns readable)
+
+    def end(self) -> None:
+        self.done.set()
+        self.guest.wake()
+        self.thread.join(5.0)
+
+
+def loop_threads() -> List[str]:
+    return [t.name for t in threading.enumerate() if t.name == "victron-dbus"]
+
+
+def test_hosted_loop_runs_in_the_hosts_waits_and_goes_back_to_its_thread(rig: Rig, client: VenusClient) -> None:
+    """The Venus service's one-thread mode: the bridge's loop has no thread while a host runs it;
+    it registers, publishes from the host thread, answers method calls while the host waits, and
+    keeps doing so in its own thread once the host has handed it back."""
+    rig.start_settings()
+    b = VictronBridge(BridgeSettings(bus=rig.daemon.address, settings_wait=10.0), Statistics())
+    host = Host(b)
+    b.start()
+    rig.bridges.append(b)
+    assert loop_threads() == []  # prepared, not run: nothing happens until the host waits
+    host.thread.start()
+    client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
+    host.publish(live("HOSTED1", 1500, 0))
+    name = grid(client)
+    assert client.wait_for(lambda c: c.value(name, "/Ac/Power") == 1500.0, WAIT)
+    assert loop_threads() == []
+    assert host.guest.host == host.thread.ident  # publish came from the host: applied directly
+    # a method call while the host sits in its wait is answered by the host's thread
+    assert client.get_value(name, "/Ac/L1/Power") == 750.0
+    loop: Any = b._loop
+    passes = []
+    run_pending = loop.run_pending
+    loop.run_pending = lambda: (passes.append(1), run_pending())
+    for watts in (900, 901, 902, 903, 904, 905):
+        host.publish(live("HOSTED1", watts, 0))
+        assert client.wait_for(lambda c: c.value(name, "/Ac/Power") == float(watts), WAIT)
+    # a push is applied in the host's thread, without a pass of the loop (which costs more CPU
+    # than the push's D-Bus work); passes only for the loop's own work (timers, bus traffic)
+    assert len(passes) <= 2
+    host.end()
+    assert loop_threads() == ["victron-dbus"]  # handed back: the bridge's own thread runs it now
+    b.publish(live("HOSTED1", 700, 0))
+    assert client.wait_for(lambda c: c.value(name, "/Ac/Power") == 700.0, WAIT)
+    assert client.get_value(name, "/Ac/L1/Power") == 350.0
+    b.stop(5.0)
+    assert loop_threads() == []
+    client.wait_for(lambda c: c.service("grid") is None, WAIT)
+
+
+def test_hosted_loop_stops_cleanly_when_the_host_has_ended(rig: Rig, client: VenusClient) -> None:
+    """The pipeline stops the source (the host) before the outputs: the bridge then leaves the
+    bus from the stopping thread, and a wait after the stop falls back to a plain select."""
+    rig.start_settings()
+    b = VictronBridge(BridgeSettings(bus=rig.daemon.address, settings_wait=10.0), Statistics())
+    host = Host(b)
+    b.start()
+    host.thread.start()
+    host.publish(live("HOSTED2", 1200, 0))
+    grid(client)
+    b._stopping = True  # (as stop() marks it first: the host's hand-back starts no thread then)
+    host.end()
+    assert loop_threads() == []
+    b.stop(5.0)
+    client.wait_for(lambda c: c.service("grid") is None, WAIT)
+    start = time.monotonic()
+    assert host.guest.wait([host.r], 0.05) == []  # the loop is closed: select alone
+    assert time.monotonic() - start < 1.0

@@ -38,6 +38,11 @@ voluntary context switches, ``getrusage``; Linux). A frame shorter than the wait
 it is read when the idle read's time-out (``IDLE_READ``) ends, and the lengths are learned
 anew.
 
+An output's event loop can run in this thread's waits (``host_loop``, ``pipeline.LoopGuest``):
+on a local serial port every wait of the port (``Transport.waiter``) and the back-off between
+reopens run it, so the Venus OS service does its D-Bus work in the thread that decoded the push
+instead of waking a second one. A port that cannot (``socket://``) hands the loop back.
+
 Rate limit (``config.min_interval``): *keep latest*. Within the interval after a delivery, a
 newer message replaces the held one, which is delivered when the interval has passed; so
 sinks get at most one MeterData per interval and never a stale one, and the last push before
@@ -55,6 +60,7 @@ from typing import Callable, Deque, Optional, Tuple
 from ..config import ListenerConfig
 from ..errors import ConfigurationError, DlmsError, TransportError
 from ..model import MeterData, Statistics
+from ..pipeline import LoopGuest
 from ..ratelimit import Backoff
 from ..transport import Transport
 from .decoder import PushDecoder, PushMessage
@@ -200,6 +206,7 @@ class PushListener:
         self._lengths: Deque[int] = deque(maxlen=LENGTH_MEMORY)  #: recent complete frames (``_coalesce``)
         self._carry = b""  #: bytes read behind the last complete frame: the start of the next read
         self._piece = 0  #: bytes the last read without the kernel's wait returned (``_idle_read``)
+        self._guest: Optional[LoopGuest] = None  #: an event loop run in this thread's waits (``host_loop``)
 
     # ------------------------------------------------------------------ control
     @property
@@ -214,9 +221,16 @@ class PushListener:
         self._thread = threading.Thread(target=self._run, name=f"dlms-push {self.config.port}", daemon=True)
         self._thread.start()
 
+    def host_loop(self, guest: LoopGuest) -> None:
+        """Run ``guest`` in this thread's waits (module docstring); before ``start``. The source
+        decides whether its port can (``PushSource.host_loop``)."""
+        self._guest = guest
+
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread and release the port; returns within ``timeout`` seconds."""
         self._stop.set()
+        if self._guest is not None:
+            self._guest.wake()  # (a back-off pause runs the guest's loop, not ``_stop.wait``)
         with self._port_lock:
             port = self._port
         if port is not None:
@@ -229,6 +243,40 @@ class PushListener:
 
     # ------------------------------------------------------------------- thread
     def _run(self) -> None:
+        try:
+            self._run_ports()
+        finally:
+            guest, self._guest = self._guest, None
+            if guest is not None:
+                guest.release()  # the output runs its loop itself while the process goes on
+
+    def _pause(self, seconds: float) -> None:
+        """Back-off between reopens; a hosted loop goes on running meanwhile."""
+        guest = self._guest
+        if guest is None:
+            self._stop.wait(seconds)
+            return
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            guest.wait((), left)
+
+    def _host_on(self, port: Transport) -> None:
+        """Hand the hosted loop to the port's waits, or back to its output when the port cannot."""
+        guest = self._guest
+        if guest is None:
+            return
+        if getattr(port, "reads_all_buffered", False):
+            port.waiter = guest.wait
+        else:
+            log.debug("%s: the port waits inside pyserial; the hosted loop goes back to its own thread",
+                      self.config.port)
+            self._guest = None
+            guest.release()
+
+    def _run_ports(self) -> None:
         backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not self._stop.is_set():
             try:
@@ -240,18 +288,19 @@ class PushListener:
             except DlmsError as exc:
                 self._report(exc)
                 (log.warning if backoff.first else log.info)("%s; next attempt in %.1f s", exc, backoff.delay)
-                self._stop.wait(backoff.next())
+                self._pause(backoff.next())
                 continue
             except Exception:  # the thread must survive anything; the log says what happened
                 log.exception("push listener: opening %s failed unexpectedly; next attempt in %.1f s",
                               self.config.port, backoff.delay)
-                self._stop.wait(backoff.next())
+                self._pause(backoff.next())
                 continue
             with self._port_lock:
                 self._port = port
             if self._stop.is_set():
                 port.close()
                 break
+            self._host_on(port)
             self.connected = True
             backoff.reset()
             self.connects += 1
@@ -275,7 +324,7 @@ class PushListener:
                     self._port = None
                 port.close()
             if not self._stop.is_set():
-                self._stop.wait(backoff.next())
+                self._pause(backoff.next())
 
     def _read_loop(self, port: Transport) -> None:
         while not self._stop.is_set():

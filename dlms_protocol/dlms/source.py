@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional
 from ..config import ListenerConfig
 from ..errors import DlmsError, TransportError
 from ..model import Statistics
-from ..pipeline import Emit, Health, Source
+from ..pipeline import Emit, Health, LoopGuest, Source
 from .listener import PushListener, open_port
 
 
@@ -34,6 +34,7 @@ class PushSource(Source):
         self._opener = opener
         self._options = listener_options
         self.listener: Optional[PushListener] = None
+        self._guest: Optional[LoopGuest] = None
 
     def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
         def on_error(exc: DlmsError) -> None:
@@ -44,7 +45,19 @@ class PushSource(Source):
                 self._on_problem(exc)
 
         self.listener = self._make_listener(emit, on_error)
+        if self._guest is not None:
+            self.listener.host_loop(self._guest)
         self.listener.start()
+
+    def host_loop(self, guest: LoopGuest) -> bool:
+        """The listener thread runs ``guest`` while it waits (``pipeline.LoopGuest``): on a local
+        serial port, whose waits are this package's own; a URL's (``socket://``, ``rfc2217://``)
+        wait inside pyserial."""
+        if self.listener is not None or "://" in self.config.port:
+            return False
+        self._guest = guest
+        guest.hosted = True
+        return True
 
     def _make_listener(self, emit: Emit, on_error: Callable[[DlmsError], None]) -> PushListener:
         """The listener thread that owns the port (a subclass reads other protocols on it)."""

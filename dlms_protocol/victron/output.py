@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from ..model import MeterData, Statistics
-from ..pipeline import Health, Output
+from ..pipeline import Health, LoopGuest, Output
 from .bridge import BridgeSettings, VictronBridge
 
 
@@ -39,6 +39,10 @@ class VictronOutput(Output):
 
     def status(self) -> Dict[str, Any]:
         return self.bridge.status()
+
+    def loop_guest(self) -> Optional[LoopGuest]:
+        """The bridge's D-Bus loop, for a push listener's thread to run (one thread less per push)."""
+        return self.bridge.loop_guest()
 
 
 def make_victron_output(settings: Optional[BridgeSettings] = None, stats: Optional[Statistics] = None,
