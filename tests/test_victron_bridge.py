@@ -689,7 +689,7 @@ def test_hosted_loop_runs_in_the_hosts_waits_and_goes_back_to_its_thread(rig: Ri
     loop.run_pending = lambda: (passes.append(1), run_pending())
     for watts in (900, 901, 902, 903, 904, 905):
         host.publish(live("HOSTED1", watts, 0))
-        assert client.wait_for(lambda c: c.value(name, "/Ac/Power") == float(watts), WAIT)
+        assert client.wait_for(lambda c, w=watts: c.value(name, "/Ac/Power") == float(w), WAIT)
     # a push is applied in the host's thread, without a pass of the loop (which costs more CPU
     # than the push's D-Bus work); passes only for the loop's own work (timers, bus traffic)
     assert len(passes) <= 2
