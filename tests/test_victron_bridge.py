@@ -721,3 +721,29 @@ def test_hosted_loop_stops_cleanly_when_the_host_has_ended(rig: Rig, client: Ven
     start = time.monotonic()
     assert host.guest.wait([host.r], 0.05) == []  # the loop is closed: select alone
     assert time.monotonic() - start < 1.0
+
+
+def test_hosted_loop_keeps_its_timers_without_bus_traffic(rig: Rig, client: VenusClient) -> None:
+    """Hosted, the loop runs only when it has work: its staleness timer must still fire while
+    the host sits in its waits with nothing arriving (the waits end at the loop's next timer)."""
+    rig.start_settings()
+    b = VictronBridge(BridgeSettings(bus=rig.daemon.address, settings_wait=10.0, timeout=1.0), Statistics())
+    host = Host(b)
+    b.start()
+    rig.bridges.append(b)
+    host.thread.start()
+    client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
+    host.publish(live("HOSTED3", 1500, 0))
+    name = grid(client)
+    client.wait_for(lambda c: c.value(name, "/Connected") == 0, WAIT)
+    assert client.get_items(name)["/Ac/Power"] == {"Value": None, "Text": "---"}  # empty, never 0 W
+    assert loop_threads() == []  # all of it in the host's waits
+    client.clear_events()
+    host.publish(live("HOSTED3", 0, 250))
+    client.wait_for(lambda c: any(e[2] == "ItemsChanged" and e[3].get("/Connected") == 1
+                                  and e[3].get("/Ac/Power") == -250.0 for e in c.events), WAIT)
+    # that push (applied in the host's thread, outside any pass of the loop) set the time-out
+    # anew; nothing else wakes the loop now, so only the timer's own deadline can end it
+    client.wait_for(lambda c: any(e[2] == "ItemsChanged" and e[3].get("/Connected") == 0
+                                  for e in c.events), WAIT)
+    host.end()
