@@ -50,8 +50,8 @@ Why the extra machinery around pyserial:
   hands out at most 64 bytes per read, so the read goes on until the buffer is empty.
 * **Another component's event loop can run while a read waits** (``waiter``, same ports): the
   Venus OS service lets its D-Bus loop run in the reading thread's waits instead of a thread of
-  its own, because handing each push to another thread costs more CPU than the D-Bus work
-  itself (``victron/bridge.py``). The waiter is called instead of ``select`` with the descriptors
+  its own, because handing each push to another thread costs about a tenth of the push's CPU
+  (``victron/bridge.py``). The waiter is called instead of ``select`` with the descriptors
   and the time-out and returns the ready ones; every rule above stays the same.
 """
 from __future__ import annotations

@@ -690,8 +690,8 @@ def test_hosted_loop_runs_in_the_hosts_waits_and_goes_back_to_its_thread(rig: Ri
     for watts in (900, 901, 902, 903, 904, 905):
         host.publish(live("HOSTED1", watts, 0))
         assert client.wait_for(lambda c, w=watts: c.value(name, "/Ac/Power") == float(w), WAIT)
-    # a push is applied in the host's thread, without a pass of the loop (which costs more CPU
-    # than the push's D-Bus work); passes only for the loop's own work (timers, bus traffic)
+    # a push is applied in the host's thread, without a pass of the loop (which costs about as
+    # much CPU as the push's D-Bus work); passes only for the loop's own work (timers, bus traffic)
     assert len(passes) <= 2
     host.end()
     assert loop_threads() == ["victron-dbus"]  # handed back: the bridge's own thread runs it now

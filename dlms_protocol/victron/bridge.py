@@ -10,7 +10,7 @@ standalone service on a local serial port), and ``publish`` from that thread app
 at once: handing every push to the loop's own thread woke that thread each time, about 0.1 ms of
 CPU on the development VM for an idle asyncio loop alone. The listener's waits watch the loop's
 selector as well and run the loop only when it has work (bus traffic, a timer, a callback), since
-a pass of the loop costs more than the push's D-Bus work (``_HostedEventLoop``). Everything on
+a pass of the loop costs about as much as the push's D-Bus work (``_HostedEventLoop``). Everything on
 the loop still runs in one thread at a time; when the listener's thread ends (or its port cannot
 run the loop), the bridge's own thread takes the loop over.
 
