@@ -3,6 +3,7 @@ localsettings stand-in: discovery, values and signs, VRM instance, role switches
 staleness and recovery."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -622,8 +623,6 @@ class Host:
     publishes from that thread when told to, and hands the loop back when it ends."""
 
     def __init__(self, bridge: VictronBridge) -> None:
-        import os
-
         self.bridge = bridge
         guest = bridge.loop_guest()
         assert guest is not None
@@ -636,8 +635,6 @@ class Host:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
-        import os
-
         try:
             while not self.done.is_set():
                 self.waits += 1
@@ -649,8 +646,6 @@ class Host:
             self.guest.release()
 
     def publish(self, data: MeterData) -> None:
-        import os
-
         self.todo.append(data)
         os.write(self.w, b"x")  # (the "serial port" turns readable)
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import select
 import selectors
 import threading
 import time
@@ -632,7 +631,7 @@ class _HostedLoop(LoopGuest):
             left = end - now
             if left <= 0:
                 return []
-            ready = select.select(watch, [], [], min(left, max(0.0, loop.due - now)))[0]
+            ready = select_waiter(watch, min(left, max(0.0, loop.due - now)))
             if loop.fd in ready:
                 loop.due = 0.0  # D-Bus traffic or a call from another thread: a pass before or after
                 ready.remove(loop.fd)
