@@ -489,9 +489,21 @@ class Pipeline:
         timed = any(type(out).tick is not Output.tick for out in self.outputs)
         return self.TICK if timed else max(self.TICK, self.IDLE_TICK)
 
+    def _tick_wait(self, period: float) -> float:
+        """Seconds until the next tick: ``period`` for outputs with timers; otherwise until the
+        source could first turn stale, at least ``period``. A meter pushing every second with a
+        60 s time-out then costs one wake-up a minute here instead of sixty (each is worth a
+        small push of CPU on a GX); staleness is seen exactly when it is due."""
+        stale_after = self.source.stale_after
+        if period <= self.TICK or not stale_after or self.health.state not in (Health.OK, Health.STARTING):
+            return period
+        with self._lock:
+            last = self._last_time if self._last_time is not None else self._started_at
+        return max(period, last + stale_after - self._clock() + 0.01)
+
     def _tick_loop(self) -> None:
         period = self.tick_period()
-        while not self._stop.wait(period):
+        while not self._stop.wait(self._tick_wait(period)):
             try:
                 self.tick()
             except Exception:  # the ticker must survive anything

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import List
 from decimal import Decimal
 
 from dlms_protocol.config import ReadoutConfig
@@ -188,5 +189,34 @@ def test_the_ticker_runs_fast_only_for_outputs_with_timers() -> None:
     pipe.start()
     try:
         rec.wait(lambda: any(h.state == Health.STALE for h in rec.health), "stale after 0.5 s + one tick")
+    finally:
+        pipe.stop()
+
+
+def test_the_idle_ticker_sleeps_until_staleness_is_due() -> None:
+    """Without timed outputs the ticker wakes when the source could first turn stale, not every
+    IDLE_TICK: a source that keeps delivering costs no tick at all within its time-out, and
+    staleness is still seen once the data stops."""
+    ticks: List[float] = []
+
+    class Counting(Pipeline):
+        def tick(self) -> None:
+            ticks.append(time.monotonic())
+            super().tick()
+
+    src = Manual()
+    src.stale_after = 2.5
+    rec = Recorder()
+    pipe = Counting(src, [rec])
+    pipe.start()
+    try:
+        end = time.monotonic() + 2.2  # two IDLE_TICKs: the old ticker woke twice here
+        while time.monotonic() < end:
+            pipe.feed(MeterData(kind="push", readings=()))
+            time.sleep(0.1)
+        assert ticks == []
+        stopped = time.monotonic()
+        rec.wait(lambda: any(h.state == Health.STALE for h in rec.health), "stale 2.5 s after the last data")
+        assert 2.4 <= time.monotonic() - stopped <= 2.5 + Pipeline.IDLE_TICK + 1.0
     finally:
         pipe.stop()
