@@ -149,18 +149,6 @@ def new_reading(code: str, obis: Optional[Obis], value: Value, unit: Optional[st
     return r
 
 
-_set_field = object.__setattr__
-
-
-def reading_of_fields(fields: Dict[str, Any]) -> Reading:
-    """A Reading that takes ``fields`` (all ten, by name; a fresh dict the caller gives up) as its
-    own: a learned layout copies one prepared dict per value and fills in what changed, which
-    costs less than naming ten arguments. Equal to the dataclass-built one (eq, hash, repr)."""
-    r = _new_object(Reading)
-    _set_field(r, "__dict__", fields)
-    return r
-
-
 class LayoutMemo:
     """What follows from a snapshot's codes alone, worked out once per layout.
 

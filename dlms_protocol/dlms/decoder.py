@@ -53,27 +53,31 @@ def _display(value: Any) -> str:
 
 
 _LineParts = Tuple[str, str, str]
-#: the fixed parts of each line of a rendering, by the readings' (code, index, unit): a meter
-#: sends the same list every time, and naming the codes cost more than the values
-_LAYOUTS: Dict[Tuple[Tuple[Optional[Obis], int, Optional[str]], ...], Tuple[_LineParts, ...]] = {}
+#: the fixed parts of each line of a rendering, by the readings' (code identity, index, unit): a
+#: meter sends the same list every time with the same code objects, and naming the codes cost
+#: more than the values. Each entry holds its codes, so no other code can take their identities
+#: while it exists (the ``model.LayoutMemo`` rule); identities spare a Python-level hash per code.
+_LAYOUTS: Dict[Tuple[Tuple[int, int, Optional[str]], ...],
+               Tuple[Tuple[Optional[Obis], ...], Tuple[_LineParts, ...]]] = {}
 
 
 def _line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
     """(text before the value, text after it, the note after a raw value) per reading."""
-    key = tuple([(r.obis, r.index, r.unit) for r in readings])
-    parts = _LAYOUTS.get(key)
-    if parts is None:
-        built = []
-        for r in readings:
-            code = r.obis.dotted() if r.obis is not None else f"#{r.index}"
-            unit = f" {r.unit}" if r.unit else ""
-            name = r.name or ""
-            built.append((f"  {code:<20} ", unit + (f"  ({name})" if name else ""),
-                          " (raw; scaler unknown)" if r.obis is not None else " (raw)"))
-        parts = tuple(built)
-        if len(_LAYOUTS) >= 64:
-            _LAYOUTS.clear()
-        _LAYOUTS[key] = parts
+    key = tuple([(id(r.obis), r.index, r.unit) for r in readings])
+    hit = _LAYOUTS.get(key)
+    if hit is not None:
+        return hit[1]
+    built = []
+    for r in readings:
+        code = r.obis.dotted() if r.obis is not None else f"#{r.index}"
+        unit = f" {r.unit}" if r.unit else ""
+        name = r.name or ""
+        built.append((f"  {code:<20} ", unit + (f"  ({name})" if name else ""),
+                      " (raw; scaler unknown)" if r.obis is not None else " (raw)"))
+    parts = tuple(built)
+    if len(_LAYOUTS) >= 64:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = (tuple([r.obis for r in readings]), parts)
     return parts
 
 
