@@ -24,6 +24,7 @@ from dlms_protocol.dlms.apdu import decode_apdu
 from dlms_protocol.dlms.decoder import PushDecoder, PushMessage, _display, decode_bytes
 from dlms_protocol.dlms.payload import _Builder, interpret
 from dlms_protocol.dlms.profiles import choose, load_profiles
+from dlms_protocol.dlms.template import PositionalTemplate
 from dlms_protocol.model import MeterData, Reading, decimal_text, json_value, new_reading
 from dlms_protocol.obis import Obis
 from dlms_protocol.simulator.push import PushSimulator
@@ -288,3 +289,52 @@ def test_meter_data_of_is_the_dataclass_one(kind: str, received: float, meter_id
     assert fast.find("1.8.0") == list(readings) and fast.with_readings(()) == replace(plain, readings=())
     with pytest.raises(AttributeError):
         fast.kind = "x"  # type: ignore[misc]  # still frozen
+
+
+def _is_the_dataclass_instance(obj: Any) -> None:
+    """``obj`` (made by ``model.frozen_of``) equals its class built the dataclass way from its
+    fields: every field there (none missing, none extra), eq, repr, and still frozen."""
+    cls = type(obj)
+    plain = cls(**vars(obj))
+    assert vars(obj) == vars(plain) and set(vars(obj)) == set(cls.__dataclass_fields__)
+    assert obj == plain and repr(obj) == repr(plain)
+    with pytest.raises(AttributeError):
+        setattr(obj, next(iter(cls.__dataclass_fields__)), None)
+
+
+@pytest.mark.parametrize("security", [0x30, 0x20, None])
+def test_what_a_push_decoder_makes_per_frame_is_the_dataclass_instance(security: Optional[int]) -> None:
+    """PushMessage, Deciphered, CipheredApdu and a learned layout's Interpretation are made per
+    frame with ``frozen_of``: each is the dataclass-built instance, on the full path and the template's."""
+    import dlms_protocol.dlms.decoder as dec_module
+    from dlms_protocol.dlms import security as sec
+
+    ek, ak = bytes(range(16)), bytes(range(16, 32))
+    keys: Any = {"key": ek, "auth_key": ak, "security": security} if security is not None else {}
+    sim = PushSimulator(wrapper="hdlc", layout="profile", profile="si-sodo-reduxi-live23", seed=4, **keys)
+    decoder = PushDecoder(ListenerConfig(port="-", key=ek if security else None,
+                                         auth_key=ak if security == 0x30 else None))
+    made: List[Any] = []
+    decipher, parse, result = sec.decipher, sec.parse_ciphered, PositionalTemplate._result
+
+    def spy(func: Any, first: bool = False) -> Any:
+        def call(*args: Any) -> Any:
+            out = func(*args)
+            made.append(out[0] if first else out)
+            return out
+        return call
+
+    dec_module.decipher = spy(decipher)  # type: ignore[assignment]
+    sec.parse_ciphered = spy(parse)  # type: ignore[assignment]
+    PositionalTemplate._result = spy(result, first=True)  # type: ignore[method-assign]
+    try:
+        msgs = [m for _ in range(3) for m in decoder.feed(sim.emit())]
+    finally:
+        dec_module.decipher = decipher  # type: ignore[assignment]
+        sec.parse_ciphered = parse  # type: ignore[assignment]
+        PositionalTemplate._result = result  # type: ignore[method-assign]
+    assert len(msgs) == 3 and decoder._full_decodes == 0  # the last two by the learned layout
+    kinds = {type(x).__name__ for x in made}
+    assert kinds == ({"Deciphered", "CipheredApdu", "Interpretation"} if security else {"Deciphered", "Interpretation"})
+    for obj in made + msgs:
+        _is_the_dataclass_instance(obj)

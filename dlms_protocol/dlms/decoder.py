@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..config import ListenerConfig
 from ..errors import ChecksumError, DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
-from ..model import MeterData, Reading, Statistics, decimal_text, json_value
+from ..model import MeterData, Reading, Statistics, decimal_text, frozen_of, json_value
 from ..obis import Obis
 from ..ratelimit import RepeatLimiter
 from .apdu import decode_apdu
@@ -341,10 +341,11 @@ class PushDecoder:
             log.warning("%s", note)
         if interp.family:
             self._family = interp.family
-        return PushMessage(wrapper=wrapper, ciphered=d.ciphered, tag_verified=d.tag_verified, timestamp=timestamp,
-                           profile=interp.profile, readings=tuple(interp.readings), apdu=plain,
-                           raw=raw or bytes(apdu), system_title=d.system_title, serial=interp.meter_id,
-                           unknown_layout=interp.unknown_layout, link_check=link_check)
+        return frozen_of(PushMessage, {
+            "wrapper": wrapper, "ciphered": d.ciphered, "tag_verified": d.tag_verified, "timestamp": timestamp,
+            "profile": interp.profile, "readings": tuple(interp.readings), "apdu": plain, "raw": raw or bytes(apdu),
+            "system_title": d.system_title, "serial": interp.meter_id, "unknown_layout": interp.unknown_layout,
+            "link_check": link_check})
 
     def _learn(self, plain: bytes, notification: Any, interp: Any, profile: Optional[str]) -> None:
         """Learn the layout of a frame the full path decoded (template.py); a meter whose frames

@@ -34,6 +34,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..errors import (AuthenticationError, ConfigurationError, DecodeError, DecryptionError, DowngradeError,
                       MissingKeyError, PlaintextRejectedError, ReplayError, SecurityError)
+from ..model import frozen_of
 from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
                       valid_security_control)
 
@@ -215,7 +216,8 @@ def parse_ciphered(apdu: bytes) -> CipheredApdu:
         body, auth_tag = body[:-TAG_LEN], body[-TAG_LEN:]
     if not (sc & 0x0F) or tag != GENERAL_CIPHERING:
         extra = b""
-    return CipheredApdu(tag, title, sc, ic, body, auth_tag, extra)
+    return frozen_of(CipheredApdu, {"tag": tag, "system_title": title, "security_control": sc, "invocation_counter": ic,
+                                    "body": body, "auth_tag": auth_tag, "extra_aad": extra})
 
 
 def _dsmr_plausible(text: bytes) -> bool:
@@ -249,7 +251,8 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
     Raises MissingKeyError, AuthenticationError, DecryptionError, DecodeError, SecurityError.
     """
     if not apdu or apdu[0] not in CIPHERED_TAGS:
-        return Deciphered(bytes(apdu), False, None, None, None, None)
+        return frozen_of(Deciphered, {"apdu": bytes(apdu), "ciphered": False, "tag_verified": None,
+                                      "security_control": None, "system_title": None, "invocation_counter": None})
     p = parse_ciphered(bytes(apdu))
     sc = p.security_control
     iv = p.system_title + p.invocation_counter.to_bytes(4, "big")
@@ -277,7 +280,8 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
         log.debug("deciphered APDU 0x%02x: security control 0x%02x, system title %s, invocation counter %d, "
                   "tag %s", p.tag, sc, p.system_title.hex(), p.invocation_counter,
                   "verified" if verified else "not verified")
-    return Deciphered(plain, True, verified, sc, p.system_title, p.invocation_counter)
+    return frozen_of(Deciphered, {"apdu": plain, "ciphered": True, "tag_verified": verified, "security_control": sc,
+                                  "system_title": p.system_title, "invocation_counter": p.invocation_counter})
 
 
 #: policy levels (ListenerConfig.security) as ranks: what a message must at least carry

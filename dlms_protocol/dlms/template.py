@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DecodeError
-from ..model import Reading, new_reading
+from ..model import Reading, frozen_of, new_reading
 from .apdu import _INTS, TYPE_NAMES, Notification, notification_header, parse_datetime
 from .payload import Interpretation, _Builder, _plan, interpret, place
 from .profiles import Profile
@@ -92,10 +92,10 @@ class _Template:
 
     def _result(self, builder: _Builder) -> Tuple[Interpretation, Optional[datetime]]:
         base = self.interp
-        return Interpretation(readings=tuple(builder.readings), profile=base.profile, shape=base.shape,
-                              unknown_layout=False, unscaled=tuple(builder.unscaled), meter_id=base.meter_id,
-                              family=base.family, timestamp=builder.ts, capture_objects=base.capture_objects,
-                              notes=()), builder.ts
+        return frozen_of(Interpretation, {
+            "readings": tuple(builder.readings), "profile": base.profile, "shape": base.shape, "unknown_layout": False,
+            "unscaled": tuple(builder.unscaled), "meter_id": base.meter_id, "family": base.family,
+            "timestamp": builder.ts, "capture_objects": base.capture_objects, "notes": ()}), builder.ts
 
 
 #: how a PositionalTemplate makes the reading of a position: the learned one at the new time, a
