@@ -119,6 +119,10 @@ class Notification:
 
 
 # ------------------------------------------------------------------ date and time
+#: fixed-offset zones by COSEM deviation (at most 1441, each made once)
+_ZONES: Dict[int, timezone] = {}
+
+
 def parse_datetime(raw: bytes) -> Optional[datetime]:
     """A COSEM date-time (12 bytes) as datetime, or None when it is not a concrete, valid one.
 
@@ -144,7 +148,9 @@ def parse_datetime(raw: bytes) -> Optional[datetime]:
     if deviation != -0x8000:
         if not -720 <= deviation <= 720:
             return None
-        tz = timezone(timedelta(minutes=-deviation))  # COSEM: deviation = UTC - local time
+        tz = _ZONES.get(deviation)
+        if tz is None:  # (a push's clock: the same one or two zones all year)
+            tz = _ZONES[deviation] = timezone(timedelta(minutes=-deviation))  # COSEM: deviation = UTC - local
     try:
         moment = datetime(year, month, day, hour, minute, second, hundredths * 10000, tzinfo=tz)
     except ValueError:  # 31 February and the like

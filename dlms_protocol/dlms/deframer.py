@@ -81,7 +81,9 @@ Item = Union["RawApdu", DlmsError]
 
 def _starts_with_llc(info: bytes) -> bool:
     """The first frame of a segmented message starts with the LLC (which may span tiny segments)."""
-    return any(llc.startswith(info[:3]) if len(info) < 3 else info.startswith(llc) for llc in hdlc.LLC_HEADERS)
+    if len(info) >= 3:
+        return info[:3] in hdlc.LLC_HEADERS  # (every frame: no generator)
+    return any(llc.startswith(info) for llc in hdlc.LLC_HEADERS)
 
 
 def _inside_link_frame(buf: bytearray, q: int, floor: int = 0) -> bool:
