@@ -384,8 +384,9 @@ class Pipeline:
     """One source, any number of outputs; enrich once, fan out, one staleness rule."""
 
     TICK = 0.25
-    #: the period when no output has timers of its own (``tick`` not overridden): staleness alone
-    #: needs no finer step, and an idle wake-up costs as much CPU as a small push on a GX
+    #: the shortest step when no output has timers of its own (``tick`` not overridden): staleness
+    #: alone needs no finer one, and the ticker then sleeps until it could be due (``_tick_wait``);
+    #: an idle wake-up costs as much CPU as a small push on a GX
     IDLE_TICK = 1.0
 
     def __init__(self, source: Source, outputs: Sequence[Output] = (), *,
