@@ -154,9 +154,9 @@ class PositionalTemplate(_Template):
                     continue
                 made["value"] = Decimal(value) * scale if scale is not None else Decimal(value)
                 made["raw"] = value
-            # a Reading that takes ``made`` (all ten fields, a fresh dict) as its own __dict__: equal to
-            # the dataclass-built one (eq, hash, repr, frozen; tests/test_fast_paths.py), and cheaper
-            # than naming ten arguments, once per value of every push
+            # model.frozen_of(Reading, made), inline (once per value of every push): a Reading that
+            # takes ``made`` (all ten fields, a fresh dict) as its __dict__, equal to the dataclass-built
+            # one (eq, hash, repr, frozen; tests/test_fast_paths.py)
             reading = _new_reading(Reading)
             _set_dict(reading, "__dict__", made)
             add(reading)
