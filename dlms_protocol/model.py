@@ -175,13 +175,15 @@ class LayoutMemo:
 
     def __init__(self, limit: int = 32) -> None:
         self.limit = limit
-        self.entries: Dict[Tuple[int, ...], Tuple[Tuple[Optional[Obis], ...], Any]] = {}
-        self._last_miss: Tuple[int, ...] = ()
+        self.entries: Dict[Tuple[Tuple[int, ...], Tuple[Any, ...]], Tuple[Tuple[Optional[Obis], ...], Any]] = {}
+        self._last_miss: Tuple[Tuple[int, ...], Tuple[Any, ...]] = ((), ())
 
-    def get(self, readings: Tuple["Reading", ...], work_out: Callable[[Tuple[Optional[Obis], ...]], Any]) -> Any:
-        """The result for this layout: stored, else ``work_out(codes)``."""
+    def get(self, readings: Tuple["Reading", ...], work_out: Callable[[Tuple[Optional[Obis], ...]], Any],
+            detail: Tuple[Any, ...] = ()) -> Any:
+        """The result for this layout: stored, else ``work_out(codes)``. ``detail``: what else of
+        the readings the result depends on (hashable values, not objects), part of the key."""
         codes = tuple([r.obis for r in readings])
-        key = tuple(map(id, codes))
+        key = (tuple(map(id, codes)), detail)
         hit = self.entries.get(key)
         if hit is not None:
             return hit[1]

@@ -303,7 +303,8 @@ def _is_the_dataclass_instance(obj: Any) -> None:
 
 
 @pytest.mark.parametrize("security", [0x30, 0x20, None])
-def test_what_a_push_decoder_makes_per_frame_is_the_dataclass_instance(security: Optional[int]) -> None:
+def test_what_a_push_decoder_makes_per_frame_is_the_dataclass_instance(security: Optional[int],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """PushMessage, Deciphered, CipheredApdu and a learned layout's Interpretation are made per
     frame with ``frozen_of``: each is the dataclass-built instance, on the full path and the template's."""
     import dlms_protocol.dlms.decoder as dec_module
@@ -324,15 +325,10 @@ def test_what_a_push_decoder_makes_per_frame_is_the_dataclass_instance(security:
             return out
         return call
 
-    dec_module.decipher = spy(decipher)  # type: ignore[assignment]
-    sec.parse_ciphered = spy(parse)  # type: ignore[assignment]
-    PositionalTemplate._result = spy(result, first=True)  # type: ignore[method-assign]
-    try:
-        msgs = [m for _ in range(3) for m in decoder.feed(sim.emit())]
-    finally:
-        dec_module.decipher = decipher  # type: ignore[assignment]
-        sec.parse_ciphered = parse  # type: ignore[assignment]
-        PositionalTemplate._result = result  # type: ignore[method-assign]
+    monkeypatch.setattr(dec_module, "decipher", spy(decipher))
+    monkeypatch.setattr(sec, "parse_ciphered", spy(parse))
+    monkeypatch.setattr(PositionalTemplate, "_result", spy(result, first=True))
+    msgs = [m for _ in range(3) for m in decoder.feed(sim.emit())]
     assert len(msgs) == 3 and decoder._full_decodes == 0  # the last two by the learned layout
     kinds = {type(x).__name__ for x in made}
     assert kinds == ({"Deciphered", "CipheredApdu", "Interpretation"} if security else {"Deciphered", "Interpretation"})

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import List
 from decimal import Decimal
+from typing import List
 
 from dlms_protocol.config import ReadoutConfig
 from dlms_protocol.model import MeterData, Reading

@@ -23,8 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..config import ListenerConfig
 from ..errors import ChecksumError, DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
-from ..model import MeterData, Reading, Statistics, decimal_text, frozen_of, json_value
-from ..obis import Obis
+from ..model import LayoutMemo, MeterData, Reading, Statistics, decimal_text, frozen_of, json_value
 from ..ratelimit import RepeatLimiter
 from .apdu import decode_apdu
 from .deframer import Deframer
@@ -53,20 +52,18 @@ def _display(value: Any) -> str:
 
 
 _LineParts = Tuple[str, str, str]
-#: the fixed parts of each line of a rendering, by the readings' (code identity, index, unit): a
-#: meter sends the same list every time with the same code objects, and naming the codes cost
-#: more than the values. Each entry holds its codes, so no other code can take their identities
-#: while it exists (the ``model.LayoutMemo`` rule); identities spare a Python-level hash per code.
-_LAYOUTS: Dict[Tuple[Tuple[int, int, Optional[str]], ...],
-               Tuple[Tuple[Optional[Obis], ...], Tuple[_LineParts, ...]]] = {}
+#: the fixed parts of each line of a rendering, per layout (codes, indexes, units): a meter sends
+#: the same list every time with the same code objects, and naming the codes cost more than the values
+_LAYOUTS = LayoutMemo(64)
 
 
 def _line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
     """(text before the value, text after it, the note after a raw value) per reading."""
-    key = tuple([(id(r.obis), r.index, r.unit) for r in readings])
-    hit = _LAYOUTS.get(key)
-    if hit is not None:
-        return hit[1]
+    return _LAYOUTS.get(readings, lambda _codes: _build_line_parts(readings),  # type: ignore[no-any-return]
+                        tuple([(r.index, r.unit) for r in readings]))
+
+
+def _build_line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
     built = []
     for r in readings:
         code = r.obis.dotted() if r.obis is not None else f"#{r.index}"
@@ -74,11 +71,7 @@ def _line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
         name = r.name or ""
         built.append((f"  {code:<20} ", unit + (f"  ({name})" if name else ""),
                       " (raw; scaler unknown)" if r.obis is not None else " (raw)"))
-    parts = tuple(built)
-    if len(_LAYOUTS) >= 64:
-        _LAYOUTS.clear()
-    _LAYOUTS[key] = (tuple([r.obis for r in readings]), parts)
-    return parts
+    return tuple(built)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,6 @@ from .apdu import _INTS, TYPE_NAMES, Notification, notification_header, parse_da
 from .payload import Interpretation, _Builder, _plan, interpret, place
 from .profiles import Profile
 
-_new_reading = object.__new__
-_set_dict = object.__setattr__
 #: fixed-size integer tags -> struct format character, and each character's size (apdu's table)
 _INT_CHARS = {tag: fmt[1:] for tag, (fmt, _) in _INTS.items()}
 _SIZES = {fmt[1:]: size for fmt, size in _INTS.values()}
@@ -154,12 +152,7 @@ class PositionalTemplate(_Template):
                     continue
                 made["value"] = Decimal(value) * scale if scale is not None else Decimal(value)
                 made["raw"] = value
-            # model.frozen_of(Reading, made), inline (once per value of every push): a Reading that
-            # takes ``made`` (all ten fields, a fresh dict) as its __dict__, equal to the dataclass-built
-            # one (eq, hash, repr, frozen; tests/test_fast_paths.py)
-            reading = _new_reading(Reading)
-            _set_dict(reading, "__dict__", made)
-            add(reading)
+            add(frozen_of(Reading, made))  # (``made`` has all ten fields: a fresh dict it takes over)
         return self._result(builder)
 
 
