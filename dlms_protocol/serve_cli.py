@@ -94,8 +94,9 @@ def _skip_openssl(cfg: Any) -> None:
 
     asyncio imports ``ssl`` and dbus-fast ``hashlib`` only in case they are needed, and both fall
     back cleanly when OpenSSL's module is missing (no TLS transports; hashlib's built-in SHA-2).
-    OpenSSL is 6-9 MB of the service's memory, a third of a GX driver's budget. cryptography
-    (AES-GCM) has its own binding and is unaffected. Done only when this process is our own
+    OpenSSL is 6-9 MB of the service's memory, a third of a GX driver's budget. Deciphering
+    (``dlms/gcm.py``) loads libcrypto alone, without these modules' set-up, on the first
+    enciphered frame; cryptography has its own binding; neither is affected. Done only when this process is our own
     ``python -m dlms_protocol`` and nothing has loaded them yet, never inside a host program.
     """
     main = getattr(sys.modules.get("__main__"), "__spec__", None)

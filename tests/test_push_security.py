@@ -6,19 +6,21 @@ import contextlib
 import io
 import logging
 import random
+from typing import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.config import ListenerConfig
-from dlms_protocol.dlms import encode
+from dlms_protocol.dlms import encode, gcm
 from dlms_protocol.dlms.apdu import Structure, decode_apdu, encode_notification
 from dlms_protocol.dlms.decoder import PushDecoder, decode_bytes
 from dlms_protocol.dlms.deframer import Deframer, RawApdu
 from dlms_protocol.dlms.gbt import GbtAssembler
 from dlms_protocol.dlms.security import decipher, parse_ciphered
-from dlms_protocol.errors import (AuthenticationError, DecodeError, DecryptionError, DlmsError, MissingKeyError)
+from dlms_protocol.errors import (AuthenticationError, DecodeError, DecryptionError, DlmsError, MissingKeyError,
+                                  SecurityError)
 from helpers import corpus_files, load_json, need
 
 PUSH = corpus_files("push", ".json")
@@ -52,8 +54,20 @@ def sample(n: int = 6, seed: int = 1) -> bytes:
 
 
 # --------------------------------------------------------------------- corpus
+@pytest.fixture(params=gcm.ENGINES)
+def each_engine(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Deciphering through each AES-GCM engine this machine has (``gcm``), chosen afresh after."""
+    try:
+        gcm.reset(request.param)
+    except SecurityError as exc:
+        gcm.reset()
+        pytest.skip(str(exc))
+    yield
+    gcm.reset()
+
+
 @pytest.mark.parametrize("path", CIPHERED, ids=[p.stem for p in CIPHERED])
-def test_corpus_frame_decrypts_to_its_plaintext(path) -> None:
+def test_corpus_frame_decrypts_to_its_plaintext(path, each_engine: None) -> None:
     case = load_json(path)
     ek, ak = keys(case)
     apdu = ciphered_apdu(case)

@@ -1,4 +1,4 @@
-"""AES-128-GCM deciphering of pushed APDUs (DLMS security suite 0/1), with ``cryptography``.
+"""AES-128-GCM deciphering of pushed APDUs (DLMS security suite 0/1).
 
 Handles general-glo-ciphering (``DB``), general-ded-ciphering (``DC``, same layout) and
 general-ciphering (``DD``, key-info absent or identified key). The security control byte
@@ -13,11 +13,10 @@ decides what is done:
   gurux accepts any authentication key silently, which is why this module exists.
 * ``0x10`` authentication only: plaintext with a GMAC tag, verified when both keys are set.
 
-Both directions go through one cached ``AESGCM`` object per key: its ``encrypt`` of the
-ciphertext yields the plaintext (GCM's keystream is the same both ways), and the tag is
-recomputed over that plaintext and compared in constant time with the frame's 12 bytes.
-``AESGCM.decrypt`` would want GCM's full 16-byte tag, and building a ``Cipher`` with a short-tag
-``GCM`` mode for every frame cost about 40 % of deciphering a push (90 us cold on this machine).
+Deciphering is one call to the AES-GCM engine of ``gcm`` (Python's own OpenSSL, or
+cryptography): it gives the plaintext and whether the frame's 12-byte tag is right, compared in
+constant time (OpenSSL in one pass; cryptography's ``AESGCM.decrypt`` would want GCM's full
+16-byte tag, so that engine recomputes the tag over the plaintext).
 
 A wrong encryption key gives random bytes, so the plaintext must be exactly one well-formed
 push APDU (or a DSMR text telegram: ``/``, printable lines, ``!``); otherwise
@@ -27,7 +26,6 @@ like "no data"). Key bytes never appear in messages or logs.
 from __future__ import annotations
 
 import logging
-from _operator import _compare_digest  # what hmac.compare_digest is, without hmac's hashlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Dict, Optional, Tuple
@@ -35,15 +33,16 @@ from typing import Any, Dict, Optional, Tuple
 from ..errors import (AuthenticationError, ConfigurationError, DecodeError, DecryptionError, DowngradeError,
                       MissingKeyError, PlaintextRejectedError, ReplayError, SecurityError)
 from ..model import frozen_of
+from . import gcm
 from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
                       valid_security_control)
 
 log = logging.getLogger(__name__)
 
-# ``cryptography`` is imported on the first enciphered frame only: stock Venus OS does not ship it
-# (opkg feed only), and a plain meter or --check-config must not need it. Deciphering uses AESGCM
-# (no backend argument in any version); ``Cipher`` below, for encoding (simulator, tests), passes
-# the backend 2.8 (Venus 3.0x-3.5x) still wants.
+# ``cryptography`` serves encoding (simulator, tests) here and is imported on first use: stock
+# Venus OS does not ship it (opkg feed only), and a plain meter or --check-config must not need
+# it. ``Cipher`` below passes the backend 2.8 (Venus 3.0x-3.5x) still wants. Deciphering uses
+# ``gcm.engine()``, which needs no cryptography where Python's OpenSSL is usable.
 _CRYPTO_FIX = ("install it: opkg install python3-cryptography (Venus OS), pip install cryptography "
                "elsewhere; plain (unencrypted) meters do not need it")
 
@@ -54,8 +53,8 @@ def _load(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise SecurityError("this frame is encrypted but the Python package cryptography is not installed",
-                            _CRYPTO_FIX) from None
+        raise SecurityError("encrypting (simulator, tests) needs the Python package cryptography, which is not "
+                            "installed", _CRYPTO_FIX) from None
 
 
 class _Lazy:
@@ -101,23 +100,6 @@ def Cipher(algorithm: Any, mode: Any) -> Any:  # noqa: N802 - drop-in for crypto
     return _ciphers.Cipher(algorithm, mode)
 
 TAG_LEN = 12
-#: AESGCM objects by key: a meter's frames all use one key. Bounded; holds only configured keys.
-_AEAD: Dict[bytes, Any] = {}
-_aead: Any = _Lazy("cryptography.hazmat.primitives.ciphers.aead")
-
-
-def _gcm(key: bytes) -> Any:
-    aead = _AEAD.get(key)
-    if aead is None:
-        if len(_AEAD) >= 8:
-            _AEAD.clear()
-        aead = _AEAD[key] = _aead.AESGCM(key)
-    return aead
-
-
-def _tag_ok(key: bytes, iv: bytes, plain: bytes, aad: bytes, tag: bytes) -> bool:
-    """Whether ``tag`` is the (12-byte DLMS) GCM tag of ``plain`` under ``aad``."""
-    return _compare_digest(_gcm(key).encrypt(iv, plain, aad)[-16:-16 + TAG_LEN], tag)
 
 
 @dataclass(frozen=True)
@@ -261,15 +243,16 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
         if not key:
             raise MissingKeyError("frame is encrypted but no key is configured",
                                   "set key (the GUEK from your grid operator)")
-        plain = _gcm(key).encrypt(iv, p.body, None)[:-16]  # GCM's keystream; its own tag dropped
-        if sc & 0x10 and auth_key:
-            if not _tag_ok(key, iv, plain, bytes([sc]) + auth_key + p.extra_aad, p.auth_tag):
+        if sc & 0x10 and auth_key:  # one pass: the plaintext, and whether the tag is right
+            plain, verified = gcm.engine().decrypt(key, iv, p.body, bytes([sc]) + auth_key + p.extra_aad, p.auth_tag)
+            if not verified:
                 raise _tag_failure(plain)
-            verified = True
+        else:
+            plain = gcm.engine().decrypt(key, iv, p.body, None, None)[0]
     else:  # authentication only: the body is the plaintext
         plain = p.body
         if key and auth_key:
-            if not _tag_ok(key, iv, b"", bytes([sc]) + auth_key + p.extra_aad + plain, p.auth_tag):
+            if not gcm.engine().decrypt(key, iv, b"", bytes([sc]) + auth_key + p.extra_aad + plain, p.auth_tag)[1]:
                 raise AuthenticationError("authentication tag mismatch", "check the authentication key")
             verified = True
     # A verified tag proves the keys; otherwise the plaintext must look like an APDU, because
