@@ -267,14 +267,18 @@ def test_install_from_legacy_config_keeps_the_keys_private(tmp_path: Path) -> No
     assert sources and all(Path(importlib.util.cache_from_source(str(p))).is_file() for p in sources)
 
 
-@pytest.mark.parametrize("key", [True, False])
-def test_install_gets_cryptography_through_opkg_only_for_a_meter_with_a_key(tmp_path: Path, key: bool) -> None:
-    """Stock Venus OS has no cryptography: install.sh runs opkg for it when the configuration has
-    a key (and says so), and leaves it out for a plain meter. The Python here is made to miss
-    cryptography by a blocking package on its path; the stub opkg 'installs' it by removing that."""
+@pytest.mark.parametrize("key, ctypes", [(True, False), (True, True), (False, False)],
+                         ids=["key-no-openssl", "key-openssl", "plain"])
+def test_install_gets_cryptography_through_opkg_only_where_a_key_has_no_aes_engine(tmp_path: Path, key: bool,
+                                                                                  ctypes: bool) -> None:
+    """Stock Venus OS has no cryptography: for a configuration with a key install.sh runs opkg for
+    it only when Python's own OpenSSL is not usable either (no ctypes), and says which engine
+    deciphers; a plain meter needs neither. The Python here is made to miss cryptography (and
+    ctypes) by blocking packages on its path; the stub opkg 'installs' it by removing its block."""
     block = tmp_path / "block"
-    (block / "cryptography").mkdir(parents=True)
-    (block / "cryptography" / "__init__.py").write_text("raise ImportError('not installed (test)')\n")
+    for name in ("cryptography",) + (() if ctypes else ("ctypes",)):
+        (block / name).mkdir(parents=True)
+        (block / name / "__init__.py").write_text("raise ImportError('not installed (test)')\n")
     python = tmp_path / "python3"
     python.write_text(f'#!/bin/sh\nPYTHONPATH="{block}${{PYTHONPATH:+:$PYTHONPATH}}" exec {sys.executable} "$@"\n')
     python.chmod(0o755)
@@ -294,11 +298,14 @@ def test_install_gets_cryptography_through_opkg_only_for_a_meter_with_a_key(tmp_
                          timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     log = (tmp_path / "opkg.log").read_text() if (tmp_path / "opkg.log").exists() else ""
-    if key:
+    if key and not ctypes:
         assert log == "opkg update\nopkg install python3-cryptography\n"
         assert "installing it with opkg" in res.stdout and "installed python3-cryptography" in res.stdout
+        assert "deciphered with cryptography" in res.stdout
+    elif key:
+        assert log == "" and "deciphered with OpenSSL" in res.stdout
     else:
-        assert log == "" and "python3-cryptography is not needed" in res.stdout
+        assert log == "" and "no AES-GCM needed" in res.stdout
     assert KEY not in res.stdout + res.stderr
 
 

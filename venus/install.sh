@@ -102,22 +102,30 @@ if ! PYTHONPATH="$DEST" "$PYTHON" -m dlms_protocol victron --config "$CONFIG" --
     say "the configuration has errors (see above); the service will not start until they are fixed"
 fi
 
-# 3b. an encrypted meter needs cryptography (Victron's feed: 2.8 on Venus 3.0x-3.5x, 42.x from 3.60)
+# 3b. an encrypted meter needs AES-GCM: through the OpenSSL Python itself links (stock Venus OS
+# has it), else through cryptography (Victron's feed: 2.8 on Venus 3.0x-3.5x, 42.x from 3.60)
 HAS_KEY=$(PYTHONPATH="$DEST" "$PYTHON" -c '
 import sys
 from dlms_protocol.victron.config_file import load_config
 cfg = load_config(sys.argv[1])
 print("yes" if cfg.listener is not None and cfg.listener.key else "no")' "$CONFIG" 2>/dev/null || echo no)
-if [ "$HAS_KEY" = yes ] && ! "$PYTHON" -c 'import cryptography' 2>/dev/null; then
-    say "the configuration has a key and python3-cryptography is missing: installing it with opkg"
-    if ! { "$OPKG" update && "$OPKG" install python3-cryptography; }; then
-        die "opkg could not install python3-cryptography; install it by hand (opkg update && opkg install python3-cryptography) and run install.sh again - without it every encrypted push is refused"
+aes_engine() {  # the engine an encrypted push would use, or nothing when none is usable
+    PYTHONPATH="$DEST" "$PYTHON" -c 'from dlms_protocol.dlms import gcm; print(gcm.engine().name)' 2>/dev/null
+}
+if [ "$HAS_KEY" = yes ]; then
+    AES=$(aes_engine || true)
+    if [ -z "$AES" ]; then
+        say "the configuration has a key, Python's OpenSSL is not usable here and python3-cryptography is missing: installing it with opkg"
+        if ! { "$OPKG" update && "$OPKG" install python3-cryptography; }; then
+            die "opkg could not install python3-cryptography; install it by hand (opkg update && opkg install python3-cryptography) and run install.sh again - without it every encrypted push is refused"
+        fi
+        AES=$(aes_engine || true)
+        [ -n "$AES" ] || die "python3-cryptography was installed but Python cannot use it; check opkg's output above"
+        say "installed python3-cryptography"
     fi
-    "$PYTHON" -c 'import cryptography' 2>/dev/null \
-        || die "python3-cryptography was installed but Python cannot import it; check opkg's output above"
-    say "installed python3-cryptography"
-elif [ "$HAS_KEY" = no ]; then
-    say "no key configured: plain meter, python3-cryptography is not needed"
+    say "the configuration has a key: encrypted pushes are deciphered with $AES"
+else
+    say "no key configured: plain meter, no AES-GCM needed"
 fi
 
 # 4. udev rule against serial-starter (optional)
