@@ -242,3 +242,19 @@ def test_strict_decode_raises_and_lenient_counts() -> None:
     decoder = PushDecoder(ListenerConfig(port="-"))
     assert decoder.feed(frame) == []
     assert decoder.stats.get("decrypt_failures") == 1 and isinstance(decoder.last_error, MissingKeyError)
+
+
+def test_the_log_names_the_aes_engine_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Which library deciphers is said once per meter, at info level, with the first ciphered push."""
+    frames = [encode.hdlc_frames(encode.encipher(sample(seed=n), EK, TITLE, 5 + n, 0x30, AK))[0] for n in range(3)]
+    with caplog.at_level(logging.INFO, logger="dlms_protocol.dlms.decoder"):
+        plain = PushDecoder(ListenerConfig(port="-"))
+        assert len(plain.feed(encode.hdlc_frames(sample())[0])) == 1  # a plain meter says nothing
+        assert not [r for r in caplog.records if "deciphering" in r.getMessage()]
+        for _meter in range(2):
+            decoder = PushDecoder(ListenerConfig(port="-", key=EK, auth_key=AK))
+            for frame in frames:
+                assert len(decoder.feed(frame)) == 1
+    said = [r.getMessage() for r in caplog.records if "deciphering" in r.getMessage()]
+    assert said == [f"deciphering AES-GCM with {gcm.engine().name}"] * 2
+    assert EK.hex() not in caplog.text.lower() and AK.hex() not in caplog.text.lower()

@@ -77,8 +77,8 @@ EK, AK = "000102030405060708090A0B0C0D0E0F", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "aes-gcm"])
 def test_standalone_push_service_end_to_end(daemon: DbusDaemon, bus_parts: VenusClient, tmp_path: Path,
                                             encrypted: bool) -> None:
-    """As the GX runs it, its own process; encrypted: with the cryptography the environment has
-    (the version matrix runs this with 2.8 on Python 3.8 and 42.x on 3.12)."""
+    """As the GX runs it, its own process; encrypted: with the AES engine the environment chooses
+    (Python's OpenSSL here; the version matrix forces cryptography 2.8 on Python 3.8 and 42.x on 3.12)."""
     client = bus_parts
     security = dict(key=bytes.fromhex(EK), auth_key=bytes.fromhex(AK), security=0x30) if encrypted else {}
     sim = PushSimulator(registers=REGISTERS, seed=11, interval=1.0, **security)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from .deframer import Deframer
 from .gbt import GbtAssembler
 from .payload import interpret, interpret_text, unknown_layout_error
 from .profiles import load_profiles
+from . import gcm
 from .security import SecurityPolicy, decipher
 from .template import Template, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
@@ -222,6 +223,7 @@ class PushDecoder:
         self._templates: Dict[Tuple[int, Optional[str]], Template] = {}
         self._full_decodes = 0  # full decodes since the template last fitted
         self._learn_pause = 0  # frames before learning is tried again
+        self._engine_said = False
         #: minimum protection and increasing invocation counters; kept across reset(): same meter
         self.policy = SecurityPolicy(getattr(config, "security", "auto"), config.key, config.auth_key)
         if config.profile not in (None, "", "auto"):
@@ -308,6 +310,9 @@ class PushDecoder:
         d = decipher(apdu, self.config.key, self.config.auth_key)
         if d.ciphered:
             self.stats.count("decrypted")
+            if not self._engine_said:  # the log says once which library deciphers (gcm.py chooses)
+                self._engine_said = True
+                log.info("deciphering AES-GCM with %s", gcm.engine().name)
         plain = d.apdu
         profile = self.config.profile if self.config.profile not in (None, "", "auto") else None
         if plain[:1] == b"/":
