@@ -154,6 +154,18 @@ def test_threads_deciphering_with_one_key_never_mix_their_results(engine: Any) -
     assert bad == []
 
 
+def test_any_bytes_like_input_gives_the_same_result(engine: Any) -> None:
+    """bytearray and memoryview arguments (the untyped OpenSSL calls take bytes) give what bytes give."""
+    key, iv, aad, data = bytes(range(16)), bytes(range(12)), b"\x30" + bytes(16), bytes(range(100))
+    tag = engine.encrypt(key, iv, engine.decrypt(key, iv, data, None, None)[0], aad)[-16:][:12]
+    want = engine.decrypt(key, iv, data, aad, tag)
+    assert want[1] is True
+    for kind in (bytearray, memoryview):
+        assert engine.decrypt(kind(key), kind(iv), kind(data), kind(aad), kind(tag)) == want
+    with pytest.raises(TypeError):
+        engine.decrypt(key, iv, "text", aad, tag)
+
+
 @pytest.mark.parametrize("tag", [b"", b"abc", bytes(17)])
 def test_a_tag_of_another_size_is_refused(engine: Any, tag: bytes) -> None:
     with pytest.raises(ValueError, match="4 to 16"):

@@ -56,17 +56,17 @@ class _Slot:
 
     Why: on a push every 250 ms each ctypes call and object runs with cold caches; a pooled
     context skips allocating, keying and freeing one (4 of 9 foreign calls), and the
-    preallocated buffer the ctypes types made per call, which halves deciphering's cost."""
+    preallocated buffer the ctypes types made per call, which halves deciphering's cost.
+    Everything the untyped hot calls get is made here, as the ctypes object its C type needs."""
 
-    __slots__ = ("ctx", "buf", "view", "addr", "count", "n")
+    __slots__ = ("ctx", "buf", "view", "count", "n")
 
-    def __init__(self, ctx: int, ctypes: Any, size: int = 2048) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: Optional[int], ctypes: Any, size: int = 2048) -> None:
+        self.ctx = ctypes.c_void_p(ctx)  # EVP_CIPHER_CTX *
         self.buf = bytearray(size)
-        self.view = (ctypes.c_char * size).from_buffer(self.buf)  # held: the bytearray cannot move
-        self.addr: int = ctypes.addressof(self.view)
+        self.view = (ctypes.c_char * size).from_buffer(self.buf)  # unsigned char *out; holds the bytearray in place
         self.count = ctypes.c_int()  # OpenSSL's output length
-        self.n = ctypes.pointer(self.count)
+        self.n = ctypes.pointer(self.count)  # int *outl
 
 
 class OpenSSLGcm:
@@ -90,8 +90,12 @@ class OpenSSLGcm:
         self._final = fn("EVP_EncryptFinal_ex", i, vp, vp, ctypes.POINTER(i))
         self._ctrl = fn("EVP_CIPHER_CTX_ctrl", i, vp, i, i, vp)
         self._dinit = fn("EVP_DecryptInit_ex", i, vp, vp, vp, ctypes.c_char_p, ctypes.c_char_p)
-        self._dupdate = fn("EVP_DecryptUpdate", i, vp, vp, ctypes.POINTER(i), ctypes.c_char_p, i)
-        self._dfinal = fn("EVP_DecryptFinal_ex", i, vp, vp, ctypes.POINTER(i))
+        # Deciphering's four calls per frame go without argtypes (a second function object each):
+        # argtypes' conversion is half of a call's cost. Their arguments are only what ctypes passes
+        # exactly as the C types: the slot's c_void_p, c_char array and int pointer, bytes (a
+        # pointer to their bytes), None (NULL) and lengths (int); the default result is int.
+        self._hot = tuple(lib[name] for name in (
+            "EVP_DecryptInit_ex", "EVP_DecryptUpdate", "EVP_CIPHER_CTX_ctrl", "EVP_DecryptFinal_ex"))
         self._cipher = fn("EVP_aes_128_gcm", vp)()
         self._idle: Dict[bytes, List[_Slot]] = {}
         if not self._cipher:
@@ -105,8 +109,11 @@ class OpenSSLGcm:
     def decrypt(self, key: bytes, iv: bytes, data: bytes, aad: Optional[bytes],
                 tag: Optional[bytes]) -> Tuple[bytes, Optional[bool]]:
         """GCM's plaintext of ``data`` and whether ``tag`` (4-16 bytes) is its tag under ``aad``
-        (None: no tag given, ``aad`` unused). OpenSSL compares the tag in constant time.
-        Arguments are bytes (what ctypes hands to OpenSSL as pointers)."""
+        (None: no tag given, ``aad`` unused). OpenSSL compares the tag in constant time."""
+        if type(data) is not bytes or type(iv) is not bytes or type(key) is not bytes:  # untyped calls: char *
+            key, iv, data = bytes(key), bytes(iv), bytes(data)
+        if aad is not None and type(aad) is not bytes or tag is not None and type(tag) is not bytes:
+            aad, tag = aad if aad is None else bytes(aad), tag if tag is None else bytes(tag)
         size = len(data)
         if len(key) != 16 or len(iv) != 12 or size > _MOST or tag is not None and not 4 <= len(tag) <= 16:
             raise ValueError("AES-128-GCM takes a 16-byte key, a 12-byte IV, at most 16 MB and a 4 to 16-byte tag")
@@ -114,18 +121,19 @@ class OpenSSLGcm:
             slot = self._idle[key].pop()  # atomic: two threads never get one context
         except (KeyError, IndexError):
             slot = self._slot(key)
+        init, update, ctrl, final = self._hot
         ctx, n = slot.ctx, slot.n
-        out = slot if size + 16 <= len(slot.buf) else _Slot(0, self._ctypes, size + 16)  # a long APDU: its own
+        out = slot if size + 16 <= len(slot.buf) else _Slot(None, self._ctypes, size + 16)  # a long APDU: its own
         verified: Optional[bool] = None
         try:
-            ok = self._dinit(ctx, None, None, None, iv) == 1  # the context has its key: only the IV is new
+            ok = init(ctx, None, None, None, iv) == 1  # the context has its key: only the IV is new
             if ok and tag is not None and aad:
-                ok = self._dupdate(ctx, None, n, aad, len(aad)) == 1
+                ok = update(ctx, None, n, aad, len(aad)) == 1
             if ok and size:
-                ok = self._dupdate(ctx, out.addr, n, data, size) == 1 and slot.count.value == size
+                ok = update(ctx, out.view, n, data, size) == 1 and slot.count.value == size
             if ok and tag is not None:
-                ok = self._ctrl(ctx, _SET_TAG, len(tag), tag) == 1
-                verified = ok and self._dfinal(ctx, out.addr + size, n) == 1  # 0: a wrong tag (writes no bytes)
+                ok = ctrl(ctx, _SET_TAG, len(tag), tag) == 1
+                verified = ok and final(ctx, self._ctypes.byref(out.view, size), n) == 1  # 0: a wrong tag
         except BaseException:
             self._free(ctx)
             raise
@@ -193,6 +201,7 @@ class CryptographyGcm:
         self.name = f"cryptography {getattr(cryptography, '__version__', '?')}"
 
     def encrypt(self, key: bytes, iv: bytes, data: bytes, aad: Optional[bytes]) -> bytes:
+        key = key if type(key) is bytes else bytes(key)  # (a dictionary key)
         aead = self._aead.get(key)
         if aead is None:
             if len(self._aead) >= 8:
