@@ -11,9 +11,9 @@ The engine is chosen on the first enciphered frame: ``DLMS_AES_ENGINE=openssl`` 
 ``=cryptography`` forces one (the version matrix runs cryptography 2.8 and 42 with it);
 otherwise OpenSSL is tried first (Linux only: elsewhere loading the system's libcrypto is not
 safe), then cryptography. The OpenSSL engine must reproduce a NIST test vector when it is
-loaded, or it is not used. A call allocates its own OpenSSL context and frees it, so threads
-(one per meter) never share one; the context never sees anything but 16-byte keys and 12-byte
-IVs, checked before each call.
+loaded, or it is not used. Deciphering takes a context keyed for its key from a small pool,
+one call at a time (``list.pop``), so threads (one per meter) never share one; a context never
+sees anything but 16-byte keys and 12-byte IVs, checked before each call.
 """
 from __future__ import annotations
 
