@@ -201,7 +201,10 @@ class CryptographyGcm:
         self.name = f"cryptography {getattr(cryptography, '__version__', '?')}"
 
     def encrypt(self, key: bytes, iv: bytes, data: bytes, aad: Optional[bytes]) -> bytes:
-        key = key if type(key) is bytes else bytes(key)  # (a dictionary key)
+        if type(data) is not bytes or type(iv) is not bytes or type(key) is not bytes:  # 2.8 takes bytes only
+            key, iv, data = bytes(key), bytes(iv), bytes(data)
+        if aad is not None and type(aad) is not bytes:
+            aad = bytes(aad)
         aead = self._aead.get(key)
         if aead is None:
             if len(self._aead) >= 8:
