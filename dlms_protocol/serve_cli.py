@@ -11,9 +11,9 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, List, Tuple
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, SecurityError
 from .pipeline import make_output
 from .serve import run
 
@@ -116,13 +116,25 @@ def _config_error(args: argparse.Namespace, exc: ConfigurationError) -> int:
 
 def _show(path: str, cfg: Any) -> int:
     print(f"{path}: OK")
-    rows = cfg.describe()
+    rows = cfg.describe() + _aes_engine(cfg)
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     for note in cfg.notes:
         print(f"  note: {note}")
     return 0
+
+
+def _aes_engine(cfg: Any) -> List[Tuple[str, str]]:
+    """For a push meter with a key: which library will decipher, known before any frame arrives."""
+    listener = getattr(cfg, "listener", None)
+    if listener is None or not listener.key:
+        return []
+    from .dlms import gcm
+    try:
+        return [("aes_gcm", gcm.engine().name)]
+    except SecurityError as exc:  # the service would refuse every encrypted push: said here already
+        return [("aes_gcm", f"none usable: {exc}")]
 
 
 __all__ = ["register", "add_service_arguments", "cmd_serve", "setup_logging"]

@@ -20,6 +20,7 @@ from typing import Dict, Iterator
 import pytest
 
 from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient
+from dlms_protocol.dlms import gcm
 from helpers import CORPUS, corpus_files, need
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +109,19 @@ def test_check_config_with_a_key_needs_no_cryptography(no_crypto_env: Dict[str, 
     res = subprocess.run([sys.executable, "-m", "dlms_protocol", "victron", "--config", str(cfg), "--check-config"],
                          cwd=ROOT, env=no_crypto_env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "000102030405060708090A0B0C0D0E0F" not in res.stdout + res.stderr
+    assert [line.split(None, 1)[1] for line in res.stdout.splitlines() if line.split()[:1] == ["aes_gcm"]] == [
+        gcm.load_openssl().name]  # which library will decipher, before any frame
+
+
+def test_check_config_says_when_no_aes_engine_is_usable(no_engine_env: Dict[str, str], tmp_path: Path) -> None:
+    cfg = tmp_path / "dlms-meter.ini"
+    cfg.write_text("[meter]\nport = /dev/ttyUSB0\nkey = 000102030405060708090A0B0C0D0E0F\n")
+    res = subprocess.run([sys.executable, "-m", "dlms_protocol", "victron", "--config", str(cfg), "--check-config"],
+                         cwd=ROOT, env=no_engine_env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr  # the file is right; the line says what is missing
+    line = [x for x in res.stdout.splitlines() if x.split()[:1] == ["aes_gcm"]]
+    assert len(line) == 1 and "none usable" in line[0] and "opkg install python3-cryptography" in line[0]
     assert "000102030405060708090A0B0C0D0E0F" not in res.stdout + res.stderr
 
 
