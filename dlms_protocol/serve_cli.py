@@ -96,8 +96,9 @@ def _skip_openssl(cfg: Any) -> None:
     back cleanly when OpenSSL's module is missing (no TLS transports; hashlib's built-in SHA-2).
     OpenSSL is 6-9 MB of the service's memory, a third of a GX driver's budget. Deciphering
     (``dlms/gcm.py``) loads libcrypto alone, without these modules' set-up, on the first
-    enciphered frame; cryptography has its own binding; neither is affected. Done only when this process is our own
-    ``python -m dlms_protocol`` and nothing has loaded them yet, never inside a host program.
+    enciphered frame, and cryptography has its own binding: neither is affected. Done only when
+    this process is our own ``python -m dlms_protocol`` and nothing has loaded them yet, never
+    inside a host program.
     """
     main = getattr(sys.modules.get("__main__"), "__spec__", None)
     if cfg.outputs or getattr(main, "name", None) != f"{__package__}.__main__":

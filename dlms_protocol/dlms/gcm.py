@@ -26,7 +26,8 @@ from ..errors import SecurityError
 
 ENV = "DLMS_AES_ENGINE"
 ENGINES = ("openssl", "cryptography")
-_FIX = ("install python3-cryptography: opkg install python3-cryptography (Venus OS), pip install cryptography "
+#: how to get cryptography, for every message that misses it (encoding in security.py too)
+CRYPTO_FIX = ("install python3-cryptography: opkg install python3-cryptography (Venus OS), pip install cryptography "
         "elsewhere; plain (unencrypted) meters do not need it")
 
 #: NIST GCM test case 4 (AES-128, 60-byte plaintext, 20-byte AAD): key, IV, plaintext, AAD, ciphertext || tag
@@ -140,7 +141,7 @@ class OpenSSLGcm:
         if not ok or verified is False:  # a context is pooled again only after it worked
             self._free(ctx)
             if not ok:
-                raise SecurityError("OpenSSL's AES-GCM failed", f"set {ENV}=cryptography to use cryptography instead")
+                raise _failed()
         else:
             self._give(key, slot)
         return bytes(out.buf[:size]), verified
@@ -151,7 +152,7 @@ class OpenSSLGcm:
             raise MemoryError("libcrypto could not allocate a cipher context")
         if self._dinit(ctx, self._cipher, None, bytes(key), None) != 1:
             self._free(ctx)
-            raise SecurityError("OpenSSL's AES-GCM failed", f"set {ENV}=cryptography to use cryptography instead")
+            raise _failed()
         return _Slot(ctx, self._ctypes)
 
     def _give(self, key: bytes, slot: _Slot) -> None:
@@ -184,7 +185,7 @@ class OpenSSLGcm:
         finally:
             self._free(ctx)
         if not ok:
-            raise SecurityError("OpenSSL's AES-GCM failed", f"set {ENV}=cryptography to use cryptography instead")
+            raise _failed()
         return out.raw
 
 
@@ -224,6 +225,10 @@ class CryptographyGcm:
             raise ValueError("a GCM tag has 4 to 16 bytes")
         full = self.encrypt(key, iv, plain, aad)[-16:]
         return plain, _compare_digest(full[:len(tag)], tag)
+
+
+def _failed() -> SecurityError:
+    return SecurityError("OpenSSL's AES-GCM failed", f"set {ENV}=cryptography to use cryptography instead")
 
 
 def _check(key: bytes, iv: bytes, data: bytes) -> None:
@@ -311,7 +316,7 @@ def _choose(wanted: str) -> Any:
     missing = {"openssl": "Python's OpenSSL cannot be used through ctypes",
                "cryptography": "the Python package cryptography is not installed"}
     cause = " and ".join(missing[name] for name in ((wanted,) if wanted else ENGINES))
-    fix = f"unset {ENV} (the other engine is tried then)" if wanted == "openssl" else _FIX
+    fix = f"unset {ENV} (the other engine is tried then)" if wanted == "openssl" else CRYPTO_FIX
     raise SecurityError(f"this frame is encrypted but {cause} ({'; '.join(reasons)})", fix)
 
 

@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 # Venus OS does not ship it (opkg feed only), and a plain meter or --check-config must not need
 # it. ``Cipher`` below passes the backend 2.8 (Venus 3.0x-3.5x) still wants. Deciphering uses
 # ``gcm.engine()``, which needs no cryptography where Python's OpenSSL is usable.
-_CRYPTO_FIX = ("install it: opkg install python3-cryptography (Venus OS), pip install cryptography "
-               "elsewhere; plain (unencrypted) meters do not need it")
 
 
 def _load(name: str) -> ModuleType:
@@ -54,7 +52,7 @@ def _load(name: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError:
         raise SecurityError("encrypting (simulator, tests) needs the Python package cryptography, which is not "
-                            "installed", _CRYPTO_FIX) from None
+                            "installed", gcm.CRYPTO_FIX) from None
 
 
 class _Lazy:
