@@ -115,9 +115,8 @@ class OpenSSLGcm:
             key, iv, data = bytes(key), bytes(iv), bytes(data)
         if aad is not None and type(aad) is not bytes or tag is not None and type(tag) is not bytes:
             aad, tag = aad if aad is None else bytes(aad), tag if tag is None else bytes(tag)
+        _check(key, iv, data, tag)
         size = len(data)
-        if len(key) != 16 or len(iv) != 12 or size > _MOST or tag is not None and not 4 <= len(tag) <= 16:
-            raise ValueError("AES-128-GCM takes a 16-byte key, a 12-byte IV, at most 16 MB and a 4 to 16-byte tag")
         try:
             slot = self._idle[key].pop()  # atomic: two threads never get one context
         except (KeyError, IndexError):
@@ -221,8 +220,7 @@ class CryptographyGcm:
         plain = self.encrypt(key, iv, data, None)[:-16]
         if tag is None:
             return plain, None
-        if not 4 <= len(tag) <= 16:
-            raise ValueError("a GCM tag has 4 to 16 bytes")
+        _check(key, iv, data, tag)
         full = self.encrypt(key, iv, plain, aad)[-16:]
         return plain, _compare_digest(full[:len(tag)], tag)
 
@@ -231,10 +229,12 @@ def _failed() -> SecurityError:
     return SecurityError("OpenSSL's AES-GCM failed", f"set {ENV}=cryptography to use cryptography instead")
 
 
-def _check(key: bytes, iv: bytes, data: bytes) -> None:
+def _check(key: bytes, iv: bytes, data: bytes, tag: Optional[bytes] = None) -> None:
     """OpenSSL reads 16 key and 12 IV bytes from wherever it is pointed: other sizes never reach it."""
     if len(key) != 16 or len(iv) != 12 or len(data) > _MOST:
         raise ValueError("AES-128-GCM takes a 16-byte key, a 12-byte IV and at most 16 MB")
+    if tag is not None and not 4 <= len(tag) <= 16:
+        raise ValueError("a GCM tag has 4 to 16 bytes")
 
 
 def _libcrypto_paths() -> Iterator[str]:
