@@ -357,3 +357,93 @@ def test_on_a_local_port_the_kernel_waits_for_a_whole_push_where_that_saves_wake
         link.close()
     assert lst.stats.get("framing_errors") == 0 and lst.stats.get("checksum_errors") == 0
     assert lst.stats.get("messages") == len(got) == 21
+
+
+def test_a_periodic_meter_in_single_bytes_is_slept_through_and_read_whole():
+    """A real pty at 9600 Bd, one byte per read at the character time, a push every 0.3 s (as the
+    bench's one-byte line). Once the beat is learned (``dlms.cadence``) the listener sleeps through
+    each push and reads it whole: one wake-up instead of two. Every push is delivered once with
+    the values the meter sent, also when the meter changes its period, pauses and comes back
+    (the listener falls back to the usual reads, then locks onto the new beat)."""
+    from dlms_protocol.dlms.decoder import PushDecoder
+    from dlms_protocol.dlms.listener import open_port
+    from dlms_protocol.model import Statistics
+    from dlms_protocol.simulator.pty import PtyLink
+
+    char = 10 / 9600
+    link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+    sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=9, layout="profile",
+                        profile="si-sodo-reduxi-live23", invocation_counter=100)
+    # (phase, seconds from one push's start to the next) per push
+    # (the lengths take 4 pushes to learn, the beat 5 more)
+    plan = [("a", 0.3)] * 16 + [("b", 0.45)] * 5 + [("pause", 1.5)] + [("c", 0.3)] * 12
+    frames = [sim.emit() for _ in plan]
+    offline = PushDecoder(ListenerConfig(port="x", key=EK, auth_key=AK), Statistics())
+    sent = [[(r.code, r.value) for r in m.to_meter_data().readings] for f in frames for m in offline.feed(f)]
+    assert len(sent) == len(frames)
+
+    phase = ["learn"]
+    hits: List[tuple] = []  # (phase, pushes delivered before the one read whole)
+    misses: List[str] = []
+    wakes: List[str] = []  # the listener's wake-ups: waiting reads that brought bytes, and sleeps
+    marks = [0]  # wake-ups so far at each delivery
+
+    def opener(cfg: ListenerConfig):
+        port = open_port(cfg)
+        read_some, sleep = port.read_some, port.sleep
+
+        def counted_read(max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
+            data = read_some(max_bytes, timeout, min_bytes)
+            if timeout and data:
+                wakes.append(phase[0])
+            return data
+
+        def counted_sleep(seconds: float) -> None:
+            wakes.append(phase[0])
+            sleep(seconds)
+
+        port.read_some, port.sleep = counted_read, counted_sleep  # type: ignore[method-assign]
+        return port
+
+    got: List[MeterData] = []
+
+    def deliver(data: MeterData) -> None:
+        got.append(data)
+        marks.append(len(wakes))
+
+    lst = PushListener(ListenerConfig(port=link.port, baudrate=9600, parity="N", key=EK, auth_key=AK),
+                       deliver, opener=opener)
+    hit, miss = lst._cadence.hit, lst._cadence.miss
+    lst._cadence.hit = lambda: (hits.append((phase[0], len(got))), hit())[1]  # type: ignore[method-assign]
+    lst._cadence.miss = lambda: (misses.append(phase[0]), miss())[1]  # type: ignore[method-assign]
+    lst.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not lst.connected and time.monotonic() < deadline:  # (pyserial's open empties the input)
+            time.sleep(0.01)
+        time.sleep(0.1)
+        start = time.monotonic()
+        for (name, gap), frame in zip(plan, frames):
+            phase[0] = name
+            for i in range(len(frame)):  # one byte at a time, at the line's character time
+                ahead = start + (i + 1) * char - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+                link.raw_write(frame[i:i + 1])
+            start += gap
+            time.sleep(max(0.0, start - time.monotonic()))
+        deadline = time.monotonic() + 3
+        while len(got) < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        lst.stop()
+        link.close()
+    assert [[(r.code, r.value) for r in m.readings] for m in got] == sent  # each push once, as sent
+    assert lst.stats.get("framing_errors") == 0 and lst.stats.get("checksum_errors") == 0
+    # locked within the first phase and again after the change (a loaded machine may cost a few)
+    phases = [name for name, _n in hits]
+    assert phases.count("a") >= 4 and phases.count("c") >= 3, (hits, misses)
+    # a push read whole took one wake-up (the sleep); the usual reads take two (first byte, rest)
+    per_push = [marks[i + 1] - marks[i] for i in range(len(got))]
+    assert [per_push[n] for _name, n in hits] == [1] * len(hits), (per_push, hits)
+    assert all(n >= 2 for i, n in enumerate(per_push) if i not in {k for _p, k in hits}), per_push

@@ -38,6 +38,14 @@ voluntary context switches, ``getrusage``; Linux). A frame shorter than the wait
 it is read when the idle read's time-out (``IDLE_READ``) ends, and the lengths are learned
 anew.
 
+On a line too piecemeal for the kernel's wait, a periodic meter's push is slept through
+instead (``_sleep_through``, ``dlms.cadence``): once the frames' ends keep a steady beat, the
+thread sleeps (without watching the port, so no piece wakes it) until just after the next
+frame's predicted end and reads it whole: one wake-up per push instead of two. A read there
+that finds no frame, a part of one or more than one falls back to the reads above; so does
+every eighth push, which measures the beat again. The sleep leaves the line unread for at most
+``SLEEP_MAX`` and ``SLEEP_BYTES`` (the tty buffer holds 4096).
+
 An output's event loop can run in this thread's waits (``host_loop``, ``pipeline.LoopGuest``):
 on a local serial port every wait of the port (``Transport.waiter``) and the back-off between
 reopens run it, so the Venus OS service does its D-Bus work in the thread that decoded the push
@@ -63,6 +71,7 @@ from ..model import MeterData, Statistics
 from ..pipeline import LoopGuest
 from ..ratelimit import Backoff
 from ..transport import Transport
+from .cadence import Cadence
 from .decoder import PushDecoder, PushMessage
 from .hdlc import FLAG
 from .mbus import START, STOP, user_data_length
@@ -102,6 +111,10 @@ MIN_PIECE = 32
 MAX_PIECES = 8
 #: below this many missing bytes the length field has not been read yet (HDLC flag + format)
 _HEADER = 4
+#: the listener sleeps through a push (``dlms.cadence``) for at most this long, and only while at
+#: most SLEEP_BYTES could arrive meanwhile (half of Linux's 4096-byte tty buffer)
+SLEEP_MAX = 10.0
+SLEEP_BYTES = 2048
 
 
 def missing_bytes(buf: bytes) -> Optional[int]:
@@ -206,6 +219,7 @@ class PushListener:
         self._lengths: Deque[int] = deque(maxlen=LENGTH_MEMORY)  #: recent complete frames (``_coalesce``)
         self._carry = b""  #: bytes read behind the last complete frame: the start of the next read
         self._piece = 0  #: bytes the last read without the kernel's wait returned (``_idle_read``)
+        self._cadence = Cadence()  #: when a periodic meter's next frame is complete (``_sleep_through``)
         self._guest: Optional[LoopGuest] = None  #: an event loop run in this thread's waits (``host_loop``)
 
     # ------------------------------------------------------------------ control
@@ -308,6 +322,7 @@ class PushListener:
             if self.connects > 1:
                 log.info("reconnected to %s", self.config.port)
             self.decoder.reset()
+            self._cadence.reset()
             try:
                 self._read_loop(port)
             except TransportError as exc:
@@ -346,17 +361,60 @@ class PushListener:
 
     def _idle_read(self, port: Transport) -> bytes:
         """The first bytes of the next push; learns what the kernel's wait needs (``_expected``)."""
+        steady = self._steady_length(port)
+        if steady:
+            data = self._sleep_through(port, steady)
+            if data:
+                return data
         expected = self._expected()
         woken = _wake_ups() if expected > 1 else 0
         data = port.read_some(4096, READ_SLICE if self._held is not None else IDLE_READ, expected)
         if not data or not getattr(port, "reads_all_buffered", False):
             return data  # (other ports read as they always do)
+        if steady and len(data) <= steady and data[0] in (FLAG, START):
+            # where the line's byte rate puts the end of the frame these bytes begin
+            self._cadence.observe(time.monotonic() + (steady - len(data)) * self.char_time())
         if expected == 1:
             self._piece = len(data)  # what the line hands over at once when nobody waits for more
         elif len(data) < expected:
             self._lengths.clear()  # the wait was for more than came: wait for lengths seen anew
         elif _wake_ups() - woken > MAX_PIECES:
             self._piece = 0  # the line now hands over small pieces (another adapter): measure again
+        return data
+
+    def _steady_length(self, port: Transport) -> int:
+        """The length of every recent frame when a periodic push could be slept through (a local
+        port, nothing held back, the decoder between frames, a line that hands over pieces too
+        small for the kernel's wait: with larger ones that wait costs as much as a sleep); else 0."""
+        lengths = self._lengths
+        if (len(lengths) < LENGTH_MEMORY or self._held is not None
+                or not getattr(port, "reads_all_buffered", False)):
+            return 0
+        first = lengths[0]
+        held = getattr(getattr(self.decoder, "deframer", None), "buffered", 2)
+        if lengths.count(first) != LENGTH_MEMORY or not isinstance(held, int) or held > 1:
+            return 0
+        return first if 0 < self._piece < MIN_PIECE else 0
+
+    def _sleep_through(self, port: Transport, length: int) -> bytes:
+        """A periodic push read whole once it is complete, with one wake-up (``dlms.cadence``);
+        b"" when it is to be read the usual way (not locked yet, time to measure, no frame)."""
+        char = self.char_time()
+        wake = self._cadence.wake_at(max(QUIET_MIN, QUIET_CHARS * char)
+                                     + min(SLACK_MAX, SLACK_SHARE * length * char))
+        if wake is None:
+            return b""
+        rest = wake - time.monotonic()
+        if rest > SLEEP_MAX or rest > SLEEP_BYTES * char:
+            self._cadence.miss()  # (too long to leave the line unread)
+            return b""
+        if rest > 0:
+            port.sleep(rest)  # (a hosted loop runs meanwhile; stop() ends it)
+        data = port.read_some(4096, 0)
+        if len(data) == length and frame_length(data) == length:
+            self._cadence.hit()
+        else:
+            self._cadence.miss()  # early, late or another frame: the usual reads take over
         return data
 
     def _expected(self) -> int:
