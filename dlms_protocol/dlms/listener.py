@@ -387,14 +387,14 @@ class PushListener:
         port, nothing held back, the decoder between frames, a line that hands over pieces too
         small for the kernel's wait: with larger ones that wait costs as much as a sleep); else 0."""
         lengths = self._lengths
-        if (len(lengths) < LENGTH_MEMORY or self._held is not None
+        if (not 0 < self._piece < MIN_PIECE or len(lengths) < LENGTH_MEMORY or self._held is not None
                 or not getattr(port, "reads_all_buffered", False)):
             return 0
         first = lengths[0]
         held = getattr(getattr(self.decoder, "deframer", None), "buffered", 2)
         if lengths.count(first) != LENGTH_MEMORY or not isinstance(held, int) or held > 1:
             return 0
-        return first if 0 < self._piece < MIN_PIECE else 0
+        return first
 
     def _sleep_through(self, port: Transport, length: int) -> bytes:
         """A periodic push read whole once it is complete, with one wake-up (``dlms.cadence``);
