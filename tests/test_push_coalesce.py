@@ -56,6 +56,39 @@ def test_length_fields_announce_each_frame(wrapper, segmented, seed, data):
             assert need == len(frame) - cut and frame_length(frame[:cut]) == len(frame)
 
 
+class QuietPort:
+    """A port with nothing more to read."""
+
+    reads_all_buffered = True
+
+    def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
+        return b""
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["hdlc", "mbus"]), st.booleans(), st.integers(0, 1000),
+       st.sampled_from(["", "flag", "next", "cut", "noise"]))
+def test_a_read_of_one_whole_frame_is_taken_as_the_full_scan_takes_it(wrapper, segmented, seed, extra):
+    """The shortcut for a read that is exactly one frame (the usual push) returns what the scan
+    returns and learns the same length; anything else (a doubled flag, the next frame's start, a
+    cut frame, noise) takes the scan."""
+    frame = split(frames(wrapper, seed, segmented))[0]
+    read = {"": frame, "flag": b"\x7e" + frame if frame[0] == 0x7E else frame, "next": frame + frame[:5],
+            "cut": frame[:-3], "noise": b"\x11" + frame}[extra]
+    cfg = ListenerConfig(port="/dev/fake", key=EK, auth_key=AK, baudrate=115200)
+    quick, full = PushListener(cfg, lambda _d: None), PushListener(cfg, lambda _d: None)
+    got = quick._coalesce(QuietPort(), read)  # type: ignore[arg-type]
+    need, end = full._missing(bytearray(read))
+    if need == 0:
+        assert got == (read[:end], None) and quick._carry == read[end:]
+    else:
+        assert got == (read, None) and quick._carry == b""  # (the decoder keeps the part)
+    assert list(quick._lengths) == list(full._lengths)
+
+
 @given(st.binary(max_size=40))
 def test_noise_has_no_length(noise):
     got = frame_length(noise)

@@ -439,6 +439,11 @@ class PushListener:
     def _coalesce(self, port: Transport, first: bytes) -> "Tuple[bytes, Optional[TransportError]]":
         """The first bytes plus what follows until a frame end or a quiet line (module docstring);
         and the error if the port went away meanwhile (raised once the bytes are decoded)."""
+        length = frame_length(first)
+        if (length == len(first) and (first[1] & 0xF0 == 0xA0 or first[0] == START)
+                and first[-1] in (FLAG, STOP)):
+            self._lengths.append(length)  # exactly one whole frame (the usual push): what _missing says
+            return first, None
         char = self.char_time()
         quiet = max(QUIET_MIN, QUIET_CHARS * char)
         whole = getattr(port, "reads_all_buffered", False)
