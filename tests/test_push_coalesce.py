@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -302,13 +302,46 @@ def test_one_byte_per_read_costs_one_wait_per_push():
     assert len(waits) <= len(pushes) + 1, " ".join(f"{w:.4f}" for w in waits)
 
 
+def start_listening(lst: PushListener) -> None:
+    """Start the listener and return once its port is open (pyserial's open empties the input)."""
+    lst.start()
+    deadline = time.monotonic() + 10
+    while not lst.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+
+
+def watched_opener(on_read: Callable[[Optional[float], int, bytes], None], on_sleep: Callable[[], None]):
+    """An opener of real ports whose reads (time-out, min_bytes, bytes returned) and own waits
+    for the rest of a frame are reported as they happen."""
+    from dlms_protocol.dlms.listener import open_port
+
+    def opener(cfg: ListenerConfig):
+        port = open_port(cfg)
+        read_some, sleep = port.read_some, port.sleep
+
+        def watched_read(max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
+            data = read_some(max_bytes, timeout, min_bytes)
+            on_read(timeout, min_bytes, data)
+            return data
+
+        def watched_sleep(seconds: float) -> None:
+            on_sleep()
+            sleep(seconds)
+
+        port.read_some, port.sleep = watched_read, watched_sleep  # type: ignore[method-assign]
+        return port
+
+    return opener
+
+
 def test_on_a_local_port_the_kernel_waits_for_a_whole_push_where_that_saves_wake_ups():
     """A real pty at 9600 Bd. A meter whose pushes all have one length, handed over in 64-byte
     pieces (a USB adapter's packets): once the length is known, one waiting read takes the whole
     push (the tty's VMIN), without the listener's own wait for the rest. Handed over one byte at a
     time, the kernel would wake the thread for every byte: the listener goes back to its own wait.
     A shorter push than the learned length is still delivered, within the idle read's time-out."""
-    from dlms_protocol.dlms.listener import IDLE_READ, open_port
+    from dlms_protocol.dlms.listener import IDLE_READ
     from dlms_protocol.simulator.pty import PtyLink
 
     link = PtyLink(baudrate=9600, bytesize=8, parity="N")
@@ -318,23 +351,11 @@ def test_on_a_local_port_the_kernel_waits_for_a_whole_push_where_that_saves_wake
     sleeps: List[int] = []  # phase of each of the listener's own waits for the rest of a frame
     phase = [0]
 
-    def opener(cfg: ListenerConfig):
-        port = open_port(cfg)
-        read_some, sleep = port.read_some, port.sleep
+    def on_read(timeout: Optional[float], min_bytes: int, data: bytes) -> None:
+        if timeout:
+            reads.append((phase[0], min_bytes, len(data)))
 
-        def counted_read(max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
-            data = read_some(max_bytes, timeout, min_bytes)
-            if timeout:
-                reads.append((phase[0], min_bytes, len(data)))
-            return data
-
-        def counted_sleep(seconds: float) -> None:
-            sleeps.append(phase[0])
-            sleep(seconds)
-
-        port.read_some, port.sleep = counted_read, counted_sleep  # type: ignore[method-assign]
-        return port
-
+    opener = watched_opener(on_read, lambda: sleeps.append(phase[0]))
     got: List[MeterData] = []
     lst = PushListener(ListenerConfig(port=link.port, baudrate=9600, parity="N", key=EK, auth_key=AK),
                        got.append, opener=opener)
@@ -354,12 +375,8 @@ def test_on_a_local_port_the_kernel_waits_for_a_whole_push_where_that_saves_wake
             assert len(got) == before + 1, (phase, before, reads[-8:], sleeps[-8:], lst.stats.snapshot())
             time.sleep(0.05)
 
-    lst.start()
+    start_listening(lst)
     try:
-        deadline = time.monotonic() + 10
-        while not lst.connected and time.monotonic() < deadline:  # (pyserial's open empties the input)
-            time.sleep(0.01)
-        time.sleep(0.1)
         push(64, 10)  # phase 0: learns the length (185) and the size of the pieces
         whole = [r for r in reads if r[0] == 0 and r[1] == 185 and r[2] == 185]
         assert len(whole) >= 4, reads
@@ -399,7 +416,6 @@ def test_a_periodic_meter_in_single_bytes_is_slept_through_and_read_whole():
     the values the meter sent, also when the meter changes its period, pauses and comes back
     (the listener falls back to the usual reads, then locks onto the new beat)."""
     from dlms_protocol.dlms.decoder import PushDecoder
-    from dlms_protocol.dlms.listener import open_port
     from dlms_protocol.model import Statistics
     from dlms_protocol.simulator.pty import PtyLink
 
@@ -421,23 +437,11 @@ def test_a_periodic_meter_in_single_bytes_is_slept_through_and_read_whole():
     wakes: List[str] = []  # the listener's wake-ups: waiting reads that brought bytes, and sleeps
     marks = [0]  # wake-ups so far at each delivery
 
-    def opener(cfg: ListenerConfig):
-        port = open_port(cfg)
-        read_some, sleep = port.read_some, port.sleep
-
-        def counted_read(max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
-            data = read_some(max_bytes, timeout, min_bytes)
-            if timeout and data:
-                wakes.append(phase[0])
-            return data
-
-        def counted_sleep(seconds: float) -> None:
+    def on_read(timeout: Optional[float], _min_bytes: int, data: bytes) -> None:
+        if timeout and data:
             wakes.append(phase[0])
-            sleep(seconds)
 
-        port.read_some, port.sleep = counted_read, counted_sleep  # type: ignore[method-assign]
-        return port
-
+    opener = watched_opener(on_read, lambda: wakes.append(phase[0]))
     got: List[MeterData] = []
 
     def deliver(data: MeterData) -> None:
@@ -449,12 +453,8 @@ def test_a_periodic_meter_in_single_bytes_is_slept_through_and_read_whole():
     hit, miss = lst._cadence.hit, lst._cadence.miss
     lst._cadence.hit = lambda: (hits.append((phase[0], len(got))), hit())[1]  # type: ignore[method-assign]
     lst._cadence.miss = lambda: (misses.append(phase[0]), miss())[1]  # type: ignore[method-assign]
-    lst.start()
+    start_listening(lst)
     try:
-        deadline = time.monotonic() + 10
-        while not lst.connected and time.monotonic() < deadline:  # (pyserial's open empties the input)
-            time.sleep(0.01)
-        time.sleep(0.1)
         start = time.monotonic()
         for (name, gap), frame in zip(plan, frames):
             phase[0] = name
