@@ -14,7 +14,8 @@ of the intervals seen plus the caller's margin. Each such read reports ``hit`` (
 frame was there) or ``miss`` (none, a part, or more than it): a miss unlocks and the listener
 waits for bytes again, so a meter that changes its period or stops costs at most one late read,
 never a frame. Every ``RELOCK`` pushes one frame is read the usual way again and its end checked
-against the prediction (``observe``), which keeps the phase from drifting with the meter's clock.
+against the prediction (``observe``): near it (within an eighth of a period) it re-anchors the
+beat, which keeps the phase from drifting with the meter's clock; elsewhere it unlocks.
 """
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ class Cadence:
         """A frame ended at ``end`` (read the usual way): learn, lock, or check the lock."""
         if self.period is not None:
             due = self._anchor + (self._since + 1) * self.period
-            if abs(end - due) <= self._tolerance(self.period) + self._spread:
-                # the long baseline makes the period exact; the anchor follows the meter's clock
+            if abs(end - due) <= max(self._tolerance(self.period), self.period / RELOCK):
+                # on the beat, give or take what a few periods of the learned one add up to: the
+                # long baseline makes the period exact and the anchor follows the meter's clock
                 self.period = (end - self._anchor) / (self._since + 1)
                 self._anchor, self._since = end, 0
                 return
