@@ -54,12 +54,15 @@ class DbusDaemon:
         sock = self.dir / "bus"
         cfg = self.dir / "bus.conf"
         cfg.write_text(_CONFIG.format(socket=sock))
-        self.proc = subprocess.Popen([exe, f"--config-file={cfg}", "--print-address", "--nofork"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # stderr goes to a file: a pipe nobody reads would stop the daemon once its warnings
+        # filled the pipe's buffer (a module's tests share one daemon)
+        self.log = self.dir / "stderr.log"
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen([exe, f"--config-file={cfg}", "--print-address", "--nofork"],
+                                         stdout=subprocess.PIPE, stderr=err, text=True)
         line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
         if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"dbus-daemon did not start: {err}")
+            raise RuntimeError(f"dbus-daemon did not start: {self.log.read_text(errors='replace')}")
         self.address = line
 
     def stop(self) -> None:
@@ -70,9 +73,8 @@ class DbusDaemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
