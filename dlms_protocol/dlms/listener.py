@@ -386,15 +386,10 @@ class PushListener:
         """The length of every recent frame when a periodic push could be slept through (a local
         port, nothing held back, the decoder between frames, a line that hands over pieces too
         small for the kernel's wait: with larger ones that wait costs as much as a sleep); else 0."""
-        lengths = self._lengths
-        if (not 0 < self._piece < MIN_PIECE or len(lengths) < LENGTH_MEMORY or self._held is not None
+        if (not 0 < self._piece < MIN_PIECE or self._held is not None
                 or not getattr(port, "reads_all_buffered", False)):
             return 0
-        first = lengths[0]
-        held = getattr(getattr(self.decoder, "deframer", None), "buffered", 2)
-        if lengths.count(first) != LENGTH_MEMORY or not isinstance(held, int) or held > 1:
-            return 0
-        return first
+        return self._alike()
 
     def _sleep_through(self, port: Transport, length: int) -> bytes:
         """A periodic push read whole once it is complete, with one wake-up (``dlms.cadence``);
@@ -423,12 +418,17 @@ class PushListener:
         holds the start of a frame, whose rest may be shorter (the one byte it keeps after an HDLC
         frame is its closing flag, which the next frame may share; a read that comes short of
         the wait clears the lengths, ``_read_loop``)."""
+        return (self._alike() if self._piece >= MIN_PIECE else 0) or 1
+
+    def _alike(self) -> int:
+        """The length of the last LENGTH_MEMORY complete frames when they all had it and the
+        decoder holds no part of a frame (at most a closing flag); else 0."""
         lengths = self._lengths
         held = getattr(getattr(self.decoder, "deframer", None), "buffered", 2)
-        if len(lengths) < LENGTH_MEMORY or not isinstance(held, int) or held > 1 or self._piece < MIN_PIECE:
-            return 1
+        if len(lengths) < LENGTH_MEMORY or not isinstance(held, int) or held > 1:
+            return 0
         first = lengths[0]
-        return first if lengths.count(first) == LENGTH_MEMORY else 1
+        return first if lengths.count(first) == LENGTH_MEMORY else 0
 
     def char_time(self) -> float:
         """Seconds per character on the line (start + data + parity + stop bits)."""
