@@ -27,8 +27,8 @@ from ..errors import SecurityError
 ENV = "DLMS_AES_ENGINE"
 ENGINES = ("openssl", "cryptography")
 #: how to get cryptography, for every message that misses it (encoding in security.py too)
-CRYPTO_FIX = ("install python3-cryptography: opkg install python3-cryptography (Venus OS), pip install cryptography "
-        "elsewhere; plain (unencrypted) meters do not need it")
+CRYPTO_FIX = ("install python3-cryptography: opkg install python3-cryptography (Venus OS), pip install "
+              "cryptography elsewhere; plain (unencrypted) meters do not need it")
 
 #: NIST GCM test case 4 (AES-128, 60-byte plaintext, 20-byte AAD): key, IV, plaintext, AAD, ciphertext || tag
 NIST_CASE_4 = tuple(bytes.fromhex(h) for h in (
@@ -217,10 +217,10 @@ class CryptographyGcm:
         """As ``OpenSSLGcm.decrypt``: GCM's keystream gives the plaintext (the same both ways), and
         the tag is recomputed over it and compared in constant time (``AESGCM.decrypt`` would
         want GCM's full 16-byte tag)."""
+        _check(key, iv, data, tag)
         plain = self.encrypt(key, iv, data, None)[:-16]
         if tag is None:
             return plain, None
-        _check(key, iv, data, tag)
         full = self.encrypt(key, iv, plain, aad)[-16:]
         return plain, _compare_digest(full[:len(tag)], tag)
 

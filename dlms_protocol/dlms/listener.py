@@ -440,8 +440,7 @@ class PushListener:
         """The first bytes plus what follows until a frame end or a quiet line (module docstring);
         and the error if the port went away meanwhile (raised once the bytes are decoded)."""
         length = frame_length(first)
-        if (length == len(first) and (first[1] & 0xF0 == 0xA0 or first[0] == START)
-                and first[-1] in (FLAG, STOP)):
+        if length == len(first) and first[-1] in (FLAG, STOP) and _FRAME_START.match(first):
             self._lengths.append(length)  # exactly one whole frame (the usual push): what _missing says
             return first, None
         char = self.char_time()
