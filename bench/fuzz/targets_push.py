@@ -22,6 +22,7 @@ from registry import Seed, Target, Verdict, chunks, register
 
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.dlms import decoder as _decoder
+from dlms_protocol.dlms.apdu import DESCRIPTOR, Array, Structure, encode_notification
 from dlms_protocol.dlms.decoder import PushDecoder, PushMessage
 from dlms_protocol.simulator.push import PushSimulator
 
@@ -174,6 +175,26 @@ def _generated(wrapper: str) -> List[Seed]:
     return out
 
 
+def _han() -> List[Seed]:
+    """Czech HAN pushes (XT211): bare APDUs of {untagged attribute descriptor, value} entries."""
+    def entry(class_id: int, ln: bytes, value: object, type_name: str) -> Structure:
+        out = Structure([Structure([class_id, ln, 3 if class_id == 70 else 2]), value])
+        out.types = (DESCRIPTOR, type_name)
+        return out
+
+    frames = []
+    for n in range(3):
+        entries = Array([entry(1, bytes([0, 0, 96, 1, 1, 255]), b"5100000042", "octet-string"),
+                         entry(70, bytes([0, 0, 96, 3, 10, 255]), 1, "enum")]
+                        + [entry(3, bytes([1, 0, c, 7, 0, 255]), 1000 * n + c, "double-long-unsigned")
+                           for c in (1, 21, 41, 61, 2, 22, 42, 62)])
+        entries.types = ("structure",) * len(entries)
+        body = Structure([1, entries])
+        body.types = ("enum", "array")
+        frames.append(encode_notification(body, None, invoke_id=0x80000000 + n))
+    return [_seed(b"".join(frames), "apdu")]
+
+
 def _gbt_generated() -> List[Seed]:
     out = []
     for kw in ({}, dict(key=EK, auth_key=AK, security=0x30), dict(segmented=True, max_info=50)):
@@ -190,6 +211,6 @@ for _name, _desc, _seeds in (
          lambda: _corpus("gbt") + _gbt_generated()),
         ("wrapper", "DLMS/IP wrapper frames via PushDecoder", lambda: _corpus("wrapper") + _generated("wrapper")),
         ("apdu", "bare APDUs (data-notification, ciphered) via PushDecoder",
-         lambda: _corpus("apdu") + _generated("apdu")),
+         lambda: _corpus("apdu") + _generated("apdu") + _han()),
 ):
     register(Target(_name, _desc, _seeds, check))

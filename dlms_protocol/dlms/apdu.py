@@ -24,6 +24,14 @@ bit-string             ``BitString``
 null-data              ``None``
 =====================  ==============================================================
 
+**Attribute descriptors.** Czech HAN pushes (Sagemcom XT211, the ČEZ/EG.D RS485 interface)
+send each object as a structure {COSEM attribute descriptor, value}, where the descriptor
+(class-id, logical name, attribute) is written as 9 raw bytes without A-XDR tags:
+``02 02 | 00 03 | 01 00 01 07 00 FF | 02 | 06 00 00 07 A4``. Read as A-XDR, the ``00`` would be a
+null-data and the rest garbage, so such a body never parses; only then is it read again with
+descriptors (``Notification.described``). Each entry becomes a ``Structure`` of the descriptor
+(``[class_id, logical name bytes, attribute]``, type name ``DESCRIPTOR``) and the value.
+
 Everything malformed raises ``DecodeError`` (never IndexError/struct.error): lengths are
 checked against the remaining bytes before anything is allocated, and nesting is bounded.
 """
@@ -52,6 +60,9 @@ _INTS: Dict[int, Tuple[str, int]] = {
     5: (">i", 4), 6: (">I", 4), 15: (">b", 1), 16: (">h", 2), 17: (">B", 1), 18: (">H", 2),
     20: (">q", 8), 21: (">Q", 8), 22: (">B", 1), 13: (">B", 1),
 }
+#: the type name of an untagged COSEM attribute descriptor (module docstring)
+DESCRIPTOR = "attribute-descriptor"
+_DESCRIPTOR_TYPES = ("long-unsigned", "octet-string", "integer")
 INTEGER_TYPES = frozenset(TYPE_NAMES[t] for t in _INTS if t not in (22, 13))
 #: fast path of _decode: tag -> (compiled struct, size, type name) for the fixed-size integers
 _FIXED = {tag: (struct.Struct(fmt), size, TYPE_NAMES[tag]) for tag, (fmt, size) in _INTS.items()}
@@ -116,6 +127,8 @@ class Notification:
     datetime_raw: Optional[bytes] = field(default=None, repr=False)
     clock_status: Optional[int] = None
     priority_high: bool = False
+    #: the body holds untagged attribute descriptors (module docstring)
+    described: bool = False
 
 
 # ------------------------------------------------------------------ date and time
@@ -187,11 +200,12 @@ def parse_time(raw: bytes) -> Optional[time]:
 
 # ------------------------------------------------------------------------ decoder
 class _Reader:
-    __slots__ = ("buf", "pos")
+    __slots__ = ("buf", "pos", "described")
 
-    def __init__(self, buf: bytes, pos: int = 0) -> None:
+    def __init__(self, buf: bytes, pos: int = 0, described: bool = False) -> None:
         self.buf = buf
         self.pos = pos
+        self.described = described  # a structure of 2 that starts with 00 is {descriptor, value}
 
     def remaining(self) -> int:
         return len(self.buf) - self.pos
@@ -250,9 +264,29 @@ def _decode_any(r: _Reader, depth: int) -> Tuple[Any, str]:
                     raw = buf[pos + 2:stop]
                     return (raw, "octet-string") if tag == 9 else (raw.decode("latin-1"), "visible-string")
             elif (tag == 2 or tag == 1) and depth < MAX_DEPTH and n <= end - pos - 2:
+                if r.described and tag == 2 and n == 2 and buf[pos + 2] == 0:
+                    return _described_entry(r, depth), "structure"
                 r.pos = pos + 2
                 return _elements(r, depth, n, Structure() if tag == 2 else Array()), TYPE_NAMES[tag]
     return _decode_general(r, depth)
+
+
+def _described_entry(r: _Reader, depth: int) -> Structure:
+    """{attribute descriptor, value} at ``02 02 00``: class-id (< 256), logical name, attribute
+    (1-127, the attributes a class has), each untagged, then the tagged value."""
+    at = r.pos
+    r.pos += 2
+    head = r.take(9, "attribute descriptor")
+    class_id, attribute = head[1], head[8]
+    if not class_id or not 1 <= attribute <= 0x7F:
+        raise DecodeError(f"no attribute descriptor at offset {at} (class {class_id}, attribute {attribute})",
+                          "the bytes are no DLMS data (wrong key, or a layer was not removed)")
+    descriptor = Structure([class_id, head[2:8], attribute])
+    descriptor.types = _DESCRIPTOR_TYPES
+    value, vtype = _decode(r, depth + 1)
+    entry = Structure([descriptor, value])
+    entry.types = (DESCRIPTOR, vtype)
+    return entry
 
 
 def _elements(r: _Reader, depth: int, count: int, items: list) -> list:
@@ -384,11 +418,15 @@ def decode_apdu(apdu: bytes) -> Notification:
     dt_at, body_at = notification_header(apdu)
     inv = int.from_bytes(apdu[1:5], "big")
     dt_raw = apdu[dt_at:dt_at + 12] if dt_at is not None else None
-    r = _Reader(apdu, body_at)
-    body, body_type = _decode(r, 0)
-    if r.remaining():
-        raise DecodeError(f"{r.remaining()} bytes left after the notification body",
-                          "the frame is garbled or has an unknown trailer; dump it and report it")
+    try:
+        body, body_type = _body(_Reader(apdu, body_at))
+        described = False
+    except DecodeError:
+        again = _described_body(apdu, body_at)
+        if again is None:
+            raise  # (the first error: the frame is not of that form either)
+        body, body_type = again
+        described = True
     return Notification(
         invoke_id=inv & 0x00FFFFFF,
         timestamp=parse_datetime(dt_raw) if dt_raw is not None else None,
@@ -397,7 +435,28 @@ def decode_apdu(apdu: bytes) -> Notification:
         datetime_raw=dt_raw,
         clock_status=dt_raw[11] if dt_raw is not None else None,
         priority_high=bool(inv & 0x80000000),
+        described=described,
     )
+
+
+def _described_body(apdu: bytes, body_at: int) -> Optional[Tuple[Any, str]]:
+    """The body read with untagged attribute descriptors (module docstring), or None when it
+    does not read that way either."""
+    if b"\x02\x02\x00" not in apdu[body_at:]:
+        return None
+    try:
+        return _body(_Reader(apdu, body_at, described=True))
+    except DecodeError:
+        return None
+
+
+def _body(r: _Reader) -> Tuple[Any, str]:
+    """The notification body: one element that ends exactly where the APDU ends."""
+    body, body_type = _decode(r, 0)
+    if r.remaining():
+        raise DecodeError(f"{r.remaining()} bytes left after the notification body",
+                          "the frame is garbled or has an unknown trailer; dump it and report it")
+    return body, body_type
 
 
 # ------------------------------------------------------------------------ encoder
@@ -417,6 +476,9 @@ def encode_data(value: Any, type_name: Optional[str] = None) -> bytes:
     """
     if type_name is None:
         type_name = _natural_type(value)
+    if type_name == DESCRIPTOR:  # [class-id, logical name, attribute], untagged (module docstring)
+        class_id, name, attribute = value
+        return struct.pack(">H6sb", class_id, bytes(name), attribute)
     tag = TYPE_TAGS.get(type_name)
     if tag is None:
         raise ValueError(f"unknown DLMS type {type_name!r}")

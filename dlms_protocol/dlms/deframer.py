@@ -112,18 +112,35 @@ def _llc_like(buf: bytearray, p: int) -> bool:
 
 
 def _plausible_notification(buf: bytearray, q: int) -> bool:
-    """A bare data-notification in auto mode: a valid date-time header and a non-empty structure.
+    """A bare data-notification in auto mode: a valid date-time header and a non-empty structure,
+    or no date-time and a body that starts with an attribute descriptor entry (``_described_start``).
 
     Noise that starts with 0x0F followed by any data item would otherwise pass now and then;
     a real concrete COSEM date-time in random bytes is about a one-in-a-million event.
     """
     i = q + 5
+    if buf[i] == 0x00:
+        return _described_start(buf, i + 1)
     if buf[i] == 0x09:
         i += 1
     if buf[i] != 0x0C or parse_datetime(bytes(buf[i + 1:i + 13])) is None:
         return False
     i += 13
     return buf[i] in _AUTO_BODY_TAGS and buf[i + 1] != 0
+
+
+def _described_start(buf: bytearray, i: int) -> bool:
+    """A Czech HAN body (``apdu`` module docstring): an array or structure whose first 15 bytes
+    hold ``02 02 00``, a class-id byte other than 0 and, where already received, a logical name
+    with A 0-15 and B 0-127 (the XT211: ``02 02 16 01 01 16 02 02 00 01 00 00 60 01 01 FF``)."""
+    if buf[i] not in _AUTO_BODY_TAGS:
+        return False
+    at = bytes(buf[i:i + 15]).find(b"\x02\x02\x00")
+    if at < 0:
+        return False
+    j = i + at + 3
+    head = buf[j:j + 3]
+    return len(head) > 0 and head[0] != 0 and (len(head) < 2 or head[1] <= 15) and (len(head) < 3 or head[2] <= 127)
 
 
 def _plausible_push_block(buf: bytearray, q: int) -> bool:

@@ -9,7 +9,10 @@ Shapes (``profiles.detect_shape``):
   the profile, else it is unknown (see below).
 * **obis**: OBIS/value pairs (Kamstrup, Kaifa in Sweden, L+G without list), OBIS/value/
   {scaler, unit} triples (Sagemcom T210-D flat lists), {obis, value[, {scaler, unit}]}
-  structures (Aidon, Kaifa MA309M) - also mixed in one body.
+  structures (Aidon, Kaifa MA309M) - also mixed in one body; and {attribute descriptor,
+  value} structures (Czech HAN, Sagemcom XT211: ``apdu.DESCRIPTOR``), whose array is read
+  as if its entries were elements of the body (the XT211 sends {enum, array of them}), each
+  value with its class and attribute as in a push list.
 * **positional**: bare values (AM550 SI/AT, E450 Burgenland, Kaifa MA304 Norway, IE.5);
   they need a profile to mean anything.
 * **single**: a body that is one value (an opaque octet-string).
@@ -48,8 +51,8 @@ from ..model import Reading, new_reading
 from ..obis import Obis, best_identity
 from ..ratelimit import Once
 from . import units
-from .apdu import BitString, Notification, parse_datetime
-from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_scaler_unit,
+from .apdu import BitString, Notification, Structure, parse_datetime
+from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_described, is_scaler_unit,
                        load_profiles, obis_of, resolve)
 
 log = logging.getLogger(__name__)
@@ -333,12 +336,49 @@ def _walk_obis(b: _Builder, body: list, facts: BodyFacts) -> None:
                                   f"{body[i].types[2]}, not {{scaler, unit}}", "dump the frame and report it")
         else:
             covered.update((i + 1, i + 2) if su is not None else (i + 1,))
+    scaler_units = _described_scaler_units(body)
     for i, elem in enumerate(body):
         if i in keyed:
             code, value, vtype, su = keyed[i]
-            b.obis_value(code, i, value, vtype, su)
+            if not is_described(elem):
+                b.obis_value(code, i, value, vtype, su)
+                continue
+            class_id, _ln, attribute = elem[0]
+            if class_id in _REGISTER_CLASSES and attribute == 3 and code in scaler_units:
+                continue  # a register's {scaler, unit}: given to its value
+            b.obis_value(code, i, value, vtype, scaler_units.get(code) if attribute == 2 else None,
+                         class_id, attribute)
         elif i not in covered:
             b.unmapped(i, elem, types[i] if i < len(types) else "?")
+
+
+def _described_scaler_units(body: list) -> Dict[Obis, Sequence[int]]:
+    """The {scaler, unit} a register's attribute 3 sends beside its value (as in a push list)."""
+    out: Dict[Obis, Sequence[int]] = {}
+    for elem in body:
+        if is_described(elem):
+            class_id, ln, attribute = elem[0]
+            if class_id in _REGISTER_CLASSES and attribute == 3 and is_scaler_unit(elem[1], elem.types[1]):
+                out[obis_of(bytes(ln))] = elem[1]
+    return out
+
+
+def _spliced(body: Any) -> Any:
+    """A body whose arrays of {attribute descriptor, value} entries are spliced in where they
+    stand (module docstring), so each entry is an element like a pair structure is."""
+    if not isinstance(body, list):
+        return body
+    types = tuple(getattr(body, "types", ()))
+    out, out_types = Structure(), []
+    for elem, type_name in zip(body, types):
+        if type_name == "array" and elem and all(is_described(e) for e in elem):
+            out.extend(elem)
+            out_types.extend(elem.types)
+        else:
+            out.append(elem)
+            out_types.append(type_name)
+    out.types = tuple(out_types)
+    return out
 
 
 _CAPTURES: Dict[tuple, Tuple[CaptureObject, ...]] = {}
@@ -448,7 +488,7 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
     (``template.learn`` passes one that also records how each reading was made).
     """
     available = profiles if profiles is not None else load_profiles()
-    body = notification.body
+    body = _spliced(notification.body) if notification.described else notification.body
     facts = BodyFacts(body, notification.body_type)
     shape = facts.shape
     candidates = resolve(profile, available)

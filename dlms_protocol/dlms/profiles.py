@@ -52,7 +52,7 @@ from ..errors import ConfigurationError
 from ..obis import Obis
 from .. import DATA_DIR
 from . import units
-from .apdu import INTEGER_TYPES, TYPE_NAMES, Notification, parse_datetime
+from .apdu import DESCRIPTOR, INTEGER_TYPES, TYPE_NAMES, Notification, parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -520,11 +520,17 @@ def is_capture_list(value: Any, type_name: str) -> bool:
     return True
 
 
+def is_described(value: Any) -> bool:
+    """A structure {attribute descriptor, value} (``apdu.DESCRIPTOR``)."""
+    return isinstance(value, list) and getattr(value, "types", ())[:1] == (DESCRIPTOR,)
+
+
 def obis_groups(body: Any) -> List[Tuple[int, Obis, Any, str, Optional[Any]]]:
     """The OBIS-keyed values of a body: (index, code, value, value type, {scaler, unit} or None).
 
     An element is keyed when it is a logical name followed by a value (and maybe a
-    {scaler, unit} structure), or a structure {logical name, value[, {scaler, unit}]}.
+    {scaler, unit} structure), a structure {logical name, value[, {scaler, unit}]}, or a
+    structure {attribute descriptor, value} (``apdu.DESCRIPTOR``).
     """
     out: List[Tuple[int, Obis, Any, str, Optional[Any]]] = []
     if not isinstance(body, list):
@@ -542,7 +548,9 @@ def obis_groups(body: Any) -> List[Tuple[int, Obis, Any, str, Optional[Any]]]:
             out.append((i, obis_of(bytes(elem)), body[i + 1], types[i + 1], su))
             i += 3 if su is not None else 2
             continue
-        if isinstance(elem, list) and len(elem) in (2, 3) and is_obis_octets(elem[0]):
+        if is_described(elem):
+            out.append((i, obis_of(bytes(elem[0][1])), elem[1], elem.types[1], None))
+        elif isinstance(elem, list) and len(elem) in (2, 3) and is_obis_octets(elem[0]):
             etypes = tuple(getattr(elem, "types", ()))
             su = elem[2] if len(elem) == 3 else None
             out.append((i, obis_of(bytes(elem[0])), elem[1], etypes[1], su))

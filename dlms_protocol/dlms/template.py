@@ -355,7 +355,8 @@ def learn(plain: bytes, notification: Notification, interp: Interpretation, prof
           profile_setting: Optional[str] = None, family: Optional[str] = None) -> Optional[Template]:
     """A template from a frame the full path decoded, or None when the frame is not of the kind a
     template can read (see the module docstring)."""
-    if interp.unknown_layout or interp.notes or interp.shape not in ("positional", "obis", "push-list"):
+    if (interp.unknown_layout or interp.notes or interp.shape not in ("positional", "obis", "push-list")
+            or notification.described):  # (its untagged descriptors are no A-XDR the offsets could be learned from)
         return None
     profile = profiles.get(interp.profile) if interp.profile else None
     if interp.profile and profile is None:

@@ -72,10 +72,13 @@ def parse_wrapper_header(buf: bytes, pos: int = 0) -> Optional[WrapperHeader]:
 
 
 class _Walker:
-    __slots__ = ("buf", "end", "limit", "memo", "base")
+    __slots__ = ("buf", "end", "limit", "memo", "base", "described")
 
-    def __init__(self, buf: bytes, end: int, limit: int, memo: Optional[dict] = None, base: int = 0) -> None:
+    def __init__(self, buf: bytes, end: int, limit: int, memo: Optional[dict] = None, base: int = 0,
+                 described: bool = False) -> None:
         self.buf = buf
+        #: a structure of 2 that starts with 00 is {untagged attribute descriptor, value} (apdu.py)
+        self.described = described
         self.end = end  # bytes available
         self.limit = limit  # the APDU may not extend beyond this
         #: containers walked in an earlier call on the same bytes: offset from ``base`` -> (items done,
@@ -122,6 +125,8 @@ class _Walker:
         if tag in _STRINGS:
             return self.octets(i)
         if tag in (0x01, 0x02):
+            if self.described and tag == 0x02 and self.byte(i) == 2 and self.byte(i + 1) == 0:
+                return self.described_entry(i, depth)
             return self.container(i, depth)
         if tag == 0x04:
             bits, i = self.length(i)
@@ -150,6 +155,14 @@ class _Walker:
             if memo is not None:
                 memo[key] = (done, j - self.base)
         return j
+
+    def described_entry(self, i: int, depth: int) -> int:
+        """{attribute descriptor, value} after its structure tag: count 2, class-id 00 nn (not 0),
+        logical name, attribute (1-127), then the value."""
+        self.need(i, 10)
+        if not self.buf[i + 2] or not 1 <= self.buf[i + 9] <= 0x7F:
+            raise _Invalid()
+        return self.data(i + 10, depth + 1)
 
     def type_description(self, i: int, depth: int) -> int:
         if depth > _MAX_DEPTH:
@@ -262,9 +275,15 @@ def apdu_extent(buf: bytes, pos: int = 0, end: Optional[int] = None, max_len: in
     new bytes only, not a walk from the start.
     """
     end = len(buf) if end is None else end
-    walker = _Walker(buf, end, pos + max_len, memo, pos)
     try:
-        return walker.apdu(pos) - pos
+        try:
+            return _Walker(buf, end, pos + max_len, memo, pos).apdu(pos) - pos
+        except _Invalid:
+            if b"\x02\x02\x00" not in buf[pos:end]:
+                raise
+        # the Czech HAN form with untagged attribute descriptors (apdu.py), only when the bytes are
+        # no A-XDR; walked from the start each time (the memo holds the other reading's steps)
+        return _Walker(buf, end, pos + max_len, None, pos, described=True).apdu(pos) - pos
     except _NeedMore:
         return None
     except _Invalid:

@@ -1,0 +1,226 @@
+"""Czech HAN pushes (Sagemcom XT211 on the ČEZ/EG.D RS485 interface): every object a structure
+{untagged attribute descriptor, value}, the whole a bare APDU without date-time.
+
+The frames here are built by ``encode_data`` in the layout of a real XT211 push
+(esphome-libs/dlms_parser tests/dumps/raw_sagecom_xt211.log), with values of our own; the
+capture itself is not copied. What must hold: the values come out with their class and
+attribute, the built-in profile scales exactly that list, any other list keeps its registers
+unscaled, auto framing finds the frames in a stream, and nothing else decodes differently.
+"""
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any, List, Optional, Sequence, Tuple
+
+from hypothesis import given, settings, strategies as st
+
+from dlms_protocol.config import ListenerConfig
+from dlms_protocol.dlms.apdu import DESCRIPTOR, Array, Structure, decode_apdu, encode_notification
+from dlms_protocol.dlms.decoder import PushDecoder
+from dlms_protocol.dlms.wrapper import apdu_extent, is_complete_apdu
+from dlms_protocol.errors import DecodeError
+from dlms_protocol.obis import Obis
+from dlms_protocol.pipeline import enrich
+from dlms_protocol.victron.mapping import Mapper
+
+#: (class-id, logical name, attribute, DLMS type) of each object of the XT211's list, in its order
+XT211: List[Tuple[int, str, int, str]] = [
+    (1, "0-0:96.1.1.255", 2, "octet-string"),
+    (70, "0-0:96.3.10.255", 3, "enum"),
+    (71, "0-0:17.0.0.255", 3, "double-long-unsigned"),
+    (70, "0-1:96.3.10.255", 3, "enum"),
+    (70, "0-2:96.3.10.255", 3, "enum"),
+    (70, "0-3:96.3.10.255", 3, "enum"),
+    (70, "0-4:96.3.10.255", 3, "enum"),
+    (1, "0-0:96.14.0.255", 2, "octet-string"),
+] + [(3, code, 2, "double-long-unsigned") for code in (
+    "1-0:1.7.0.255", "1-0:21.7.0.255", "1-0:41.7.0.255", "1-0:61.7.0.255",
+    "1-0:2.7.0.255", "1-0:22.7.0.255", "1-0:42.7.0.255", "1-0:62.7.0.255",
+    "1-0:1.8.0.255", "1-0:1.8.1.255", "1-0:1.8.2.255", "1-0:1.8.3.255", "1-0:1.8.4.255", "1-0:2.8.0.255")]
+
+
+def logical_name(code: str) -> bytes:
+    o = Obis.parse(code)
+    return bytes(g if g is not None else 255 for g in o.groups)
+
+
+def entry(class_id: int, code: str, attribute: int, value: Any, type_name: str) -> Structure:
+    descriptor = Structure([class_id, logical_name(code), attribute])
+    out = Structure([descriptor, value])
+    out.types = (DESCRIPTOR, type_name)
+    return out
+
+
+def han_push(values: Sequence[Any], objects: Sequence[Tuple[int, str, int, str]] = XT211,
+             invoke_id: int = 0x8000F1D5) -> bytes:
+    """A bare data-notification as the XT211 sends it: {enum 1, array of entries}, no date-time."""
+    entries = Array(entry(c, code, a, v, t) for (c, code, a, t), v in zip(objects, values))
+    entries.types = ("structure",) * len(entries)
+    body = Structure([1, entries])
+    body.types = ("enum", "array")
+    return encode_notification(body, None, invoke_id=invoke_id)
+
+
+def xt211_values(power: Tuple[int, int, int], export: Tuple[int, int, int], t1: int, t2: int) -> List[Any]:
+    return ([b"5100000042", 1, 0, 1, 0, 0, 0, b"T1", sum(power)] + list(power) + [sum(export)] + list(export)
+            + [t1 + t2, t1, t2, 0, 0, 7])
+
+
+def decoded(data: bytes, chunk: Optional[int] = None) -> List[Any]:
+    dec = PushDecoder(ListenerConfig(port="-"))
+    out = []
+    step = chunk or len(data)
+    for i in range(0, len(data), step):
+        out += dec.feed(data[i:i + step])
+    return out + dec.finish()
+
+
+def values_of(msg: Any) -> dict:
+    return {r.code: (r.value, r.unit) for r in msg.readings}
+
+
+def test_layout_is_that_of_the_real_capture() -> None:
+    """The first 32 bytes of our frame are the real XT211 push's but for the meter number."""
+    frame = han_push(xt211_values((198, 1703, 54), (0, 0, 0), 948933, 3964860))
+    real_start = bytes.fromhex("0F8000F1D500020216010116020200010000600101FF02090A")
+    assert frame.startswith(real_start)
+    assert frame[25:35] == b"5100000042"
+
+
+def test_xt211_list_decodes_scaled_with_class_and_attribute() -> None:
+    frame = han_push(xt211_values((198, 1703, 54), (0, 12, 0), 948933, 3964860))
+    (msg,) = decoded(frame)
+    assert msg.profile == "cz-xt211" and msg.wrapper == "apdu" and not msg.unknown_layout
+    got = values_of(msg)
+    assert got["1-0:1.7.0.255"] == (Decimal(1955), "W")
+    assert got["1-0:41.7.0.255"] == (Decimal(1703), "W")
+    assert got["1-0:42.7.0.255"] == (Decimal(12), "W")
+    assert got["1-0:1.8.0.255"] == (Decimal(4913793), "Wh")
+    assert got["1-0:1.8.2.255"] == (Decimal(3964860), "Wh")
+    assert got["0-0:96.14.0.255"] == ("T1", None)
+    assert got["0-1:96.3.10.255"] == (1, None)
+    assert msg.meter_id == "5100000042"
+    by_code = {r.code: dict(r.extra) for r in msg.readings}
+    assert by_code["0-0:96.3.10.255"]["class_id"] == "70" and by_code["0-0:96.3.10.255"]["attribute"] == "3"
+    assert by_code["1-0:1.7.0.255"]["class_id"] == "3" and "attribute" not in by_code["1-0:1.7.0.255"]
+    assert [r.code for r in msg.readings][0] == "index 0"  # the leading enum: shown, never mapped
+
+
+def test_consecutive_pushes_each_have_their_own_values() -> None:
+    """A decoder learns templates from the frames it decoded; this layout must never be read
+    through one (its descriptors are no A-XDR), so every push gives its own numbers."""
+    rng = random.Random(7)
+    pushes = [xt211_values((rng.randrange(5000), rng.randrange(5000), rng.randrange(5000)), (0, 0, 0),
+                           1000 + i, 2000 + 2 * i) for i in range(12)]
+    msgs = decoded(b"".join(han_push(v, invoke_id=0x80000000 + i) for i, v in enumerate(pushes)))
+    assert len(msgs) == len(pushes)
+    for msg, v in zip(msgs, pushes):
+        got = values_of(msg)
+        assert got["1-0:21.7.0.255"][0] == v[9] and got["1-0:61.7.0.255"][0] == v[11]
+        assert got["1-0:1.8.1.255"][0] == v[17]
+
+
+def test_other_czech_list_keeps_registers_unscaled() -> None:
+    """A list the profile does not name: its registers carry no scaler, so no value is guessed."""
+    objects = [(1, "0-0:96.1.1.255", 2, "octet-string"), (3, "1-0:1.8.0.255", 2, "double-long-unsigned"),
+               (3, "1-0:1.7.0.255", 2, "double-long-unsigned")]
+    (msg,) = decoded(han_push([b"ZPA0001", 4913794, 1956], objects))
+    assert msg.profile is None
+    got = {r.code: r for r in msg.readings}
+    assert got["1-0:1.8.0.255"].value is None and got["1-0:1.8.0.255"].raw == 4913794
+    assert got["0-0:96.1.1.255"].value == "ZPA0001"
+
+
+def test_register_scaler_from_its_attribute_3() -> None:
+    """As in a push object list: {3, ln, 3} = {scaler, unit} beside {3, ln, 2} scales that value
+    (the XT211's list with the energy's attribute 3 added: no longer the profile's list)."""
+    su = Structure([-2, 30])  # 10^-2, Wh
+    su.types = ("integer", "enum")
+    at = [code for _, code, _, _ in XT211].index("1-0:1.8.0.255")
+    objects = XT211[:at] + [(3, "1-0:1.8.0.255", 3, "structure")] + XT211[at:]
+    values = xt211_values((1, 2, 3), (0, 0, 0), 100000, 23456)
+    (msg,) = decoded(han_push(values[:at] + [su] + values[at:], objects))
+    assert msg.profile is None
+    got = {r.code: r for r in msg.readings}
+    assert got["1-0:1.8.0.255"].value == Decimal("1234.56") and got["1-0:1.8.0.255"].unit == "Wh"
+    assert got["1-0:1.7.0.255"].value is None and got["1-0:1.7.0.255"].raw == 6  # no scaler: none guessed
+    assert len(msg.readings) == len(XT211) + 1  # the enum and the values: the scaler is no reading
+
+
+def test_a_short_list_decodes_as_a_whole_apdu() -> None:
+    """Two entries whose start also reads as complete A-XDR: given as one APDU (decode_apdu), the
+    bytes left over decide for the descriptors. (In a stream, where an APDU's end is not known,
+    such a short list is taken as the shorter A-XDR frame and counted as an unknown layout: no
+    value of it is mapped. The Czech HAN lists are 22 and more entries, which never read so.)"""
+    su = Structure([-2, 30])
+    su.types = ("integer", "enum")
+    objects = [(3, "1-0:1.8.0.255", 3, "structure"), (3, "1-0:1.8.0.255", 2, "double-long-unsigned")]
+    note = decode_apdu(han_push([su, 123456], objects))
+    assert note.described
+    assert [list(e[0]) for e in note.body[1]] == [[3, logical_name("1-0:1.8.0.255"), 3],
+                                                  [3, logical_name("1-0:1.8.0.255"), 2]]
+    assert note.body[1][1][1] == 123456
+
+
+def test_found_in_a_stream_in_any_chunking() -> None:
+    frames = [han_push(xt211_values((100 + i, 200, 300), (0, 0, 0), 10 + i, 20), invoke_id=0x80000100 + i)
+              for i in range(4)]
+    data = b"".join(frames)
+    for chunk in (1, 7, 64, None):
+        msgs = decoded(data, chunk)
+        assert [values_of(m)["1-0:21.7.0.255"][0] for m in msgs] == [100, 101, 102, 103], chunk
+
+
+def test_extent_and_completeness() -> None:
+    frame = han_push(xt211_values((1, 2, 3), (0, 0, 0), 4, 5))
+    assert is_complete_apdu(frame)
+    assert apdu_extent(frame + b"\x0f\x00", 0) == len(frame)
+    for cut in (20, 100, len(frame) - 1):
+        assert apdu_extent(frame[:cut], 0) is None  # wait for the rest
+    assert not is_complete_apdu(frame + b"\x00")
+
+
+def test_victron_gets_phase_power_from_import_and_export() -> None:
+    (msg,) = decoded(han_push(xt211_values((198, 1703, 0), (0, 0, 54), 948933, 3964860)))
+    mapped = Mapper().map(enrich(msg.to_meter_data()))
+    assert mapped.values["/Ac/L1/Power"] == 198.0
+    assert mapped.values["/Ac/L3/Power"] == -54.0
+    assert mapped.values["/Ac/Power"] == 1847.0  # 1901 W import - 54 W export
+    assert mapped.values["/Ac/Energy/Forward"] == 4913.793
+
+
+def test_a_descriptor_needs_a_class_and_an_attribute() -> None:
+    """Class 0 or attribute 0 is no descriptor: the frame stays an error, with A-XDR's message."""
+    good = han_push(xt211_values((1, 2, 3), (0, 0, 0), 4, 5))
+    at = good.index(bytes.fromhex("02020003"))
+    for offset, bad in ((3, 0x00), (10, 0x00), (10, 0x80)):
+        broken = bytearray(good)
+        broken[at + offset] = bad
+        try:
+            decode_apdu(bytes(broken))
+        except DecodeError:
+            continue
+        raise AssertionError(f"byte {offset} = {bad:#x} was accepted")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_damaged_frames_give_an_error_or_the_same_kind_of_frame(data: st.DataObject) -> None:
+    """Any byte changed, cut or added: a DecodeError, or a notification; never anything else."""
+    frame = bytearray(han_push(xt211_values((198, 1703, 54), (0, 0, 0), 948933, 3964860)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(frame) - 1))
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if kind == "flip":
+            frame[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "cut":
+            del frame[at]
+        else:
+            frame.insert(at, data.draw(st.integers(0, 255)))
+    try:
+        decode_apdu(bytes(frame))
+    except DecodeError:
+        pass
+    msgs = decoded(bytes(frame))  # the stream decoder reports, never raises
+    assert len(msgs) <= 1
