@@ -224,3 +224,31 @@ def test_damaged_frames_give_an_error_or_the_same_kind_of_frame(data: st.DataObj
         pass
     msgs = decoded(bytes(frame))  # the stream decoder reports, never raises
     assert len(msgs) <= 1
+
+
+def test_dump_shows_the_entries_and_a_template_scales_another_list(tmp_path: Any, capsys: Any) -> None:
+    """The way to another Czech list: ``dump`` shows each entry as an element of an obis frame
+    and writes a template; filled in, it scales that list's registers."""
+    import json
+
+    from dlms_protocol.cli import main
+
+    objects = [(1, "0-0:96.1.1.255", 2, "octet-string"), (3, "1-0:1.8.0.255", 2, "double-long-unsigned")] + \
+        [(3, f"1-0:{c}.7.0.255", 2, "double-long-unsigned") for c in (1, 21, 41, 61, 2, 22, 42, 62)]
+    frame = han_push([b"ZPA0001", 4913794, 1956, 198, 1703, 54, 0, 0, 0, 0], objects)
+    out_file = tmp_path / "template.json"
+    assert main(["dump", "--hex", frame.hex(), "--template", str(out_file)]) == 0
+    out = capsys.readouterr().out
+    assert "11 element(s), shape obis, profile none" in out
+    assert "[  2] structure" in out and "-> 1-0:1.8.0.255 = ?" in out
+    template = json.loads(out_file.read_text(encoding="utf-8"))
+    assert template["match"]["shape"] == "obis"
+    fields = {f["obis"]: f for f in template["fields"]}
+    assert fields["1-0:1.8.0.255"]["scaler"] is None and fields["1-0:1.8.0.255"]["example"] == 4913794
+    for f in template["fields"]:
+        f["scaler"], f["unit"] = 0, "Wh" if ".8." in f["obis"] else "W"
+    template["name"], template["description"], template["source"] = "my-han", "test", "test"
+    (tmp_path / "filled.json").write_text(json.dumps(template), encoding="utf-8")
+    assert main(["dump", "--hex", frame.hex(), "--profile", str(tmp_path / "filled.json")]) == 0
+    out = capsys.readouterr().out
+    assert "-> 1-0:1.8.0.255 = 4913794 Wh" in out and "-> 1-0:41.7.0.255 = 1703 W" in out

@@ -51,9 +51,9 @@ from ..model import Reading, new_reading
 from ..obis import Obis, best_identity
 from ..ratelimit import Once
 from . import units
-from .apdu import BitString, Notification, Structure, parse_datetime
+from .apdu import BitString, Notification, parse_datetime
 from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_described, is_scaler_unit,
-                       load_profiles, obis_of, resolve)
+                       load_profiles, obis_of, reading_body, resolve)
 
 log = logging.getLogger(__name__)
 
@@ -363,24 +363,6 @@ def _described_scaler_units(body: list) -> Dict[Obis, Sequence[int]]:
     return out
 
 
-def _spliced(body: Any) -> Any:
-    """A body whose arrays of {attribute descriptor, value} entries are spliced in where they
-    stand (module docstring), so each entry is an element like a pair structure is."""
-    if not isinstance(body, list):
-        return body
-    types = tuple(getattr(body, "types", ()))
-    out, out_types = Structure(), []
-    for elem, type_name in zip(body, types):
-        if type_name == "array" and elem and all(is_described(e) for e in elem):
-            out.extend(elem)
-            out_types.extend(elem.types)
-        else:
-            out.append(elem)
-            out_types.append(type_name)
-    out.types = tuple(out_types)
-    return out
-
-
 _CAPTURES: Dict[tuple, Tuple[CaptureObject, ...]] = {}
 
 
@@ -488,7 +470,7 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
     (``template.learn`` passes one that also records how each reading was made).
     """
     available = profiles if profiles is not None else load_profiles()
-    body = _spliced(notification.body) if notification.described else notification.body
+    body = reading_body(notification)
     facts = BodyFacts(body, notification.body_type)
     shape = facts.shape
     candidates = resolve(profile, available)

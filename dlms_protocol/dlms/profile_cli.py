@@ -129,7 +129,7 @@ def _elements(body: Any, body_type: str) -> List[dict]:
 def cmd_dump(args: argparse.Namespace) -> int:
     from .apdu import decode_apdu
     from ..model import json_value
-    from .profiles import detect_shape, profile_template
+    from .profiles import detect_shape, profile_template, reading_body
 
     from .decoder import decode_bytes  # the pipeline: deframing, GBT, decryption, tag check
 
@@ -146,14 +146,15 @@ def cmd_dump(args: argparse.Namespace) -> int:
             print(f"message {n + 1}: DSMR text telegram (profile dsmr), nothing to dump by position")
             continue
         note = decode_apdu(msg.apdu)
-        elems = _elements(note.body, note.body_type)
+        body = reading_body(note)
+        elems = _elements(body, note.body_type)
         by_index: Dict[int, Any] = {}
         for reading in msg.readings:
             by_index.setdefault(reading.index, reading)
         if template is None:
             template = profile_template(note)
         if args.json:
-            out.append({"message": n + 1, "shape": detect_shape(note.body), "profile": msg.profile,
+            out.append({"message": n + 1, "shape": detect_shape(body), "profile": msg.profile,
                         "timestamp": note.timestamp.isoformat() if note.timestamp else None,
                         "elements": [{"index": e["index"], "type": e["type"], "raw": json_value(e["raw"])}
                                      for e in elems]})
@@ -162,7 +163,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             "ciphered, tag " + {True: "verified", None: "not verified", False: "FAILED"}[msg.tag_verified]
         print(f"message {n + 1}: {msg.wrapper}, {sec}, meter time "
               f"{note.timestamp.isoformat() if note.timestamp else '-'}, {len(elems)} element(s), "
-              f"shape {detect_shape(note.body)}, profile {msg.profile or 'none'}")
+              f"shape {detect_shape(body)}, profile {msg.profile or 'none'}")
         for e in elems:
             r = by_index.get(e["index"])
             meaning = ""

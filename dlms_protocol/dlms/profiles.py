@@ -52,7 +52,7 @@ from ..errors import ConfigurationError
 from ..obis import Obis
 from .. import DATA_DIR
 from . import units
-from .apdu import DESCRIPTOR, INTEGER_TYPES, TYPE_NAMES, Notification, parse_datetime
+from .apdu import DESCRIPTOR, INTEGER_TYPES, TYPE_NAMES, Notification, Structure, parse_datetime
 
 log = logging.getLogger(__name__)
 
@@ -525,6 +525,30 @@ def is_described(value: Any) -> bool:
     return isinstance(value, list) and getattr(value, "types", ())[:1] == (DESCRIPTOR,)
 
 
+def reading_body(notification: Notification) -> Any:
+    """The body as profiles and the walker read it: a Czech HAN body with its arrays of
+    {attribute descriptor, value} entries spliced in (``_spliced``), any other as it came."""
+    return _spliced(notification.body) if notification.described else notification.body
+
+
+def _spliced(body: Any) -> Any:
+    """A body whose arrays of {attribute descriptor, value} entries are spliced in where they
+    stand (module docstring), so each entry is an element like a pair structure is."""
+    if not isinstance(body, list):
+        return body
+    types = tuple(getattr(body, "types", ()))
+    out, out_types = Structure(), []
+    for elem, type_name in zip(body, types):
+        if type_name == "array" and elem and all(is_described(e) for e in elem):
+            out.extend(elem)
+            out_types.extend(elem.types)
+        else:
+            out.append(elem)
+            out_types.append(type_name)
+    out.types = tuple(out_types)
+    return out
+
+
 def obis_groups(body: Any) -> List[Tuple[int, Obis, Any, str, Optional[Any]]]:
     """The OBIS-keyed values of a body: (index, code, value, value type, {scaler, unit} or None).
 
@@ -879,7 +903,7 @@ def profile_template(notification: Notification) -> dict:
     DLMS type and example value; ``scaler`` is left null for numbers on purpose, so the file
     does not load until a person has filled in what the grid operator's document says.
     """
-    body = notification.body
+    body = reading_body(notification)
     shape = detect_shape(body)
     stamp = notification.timestamp.isoformat() if notification.timestamp else "unknown time"
     template: dict = {
