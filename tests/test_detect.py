@@ -168,6 +168,58 @@ def test_encrypted_dlms_push_at_115200_8n1_without_key(capsys, shng) -> None:
         sim.stop()
 
 
+class HanMeter:
+    """A Czech HAN meter (the Sagemcom XT211's layout, ``test_push_described``) on a pty at
+    9600 8N1: one bare APDU per push, no date-time, no checksum, no encryption."""
+
+    def __init__(self) -> None:
+        from dlms_protocol.simulator.pty import PtyLink
+
+        self.link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+        self.sent = 0
+        self.last: List[Any] = []
+
+    def send_once(self) -> bool:
+        from test_push_described import han_push, xt211_values
+
+        self.sent += 1
+        self.last = xt211_values((100 + self.sent, 2000 - self.sent, 30), (0, 0, 7), 4000 + self.sent, 90)
+        # at the line's rate, as a UART sends it: a reader at another speed or format gets garbage
+        return self.link.send(han_push(self.last, invoke_id=0x80000000 + self.sent))
+
+    def stop(self) -> None:
+        self.link.close()
+
+
+def test_czech_han_push_at_9600_8n1(capsys, shng) -> None:
+    meter = HanMeter()
+    # between two pushes (a Czech HAN meter pushes once a minute) every window is silent: the
+    # report says how to listen long enough
+    code, lines, err = detect(capsys, meter.link.port, "--listen", "0.2", "--dwell", "0.2", "--total", "3",
+                              "--no-sign-on")
+    assert code == 1
+    hint = lines[-1]
+    assert "nothing arrived at 9600 Bd 8N1, 9600 Bd 7E1" in hint and "within 0.2 s each" in hint
+    assert f"detect {meter.link.port} --listen 65 --dwell 65 --total 585" in hint
+    pusher = Pusher(meter, interval=0.6)  # (a push of 355 bytes takes 0.37 s at 9600 Bd, then 0.6 s quiet)
+    try:
+        code, lines, err = detect(capsys, meter.link.port, "--listen", "1.5", "--dwell", "3")
+        assert code == 0, err
+        assert field(lines, "protocol") == "DLMS/COSEM push"
+        assert (field(lines, "speed"), field(lines, "format"), field(lines, "framing")) == ("9600 Bd", "8N1", "apdu")
+        assert field(lines, "meter") == "5100000042" and field(lines, "encryption") == "none"
+        plugin = start_plugin(shng, lines)
+        one_more(plugin, lambda: (pusher.halt(), meter.send_once())[1])
+        sent = meter.last
+        assert item(shng, "meter.obis_21_7_0") == sent[9] and item(shng, "meter.obis_41_7_0") == sent[10]
+        assert item(shng, "meter.obis_62_7_0") == 7
+        assert item(shng, "meter.obis_1_8_1") == sent[17] and item(shng, "meter.obis_1_8_0") == sent[16]
+        assert item(shng, "meter.obis_96_14_0") == "T1"
+    finally:
+        pusher.halt()
+        meter.stop()
+
+
 # ------------------------------------------------------------------------------ D0
 def test_push_only_d0_at_4800_7e1(capsys, shng) -> None:
     meter = SimulatedMeter("easymeter_push", baudrate=4800, push_interval=0.3, time_scale=5.0).start()

@@ -114,6 +114,8 @@ class Detector:
         self.clock = clock
         self.key, self.auth_key = key, auth_key
         self.seen: List[str] = []  #: what was seen where nothing could be read (for the diagnosis)
+        #: speeds and formats whose listening window stayed silent (a meter that pushes rarely)
+        self.silent: List[str] = []
         self._deadline = 0.0
 
     @property
@@ -218,6 +220,8 @@ class Detector:
             return finding
         if w.bytes_seen:
             self.seen.append(f"{baud} Bd {fmt}: {w.bytes_seen} bytes, nothing that passed a check")
+        else:
+            self.silent.append(f"{baud} Bd {fmt}")
         return None
 
     def _from_messages(self, w: _Window, baud: int, fmt: str) -> Finding:
