@@ -252,3 +252,65 @@ def test_dump_shows_the_entries_and_a_template_scales_another_list(tmp_path: Any
     assert main(["dump", "--hex", frame.hex(), "--profile", str(tmp_path / "filled.json")]) == 0
     out = capsys.readouterr().out
     assert "-> 1-0:1.8.0.255 = 4913794 Wh" in out and "-> 1-0:41.7.0.255 = 1703 W" in out
+
+
+# ------------------------------------------------------------------ ZPA AM375 (PRE Distribuce)
+def zpa_push(serial: bytes, clock: bytes, powers: Sequence[int], energies: Sequence[int], datasheet: bool = False
+             ) -> bytes:
+    """The ZPA AM375's Czech HAN list: the same objects as the XT211's, as bare values (no OBIS
+    codes), no date-time header. The real meter sends energies as long64-unsigned; PRE's datasheet
+    pads the texts with NULs to 17 bytes, sends the limiter as long64-unsigned and the energies as
+    double-long-unsigned (jktjkt/esphome-libs-dlms_parser tests/expected/raw_zpa_am375_flat_*)."""
+    pad = (lambda t: t + bytes(17 - len(t))) if datasheet else (lambda t: t)
+    energy = "double-long-unsigned" if datasheet else "long64-unsigned"
+    values: List[Any] = [pad(b"ZPA3HAN00200"), clock, pad(serial), 1, 10000, 0, 0, 0, 1, b"T1"]
+    values += list(powers) + list(energies)
+    types = (["octet-string"] * 3 + ["enum", "long64-unsigned" if datasheet else "double-long-unsigned"]
+             + ["enum"] * 4 + ["octet-string"] + ["double-long-unsigned"] * 8 + [energy] * 4)
+    body = Structure(values)
+    body.types = tuple(types)
+    return encode_notification(body, None, invoke_id=3)
+
+
+#: 2026-09-24 17:46:01, deviation +120 (the UTC offset, not COSEM's -120), summer time (0x80)
+ZPA_CLOCK = bytes.fromhex("07EA0918041 12E0100007880".replace(" ", ""))
+
+
+def test_zpa_lists_decode_with_the_clock_in_local_time() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    powers = [613, 82, 50, 481, 0, 0, 0, 9]
+    for datasheet in (False, True):
+        (msg,) = decoded(zpa_push(b"G035499", ZPA_CLOCK, powers, [4810227, 4802251, 7976, 66806], datasheet))
+        assert msg.profile == "cz-zpa-am375", datasheet
+        got = values_of(msg)
+        assert got["0-0:1.0.0.255"][0] == datetime(2026, 9, 24, 17, 46, 1, tzinfo=timezone(timedelta(hours=2)))
+        assert got["0-0:96.1.1.255"] == ("G035499", None) and msg.meter_id == "G035499"  # no NUL padding
+        assert got["0-0:96.1.4.255"][0] == "ZPA3HAN00200"
+        assert got["1-0:61.7.0.255"] == (Decimal(481), "W") and got["1-0:62.7.0.255"] == (Decimal(9), "W")
+        assert got["1-0:1.8.0.255"] == (Decimal(4810227), "Wh") and got["1-0:2.8.0.255"] == (Decimal(66806), "Wh")
+        assert got["0-0:17.0.0.255"] == (Decimal(10000), None) and got["0-4:96.3.10.255"] == (1, None)
+
+
+def test_zpa_pushes_found_in_a_stream() -> None:
+    frames = [zpa_push(b"G035499", ZPA_CLOCK, [100 + i, 50, 50, i, 0, 0, 0, 0], [5000 + i, 5000, 0, 7])
+              for i in range(4)]
+    for chunk in (1, 13, None):
+        msgs = decoded(b"".join(frames), chunk)
+        assert [values_of(m)["1-0:1.7.0.255"][0] for m in msgs] == [100, 101, 102, 103], chunk
+
+
+def test_deviation_option_is_only_for_date_times() -> None:
+    import pytest
+
+    from dlms_protocol.dlms.profiles import parse_profile
+    from dlms_protocol.errors import ConfigurationError
+
+    doc = {"name": "x", "match": {"shape": "positional", "elements": 1},
+           "fields": [{"index": 0, "obis": "0-0:1.0.0.255", "name": "clock", "kind": "datetime",
+                       "deviation": "utc_offset"}]}
+    assert parse_profile(doc).fields[0].deviation == "utc_offset"
+    for bad in ({"kind": "number", "scaler": 0, "deviation": "utc_offset"}, {"kind": "datetime", "deviation": "east"}):
+        doc["fields"] = [dict({"index": 0, "obis": "0-0:1.0.0.255", "name": "clock"}, **bad)]
+        with pytest.raises(ConfigurationError, match="deviation"):
+            parse_profile(doc)

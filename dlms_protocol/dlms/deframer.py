@@ -112,21 +112,29 @@ def _llc_like(buf: bytearray, p: int) -> bool:
 
 
 def _plausible_notification(buf: bytearray, q: int) -> bool:
-    """A bare data-notification in auto mode: a valid date-time header and a non-empty structure,
-    or no date-time and a body that starts with an attribute descriptor entry (``_described_start``).
+    """A bare data-notification in auto mode: a valid date-time header and a non-empty structure;
+    or no date-time and a body that starts with an attribute descriptor entry (``_described_start``)
+    or with a text of at least 4 printable characters (ZPA's Czech HAN list: ``ZPA3HAN00200``).
 
     Noise that starts with 0x0F followed by any data item would otherwise pass now and then;
     a real concrete COSEM date-time in random bytes is about a one-in-a-million event.
     """
     i = q + 5
     if buf[i] == 0x00:
-        return _described_start(buf, i + 1)
+        return _described_start(buf, i + 1) or _text_start(buf, i + 1)
     if buf[i] == 0x09:
         i += 1
     if buf[i] != 0x0C or parse_datetime(bytes(buf[i + 1:i + 13])) is None:
         return False
     i += 13
     return buf[i] in _AUTO_BODY_TAGS and buf[i + 1] != 0
+
+
+def _text_start(buf: bytearray, i: int) -> bool:
+    """A non-empty array or structure whose first element is an octet- or visible-string of 4 to
+    127 bytes, the first 4 printable ASCII."""
+    return (buf[i] in _AUTO_BODY_TAGS and buf[i + 1] != 0 and buf[i + 2] in (0x09, 0x0A)
+            and 4 <= buf[i + 3] < 0x80 and all(0x20 <= b < 0x7F for b in buf[i + 4:i + 8]))
 
 
 def _described_start(buf: bytearray, i: int) -> bool:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -114,6 +115,14 @@ def _scaled(raw: Any, scaler: int) -> Optional[Decimal]:
     return number.scaleb(scaler) if scaler else number
 
 
+def _cosem_deviation(raw: bytes) -> bytes:
+    """A date-time whose deviation holds the UTC offset (local - UTC) with COSEM's sign (UTC -
+    local) instead; 'not specified' (0x8000) stays."""
+    if len(raw) != 12 or raw[9:11] == b"\x80\x00":
+        return raw
+    return raw[:9] + struct.pack(">h", -struct.unpack(">h", raw[9:11])[0]) + raw[11:]
+
+
 def _clock_extra(raw: bytes) -> Tuple[Tuple[str, Optional[str]], ...]:
     return (("clock_status", f"0x{raw[11]:02x}"),) if len(raw) == 12 else ()
 
@@ -128,8 +137,9 @@ def _octets(raw: bytes, want_datetime: bool) -> Tuple[Any, Tuple[Tuple[str, Opti
             return None, _clock_extra(raw)  # a clock that is not a valid date-time: no value
     if want_datetime:
         return None, ()
-    if _printable(raw):
-        return raw.decode("ascii"), ()
+    text = raw.rstrip(b"\x00")  # (identifiers padded with NULs to a fixed size, ZPA's HAN list)
+    if _printable(text):
+        return text.decode("ascii"), ()
     return raw, ()
 
 
@@ -219,13 +229,14 @@ class _Builder:
             if isinstance(value, datetime):
                 shown = value
             elif isinstance(value, (bytes, bytearray)):
-                shown, more = _octets(bytes(value), True)
+                raw = bytes(value)
+                shown, more = _octets(_cosem_deviation(raw) if fld.deviation == "utc_offset" else raw, True)
                 extra += more
             else:
                 raise self._misfit(index, fld, "a date-time", type_name)
         elif kind == "text":
             if isinstance(value, (bytes, bytearray)):
-                shown = bytes(value).decode("ascii", "replace")
+                shown = bytes(value).rstrip(b"\x00").decode("ascii", "replace")  # (NUL padding: _octets)
             elif isinstance(value, str):
                 shown = value
             else:

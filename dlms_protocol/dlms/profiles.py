@@ -31,7 +31,9 @@ Schema of a file::
                  "scaler": 0, "unit": "W"}, ...]}
 
 ``kind`` is ``number`` (scaled: value = raw·10^scaler), ``enum``, ``bool``, ``text``,
-``datetime`` (a 12-byte COSEM date-time) or ``bytes``. ``"meter_id": true`` marks the field
+``datetime`` (a 12-byte COSEM date-time; ``"deviation": "utc_offset"`` for a meter that writes
+its UTC offset where COSEM wants UTC minus local time: ZPA's +120 for CEST) or ``bytes``.
+``"meter_id": true`` marks the field
 that identifies the meter.
 
 Every document is checked against ``SCHEMA`` (the JSON type of each known key) before anything
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
 _BUILTIN = os.path.join(DATA_DIR, "profiles")
 SHAPES = ("positional", "obis", "push-list", "single")
 KINDS = ("number", "enum", "bool", "text", "datetime", "bytes")
+DEVIATIONS = ("cosem", "utc_offset")
 TEXT_TYPES = frozenset({"octet-string", "visible-string", "utf8-string"})
 TYPE_GROUPS: Dict[str, frozenset] = {
     "integer": frozenset(INTEGER_TYPES),
@@ -87,6 +90,8 @@ class Field:
     name: str
     kind: str = "number"
     meter_id: bool = False
+    #: a date-time's deviation field: ``cosem`` (UTC - local, the standard) or ``utc_offset`` (local - UTC)
+    deviation: str = "cosem"
 
     @property
     def code(self) -> Optional[Obis]:
@@ -211,7 +216,8 @@ SCHEMA = _obj({
                    "obis_markers": _arr(_MARKER), "obis_codes": _arr(_STR), "capture_objects": _arr(_STR),
                    "requires_family": _STR}),
     "fields": _arr(_obj({"index": (_INT, _NULL), "obis": (_STR, _NULL), "name": _STR, "kind": _STR,
-                         "scaler": (_INT, _NULL), "unit": (_STR, _NULL), "meter_id": _BOOL})),
+                         "scaler": (_INT, _NULL), "unit": (_STR, _NULL), "meter_id": _BOOL,
+                         "deviation": _STR})),
 }, required=("name", "match", "fields"))
 
 
@@ -402,8 +408,12 @@ def _parse_field(raw: dict, i: int, shape: str, elements: Optional[int], seen: D
         raise _fail(where, f"{label}: unit {unit!r} is no DLMS unit symbol (e.g. W, Wh, var, varh, V, A, Hz)")
     if kind != "number" and unit is not None:
         raise _fail(where, f"{label}: only numbers have a unit")
+    deviation = raw.get("deviation", "cosem")
+    if deviation not in DEVIATIONS or (deviation != "cosem" and kind != "datetime"):
+        raise _fail(where, f"{label}: 'deviation' is {' or '.join(DEVIATIONS)}, and only for a datetime")
     return Field(index=index, obis=obis, scaler=int(scaler or 0), unit=unit,
-                 name=str(raw.get("name", "")), kind=kind, meter_id=bool(raw.get("meter_id", False)))
+                 name=str(raw.get("name", "")), kind=kind, meter_id=bool(raw.get("meter_id", False)),
+                 deviation=deviation)
 
 
 def _load_file(path: Union[str, Path]) -> Profile:
