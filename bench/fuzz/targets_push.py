@@ -192,7 +192,10 @@ def _han() -> List[Seed]:
         body = Structure([1, entries])
         body.types = ("enum", "array")
         frames.append(encode_notification(body, None, invoke_id=0x80000000 + n))
-    return [_seed(b"".join(frames), "apdu")]
+    flat = Structure([b"ZPA3HAN00200", b"G035499", 1] + [100 * n + 7 for n in range(8)])  # ZPA AM375: bare values
+    flat.types = ("octet-string", "octet-string", "enum") + ("double-long-unsigned",) * 8
+    zpa = b"".join(encode_notification(flat, None, invoke_id=3 + n) for n in range(3))
+    return [_seed(b"".join(frames), "apdu"), _seed(zpa, "apdu")]
 
 
 def _gbt_generated() -> List[Seed]:
