@@ -279,11 +279,12 @@ def apdu_extent(buf: bytes, pos: int = 0, end: Optional[int] = None, max_len: in
         try:
             return _Walker(buf, end, pos + max_len, memo, pos).apdu(pos) - pos
         except _Invalid:
-            if b"\x02\x02\x00" not in buf[pos:end]:
+            if buf.find(b"\x02\x02\x00", pos, end) < 0:
                 raise
         # the Czech HAN form with untagged attribute descriptors (apdu.py), only when the bytes are
-        # no A-XDR; walked from the start each time (the memo holds the other reading's steps)
-        return _Walker(buf, end, pos + max_len, None, pos, described=True).apdu(pos) - pos
+        # no A-XDR; its steps in a memo of their own (they differ from the A-XDR reading's)
+        described = memo.setdefault("described", {}) if memo is not None else None
+        return _Walker(buf, end, pos + max_len, described, pos, described=True).apdu(pos) - pos
     except _NeedMore:
         return None
     except _Invalid:
