@@ -220,6 +220,23 @@ def test_czech_han_push_at_9600_8n1(capsys, shng) -> None:
         meter.stop()
 
 
+def test_silent_serial_server_gets_the_hint_without_a_speed(capsys) -> None:
+    """A socket:// port's speed and format are the serial server's: the hint names none."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        port = f"socket://127.0.0.1:{server.getsockname()[1]}"
+        code, lines, _ = detect(capsys, port, "--listen", "0.3", "--dwell", "0.3", "--total", "2", "--no-sign-on")
+        assert code == 1
+        assert lines[-1].startswith("nothing arrived within 0.3 s each: a meter that pushes only now and then")
+        assert f"detect {port} --listen 65" in lines[-1]
+    finally:
+        server.close()
+
+
 # ------------------------------------------------------------------------------ D0
 def test_push_only_d0_at_4800_7e1(capsys, shng) -> None:
     meter = SimulatedMeter("easymeter_push", baudrate=4800, push_interval=0.3, time_scale=5.0).start()

@@ -46,7 +46,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if finding is None and detector.silent:
         # a push meter that sends once a minute (Czech HAN meters) is silent in most windows
         longer = max(65.0, args.listen * 2)
-        print(f"nothing arrived at {', '.join(detector.silent)} within {args.listen:g} s each: a meter that "
+        where = "" if detector.remote else f" at {', '.join(detector.silent)}"  # (a server sets a remote port's)
+        print(f"nothing arrived{where} within {args.listen:g} s each: a meter that "
               f"pushes only now and then (Czech HAN meters every 60 s) needs longer windows: run "
               f"`python -m dlms_protocol detect {args.port} --listen {longer:g} --dwell {longer:g} "
               f"--total {longer * 9:g}`")
