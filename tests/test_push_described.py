@@ -314,3 +314,23 @@ def test_deviation_option_is_only_for_date_times() -> None:
         doc["fields"] = [dict({"index": 0, "obis": "0-0:1.0.0.255", "name": "clock"}, **bad)]
         with pytest.raises(ConfigurationError, match="deviation"):
             parse_profile(doc)
+
+
+def test_utc_offset_clock_in_a_frame_that_names_its_values(tmp_path: Any) -> None:
+    """``"deviation": "utc_offset"`` holds for a clock found by its code too (obis frames)."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    objects = [(8, "0-0:1.0.0.255", 2, "octet-string")] + XT211[:3]
+    frame = han_push([ZPA_CLOCK, b"5100000042", 1, 0], objects)
+    profile = {"name": "my-han", "match": {"shape": "obis"},
+               "fields": [{"obis": "0-0:1.0.0.255", "name": "clock", "kind": "datetime", "deviation": "utc_offset"}]}
+    path = tmp_path / "my-han.json"
+    path.write_text(json.dumps(profile), encoding="utf-8")
+    local = datetime(2026, 9, 24, 17, 46, 1)
+    (standard,) = decoded(frame)  # the COSEM reading: +120 is UTC minus local time
+    assert values_of(standard)["0-0:1.0.0.255"][0] == local.replace(tzinfo=timezone(timedelta(hours=-2)))
+    dec = PushDecoder(ListenerConfig(port="-", profile=str(path)))
+    (msg,) = dec.feed(frame) + dec.finish()
+    assert msg.profile == "my-han"
+    assert values_of(msg)["0-0:1.0.0.255"][0] == local.replace(tzinfo=timezone(timedelta(hours=2)))

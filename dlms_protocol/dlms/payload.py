@@ -277,6 +277,12 @@ class _Builder:
             return
         self._obis_value(code, index, value, type_name, scaler_unit, class_id, attribute)
 
+    def _clock_bytes(self, code: Obis, raw: bytes) -> bytes:
+        """An octet-string as read, or a date-time with its deviation's sign turned round when the
+        profile's field for this code says the meter writes its UTC offset there."""
+        fld = self.profile.field_for(code) if self.profile is not None else None
+        return _cosem_deviation(raw) if fld is not None and fld.deviation == "utc_offset" else raw
+
     def _number_rule(self, code: Obis, type_name: str, su: Optional[Tuple[int, ...]], class_id: Optional[int],
                      attribute: int) -> _NumberRule:
         """How ``_obis_value`` treats a number of this code, type and scaler: the same for every frame."""
@@ -324,7 +330,7 @@ class _Builder:
         elif type_name == "enum":
             shown = value
         elif isinstance(value, (bytes, bytearray)):
-            shown, more = _octets(bytes(value), is_clock)
+            shown, more = _octets(self._clock_bytes(code, bytes(value)), is_clock)
             extra += more
         elif isinstance(value, (str, datetime, date, time)):
             shown = value
