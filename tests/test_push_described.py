@@ -1,7 +1,7 @@
 """Czech HAN pushes (Sagemcom XT211 on the ČEZ/EG.D RS485 interface): every object a structure
 {untagged attribute descriptor, value}, the whole a bare APDU without date-time.
 
-The frames here are built by ``encode_data`` in the layout of a real XT211 push
+The frames here are built by the simulator's ``han_notification`` in the layout of a real XT211 push
 (esphome-libs/dlms_parser tests/dumps/raw_sagecom_xt211.log), with values of our own; the
 capture itself is not copied. What must hold: the values come out with their class and
 attribute, the built-in profile scales exactly that list, any other list keeps its registers
@@ -16,12 +16,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 from hypothesis import given, settings, strategies as st
 
 from dlms_protocol.config import ListenerConfig
-from dlms_protocol.dlms.apdu import DESCRIPTOR, Array, Structure, decode_apdu, encode_notification
+from dlms_protocol.dlms.apdu import Structure, decode_apdu, encode_notification
 from dlms_protocol.dlms.decoder import PushDecoder
 from dlms_protocol.dlms.wrapper import apdu_extent, is_complete_apdu
 from dlms_protocol.errors import DecodeError
-from dlms_protocol.obis import Obis
 from dlms_protocol.pipeline import enrich
+from dlms_protocol.simulator.push import han_notification, logical_name
 from dlms_protocol.victron.mapping import Mapper
 
 #: (class-id, logical name, attribute, DLMS type) of each object of the XT211's list, in its order
@@ -40,26 +40,10 @@ XT211: List[Tuple[int, str, int, str]] = [
     "1-0:1.8.0.255", "1-0:1.8.1.255", "1-0:1.8.2.255", "1-0:1.8.3.255", "1-0:1.8.4.255", "1-0:2.8.0.255")]
 
 
-def logical_name(code: str) -> bytes:
-    o = Obis.parse(code)
-    return bytes(g if g is not None else 255 for g in o.groups)
-
-
-def entry(class_id: int, code: str, attribute: int, value: Any, type_name: str) -> Structure:
-    descriptor = Structure([class_id, logical_name(code), attribute])
-    out = Structure([descriptor, value])
-    out.types = (DESCRIPTOR, type_name)
-    return out
-
-
 def han_push(values: Sequence[Any], objects: Sequence[Tuple[int, str, int, str]] = XT211,
              invoke_id: int = 0x8000F1D5) -> bytes:
     """A bare data-notification as the XT211 sends it: {enum 1, array of entries}, no date-time."""
-    entries = Array(entry(c, code, a, v, t) for (c, code, a, t), v in zip(objects, values))
-    entries.types = ("structure",) * len(entries)
-    body = Structure([1, entries])
-    body.types = ("enum", "array")
-    return encode_notification(body, None, invoke_id=invoke_id)
+    return han_notification(objects, values, invoke_id)
 
 
 def xt211_values(power: Tuple[int, int, int], export: Tuple[int, int, int], t1: int, t2: int) -> List[Any]:

@@ -22,9 +22,9 @@ from registry import Seed, Target, Verdict, chunks, register
 
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.dlms import decoder as _decoder
-from dlms_protocol.dlms.apdu import DESCRIPTOR, Array, Structure, encode_notification
+from dlms_protocol.dlms.apdu import Structure, encode_notification
 from dlms_protocol.dlms.decoder import PushDecoder, PushMessage
-from dlms_protocol.simulator.push import PushSimulator
+from dlms_protocol.simulator.push import PushSimulator, han_notification
 
 logging.disable(logging.CRITICAL)  # a damaged frame is logged as a warning; 200 000 of them are noise here
 
@@ -177,21 +177,10 @@ def _generated(wrapper: str) -> List[Seed]:
 
 def _han() -> List[Seed]:
     """Czech HAN pushes (XT211): bare APDUs of {untagged attribute descriptor, value} entries."""
-    def entry(class_id: int, ln: bytes, value: object, type_name: str) -> Structure:
-        out = Structure([Structure([class_id, ln, 3 if class_id == 70 else 2]), value])
-        out.types = (DESCRIPTOR, type_name)
-        return out
-
-    frames = []
-    for n in range(3):
-        entries = Array([entry(1, bytes([0, 0, 96, 1, 1, 255]), b"5100000042", "octet-string"),
-                         entry(70, bytes([0, 0, 96, 3, 10, 255]), 1, "enum")]
-                        + [entry(3, bytes([1, 0, c, 7, 0, 255]), 1000 * n + c, "double-long-unsigned")
-                           for c in (1, 21, 41, 61, 2, 22, 42, 62)])
-        entries.types = ("structure",) * len(entries)
-        body = Structure([1, entries])
-        body.types = ("enum", "array")
-        frames.append(encode_notification(body, None, invoke_id=0x80000000 + n))
+    objects = [(1, "0-0:96.1.1.255", 2, "octet-string"), (70, "0-0:96.3.10.255", 3, "enum")] + \
+        [(3, f"1-0:{c}.7.0.255", 2, "double-long-unsigned") for c in (1, 21, 41, 61, 2, 22, 42, 62)]
+    frames = [han_notification(objects, [b"5100000042", 1] + [1000 * n + c for c in (1, 21, 41, 61, 2, 22, 42, 62)],
+                               0x80000000 + n) for n in range(3)]
     flat = Structure([b"ZPA3HAN00200", b"G035499", 1] + [100 * n + 7 for n in range(8)])  # ZPA AM375: bare values
     flat.types = ("octet-string", "octet-string", "enum") + ("double-long-unsigned",) * 8
     zpa = b"".join(encode_notification(flat, None, invoke_id=3 + n) for n in range(3))

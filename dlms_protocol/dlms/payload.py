@@ -115,10 +115,11 @@ def _scaled(raw: Any, scaler: int) -> Optional[Decimal]:
     return number.scaleb(scaler) if scaler else number
 
 
-def _cosem_deviation(raw: bytes) -> bytes:
-    """A date-time whose deviation holds the UTC offset (local - UTC) with COSEM's sign (UTC -
-    local) instead; 'not specified' (0x8000) stays."""
-    if len(raw) != 12 or raw[9:11] == b"\x80\x00":
+def _as_cosem(fld: Optional[Field], raw: bytes) -> bytes:
+    """An octet-string as COSEM reads it: when the profile's field says the meter writes its UTC
+    offset (local - UTC) into a date-time's deviation, that with COSEM's sign (UTC - local);
+    'not specified' (0x8000) stays."""
+    if fld is None or fld.deviation != "utc_offset" or len(raw) != 12 or raw[9:11] == b"\x80\x00":
         return raw
     return raw[:9] + struct.pack(">h", -struct.unpack(">h", raw[9:11])[0]) + raw[11:]
 
@@ -229,8 +230,7 @@ class _Builder:
             if isinstance(value, datetime):
                 shown = value
             elif isinstance(value, (bytes, bytearray)):
-                raw = bytes(value)
-                shown, more = _octets(_cosem_deviation(raw) if fld.deviation == "utc_offset" else raw, True)
+                shown, more = _octets(_as_cosem(fld, bytes(value)), True)
                 extra += more
             else:
                 raise self._misfit(index, fld, "a date-time", type_name)
@@ -276,12 +276,6 @@ class _Builder:
             self.readings.append(new_reading(dotted, code, shown, unit, value, scaler, index, self.ts, extra))
             return
         self._obis_value(code, index, value, type_name, scaler_unit, class_id, attribute)
-
-    def _clock_bytes(self, code: Obis, raw: bytes) -> bytes:
-        """An octet-string as read, or a date-time with its deviation's sign turned round when the
-        profile's field for this code says the meter writes its UTC offset there."""
-        fld = self.profile.field_for(code) if self.profile is not None else None
-        return _cosem_deviation(raw) if fld is not None and fld.deviation == "utc_offset" else raw
 
     def _number_rule(self, code: Obis, type_name: str, su: Optional[Tuple[int, ...]], class_id: Optional[int],
                      attribute: int) -> _NumberRule:
@@ -330,7 +324,8 @@ class _Builder:
         elif type_name == "enum":
             shown = value
         elif isinstance(value, (bytes, bytearray)):
-            shown, more = _octets(self._clock_bytes(code, bytes(value)), is_clock)
+            clock_field = self.profile.field_for(code) if self.profile is not None else None
+            shown, more = _octets(_as_cosem(clock_field, bytes(value)), is_clock)
             extra += more
         elif isinstance(value, (str, datetime, date, time)):
             shown = value

@@ -27,10 +27,10 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..dlms import encode
-from ..dlms.apdu import Array, Structure, encode_notification
+from ..dlms.apdu import DESCRIPTOR, Array, Structure, encode_notification
 from ..dlms.units import code_of
 from .pty import PtyLink
 
@@ -80,10 +80,30 @@ _GROUP_TYPE = {"integer": "double-long-unsigned", "number": "double-long-unsigne
                "*": "double-long-unsigned"}
 
 
-def _obis_bytes(text: str) -> bytes:
+def logical_name(text: str) -> bytes:
+    """The 6 bytes of a COSEM logical name (``1-0:1.8.0.255``; groups not written are 255)."""
     from ..obis import Obis
     code = Obis.parse(text)
     return bytes(g if g is not None else 255 for g in code.groups)
+
+
+#: one object of a Czech HAN push: (class-id, logical name, attribute, DLMS type of its value)
+HanObject = Tuple[int, str, int, str]
+
+
+def han_notification(objects: Sequence[HanObject], values: Sequence[Any], invoke_id: int = 0x80000001) -> bytes:
+    """A Czech HAN push as the Sagemcom XT211 sends it (``dlms.apdu`` module docstring): a bare
+    data-notification without date-time whose body is {enum 1, array of {attribute descriptor,
+    value}}, one entry per object."""
+    entries = Array()
+    for (class_id, code, attribute, type_name), value in zip(objects, values):
+        entry = Structure([Structure([class_id, logical_name(code), attribute]), value])
+        entry.types = (DESCRIPTOR, type_name)
+        entries.append(entry)
+    entries.types = ("structure",) * len(entries)
+    body = Structure([1, entries])
+    body.types = ("enum", "array")
+    return encode_notification(body, None, invoke_id=invoke_id)
 
 
 class _House:
@@ -205,7 +225,7 @@ class PushSimulator:
             types = []
             for reg in self.registers:
                 raw = self._raw(reg, physical)
-                entry = Structure([_obis_bytes(reg.obis), raw])
+                entry = Structure([logical_name(reg.obis), raw])
                 entry.types = ("octet-string", reg.type)
                 if reg.unit is not None:
                     su = Structure([reg.scaler, code_of(reg.unit) or 255])
@@ -386,4 +406,4 @@ class PushSimulator:
         self.stop()
 
 
-__all__ = ["PushSimulator", "SimRegister", "DEMO_REGISTERS"]
+__all__ = ["PushSimulator", "SimRegister", "DEMO_REGISTERS", "logical_name", "han_notification", "HanObject"]
