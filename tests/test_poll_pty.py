@@ -6,6 +6,7 @@ ends: a client that switches too early or too late gets garbage, as on a real li
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 
 import pytest
@@ -87,8 +88,31 @@ def test_silent_optical_port_gets_no_answer_to_the_sign_on():
         with pytest.raises(NoResponseError) as exc:
             DlmsPoller(PollConfig(link.port, mode_e=True, identification_timeout=0.5), time_scale=SCALE).read()
         assert "sign-on" in exc.value.cause and "optical head" in exc.value.fix
+        # 1.5 s of reaction time, time-scaled: repeated every 0.15 s (at 0.15, 0.3 and 0.45 s; on a
+        # loaded machine the last one may fall after the time-out), and the error says how often
+        sent = int(re.search(r"sent (\d+) times", exc.value.cause).group(1))
+        assert sent in (3, 4)
+        heard = b""
+        while True:
+            more = link.receive(0.1)
+            if not more:
+                break
+            heard += more
+        assert heard.count(b"/?!\r\n") == sent
     finally:
         link.close()
+
+
+def test_a_sign_on_the_meter_did_not_hear_is_repeated():
+    """A request lost on the line (or one that only woke the optical port) gets no answer: the
+    client repeats it after the longest reaction time instead of waiting out its time-out."""
+    with pty_meter(mode_e=True, deaf_sign_ons=2) as meter:
+        poller = DlmsPoller(cfg(meter.port, mode_e=True, obis=("1.8.0",)), time_scale=SCALE)
+        assert poller.read().get("1.8.0").value == Decimal(12345678)
+        names = meter.event_names()
+        assert names[:4] == ["sign-on-ignored", "sign-on-ignored", "sign-on", "identification"]
+        # each repeat waited the (scaled) 1.5 s; a resend within it would mean no patience at all
+        assert 0.3 <= poller.last_timings["sign-on"] < WAIT
 
 
 def test_meter_without_mode_e_falls_back_to_the_mode_c_readout():

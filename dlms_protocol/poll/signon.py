@@ -32,20 +32,49 @@ class ModeERefused(ProtocolError):
                          "read it with the mode C readout (fallback_readout), or poll it on its RS485/TCP port")
 
 
-def _identification(transport: Transport, config: PollConfig) -> Identification:
-    """Read lines until one is an identification (echoes of ``/?!`` are skipped)."""
-    deadline = time.monotonic() + config.identification_timeout
-    echoes = 0
+#: the longest a meter may take to answer a request (IEC 62056-21: tr at most 1.5 s)
+MAX_REACTION_TIME = 1.5
+
+
+def _identification(transport: Transport, config: PollConfig, request: bytes,
+                    time_scale: float = 1.0) -> Identification:
+    """Read lines until one is an identification (echoes of ``/?!`` are skipped).
+
+    A meter that heard nothing of the request (a request lost on the line, a meter still closing
+    its previous session) never answers: when no byte came for the longest reaction time, the
+    request goes out again, until ``identification_timeout``.
+    """
+    start = time.monotonic()
+    deadline = start + config.identification_timeout
+    patience = MAX_REACTION_TIME / time_scale
+    resend_at = start + patience
+    echoes = resent = 0
+    pending = bytearray()  # a line that began before a read's time ran out
     while True:
-        remaining = deadline - time.monotonic()
+        now = time.monotonic()
+        remaining = deadline - now
         if remaining <= 0:
             hint = " (the IR head echoes the sign-on, so the port works)" if echoes else ""
-            raise NoResponseError(f"no answer to the mode E sign-on within {config.identification_timeout:g} s{hint}",
+            again = f", the request sent {resent + 1} times" if resent else ""
+            raise NoResponseError(f"no answer to the mode E sign-on within {config.identification_timeout:g} s"
+                                  f"{again}{hint}",
                                   "check the optical head's position on the meter and the port; a meter on "
                                   "RS485 or TCP needs no sign-on (mode_e off)")
-        line = check_parity(transport.read_until(b"\n", timeout=remaining, char_timeout=config.timeout))
-        if not line.endswith(b"\n"):
+        if now >= resend_at:
+            log.debug("no answer to the sign-on for %.2f s: sending it again", patience)
+            transport.write(request)
+            transport.drain()
+            resent += 1
+            resend_at = time.monotonic() + patience
             continue
+        raw = transport.read_until(b"\n", timeout=min(remaining, resend_at - now), char_timeout=config.timeout)
+        if raw:  # something is talking: give it the full time before repeating the request
+            resend_at = time.monotonic() + patience
+        pending += check_parity(raw)
+        if not pending.endswith(b"\n"):
+            del pending[:-256]  # noise without line ends: an identification line is short
+            continue
+        line, pending = bytes(pending), bytearray()
         if line.rstrip(b"\r\n").endswith(b"!"):
             echoes += 1
             continue
@@ -63,9 +92,10 @@ def sign_on_mode_e(transport: Transport, config: PollConfig, time_scale: float =
     """
     transport.set_baudrate(300)
     transport.reset_input()
-    transport.write(add_parity(sign_on_request("?", config.device_address)))
+    request = add_parity(sign_on_request("?", config.device_address))
+    transport.write(request)
     transport.drain()
-    ident = _identification(transport, config)
+    ident = _identification(transport, config, request, time_scale)
     t_ident = time.monotonic()
     if ident.mode != "E":
         raise ModeERefused(ident)

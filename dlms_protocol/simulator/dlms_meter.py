@@ -68,7 +68,7 @@ class DlmsPtyMeter:
                  security: Optional[ServerSecurity] = None, logical: int = 1, physical: int = 17,
                  address_size: int = 2, max_info: int = 128, max_pdu: int = 512,
                  identification: Optional[bytes] = None, reaction_time: float = 0.2, turnaround: float = 0.02,
-                 inactivity: float = 120.0, echo: bool = False) -> None:
+                 inactivity: float = 120.0, echo: bool = False, deaf_sign_ons: int = 0) -> None:
         self.shared = _Shared(model or demo_model(), accounts, security, max_pdu)
         self.mode_e = mode_e
         self.baudrate = baudrate
@@ -79,6 +79,8 @@ class DlmsPtyMeter:
         self.inactivity = inactivity
         #: a half-duplex IR head that reflects everything the client sends (in both phases)
         self.echo = echo
+        #: sign-on requests to ignore first (an optical port that wakes up on the first one)
+        self.deaf_sign_ons = deaf_sign_ons
         if mode_e:
             self.link = PtyLink(baudrate=300, time_scale=time_scale)
         else:
@@ -166,8 +168,13 @@ class DlmsPtyMeter:
                 continue
             buf += data
             del buf[:-128]
-            if _REQUEST.search(buf):
+            if not _REQUEST.search(buf):
+                continue
+            if self.deaf_sign_ons <= 0:
                 break
+            self.deaf_sign_ons -= 1
+            self._event("sign-on-ignored")
+            buf.clear()
         else:
             return None
         self._event("sign-on")
