@@ -70,6 +70,9 @@ def value_text(value: Any) -> Optional[str]:
     return str(value).strip() or None
 
 
+_NONZERO_DIGITS = "123456789"
+
+
 def decimal_text(value: Decimal) -> str:
     """``str(json_value(value))`` for a Decimal, without the float round trip in the common case
     (every value of every rendered push goes through here).
@@ -81,6 +84,9 @@ def decimal_text(value: Decimal) -> str:
     text = str(value)
     if text.isdigit():  # a non-negative whole number in plain digits: most values of a push
         return text if len(text) < _INT_DIGITS else str(_json_decimal(value))
+    # a scaled value (230.4, -0.52): plain, at most 14 digits, no trailing zero, not tiny
+    if text[-1] in _NONZERO_DIGITS and len(text) < 16 and "." in text and "E" not in text and "0.0000" not in text:
+        return text
     if "E" in text or "N" in text or "n" in text:  # exponent, NaN, Infinity: the general rule
         return str(_json_decimal(value))
     whole, dot, frac = text.partition(".")

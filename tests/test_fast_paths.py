@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, List, Optional
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.dlms.apdu import decode_apdu
@@ -199,6 +199,15 @@ def _hashable(r: Reading) -> bool:
 
 
 @settings(max_examples=2000, deadline=None)
+@example(Decimal("0.0001")).via("the smallest fraction shown as written")
+@example(Decimal("0.00001")).via("the float's text has an exponent: 1e-05")
+@example(Decimal("-0.52")).via("a negative fraction")
+@example(Decimal("1234567890123.5")).via("14 digits")
+@example(Decimal("12345678901234.5")).via("15 digits")
+@example(Decimal("123456789012345.5")).via("16 digits: the float rounds")
+@example(Decimal("10.00005")).via("zeros inside")
+@example(Decimal("1.5E+3")).via("an exponent")
+@example(Decimal("2.50")).via("a trailing zero")
 @given(st.one_of(st.decimals(), st.builds(lambda i, s: Decimal(i).scaleb(s), st.integers(-10**20, 10**20),
                                           st.integers(-12, 6))))
 def test_decimal_text_is_the_text_of_the_json_value(value: Decimal) -> None:

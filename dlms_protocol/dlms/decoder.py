@@ -165,13 +165,8 @@ class UnexplainedLayout(UnknownLayoutError):
 
 def unknown_layout_error_for(msg: PushMessage) -> UnexplainedLayout:
     """The counted (not raised) error for a positional frame that no profile explained."""
-    base = unknown_layout_error(_AsInterpretation(msg.readings))  # type: ignore[arg-type]
+    base = unknown_layout_error(len(msg.readings))
     return UnexplainedLayout(base.cause, base.fix)
-
-
-@dataclass(frozen=True)
-class _AsInterpretation:
-    readings: Tuple[Reading, ...]
 
 
 class _LogLimiter:

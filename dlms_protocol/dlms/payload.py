@@ -538,9 +538,8 @@ def _warn_once(text: str) -> None:
         log.warning("%s", text)
 
 
-def unknown_layout_error(result: Interpretation) -> UnknownLayoutError:
-    """The error the pipeline counts (and may log) for a frame no profile explained."""
-    n = len(result.readings)
+def unknown_layout_error(n: int) -> UnknownLayoutError:
+    """The error the pipeline counts (and may log) for a frame of ``n`` values no profile explained."""
     return UnknownLayoutError(
         f"positional push with {n} values matches no meter profile",
         "run `python -m dlms_protocol dump --hex ...` to see the values and write a profile, "
