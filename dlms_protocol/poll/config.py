@@ -53,7 +53,9 @@ class PollConfig:
     server carrying HDLC) or ``tcp://host:port`` (a meter with the DLMS/IP wrapper, usually port
     4059). ``interface`` ``auto`` means wrapper for ``tcp://`` and HDLC otherwise. ``mode_e``:
     optical port, sign on at 300 Bd and switch to HDLC (IEC 62056-21 Annex E); ``baudrate`` is
-    the HDLC rate on RS485, and the ceiling for the rate a mode-E meter offers.
+    the HDLC rate on RS485, and the ceiling for the rate a mode-E meter offers;
+    ``identification_timeout`` bounds its sign-on, which is repeated after each 1.5 s of silence
+    (the longest reaction time), so the default gives a meter three requests to hear.
     Addresses: ``client_address`` (16 public, 1 management, 32 reading client are common),
     server ``logical_address``/``physical_address`` in ``address_size`` bytes (1, 2 or 4).
     ``authentication``: ``none``, ``low`` (``password``) or ``high_gmac`` (``key``, ``auth_key``,
@@ -80,7 +82,7 @@ class PollConfig:
     obis: Tuple[str, ...] = ()
     profiles: Tuple[str, ...] = ()
     timeout: float = 3.0
-    identification_timeout: float = 1.5
+    identification_timeout: float = 4.5
     baud_switch_delay: float = 0.3
     max_info: int = 128
     fallback_readout: bool = True
