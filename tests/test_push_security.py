@@ -258,3 +258,51 @@ def test_the_log_names_the_aes_engine_once(caplog: pytest.LogCaptureFixture) -> 
     said = [r.getMessage() for r in caplog.records if "deciphering" in r.getMessage()]
     assert said == [f"deciphering AES-GCM with {gcm.engine().name}"] * 2
     assert EK.hex() not in caplog.text.lower() and AK.hex() not in caplog.text.lower()
+
+
+# ------------------------------------------------------- published authentication keys
+SMARTY_AK = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # the Luxembourg companion standard's
+
+
+def _smarty_frames(auth_key: bytes, n: int = 4, ic: int = 700) -> list:
+    """Luxembourg P1 ("Smarty"): a DSMR telegram as a bare general-glo-ciphering APDU, 0x30."""
+    from dlms_protocol.dlms.payload import dsmr_crc
+    frames = []
+    for i in range(n):
+        body = (f"/Lux5\\253833635_A\r\n\r\n1-3:0.2.8(42)\r\n0-0:1.0.0(2312051200{i:02d}W)\r\n"
+                f"1-0:1.8.0({7112944 + i:09d}*Wh)\r\n1-0:1.7.0(01.{68 + i:03d}*kW)\r\n!").encode()
+        telegram = body + f"{dsmr_crc(body):04X}".encode() + b"\r\n"
+        frames.append(encode.encipher(telegram, EK, b"SAG\x10\x00\x00\x00\x07", ic + i, 0x30, auth_key))
+    return frames
+
+
+def test_a_published_authentication_key_verifies_the_tags_and_is_then_required(caplog) -> None:
+    """A Luxembourg meter's key alone: its tags verify with the published authentication key, and
+    once they did, a frame whose tag fails is refused as with a configured authentication key."""
+    frames = _smarty_frames(SMARTY_AK)
+    decoder = PushDecoder(ListenerConfig(port="-", key=EK))
+    with caplog.at_level(logging.INFO, logger="dlms_protocol.dlms.decoder"):
+        msgs = [m for f in frames[:3] for m in decoder.feed(f)]
+    assert [m.tag_verified for m in msgs] == [True, True, True]
+    assert [m.to_meter_data().get("1.8.0").value for m in msgs] == [7112944, 7112945, 7112946]
+    assert "published Luxembourg (Smarty) authentication key" in caplog.text
+    assert SMARTY_AK.hex() not in caplog.text.lower() and EK.hex() not in caplog.text.lower()
+    tampered = bytearray(frames[3])
+    tampered[-1] ^= 0x01  # the tag's last byte: the plaintext is intact, only the tag fails
+    assert decoder.feed(bytes(tampered)) == []
+    assert isinstance(decoder.last_error, AuthenticationError) and decoder.stats.get("tag_failures") == 1
+
+
+def test_a_meter_with_its_own_authentication_key_is_read_as_before() -> None:
+    """Tags that the published key does not verify are no error without an auth_key: read as
+    encrypted (tag not verified), and after three such messages the published key is not tried again."""
+    frames = _smarty_frames(AK, n=5)
+    decoder = PushDecoder(ListenerConfig(port="-", key=EK))
+    msgs = [m for f in frames for m in decoder.feed(f)]
+    assert [m.tag_verified for m in msgs] == [None] * 5 and decoder.stats.get("tag_failures") == 0
+    assert decoder.auth_key is None and decoder._published is None
+    # with the meter's own key configured, the published one plays no part
+    own = PushDecoder(ListenerConfig(port="-", key=EK, auth_key=AK))
+    assert [m.tag_verified for f in _smarty_frames(AK) for m in own.feed(f)] == [True] * 4
+    with pytest.raises(AuthenticationError):
+        decode_bytes(_smarty_frames(SMARTY_AK, n=1)[0], ListenerConfig(port="-", key=EK, auth_key=AK))

@@ -31,7 +31,7 @@ from .gbt import GbtAssembler
 from .payload import interpret, interpret_text, unknown_layout_error
 from .profiles import load_profiles
 from . import gcm
-from .security import SecurityPolicy, decipher
+from .security import PUBLISHED_AUTH_KEYS, SecurityPolicy, decipher
 from .template import Template, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
 
@@ -188,6 +188,10 @@ class _LogLimiter:
             self.log.warning("%s", exc)
 
 
+#: messages with a tag that a published authentication key may fail before it is no longer tried
+PUBLISHED_TRIES = 3
+
+
 class PushDecoder:
     """Stateful decoder for one meter's byte stream (see the module docstring).
 
@@ -221,6 +225,11 @@ class PushDecoder:
         self._engine_said = False
         #: minimum protection and increasing invocation counters; kept across reset(): same meter
         self.policy = SecurityPolicy(getattr(config, "security", "auto"), config.key, config.auth_key)
+        #: the authentication key tags are checked with: the configured one, or a published one
+        #: (security.PUBLISHED_AUTH_KEYS) once this meter's tags verified with it
+        self.auth_key = config.auth_key
+        #: a published key still to try (name, key, tries left), only with a key and no auth_key
+        self._published = (PUBLISHED_AUTH_KEYS[0] + (PUBLISHED_TRIES,)) if config.key and not config.auth_key else None
         if config.profile not in (None, "", "auto"):
             from .profiles import resolve
             resolve(config.profile, self._profiles)  # an unknown name fails at start-up too
@@ -302,7 +311,8 @@ class PushDecoder:
         The security policy judges it last, once it decoded completely, so a damaged frame never
         moves the invocation counter or the learned security level.
         """
-        d = decipher(apdu, self.config.key, self.config.auth_key)
+        published = self._published
+        d = decipher(apdu, self.config.key, self.auth_key, published[1] if published else None)
         if d.ciphered:
             self.stats.count("decrypted")
             if not self._engine_said:  # the log says once which library deciphers (gcm.py chooses)
@@ -332,6 +342,8 @@ class PushDecoder:
         note = self.policy.admit(d, timestamp)
         if note:
             log.warning("%s", note)
+        if published is not None and d.ciphered and (d.security_control or 0) & 0x10:
+            self._judge_published(published, bool(d.tag_verified))
         if interp.family:
             self._family = interp.family
         return frozen_of(PushMessage, {
@@ -339,6 +351,18 @@ class PushDecoder:
             "profile": interp.profile, "readings": tuple(interp.readings), "apdu": plain, "raw": raw or bytes(apdu),
             "system_title": d.system_title, "serial": interp.meter_id, "unknown_layout": interp.unknown_layout,
             "link_check": link_check})
+
+    def _judge_published(self, published: Tuple[str, bytes, int], verified: bool) -> None:
+        """Adopt a published authentication key that verified this meter's tag: from now on every
+        tag must verify, as with a configured one. A meter that uses its own key gets a few tries."""
+        name, key, tries = published
+        if verified:
+            self.auth_key, self._published = key, None
+            self.policy.minimum = max(self.policy.minimum, 2)
+            log.info("the authentication tags verify with the published %s authentication key: every tag "
+                     "is checked from now on", name)
+        else:
+            self._published = (name, key, tries - 1) if tries > 1 else None
 
     def _learn(self, plain: bytes, notification: Any, interp: Any, profile: Optional[str]) -> None:
         """Learn the layout of a frame the full path decoded (template.py); a meter whose frames

@@ -225,9 +225,20 @@ def _tag_failure(plain: bytes) -> SecurityError:
                            "check the encryption key")
 
 
-def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> Deciphered:
+#: authentication keys that grid operators publish instead of handing one out with the key: the
+#: Luxembourg P1 port ("Smarty", DSMR text under security 0x30) authenticates with this one (the
+#: AAD 0x30 || 00112233...EEFF of the Luxembourg companion standard)
+PUBLISHED_AUTH_KEYS: Tuple[Tuple[str, bytes], ...] = (
+    ("Luxembourg (Smarty)", bytes.fromhex("00112233445566778899AABBCCDDEEFF")),)
+
+
+def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes],
+             published: Optional[bytes] = None) -> Deciphered:
     """Decrypt (and verify, when possible) a ciphered APDU; pass a plain one through unchanged.
 
+    ``published``: with no ``auth_key``, a published authentication key (``PUBLISHED_AUTH_KEYS``)
+    to try the tag with; a tag it does not verify is not an error (the meter may use its own
+    key): the message is then as without an authentication key, ``tag_verified`` None.
     Raises MissingKeyError, AuthenticationError, DecryptionError, DecodeError, SecurityError.
     """
     if not apdu or apdu[0] not in CIPHERED_TAGS:
@@ -241,18 +252,23 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes]) -> De
         if not key:
             raise MissingKeyError("frame is encrypted but no key is configured",
                                   "set key (the GUEK from your grid operator)")
-        if sc & 0x10 and auth_key:  # one pass: the plaintext, and whether the tag is right
-            plain, verified = gcm.engine().decrypt(key, iv, p.body, bytes([sc]) + auth_key + p.extra_aad, p.auth_tag)
+        if sc & 0x10 and (auth_key or published):  # one pass: the plaintext, and whether the tag is right
+            plain, verified = gcm.engine().decrypt(key, iv, p.body, bytes([sc]) + (auth_key or published or b"")
+                                                   + p.extra_aad, p.auth_tag)
             if not verified:
-                raise _tag_failure(plain)
+                if auth_key:
+                    raise _tag_failure(plain)
+                verified = None  # (the GCM plaintext does not depend on the authentication key)
         else:
             plain = gcm.engine().decrypt(key, iv, p.body, None, None)[0]
     else:  # authentication only: the body is the plaintext
         plain = p.body
-        if key and auth_key:
-            if not gcm.engine().decrypt(key, iv, b"", bytes([sc]) + auth_key + p.extra_aad + plain, p.auth_tag)[1]:
+        if key and (auth_key or published):
+            if gcm.engine().decrypt(key, iv, b"", bytes([sc]) + (auth_key or published or b"") + p.extra_aad + plain,
+                                    p.auth_tag)[1]:
+                verified = True
+            elif auth_key:
                 raise AuthenticationError("authentication tag mismatch", "check the authentication key")
-            verified = True
     # A verified tag proves the keys; otherwise the plaintext must look like an APDU, because
     # a wrong encryption key yields random bytes (the APDU decoder then judges the content).
     if not verified and not (is_complete_apdu(plain) or _dsmr_plausible(plain)):
@@ -383,5 +399,5 @@ def _before(a: object, b: object) -> bool:
         return False
 
 
-__all__ = ["Deciphered", "CipheredApdu", "parse_ciphered", "decipher", "TAG_LEN", "Cipher", "algorithms", "modes",
-           "SecurityPolicy", "RANKS", "protection", "claimed", "RESET_AFTER"]
+__all__ = ["Deciphered", "CipheredApdu", "parse_ciphered", "decipher", "PUBLISHED_AUTH_KEYS", "TAG_LEN", "Cipher",
+           "algorithms", "modes", "SecurityPolicy", "RANKS", "protection", "claimed", "RESET_AFTER"]
