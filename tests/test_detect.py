@@ -330,6 +330,45 @@ def test_d0_telegram_read_at_8n1_with_parity_bits_is_reported_7e1() -> None:
     assert _d0_format("7E1", telegram) == "7E1"
 
 
+class SmartyMeter:
+    """A Luxembourg P1 port ("Smarty") on a pty at 115200 8N1: a DSMR telegram in a bare
+    general-glo-ciphering APDU (0x30), tagged with the published authentication key."""
+
+    def __init__(self) -> None:
+        from dlms_protocol.simulator.pty import PtyLink
+
+        self.link = PtyLink(baudrate=115200, bytesize=8, parity="N")
+        self.sent = 0
+
+    def send_once(self) -> bool:
+        from test_push_security import SMARTY_AK, _smarty_frames
+
+        self.sent += 1
+        return self.link.send(_smarty_frames(SMARTY_AK, n=1, ic=900 + self.sent, key=EK)[0])
+
+    def stop(self) -> None:
+        self.link.close()
+
+
+def test_luxembourg_smarty_needs_only_the_key(capsys, shng) -> None:
+    meter = SmartyMeter()
+    pusher = Pusher(meter)
+    try:
+        code, lines, err = detect(capsys, meter.link.port, "--key", EK.hex(), "--no-sign-on")
+        assert code == 0, err
+        assert (field(lines, "speed"), field(lines, "format"), field(lines, "framing")) == ("115200 Bd", "8N1", "apdu")
+        assert field(lines, "encryption") == ("encrypted, security 0x30, tags verified with the published "
+                                              "Luxembourg (Smarty) authentication key")
+        block = yaml12.load(section(lines, "plugin.yaml:"))["dlms"]
+        assert block["key"].startswith("<") and "auth_key" not in block  # nothing more to ask the operator for
+        plugin = start_plugin(shng, lines, fill={"key": EK.hex()})
+        one_more(plugin, lambda: (pusher.halt(), meter.send_once())[1])
+        assert item(shng, "meter.obis_1_8_0") == 7112944
+    finally:
+        pusher.halt()
+        meter.stop()
+
+
 def test_encrypted_push_with_the_key_is_decoded_and_reports_its_security_byte(capsys) -> None:
     sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=8)
     port = sim.open_pty(baudrate=9600, parity="N")

@@ -52,6 +52,8 @@ class Finding:
     period: Optional[float] = None  # seconds between pushes
     data: Optional[MeterData] = None  # a verified snapshot (None when encrypted without key)
     notes: List[str] = field(default_factory=list)
+    #: the tags verified with a published authentication key (security.PUBLISHED_AUTH_KEYS): none to ask for
+    published_auth: Optional[str] = None
 
     def summary(self) -> List[str]:
         """The lines ``detect`` prints."""
@@ -70,7 +72,9 @@ class Finding:
         if self.protocol == "dlms":
             lines.append("encryption: " + (f"encrypted, security 0x{self.security:02X}: ask your grid operator for "
                                            "the key" if self.encrypted and self.data is None else
-                                           f"encrypted, security 0x{self.security:02X}" if self.encrypted else "none"))
+                                           f"encrypted, security 0x{self.security:02X}" if self.encrypted else "none")
+                         + (f", tags verified with the published {self.published_auth} authentication key"
+                            if self.published_auth else ""))
         if self.period:
             lines.append(f"period:     {self.period:.1f} s")
         if self.data is not None:
@@ -239,6 +243,9 @@ class Detector:
                               security=sc, wrapper=msg.wrapper, period=period, data=data)
             if msg.ciphered and sc is None:
                 finding.security = _security_of(msg)
+            if msg.tag_verified and not self.auth_key:
+                from ..dlms.security import PUBLISHED_AUTH_KEYS
+                finding.published_auth = PUBLISHED_AUTH_KEYS[0][0]
         else:
             ident = msg.readout.identification
             finding = Finding("d0-push", self.port, baud, _d0_format(fmt, bytes(w.raw)), meter_id=data.meter_id,

@@ -19,7 +19,7 @@ def plugin_parameters(finding: Finding, instance: str = "") -> Dict[str, Any]:
                       listen_format=finding.char_format)
         if finding.protocol == "dlms" and finding.encrypted:  # keys are never printed, not even the given ones
             params["key"] = "<32 hex digits from your grid operator>"
-            if finding.security is not None and finding.security & 0x10:
+            if finding.security is not None and finding.security & 0x10 and not finding.published_auth:
                 params["auth_key"] = "<32 hex digits, if your grid operator hands one out>"
         if finding.period:
             params["listen_timeout"] = max(30, int(round(finding.period * 6)))
