@@ -283,3 +283,58 @@ def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
     bad.write_text(f"[meter]\nmode = push\nprotocol = smk\nport = {port}\n")
     with pytest.raises(Exception, match="protocol = 'smk' is unknown"):
         load_config(str(bad), victron=False)
+
+
+# ------------------------------------------------------------------ a quiet line between pushes
+def _dsmr_push(n: int) -> bytes:
+    from dlms_protocol.dlms.payload import dsmr_crc
+    body = f"/ISK5\\2M550T-1012\r\n\r\n1-0:1.8.0({1234 + n:06d}.567*kWh)\r\n1-0:1.7.0(00.{500 + n}*kW)\r\n!".encode()
+    return body + f"{dsmr_crc(body):04X}".encode() + b"\r\n"
+
+
+@pytest.mark.parametrize("protocol,meter", [("sml", "sml"), ("auto", "sml"), ("d0", "d0"), ("auto", "d0")])
+def test_a_quiet_line_between_pushes_keeps_the_port_open(protocol: str, meter: str, monkeypatch, caplog) -> None:
+    """Between two pushes the listener's read ends without a byte and asks its decoder to settle:
+    every protocol's decoder answers it (the SML, D0 and auto listeners once failed there and
+    reopened the port after each quiet read, losing what arrived meanwhile)."""
+    from dlms_protocol.dlms import listener as listener_module
+    from dlms_protocol.simulator.pty import PtyLink
+    from dlms_protocol.sml.source import StreamListener
+
+    monkeypatch.setattr(listener_module, "IDLE_READ", 0.1)  # many quiet reads between two pushes
+    sim = SmlSimulator(seed=5)
+    link = None
+    if meter == "sml":
+        port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
+        send = sim.send_once
+    else:
+        link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+        port = link.port
+        sent = [0]
+
+        def send() -> bool:
+            sent[0] += 1
+            return link.send(_dsmr_push(sent[0]))
+    got: List = []
+    listener = StreamListener(ListenerConfig(port=port, baudrate=9600, parity="N"), got.append, protocol=protocol)
+    listener.start()
+    try:
+        deadline = time.monotonic() + 20
+        while listener.connects < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        for n in range(3):
+            assert send()
+            deadline = time.monotonic() + 20
+            while len(got) <= n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(got) == n + 1, (n, got)
+            time.sleep(0.5)  # five quiet reads
+    finally:
+        listener.stop()
+        sim.stop()
+        if link is not None:
+            link.close()
+    assert listener.connects == 1, caplog.text
+    assert "unexpected error" not in caplog.text
+    assert listener.stats.get("messages") == 3

@@ -65,6 +65,10 @@ class D0PushDecoder:
             self.stats.success("messages")
         return out
 
+    def settle(self) -> list:
+        """A quiet line: nothing here waits for it (a telegram ends with ``!`` and its checksum)."""
+        return []
+
     def finish(self) -> list:
         return []
 
@@ -151,22 +155,36 @@ class AutoDecoder:
         for name, dec in list(self._candidates.items()):
             found = dec.feed(chunk)
             if found:
-                self.protocol = name
-                # the recognised protocol's errors count from the start, however the bytes were cut
-                for exc in self._pending.get(name, []):
-                    if not isinstance(exc, SecurityError):
-                        self.stats.error(exc)
-                        if self.on_error is not None:
-                            self.on_error(exc)
-                self._pending.clear()
-                self._candidates = {name: dec}
-                dec.stats = self.stats
-                dec.quiet = self._quiet
-                self.stats.count("frames", len(found))
-                for _ in found:
-                    self.stats.success("messages")
-                return list(found)
+                return self._recognised(name, dec, found)
         return []
+
+    def settle(self) -> list:
+        """A quiet line (the listener's read without a byte): what a decoder held for more bytes."""
+        if self.protocol is not None:
+            return list(self._candidates[self.protocol].settle())
+        for name, dec in list(self._candidates.items()):
+            found = dec.settle()
+            if found:
+                return self._recognised(name, dec, found)
+        return []
+
+    def _recognised(self, name: str, dec: Any, found: list) -> list:
+        """``name`` delivered its first messages: from now on only it decodes."""
+        self.protocol = name
+        # the recognised protocol's errors count from the start, however the bytes were cut
+        for exc in self._pending.get(name, []):
+            if not isinstance(exc, SecurityError):
+                self.stats.error(exc)
+                if self.on_error is not None:
+                    self.on_error(exc)
+        self._pending.clear()
+        self._candidates = {name: dec}
+        dec.stats = self.stats
+        dec.quiet = self._quiet
+        self.stats.count("frames", len(found))
+        for _ in found:
+            self.stats.success("messages")
+        return list(found)
 
     def finish(self) -> list:
         dec = self.decoder

@@ -271,6 +271,10 @@ class SmlDecoder:
     def reset(self) -> None:
         self.framer.reset()
 
+    def settle(self) -> list:
+        """A quiet line: nothing here waits for it (a transmission ends with its own escape sequence)."""
+        return []
+
     def finish(self) -> list:
         """End of input: a transmission still buffered is incomplete (counted, not returned)."""
         if self.framer.in_transmission:
