@@ -363,6 +363,31 @@ def test_payload_of_a_frame_with_a_damaged_flag_is_not_taken() -> None:
         assert not apdus(got) and errors(got), pos
 
 
+@pytest.mark.parametrize("link", ["hdlc", "mbus"])
+@pytest.mark.parametrize("then", ["quiet", "next frame"])
+@pytest.mark.parametrize("chunk", [0, 1, 5])
+def test_listening_that_begins_in_a_frame_header_does_not_take_its_payload(link: str, then: str,
+                                                                           chunk: int) -> None:
+    """A listener that starts inside the first frame's header (its flag, format or addresses lost)
+    sees a complete APDU followed by the frame's check bytes and end: that payload was never
+    verified, so it is not taken, whether the line then goes quiet or the next frame follows."""
+    a, b = apdu_of(seed=1, stamp=STAMP), apdu_of(seed=2, stamp=STAMP)
+    frame = encode.hdlc_frames(a)[0] if link == "hdlc" else encode.mbus_telegrams(a)[0]
+    start = frame.index(a)
+    for joined in range(1, start + 1):  # every position from just after the opening byte to the APDU
+        stream = frame[joined:] + (b"" if then == "quiet" else
+                                   (encode.hdlc_frames(b)[0] if link == "hdlc" else encode.mbus_telegrams(b)[0]))
+        d = Deframer()
+        got = feed_all(d, stream, chunks=chunk, seed=joined)
+        assert [g.apdu for g in apdus(got)] == ([] if then == "quiet" else [b]), joined
+        assert errors(got), joined  # the skipped bytes are reported (the decoder: "listening began inside")
+    # a bare APDU meter's pushes are taken as before: alone, back to back, and after settling
+    assert [g.apdu for g in apdus(feed_all(Deframer(), a))] == [a]
+    assert [g.apdu for g in apdus(feed_all(Deframer(), a + b, chunks=chunk))] == [a, b]
+    d = Deframer()
+    assert apdus(d.feed(a)) == [] and [g.apdu for g in apdus(d.settle())] == [a]
+
+
 def test_fixed_wrapper_ignores_other_framings() -> None:
     a = apdu_of()
     stream = b"".join(encode.mbus_telegrams(a)) + encode.wrap(a) + a

@@ -40,7 +40,8 @@ def keys(case: dict):
 def ciphered_apdu(case: dict) -> bytes:
     """The complete ciphered APDU of a corpus frame (after deframing and GBT)."""
     d, g = Deframer(), GbtAssembler()
-    out = [x for item in d.feed(bytes.fromhex(case["hex"])) if isinstance(item, RawApdu) for x in g.feed(item.apdu)]
+    items = d.feed(bytes.fromhex(case["hex"])) + d.finish()  # (a bare APDU first on a line waits for its end)
+    out = [x for item in items if isinstance(item, RawApdu) for x in g.feed(item.apdu)]
     whole = [x for x in out if isinstance(x, bytes)]
     assert len(whole) == 1
     return whole[0]

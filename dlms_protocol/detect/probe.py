@@ -174,17 +174,18 @@ class Detector:
         first_at: Optional[float] = None
         while self.clock() < end:
             chunk = port.read_some(4096, 0.1)
-            if not chunk:
-                continue
             now = self.clock()
-            if not w.bytes_seen:
-                end = min(max(end, now + self.dwell), self._deadline)
-            w.bytes_seen += len(chunk)
-            if len(w.raw) < 65536:
-                w.raw += chunk
-            for msg in decoder.feed(chunk):
+            if chunk:
+                if not w.bytes_seen:
+                    end = min(max(end, now + self.dwell), self._deadline)
+                w.bytes_seen += len(chunk)
+                if len(w.raw) < 65536:
+                    w.raw += chunk
+            # a quiet line decides what waited for more bytes (a bare APDU first on the line)
+            for msg in decoder.feed(chunk) if chunk else decoder.settle():
                 w.messages.append((now, msg, decoder.protocol or "?"))
-            self._ciphered(deframer, chunk, now, w)
+            if chunk:
+                self._ciphered(deframer, chunk, now, w)
             count = len(w.messages) or len(w.ciphered)
             if count and first_at is None:
                 first_at = now

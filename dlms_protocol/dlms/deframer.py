@@ -151,6 +151,11 @@ def _described_start(buf: bytearray, i: int) -> bool:
     return len(head) > 0 and head[0] != 0 and (len(head) < 2 or head[1] <= 15) and (len(head) < 3 or head[2] <= 127)
 
 
+#: the bytes that end a link frame after its payload and begin the next: HDLC's FCS, closing flag and
+#: the next frame's flag or format byte (M-Bus: checksum, stop byte and the next start byte)
+LINK_TAIL = 4
+
+
 def _plausible_push_block(buf: bytearray, q: int) -> bool:
     """A pushed GBT block acknowledges nothing and uses no window (``E0 x0/x0 nnnn 0000``).
 
@@ -586,12 +591,34 @@ class Deframer:
                 return _REJECT, 1
             return _NEED, 0
         end = q + extent
+        if auto and not self.frames:
+            tail = self._link_tail(end)
+            if tail is None:
+                return _NEED, 0
+            if tail:
+                return _REJECT, 1
         inner = self._strong_inside(q, end) if auto else False
         if inner:
             return _REJECT, 1
         if inner is None:
             return _NEED, 0
         return self._emit_single(out, "apdu", bytes(buf[q:end]), bytes(buf[q:end]), end, ("apdu", None))
+
+    def _link_tail(self, end: int) -> Optional[bool]:
+        """Before anything was accepted (listening may begin inside a link frame): is the bare APDU
+        candidate ending at ``end`` followed by the end of a link frame, an HDLC FCS and flag or an
+        M-Bus checksum and stop byte? Then it is the payload of a frame whose start was lost, and
+        nothing verified it. None: those bytes have not arrived yet (``settle`` decides without)."""
+        buf = self._buf
+        after = len(buf) - end
+        if after < LINK_TAIL and not self._final:
+            return None
+        # then the end of the input (settled), or the next frame: a flag or an HDLC format byte, an M-Bus start
+        nxt = buf[end + 3] if after > 3 else None
+        if after >= 3 and buf[end + 2] == hdlc.FLAG and (nxt is None or nxt == hdlc.FLAG or nxt >> 4 == 0xA):
+            return True
+        nxt = buf[end + 2] if after > 2 else None
+        return after >= 2 and buf[end + 1] == mbus.STOP and (nxt is None or nxt == mbus.START)
 
     def _emit_single(self, out: List[Item], wrapper: str, apdu: bytes, raw: bytes, end: int,
                      source: Tuple[str, object]) -> Tuple[int, int]:
