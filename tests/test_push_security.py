@@ -267,12 +267,11 @@ SMARTY_AK = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # the Luxembourg 
 
 def _smarty_frames(auth_key: bytes, n: int = 4, ic: int = 700, key: bytes = EK) -> list:
     """Luxembourg P1 ("Smarty"): a DSMR telegram as a bare general-glo-ciphering APDU, 0x30."""
-    from dlms_protocol.dlms.payload import dsmr_crc
+    from test_push_profiles import _telegram
     frames = []
     for i in range(n):
-        body = (f"/Lux5\\253833635_A\r\n\r\n1-3:0.2.8(42)\r\n0-0:1.0.0(2312051200{i:02d}W)\r\n"
-                f"1-0:1.8.0({7112944 + i:09d}*Wh)\r\n1-0:1.7.0(01.{68 + i:03d}*kW)\r\n!").encode()
-        telegram = body + f"{dsmr_crc(body):04X}".encode() + b"\r\n"
+        telegram = _telegram(["1-3:0.2.8(42)", f"0-0:1.0.0(2312051200{i:02d}W)", f"1-0:1.8.0({7112944 + i:09d}*Wh)",
+                              f"1-0:1.7.0(01.{68 + i:03d}*kW)"])
         frames.append(encode.encipher(telegram, key, b"SAG\x10\x00\x00\x00\x07", ic + i, 0x30, auth_key))
     return frames
 

@@ -287,9 +287,8 @@ def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
 
 # ------------------------------------------------------------------ a quiet line between pushes
 def _dsmr_push(n: int) -> bytes:
-    from dlms_protocol.dlms.payload import dsmr_crc
-    body = f"/ISK5\\2M550T-1012\r\n\r\n1-0:1.8.0({1234 + n:06d}.567*kWh)\r\n1-0:1.7.0(00.{500 + n}*kW)\r\n!".encode()
-    return body + f"{dsmr_crc(body):04X}".encode() + b"\r\n"
+    from test_push_profiles import _telegram
+    return _telegram([f"1-0:1.8.0({1234 + n:06d}.567*kWh)", f"1-0:1.7.0(00.{500 + n}*kW)"])
 
 
 @pytest.mark.parametrize("protocol,meter", [("sml", "sml"), ("auto", "sml"), ("d0", "d0"), ("auto", "d0")])

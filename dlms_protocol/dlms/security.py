@@ -248,13 +248,13 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes],
     sc = p.security_control
     iv = p.system_title + p.invocation_counter.to_bytes(4, "big")
     verified: Optional[bool] = None
+    tag_key = auth_key or published  # (a mismatch is an error only with the configured one)
     if sc & 0x20:
         if not key:
             raise MissingKeyError("frame is encrypted but no key is configured",
                                   "set key (the GUEK from your grid operator)")
-        if sc & 0x10 and (auth_key or published):  # one pass: the plaintext, and whether the tag is right
-            plain, verified = gcm.engine().decrypt(key, iv, p.body, bytes([sc]) + (auth_key or published or b"")
-                                                   + p.extra_aad, p.auth_tag)
+        if sc & 0x10 and tag_key:  # one pass: the plaintext, and whether the tag is right
+            plain, verified = gcm.engine().decrypt(key, iv, p.body, bytes([sc]) + tag_key + p.extra_aad, p.auth_tag)
             if not verified:
                 if auth_key:
                     raise _tag_failure(plain)
@@ -263,9 +263,8 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes],
             plain = gcm.engine().decrypt(key, iv, p.body, None, None)[0]
     else:  # authentication only: the body is the plaintext
         plain = p.body
-        if key and (auth_key or published):
-            if gcm.engine().decrypt(key, iv, b"", bytes([sc]) + (auth_key or published or b"") + p.extra_aad + plain,
-                                    p.auth_tag)[1]:
+        if key and tag_key:
+            if gcm.engine().decrypt(key, iv, b"", bytes([sc]) + tag_key + p.extra_aad + plain, p.auth_tag)[1]:
                 verified = True
             elif auth_key:
                 raise AuthenticationError("authentication tag mismatch", "check the authentication key")
