@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import resource
 import statistics
 import subprocess
@@ -329,6 +330,7 @@ def main() -> int:
         client.stop()
         settings.stop()
         daemon.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # (the capture, the config with the test keys, the log)
 
     stack = subprocess.run([SERVICE_PYTHON[0], "-c", "import platform, importlib.metadata as m; "
                             "print(platform.python_version(), *(f'{p} {m.version(p)}' for p in "
