@@ -109,7 +109,12 @@ class Reading:
     the parsed code, None when the address is no OBIS code. ``raw`` is the value as it came
     (string for D0, integer/bytes for push), ``value`` the physical value (``raw·10^scaler``
     for push, the parsed number for D0), ``unit`` as the meter said (``kWh``, ``W``) or from the
-    profile. ``extra`` holds further value groups of a D0 data set (e.g. a max-demand timestamp).
+    profile. ``extra`` holds the further value groups of the data set, each ``(value, unit)``: the
+    meter's own data (a max-demand time in D0, a DSMR line's earlier groups), which an item can
+    bind by index. ``details`` holds what the decoder noted about the value, each ``(label, text)``:
+    the type it came in (``dlms_type``, ``sml_type``), the profile field's ``name``, a push list's
+    ``class_id``/``attribute``, a clock's ``clock_status``, SML's ``status`` word and ``val_time``,
+    a corrected ``quirk``. Never a value group: an item bound to one would get a label.
     """
 
     code: str
@@ -123,6 +128,8 @@ class Reading:
     extra: Tuple[Tuple[str, Optional[str]], ...] = ()
     #: computed from other readings of the same snapshot (e.g. net power), not sent by the meter
     derived: bool = False
+    #: what the decoder noted about the value, (label, text) each: no value group (class docstring)
+    details: Tuple[Tuple[str, Optional[str]], ...] = ()
 
     @property
     def name(self) -> Optional[str]:
@@ -158,13 +165,14 @@ def frozen_of(cls: Type[_Frozen], fields: Dict[str, Any]) -> _Frozen:
 
 def new_reading(code: str, obis: Optional[Obis], value: Value, unit: Optional[str], raw: Value,
                 scaler: Optional[int], index: int, timestamp: Optional[datetime],
-                extra: Tuple[Tuple[str, Optional[str]], ...], derived: bool = False) -> Reading:
+                details: Tuple[Tuple[str, Optional[str]], ...], derived: bool = False,
+                extra: Tuple[Tuple[str, Optional[str]], ...] = ()) -> Reading:
     """``Reading(...)`` with every field given, at half the cost: a push builds dozens per frame,
     and the frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``.
     Equal to the dataclass-built one in every way (eq, hash, repr)."""
     r = _new_object(Reading)
     r.__dict__.update(code=code, obis=obis, value=value, unit=unit, raw=raw, scaler=scaler, index=index,
-                      timestamp=timestamp, extra=extra, derived=derived)
+                      timestamp=timestamp, extra=extra, derived=derived, details=details)
     return r
 
 

@@ -157,15 +157,16 @@ _values: Any = st.one_of(st.none(), st.integers(), st.decimals(allow_nan=False),
 @settings(max_examples=300, deadline=None)
 @given(code=st.text(max_size=20), value=_values, unit=st.one_of(st.none(), st.sampled_from(["W", "kWh", "V"])),
        raw=_values, scaler=st.one_of(st.none(), st.integers(-6, 6)), index=st.integers(0, 300),
-       extra=st.lists(st.tuples(st.text(max_size=5), st.one_of(st.none(), st.text(max_size=5))), max_size=3))
+       details=st.lists(st.tuples(st.text(max_size=5), st.one_of(st.none(), st.text(max_size=5))), max_size=3),
+       extra=st.lists(st.tuples(st.text(max_size=5), st.one_of(st.none(), st.text(max_size=5))), max_size=2))
 def test_new_reading_is_the_dataclass_reading(code: str, value: Any, unit: Optional[str], raw: Any,
-                                              scaler: Optional[int], index: int, extra: list) -> None:
+                                              scaler: Optional[int], index: int, details: list, extra: list) -> None:
     obis = Obis.parse("1-0:2.8.0.255")
-    fast = new_reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra))
-    plain = Reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra))
-    assert fast == plain and repr(fast) == repr(plain) and fast.derived is False
-    made = new_reading(code, obis, value, unit, raw, scaler, index, None, tuple(extra), True)
-    assert made == replace(plain, derived=True) and made.derived is True
+    fast = new_reading(code, obis, value, unit, raw, scaler, index, None, tuple(details))
+    plain = Reading(code, obis, value, unit, raw, scaler, index, None, details=tuple(details))
+    assert fast == plain and repr(fast) == repr(plain) and fast.derived is False and fast.extra == ()
+    made = new_reading(code, obis, value, unit, raw, scaler, index, None, tuple(details), True, tuple(extra))
+    assert made == replace(plain, derived=True, extra=tuple(extra)) and made.derived is True
     if _hashable(plain):
         assert hash(fast) == hash(plain)
     with pytest.raises(AttributeError):

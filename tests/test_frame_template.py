@@ -101,7 +101,7 @@ def test_what_is_learned_and_what_is_not() -> None:
             full = _full(plain)
             assert full is not None and (full.unknown_layout or full.shape == "single" or full.notes
                                          or name == "hr-iskra-ie5-pdu-positional-33"
-                                         or any(dict(r.extra).get("dlms_type") in ("float32", "float64")
+                                         or any(dict(r.details).get("dlms_type") in ("float32", "float64")
                                                 for r in full.readings)), name
 
 

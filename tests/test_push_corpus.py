@@ -79,7 +79,7 @@ def _clock(reading_value: Any, text: str, status: Optional[str], extra: dict) ->
 
 def _check_value(r: Reading, e: dict) -> None:
     v = e["value"]
-    extra = dict(r.extra)
+    extra = dict(r.details)
     if isinstance(v, bool):
         assert r.value is v
     elif isinstance(v, int):

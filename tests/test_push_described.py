@@ -85,7 +85,7 @@ def test_xt211_list_decodes_scaled_with_class_and_attribute() -> None:
     assert got["0-0:96.14.0.255"] == ("T1", None)
     assert got["0-1:96.3.10.255"] == (1, None)
     assert msg.meter_id == "5100000042"
-    by_code = {r.code: dict(r.extra) for r in msg.readings}
+    by_code = {r.code: dict(r.details) for r in msg.readings}
     assert by_code["0-0:96.3.10.255"]["class_id"] == "70" and by_code["0-0:96.3.10.255"]["attribute"] == "3"
     assert by_code["1-0:1.7.0.255"]["class_id"] == "3" and "attribute" not in by_code["1-0:1.7.0.255"]
     assert [r.code for r in msg.readings][0] == "index 0"  # the leading enum: shown, never mapped

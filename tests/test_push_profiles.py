@@ -254,7 +254,7 @@ def test_wiener_netze_9_am550_and_e450() -> None:
     c = at(r, 0)
     assert c.obis == Obis.parse("0-0:1.0.0.255")
     assert c.value == datetime(2021, 10, 21, 6, 44, 2, tzinfo=timezone(timedelta(hours=2)))
-    assert dict(c.extra)["clock_status"] == "0x80"
+    assert dict(c.details)["clock_status"] == "0x80"
     check(r, 1, "1-0:1.8.0.255", "855", "Wh")
     check(r, 2, "1-0:2.8.0.255", "246", "Wh")
     check(r, 3, "1-0:3.8.0.255", "103", "varh")
@@ -526,7 +526,7 @@ def test_unknown_positional_layout_yields_positions_only() -> None:
     shown = [x.value for x in r.readings]
     assert shown == ["ABC123", None, datetime(2024, 1, 1, 10, 0), b"\x00\xff", None, 3, False]
     assert [x.raw for x in r.readings][1] == 42
-    assert dict(r.readings[1].extra)["dlms_type"] == U32
+    assert dict(r.readings[1].details)["dlms_type"] == U32
 
 
 def test_forced_profile_that_does_not_fit_says_why() -> None:

@@ -16,6 +16,7 @@ import json
 import logging
 import socket
 import threading
+from decimal import Decimal
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -324,6 +325,53 @@ def test_snippet_offers_second_value_groups(shng: SmartHome, meter: SimulatedMet
     # pasted as it is, the offered item gets the time of the maximum demand: 1.6.0(04.812*kW)(2403121815)
     import datetime
     assert value(shng, "meter.max_at") == datetime.datetime(2024, 3, 12, 18, 15)
+
+
+def _child_groups(snippet: str) -> Dict[str, Any]:
+    """Item name -> its ``index_N`` children, for every item of a snippet that has any."""
+    tree = yaml.safe_load(snippet)["meter"]
+    return {name: {k: v for k, v in node.items() if k.startswith("index_")} for name, node in tree.items()
+            if any(k.startswith("index_") for k in node)}
+
+
+def test_push_and_sml_snippets_offer_only_value_groups_the_meter_sent() -> None:
+    """A DLMS push or SML reading has one value group: what its decoder notes about it (the type
+    it came in, an SML status word) is no second one. Offered as ``index_1`` (as before), the
+    pasted item would have received the label ``dlms_type``; bound by hand, it gets a clear error."""
+    from dlms_protocol.config import ListenerConfig
+    from dlms_protocol.dlms.decoder import PushDecoder
+    from dlms_protocol.dlms.payload import interpret_text
+    from dlms_protocol.model import MeterData
+    from dlms_protocol.simulator.sml import SmlSimulator
+    from dlms_protocol.sml.decoder import SmlDecoder
+    from test_push_profiles import _telegram
+
+    ps = support()
+    push = PushDecoder(ListenerConfig(port="test")).feed(PushSimulator(wrapper="hdlc", seed=4).emit())
+    sml = SmlDecoder().feed(SmlSimulator(seed=4).build())
+    assert len(push) == 1 and len(sml) == 1
+    for data, label in ((push[0].to_meter_data(), "dlms_type"), (sml[0].to_meter_data(), "sml_type")):
+        assert len(data.readings) >= 8 and _child_groups(ps.items_snippet(data)) == {}
+        energy = next(r for r in data.readings if r.obis is not None and r.obis.short() == "1.8.0")
+        assert label in dict(energy.details)  # (still known: the decoder's own JSON and checks use it)
+        with pytest.raises(ps.ValueProblem, match="no index 1"):
+            ps.value_group(energy, 1)
+
+    # a DSMR line inside a push does have two: the gas meter's capture time, then its reading;
+    # the index is the bracket's position on the line, as for the same line in a readout
+    line = "0-1:24.2.1(230817150000S)(01234.567*m3)"
+    text = interpret_text(_telegram(["0-0:1.0.0(230817152425S)", "1-0:1.8.0(007112944*Wh)", line]))
+    gas = text.by_code()["0-1:24.2.1.255"]
+    assert (gas.value, gas.unit, gas.raw, gas.extra) == (Decimal("1234.567"), "m3", "230817150000S",
+                                                         (("01234.567", "m3"),))
+    assert ps.value_group(gas, 0) == ("230817150000S", None) and ps.value_group(gas, 1) == ("01234.567", "m3")
+    from dlms_protocol.iec62056_21.datablock import parse_readout
+    readout = parse_readout(_telegram([line]), use_checksum=True).to_meter_data().readings[0]
+    assert [ps.value_group(readout, i) for i in (0, 1)] == [ps.value_group(gas, i) for i in (0, 1)]
+    data = MeterData.of("push", text.readings, 0.0, text.timestamp, None, "", b"", "dsmr", "none", None)
+    groups = _child_groups(ps.items_snippet(data))
+    assert list(groups) == ["obis_24_2_1"]
+    assert groups["obis_24_2_1"]["index_1"]["dlms_obis_code"] == ["0-1:24.2.1*255", 1, "Value", "num"]
 
 
 # =========================================================================== 6. web interface

@@ -106,4 +106,4 @@ def test_integers_keep_their_sign_and_width(value, width, scaler, is_signed) -> 
     (reading,) = tel.readings
     assert reading.raw == value and reading.scaler == scaler
     assert reading.value == reading.numeric() and reading.value.scaleb(-scaler) == value
-    assert dict(reading.extra)["sml_type"] == f"{'int' if is_signed else 'uint'}{8 * width}"
+    assert dict(reading.details)["sml_type"] == f"{'int' if is_signed else 'uint'}{8 * width}"

@@ -33,9 +33,10 @@ Rules that keep wrong values out:
   date-time, or a clock object) or stay bytes; numbers of Data objects (class 1) and of
   abstract OBIS codes (A = 0) and enums are exact without a scaler.
 
-``Reading.extra`` carries ``dlms_type`` (as transmitted), ``name`` (profile field),
-``clock_status`` (``0x80`` etc. of a date-time), ``class_id``/``attribute`` (push lists) and
-``group`` (earlier value groups of a DSMR line).
+``Reading.details`` carries ``dlms_type`` (as transmitted), ``name`` (profile field),
+``clock_status`` (``0x80`` etc. of a date-time) and ``class_id``/``attribute`` (push lists);
+``Reading.raw`` and ``Reading.extra`` the value groups of a DSMR line as sent (the only value groups
+a push has), as a readout keeps them.
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def _as_cosem(fld: Optional[Field], raw: bytes) -> bytes:
     return raw[:9] + struct.pack(">h", -struct.unpack(">h", raw[9:11])[0]) + raw[11:]
 
 
-def _clock_extra(raw: bytes) -> Tuple[Tuple[str, Optional[str]], ...]:
+def _clock_details(raw: bytes) -> Tuple[Tuple[str, Optional[str]], ...]:
     return (("clock_status", f"0x{raw[11]:02x}"),) if len(raw) == 12 else ()
 
 
@@ -133,9 +134,9 @@ def _octets(raw: bytes, want_datetime: bool) -> Tuple[Any, Tuple[Tuple[str, Opti
     if len(raw) == 12:
         dt = parse_datetime(raw)
         if dt is not None:
-            return dt, _clock_extra(raw)
+            return dt, _clock_details(raw)
         if want_datetime:
-            return None, _clock_extra(raw)  # a clock that is not a valid date-time: no value
+            return None, _clock_details(raw)  # a clock that is not a valid date-time: no value
     if want_datetime:
         return None, ()
     text = raw.rstrip(b"\x00")  # (identifiers padded with NULs to a fixed size, ZPA's HAN list)
@@ -156,29 +157,29 @@ def _needs_scaler(code: Obis, class_id: Optional[int]) -> bool:
     return code.a != 0 or code.c == 24
 
 
-_Extra = Tuple[Tuple[str, Optional[str]], ...]
-_STATIC: Dict[Tuple[int, int, str], Tuple[Optional[Obis], str, _Extra, Field]] = {}
+_Details = Tuple[Tuple[str, Optional[str]], ...]
+_STATIC: Dict[Tuple[int, int, str], Tuple[Optional[Obis], str, _Details, Field]] = {}
 
 
-def _field_static(fld: Field, index: int, type_name: str) -> Tuple[Optional[Obis], str, _Extra, Field]:
-    """(code, label, extra) of a profile field: the same for every frame, so built once (the
+def _field_static(fld: Field, index: int, type_name: str) -> Tuple[Optional[Obis], str, _Details, Field]:
+    """(code, label, details) of a profile field: the same for every frame, so built once (the
     field itself is kept in the entry, so its id in the key stays its own)."""
     key = (id(fld), index, type_name)
     hit = _STATIC.get(key)
     if hit is None:
         code = fld.code
-        extra: _Extra = (("dlms_type", type_name),)
+        details: _Details = (("dlms_type", type_name),)
         if fld.name:
-            extra += (("name", fld.name),)
+            details += (("name", fld.name),)
         dotted = code.dotted() if code is not None else None
-        hit = (code, dotted or f"index {index}", extra, fld)
+        hit = (code, dotted or f"index {index}", details, fld)
         if len(_STATIC) < 8192:
             _STATIC[key] = hit
     return hit
 
 
-#: (code text, extra, scaler applied to the number, Reading.scaler, unit, unscaled?) of a number
-_NumberRule = Tuple[str, _Extra, int, Optional[int], Optional[str], bool]
+#: (code text, details, scaler applied to the number, Reading.scaler, unit, unscaled?) of a number
+_NumberRule = Tuple[str, _Details, int, Optional[int], Optional[str], bool]
 _NUMBER_RULES: Dict[tuple, Tuple[_NumberRule, Optional[Profile]]] = {}
 
 
@@ -196,21 +197,21 @@ class _Builder:
 
     # ---- values without meaning (positions nobody named)
     def unmapped(self, index: int, value: Any, type_name: str) -> None:
-        extra: Tuple[Tuple[str, Optional[str]], ...] = (("dlms_type", type_name),)
+        details: _Details = (("dlms_type", type_name),)
         shown: Any = None
         if isinstance(value, (bytes, bytearray)):
             shown, more = _octets(bytes(value), False)
-            extra += more
+            details += more
         elif isinstance(value, (bool, str, datetime, date, time)) or type_name == "enum":
             shown = value
         elif isinstance(value, BitString):
             shown = value.bits
         self.add(code=f"index {index}", obis=None, value=shown, unit=None, raw=_plain(value),
-                 scaler=None, index=index, extra=extra)
+                 scaler=None, index=index, details=details)
 
     # ---- positional profile field
     def from_field(self, fld: Field, index: int, value: Any, type_name: str) -> None:
-        code, label, extra, _ = _field_static(fld, index, type_name)
+        code, label, details, _ = _field_static(fld, index, type_name)
         kind = fld.kind
         shown: Any
         unit: Optional[str] = None
@@ -220,7 +221,7 @@ class _Builder:
                 scaler = fld.scaler
                 num = Decimal(value)
                 self.readings.append(new_reading(label, code, num.scaleb(scaler) if scaler else num, fld.unit,
-                                                 value, scaler, index, self.ts, extra))
+                                                 value, scaler, index, self.ts, details))
                 return
             if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
                 raise self._misfit(index, fld, "a number", type_name)
@@ -231,7 +232,7 @@ class _Builder:
                 shown = value
             elif isinstance(value, (bytes, bytearray)):
                 shown, more = _octets(_as_cosem(fld, bytes(value)), True)
-                extra += more
+                details += more
             else:
                 raise self._misfit(index, fld, "a date-time", type_name)
         elif kind == "text":
@@ -252,7 +253,7 @@ class _Builder:
         else:  # bytes
             shown = bytes(value) if isinstance(value, (bytes, bytearray)) else None
         self.add(code=label, obis=code, value=shown, unit=unit, raw=_plain(value), scaler=scaler, index=index,
-                 extra=extra)
+                 details=details)
 
     def _misfit(self, index: int, fld: Field, wanted: str, type_name: str) -> DecodeError:
         name = self.profile.name if self.profile is not None else "?"
@@ -265,7 +266,7 @@ class _Builder:
                    scaler_unit: Optional[Sequence[int]] = None, class_id: Optional[int] = None,
                    attribute: int = 2) -> None:
         if value.__class__ is int and type_name != "enum":  # most values: the rule below, worked out once
-            dotted, extra, shown_scaler, scaler, unit, unscaled = self._number_rule(
+            dotted, details, shown_scaler, scaler, unit, unscaled = self._number_rule(
                 code, type_name, tuple(scaler_unit) if scaler_unit is not None else None, class_id, attribute)
             shown: Any = None
             if unscaled:
@@ -273,7 +274,7 @@ class _Builder:
             else:
                 num = Decimal(value)
                 shown = num.scaleb(shown_scaler) if shown_scaler else num
-            self.readings.append(new_reading(dotted, code, shown, unit, value, scaler, index, self.ts, extra))
+            self.readings.append(new_reading(dotted, code, shown, unit, value, scaler, index, self.ts, details))
             return
         self._obis_value(code, index, value, type_name, scaler_unit, class_id, attribute)
 
@@ -290,18 +291,18 @@ class _Builder:
             shown_scaler = 0 if unscaled or r.value == 1 else int(r.value.adjusted())  # type: ignore[union-attr]
             if len(_NUMBER_RULES) >= 4096:
                 _NUMBER_RULES.clear()
-            hit = _NUMBER_RULES[key] = ((r.code, r.extra, shown_scaler, r.scaler, r.unit, unscaled), self.profile)
+            hit = _NUMBER_RULES[key] = ((r.code, r.details, shown_scaler, r.scaler, r.unit, unscaled), self.profile)
         return hit[0]
 
     def _obis_value(self, code: Obis, index: int, value: Any, type_name: str,
                     scaler_unit: Optional[Sequence[int]] = None, class_id: Optional[int] = None,
                     attribute: int = 2) -> None:
         dotted = code.dotted() or str(code)
-        extra: Tuple[Tuple[str, Optional[str]], ...] = (("dlms_type", type_name),)
+        details: _Details = (("dlms_type", type_name),)
         if class_id is not None:
-            extra += (("class_id", str(class_id)),)
+            details += (("class_id", str(class_id)),)
         if attribute != 2:
-            extra += (("attribute", str(attribute)),)
+            details += (("attribute", str(attribute)),)
         shown: Any = None
         unit: Optional[str] = None
         scaler: Optional[int] = None
@@ -326,13 +327,13 @@ class _Builder:
         elif isinstance(value, (bytes, bytearray)):
             clock_field = self.profile.field_for(code) if self.profile is not None else None
             shown, more = _octets(_as_cosem(clock_field, bytes(value)), is_clock)
-            extra += more
+            details += more
         elif isinstance(value, (str, datetime, date, time)):
             shown = value
         elif isinstance(value, BitString):
             shown = value.bits
         self.add(code=dotted, obis=code, value=shown, unit=unit, raw=_plain(value), scaler=scaler,
-                 index=index, extra=extra)
+                 index=index, details=details)
 
 
 # ------------------------------------------------------------------------- shapes
@@ -411,8 +412,8 @@ def _walk_push_list(b: _Builder, body: list) -> Tuple[CaptureObject, ...]:
     return captures
 
 
-#: (profile, per element: None or (field, code, label, extra, number?, scaler, unit)), by (id(profile), types)
-_Step = Tuple[Field, Optional[Obis], str, _Extra, bool, int, Optional[str]]
+#: (profile, per element: None or (field, code, label, details, number?, scaler, unit)), by (id(profile), types)
+_Step = Tuple[Field, Optional[Obis], str, _Details, bool, int, Optional[str]]
 _PLANS: Dict[Tuple[int, Tuple[str, ...]], Tuple[Profile, Tuple[Optional[_Step], ...]]] = {}
 
 
@@ -428,8 +429,8 @@ def _plan(profile: Profile, types: Tuple[str, ...]) -> Tuple[Optional[_Step], ..
             if fld is None:
                 steps.append(None)
                 continue
-            code, label, extra, _ = _field_static(fld, i, type_name)
-            steps.append((fld, code, label, extra, fld.kind == "number", fld.scaler, fld.unit))
+            code, label, details, _ = _field_static(fld, i, type_name)
+            steps.append((fld, code, label, details, fld.kind == "number", fld.scaler, fld.unit))
         if len(_PLANS) >= 256:
             _PLANS.clear()
         hit = _PLANS[key] = (profile, tuple(steps))
@@ -604,8 +605,10 @@ def interpret_text(text: bytes, require_crc: bool = True) -> Interpretation:
         if code is not None and code.a == 0 and (code.c, code.d, code.e) == (1, 0, 0) and isinstance(value, datetime):
             stamp = value
         label = (code.dotted() if code is not None else None) or ds.code
-        extra = tuple(("group", v.value) for v in ds.values[:-1])
-        rows.append((code, label, value, last.unit, last.value, extra))
+        # the groups as sent, as a readout keeps them (datablock): the first in ``raw``, the others
+        # in ``extra``, so an item's index is the bracket's position on the line either way
+        extra = tuple((v.value, v.unit) for v in ds.values[1:])
+        rows.append((code, label, value, last.unit, ds.values[0].value, extra))
     readings = tuple(
         Reading(code=label, obis=code, value=value, unit=unit, raw=raw,
                 scaler=0 if isinstance(value, Decimal) and unit else None, index=i, timestamp=stamp, extra=extra)

@@ -69,7 +69,8 @@ class _Layout:
 
 def _restamped(r: Reading, timestamp: Optional[datetime]) -> Reading:
     """A learned reading of unchanging bytes, at this frame's time."""
-    return new_reading(r.code, r.obis, r.value, r.unit, r.raw, r.scaler, r.index, timestamp, r.extra)
+    return new_reading(r.code, r.obis, r.value, r.unit, r.raw, r.scaler, r.index, timestamp, r.details, r.derived,
+                       r.extra)
 
 
 class _Template:
@@ -117,14 +118,14 @@ class PositionalTemplate(_Template):
 
     def _op(self, index: int, step: Any) -> _Op:
         """The reading of a number is ``place``'s, with every field that is the same in each frame
-        prepared once (a push has dozens of numbers, and naming ten fields per value cost more
+        prepared once (a push has dozens of numbers, and naming eleven fields per value cost more
         than the values)."""
         slot = self.slots.get(index)
         if slot is None:
             return (_FIXED, dict(self.fixed[index].__dict__), None, -1, step, index, "")
         if step is not None and step[4]:
             fields = dict(code=step[2], obis=step[1], value=None, unit=step[6], raw=None, scaler=step[5],
-                          index=index, timestamp=None, extra=step[3], derived=False)
+                          index=index, timestamp=None, extra=(), derived=False, details=step[3])
             # value * 10**scaler is value.scaleb(scaler) digit for digit (the same coefficient, the
             # exponents added, the same rounding by the context), at a quarter of its cost
             scale = Decimal(1).scaleb(step[5]) if step[5] else None
@@ -152,7 +153,7 @@ class PositionalTemplate(_Template):
                     continue
                 made["value"] = Decimal(value) * scale if scale is not None else Decimal(value)
                 made["raw"] = value
-            add(frozen_of(Reading, made))  # (``made`` has all ten fields: a fresh dict it takes over)
+            add(frozen_of(Reading, made))  # (``made`` has every field: a fresh dict it takes over)
         return self._result(builder)
 
 

@@ -95,7 +95,7 @@ class SmlTelegram:
             "timestamp": self.meter_time.isoformat() if self.meter_time else None,
             "profile": None,
             "readings": [
-                dict(reading_json(r), **{k: int(v, 16) if k == "status" and v else v for k, v in r.extra})
+                dict(reading_json(r), **{k: int(v, 16) if k == "status" and v else v for k, v in r.details})
                 for r in self.readings
             ],
             "protocol": "sml",
@@ -251,7 +251,7 @@ def _serial_from_id(server_id: Optional[bytes]) -> Optional[int]:
 
 def _signed_width(reading: Reading) -> int:
     """Data bytes of a reading sent as signed integer (``int16`` → 2), else 0."""
-    name = str(dict(reading.extra).get("sml_type") or "")
+    name = str(dict(reading.details).get("sml_type") or "")
     return int(name[3:]) // 8 if name.startswith("int") and name[3:].isdigit() else 0
 
 
@@ -354,16 +354,16 @@ class SmlDecoder:
             value = text if raw and all(0x20 <= b < 0x7F for b in raw) else raw
         else:  # a time value
             value = raw
-        extra: List[Tuple[str, Optional[str]]] = [("sml_type", _type_name(kind, width))]
+        details: List[Tuple[str, Optional[str]]] = [("sml_type", _type_name(kind, width))]
         if entry.status is not None:
-            extra.append(("status", f"0x{entry.status:X}"))
+            details.append(("status", f"0x{entry.status:X}"))
         if entry.val_time is not None:
             vt = entry.val_time
-            extra.append(("val_time", vt.isoformat() if isinstance(vt, datetime) else f"secindex {vt}"))
+            details.append(("val_time", vt.isoformat() if isinstance(vt, datetime) else f"secindex {vt}"))
         return Reading(code=code, obis=obis, value=value, unit=unit, raw=raw,
                        scaler=scaler,
                        index=index, timestamp=entry.val_time if isinstance(entry.val_time, datetime) else None,
-                       extra=tuple(extra))
+                       details=tuple(details))
 
     @staticmethod
     def _manufacturer(readings: Sequence[Reading], server_id: Optional[bytes]) -> Optional[str]:
@@ -417,7 +417,7 @@ class SmlDecoder:
                     and isinstance(r.raw, int) and r.raw < 0):
                 raw = r.raw + (1 << (8 * width))
                 value = Decimal(raw).scaleb(r.scaler or 0)
-                r = replace(r, raw=raw, value=value, extra=r.extra + (("quirk", "dzg_power_sign"),))
+                r = replace(r, raw=raw, value=value, details=r.details + (("quirk", "dzg_power_sign"),))
                 changed += 1
             out.append(r)
         if apply:
