@@ -118,3 +118,17 @@ def test_random_text_never_raises_anything_else(text):
         Obis.parse(text)
     except ConfigurationError:
         pass
+
+
+@pytest.mark.parametrize("code, de, en", [
+    ("1-0:0.0.9*255", "Geräte-Identifikation (Server-ID)", "Device identification (SML server ID)"),
+    ("129-129:199.130.3*255", "Herstellerkennung", "Manufacturer identification"),
+    ("129-129:199.130.5*255", "Öffentlicher Schlüssel", "Public key"),
+])
+def test_sml_identification_codes_are_named(code: str, de: str, en: str) -> None:
+    """Every SML meter sends these first: without a name, the items snippet and the web interface
+    showed two bare codes at the top of the list."""
+    from dlms_protocol.obis import describe
+
+    assert describe(Obis.parse(code), "de")[0] == de and describe(Obis.parse(code), "en")[0] == en
+    assert describe(Obis.parse("0.0.9"), "en") == (None, None)  # (a D0 C.0.0.9 is not the SML server ID)
