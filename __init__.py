@@ -32,6 +32,7 @@ value and the status items say why.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -795,7 +796,11 @@ class DLMS(SmartPlugin):
             names += ["baudrate", "update_cycle", "update_crontab", "use_checksum", "reset_baudrate", "no_waiting",
                       "only_listen", "device_address", "querycode", "timeout", "baud_switch_delay", "wakeup"]
         for name in names:
-            rows.append((name, str(self.get_parameter_value(name))))
+            value = self.get_parameter_value(name)
+            if name == "listen_format":  # as it is used: YAML reads an unquoted 8E1 as the number 80.0
+                with contextlib.suppress(ConfigurationError):
+                    value = ps.format_name(value or "8E1")
+            rows.append((name, str(value)))
         if self._mode == "listen":
             for name in ("key", "auth_key"):
                 rows.append((name, self.translate("gesetzt") if self.get_parameter_value(name) else "-"))

@@ -434,6 +434,7 @@ def test_unquoted_formats_in_plugin_yaml_need_no_quotes(shng: SmartHome, caplog)
     assert len(loaded) == 2
     listener = shng.plugin("dlms")._listener_config
     assert (listener.bytesize, listener.parity, listener.stopbits) == (8, "E", 1)
+    assert ("listen_format", "8E1") in shng.plugin("dlms").config_rows()  # the web interface showed 80.0
     assert shng.plugin("dlms_d0")._readout_config.char_format == "7E1"
     assert "Invalid value" not in caplog.text and "invalid value" not in caplog.text
     fmt = support().format_name
