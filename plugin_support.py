@@ -637,6 +637,11 @@ PROBLEM_TEMPLATES = (
     "value {value} of {code} is no scene number (0..255)",
     "cannot convert {src} to {dst}: the meter sends {src}, set dlms_unit to a unit of the same quantity",
     "{n} characters",
+    # how a D0 meter's readouts are checked (D0Reader.checksum_state, the status line 'checksum')
+    "{check} required (the meter sends one)",
+    "unchecked (the meter has sent no checksum)",
+    "unchecked (use_checksum off)",
+    "not known yet",
 )
 
 

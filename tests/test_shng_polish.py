@@ -327,6 +327,18 @@ def test_snippet_offers_second_value_groups(shng: SmartHome, meter: SimulatedMet
     assert value(shng, "meter.max_at") == datetime.datetime(2024, 3, 12, 18, 15)
 
 
+def test_the_checksum_state_is_shown_in_the_page_language(shng: SmartHome, meter: SimulatedMeter) -> None:
+    """The status line 'Prüfsumme' of a D0 meter was the core's English text in the German page."""
+    items = {"meter": {"connected": {"type": "bool", "dlms_status": "connected"}}}
+    plugin = start(shng, {"serialport": meter.port, "update_cycle": 60}, items)
+    wait_for(lambda: value(shng, "meter.connected"), timeout=30)
+    assert plugin.status()["checksum"] == "BCC required (the meter sends one)"  # (the log and the API: English)
+    german = "BCC verlangt (der Zähler sendet sie)"
+    page = shng.webif("dlms").index()
+    assert german in page and "the meter sends one" not in page
+    assert json.loads(shng.webif("dlms").get_data_html("overview"))["status"]["checksum"] == german
+
+
 def _child_groups(snippet: str) -> Dict[str, Any]:
     """Item name -> its ``index_N`` children, for every item of a snippet that has any."""
     tree = yaml.safe_load(snippet)["meter"]

@@ -73,6 +73,9 @@ class WebInterface(SmartPluginWebIf):
             value = str(row.get("value", ""))
             if len(value) > VALUE_CHARS:  # a summary dict would make the table too wide to show values
                 row["value"] = value[:VALUE_CHARS - 1] + "…"
+        status = data.get("status") or {}
+        if status.get("checksum"):
+            status["checksum"] = translate_problem(str(status["checksum"]), self.plugin.translate)
         data["labels"] = {name: self.plugin.translate(name) for name in COUNTER_NAMES}
         self._in_language(data)
         return data
