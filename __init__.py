@@ -63,6 +63,19 @@ if __package__:  # pytest imports this file as a plain module when the checkout'
 else:  # only so the class statement below can be evaluated
     Output = object  # type: ignore[misc,assignment]
 
+#: the parameters the web interface lists per mode (each mode's own: a poll meter has no querycode)
+CONFIG_ROWS = {
+    "listen": ("listen_baudrate", "listen_format", "wrapper", "security", "profile", "min_update_interval",
+               "listen_timeout"),
+    "poll": ("poll_mode_e", "baudrate", "update_cycle", "update_crontab", "client_address", "logical_address",
+             "physical_address", "address_size", "authentication", "system_title", "poll_obis", "poll_profiles",
+             "poll_state_file", "timeout"),
+    "readout": ("baudrate", "update_cycle", "update_crontab", "use_checksum", "reset_baudrate", "no_waiting",
+                "only_listen", "device_address", "querycode", "timeout", "baud_switch_delay", "wakeup"),
+}
+#: and those it only says are set or not
+SECRET_ROWS = {"listen": ("key", "auth_key"), "poll": ("password", "key", "auth_key")}
+
 #: attributes this plugin reads from items
 ATTR_CODE = "dlms_obis_code"
 ATTR_READOUT = "dlms_obis_readout"
@@ -788,22 +801,14 @@ class DLMS(SmartPlugin):
     def config_rows(self) -> List[Tuple[str, str]]:
         """Parameter table for the web interface; keys only show whether they are set."""
         rows = []
-        names = ["mode", "serialport"]
-        if self._mode == "listen":
-            names += ["listen_baudrate", "listen_format", "wrapper", "security", "profile", "min_update_interval",
-                      "listen_timeout"]
-        else:
-            names += ["baudrate", "update_cycle", "update_crontab", "use_checksum", "reset_baudrate", "no_waiting",
-                      "only_listen", "device_address", "querycode", "timeout", "baud_switch_delay", "wakeup"]
-        for name in names:
+        for name in ("mode", "serialport") + CONFIG_ROWS.get(self._mode, CONFIG_ROWS["readout"]):
             value = self.get_parameter_value(name)
             if name == "listen_format":  # as it is used: YAML reads an unquoted 8E1 as the number 80.0
                 with contextlib.suppress(ConfigurationError):
                     value = ps.format_name(value or "8E1")
             rows.append((name, str(value)))
-        if self._mode == "listen":
-            for name in ("key", "auth_key"):
-                rows.append((name, self.translate("gesetzt") if self.get_parameter_value(name) else "-"))
+        for name in SECRET_ROWS.get(self._mode, ()):
+            rows.append((name, self.translate("gesetzt") if self.get_parameter_value(name) else "-"))
         if self.get_parameter_value("victron_publish"):
             rows.append(("victron_bus", str(self.get_parameter_value("victron_bus"))))
             rows.append(("victron", self.translate("aktiv") if self._bridge is not None

@@ -53,6 +53,27 @@ def test_poll_mode_wrong_password_keeps_items_and_says_why(shng, caplog):  # noq
         assert "refused the password" in plugin.status()["last_error"]
         assert value(shng, "meter.energy_import") == 0                  # never written: no fake value
         assert "not-the-one" not in caplog.text and "not-the-one" not in plugin.status()["last_error"]
+        # the web interface lists the poll parameters (not the D0 readout's), the password only as set
+        rows = dict(plugin.config_rows())
+        assert rows["client_address"] == "32" and rows["authentication"] == "low" and rows["password"] == "gesetzt"
+        assert "querycode" not in rows and "use_checksum" not in rows and "not-the-one" not in repr(rows)
+        plugin.stop()
+
+
+def test_poll_statistics_have_their_own_labels(shng):  # noqa: F811
+    """A poll's phases were shown as their keys (sign-on, association), and its reading phase under
+    the label of the 'reads' counter (Auslesungen 0.301)."""
+    with DlmsTcpMeter(demo_model()) as meter:
+        start(shng, {"dlms": {"serialport": meter.url, "mode": "poll", "update_cycle": 60}}, ITEMS)
+        plugin = shng.plugin("dlms")
+        wait_for(lambda: plugin.status()["successes"] >= 1, timeout=30)
+        durations = plugin.status()["durations"]
+        assert {"sign-on", "association", "reading", "total"} <= set(durations) and "reads" not in durations
+        data = shng.webif("dlms")._data()
+        labels = [data["labels"].get(k, k) for k in list(durations) + list(plugin.status()["counters"])]
+        assert all(label.startswith(("Dauer", "Objektliste")) for label in labels[:len(durations)]), labels
+        assert "Dauer Abfrage der Werte (s)" in labels and "Objektliste gelesen" in labels
+        assert not {"sign-on", "association", "reading", "discoveries"} & set(labels)
         plugin.stop()
 
 

@@ -37,7 +37,8 @@ COUNTER_NAMES = (
     "framing_errors", "protocol_errors", "transport_errors", "config_errors", "decode_errors", "decrypt_failures",
     "tag_failures", "security_errors", "unknown_layouts", "errors", "internal_errors", "callback_errors",
     "output_errors", "victron_updates", "victron_disconnects", "victron_map_errors", "victron_internal_errors",
-    "victron_settings_errors", "identification", "switch", "data", "total", "wakeup",
+    "victron_settings_errors", "identification", "switch", "data", "total", "wakeup", "sign-on", "association",
+    "reading", "discoveries",
 )
 
 

@@ -241,7 +241,7 @@ class DlmsPoller:
             self._transport = None
             transport.close()
         t_end = time.monotonic()
-        self.last_timings = {"sign-on": t_link - t0, "association": t_assoc - t_link, "reads": t_end - t_assoc,
+        self.last_timings = {"sign-on": t_link - t0, "association": t_assoc - t_link, "reading": t_end - t_assoc,
                              "total": t_end - t0}
         for phase, seconds in self.last_timings.items():
             self.stats.timing(phase, seconds)
