@@ -48,3 +48,25 @@ def test_status_items_naming_real_counters_are_not_warned_about(caplog) -> None:
     finally:
         sh.stop()
     assert len(warned) == 1 and "parity_erors" in warned[0]
+
+
+def test_the_web_interface_names_every_counter_and_phase_in_both_languages() -> None:
+    """The statistics tab showed ten counters (replays, downgrades, plaintext_rejected ...) and the
+    poll's phases as bare keys: its label list was a copy that fell behind COUNTERS."""
+    import sys
+
+    import yaml
+
+    translations = yaml.safe_load((ROOT / "locale.yaml").read_text(encoding="utf-8"))["plugin_translations"]
+    sh = SmartHome(plugins_dir())
+    try:
+        sh.load_plugins({"dlms": {"plugin_name": "dlms", "serialport": "/dev/null", "update_cycle": 0}})
+        sh.webif("dlms")  # (the plugin's web interface module is loaded)
+        webif = sys.modules["plugins.dlms.webif"]
+    finally:
+        sh.stop()
+    assert {"sign-on", "association", "reading", "identification", "data"} <= set(webif.PHASES)
+    assert set(COUNTERS) | set(webif.PHASES) <= set(webif.COUNTER_NAMES)
+    for name in webif.COUNTER_NAMES:
+        entry = translations.get(name)
+        assert entry and entry.get("de") and entry.get("en"), name

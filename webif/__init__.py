@@ -24,22 +24,18 @@ import cherrypy
 from lib.item import Items
 from lib.model.smartplugin import SmartPluginWebIf
 
+from ..dlms_protocol.model import COUNTERS
 from ..dlms_protocol.obis import describe
 from ..plugin_support import items_snippet, translate_problem
 
 #: longest value shown in the item table (a dlms_status summary is a whole dict)
 VALUE_CHARS = 48
 
-#: counter and phase names the statistics table shows translated (locale.yaml); others as they are
-COUNTER_NAMES = (
-    "successes", "failures", "overlaps", "duration", "item_problems", "reads", "messages", "bytes", "frames",
-    "apdus", "connects", "decrypted", "rate_limited", "parity_errors", "checksum_errors", "timeouts",
-    "framing_errors", "protocol_errors", "transport_errors", "config_errors", "decode_errors", "decrypt_failures",
-    "tag_failures", "security_errors", "unknown_layouts", "errors", "internal_errors", "callback_errors",
-    "output_errors", "victron_updates", "victron_disconnects", "victron_map_errors", "victron_internal_errors",
-    "victron_settings_errors", "identification", "switch", "data", "total", "wakeup", "sign-on", "association",
-    "reading", "discoveries",
-)
+#: the durations of a readout's or a poll's phases (D0Reader / Poller ``last_timings``)
+PHASES = ("identification", "switch", "data", "total", "wakeup", "sign-on", "association", "reading")
+#: every label of the statistics tab: the plugin's status fields, every counter the core declares
+#: (model.COUNTERS: one set, so a new counter cannot show as its bare key), the phases
+COUNTER_NAMES = ("successes", "failures", "overlaps", "duration", "item_problems") + tuple(COUNTERS) + PHASES
 
 
 def _escape(value: Any) -> Any:
