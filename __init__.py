@@ -579,9 +579,11 @@ class DLMS(SmartPlugin):
         self._write_status(force=True)
 
     def _on_problem(self, exc: DlmsError) -> None:
-        """A rejected push message (bad frame, wrong key): the core logged it; here only the status."""
+        """A rejected push message (bad frame, wrong key): the core logged it; here only the status.
+        The part of a message the port was opened into (``exc.lead_in``) is no failure: it made every
+        other start count one and log 'meter data valid again'."""
         try:
-            if self.alive:
+            if self.alive and not exc.lead_in:
                 self._record_error(exc, logged=True)
         except Exception:
             self.logger.exception("unexpected error while handling a listener error")
@@ -590,6 +592,7 @@ class DLMS(SmartPlugin):
     def _record_success(self, duration: Optional[float]) -> None:
         with self._status_lock:
             recovered = self._status["failures"] > 0 and not self._status["connected"]
+            first = self._status["successes"] == 0  # (after errors at the start: valid, not valid *again*)
             self._status["connected"] = True
             self._status["last_success"] = time.time()
             self._status["successes"] += 1
@@ -597,7 +600,7 @@ class DLMS(SmartPlugin):
                 self._status["duration"] = round(duration, 3)
             self._status["last_error"] = ""
         if recovered:
-            self.logger.info("meter data valid again")
+            self.logger.info("meter data valid" if first else "meter data valid again")
         self._logged.pop("error", None)
         self._logged.pop("watchdog", None)
 

@@ -45,6 +45,10 @@ class DlmsError(Exception):
     """
 
     stat = "errors"
+    #: True for the bytes before the first frame after a port was opened (listening began inside a
+    #: message; ``dlms.decoder.PushDecoder`` sets it): counted and said, but no failure of the
+    #: meter for a status page, because every start into a running line brings one
+    lead_in = False
 
     def __init__(self, cause: str, fix: Optional[str] = None) -> None:
         self.cause = cause

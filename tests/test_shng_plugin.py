@@ -687,6 +687,34 @@ def listen_section(sim: PushSimulator, **extra: Any) -> dict:
     return dict({"serialport": sim.path, "mode": "listen", "listen_baudrate": 115200, "listen_format": "8N1"}, **extra)
 
 
+def test_a_start_inside_a_message_is_no_failure(shng: SmartHome, caplog) -> None:
+    """The port opened while a push was on the line: its tail is counted as a framing error, but the
+    meter did not fail: every other start counted a failure, set last_error and logged 'meter data
+    valid again' at the first push."""
+    caplog.set_level(logging.INFO, logger="plugins.dlms")
+    sim = PushSimulator(wrapper="hdlc", seed=12)
+    sim.open_pty(baudrate=115200, parity="N")
+    try:
+        start(shng, {"dlms": listen_section(sim)}, PUSH_ITEMS)
+        plugin = shng.plugin("dlms")
+        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
+        frame = sim.emit()
+        assert sim._write(frame[len(frame) // 2:])  # the second half of a push the port was opened into
+        push_once(sim, shng)
+        assert plugin._stats.get("framing_errors") == 1
+        status = plugin.status()
+        assert status["failures"] == 0 and status["last_error"] == "" and status["successes"] == 1
+        assert "meter data valid" not in caplog.text
+        # damage after that is a failure as before
+        bad = bytearray(sim.emit())
+        bad[len(bad) // 2] ^= 0x10
+        assert sim._write(bytes(bad))
+        push_once(sim, shng)
+        assert plugin.status()["failures"] == 1 and plugin._stats.get("checksum_errors") == 1
+    finally:
+        sim.stop()
+
+
 def test_push_struct_items(shng: SmartHome, push_meter: PushSimulator) -> None:
     start(shng, {"dlms": listen_section(push_meter)}, PUSH_ITEMS)
     push_once(push_meter, shng)
@@ -893,4 +921,4 @@ def test_web_interface_says_how_readouts_are_checked(shng: SmartHome, d0_meter: 
     wait_for(lambda: value(shng, "meter.energy") > 0, timeout=30)
     assert plugin.status()["checksum"] == "BCC required (the meter sends one)"
     page = shng.webif("dlms").index()
-    assert "Prüfsumme" in page and "BCC required" in page
+    assert "Prüfsumme" in page and "BCC verlangt (der Zähler sendet sie)" in page  # (in the page's language)

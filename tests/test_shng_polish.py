@@ -294,16 +294,21 @@ def test_joining_a_push_stream_mid_message_is_no_warning(caplog) -> None:
     caplog.set_level(logging.INFO)
     sim = PushSimulator(wrapper="hdlc", seed=5)
     first, second, third = sim.emit(), sim.emit(), sim.emit()
-    decoder = PushDecoder(ListenerConfig(port="test"))
+    passed_on: list = []
+    decoder = PushDecoder(ListenerConfig(port="test"), on_error=passed_on.append)
     got = decoder.feed(first[len(first) // 2:] + second + third)       # the port opened mid-message
     assert len(got) == 2
     joined = [r for r in caplog.records if "noise skipped" in r.getMessage()]
     assert joined and all(r.levelno == logging.INFO for r in joined)
     assert "listening began inside a message" in joined[0].getMessage()
+    # said and counted, but marked as what a start brings: the plugin counted a failure for it and
+    # logged 'meter data valid again' at every other start
+    assert [e.lead_in for e in passed_on] == [True] and decoder.stats.get("framing_errors") == 1
     caplog.clear()
     got = decoder.feed(b"\x55" * 40 + sim.emit())                         # noise later on is a warning
     assert len(got) == 1
     assert [r.levelno for r in caplog.records if "noise skipped" in r.getMessage()] == [logging.WARNING]
+    assert [e.lead_in for e in passed_on] == [True, False] and decoder.stats.get("framing_errors") == 2
     decoder.reset()                                                        # reopened port: joining again
     caplog.clear()
     frame = sim.emit()

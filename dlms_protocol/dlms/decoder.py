@@ -395,6 +395,7 @@ class PushDecoder:
         if joined:
             self._joining = False
             self.lead_in = exc
+            exc.lead_in = True
         if self.quiet:
             log.debug("%s", exc)
         elif joined:
