@@ -137,3 +137,24 @@ def test_an_unknown_section_is_named_with_the_outputs_there_are(tmp_path: Path) 
     cfg.write_text("[meter]\nmode = readout\nport = /dev/ttyUSB7\n\n[victorn]\nbus = system\n")
     res = run_cli("serve", "--config", str(cfg), "--check-config")
     assert res.returncode == 2 and "unknown section [victorn]" in res.stderr and "[victron]" in res.stderr
+
+
+def test_the_tail_of_a_push_the_port_was_opened_into_is_no_warning(caplog) -> None:
+    """The service logged it at WARNING next to the decoder's INFO line ('listening began inside
+    a message') at every other start; a real framing error after it is still a WARNING."""
+    import logging
+
+    from dlms_protocol.config import ListenerConfig
+    from dlms_protocol.dlms.decoder import PushDecoder
+    from dlms_protocol.serve import _RateLimited
+    from dlms_protocol.simulator.push import PushSimulator
+
+    report = _RateLimited()
+    decoder = PushDecoder(ListenerConfig(port="test"), on_error=report)
+    sim = PushSimulator(wrapper="hdlc", seed=5)
+    first = sim.emit()
+    caplog.set_level(logging.DEBUG, logger="dlms_protocol.serve")
+    assert len(decoder.feed(first[len(first) // 2:] + sim.emit())) == 1
+    assert [r.levelno for r in caplog.records if r.name == "dlms_protocol.serve"] == [logging.DEBUG]
+    assert len(decoder.feed(b"\x55" * 40 + sim.emit())) == 1
+    assert [r.levelno for r in caplog.records if r.name == "dlms_protocol.serve"] == [logging.DEBUG, logging.WARNING]
