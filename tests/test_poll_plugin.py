@@ -146,3 +146,34 @@ def test_load_profile_item_of_a_wrong_type_is_named(shng, caplog):  # noqa: F811
         logger.removeHandler(caplog.handler)
         assert shng.plugin("dlms")._profile_items == {}
         shng.plugin("dlms").stop()
+
+
+def test_the_meter_id_is_read_when_no_item_names_it(shng):  # noqa: F811
+    """Items that ask for energy and power only: the poll reads the meter's serial number with them
+    (one more attribute of the same request), so the web interface, MQTT's device and Victron's
+    /Serial know the meter; before, the page said 'Zähler -'."""
+    items = {"meter": {"energy_import": {"type": "num", "dlms_obis_code": "1-0:1.8.0"}}}
+    with DlmsTcpMeter(demo_model()) as meter:
+        start(shng, {"dlms": {"serialport": meter.url, "mode": "poll", "update_cycle": 60}}, items)
+        plugin = shng.plugin("dlms")
+        wait_for(lambda: value(shng, "meter.energy_import") == 12345678, timeout=30)
+        assert plugin._last_data.meter_id == "12345678"
+        gets = [d for n, d in meter.events if n == "get" and d.endswith("attribute 2")]
+        assert "0.0.96.1.0.255 attribute 2" in gets and "0.0.96.1.1.255 attribute 2" not in gets
+        plugin.stop()
+
+
+def test_the_identity_object_is_the_best_readable_one() -> None:
+    from dlms_protocol.obis import Obis
+    from dlms_protocol.poll.poller import CLASS_DATA, CLASS_REGISTER, PolledObject, _identity_of
+
+    def obj(code: str, class_id: int = CLASS_DATA) -> PolledObject:
+        return PolledObject(class_id, code, Obis.parse(code), gx=None)
+
+    ldn, serial, energy = obj("0-0:42.0.0.255"), obj("0-0:96.1.0.255"), obj("1-0:1.8.0.255", CLASS_REGISTER)
+    catalog = [energy, ldn, serial, obj("0-1:96.1.0.255")]  # (0-1: an M-Bus sub-meter's number, never this meter's)
+    assert _identity_of(catalog, [energy], set()) == [serial]              # 96.1.0 ranks before 42.0.0
+    assert _identity_of(catalog, [energy], {serial.code}) == [ldn]         # this client may not read it
+    assert _identity_of(catalog, [energy, ldn], set()) == []               # asked for already
+    assert _identity_of([energy, obj("0-1:96.1.0.255")], [energy], set()) == []
+    assert _identity_of([energy, obj("0-0:96.1.0.255", CLASS_REGISTER)], [energy], set()) == []  # (data objects only)

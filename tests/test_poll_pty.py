@@ -44,8 +44,10 @@ def test_mode_e_sign_on_then_hdlc():
         data = poller.read()
         assert [(r.code, r.value, r.unit) for r in data.readings] == [
             ("1-0:1.8.0.255", Decimal(12345678), "Wh"), ("1-0:32.7.0.255", Decimal("230.1"), "V"),
-            ("1-0:14.7.0.255", Decimal("50.01"), "Hz")]
+            ("1-0:14.7.0.255", Decimal("50.01"), "Hz"),
+            ("0-0:96.1.0.255", "12345678", None)]  # (the serial number: the codes asked for name no meter)
         assert poller.identification == "/LGZ5\\2ZMD4104407.B32"
+        assert data.meter_id == "12345678"  # (the serial number, before the identification line)
         names = meter.event_names()
         assert names[:5] == ["sign-on", "identification", "ack", "mode-e", "snrm"]
         assert ("ack", repr(b"\x06252\r\n")) in meter.events  # ACK, HDLC procedure, 9600 Bd, binary mode

@@ -68,13 +68,16 @@ def test_discovery_lists_every_object_with_scaler_unit_and_value(meter):
 def test_selected_objects_only_after_discovery(meter):
     poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("1.8.0", "1-0:32.7.0")))
     first = poller.read()
-    assert [r.code for r in first.readings] == ["1-0:1.8.0.255", "1-0:32.7.0.255"]
+    # (and the serial number: no code asked for names the meter, poller._identity_of)
+    assert [r.code for r in first.readings] == ["1-0:1.8.0.255", "1-0:32.7.0.255", "0-0:96.1.0.255"]
+    assert first.meter_id == "12345678"
     meter.model.set_value("1.0.1.8.0.255", 12345999)
     mark = len(meter.events)
     second = poller.read()
     assert second.get("1.8.0").value == Decimal(12345999)
     gets = [d for n, d in meter.events[mark:] if n == "get"]
-    assert gets == ["1.0.1.8.0.255 attribute 2", "1.0.32.7.0.255 attribute 2"]  # no object list, no scalers
+    assert gets == ["1.0.1.8.0.255 attribute 2", "1.0.32.7.0.255 attribute 2",  # no object list, no scalers
+                    "0.0.96.1.0.255 attribute 2"]
 
 
 def test_lls_password_and_wrong_password(meter, caplog):

@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..dlms.apdu import parse_datetime
 from ..dlms.units import symbol
 from ..errors import AccessError, ConfigurationError, DecodeError, DlmsError, TransportError
 from ..model import MeterData, Reading, Statistics, Value, json_value
-from ..obis import Obis, best_identity
+from ..obis import Obis, best_identity, identity_rank
 from ..transport import Transport
 from .config import PollConfig, parse_code
 from .session import DlmsSession, Opener, default_opener
@@ -103,6 +103,18 @@ def physical(raw: Any, scaler: Optional[int]) -> Value:
     return None if raw is None else str(raw)
 
 
+def _identity_of(catalog: List[PolledObject], chosen: List[PolledObject], refused: Set[str]) -> List[PolledObject]:
+    """The object that names this meter best (``obis.identity_rank``: serial number, logical device
+    name ...) when none of ``chosen`` does: one more attribute in the same request gives the snapshot
+    its meter id, which the web interface, MQTT's device and Victron's /Serial show. Empty when
+    ``chosen`` has one, or the object list has none this client may read (``refused``)."""
+    if any(identity_rank(o.obis) is not None for o in chosen):
+        return []
+    ranked = [(rank, i, o) for i, o in enumerate(catalog) if o.class_id == CLASS_DATA and o.code not in refused
+              for rank in (identity_rank(o.obis),) if rank is not None]
+    return [min(ranked)[2]] if ranked else []
+
+
 def _derivation_inputs(codes: List[Obis]) -> List[Obis]:
     """The registers the pipeline derives ``codes`` from (net power = import - export), so that a
     selection asking for a derived register polls what it needs (``data/derived.json``)."""
@@ -128,6 +140,8 @@ class DlmsPoller:
         self.readout_factory = readout_factory
         self.catalog: Optional[List[PolledObject]] = None
         self.identification: Optional[str] = None
+        #: identity objects read for the meter id that this client may not read (``_identity_of``)
+        self._identity_refused: Set[str] = set()
         self.mode_e_refused = False
         self.profile_last: Dict[str, datetime] = {}
         #: rows of each profile that the last read added (only new ones)
@@ -292,11 +306,16 @@ class DlmsPoller:
             self.catalog = self._discover(session)
             self.stats.count("discoveries")
         chosen = self._selected(self.catalog, discover)
+        ident = _identity_of(self.catalog, chosen, self._identity_refused)  # (read for the meter id only)
+        chosen += ident
         self._load_scalers(session, [o for o in chosen if o.scaler is None or discover])
         raws = session.get_list([(o.gx, 2) for o in chosen], tolerant=True)
         readings: List[Reading] = []
         refused: List[AccessError] = []
         for obj, raw in zip(chosen, raws):
+            if isinstance(raw, AccessError) and obj in ident:
+                self._identity_refused.add(obj.code)  # nobody asked for it: no error, not asked again
+                continue
             if isinstance(raw, AccessError):
                 refused.append(raw)
                 if obj.code not in self.unreadable:
