@@ -185,3 +185,32 @@ def test_nothing_listening_is_a_transport_error():
     with pytest.raises(TransportError) as exc:
         DlmsPoller(PollConfig(f"tcp://127.0.0.1:{port}")).read()
     assert exc.value.fix
+
+
+def test_a_meter_id_this_client_may_not_read_is_no_error(caplog):
+    """The serial number is read for the meter id only (no code asked for names the meter): when
+    this client may not read it, that is no access error and no warning, and it is not asked for
+    again; the next identity object is tried once, then none."""
+    from dlms_protocol.simulator.cosem_model import CosemObject
+
+    model = demo_model()
+    plain = model.objects
+
+    def objects():  # the serial number readable by client 1 only, like the equipment identifier
+        return [CosemObject(o.class_id, o.ln, o.attributes, readers=(1,)) if o.ln == "0.0.96.1.0.255" else o
+                for o in plain()]
+
+    model.objects = objects  # type: ignore[method-assign]
+    caplog.set_level(logging.WARNING)
+    with DlmsTcpMeter(model) as meter:
+        poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("1.8.0",)))
+        denied = []
+        for _ in range(3):
+            mark = len(meter.events)
+            data = poller.read()
+            assert [r.code for r in data.readings] == ["1-0:1.8.0.255"] and data.meter_id is None
+            denied.append({d.split(" attribute")[0] for n, d in meter.events[mark:] if n == "get-denied"})
+    # one cycle each (a with-list answer with a refused element is read again one by one), then none
+    assert denied == [{"0.0.96.1.0.255"}, {"0.0.96.1.1.255"}, set()]
+    assert poller.stats.get("access_errors") == 0 and poller.unreadable == {}
+    assert "96.1" not in caplog.text
