@@ -264,3 +264,40 @@ def test_energy_counter_never_goes_backwards_on_the_bus(daemon: DbusDaemon, clie
         assert b.stats.get("victron_counter_holds") >= 4  # per held path and reading (total and L1)
     finally:
         b.stop(5.0)
+
+
+def _readings(values: Dict[str, Any]) -> MeterData:
+    units = {7: "W", 32: "V", 52: "V", 72: "V", 31: "A", 51: "A", 71: "A"}
+    return meter_data("push", tuple(
+        Reading(f"1-0:{code}.255", Obis.parse(f"1-0:{code}.255"), Decimal(str(v)),
+                units.get(int(code.split(".")[0]), "W"), index=i) for i, (code, v) in enumerate(values.items())))
+
+
+def test_a_current_whose_sign_became_unknown_is_invalid_at_once(daemon: DbusDaemon, client: VenusClient) -> None:
+    """A meter whose phase powers are exact while it buys (no export, the phase imports add up)
+    and estimated while it sells: the currents and power factors of the first frame stayed on
+    the bus, signed as buying, until their time-out (a minute), beside estimated selling powers."""
+    settings = SettingsStandIn(daemon.address)
+    b = VictronBridge(BridgeSettings(bus=daemon.address, device_suffix="sign_lost"), Statistics())
+    common = {"32.7.0": 230, "52.7.0": 230, "72.7.0": 230, "31.7.0": 2.2, "51.7.0": 1.3, "71.7.0": 0.9}
+    buying = _readings({"1.7.0": 1000, "2.7.0": 0, "21.7.0": 500, "41.7.0": 300, "61.7.0": 200, **common})
+    selling = _readings({"1.7.0": 0, "2.7.0": 600, "21.7.0": 0, "41.7.0": 0, "61.7.0": 0, **common})
+    try:
+        b.start()
+        client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
+        b.publish(buying)
+        name = client.wait_for(lambda c: c.service("grid") if c.value(c.service("grid") or "", "/Ac/L1/Current")
+                               is not None else None, WAIT)
+        assert client.value(name, "/Ac/L1/Current") == 2.2 and client.value(name, "/Ac/L1/PowerFactor") is not None
+        b.publish(selling)
+        client.wait_for(lambda c: c.value(name, "/Ac/Power") == -600.0, WAIT)
+        assert b.mapper.labels_now()["/Ac/L1/Power"] == ESTIMATED
+        for ph in (1, 2, 3):
+            assert client.get_value(name, f"/Ac/L{ph}/Power") < 0
+            assert client.get_value(name, f"/Ac/L{ph}/Current") is None
+            assert client.get_value(name, f"/Ac/L{ph}/PowerFactor") is None
+        b.publish(buying)  # exact again: published again
+        client.wait_for(lambda c: c.value(name, "/Ac/L1/Current") == 2.2, WAIT)
+    finally:
+        b.stop(5.0)
+        settings.stop()

@@ -240,6 +240,9 @@ class _Core:
                         ivs = self.path_intervals[path] = deque(maxlen=5)
                     ivs.append(t - prev)
                     self.times[path] = t
+        for path in mapped.withheld:  # unknown in this frame: an older frame's value would be wrong now
+            changes[path] = None
+            self.times.pop(path, None)
         if not self.connected:
             if svc.opened:
                 LOG.info("victron: verified readings again; /Connected = 1")

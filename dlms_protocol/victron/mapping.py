@@ -121,6 +121,9 @@ class Mapped:
     total_on_l1: bool = False  # /Ac/L1/Power was filled from the total
     #: phase power path -> measured / derived / total / estimated (module docstring)
     labels: Dict[str, str] = field(default_factory=dict)
+    #: paths this frame's values leave unknown on purpose (a current whose sign is not known, a
+    #: power factor of an estimated phase power): invalid at once, not left at an older frame's value
+    withheld: Set[str] = field(default_factory=set)
 
     def phase_note(self) -> Optional[str]:
         """What ``/Mgmt/Connection`` adds when a phase power is not the meter's (the GX shows it)."""
@@ -415,6 +418,7 @@ class Mapper:
             power = values.get(power_path) if power_path not in guessed else None
             if power is None:
                 del values[path]
+                out.withheld.add(path)
                 self._warn_once((path, "sign"), "victron: %s has no sign source (%s is %s), so it "
                                 "is left out rather than published without a sign", path, power_path,
                                 "estimated" if power_path in guessed else "unknown")
@@ -422,6 +426,10 @@ class Mapper:
             mag = abs(values[path])
             values[path] = -mag if power < 0 else mag
         self._derive_after_currents(values, phases, guessed)
+        for power_path in guessed:  # its power factor would rest on a guessed power
+            pf_path = _POWER_FACTOR[_phase_of(power_path) or 0]
+            if pf_path and pf_path not in values:
+                out.withheld.add(pf_path)
 
         for path, v in values.items():
             f = float(v)
