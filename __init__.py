@@ -580,10 +580,9 @@ class DLMS(SmartPlugin):
 
     def _on_problem(self, exc: DlmsError) -> None:
         """A rejected push message (bad frame, wrong key): the core logged it; here only the status.
-        The part of a message the port was opened into (``exc.lead_in``) is no failure: it made every
-        other start count one and log 'meter data valid again'."""
+        (The source passes on no tail of a message the port was opened into: see PushSource.)"""
         try:
-            if self.alive and not exc.lead_in:
+            if self.alive:
                 self._record_error(exc, logged=True)
         except Exception:
             self.logger.exception("unexpected error while handling a listener error")

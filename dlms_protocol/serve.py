@@ -37,9 +37,6 @@ class _RateLimited:
         self.limiter = RepeatLimiter(60.0)
 
     def __call__(self, exc: BaseException) -> None:
-        if getattr(exc, "lead_in", False):  # the decoder said it at INFO: normal right after opening the port
-            LOG.debug("%s", exc)
-            return
         log_now, repeats = self.limiter.check(type(exc).__name__)
         if log_now:
             LOG.warning("%s%s", exc, self.limiter.summary(repeats))

@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -141,20 +142,46 @@ def test_an_unknown_section_is_named_with_the_outputs_there_are(tmp_path: Path) 
 
 def test_the_tail_of_a_push_the_port_was_opened_into_is_no_warning(caplog) -> None:
     """The service logged it at WARNING next to the decoder's INFO line ('listening began inside
-    a message') at every other start; a real framing error after it is still a WARNING."""
+    a message') at every other start; a real framing error after it is still a WARNING. Through the
+    push source, which keeps such a tail from every host (the plugin counted it as a failure)."""
     import logging
+    import threading
 
     from dlms_protocol.config import ListenerConfig
-    from dlms_protocol.dlms.decoder import PushDecoder
+    from dlms_protocol.dlms.source import PushSource
     from dlms_protocol.serve import _RateLimited
     from dlms_protocol.simulator.push import PushSimulator
 
-    report = _RateLimited()
-    decoder = PushDecoder(ListenerConfig(port="test"), on_error=report)
     sim = PushSimulator(wrapper="hdlc", seed=5)
     first = sim.emit()
+    reads = [first[len(first) // 2:] + sim.emit(), b"\x55" * 40 + sim.emit()]
+    wanted = threading.Event()
+    got: list = []
+
+    class Line:
+        """Hands out one piece per read, then stays quiet."""
+
+        def read_some(self, max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
+            if reads:
+                return reads.pop(0)
+            time.sleep(0.02)
+            return b""
+
+        def close(self) -> None:
+            pass
+
+    def emit(data: object) -> None:
+        got.append(data)
+        if len(got) == 2:
+            wanted.set()
+
     caplog.set_level(logging.DEBUG, logger="dlms_protocol.serve")
-    assert len(decoder.feed(first[len(first) // 2:] + sim.emit())) == 1
-    assert [r.levelno for r in caplog.records if r.name == "dlms_protocol.serve"] == [logging.DEBUG]
-    assert len(decoder.feed(b"\x55" * 40 + sim.emit())) == 1
-    assert [r.levelno for r in caplog.records if r.name == "dlms_protocol.serve"] == [logging.DEBUG, logging.WARNING]
+    source = PushSource(ListenerConfig(port="/dev/fake", baudrate=9600), opener=lambda _cfg: Line(),
+                        on_problem=_RateLimited())
+    source.start(emit, lambda health: None)
+    try:
+        assert wanted.wait(10)
+    finally:
+        source.stop()
+    assert source.stats.get("framing_errors") == 2  # both counted
+    assert [r.levelno for r in caplog.records if r.name == "dlms_protocol.serve"] == [logging.WARNING]

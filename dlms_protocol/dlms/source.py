@@ -25,7 +25,8 @@ class PushSource(Source):
     def __init__(self, config: ListenerConfig, listen_timeout: float = 60.0, *,
                  opener: Callable[..., Any] = open_port, stats: Optional[Statistics] = None,
                  on_problem: Optional[Callable[[DlmsError], None]] = None, **listener_options: Any) -> None:
-        """``on_problem``: every decode error (bad frame, wrong key) that does not change the health."""
+        """``on_problem``: every decode error (bad frame, wrong key) that does not change the health,
+        except the tail of a message the port was opened into (``DlmsError.lead_in``)."""
         super().__init__(stats)
         self._on_problem = on_problem
         self.config = dataclasses.replace(config, min_interval=0.0)
@@ -41,7 +42,9 @@ class PushSource(Source):
             # decode errors are counted by the decoder; a lost port is an error state until data returns
             if isinstance(exc, TransportError):
                 report(Health(Health.ERROR, str(exc), source=self.name, error=exc))
-            elif self._on_problem is not None:
+            elif self._on_problem is not None and not exc.lead_in:
+                # (the tail of a message the port was opened into: counted and said at INFO by the
+                # decoder, normal at every other start; no host's failure or warning)
                 self._on_problem(exc)
 
         self.listener = self._make_listener(emit, on_error)
