@@ -434,3 +434,26 @@ def test_sleep_on_a_local_port_ends_when_another_thread_closes_it(link):
     thread.join(5)
     assert not thread.is_alive() and time.monotonic() - closed_at < 1.0
     assert isinstance(outcome.get("error"), TransportError)
+
+
+def test_a_reader_that_reopens_during_the_park_keeps_its_rate():
+    """The link parks a closed slave at 38400 Bd (see ``simulator.pty``). A poller that falls back
+    to the readout re-opens the port at once; under load it opened and configured the port between
+    the simulator's read that saw it closed and the park, so its sign-on was read at 38400 Bd as
+    garbage (a CI failure of test_poll_pty's mode C fallback, 4 in 200 re-opens under load here)."""
+    link = PtyLink(baudrate=300, bytesize=8, parity="N")
+    try:
+        port = serial.Serial(link.port, 9600, timeout=0)
+        assert link.receive(0.01) == b"" and link.connected
+        port.close()
+        assert link.receive(0.05) == b"" and not link.connected   # the closed slave: parked
+        assert link.peer_baudrate() == 38400
+        port = serial.Serial(link.port, 300, timeout=0)               # the reader is back...
+        link._park()                                                  # ...and the park comes late
+        assert link.peer_baudrate() == 300
+        assert [e[1] for e in link.events].count("park-undone") == 1
+        port.write(b"/?!\r\n")
+        assert link.receive(1.0) == b"/?!\r\n"
+        port.close()
+    finally:
+        link.close()

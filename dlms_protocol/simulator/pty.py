@@ -34,6 +34,8 @@ A pty moves bytes instantly and has no baud rate, so this module emulates the wi
   stop bits (a pty ignores both), so that every open by pyserial changes a control flag. A
   reader that re-opens within one polling interval (20 ms) of closing, or reconfigures its open
   port to the settings it already has, can still get EINVAL (Transport.set_baudrate skips that).
+  A reader that re-opened and configured the port before the park came is given its settings
+  back (``park-undone`` in the events).
   Readers with software parity (Transport's default for 7E1) open 8N1, which the pty keeps as
   asked, so pyserial finds nothing to change and such re-opens work at once.
 * **Parity bit (7E1, 7O1)**: the pty driver forces 8-bit characters on its slave and drops a
@@ -235,14 +237,31 @@ class PtyLink:
     def _park(self) -> None:
         """Set the closed slave to 38400 Bd and two stop bits, so that the next open by pyserial
         changes a control flag (see the module docstring). Never done while a reader has the port:
-        a read-modify-write of its settings could undo a change it makes at the same moment."""
+        a read-modify-write of its settings could undo a change it makes at the same moment.
+
+        A reader that re-opens at once (a poller falling back to the readout) can still open and
+        configure the port between the read that saw it closed and the park, above all while it
+        holds the GIL in this process: then the park would leave it at 38400 Bd and the device
+        would read its request as garbage. So when the slave is open again right after the park,
+        the settings from before the park are put back (they are that reader's, or a closed
+        reader's that the new one re-programs on its open anyway)."""
         try:
-            attrs = termios.tcgetattr(self.master)
+            before = termios.tcgetattr(self.master)
+            attrs = termios.tcgetattr(self.master)  # (a copy to change)
             attrs[2] |= termios.CSTOPB
             attrs[4] = attrs[5] = termios.B38400
             termios.tcsetattr(self.master, termios.TCSANOW, attrs)
+            if not self._slave_closed():
+                termios.tcsetattr(self.master, termios.TCSANOW, before)
+                self.event("park-undone", "the reader opened the port again meanwhile")
         except (termios.error, OSError) as exc:
             log.debug("pty %s: cannot park the line: %s", self.port, exc)
+
+    def _slave_closed(self) -> bool:
+        """No reader has the slave open (the master reports a hang-up), without reading from it."""
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)
+        return any(ev & select.POLLHUP for _fd, ev in poller.poll(0))
 
     def poll_connection(self) -> bool:
         """Check at once whether a reader has the port open (for devices that never read)."""
