@@ -4,12 +4,14 @@ as a subprocess, and AutoDecoder choosing by checksum."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import List
 
 import pytest
@@ -149,15 +151,18 @@ def test_sml_source_through_the_pipeline() -> None:
 
 
 # ------------------------------------------------------------------ simulate-push --protocol sml
-def test_simulate_push_sml_subprocess_is_read_by_listen() -> None:
+def test_simulate_push_sml_subprocess_is_read_by_listen(tmp_path: Path) -> None:
+    """Also under a stable name (``--link``, as for a DLMS push meter: it was ignored for SML)."""
+    link = tmp_path / "sml-meter"
     sim = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "simulate-push", "--protocol", "sml",
-                            "--interval", "0.3", "--baudrate", "19200"], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                            "--interval", "0.3", "--baudrate", "19200", "--link", str(link)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc = None
     try:
         first = sim.stdout.readline()
-        assert first.startswith("SML meter on /dev/") and "19200 Bd 8N1" in first
-        port = first.split(" on ")[1].split(":")[0]
+        assert first.startswith(f"SML meter on {link}:") and "19200 Bd 8N1" in first
+        assert os.readlink(link).startswith("/dev/pts/")
+        port = str(link)
         proc = listen(port, "--protocol", "sml", "--baudrate", "19200")
         msg = json.loads(proc.stdout.readline())
         assert msg["manufacturer"] == "SIM" and msg["reduced_data_set"] is False
@@ -168,6 +173,7 @@ def test_simulate_push_sml_subprocess_is_read_by_listen() -> None:
             if p is not None:
                 p.send_signal(signal.SIGINT)
                 p.communicate(timeout=30)
+    assert not os.path.lexists(link)  # the stable name goes with the meter
 
 
 def test_split_capture_keeps_every_byte() -> None:

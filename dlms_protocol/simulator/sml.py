@@ -10,6 +10,7 @@ reduced data set (no PIN), the Holley DTZ541 KERMIT CRC, or damage a transmissio
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -124,6 +125,7 @@ class SmlSimulator:
         #: physical values of the last generated transmission (the tests' expectation)
         self.last_registers: Dict[str, Decimal] = {}
         self.pty = None  # type: Optional[object]
+        self._link: Optional[str] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
@@ -168,12 +170,21 @@ class SmlSimulator:
 
     # ------------------------------------------------------------------ the line
     def open_pty(self, baudrate: int = 9600, bytesize: int = 8, parity: str = "N", stopbits: int = 1,
-                 time_scale: float = 1.0) -> str:
+                 time_scale: float = 1.0, link: Optional[str] = None) -> str:
+        """The meter's paced serial line; ``link``: also under this symlink (removed by ``stop``),
+        a stable name for a configuration, as with ``simulate-push --link``."""
         from .pty import PtyLink
 
         self.pty = PtyLink(baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits,
                            time_scale=time_scale)
-        return self.pty.port  # type: ignore[attr-defined, no-any-return]
+        port: str = self.pty.port  # type: ignore[attr-defined]
+        if link:
+            tmp = f"{link}.tmp{os.getpid()}"
+            os.symlink(port, tmp)
+            os.replace(tmp, link)
+            self._link = link
+            return link
+        return port
 
     def reader_ready(self) -> bool:
         pty = self.pty
@@ -215,6 +226,9 @@ class SmlSimulator:
             self._thread.join(timeout)
         if self.pty is not None:
             self.pty.close()  # type: ignore[attr-defined]
+        if self._link and os.path.islink(self._link):
+            os.unlink(self._link)
+            self._link = None
 
     def __enter__(self) -> "SmlSimulator":
         return self

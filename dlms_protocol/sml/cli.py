@@ -44,7 +44,7 @@ def simulate_sml(args: argparse.Namespace) -> int:
 
     sim = SmlSimulator(args.capture, interval=args.interval, reduced=args.reduced)
     baud, parity = args.baudrate or 9600, args.parity or "N"
-    port = sim.open_pty(baudrate=baud, parity=parity, time_scale=args.time_scale)
+    port = sim.open_pty(baudrate=baud, parity=parity, time_scale=args.time_scale, link=args.link)
     what = f"replaying {args.capture} ({len(sim.chunks)} chunk(s))" if args.capture else "generated transmissions"
     print(f"SML meter on {port}: {what}, every {args.interval:g} s, {baud} Bd 8{parity}1")
     print(f"try:  python -m dlms_protocol listen {port} --protocol sml --baudrate {baud} --parity {parity}")
