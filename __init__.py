@@ -32,7 +32,6 @@ value and the status items say why.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
@@ -55,7 +54,7 @@ if IN_SMARTHOMENG:
     from .webif import WebInterface
 if __package__:  # pytest imports this file as a plain module when the checkout's folder name is no identifier
     from . import plugin_support as ps
-    from .dlms_protocol.config import ListenerConfig, ReadoutConfig, parse_key
+    from .dlms_protocol.config import ListenerConfig, ReadoutConfig, listen_line, parse_key
     from .dlms_protocol.errors import ConfigurationError, DlmsError, TransportError
     from .dlms_protocol.model import MeterData, Statistics
     from .dlms_protocol.obis import Obis
@@ -65,7 +64,7 @@ else:  # only so the class statement below can be evaluated
 
 #: the parameters the web interface lists per mode (each mode's own: a poll meter has no querycode)
 CONFIG_ROWS = {
-    "listen": ("listen_baudrate", "listen_format", "wrapper", "security", "profile", "min_update_interval",
+    "listen": ("protocol", "listen_baudrate", "listen_format", "wrapper", "security", "profile", "min_update_interval",
                "listen_timeout"),
     "poll": ("poll_mode_e", "baudrate", "update_cycle", "update_crontab", "client_address", "logical_address",
              "physical_address", "address_size", "authentication", "system_title", "poll_obis", "poll_profiles",
@@ -150,11 +149,11 @@ class DLMS(SmartPlugin):
             return
         try:
             if self._mode == "listen":
+                # SML, DLMS push or push-only D0 (auto: by checksum)
+                self._protocol = str(self.get_parameter_value("protocol") or "auto").lower()
                 self._listener_config = self._make_listener_config()
                 from .dlms_protocol.sml.decoder import parse_quirks
                 from .dlms_protocol.sml import source as _stream  # noqa: F401 - missing packages show now
-                # SML, DLMS push or push-only D0 (auto: by checksum)
-                self._protocol = str(self.get_parameter_value("protocol") or "auto").lower()
                 self._quirks = parse_quirks(self.get_parameter_value("sml_quirks") or "")
             elif self._mode == "poll":
                 self._poll_config = self._make_poll_config()
@@ -236,12 +235,14 @@ class DLMS(SmartPlugin):
         )
 
     def _make_listener_config(self) -> ListenerConfig:
-        """ListenerConfig from the parameters; keys are parsed here and never logged."""
-        bytesize, parity, stopbits = ps.parse_format(self.get_parameter_value("listen_format") or "8E1")
+        """ListenerConfig from the parameters; keys are parsed here and never logged. Speed and
+        format left out (0, empty) are the protocol's usual ones (``config.listen_line``)."""
+        baud, line = listen_line(self._protocol)
+        bytesize, parity, stopbits = ps.parse_format(self.get_parameter_value("listen_format") or line)
         profile = str(self.get_parameter_value("profile") or "").strip()
         return ListenerConfig(
             port=self._port,
-            baudrate=int(self.get_parameter_value("listen_baudrate") or 2400),
+            baudrate=int(self.get_parameter_value("listen_baudrate") or baud),
             bytesize=bytesize,
             parity=parity,
             stopbits=stopbits,
@@ -805,9 +806,11 @@ class DLMS(SmartPlugin):
         rows = []
         for name in ("mode", "serialport") + CONFIG_ROWS.get(self._mode, CONFIG_ROWS["readout"]):
             value = self.get_parameter_value(name)
-            if name == "listen_format":  # as it is used: YAML reads an unquoted 8E1 as the number 80.0
-                with contextlib.suppress(ConfigurationError):
-                    value = ps.format_name(value or "8E1")
+            line = self._listener_config
+            if name == "listen_format" and line is not None:  # as used: YAML reads an unquoted 8E1 as 80.0,
+                value = f"{line.bytesize}{line.parity}{line.stopbits}"  # and empty is the protocol's usual one
+            elif name == "listen_baudrate" and line is not None:
+                value = line.baudrate
             rows.append((name, str(value)))
         for name in SECRET_ROWS.get(self._mode, ()):
             rows.append((name, self.translate("gesetzt") if self.get_parameter_value(name) else "-"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from .errors import ConfigurationError
 
@@ -48,6 +48,19 @@ def parse_format(value: Any, what: str = "serial format") -> Tuple[int, str, int
 def format_name(value: Any, what: str = "serial format") -> str:
     """The canonical spelling (``'8E1'``) of a format ``parse_format`` accepts."""
     return "%d%s%d" % parse_format(value, what)
+
+
+#: the line each listened-to protocol usually runs at, for a configuration that names no speed or
+#: format: DLMS push 2400 8E1 (M-Bus customer interfaces; ``auto`` too), SML 9600 8N1 (the German
+#: INFO interface), push-only D0 9600 7E1 (IEC 62056-21). An SML meter listened to at 2400 8E1
+#: only ever gives garbage.
+LISTEN_LINES: Dict[str, Tuple[int, str]] = {"dlms": (2400, "8E1"), "auto": (2400, "8E1"), "sml": (9600, "8N1"),
+                                            "d0": (9600, "7E1")}
+
+
+def listen_line(protocol: str) -> Tuple[int, str]:
+    """(baud rate, format) a meter of ``protocol`` is listened to at unless configured."""
+    return LISTEN_LINES.get(protocol.lower(), LISTEN_LINES["dlms"])
 
 
 def check_number(name: str, value: Any, low: float, high: float, *, whole: bool = False,
@@ -216,5 +229,6 @@ def bits_per_char(bytesize: int = 7, parity: str = "E", stopbits: float = 1) -> 
     return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
 
 
-__all__ = ["parse_key", "parse_format", "format_name", "check_number", "ReadoutConfig", "ListenerConfig", "FORMATS",
-           "SECURITY_LEVELS", "MIN_BAUDRATE", "MAX_BAUDRATE", "PARITY_ERROR", "bits_per_char"]
+__all__ = ["parse_key", "parse_format", "format_name", "listen_line", "LISTEN_LINES", "check_number", "ReadoutConfig",
+           "ListenerConfig", "FORMATS", "SECURITY_LEVELS", "MIN_BAUDRATE", "MAX_BAUDRATE", "PARITY_ERROR",
+           "bits_per_char"]

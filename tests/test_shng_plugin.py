@@ -118,7 +118,7 @@ def test_double_parameter_rules(shng: SmartHome, caplog) -> None:
     assert plugin is not None
     assert plugin.get_parameter_value("update_cycle") == 0            # clamped to valid_min
     assert plugin.get_parameter_value("timeout") == 30                # clamped to valid_max
-    assert plugin.get_parameter_value("listen_baudrate") == 2400      # first of valid_list
+    assert plugin.get_parameter_value("listen_baudrate") == 0         # first of valid_list (the protocol's usual)
     assert plugin.get_parameter_value("mode") == "listen"             # valid_list_ci → lower case
     assert plugin.get_parameter_value("use_checksum") is False
     assert plugin.get_parameter_value("no_waiting") is True

@@ -86,3 +86,39 @@ def test_damaged_transmissions_only_give_the_diagnosis(shng, caplog) -> None:
         assert plugin.status()["counters"].get("checksum_errors", 0) >= 2
     finally:
         sim.stop()
+
+
+def test_protocol_sml_listens_at_9600_8n1_unless_told(shng) -> None:
+    """``protocol: sml`` alone: the plugin listened at the DLMS default 2400 8E1 and an SML meter
+    only gave garbage (seen in a real SmartHomeNG 1.11: bytes counted, no message, the watchdog's
+    'wrong speed or format' after a minute). Speed and format left out are the protocol's usual."""
+    sim = SmlSimulator(seed=13)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    try:
+        (plugin,) = shng.load_plugins({"dlms": dict(plugin_name="dlms", mode="listen", serialport=port,
+                                                    protocol="sml")})
+        shng.load_item_tree({"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0*255"}}})
+        shng.start()
+        rows = dict(plugin.config_rows())
+        assert (rows["protocol"], rows["listen_baudrate"], rows["listen_format"]) == ("sml", "9600", "8N1")
+        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
+        wait_for(sim.reader_ready)
+        assert sim.send_once()
+        wait_for(lambda: plugin.status()["successes"] > 0)
+        assert shng.items.return_item("meter.energy")() == pytest.approx(float(sim.last_registers["1-0:1.8.0*255"]))
+    finally:
+        sim.stop()
+
+
+def test_the_line_a_configuration_leaves_out_follows_the_protocol(shng) -> None:
+    """DLMS push and auto stay at 2400 8E1 (M-Bus); d0 is 9600 7E1; what is set is kept."""
+    plugins = shng.load_plugins({
+        "a": dict(plugin_name="dlms", instance="a", mode="listen", serialport="/dev/null-a"),
+        "b": dict(plugin_name="dlms", instance="b", mode="listen", serialport="/dev/null-b", protocol="dlms"),
+        "c": dict(plugin_name="dlms", instance="c", mode="listen", serialport="/dev/null-c", protocol="d0"),
+        "d": dict(plugin_name="dlms", instance="d", mode="listen", serialport="/dev/null-d", protocol="sml",
+                  listen_baudrate=2400, listen_format="8E1"),
+    })
+    lines = [(p._listener_config.baudrate, p._listener_config.bytesize, p._listener_config.parity,
+              p._listener_config.stopbits) for p in plugins]
+    assert lines == [(2400, 8, "E", 1), (2400, 8, "E", 1), (9600, 7, "E", 1), (2400, 8, "E", 1)]

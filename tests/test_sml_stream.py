@@ -267,8 +267,10 @@ def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
     sim = SmlSimulator(seed=31)
     port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
     ini = tmp_path / "meter.ini"
-    ini.write_text(f"[meter]\nmode = push\nprotocol = sml\nport = {port}\nbaudrate = 9600\nparity = N\n")
+    ini.write_text(f"[meter]\nmode = push\nprotocol = sml\nport = {port}\n")  # 9600 8N1 without saying so
     cfg = load_config(str(ini), victron=False)
+    line = cfg.listener
+    assert (line.baudrate, line.bytesize, line.parity, line.stopbits) == (9600, 8, "N", 1)
     stats = Statistics()
     source = build_source(cfg, stats, _RateLimited())
     assert isinstance(source, SmlSource) and source.stats is stats and cfg.protocol == "sml"
@@ -285,6 +287,13 @@ def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
         pipe.stop()
         sim.stop()
     assert out.data[0].get("1.8.0").value == sim.last_registers["1-0:1.8.0*255"]
+    dlms = tmp_path / "dlms.ini"  # a DLMS push meter stays at M-Bus's 2400 8E1; what is written is kept
+    dlms.write_text(f"[meter]\nmode = push\nport = {port}\n")
+    line = load_config(str(dlms), victron=False).listener
+    assert (line.baudrate, line.bytesize, line.parity) == (2400, 8, "E")
+    ini.write_text(f"[meter]\nmode = push\nprotocol = sml\nport = {port}\nbaudrate = 2400\nparity = E\n")
+    line = load_config(str(ini), victron=False).listener
+    assert (line.baudrate, line.bytesize, line.parity) == (2400, 8, "E")
     bad = tmp_path / "bad.ini"
     bad.write_text(f"[meter]\nmode = push\nprotocol = smk\nport = {port}\n")
     with pytest.raises(Exception, match="protocol = 'smk' is unknown"):

@@ -213,9 +213,12 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from ..pipeline import Output, Pipeline, Throttled
     from ..sml.source import SmlSource
 
-    speed = {"sml": (9600, "N", 8), "d0": (9600, "E", 7)}.get(args.protocol, (2400, "E", 8))
-    config = _config(args, args.port, baudrate=args.baudrate or speed[0], parity=args.parity or speed[1],
-                     bytesize=args.bytesize or speed[2], stopbits=args.stopbits)
+    from ..config import listen_line, parse_format
+
+    baud, line = listen_line(args.protocol)
+    bytesize, parity, _stop = parse_format(line)
+    config = _config(args, args.port, baudrate=args.baudrate or baud, parity=args.parity or parity,
+                     bytesize=args.bytesize or bytesize, stopbits=args.stopbits)
     quirks = None
     if args.sml_quirks:
         from ..sml.decoder import parse_quirks

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import DATA_DIR
-from ..config import ListenerConfig, ReadoutConfig, check_number
+from ..config import ListenerConfig, ReadoutConfig, check_number, listen_line, parse_format
 from ..errors import ConfigurationError
 from .bridge_settings import ROLES, BridgeSettings
 
@@ -57,9 +57,10 @@ METER_KEYS: Dict[str, str] = {
     "port": "serial device (/dev/serial/by-id/... or /dev/ttyUSB0), socket://host:port or rfc2217://; "
             "poll also tcp://host:4059 (DLMS/IP wrapper)",
     "protocol": "push: what the meter sends: dlms (default), sml (German INFO interface, 9600 8N1), d0, auto",
-    "baudrate": "push: line speed (2400); readout: auto or a maximum; poll: the HDLC rate (9600)",
-    "bytesize": "push: data bits (8)",
-    "parity": "push: N, E or O (E)",
+    "baudrate": "push: line speed (2400; protocol sml or d0: 9600); readout: auto or a maximum; poll: the HDLC "
+                "rate (9600)",
+    "bytesize": "push: data bits (8; protocol d0: 7)",
+    "parity": "push: N, E or O (E; protocol sml: N)",
     "stopbits": "push: 1 or 2",
     "key": "push: encryption key (GUEK), 32 hex digits; poll: with authentication = high_gmac",
     "auth_key": "push: authentication key (GAK), 32 hex digits, only if your operator gave one; poll: high_gmac",
@@ -347,12 +348,14 @@ def _read_ini(path: str, text: str) -> StandaloneConfig:
         poll = _poll_config(m, port, base)
         default_timeout = 2 * interval + 60.0
     elif mode == "push":
+        baud, line = listen_line(protocol)  # (an SML meter: 9600 8N1 unless the file says otherwise)
+        bytesize, parity, _stop = parse_format(line)
         listener = _built(
             "meter", ListenerConfig,
             port=port,
-            baudrate=_number("meter", "baudrate", m.get("baudrate", "2400"), int),
-            bytesize=_number("meter", "bytesize", m.get("bytesize", "8"), int),
-            parity=_PARITY.get(m.get("parity", "E").upper(), m.get("parity", "E")),
+            baudrate=_number("meter", "baudrate", m.get("baudrate", str(baud)), int),
+            bytesize=_number("meter", "bytesize", m.get("bytesize", str(bytesize)), int),
+            parity=_PARITY.get(m.get("parity", parity).upper(), m.get("parity", parity)),
             stopbits=_number("meter", "stopbits", m.get("stopbits", "1"), int),
             key=m.get("key") or None,  # type: ignore[arg-type]  # parsed by ListenerConfig
             auth_key=m.get("auth_key") or None,  # type: ignore[arg-type]
