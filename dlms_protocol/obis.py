@@ -235,6 +235,22 @@ def identity_rank(code: Optional[Obis]) -> Optional[int]:
     return entry[0]
 
 
+@lru_cache(maxsize=1)
+def _manufacturer_codes() -> Dict[Tuple[int, ...], Tuple[FrozenSet[Optional[int]], Optional[FrozenSet[int]]]]:
+    entries = _tables()["manufacturer_codes"]["codes"]
+    return {tuple(int(g) for g in e["code"].split(".")):
+            (frozenset(e["a"]), None if e["f"] is None else frozenset(e["f"])) for e in entries}
+
+
+def is_manufacturer(code: Optional[Obis]) -> bool:
+    """``code`` carries the meter's manufacturer (obis_names.json ``manufacturer_codes``)."""
+    if code is None:
+        return False
+    entry = _manufacturer_codes().get((code.c, code.d, code.e))  # type: ignore[arg-type]
+    return entry is not None and code.a in entry[0] and (entry[1] is None or (255 if code.f is None else code.f)
+                                                          in entry[1])
+
+
 def best_identity(candidates: Iterable[Tuple[Optional[Obis], Optional[str]]]) -> Optional[str]:
     """The text of the best-ranked identity code among ``(code, text)`` pairs (empty texts skipped;
     between equal ranks the first sent wins). Every caller that picks a meter id uses this."""
@@ -294,4 +310,4 @@ def _with_period(name: str, code: Obis, lang: str) -> str:
     return name
 
 
-__all__ = ["Obis", "LETTERS", "describe", "identity_rank", "best_identity"]
+__all__ = ["Obis", "LETTERS", "describe", "identity_rank", "best_identity", "is_manufacturer"]

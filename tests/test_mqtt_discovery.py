@@ -14,6 +14,7 @@ from dlms_protocol.errors import ConfigurationError
 from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.mqtt.discovery import (
     MAX_LEVEL,
+    device_block,
     discovery_config,
     ha_class,
     identity,
@@ -267,3 +268,26 @@ def test_missing_paho_is_a_configuration_error_at_assembly(monkeypatch: pytest.M
     with pytest.raises(ConfigurationError) as err:
         make_output("mqtt", host="broker")
     assert "paho-mqtt is not installed" in str(err.value)
+
+
+def test_an_sml_meter_is_announced_with_its_maker() -> None:
+    """SML meters name their maker in a reading (129-129:199.130.3, 1-0:96.50.1*1); Home Assistant
+    showed no manufacturer for them. Checked against the FLAG id inside each capture's server ID."""
+    import re as _re
+
+    from helpers import corpus_files, load_json
+
+    from dlms_protocol.sml.decoder import SmlDecoder
+
+    named = 0
+    for path in corpus_files("sml", ".bin"):
+        data = SmlDecoder().feed(path.read_bytes())[0].to_meter_data()
+        facts = load_json(path.with_suffix(".json"))
+        flag = _re.search(rb"[A-Z]{3}", bytes.fromhex(facts["server_id"]))  # else the maker named by the source
+        expected = flag.group().decode() if flag else facts["meter"].split()[0][:3].upper()
+        made = identity(data).manufacturer
+        if made is not None:
+            named += 1
+            assert made == expected, path.name
+            assert device_block(meter_name(data), identity(data))["manufacturer"] == made
+    assert named >= 14  # all but the captures without such a reading

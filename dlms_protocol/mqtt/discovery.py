@@ -31,7 +31,7 @@ from .. import units as _units
 from ..errors import DlmsError
 from ..iec62056_21.identification import parse_identification
 from ..model import MeterData, Reading, json_value, value_text
-from ..obis import Obis, _tables, best_identity
+from ..obis import Obis, _tables, best_identity, is_manufacturer
 
 #: longest topic level we build from meter data (MQTT allows 65535 bytes per topic; brokers and
 #: Home Assistant entity ids want far less)
@@ -134,6 +134,9 @@ def identity(data: MeterData) -> Identity:
         flag = bytes.fromhex(mid[:6]).decode("latin-1")
         manufacturer = flag if flag.isalpha() and flag.isupper() else None
         model = f"DLMS push, profile {data.profile}" if data.profile else None
+    if manufacturer is None:  # an SML meter names its maker in a reading of its own
+        manufacturer = next((r.value for r in data.readings if is_manufacturer(r.obis) and isinstance(r.value, str)
+                             and re.fullmatch(r"[A-Z]{3}", r.value)), None)
     return Identity(manufacturer, model, serial)
 
 
