@@ -30,7 +30,7 @@ from .deframer import Deframer
 from .gbt import GbtAssembler
 from .payload import interpret, interpret_text, unknown_layout_error
 from .profiles import load_profiles
-from . import gcm
+from . import gcm, hdlc
 from .security import PUBLISHED_AUTH_KEYS, SecurityPolicy, decipher
 from .template import Template, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
@@ -209,10 +209,13 @@ class PushDecoder:
         #: True: errors are only logged at debug level (the CLI reports them itself)
         self.quiet = False
         self._log = _LogLimiter(log)
-        #: listening starts in the middle of a message: the first framing error before the first
-        #: good frame is that partial message, not a fault (logged at info, still counted)
+        #: listening starts in the middle of a message: the framing errors before the first good
+        #: frame are that partial message, not a fault (logged at info, still counted), as long
+        #: as they add up to no more than one message could be (beyond that it is a wrong line)
         self._joining = True
-        #: that first framing error (the bytes before the first frame), once there was one
+        self._joined_at = 0  # deframer.skipped when joining began
+        self._lead_parts = 0  # framing errors of this join so far
+        #: the first such framing error (the bytes before the first frame), once there was one
         self.lead_in: Optional[DlmsError] = None
         self._gbt_raw: List[bytes] = []
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
@@ -266,6 +269,8 @@ class PushDecoder:
     def reset(self) -> None:
         """Forget partial frames (the port was reopened: bytes were lost in between)."""
         self._joining = True
+        self._joined_at = self.deframer.skipped
+        self._lead_parts = 0
         self.deframer.reset()
         self.gbt.reset()
         self._gbt_raw = []
@@ -392,9 +397,14 @@ class PushDecoder:
         self.stats.error(exc)
         self.last_error = exc
         joined = self._joining and isinstance(exc, FramingError) and not isinstance(exc, ChecksumError)
+        if joined and self.deframer.skipped - self._joined_at > hdlc.MAX_FRAME:
+            joined = self._joining = False  # more than the rest of one message: no lead-in any more
         if joined:
-            self._joining = False
-            self.lead_in = exc
+            # (a long lead-in fed in small pieces comes as several errors: the deframer reports
+            # noise every NOISE_REPORT bytes, so the part before the first frame came unmarked)
+            if self._lead_parts == 0:
+                self.lead_in = exc
+            self._lead_parts += 1
             exc.lead_in = True
         if self.quiet:
             log.debug("%s", exc)
