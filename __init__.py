@@ -120,6 +120,8 @@ class DLMS(SmartPlugin):
         self._poll_config: Any = None  # mode poll: dlms_protocol.poll.config.PollConfig
         self._protocol = "auto"
         self._quirks: Optional[Dict[str, str]] = None
+        #: listen with protocol auto and no line named: the line settings to try in turn
+        self._search: Tuple[Tuple[int, str], ...] = ()
 
         self._obis_items: Dict[str, Tuple[Any, ps.ObisBinding]] = {}
         self._readout_items: Dict[str, Any] = {}
@@ -152,6 +154,10 @@ class DLMS(SmartPlugin):
                 # SML, DLMS push or push-only D0 (auto: by checksum)
                 self._protocol = str(self.get_parameter_value("protocol") or "auto").lower()
                 self._listener_config = self._make_listener_config()
+                if self._protocol == "auto" and not self.get_parameter_value("listen_baudrate") \
+                        and not str(self.get_parameter_value("listen_format") or "").strip():
+                    from .dlms_protocol.detect.probe import PASSIVE
+                    self._search = PASSIVE  # nothing named: search the usual lines like detect
                 from .dlms_protocol.sml.decoder import parse_quirks
                 from .dlms_protocol.sml import source as _stream  # noqa: F401 - missing packages show now
                 self._quirks = parse_quirks(self.get_parameter_value("sml_quirks") or "")
@@ -294,7 +300,7 @@ class DLMS(SmartPlugin):
         if self._mode == "listen":
             return make_source("sml", config=self._listener_config, listen_timeout=self._listen_timeout,
                                protocol=self._protocol, quirks=self._quirks, stats=self._stats,
-                               on_problem=self._on_problem)
+                               on_problem=self._on_problem, search=self._search)
         # read when the SmartHomeNG scheduler says so; stale after two and a half missed cycles
         if self._mode == "poll":
             if not self._poll_config.obis:  # poll what the items want (all registers if none names a code)
@@ -806,11 +812,15 @@ class DLMS(SmartPlugin):
         rows = []
         for name in ("mode", "serialport") + CONFIG_ROWS.get(self._mode, CONFIG_ROWS["readout"]):
             value = self.get_parameter_value(name)
-            line = self._listener_config
+            listener = self._listener
+            line = listener.config if listener is not None else self._listener_config  # (the search's line)
             if name == "listen_format" and line is not None:  # as used: YAML reads an unquoted 8E1 as 80.0,
                 value = f"{line.bytesize}{line.parity}{line.stopbits}"  # and empty is the protocol's usual one
             elif name == "listen_baudrate" and line is not None:
                 value = line.baudrate
+                if self._search:
+                    state = "Suche" if getattr(listener, "searching", True) else "gefunden"
+                    value = f"{value} ({self.translate(state)})"
             rows.append((name, str(value)))
         for name in SECRET_ROWS.get(self._mode, ()):
             rows.append((name, self.translate("gesetzt") if self.get_parameter_value(name) else "-"))

@@ -110,8 +110,34 @@ def test_protocol_sml_listens_at_9600_8n1_unless_told(shng) -> None:
         sim.stop()
 
 
+def test_with_nothing_named_the_plugin_finds_the_meters_line(shng, caplog) -> None:
+    """``mode: listen`` and a port only (protocol auto): the plugin listened at 2400 8E1, so an SML
+    meter (9600 8N1) gave nothing. Now it searches the usual lines like ``detect`` and keeps the
+    one whose message passed its checks, and says how to skip the search."""
+    caplog.set_level(logging.INFO)
+    sim = SmlSimulator(seed=14)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    try:
+        (plugin,) = shng.load_plugins({"dlms": dict(plugin_name="dlms", mode="listen", serialport=port)})
+        shng.load_item_tree({"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0*255"}}})
+        shng.start()
+        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
+        wait_for(sim.reader_ready)
+        assert sim.send_once()
+        wait_for(lambda: plugin.status()["successes"] > 0)
+        assert shng.items.return_item("meter.energy")() == pytest.approx(float(sim.last_registers["1-0:1.8.0*255"]))
+        rows = dict(plugin.config_rows())
+        assert (rows["listen_baudrate"], rows["listen_format"]) == ("9600 (gefunden)", "8N1")
+        (note,) = [n for n in plugin.status()["notes"] if n.startswith("line search")]
+        assert "9600 Bd 8N1" in note and "set this speed and format" in note
+        assert note in caplog.text
+    finally:
+        sim.stop()
+
+
 def test_the_line_a_configuration_leaves_out_follows_the_protocol(shng) -> None:
-    """DLMS push and auto stay at 2400 8E1 (M-Bus); d0 is 9600 7E1; what is set is kept."""
+    """DLMS push and auto stay at 2400 8E1 (M-Bus); d0 is 9600 7E1; what is set is kept. Auto with
+    no line named searches the usual lines (the test above)."""
     plugins = shng.load_plugins({
         "a": dict(plugin_name="dlms", instance="a", mode="listen", serialport="/dev/null-a"),
         "b": dict(plugin_name="dlms", instance="b", mode="listen", serialport="/dev/null-b", protocol="dlms"),
@@ -122,3 +148,4 @@ def test_the_line_a_configuration_leaves_out_follows_the_protocol(shng) -> None:
     lines = [(p._listener_config.baudrate, p._listener_config.bytesize, p._listener_config.parity,
               p._listener_config.stopbits) for p in plugins]
     assert lines == [(2400, 8, "E", 1), (2400, 8, "E", 1), (9600, 7, "E", 1), (2400, 8, "E", 1)]
+    assert [bool(p._search) for p in plugins] == [True, False, False, False]

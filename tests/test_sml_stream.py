@@ -352,3 +352,43 @@ def test_a_quiet_line_between_pushes_keeps_the_port_open(protocol: str, meter: s
     assert listener.connects == 1, caplog.text
     assert "unexpected error" not in caplog.text
     assert listener.stats.get("messages") == 3
+
+
+def test_the_line_search_finds_a_dlms_meter_at_2400_8e1(monkeypatch, caplog) -> None:
+    """The search (a listener with no line named) goes through detect's usual lines; at the wrong
+    ones a DLMS push arrives as garbage, which is no warning and no failure; at 2400 8E1 the push
+    passes its checks, is delivered, and the line is kept."""
+    import logging
+
+    import dlms_protocol.sml.source as stream
+    from dlms_protocol.detect.probe import PASSIVE
+    from dlms_protocol.sml.source import StreamListener
+
+    monkeypatch.setattr(stream, "SEARCH_LISTEN", 0.5)
+    monkeypatch.setattr(stream, "SEARCH_DWELL", 6.0)  # (opened just inside a push: 1.9 s of it, 0.4 s
+    # pause, and the next push's 1.9 s on the line)
+    caplog.set_level(logging.INFO)
+    sim = PushSimulator(wrapper="hdlc", seed=21, interval=0.4)
+    port = sim.open_pty(baudrate=2400, parity="E")
+    got: List = []
+    problems: List = []
+    listener = StreamListener(ListenerConfig(port=port), got.append, on_error=problems.append, protocol="auto",
+                              search=PASSIVE)
+    assert (listener.config.baudrate, listener.config.parity) == (9600, "N")  # the first usual line
+    sim.start()
+    listener.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        listener.stop()
+        sim.stop()
+    assert got and got[0].get("1.8.0") is not None
+    c = listener.config
+    assert (c.baudrate, c.bytesize, c.parity, c.stopbits) == (2400, 8, "E", 1) and not listener.searching
+    assert listener.detected_protocol == "dlms"
+    assert "2400 Bd 8E1" in listener.notes["line search"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [e for e in problems if not e.lead_in]  # (the tail of a push it opened into, at most)
+    assert listener.connects >= 3  # one open per line tried

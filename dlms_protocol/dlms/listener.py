@@ -319,7 +319,7 @@ class PushListener:
             backoff.reset()
             self.connects += 1
             self.stats.count("connects")
-            if self.connects > 1:
+            if self.connects > 1 and not self.searching:
                 log.info("reconnected to %s", self.config.port)
             self.decoder.reset()
             self._cadence.reset()
@@ -338,8 +338,16 @@ class PushListener:
                 with self._port_lock:
                     self._port = None
                 port.close()
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not self._next_line():
                 self._pause(backoff.next())
+
+    #: the listener tries line settings in turn (``sml.source.StreamListener``'s search)
+    searching = False
+
+    def _next_line(self) -> bool:
+        """After the read loop ended: True when ``config`` now names the next line settings to
+        try, to be opened at once (a subclass's search); the listener itself keeps its line."""
+        return False
 
     def _read_loop(self, port: Transport) -> None:
         while not self._stop.is_set():

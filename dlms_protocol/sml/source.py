@@ -7,17 +7,25 @@ quirk and the reduced data set once, with what to do. ``SmlSource`` is the pipel
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any, Callable, Dict, Optional
+import time
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from ..config import ListenerConfig
-from ..dlms.listener import PushListener
+from ..config import ListenerConfig, parse_format
+from ..dlms.listener import READ_SLICE, PushListener
 from ..dlms.source import PushSource
 from ..errors import DlmsError
 from ..model import MeterData, Statistics
 from ..pipeline import Emit
+from ..transport import Transport
 
 log = logging.getLogger(__name__)
+
+#: the line search's window per line setting: seconds without a byte, and once bytes came (two
+#: periods of a meter that pushes every 10 s, plus a long frame at 2400 Bd: opened inside one
+#: push, the next must still end inside the window)
+SEARCH_LISTEN, SEARCH_DWELL = 3.0, 25.0
 
 
 class StreamListener(PushListener):
@@ -29,13 +37,23 @@ class StreamListener(PushListener):
 
     def __init__(self, config: ListenerConfig, on_data: Callable[[MeterData], None],
                  stats: Optional[Statistics] = None, on_error: Optional[Callable[[DlmsError], None]] = None,
-                 *, protocol: str = "sml", quirks: Optional[Dict[str, str]] = None, **kwargs: Any) -> None:
-        from ..detect.decoders import make_decoder
-
+                 *, protocol: str = "sml", quirks: Optional[Dict[str, str]] = None,
+                 search: Sequence[Tuple[int, str]] = (), **kwargs: Any) -> None:
+        """``search``: (baud rate, format) line settings to try in turn, from ``config``'s,
+        until a message passes its checks (a configuration that names no line: the usual ones
+        of ``detect``); the line found is kept from then on."""
+        self._lines = [(int(baud), parse_format(fmt)) for baud, fmt in search]
+        if self._lines:  # (the search begins with the first)
+            baud, (bytesize, parity, stopbits) = self._lines[0]
+            config = dataclasses.replace(config, baudrate=baud, bytesize=bytesize, parity=parity, stopbits=stopbits)
         super().__init__(config, on_data, stats, on_error, **kwargs)
         self.protocol = protocol
-        self.decoder: Any = _Recording(make_decoder(protocol, config, self.stats, self._decode_error, quirks=quirks))
+        self.quirks = quirks
+        self.decoder: Any = self._new_decoder()
         self.notes: Dict[str, str] = {}
+        self.searching = bool(self._lines)
+        self._line = 0
+        self._line_done = False
         user_hook = self.on_message
 
         def on_message(msg: Any) -> None:
@@ -44,6 +62,64 @@ class StreamListener(PushListener):
                 user_hook(msg)
 
         self.on_message = on_message
+
+    def _new_decoder(self) -> Any:
+        from ..detect.decoders import make_decoder
+
+        return _Recording(make_decoder(self.protocol, self.config, self.stats, self._decode_error,
+                                       quirks=self.quirks))
+
+    # ------------------------------------------------------------- the line search
+    def _read_loop(self, port: Transport) -> None:
+        if self.searching and not self._search_window(port):
+            return  # (the port is closed and the next line opened: _next_line)
+        super()._read_loop(port)
+
+    def _search_window(self, port: Transport) -> bool:
+        """Listen at this line like ``detect``: SEARCH_LISTEN s, SEARCH_DWELL s once bytes came
+        (a push period can be 10 s); True when a message passed its checks (delivered)."""
+        start = time.monotonic()
+        end = start + SEARCH_LISTEN
+        heard = False
+        while not self._stop.is_set():
+            data = port.read_some(4096, READ_SLICE, 64)  # (not a wake-up per byte: a search is no hurry)
+            if data:
+                if not heard:
+                    heard, end = True, start + SEARCH_DWELL
+                messages = self.decoder.feed(data)
+                # (auto recognises a protocol by a checksum that held: also an encrypted frame
+                # without its key, whose error then says what is missing)
+                if messages or self.detected_protocol is not None:
+                    self._found(time.monotonic() - start)
+                    for msg in messages:
+                        self._deliver(msg)
+                    return True
+            if time.monotonic() >= end:
+                self._line_done = True
+                return False
+        return False
+
+    def _found(self, took: float) -> None:
+        self.searching = False
+        c = self.config
+        line = f"{c.baudrate} Bd {c.bytesize}{c.parity}{c.stopbits}"
+        note = (f"line search: the meter sends at {line}; set this speed and format in the configuration "
+                "to skip the search at every start")
+        self.notes["line search"] = note
+        log.info("%s: %s (found in %.0f s)", c.port, note, took)
+
+    def _next_line(self) -> bool:
+        if not self._line_done:
+            return False
+        self._line_done = False
+        self._line = (self._line + 1) % len(self._lines)
+        baud, (bytesize, parity, stopbits) = self._lines[self._line]
+        self.config = dataclasses.replace(self.config, baudrate=baud, bytesize=bytesize, parity=parity,
+                                          stopbits=stopbits)
+        self.decoder = self._new_decoder()  # (a D0 decoder knows its character format)
+        log.debug("%s: nothing passed a check; listening at %d Bd %d%s%d now", self.config.port, baud, bytesize,
+                  parity, stopbits)
+        return True
 
     @property
     def detected_protocol(self) -> Optional[str]:
@@ -55,6 +131,11 @@ class StreamListener(PushListener):
         from ..detect.report import diagnose
 
         cfg = self.config
+        if self.searching:
+            tried = ", ".join(f"{baud} {size}{parity}{stop}" for baud, (size, parity, stop) in self._lines)
+            return (f"no message passed its checks at any usual line setting ({tried}): check that the "
+                    "interface sends (an SML meter's optical INFO interface may need its PIN entered) and "
+                    "run `python -m dlms_protocol detect PORT` with the plugin stopped")
         return diagnose(bytes(self.decoder.tail), self.stats, cfg.baudrate, f"{cfg.bytesize}{cfg.parity}{cfg.stopbits}")
 
     def _note(self, msg: Any) -> None:
