@@ -375,6 +375,7 @@ def test_the_line_search_finds_a_dlms_meter_at_2400_8e1(monkeypatch, caplog) -> 
     listener = StreamListener(ListenerConfig(port=port), got.append, on_error=problems.append, protocol="auto",
                               search=PASSIVE)
     assert (listener.config.baudrate, listener.config.parity) == (9600, "N")  # the first usual line
+    assert "no message passed its checks at 9600 8N1 so far (of 8)" in listener.diagnosis()
     sim.start()
     listener.start()
     try:

@@ -53,6 +53,7 @@ class StreamListener(PushListener):
         self.notes: Dict[str, str] = {}
         self.searching = bool(self._lines)
         self._line = 0
+        self._rounds = 0  # times every setting was tried
         self._line_done = False
         user_hook = self.on_message
 
@@ -113,6 +114,8 @@ class StreamListener(PushListener):
             return False
         self._line_done = False
         self._line = (self._line + 1) % len(self._lines)
+        if self._line == 0:
+            self._rounds += 1
         baud, (bytesize, parity, stopbits) = self._lines[self._line]
         self.config = dataclasses.replace(self.config, baudrate=baud, bytesize=bytesize, parity=parity,
                                           stopbits=stopbits)
@@ -132,9 +135,11 @@ class StreamListener(PushListener):
 
         cfg = self.config
         if self.searching:
-            tried = ", ".join(f"{baud} {size}{parity}{stop}" for baud, (size, parity, stop) in self._lines)
-            return (f"no message passed its checks at any usual line setting ({tried}): check that the "
-                    "interface sends (an SML meter's optical INFO interface may need its PIN entered) and "
+            lines = self._lines[:self._line + 1] if self._rounds == 0 else self._lines
+            tried = ", ".join(f"{baud} {size}{parity}{stop}" for baud, (size, parity, stop) in lines)
+            still = "" if self._rounds else f" so far (of {len(self._lines)})"
+            return (f"searching the line setting: no message passed its checks at {tried}{still}; check that "
+                    "the interface sends (an SML meter's optical INFO interface may need its PIN entered), or "
                     "run `python -m dlms_protocol detect PORT` with the plugin stopped")
         return diagnose(bytes(self.decoder.tail), self.stats, cfg.baudrate, f"{cfg.bytesize}{cfg.parity}{cfg.stopbits}")
 
