@@ -157,7 +157,10 @@ class DLMS(SmartPlugin):
                 if self._protocol == "auto" and not self.get_parameter_value("listen_baudrate") \
                         and not str(self.get_parameter_value("listen_format") or "").strip():
                     from .dlms_protocol.detect.probe import PASSIVE
-                    self._search = PASSIVE  # nothing named: search the usual lines like detect
+                    # nothing named: search the usual lines like detect, the former default first
+                    # (a DLMS push meter at 2400 8E1 is found at once, as before the search)
+                    first = listen_line("auto")
+                    self._search = (first,) + tuple(line for line in PASSIVE if line != first)
                 from .dlms_protocol.sml.decoder import parse_quirks
                 from .dlms_protocol.sml import source as _stream  # noqa: F401 - missing packages show now
                 self._quirks = parse_quirks(self.get_parameter_value("sml_quirks") or "")

@@ -3,6 +3,7 @@ the values the simulator sent, the reduced data set is logged and shown in the s
 unlock it, and a line of damaged transmissions gets the diagnosis in the log."""
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Iterator
 
@@ -110,22 +111,36 @@ def test_protocol_sml_listens_at_9600_8n1_unless_told(shng) -> None:
         sim.stop()
 
 
-def test_with_nothing_named_the_plugin_finds_the_meters_line(shng, caplog) -> None:
+def test_with_nothing_named_the_plugin_finds_the_meters_line(shng, caplog, monkeypatch) -> None:
     """``mode: listen`` and a port only (protocol auto): the plugin listened at 2400 8E1, so an SML
     meter (9600 8N1) gave nothing. Now it searches the usual lines like ``detect`` and keeps the
     one whose message passed its checks, and says how to skip the search."""
     caplog.set_level(logging.INFO)
-    sim = SmlSimulator(seed=14)
+    sim = SmlSimulator(seed=14, interval=0.5)
     port = sim.open_pty(baudrate=9600, parity="N")
     try:
         (plugin,) = shng.load_plugins({"dlms": dict(plugin_name="dlms", mode="listen", serialport=port)})
+        assert plugin._search[:2] == ((2400, "8E1"), (9600, "8N1"))  # the former default first
+        stream = importlib.import_module(type(plugin).__module__ + ".dlms_protocol.sml.source")
+        monkeypatch.setattr(stream, "SEARCH_LISTEN", 1.0)  # (the plugin's own copy of the core)
+        monkeypatch.setattr(stream, "SEARCH_DWELL", 2.0)
         shng.load_item_tree({"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0*255"}}})
+        sent: list = []
+        build = sim.build
+
+        def recording_build() -> bytes:
+            data = build()
+            sent.append(float(sim.last_registers["1-0:1.8.0*255"]))
+            return data
+
+        sim.build = recording_build  # type: ignore[method-assign]
+        sim.start()
         shng.start()
-        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
-        wait_for(sim.reader_ready)
-        assert sim.send_once()
         wait_for(lambda: plugin.status()["successes"] > 0)
-        assert shng.items.return_item("meter.energy")() == pytest.approx(float(sim.last_registers["1-0:1.8.0*255"]))
+        sim.stop()
+        # the item holds a reading the meter sent (the energy grows with every transmission)
+        wait_for(lambda: float(plugin._last_data.get("1-0:1.8.0").value) == shng.items.return_item("meter.energy")())
+        assert float(plugin._last_data.get("1-0:1.8.0").value) in sent
         rows = dict(plugin.config_rows())
         assert (rows["listen_baudrate"], rows["listen_format"]) == ("9600 (gefunden)", "8N1")
         (note,) = [n for n in plugin.status()["notes"] if n.startswith("line search")]

@@ -22,10 +22,10 @@ from ..transport import Transport
 
 log = logging.getLogger(__name__)
 
-#: the line search's window per line setting: seconds without a byte, and once bytes came (two
-#: periods of a meter that pushes every 10 s, plus a long frame at 2400 Bd: opened inside one
-#: push, the next must still end inside the window)
-SEARCH_LISTEN, SEARCH_DWELL = 3.0, 25.0
+#: the line search's window per line setting: seconds without a byte (a meter that pushes every
+#: 10 s must send once inside it), and once bytes came (two such periods plus a long frame at
+#: 2400 Bd: opened inside one push, the next must still end inside the window)
+SEARCH_LISTEN, SEARCH_DWELL = 12.0, 25.0
 
 
 class StreamListener(PushListener):
