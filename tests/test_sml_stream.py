@@ -393,3 +393,31 @@ def test_the_line_search_finds_a_dlms_meter_at_2400_8e1(monkeypatch, caplog) -> 
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not [e for e in problems if not e.lead_in]  # (the tail of a push it opened into, at most)
     assert listener.connects >= 3  # one open per line tried
+
+
+def test_the_line_search_reads_a_d0_meter_as_7e1(monkeypatch) -> None:
+    """A push-only D0 meter (9600 7E1) passes its BCC already at 9600 8N1, the same bits with the
+    parity bit as eighth data bit, unchecked. The search then reopens the line as 7E1, where the
+    transport checks each character's parity, and names 7E1."""
+    import dlms_protocol.sml.source as stream
+    from dlms_protocol.detect.probe import PASSIVE
+    from dlms_protocol.simulator.d0 import SimulatedMeter
+    from dlms_protocol.sml.source import StreamListener
+
+    monkeypatch.setattr(stream, "SEARCH_LISTEN", 1.0)
+    monkeypatch.setattr(stream, "SEARCH_DWELL", 3.0)
+    with SimulatedMeter("lgz_e350", mode="push", push_interval=0.5, push_baudrate=9600) as meter:
+        got: List = []
+        listener = StreamListener(ListenerConfig(port=meter.port), got.append, protocol="auto", search=PASSIVE)
+        listener.start()
+        try:
+            deadline = time.monotonic() + 30
+            while (len(got) < 3 or listener.detected_protocol is None) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            listener.stop()
+    c = listener.config
+    assert (c.baudrate, c.bytesize, c.parity, c.stopbits) == (9600, 7, "E", 1) and listener.detected_protocol == "d0"
+    assert "9600 Bd 7E1" in listener.notes["line search"]
+    assert len(got) >= 3 and all(d.checksum == "BCC" and d.get("0.0.0") is not None for d in got)
+    assert listener.connects == 2  # found at 9600 8N1, then the same line as 7E1

@@ -55,6 +55,7 @@ class StreamListener(PushListener):
         self._line = 0
         self._rounds = 0  # times every setting was tried
         self._line_done = False
+        self._reopen = False
         user_hook = self.on_message
 
         def on_message(msg: Any) -> None:
@@ -91,25 +92,35 @@ class StreamListener(PushListener):
                 # (auto recognises a protocol by a checksum that held: also an encrypted frame
                 # without its key, whose error then says what is missing)
                 if messages or self.detected_protocol is not None:
-                    self._found(time.monotonic() - start)
                     for msg in messages:
                         self._deliver(msg)
-                    return True
+                    return self._found(time.monotonic() - start)
             if time.monotonic() >= end:
                 self._line_done = True
                 return False
         return False
 
-    def _found(self, took: float) -> None:
+    def _found(self, took: float) -> bool:
+        """Keep the line (True), or reopen it once as 7E1 (False): a D0 telegram read as 8N1 is
+        the same bits, but only 7E1 has its parity bits checked (``transport``)."""
         self.searching = False
         c = self.config
+        if self.detected_protocol == "d0" and (c.bytesize, c.parity) == (8, "N"):
+            self.config = dataclasses.replace(c, bytesize=7, parity="E")
+            self.decoder = self._new_decoder()
+            self._reopen = True
+            c = self.config
         line = f"{c.baudrate} Bd {c.bytesize}{c.parity}{c.stopbits}"
         note = (f"line search: the meter sends at {line}; set this speed and format in the configuration "
                 "to skip the search at every start")
         self.notes["line search"] = note
         log.info("%s: %s (found in %.0f s)", c.port, note, took)
+        return not self._reopen
 
     def _next_line(self) -> bool:
+        if self._reopen:  # (the line found, as 7E1)
+            self._reopen = False
+            return True
         if not self._line_done:
             return False
         self._line_done = False
