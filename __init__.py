@@ -154,15 +154,11 @@ class DLMS(SmartPlugin):
                 # SML, DLMS push or push-only D0 (auto: by checksum)
                 self._protocol = str(self.get_parameter_value("protocol") or "auto").lower()
                 self._listener_config = self._make_listener_config()
+                from .dlms_protocol.sml.decoder import parse_quirks
+                from .dlms_protocol.sml import source as stream  # (missing packages show now)
                 if self._protocol == "auto" and not self.get_parameter_value("listen_baudrate") \
                         and not str(self.get_parameter_value("listen_format") or "").strip():
-                    from .dlms_protocol.detect.probe import PASSIVE
-                    # nothing named: search the usual lines like detect, the former default first
-                    # (a DLMS push meter at 2400 8E1 is found at once, as before the search)
-                    first = listen_line("auto")
-                    self._search = (first,) + tuple(line for line in PASSIVE if line != first)
-                from .dlms_protocol.sml.decoder import parse_quirks
-                from .dlms_protocol.sml import source as _stream  # noqa: F401 - missing packages show now
+                    self._search = stream.usual_lines()  # nothing named: the listener finds the line
                 self._quirks = parse_quirks(self.get_parameter_value("sml_quirks") or "")
             elif self._mode == "poll":
                 self._poll_config = self._make_poll_config()
@@ -813,10 +809,10 @@ class DLMS(SmartPlugin):
     def config_rows(self) -> List[Tuple[str, str]]:
         """Parameter table for the web interface; keys only show whether they are set."""
         rows = []
+        listener = self._listener
+        line = listener.config if listener is not None else self._listener_config  # (the search's line)
         for name in ("mode", "serialport") + CONFIG_ROWS.get(self._mode, CONFIG_ROWS["readout"]):
             value = self.get_parameter_value(name)
-            listener = self._listener
-            line = listener.config if listener is not None else self._listener_config  # (the search's line)
             if name == "listen_format" and line is not None:  # as used: YAML reads an unquoted 8E1 as 80.0,
                 value = f"{line.bytesize}{line.parity}{line.stopbits}"  # and empty is the protocol's usual one
             elif name == "listen_baudrate" and line is not None:

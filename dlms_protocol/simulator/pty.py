@@ -401,4 +401,19 @@ class PtyLink:
                 raise
 
 
-__all__ = ["PtyLink", "uart_resample"]
+def publish_link(port: str, link: str) -> str:
+    """Also publish ``port`` under the symlink ``link`` (a stable ``/dev/serial/by-id`` stand-in),
+    replaced atomically so a reader never finds it missing; returns ``link``."""
+    tmp = f"{link}.tmp{os.getpid()}"
+    os.symlink(port, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def remove_link(link: Optional[str]) -> None:
+    """Remove a link ``publish_link`` made (like pulling the adapter: nothing if it is gone)."""
+    if link and os.path.islink(link):
+        os.unlink(link)
+
+
+__all__ = ["PtyLink", "uart_resample", "publish_link", "remove_link"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..dlms import encode
 from ..dlms.apdu import DESCRIPTOR, Array, Structure, encode_notification
 from ..dlms.units import code_of
-from .pty import PtyLink
+from .pty import PtyLink, publish_link, remove_link
 
 log = logging.getLogger(__name__)
 
@@ -323,10 +322,7 @@ class PushSimulator:
             self.path = pty.port
         if link:
             self._link = link
-            tmp = f"{link}.tmp{os.getpid()}"
-            os.symlink(pty.port, tmp)
-            os.replace(tmp, link)
-            return link
+            return publish_link(pty.port, link)
         return pty.port
 
     def close_pty(self) -> None:
@@ -338,8 +334,7 @@ class PushSimulator:
     def unplug(self) -> None:
         """Like pulling the USB adapter: the pty goes away and the stable link dangles."""
         self.close_pty()
-        if self._link and os.path.lexists(self._link):
-            os.unlink(self._link)
+        remove_link(self._link)
 
     def replug(self) -> str:
         """Like plugging it back in: a new pty (new /dev/pts number) behind the same link."""

@@ -10,7 +10,6 @@ reduced data set (no PIN), the Holley DTZ541 KERMIT CRC, or damage a transmissio
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -173,17 +172,14 @@ class SmlSimulator:
                  time_scale: float = 1.0, link: Optional[str] = None) -> str:
         """The meter's paced serial line; ``link``: also under this symlink (removed by ``stop``),
         a stable name for a configuration, as with ``simulate-push --link``."""
-        from .pty import PtyLink
+        from .pty import PtyLink, publish_link
 
         self.pty = PtyLink(baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits,
                            time_scale=time_scale)
         port: str = self.pty.port  # type: ignore[attr-defined]
         if link:
-            tmp = f"{link}.tmp{os.getpid()}"
-            os.symlink(port, tmp)
-            os.replace(tmp, link)
             self._link = link
-            return link
+            return publish_link(port, link)
         return port
 
     def reader_ready(self) -> bool:
@@ -226,8 +222,10 @@ class SmlSimulator:
             self._thread.join(timeout)
         if self.pty is not None:
             self.pty.close()  # type: ignore[attr-defined]
-        if self._link and os.path.islink(self._link):
-            os.unlink(self._link)
+        if self._link:
+            from .pty import remove_link
+
+            remove_link(self._link)
             self._link = None
 
     def __enter__(self) -> "SmlSimulator":

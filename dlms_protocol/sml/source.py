@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from ..config import ListenerConfig, parse_format
+from ..config import ListenerConfig, listen_line, parse_format
 from ..dlms.listener import READ_SLICE, PushListener
 from ..dlms.source import PushSource
 from ..errors import DlmsError
@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 #: 10 s must send once inside it), and once bytes came (two such periods plus a long frame at
 #: 2400 Bd: opened inside one push, the next must still end inside the window)
 SEARCH_LISTEN, SEARCH_DWELL = 12.0, 25.0
+
+
+def usual_lines() -> Tuple[Tuple[int, str], ...]:
+    """The search's order for a configuration that names no line: ``auto``'s usual one first (what
+    such a configuration always listened at, so a DLMS push meter at 2400 8E1 is found at once),
+    then the rest of ``detect``'s passive lines, most common first."""
+    from ..detect.probe import PASSIVE
+
+    first = listen_line("auto")
+    return (first,) + tuple(line for line in PASSIVE if line != first)
 
 
 class StreamListener(PushListener):
@@ -217,4 +227,4 @@ def make_sml_source(config: ListenerConfig, listen_timeout: float = 30.0, **kwar
     return SmlSource(config, listen_timeout, **kwargs)
 
 
-__all__ = ["StreamListener", "SmlSource", "make_sml_source"]
+__all__ = ["StreamListener", "SmlSource", "make_sml_source", "usual_lines"]
