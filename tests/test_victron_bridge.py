@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -586,6 +588,32 @@ def test_publish_from_many_threads(rig: Rig, client: VenusClient) -> None:
         t.join(30)
     b.publish(live("THREADS", 0, 4242))
     client.wait_for(lambda c: c.value(name, "/Ac/Power") == -4242.0)
+
+
+def test_a_full_send_buffer_does_not_cost_the_connection(rig: Rig, client: VenusClient) -> None:
+    """A busy dbus-daemon (a GX under load) stops reading; the service's socket buffer fills. dbus-fast
+    treats the EAGAIN of its first write as a lost connection and closes the socket (python-dbus-next
+    issue 153): the grid meter would vanish from the bus. It waits for the socket instead."""
+    rig.start_settings()
+    b = rig.bridge()
+    b.publish(live("FULL", 1, 0))
+    name = grid(client)
+    core = b._core
+    assert core is not None
+    client.wait_for(lambda c: core.service.svc is not None)  # (set on the loop once the name is held)
+    assert core.service.svc is not None
+    sock = core.service.svc.bus._sock
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # (the kernel's minimum: fills fast)
+    os.kill(rig.daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(300):
+            b.publish(live("FULL", 1000 + i, 0))
+        b.status()  # runs on the loop after every queued frame
+        assert core.service.svc is not None and core.service.svc.bus.connected
+    finally:
+        os.kill(rig.daemon.proc.pid, signal.SIGCONT)
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == 1299.0)
+    assert b.stats.get("transport_errors") == 0
 
 
 def test_bad_settings_are_rejected_before_start() -> None:

@@ -66,11 +66,39 @@ async def open_bus(spec: str) -> Any:
             bus = MessageBus(bus_type=BusType.SYSTEM)
         else:
             bus = MessageBus(bus_address=which)
-        return await bus.connect()
+        bus = await bus.connect()
     except Exception as exc:  # dbus-fast raises plain Exceptions for auth/connect failures
         raise TransportError(f"cannot connect to the {which} D-Bus ({type(exc).__name__}: {exc})",
                              "on Venus OS use bus = system; elsewhere check DBUS_SESSION_BUS_ADDRESS "
                              "or set bus to the daemon's address") from None
+    writer = getattr(bus, "_writer", None)
+    if writer is not None and getattr(writer, "sock", None) is not None:
+        writer.sock = _WaitingSocket(writer.sock)
+    return bus
+
+
+class _WaitingSocket:
+    """The bus socket as dbus-fast's writer sees it: a send into a full socket buffer writes nothing.
+
+    Why: when dbus-daemon is too busy to read (a loaded GX) the connection's socket buffer fills,
+    and dbus-fast's writer (2.22 to 5.2; python-dbus-next issue 153) takes the EAGAIN of its first
+    write for a lost connection and closes the socket: the meter's service vanished from the bus.
+    With nothing written the writer waits for the socket to turn writable, as after a partial write.
+    """
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def send(self, data: Any) -> int:
+        try:
+            return int(self._sock.send(data))
+        except BlockingIOError:
+            return 0
+
+    def __getattr__(self, name: str) -> Any:  # sendmsg (descriptors: never negotiated here), fileno, ...
+        return getattr(self._sock, name)
 
 
 class MeterService:
