@@ -32,6 +32,9 @@ from .apdu import _INTS, TYPE_NAMES, Notification, notification_header, parse_da
 from .payload import Interpretation, _Builder, _plan, interpret, place
 from .profiles import Profile
 
+_new_object = object.__new__
+_set_field = object.__setattr__
+
 #: fixed-size integer tags -> struct format character, and each character's size (apdu's table)
 _INT_CHARS = {tag: fmt[1:] for tag, (fmt, _) in _INTS.items()}
 _SIZES = {fmt[1:]: size for fmt, size in _INTS.values()}
@@ -153,7 +156,9 @@ class PositionalTemplate(_Template):
                     continue
                 made["value"] = Decimal(value) * scale if scale is not None else Decimal(value)
                 made["raw"] = value
-            add(frozen_of(Reading, made))  # (``made`` has every field: a fresh dict it takes over)
+            reading = _new_object(Reading)  # model.frozen_of inline (a push makes a few dozen):
+            _set_field(reading, "__dict__", made)  # ``made`` has every field, a fresh dict it takes over
+            add(reading)
         return self._result(builder)
 
 

@@ -94,11 +94,15 @@ class Item:
     """One exported path: its value, how to print it, and whether the bus may write it."""
 
     __slots__ = ("path", "value", "writeable", "on_set", "text_fn", "valuetype", "description",
-                 "_variant", "text", "_props")
+                 "_variant", "text", "_props", "fmt")
 
     def __init__(self, path: str, value: Any = None, writeable: bool = False, on_set: Optional[OnSet] = None,
-                 text: Optional[TextFn] = None, valuetype: Optional[type] = None, description: str = "") -> None:
+                 text: Optional[TextFn] = None, valuetype: Optional[type] = None, description: str = "",
+                 fmt: Optional[str] = None) -> None:
         self.path = path
+        #: a measurement's text format (``fmt % value`` for a float; what ``text`` gives for one):
+        #: lets ``BusItemService.update`` set it without a call per path
+        self.fmt = fmt
         self.writeable = writeable
         self.on_set = on_set
         self.text_fn = text
@@ -187,12 +191,13 @@ class BusItemService:
 
     # ------------------------------------------------------------------ building
     def add_path(self, path: str, value: Any = None, writeable: bool = False, on_set: Optional[OnSet] = None,
-                 text: Optional[TextFn] = None, valuetype: Optional[type] = None, description: str = "") -> Item:
+                 text: Optional[TextFn] = None, valuetype: Optional[type] = None, description: str = "",
+                 fmt: Optional[str] = None) -> Item:
         if not path.startswith("/") or path == "/" or path.endswith("/"):
             raise ValueError(f"bad D-Bus object path {path!r}")
         if path in self._nodes:
             raise ValueError(f"{path} is already a node with children")
-        item = Item(path, value, writeable, on_set, text, valuetype, description)
+        item = Item(path, value, writeable, on_set, text, valuetype, description, fmt)
         self.items[path] = item
         self._nodes.update(_parents(path))
         if self.registered:
@@ -232,13 +237,28 @@ class BusItemService:
     def update(self, changes: Mapping[str, Any]) -> int:
         """Set many paths; one ItemsChanged carries the ones that really changed. Returns that count."""
         changed: List[Item] = []
+        entries: List[Entry] = []
         items = self.items
         for path, value in changes.items():
             item = items.get(path)
-            if item is not None and item.set(value):
+            if item is None:
+                continue
+            fmt = item.fmt
+            if fmt is not None and type(value) is float:
+                # a measurement, most of every push: Item.set's float case and its entry, inline
+                old = item.value
+                if value == old and type(old) is float:
+                    continue
+                item.value = value
+                item._variant = item._props = None
+                text = item.text = fmt % value
                 changed.append(item)
+                entries.append((path, "d", value, text))
+            elif item.set(value):
+                changed.append(item)
+                entries.append(item.entry())
         if changed and self.registered:
-            self._emit_changed(changed)
+            self._send(changed_signal(entries, lambda: {it.path: it.props for it in changed}))
         return len(changed)
 
     def set_one(self, path: str, value: Any) -> bool:

@@ -338,7 +338,8 @@ class MeterService:
         svc.add_path("/ErrorCode", v.get("/ErrorCode", 0))
         for path in self.mapper.measurement_paths(self.phases):
             spec = self.mapper.spec(path)
-            svc.add_path(path, v.get(path), text=spec.text if spec is not None else None)
+            svc.add_path(path, v.get(path), text=spec.text if spec is not None else None,
+                         fmt=spec.format or None if spec is not None else None)
 
     def add_phases(self, phases: Set[int]) -> None:
         """A later frame revealed more phases: add their paths to the running service."""
@@ -352,7 +353,8 @@ class MeterService:
         for path in self.mapper.measurement_paths(self.phases):
             if path not in svc:
                 spec = self.mapper.spec(path)
-                svc.add_path(path, self.values.get(path), text=spec.text if spec is not None else None)
+                svc.add_path(path, self.values.get(path), text=spec.text if spec is not None else None,
+                             fmt=spec.format or None if spec is not None else None)
 
     def connection_text(self, note: Optional[str]) -> str:
         """``/Mgmt/Connection``: the port, and a note when phase powers are estimated (Mapped.phase_note)."""

@@ -133,7 +133,7 @@ def marshal_entries(entries: Iterable[Entry]) -> Optional[bytearray]:
                 if "\0" in text:
                     raise _LeaveIt
                 raw = text.encode("utf-8")
-                layout, before, after = _measurement(path)
+                layout, before, after = _MEASUREMENTS.get(path) or _measurement(path)
                 # the a{sv} length: "Value" entry 16 + 8, "Text" entry 12 + 4 + the text + its NUL
                 buf += layout.pack(before, 41 + len(raw), after, value, _TEXT_S, len(raw))
                 buf += raw
