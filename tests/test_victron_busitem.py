@@ -222,6 +222,45 @@ def test_itemschanged_from_entries_is_dbus_fasts(items: Any, serial: int) -> Non
     assert bytes(ours._marshall(False)) == expected
 
 
+class _Sent:
+    connected = True
+
+    def __init__(self) -> None:
+        self.sent: List[bytes] = []
+
+    def send(self, msg: Message) -> None:
+        msg.serial = 7
+        self.sent.append(bytes(msg._marshall(False)))
+
+
+_formats = st.sampled_from(["%.0f", "%.1f", "%.2f", "%.3f", "%.0f W", "%.2f kWh"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_formats, st.lists(st.one_of(st.floats(), st.none(), st.integers(-5, 5),
+                                                       st.text(max_size=4)), min_size=1, max_size=4)),
+                min_size=1, max_size=8))
+def test_update_with_a_format_is_update_with_its_text_function(paths: Any) -> None:
+    """``update`` sets a float into a path with ``fmt`` inline: every value, text, signal byte and
+    changed count is the one the text function's path (``Item.set``) gives, NaN and types included."""
+    fast, slow = BusItemService("com.victronenergy.grid.a"), BusItemService("com.victronenergy.grid.a")
+    for i, (fmt, _values) in enumerate(paths):
+        def text(v: Any, fmt: str = fmt) -> str:  # (what mapping.PathSpec.text does with a format)
+            return fmt % v if isinstance(v, (int, float)) else str(v)
+        fast.add_path(f"/P{i}", None, text=text, fmt=fmt)
+        slow.add_path(f"/P{i}", None, text=text)
+    for svc in (fast, slow):
+        svc.bus, svc.registered = _Sent(), True
+    for step in range(max(len(v) for _f, v in paths)):
+        changes = {f"/P{i}": v[step] for i, (_f, v) in enumerate(paths) if step < len(v)}
+        assert fast.update(changes) == slow.update(changes)
+        for path in changes:
+            a, b = fast.items[path], slow.items[path]
+            assert (repr(a.value), type(a.value), a.text, a.entry()[:2]) == (repr(b.value), type(b.value), b.text,
+                                                                            b.entry()[:2])
+    assert fast.bus.sent == slow.bus.sent
+
+
 def test_fast_itemschanged_reaches_a_venus_client(exported: Tuple[Exported, VenusClient, str]) -> None:
     """On the real bus: the wire.py signal is understood like dbus-fast's."""
     exp, client, name = exported
