@@ -188,5 +188,25 @@ def make_print_output(json: Any = False, indent: Any = None, **options: Any) -> 
     return PrintOutput(_flag(json), indent=_indent(indent), **options)
 
 
-__all__ = ["PrintOutput", "make_print_output", "run_until_interrupted", "message_text", "offline_json",
+class LineFound(Output):
+    """Says once on stderr which line the search found, as the options that skip it next time."""
+
+    name = "line search"
+
+    def __init__(self, source: Any) -> None:  # (a push source with a line search: sml.source.SmlSource)
+        self.source = source
+        self.said = False
+
+    def publish(self, data: MeterData) -> None:
+        listener = self.source.listener
+        if self.said or listener is None or getattr(listener, "searching", True):
+            return
+        self.said = True
+        c = listener.config
+        print(f"line found: {c.baudrate} Bd {c.bytesize}{c.parity}{c.stopbits}; next time add --baudrate "
+              f"{c.baudrate} --parity {c.parity} --bytesize {c.bytesize} to skip the search",
+              file=sys.stderr, flush=True)
+
+
+__all__ = ["PrintOutput", "LineFound", "make_print_output", "run_until_interrupted", "message_text", "offline_json",
            "show_message", "decode_printer", "quiet_stdout"]

@@ -118,6 +118,23 @@ def test_listen_json_line_is_the_one_form_with_the_derived_net_power() -> None:
     assert by_obis["1-0:1.7.0.255"]["derived"] is False and by_obis["1-0:1.7.0.255"]["value"] == imp
 
 
+def test_listen_without_line_options_searches_and_says_what_it_found() -> None:
+    """``listen PORT`` alone (protocol auto, no line option) searches like the plugin, 2400 8E1 first,
+    and names the line found as the options that skip the search next time."""
+    sim = PushSimulator(wrapper="hdlc", seed=14)
+    port = sim.open_pty(baudrate=2400, parity="E", time_scale=25)
+    proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "listen", port, "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _send(sim, 1)
+        line = json.loads(proc.stdout.readline())
+    finally:
+        err = _stop(proc, sim)
+    assert proc.returncode == 0 and line["wrapper"] == "hdlc"
+    assert "no line settings given: trying 2400 8E1, 9600 8N1, 9600 7E1" in err
+    assert "line found: 2400 Bd 8E1; next time add --baudrate 2400 --parity E --bytesize 8" in err
+
+
 def test_listen_text_is_byte_for_byte_what_decode_prints(capsys) -> None:
     sim = PushSimulator(wrapper="mbus", seed=12)
     port = sim.open_pty(baudrate=9600, parity="E", time_scale=25)

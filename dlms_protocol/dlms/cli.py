@@ -14,7 +14,7 @@ import argparse
 import re
 import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..cli import loading
 from ..config import SECURITY_LEVELS, ListenerConfig
@@ -36,7 +36,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
                    help="what the meter sends (default auto: the first that passes its checks; "
                         "`detect PORT` finds speed and format too)")
     p.add_argument("--baudrate", type=int, default=None,
-                   help="default 2400 (M-Bus; SML and push-only D0: 9600); HDLC meters often 115200")
+                   help="default: the protocol's usual (dlms 2400, sml and d0 9600); with --protocol auto and "
+                        "no line option, the usual settings are tried in turn (2400 8E1 first)")
     p.add_argument("--parity", choices=("N", "E", "O"), default=None, help="default E (SML: N)")
     p.add_argument("--bytesize", type=int, choices=(7, 8), default=None, help="default 8 (push-only D0: 7)")
     p.add_argument("--stopbits", type=int, choices=(1, 2), default=1)
@@ -207,9 +208,19 @@ def _edge_notes(lost: List[DlmsError], lead_in: Optional[DlmsError], at_end: Lis
     return [e for e in lost if not any(e is x for x in edges)]
 
 
+def line_search(args: argparse.Namespace) -> Tuple[Tuple[int, str], ...]:
+    """The line settings ``listen`` tries in turn: with ``--protocol auto`` and no line option, the
+    plugin's search (``sml.source.usual_lines``); else none, the line named or the protocol's usual."""
+    if args.protocol != "auto" or args.baudrate or args.parity or args.bytesize:
+        return ()
+    from ..sml.source import usual_lines
+
+    return usual_lines()
+
+
 def cmd_listen(args: argparse.Namespace) -> int:
     """Source → Pipeline → PrintOutput until Ctrl-C: the terminal is one more output."""
-    from ..cli_output import PrintOutput, quiet_stdout, run_until_interrupted
+    from ..cli_output import LineFound, PrintOutput, quiet_stdout, run_until_interrupted
     from ..pipeline import Output, Pipeline, Throttled
     from ..sml.source import SmlSource
 
@@ -224,12 +235,21 @@ def cmd_listen(args: argparse.Namespace) -> int:
         from ..sml.decoder import parse_quirks
 
         quirks = parse_quirks(args.sml_quirks)
-    source = SmlSource(config, LISTEN_STALE, protocol=args.protocol, quirks=quirks)
+    search = line_search(args)
+    source = SmlSource(config, LISTEN_STALE, protocol=args.protocol, quirks=quirks, search=search)
     printer = PrintOutput(args.json, show_errors=not source.logs_errors)  # the listener logs its errors
     output: Output = Throttled(printer, args.min_interval) if args.min_interval > 0 else printer  # the latest
+    outputs = [output]
+    if search:
+        from ..sml.source import SEARCH_DWELL
+
+        tried = ", ".join(f"{b} {f}" for b, f in search)
+        print(f"no line settings given: trying {tried} in turn (up to {SEARCH_DWELL:.0f} s each); "
+              "--baudrate, --parity and --bytesize skip the search", file=sys.stderr, flush=True)
+        outputs.append(LineFound(source))
     # Ctrl-C sets an event, also while the port is being opened; the listener ends by itself only
     # on a configuration error, and the reader may close the pipe (printer.done)
-    run_until_interrupted(Pipeline(source, [output]), lambda: source.running, done=printer.done)
+    run_until_interrupted(Pipeline(source, outputs), lambda: source.running, done=printer.done)
     if printer.closed:
         quiet_stdout()
     counters = source.stats.snapshot()["counters"]

@@ -102,9 +102,10 @@ class StreamListener(PushListener):
                 # (auto recognises a protocol by a checksum that held: also an encrypted frame
                 # without its key, whose error then says what is missing)
                 if messages or self.detected_protocol is not None:
+                    keep = self._found(time.monotonic() - start)  # (first: its outputs see the line found)
                     for msg in messages:
                         self._deliver(msg)
-                    return self._found(time.monotonic() - start)
+                    return keep
             if time.monotonic() >= end:
                 self._line_done = True
                 return False
