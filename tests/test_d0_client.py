@@ -2,6 +2,7 @@
 real pseudo-terminals against the simulated meter (time-scaled, so the whole file stays fast)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from decimal import Decimal
@@ -235,6 +236,9 @@ def test_mode_e_is_read_in_mode_c():
     script.run()
     assert script.dialogue.identification.mode == "E"
     assert script.sent[1] == b"\x06050\r\n"  # V=0 (normal), Y=0 (data readout), not HDLC
+    # the sans-io dialogue has no logger: it leaves the note to its driver
+    assert ("info", "meter /ISk5\\2MT382-1000 offers mode E (HDLC); reading it in mode C") in script.dialogue.notes
+    assert script.dialogue.take_notes() and script.dialogue.notes == []
 
 
 def test_mode_b_switches_without_ack_and_mode_a_stays():
@@ -256,7 +260,7 @@ def test_query_code_and_address_go_into_the_sign_on():
     for bad in (dict(query_code="??"), dict(query_code="!"), dict(device_address="a/b"),
                 dict(device_address="zähler")):
         with pytest.raises(ConfigurationError):
-            D0Dialogue(cfg(**bad))
+            D0Dialogue(cfg(**bad), clock=lambda: 0.0)
 
 
 def test_wakeup_sends_2_2_seconds_of_nuls_then_pauses():
@@ -592,14 +596,17 @@ def test_close_from_another_thread_ends_a_running_read():
 
 
 # ------------------------------------------------------------------------ corpus replays
-def test_corpus_mt174_replayed_through_a_real_dialogue(corpus_dir):
+def test_corpus_mt174_replayed_through_a_real_dialogue(corpus_dir, caplog):
     path = corpus_dir / "d0" / "iskra_mt174_1.txt"
     need(path.is_file(), "corpus file iskra_mt174_1.txt")
     side = load_json(path.with_suffix(".json"))
+    caplog.set_level(logging.DEBUG, logger="dlms_protocol.iec62056_21.reader")
     with meter(str(path), echo=True) as m:
         reader = D0Reader(reader_config(m.port), time_scale=SCALE)
         data = reader.read()
         reader.close()
+    # the dialogue's notes reach the reader's log: the echo of the sign-on was skipped
+    assert "skipping echo of a request: b'/?!\\r\\n'" in caplog.text
     assert len(data.readings) == 343
     for item in side["expected"]:
         reading = data.get(item["obis"])

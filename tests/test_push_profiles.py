@@ -7,7 +7,6 @@ a profile that drifts from its source fails here.
 from __future__ import annotations
 
 import json
-import logging
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -538,17 +537,17 @@ def test_forced_profile_that_does_not_fit_says_why() -> None:
     assert "at-wienernetze-9" in str(info2.value)  # the error lists the names
 
 
-def test_ambiguous_profiles_select_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_ambiguous_profiles_select_none(tmp_path: Path) -> None:
     doc = json.loads((BUILTIN_DIR / "at-wienernetze-9.json").read_text(encoding="utf-8"))
     doc["name"] = "my-copy"
     (tmp_path / "copy.json").write_text(json.dumps(doc), encoding="utf-8")
     profiles = load_profiles([tmp_path])
     body = example_body(profiles["at-wienernetze-9"])
-    with caplog.at_level(logging.WARNING):
-        assert select_profile(body, profiles) is None
-    assert "several profiles" in caplog.text
+    assert select_profile(body, profiles) is None
     r = run(body, profiles=profiles)
     assert r.unknown_layout and r.profile is None
+    assert r.notes == ("several profiles fit: at-wienernetze-9, my-copy: none is chosen; set the profile "
+                       "explicitly",)
 
 
 def test_user_profile_replaces_builtin_of_same_name(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from ..config import ListenerConfig
 from ..errors import ChecksumError, DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
 from ..model import LayoutMemo, MeterData, Reading, Statistics, decimal_text, frozen_of, json_value
-from ..ratelimit import RepeatLimiter
+from ..ratelimit import Once, RepeatLimiter
 from .apdu import decode_apdu
 from .deframer import Deframer
 from .gbt import GbtAssembler
@@ -188,6 +188,9 @@ class _LogLimiter:
             self.log.warning("%s", exc)
 
 
+#: the interpretations' notes logged so far (once per process each)
+_NOTED = Once(100)
+
 #: messages with a tag that a published authentication key may fail before it is no longer tried
 PUBLISHED_TRIES = 3
 
@@ -323,6 +326,10 @@ class PushDecoder:
             if not self._engine_said:  # the log says once which library deciphers (gcm.py chooses)
                 self._engine_said = True
                 log.info("deciphering AES-GCM with %s", gcm.engine().name)
+            if log.isEnabledFor(logging.DEBUG):  # (the arguments cost more than the check)
+                log.debug("deciphered APDU: security control 0x%02x, system title %s, invocation counter %d, "
+                          "tag %s", d.security_control or 0, (d.system_title or b"").hex(), d.invocation_counter or 0,
+                          "verified" if d.tag_verified else "not verified")
         plain = d.apdu
         profile = self.config.profile if self.config.profile not in (None, "", "auto") else None
         if plain[:1] == b"/":
@@ -341,6 +348,9 @@ class PushDecoder:
                 notification = decode_apdu(plain)
                 interp = interpret(notification, profile, profiles=self._profiles, family=self._family)
                 timestamp = notification.timestamp
+                for text in interp.notes:  # (a profile problem that repeats with every frame: once)
+                    if _NOTED.first(text):
+                        log.warning("%s", text)
                 self._learn(plain, notification, interp, profile)
         if not interp.readings:
             raise DecodeError("the push carries no values", "the meter sent an empty notification; nothing to do")

@@ -40,7 +40,6 @@ a push has), as a readout keeps them.
 """
 from __future__ import annotations
 
-import logging
 import re
 import struct
 from dataclasses import dataclass, field
@@ -51,13 +50,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..errors import DecodeError, UnknownLayoutError
 from ..model import Reading, new_reading
 from ..obis import Obis, best_identity
-from ..ratelimit import Once
 from . import units
 from .apdu import BitString, Notification, parse_datetime
 from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_described, is_scaler_unit,
                        load_profiles, obis_of, reading_body, resolve)
-
-log = logging.getLogger(__name__)
 
 _REGISTER_CLASSES = (3, 4, 5)
 
@@ -501,8 +497,7 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
     else:
         chosen, reasons = choose(body, Candidates.of(available), family, facts=facts)
         if chosen is None and reasons and reasons[-1].startswith("several profiles fit"):
-            notes.append(reasons[-1])
-            _warn_once(reasons[-1] + ": none is chosen; set the profile explicitly")
+            notes.append(reasons[-1] + ": none is chosen; set the profile explicitly")
     b = builder(notification.timestamp, chosen)
     captures: Tuple[CaptureObject, ...] = ()
     unknown = False
@@ -528,15 +523,6 @@ def interpret(notification: Notification, profile: Optional[str] = None, *,
         capture_objects=captures,
         notes=tuple(notes),
     )
-
-
-_WARNED = Once(100)
-
-
-def _warn_once(text: str) -> None:
-    """Configuration problems that repeat with every frame are logged once per process."""
-    if _WARNED.first(text):
-        log.warning("%s", text)
 
 
 def unknown_layout_error(n: int) -> UnknownLayoutError:

@@ -43,7 +43,6 @@ else looks at it, so a malformed file is a ConfigurationError naming the file an
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,7 +55,6 @@ from .. import DATA_DIR
 from . import units
 from .apdu import DESCRIPTOR, INTEGER_TYPES, TYPE_NAMES, Notification, Structure, parse_datetime
 
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -452,7 +450,8 @@ def _builtin() -> Tuple[Profile, ...]:
 
 
 def load_profiles(extra_dirs: Sequence[Path] = ()) -> Dict[str, Profile]:
-    """Built-in profiles plus user folders/files; a user profile replaces a built-in of the same name."""
+    """Built-in profiles plus user folders/files; a user profile replaces a built-in of the same name
+    (``profiles`` lists it with its file)."""
     profiles: Dict[str, Profile] = {}
     for profile in _builtin():
         if profile.name in profiles:
@@ -461,9 +460,6 @@ def load_profiles(extra_dirs: Sequence[Path] = ()) -> Dict[str, Profile]:
     for where in extra_dirs:
         for path in _files(where):  # type: ignore[arg-type]
             profile = _load_file(path)
-            if profile.name in profiles:
-                log.info("profile %s from %s replaces %s", profile.name, path,
-                         profiles[profile.name].path or "the built-in one")
             profiles[profile.name] = profile
     return profiles
 
@@ -758,12 +754,9 @@ def mismatch(profile: Profile, body: Any, family: Optional[str] = None, forced: 
 
 def select_profile(body: Any, profiles: Dict[str, Profile], family: Optional[str] = None,
                    body_type: Optional[str] = None) -> Optional[Profile]:
-    """The one profile whose rules fit this body, or None (none, or more than one, fits)."""
-    chosen, reasons = choose(body, profiles.values(), family, body_type=body_type)
-    if chosen is None and reasons and reasons[-1].startswith("several profiles fit"):
-        log.warning("frame fits several profiles (%s): none is chosen; set the profile explicitly",
-                    reasons[-1].split(": ", 1)[1])
-    return chosen
+    """The one profile whose rules fit this body, or None (none, or more than one, fits: ``choose``
+    says why; ``payload.interpret`` puts it in the interpretation's notes)."""
+    return choose(body, profiles.values(), family, body_type=body_type)[0]
 
 
 def _is_clock(value: Any) -> bool:

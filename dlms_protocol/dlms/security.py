@@ -25,7 +25,6 @@ like "no data"). Key bytes never appear in messages or logs.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Dict, Optional, Tuple
@@ -36,8 +35,6 @@ from ..model import frozen_of
 from . import gcm
 from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
                       valid_security_control)
-
-log = logging.getLogger(__name__)
 
 # ``cryptography`` serves encoding (simulator, tests) here and is imported on first use: stock
 # Venus OS does not ship it (opkg feed only), and a plain meter or --check-config must not need
@@ -272,10 +269,6 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes],
     # a wrong encryption key yields random bytes (the APDU decoder then judges the content).
     if not verified and not (is_complete_apdu(plain) or _dsmr_plausible(plain)):
         raise DecryptionError("decrypted data is not a valid APDU", "check the encryption key")
-    if log.isEnabledFor(logging.DEBUG):  # (the arguments cost more than the check)
-        log.debug("deciphered APDU 0x%02x: security control 0x%02x, system title %s, invocation counter %d, "
-                  "tag %s", p.tag, sc, p.system_title.hex(), p.invocation_counter,
-                  "verified" if verified else "not verified")
     return frozen_of(Deciphered, {"apdu": plain, "ciphered": True, "tag_verified": verified, "security_control": sc,
                                   "system_title": p.system_title, "invocation_counter": p.invocation_counter})
 

@@ -34,10 +34,8 @@ docs/iec62056-21.md; the choices that matter in the field:
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
-import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Generator, List, Optional, Tuple, Union
 
@@ -48,7 +46,6 @@ from .datablock import CHECKSUMS, MAX_READOUT, Readout, parse_readout
 from .identification import RATE_TO_BAUD_CHAR_C, Identification, parse_identification
 from .stream import D0StreamSplitter
 
-log = logging.getLogger(__name__)
 
 STX, ETX, ACK, NAK, NUL, LF, CR = 0x02, 0x03, 0x06, 0x15, 0x00, 0x0A, 0x0D
 
@@ -175,7 +172,7 @@ def check_request_options(config: ReadoutConfig) -> None:
 class D0Dialogue:
     """The readout dialogue for one ``ReadoutConfig``. Usage (what a driver does)::
 
-        dialogue = D0Dialogue(config)
+        dialogue = D0Dialogue(config, clock=time.monotonic)
         action = dialogue.start()
         while not isinstance(action, Done):
             ...perform action...
@@ -188,7 +185,7 @@ class D0Dialogue:
     """
 
     def __init__(self, config: ReadoutConfig, *, time_scale: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, expect: Optional[str] = None) -> None:
+                 clock: Callable[[], float], expect: Optional[str] = None) -> None:
         check_request_options(config)
         if expect is not None and expect not in CHECKSUMS:
             raise ConfigurationError(f"checksum {expect!r} unknown", "expect BCC, CRC16 or None")
@@ -208,11 +205,21 @@ class D0Dialogue:
         self.timings: Dict[str, float] = {}
         #: errors of failed attempts that were retried (the reader counts them in its statistics)
         self.failures: List[ProtocolError] = []
+        #: what the driver logs, (level name, text) each: ``take_notes`` (the dialogue has no logger)
+        self.notes: List[Tuple[str, str]] = []
         self._gen = self._run()
         self._started = False
         self._stx_seen = False
 
     # ----------------------------------------------------------------- driver side
+    def take_notes(self) -> List[Tuple[str, str]]:
+        """The notes since the last call ("info" or "debug", text), for the driver's log."""
+        notes, self.notes = self.notes, []
+        return notes
+
+    def _note(self, level: str, text: str) -> None:
+        self.notes.append((level, text))
+
     def start(self) -> Action:
         if self._started:
             raise RuntimeError("dialogue already started")
@@ -266,8 +273,8 @@ class D0Dialogue:
                     ceiling = lower[-1] if lower else cfg.initial_baudrate
                 # info, not warning: a retry that works is routine (the statistics count it), and a
                 # readout that fails in the end is reported once by the caller
-                log.info("readout attempt %d failed at %d Bd (%s); retrying%s", attempt, failed_at, exc,
-                            f" at up to {ceiling} Bd" if ceiling != "auto" else "")
+                self._note("info", f"readout attempt {attempt} failed at {failed_at} Bd ({exc}); retrying"
+                           + (f" at up to {ceiling} Bd" if ceiling != "auto" else ""))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, ceiling: Union[str, int]) -> Generator[Action, Optional[bytes], Tuple[Readout, int]]:
@@ -297,13 +304,13 @@ class D0Dialogue:
         t_ident = self.clock()
         self.identification = ident
         self.timings["identification"] = t_ident - t_signon
-        log.debug("identification %r: mode %s, up to %d Bd", ident.raw, ident.mode, ident.baudrate)
+        self._note("debug", f"identification {ident.raw!r}: mode {ident.mode}, up to {ident.baudrate} Bd")
 
         # --- mode-specific switch
         self.phase = "acknowledge"
         if ident.mode in ("C", "E"):
             if ident.mode == "E":
-                log.info("meter %s offers mode E (HDLC); reading it in mode C", ident.raw)
+                self._note("info", f"meter {ident.raw} offers mode E (HDLC); reading it in mode C")
             target = choose_rate(ident.baudrate, ceiling)
             if not cfg.no_waiting:
                 rest = self._scaled(SHORT_REACTION_TIME if ident.short_reaction else REACTION_TIME)
@@ -321,8 +328,8 @@ class D0Dialogue:
                 self.rate = target
         elif ident.mode == "B":
             if ceiling != "auto" and ident.baudrate > int(ceiling):
-                log.info("mode B meter %s switches to %d Bd by itself; the ceiling %s cannot lower that",
-                         ident.raw, ident.baudrate, ceiling)
+                self._note("info", f"mode B meter {ident.raw} switches to {ident.baudrate} Bd by itself; the "
+                                   f"ceiling {ceiling} cannot lower that")
             leftover = b""  # anything after the identification is at the new rate
             if ident.baudrate != self.rate:
                 yield SetBaudrate(ident.baudrate)
@@ -335,7 +342,7 @@ class D0Dialogue:
         # use_checksum also covers a DSMR CRC16 after '!' (frames without ETX/BCC)
         readout = parse_readout(raw, use_checksum=cfg.use_checksum, expect=self.expect)
         if cfg.use_checksum and not has_bcc:
-            log.debug("data message without BCC from %s: nothing to check", ident.raw)
+            self._note("debug", f"data message without BCC from {ident.raw}: nothing to check")
         return readout, len(raw)
 
     def _receive_identification(self) -> Generator[Action, Optional[bytes], Tuple[Identification, bytes, bytes]]:
@@ -375,21 +382,21 @@ class D0Dialogue:
                 body = bytes(b & 0x7F for b in line).rstrip(b"\r\n")
                 if body.endswith(b"!"):
                     echoes += 1
-                    log.debug("skipping echo of a request: %r", line)
+                    self._note("debug", f"skipping echo of a request: {line!r}")
                     continue
                 if PARITY_ERROR in line:
                     bad = IdentificationError(
                         f"identification {bytes(body)!r} damaged on the line (parity error)",
                         "check the IR head's position and the cable; the reader tries again")
                     skipped += len(line)
-                    log.debug("damaged identification: %r", line)
+                    self._note("debug", f"damaged identification: {line!r}")
                     continue
                 try:
                     return parse_identification(line), line, bytes(buf)
                 except IdentificationError as exc:
                     bad = exc
                     skipped += len(line)
-                    log.debug("not an identification: %r (%s)", line, exc)
+                    self._note("debug", f"not an identification: {line!r} ({exc})")
             if skipped > MAX_NOISE:
                 if bad is not None:
                     raise bad

@@ -37,11 +37,9 @@ U+FFFD under either reading, and masked (for the BCC) it is NUL, no address or v
 from __future__ import annotations
 
 import functools
-import logging
 import operator
 import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import List, Optional, Tuple, Union
@@ -51,7 +49,6 @@ from ..model import MeterData, Reading, Value
 from ..obis import Obis
 from .identification import Identification, parse_identification
 
-log = logging.getLogger(__name__)
 
 SOH, STX, ETX, EOT = 0x01, 0x02, 0x03, 0x04
 
@@ -177,18 +174,19 @@ class Readout:
         }
 
     def to_meter_data(self, received: Optional[float] = None) -> MeterData:
-        """One Reading per data set (value = Decimal if numeric, else the stripped text)."""
+        """One Reading per data set (value = Decimal if numeric, else the stripped text).
+        ``received``: when the readout's bytes came (the reader knows); MeterData's default is now."""
         readings = self._readings()
-        return MeterData(
+        data = MeterData(
             kind="readout",
             readings=tuple(readings),
-            received=time.time() if received is None else received,
             meter_id=self.identification.raw if self.identification is not None else None,
             text=self.text,
             raw=self.raw,
             checksum=self.checksum or "none",
             message=self,
         )
+        return data if received is None else replace(data, received=received)
 
     def _readings(self) -> Tuple[Reading, ...]:
         readings = []
@@ -414,10 +412,6 @@ def _decode(raw: bytes) -> Tuple[bytes, str, Optional[str]]:
     parity_mode = odd * 10 <= high  # 7E1 read as 8N1: (nearly) every byte has even parity
     # Either way a transport's PARITY_ERROR (0x80: bit 7 set, odd parity) is marked.
     marks = raw.translate(_ODD) if parity_mode else raw.translate(_HIGH)
-    if not parity_mode:
-        log.debug("readout holds %d byte(s) with bit 7 set that are not parity: treated as unknown", high)
-    elif odd:
-        log.debug("7E1 read as 8N1: %d byte(s) with parity errors", odd)
     if not marks.count(1):
         return masked, text, None
     doubtful = bytes(0xFF if mark else b for b, mark in zip(masked, marks))

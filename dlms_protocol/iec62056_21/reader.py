@@ -151,7 +151,8 @@ class D0Reader:
         its whole readout at 300 Bd, which would swallow the next sign-on).
         """
         transport: Optional[Transport] = None
-        dialogue = D0Dialogue(self.config, time_scale=self.time_scale, expect=self.checksum_seen)
+        dialogue = D0Dialogue(self.config, time_scale=self.time_scale, clock=time.monotonic,
+                              expect=self.checksum_seen)
         parity_errors = 0
         bytes_read = 0
         self._check = _LineCheck()
@@ -312,8 +313,19 @@ class D0Reader:
         if transport is not None:
             transport.close()
 
+    @staticmethod
+    def _log_notes(dialogue: D0Dialogue) -> None:
+        for level, text in dialogue.take_notes():
+            if level == "info":
+                log.info("%s", text)
+            else:
+                log.debug("%s", text)
+
     def _drive(self, transport: Transport, dialogue: D0Dialogue) -> DialogueResult:
-        action = dialogue.start()
+        try:
+            action = dialogue.start()
+        finally:
+            self._log_notes(dialogue)
         while not isinstance(action, Done):
             received: Optional[bytes] = None
             if isinstance(action, Receive):
@@ -337,7 +349,10 @@ class D0Reader:
             elif isinstance(action, Quiet):
                 self._quiet(transport, action)
             phase = dialogue.phase
-            action = dialogue.step(received)
+            try:
+                action = dialogue.step(received)
+            finally:
+                self._log_notes(dialogue)
             if received and self.progress is not None and phase in ("data", "push"):
                 self.progress(dialogue.data_bytes)
         return action.result

@@ -23,11 +23,9 @@ the current telegram waits only for that byte, ``take_pending`` cuts it after a 
 """
 from __future__ import annotations
 
-import logging
 import re
 from typing import List, Optional, Tuple
 
-log = logging.getLogger(__name__)
 
 _MASK = bytes(b & 0x7F for b in range(256))
 _IDENT_START = re.compile(rb"/[A-Za-z]{3}")
@@ -70,7 +68,6 @@ class D0StreamSplitter:
         self._consume(cut)
         if len(self._raw) > self.max_buffer:
             keep = min(len(self._raw), _TAIL)  # the tail may hold the start of the next telegram
-            log.debug("D0 stream: no telegram end within %d bytes, dropping the buffer", self.max_buffer)
             self.dropped += len(self._raw) - keep
             self._consume(len(self._raw) - keep)
             self._started = False
@@ -156,7 +153,6 @@ class D0StreamSplitter:
             if hit.group() != b"!":
                 if _IDENT_LINE.match(m, j) is not None:
                     # a new identification before '!': the telegram before it is broken
-                    log.debug("D0 stream: telegram without '!' dropped (%d bytes)", j - base)
                     self.dropped += j - base
                     base = j
                     self._started = False
@@ -175,7 +171,6 @@ class D0StreamSplitter:
                 out.append(bytes(self._raw[base:end]))
                 self.telegrams += 1
             else:
-                log.debug("D0 stream: telegram with STX but without ETX and BCC dropped (%d bytes)", end - base)
                 self.unchecked += 1
                 self.dropped += end - base
             base = scan = end
