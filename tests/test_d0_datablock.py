@@ -423,6 +423,16 @@ def test_dsmr_crc_without_leading_zero_is_checked():
     damaged = raw[:-3] + (b"0" if raw[-3:-2] != b"0" else b"1") + raw[-2:]
     with pytest.raises(ChecksumError):
         parse_readout(damaged)
+    # a push stream splits such a telegram after its CRC, not at '!' (the CRC was lost before,
+    # so a DSMR 5 telegram of this meter was rejected as one without its CRC16)
+    from dlms_protocol.iec62056_21.stream import D0StreamSplitter
+
+    for piece in (1, 7, len(raw) * 2):
+        splitter = D0StreamSplitter()
+        stream = raw + raw
+        got = [t for i in range(0, len(stream), piece) for t in splitter.feed(stream[i:i + piece])]
+        assert got == [raw, raw] and splitter.dropped == 0, piece
+        assert all(parse_readout(t).checksum == "CRC16" for t in got)
 
 
 @pytest.mark.parametrize("group, value, unit", [("024562 kWh", "024562", "kWh"), ("-5.5 W", "-5.5", "W"),

@@ -204,14 +204,16 @@ class D0StreamSplitter:
         n = len(m)
         stx = self._framed(base, bang)
         pos = bang + 1
-        # DSMR 4/5: four hex digits of CRC16 after '!'
+        # DSMR 4/5: four hex digits of CRC16 after '!' (three where a meter drops a leading zero,
+        # as the NWA Warmtelink heat meter does: "!B9F"; the parser checks what they say)
         hex_run = 0
         while pos + hex_run < n and hex_run < 4 and m[pos + hex_run] in _HEX:
             hex_run += 1
         if hex_run and pos + hex_run == n:
             return None
-        if hex_run == 4:
-            pos += 4
+        has_crc = hex_run == 4 or (hex_run == 3 and m[pos + 3] in (0x0D, 0x0A))
+        if has_crc:
+            pos += hex_run
         if pos == n:
             return None
         if m[pos] == 0x0D:
@@ -228,7 +230,7 @@ class D0StreamSplitter:
                     return None
                 return pos + 2, True  # ETX/EOT and exactly one BCC byte (which may be any value)
             return pos, not self.require_etx
-        if not self.require_etx or hex_run == 4:  # a DSMR CRC16 covers the telegram, whatever follows
+        if not self.require_etx or has_crc:  # a DSMR CRC16 covers the telegram, whatever follows
             return pos, True
         if pos == n:
             return (pos, True) if final else None
