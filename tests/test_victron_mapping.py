@@ -290,6 +290,29 @@ def test_labels_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
     assert "phase power" not in caplog.text  # logged on change only
     m.map(frame(R("36.7.0", 100, "W"), R("56.7.0", 5, "W"), R("76.7.0", 7, "W")))
     assert "L1 measured, L2 measured, L3 measured" in caplog.text
+
+
+def test_a_meter_switching_between_label_sets_logs_each_once_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """Per-phase import only: derived while no phase exports, estimated while one does (PV on one
+    phase crossing zero, possibly every few seconds). Each combination is said once at INFO, the
+    switches after that at DEBUG."""
+    caplog.set_level("DEBUG", logger="dlms_protocol.victron.mapping")
+    m = Mapper()
+    derived = frame(R("1.7.0", 900, "W"), R("2.7.0", 0, "W"), R("21.7.0", 500, "W"), R("41.7.0", 300, "W"),
+                    R("61.7.0", 100, "W"), *(R(f"{c}.7.0", 230, "V") for c in (32, 52, 72)),
+                    *(R(f"{c}.7.0", "1.0", "A") for c in (31, 51, 71)))
+    estimated = frame(R("1.7.0", 600, "W"), R("2.7.0", 0, "W"), R("21.7.0", 500, "W"), R("41.7.0", 300, "W"),
+                      R("61.7.0", 0, "W"), *(R(f"{c}.7.0", 230, "V") for c in (32, 52, 72)),
+                      *(R(f"{c}.7.0", "1.0", "A") for c in (31, 51, 71)))  # L3 exports 200 W: no exact split
+    for _ in range(10):
+        assert set(m.map(derived).labels.values()) == {DERIVED}
+        assert set(m.map(estimated).labels.values()) == {ESTIMATED}
+    infos = [r for r in caplog.records if "phase power" in r.getMessage() and r.levelname == "INFO"]
+    debugs = [r for r in caplog.records if "phase power" in r.getMessage() and r.levelname == "DEBUG"]
+    assert [r.getMessage().split(" (")[0] for r in infos] == [
+        "victron: phase power L1 derived, L2 derived, L3 derived",
+        "victron: phase power L1 estimated, L2 estimated, L3 estimated"]
+    assert len(debugs) == 18  # every later switch, for whoever debugs
     assert Mapper().map(frame(R("36.7.0", 100, "W"))).labels == {"/Ac/L1/Power": MEASURED}
 
 

@@ -281,6 +281,7 @@ class Mapper:
         #: ESS multiphase regulation from localsettings (set by the D-Bus service); None = unknown
         self.hub4_mode: Optional[int] = None
         self._labels_logged: Tuple[Tuple[str, str], ...] = ()
+        self._labels_seen = Once(64)  # the label combinations logged at INFO so far
         if self.options.get("missing_part_is_zero"):
             raise ConfigurationError("mapping option missing_part_is_zero is not supported: a missing import or "
                                      "export is never taken as 0 (that would publish a wrong net power)",
@@ -623,11 +624,17 @@ class Mapper:
             LOG.error(msg, *args)
 
     def _log_labels(self, labels: Dict[str, str]) -> None:
-        """Say in the log which phase powers are measured, derived or estimated (on every change)."""
+        """Say in the log which phase powers are measured, derived or estimated: at INFO the first
+        time each combination occurs, later changes at DEBUG. A meter that sends per-phase import
+        only switches between derived and estimated whenever one phase's PV export crosses zero,
+        which can be every few seconds; the current state is on /Mgmt/Connection and the web page."""
         now = tuple(sorted(labels.items()))
         if not now or now == self._labels_logged:
             return
         self._labels_logged = now
+        first = self._labels_seen.first(now)
+        if not first and not LOG.isEnabledFor(logging.DEBUG):
+            return
         text = ", ".join(f"L{_phase_of(p)} {lab}" for p, lab in now)
         notes = {
             MEASURED: "sent by the meter",
@@ -637,7 +644,8 @@ class Mapper:
                        "option three_phase_total)",
         }
         used = sorted({lab for _p, lab in now})
-        LOG.info("victron: phase power %s (%s)", text, "; ".join(f"{lab}: {notes[lab]}" for lab in used))
+        LOG.log(logging.INFO if first else logging.DEBUG, "victron: phase power %s (%s)", text,
+                "; ".join(f"{lab}: {notes[lab]}" for lab in used))
 
     def _derive(self, values: Dict[str, Decimal], phases: Set[int]) -> None:
         top = max(phases) if phases else 0
