@@ -59,15 +59,16 @@ def _json_decimal(value: Decimal) -> Any:
 
 def value_text(value: Any) -> Optional[str]:
     """A value as text where an identification is shown (Victron /Serial, MQTT's device serial):
-    text stripped, numbers as written, octets as ASCII when all printable, else upper-case hex
-    (SML server IDs); None for nothing, a boolean or empty text. One rule, so both show the same."""
+    text stripped (NUL padding too), numbers as written, octets as ASCII when all printable, else
+    upper-case hex (SML server IDs); None for nothing, a boolean or empty text. One rule, so both
+    show the same."""
     if isinstance(value, (bytes, bytearray)):
         if value and all(32 <= b < 127 for b in value):
             return bytes(value).decode("ascii").strip() or None
         return bytes(value).hex().upper() if value else None
     if value is None or isinstance(value, bool):
         return None
-    return str(value).strip() or None
+    return str(value).replace("\0", "").strip() or None
 
 
 _NONZERO_DIGITS = "123456789"

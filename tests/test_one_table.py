@@ -119,6 +119,16 @@ def test_victron_and_mqtt_pick_the_same_identity_reading(path) -> None:
             assert serial in (best.value.decode("latin-1").strip(), best.value.hex().upper())
 
 
+@pytest.mark.parametrize("value, text", [("ABC123\0\0\0", "ABC123"), ("\0 12 \0", "12"), ("\0\0", None),
+                                         (b"ABC", "ABC"), (b"AB\0", "414200"), (1234, "1234"), (True, None)])
+def test_the_identification_text_rule(value: Any, text: Any) -> None:
+    """model.value_text: what Victron /Serial and the MQTT device serial show. NUL padding (meters
+    pad visible-strings with it) is dropped: D-Bus cannot carry it, and it is no part of a serial."""
+    from dlms_protocol.model import value_text
+
+    assert value_text(value) == text
+
+
 def _python_sources() -> Iterator[Any]:
     for path in sorted((ROOT / "dlms_protocol").rglob("*.py")):
         if "simulator" not in path.parts and path.name != "obis.py":

@@ -616,6 +616,22 @@ def test_a_full_send_buffer_does_not_cost_the_connection(rig: Rig, client: Venus
     assert b.stats.get("transport_errors") == 0
 
 
+def test_a_nul_padded_meter_text_does_not_break_the_service(rig: Rig, client: VenusClient) -> None:
+    """Meters pad visible-strings with NUL. D-Bus strings cannot hold NUL and dbus-fast refuses the
+    whole message, so such a /Serial made every GetItems of the service fail (no consumer could
+    scan it) and lost the ItemsChanged it was in. The NULs are dropped."""
+    rig.start_settings()
+    b = rig.bridge()
+    b.publish(live("NULPAD\0\0\0", 1500, 0))
+    name = grid(client)
+    assert name == "com.victronenergy.grid.dlms_NULPAD"
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == 1500.0)
+    assert client.get_items(name)["/Serial"]["Value"] == "NULPAD"
+    b.publish(live("NULPAD\0\0\0", 1600, 0))
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == 1600.0)
+    assert b.stats.get("victron_internal_errors") == 0
+
+
 def test_bad_settings_are_rejected_before_start() -> None:
     with pytest.raises(ConfigurationError, match="role"):
         BridgeSettings(role="battery")

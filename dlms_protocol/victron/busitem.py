@@ -64,13 +64,15 @@ def wrap(value: Any) -> Variant:
     if isinstance(value, Decimal):
         return Variant("d", float(value))
     if isinstance(value, str):
-        return Variant("s", value)
+        # a D-Bus string cannot hold NUL (dbus-fast refuses the whole message, so one NUL-padded
+        # meter text made the service's GetItems fail): the NULs are dropped
+        return Variant("s", value.replace("\0", "") if "\0" in value else value)
     if isinstance(value, (list, tuple)):
         if not value:
             # velib: an empty list of *signed* ints means "invalid", so an empty list is 'au'
             return Variant("au", [])
         if all(isinstance(v, str) for v in value):
-            return Variant("as", list(value))
+            return Variant("as", [v.replace("\0", "") for v in value])
         return Variant("av", [wrap(v) for v in value])
     if isinstance(value, dict):
         return Variant("a{sv}", {str(k): wrap(v) for k, v in value.items()})
@@ -118,6 +120,8 @@ class Item:
         """Store a value, refresh the cached variant/text; True when it changed."""
         if isinstance(value, Decimal):
             value = float(value)
+        elif isinstance(value, str) and "\0" in value:
+            value = value.replace("\0", "")  # (see wrap: a D-Bus string carries no NUL)
         if value == self.value and type(value) is type(self.value):
             return False
         self.value = value
