@@ -616,6 +616,26 @@ def test_a_full_send_buffer_does_not_cost_the_connection(rig: Rig, client: Venus
     assert b.stats.get("transport_errors") == 0
 
 
+def test_a_lost_service_connection_registers_again(rig: Rig, client: VenusClient) -> None:
+    """dbus-daemon may close the service's own connection (its limits, a failed write) while the
+    control connection lives on. Nothing noticed: the grid meter stayed gone from the bus until
+    the service was restarted. It registers again, with every value."""
+    rig.start_settings()
+    b = rig.bridge()
+    b.publish(live("LOST", 700, 0))
+    name = grid(client)
+    core = b._core
+    assert core is not None
+    client.wait_for(lambda c: core.service.svc is not None and c.value(name, "/Ac/Power") == 700.0)
+    first = core.service.svc
+    first.bus._sock.shutdown(socket.SHUT_RDWR)  # the daemon's side of it: the connection ends
+    client.wait_for(lambda c: core.service.registrations == 2 and core.service.svc is not first)
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == 700.0)  # back, with the values it had
+    b.publish(live("LOST", 800, 0))
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == 800.0)
+    assert b.status()["bus_connected"] is True
+
+
 def test_a_nul_padded_meter_text_does_not_break_the_service(rig: Rig, client: VenusClient) -> None:
     """Meters pad visible-strings with NUL. D-Bus strings cannot hold NUL and dbus-fast refuses the
     whole message, so such a /Serial made every GetItems of the service fail (no consumer could

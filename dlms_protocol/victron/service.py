@@ -297,6 +297,35 @@ class MeterService:
             self.svc = svc
             self.registrations += 1
             LOG.info("victron: registered %s (VRM instance %d)", svc.name, self.instance)
+            self._spawn(self._watch(svc, bus, self.control))
+
+    async def _watch(self, svc: BusItemService, bus: Any, control: Any) -> None:
+        """Register again when the service's own connection ends while the control connection
+        lives on (dbus-daemon dropped it, a write failed): nothing else would notice, and the
+        meter would stay gone from the bus. A deliberate drop (``_drop``: a new registration,
+        a role change, the stop) detaches ``svc`` first; a lost bus is the control connection's
+        business (``bridge._Core.run`` reads the settings and registers again on its new control
+        connection, so only the control connection of this registration still up counts)."""
+        try:
+            await bus.wait_for_disconnect()
+        except Exception as exc:  # noqa: BLE001 - the end of the connection, whatever its reason
+            LOG.debug("victron: service connection ended: %r", exc)
+        backoff = 1.0
+        await asyncio.sleep(backoff)  # (a lost bus ends the control connection too, within this)
+        if svc.bus is None or self._closing or self.control is not control or not control.connected:
+            return
+        LOG.warning("victron: the D-Bus connection of %s ended; registering again", svc.name)
+        while not self._closing and self.control is control and control.connected:
+            if self.svc is not None and self.svc is not svc:
+                return  # registered meanwhile (a rename, the control connection's reopen)
+            try:
+                await self.register()
+                return
+            except TransportError as exc:
+                self.stats.error(exc)
+                LOG.warning("victron: %s (retry in %.0f s)", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
     async def _drop(self) -> None:
         svc, self.svc = self.svc, None
