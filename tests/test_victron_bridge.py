@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import pytest
 from dbus_fast import Variant
@@ -590,18 +590,23 @@ def test_publish_from_many_threads(rig: Rig, client: VenusClient) -> None:
     client.wait_for(lambda c: c.value(name, "/Ac/Power") == -4242.0)
 
 
-def test_a_full_send_buffer_does_not_cost_the_connection(rig: Rig, client: VenusClient) -> None:
-    """A busy dbus-daemon (a GX under load) stops reading; the service's socket buffer fills. dbus-fast
-    treats the EAGAIN of its first write as a lost connection and closes the socket (python-dbus-next
-    issue 153): the grid meter would vanish from the bus. It waits for the socket instead."""
+def registered(rig: Rig, client: VenusClient, serial: str, watts: int) -> Tuple[VictronBridge, str, Any]:
+    """A bridge whose service holds its name after one frame: (bridge, service name, its core)."""
     rig.start_settings()
     b = rig.bridge()
-    b.publish(live("FULL", 1, 0))
+    b.publish(live(serial, watts, 0))
     name = grid(client)
     core = b._core
     assert core is not None
     client.wait_for(lambda c: core.service.svc is not None)  # (set on the loop once the name is held)
-    assert core.service.svc is not None
+    return b, name, core
+
+
+def test_a_full_send_buffer_does_not_cost_the_connection(rig: Rig, client: VenusClient) -> None:
+    """A busy dbus-daemon (a GX under load) stops reading; the service's socket buffer fills. dbus-fast
+    treats the EAGAIN of its first write as a lost connection and closes the socket (python-dbus-next
+    issue 153): the grid meter would vanish from the bus. It waits for the socket instead."""
+    b, name, core = registered(rig, client, "FULL", 1)
     sock = core.service.svc.bus._sock
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # (the kernel's minimum: fills fast)
     os.kill(rig.daemon.proc.pid, signal.SIGSTOP)
@@ -620,13 +625,8 @@ def test_a_lost_service_connection_registers_again(rig: Rig, client: VenusClient
     """dbus-daemon may close the service's own connection (its limits, a failed write) while the
     control connection lives on. Nothing noticed: the grid meter stayed gone from the bus until
     the service was restarted. It registers again, with every value."""
-    rig.start_settings()
-    b = rig.bridge()
-    b.publish(live("LOST", 700, 0))
-    name = grid(client)
-    core = b._core
-    assert core is not None
-    client.wait_for(lambda c: core.service.svc is not None and c.value(name, "/Ac/Power") == 700.0)
+    b, name, core = registered(rig, client, "LOST", 700)
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == 700.0)
     first = core.service.svc
     first.bus._sock.shutdown(socket.SHUT_RDWR)  # the daemon's side of it: the connection ends
     client.wait_for(lambda c: core.service.registrations == 2 and core.service.svc is not first)
