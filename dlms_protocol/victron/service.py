@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 from .. import __version__
 from ..errors import TransportError
 from ..model import Statistics
+from ..ratelimit import Backoff
 from .busitem import BusItemService
 from .mapping import ESTIMATED, HUB4_INDIVIDUAL_PHASE, Mapper
 from .naming import RANK_FALLBACK, pick_suffix
@@ -310,8 +311,8 @@ class MeterService:
             await bus.wait_for_disconnect()
         except Exception as exc:  # noqa: BLE001 - the end of the connection, whatever its reason
             LOG.debug("victron: service connection ended: %r", exc)
-        backoff = 1.0
-        await asyncio.sleep(backoff)  # (a lost bus ends the control connection too, within this)
+        backoff = Backoff(1.0, 30.0)
+        await asyncio.sleep(backoff.next())  # (a lost bus ends the control connection too, within this)
         if svc.bus is None or self._closing or self.control is not control or not control.connected:
             return
         LOG.warning("victron: the D-Bus connection of %s ended; registering again", svc.name)
@@ -323,9 +324,8 @@ class MeterService:
                 return
             except TransportError as exc:
                 self.stats.error(exc)
-                LOG.warning("victron: %s (retry in %.0f s)", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+                LOG.warning("victron: %s (retry in %.0f s)", exc, backoff.delay)
+            await asyncio.sleep(backoff.next())
 
     async def _drop(self) -> None:
         svc, self.svc = self.svc, None
