@@ -621,6 +621,30 @@ def test_a_full_send_buffer_does_not_cost_the_connection(rig: Rig, client: Venus
     assert b.stats.get("transport_errors") == 0
 
 
+def test_a_daemon_that_reads_nothing_for_long_costs_a_bounded_backlog(rig: Rig, client: VenusClient,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Signals wait for a dbus-daemon that reads nothing, but not without end (memory): past
+    MAX_BACKLOG the connection is given up, and the service registers again with every value
+    once the daemon reads again."""
+    from dlms_protocol.victron import busitem
+
+    monkeypatch.setattr(busitem, "MAX_BACKLOG", 20)
+    b, name, core = registered(rig, client, "STALL", 1)
+    core.service.svc.bus._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    os.kill(rig.daemon.proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(200):
+            b.publish(live("STALL", 2000 + i, 0))
+        b.status()  # runs on the loop after every queued frame
+    finally:
+        os.kill(rig.daemon.proc.pid, signal.SIGCONT)
+    assert "D-Bus has taken none of the last 20 signals" in caplog.text
+    client.wait_for(lambda c: core.service.registrations == 2 and c.value(name, "/Ac/Power") == 2199.0)
+    b.publish(live("STALL", 3000, 0))
+    client.wait_for(lambda c: c.value(name, "/Ac/Power") == 3000.0)
+
+
 def test_a_lost_service_connection_registers_again(rig: Rig, client: VenusClient) -> None:
     """dbus-daemon may close the service's own connection (its limits, a failed write) while the
     control connection lives on. Nothing noticed: the grid meter stayed gone from the bus until
