@@ -311,20 +311,18 @@ class MqttOutput(Output):
             self._send(self.cfg.status_topic, state, retain=True)
 
     def _republish(self, health: Health) -> None:
-        """After (re)connecting: availability, discovery, and the last real values if retained.
+        """After (re)connecting: availability, discovery, and the last values not sent yet.
 
         On a reconnect the broker may have lost its retained messages (restarted without
-        persistence), so every last value goes out again; on the first connect only those
-        that could not be sent before it. Nothing but values the meter sent is ever sent.
+        persistence), so with retain every last value goes out again; otherwise only those
+        that could not be sent before. Nothing but values the meter sent is ever sent.
         """
         self._send_availability(health, again=True)
         for topic, payload in list(self._configs.items()):
             self._send(topic, payload, retain=True)
-        if not self.cfg.retain:
-            return
-        reconnect = self.counters["connects"] > 1
+        again = self.cfg.retain and self.counters["connects"] > 1
         for topic, payload in list(self._states.items()):
-            if reconnect or topic in self._unsent:
+            if again or topic in self._unsent:
                 self._send(topic, payload)
 
     def _send(self, topic: str, payload: str, retain: Optional[bool] = None) -> None:
@@ -337,8 +335,12 @@ class MqttOutput(Output):
             return
         qos, keep = self.cfg.qos, self.cfg.retain if retain is None else retain
         unsent, sent, failed = self._unsent, 0, 0
+        # before the broker's CONNACK paho may take a QoS 0 message (rc 0) and then drop it when
+        # its connection attempt starts or fails: the first snapshot of a readout meter was lost
+        # until the next reading. Until connected, messages wait for _republish.
+        up = self.connected
         for topic, payload in messages:
-            if client.publish(topic, payload, qos=qos, retain=keep).rc == 0:
+            if up and client.publish(topic, payload, qos=qos, retain=keep).rc == 0:
                 sent += 1
                 if unsent:
                     unsent.discard(topic)
