@@ -78,6 +78,7 @@ def _mqtt(data: Any, code: str) -> Optional[float]:
     out = make_mqtt_output(discovery="no")
     paho = _FakePaho()
     out._client = paho
+    out.connected = True  # (as after the broker's CONNACK: before it, messages wait for the republish)
     out.deliver(data)
     pattern = Obis.parse(code)
     for key, reading in keys_of(data):
