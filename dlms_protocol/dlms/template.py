@@ -27,13 +27,10 @@ from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DecodeError
-from ..model import Reading, frozen_of, new_reading
+from ..model import Reading, _new_object, _set_field, frozen_of, new_reading
 from .apdu import _INTS, TYPE_NAMES, Notification, notification_header, parse_datetime
 from .payload import Interpretation, _Builder, _plan, interpret, place
 from .profiles import Profile
-
-_new_object = object.__new__
-_set_field = object.__setattr__
 
 #: fixed-size integer tags -> struct format character, and each character's size (apdu's table)
 _INT_CHARS = {tag: fmt[1:] for tag, (fmt, _) in _INTS.items()}

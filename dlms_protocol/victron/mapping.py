@@ -157,9 +157,6 @@ class PhaseRules:
                                      "see dlms_protocol/data/victron_mapping.json for the layout") from None
 
 
-_PHASE_DIGITS = ("1", "2", "3")
-
-
 @lru_cache(maxsize=256)
 def _phase_of(path: str) -> Optional[int]:
     if path.startswith("/Ac/L") and len(path) > 6 and path[5] in "123" and path[6] == "/":
@@ -407,9 +404,7 @@ class Mapper:
         for path in values:
             if path in _PHASE_POWER:
                 out.labels[path] = DERIVED if path in derived else MEASURED
-        # (_phase_of, without a call per path: "/Ac/L<1-3>/...")
-        phases = {int(p[5]) for p in (*values, *texts)
-                  if p[6:7] == "/" and p[5:6] in _PHASE_DIGITS and p[:5] == "/Ac/L"}
+        phases = {ph for ph in map(_phase_of, (*values, *texts)) if ph}  # (cached: no Python frame per path)
         self._phase_power(data, values, phases, out)
         self._derive(values, phases)
         # a multi-phase meter's total on L1 or an estimated split is not that phase's measured power:
