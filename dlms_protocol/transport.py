@@ -541,13 +541,15 @@ def _read_fd(fds: Tuple[int, int], max_bytes: int, wait: float, vmin: int = 0,
     """What pyserial's POSIX read does, in one select and one read of up to ``max_bytes``:
     b"" after ``wait`` s or a ``cancel_read``; SerialException when the port is gone. ``vmin``:
     the tty's VMIN (module docstring); above 0 the read tells an empty line from a gone port.
-    ``waiter`` waits when ``wait`` is above 0 (a look without waiting is a plain select)."""
+    ``waiter`` waits when ``wait`` is above 0 (a look without waiting: ``_look_fd``)."""
     fd, abort = fds
     try:
-        # with VMIN 0 (pyserial's) select even when not waiting: an empty line reads as 0 bytes,
-        # the same as a hung-up one; only "readable" tells them apart
-        if wait > 0 or not vmin:
-            ready = waiter([fd, abort], wait) if wait > 0 else select.select([fd, abort], [], [], 0)[0]
+        # with VMIN 0 (pyserial's) an empty line reads as 0 bytes, the same as a hung-up one;
+        # only "readable" tells them apart
+        if wait <= 0 and not vmin:
+            return _look_fd(fd, abort, max_bytes)
+        if wait > 0:
+            ready = waiter([fd, abort], wait)
             if abort in ready:
                 os.read(abort, 1000)
                 return b""
@@ -570,6 +572,27 @@ def _read_fd(fds: Tuple[int, int], max_bytes: int, wait: float, vmin: int = 0,
         raise serial.SerialException("device reports readiness to read but returned no data "
                                      "(device disconnected or multiple access on port?)")
     return data
+
+
+def _look_fd(fd: int, abort: int, max_bytes: int) -> bytes:
+    """``_read_fd`` without a wait and with VMIN 0: the read first, the select only when it
+    brought nothing. Most such reads find bytes (a frame the listener slept through, the rest
+    of a push), and then the select in front of them was one system call per push for nothing;
+    an empty read still needs it, to tell an empty line (not readable) from a gone port."""
+    data = os.read(fd, max_bytes)  # (OSError: the caller's handling)
+    if data:
+        return data
+    ready = select.select([fd, abort], [], [], 0)[0]
+    if abort in ready:
+        os.read(abort, 1000)
+        return b""
+    if fd in ready:
+        data = os.read(fd, max_bytes)  # (a byte may have come between the read and the select)
+        if data:
+            return data
+        raise serial.SerialException("device reports readiness to read but returned no data "
+                                     "(device disconnected or multiple access on port?)")
+    return b""
 
 
 class _Guard:

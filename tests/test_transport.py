@@ -402,6 +402,43 @@ def test_after_a_baud_switch_an_empty_read_is_not_taken_for_a_vanished_port(link
         t.close()
 
 
+def test_a_read_that_does_not_wait_finds_bytes_without_a_select(link, monkeypatch):
+    """The listener reads a push it slept through with a read that does not wait: one system
+    call when the bytes are there (a select in front of it cost one per push); an empty line
+    still reads as empty, not as a vanished port."""
+    import dlms_protocol.transport as transport_module
+
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    try:
+        link.raw_write(b"frame")
+        _wait_buffered(t, 5)
+        calls = []
+        real = transport_module.select.select
+
+        def counting(*args):
+            calls.append(args)
+            return real(*args)
+
+        monkeypatch.setattr(transport_module.select, "select", counting)
+        assert t.read_some(4096, timeout=0) == b"frame"
+        assert calls == []
+        assert t.read_some(4096, timeout=0) == b""  # empty: asked select, which says not readable
+        assert len(calls) == 1
+    finally:
+        t.close()
+
+
+def test_a_port_that_vanished_is_an_error_for_a_read_that_does_not_wait(link):
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    try:
+        assert t.read_some(4096, timeout=0) == b""
+        link.close()
+        with pytest.raises(TransportError):
+            t.read_some(4096, timeout=0)
+    finally:
+        t.close()
+
+
 def test_a_port_that_vanishes_during_a_read_with_min_bytes_is_an_error(link):
     t = Transport.open(link.port, 9600, 8, "N", 1)
     try:
