@@ -409,7 +409,7 @@ class Mapper:
         self._derive(values, phases)
         # a multi-phase meter's total on L1 or an estimated split is not that phase's measured power:
         # no current sign or power factor from it
-        multi = any(ph > 1 for ph in phases)
+        multi = max(phases, default=0) > 1
         guessed = {p for p, lab in out.labels.items() if lab == ESTIMATED or (lab == TOTAL and multi)}
 
         # signed currents: |I| with the sign of the phase's net power
@@ -510,13 +510,16 @@ class Mapper:
 
     def _phase_power(self, data: MeterData, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
         """Rules 2-4 of the module docstring, for a frame with total power but no phase power."""
-        if any(ph > 1 for ph in phases) or any(_POWER[ph] in values for ph in PHASES):
+        # (set operations, not a generator per check: this runs for every push)
+        multi = max(phases, default=0) > 1
+        phase_power = not _PHASE_POWER.isdisjoint(values)
+        if multi or phase_power:
             self._three_phase = True
-        if "/Ac/Power" not in values or any(_POWER[ph] in values for ph in PHASES):
+        if "/Ac/Power" not in values or phase_power:
             return
         if self._import_only_phases(data, values, phases, out):
-            return
-        if not (any(ph > 1 for ph in phases) or self._three_phase):
+            return  # (phases changed only then)
+        if not (multi or self._three_phase):
             if self.total_on_l1 != "no":
                 values["/Ac/L1/Power"] = values["/Ac/Power"]
                 out.labels["/Ac/L1/Power"] = TOTAL
@@ -648,7 +651,7 @@ class Mapper:
 
         def per_phase(names: Tuple[str, ...]) -> Optional[List[Decimal]]:
             got = [values.get(names[ph]) for ph in sorted(full)]
-            if not full or any(v is None for v in got):
+            if not full or None in got:
                 return None
             return got  # type: ignore[return-value]
 
@@ -673,7 +676,7 @@ class Mapper:
         top = max(phases) if phases else 0
         full = range(1, top + 1)
         currents = [values.get(_CURRENT[ph]) for ph in full]
-        if top and "/Ac/Current" not in values and all(c is not None for c in currents):
+        if top and "/Ac/Current" not in values and None not in currents:
             values["/Ac/Current"] = sum(currents, Decimal(0))  # type: ignore[arg-type]
         apparent = Decimal(0)
         complete = bool(top)
