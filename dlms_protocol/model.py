@@ -232,12 +232,14 @@ class MeterData:
     message: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, kind: str, readings: Tuple[Reading, ...], received: float, meter_time: Optional[datetime],
+    def of(cls, kind: str, readings: Tuple[Reading, ...], received: Optional[float], meter_time: Optional[datetime],
            meter_id: Optional[str], text: str, raw: bytes, profile: Optional[str], checksum: Optional[str],
            message: Any) -> "MeterData":
         """``MeterData(...)`` with every field given, without the frozen ``__init__`` (which sets
         each field through ``object.__setattr__``): a push decoder makes one per frame. Equal
-        to the dataclass-built one (eq, repr)."""
+        to the dataclass-built one (eq, repr). ``received`` None: now, as the field's default."""
+        if received is None:
+            received = time.time()
         new = _new_object(cls)
         new.__dict__.update(kind=kind, readings=readings, received=received, meter_time=meter_time,
                             meter_id=meter_id, text=text, raw=raw, profile=profile, checksum=checksum,

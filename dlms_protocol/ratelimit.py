@@ -8,8 +8,9 @@ is retried ever less often, up to a ceiling, and at once at full rate after a su
 """
 from __future__ import annotations
 
+import logging
 import time
-from typing import Callable, Dict, Hashable, Set, Tuple
+from typing import Callable, Dict, Hashable, Iterable, Set, Tuple
 
 
 class RepeatLimiter:
@@ -91,4 +92,13 @@ class Once:
         return True
 
 
-__all__ = ["RepeatLimiter", "Backoff", "Once"]
+def log_notes(logger: logging.Logger, notes: Iterable[Tuple[str, str]]) -> None:
+    """A sans-io layer's notes, (level name, text) each, through its driver's logger: the layer
+    has no logger of its own (``PushDecoder.take_notes``, ``D0Dialogue.take_notes``)."""
+    for level, text in notes:
+        logger.log(_LEVELS.get(level, logging.WARNING), "%s", text)
+
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+__all__ = ["RepeatLimiter", "Backoff", "Once", "log_notes"]

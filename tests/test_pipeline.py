@@ -5,6 +5,8 @@ import time
 from decimal import Decimal
 from typing import List
 
+import pytest
+
 from dlms_protocol.config import ReadoutConfig
 from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.obis import Obis
@@ -172,6 +174,32 @@ def test_no_protocol_module_imports_pyserial():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+#: the protocol layers (bytes in, dataclasses or errors out) and what they build on
+SANS_IO = ("dlms/apdu", "dlms/cadence", "dlms/decoder", "dlms/deframer", "dlms/encode", "dlms/gbt", "dlms/gcm",
+           "dlms/hdlc", "dlms/mbus", "dlms/payload", "dlms/profiles", "dlms/security", "dlms/template",
+           "dlms/units", "dlms/wrapper", "iec62056_21/client", "iec62056_21/datablock",
+           "iec62056_21/identification", "iec62056_21/stream", "sml/decoder", "derive", "errors", "obis", "units")
+
+
+@pytest.mark.parametrize("module", SANS_IO)
+def test_a_protocol_layer_imports_no_logging_clock_thread_or_port(module: str) -> None:
+    """Sans-io: no logger (the driver logs errors and notes), no clock (the driver passes the
+    time), no threads and no port; one import of any of them would let it slip back in."""
+    import ast
+    from pathlib import Path
+
+    import dlms_protocol
+
+    tree = ast.parse((Path(dlms_protocol.__file__).parent / f"{module}.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"logging", "time", "threading", "serial", "socket", "select", "asyncio"}, module
 
 
 def test_the_ticker_runs_fast_only_for_outputs_with_timers() -> None:

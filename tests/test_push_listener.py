@@ -120,6 +120,48 @@ def test_wrong_key_is_counted_not_silent(sim_factory, listeners) -> None:
     assert [type(e).__name__ for e in errors] == ["DecryptionError", "DecryptionError"]
 
 
+def test_the_listener_logs_what_its_decoder_says(sim_factory, listeners, caplog) -> None:
+    """The decoder is sans-io (no logger, no clock); its driver, the listener, logs its errors at
+    a limited rate, its notes (the AES engine, once), the debug line of each deciphered push, and
+    gives each message its receive time."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="dlms_protocol")
+    sim = sim_factory(wrapper="hdlc", key=EK, auth_key=AK, security=0x30)
+    port = sim.open_pty(baudrate=BAUD, time_scale=SCALE)
+    got: List[MeterData] = []
+    wrong = PushListener(ListenerConfig(port=port, baudrate=BAUD, key=AK, auth_key=EK), got.append)
+    listeners.append(wrong)
+    wrong.start()
+    assert wait_for(lambda: wrong.connected)
+    for _ in range(3):
+        sim.send_once()
+    assert wait_for(lambda: wrong.stats.get("tag_failures") + wrong.stats.get("decrypt_failures") == 3)
+    wrong.stop()
+    said = [(r.name, r.levelname) for r in caplog.records if "tag" in r.getMessage() or "key" in r.getMessage()]
+    assert said.count(("dlms_protocol.dlms.listener", "WARNING")) == 1  # then once a minute at most
+    assert not [r for r in caplog.records if r.name == "dlms_protocol.dlms.decoder"]
+    assert got == [] and EK.hex() not in caplog.text.lower() and AK.hex() not in caplog.text.lower()
+
+    caplog.clear()
+    port = sim.open_pty(baudrate=BAUD, time_scale=SCALE)
+    right = PushListener(ListenerConfig(port=port, baudrate=BAUD, key=EK, auth_key=AK), got.append)
+    listeners.append(right)
+    right.start()
+    assert wait_for(lambda: right.connected)
+    before = time.time()
+    for _ in range(2):
+        sim.send_once()
+        assert wait_for(lambda: len(got) == right.stats.get("messages"))
+    assert wait_for(lambda: len(got) == 2)
+    assert all(before <= d.received <= time.time() for d in got)
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO" and "deciphering" in r.getMessage()]
+    assert len(infos) == 1 and [r.name for r in caplog.records if "deciphering" in r.getMessage()] == [
+        "dlms_protocol.dlms.listener"]
+    traced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("deciphered APDU")]
+    assert len(traced) == 2 and all("security control 0x30" in t and "tag verified" in t for t in traced)
+
+
 def test_wrong_baud_rate_gives_errors_not_values(sim_factory, listeners) -> None:
     sim = sim_factory(wrapper="hdlc")
     port = sim.open_pty(baudrate=BAUD, time_scale=SCALE)

@@ -141,7 +141,6 @@ def test_corpus_decoder_stream_equals_single_decode(path) -> None:
     assert len(single) == 1
     rng = random.Random(len(raw))
     decoder = PushDecoder(config)
-    decoder.quiet = True
     before = noise_before_bare if case["wrapper"] not in ("HDLC", "M-Bus") else noise
     stream = b"".join(before(rng, 150) + raw for _ in range(3)) + noise(rng, 150)
     got = [m.to_json() for chunk in chunked(rng, stream, 64) for m in decoder.feed(chunk)]
@@ -157,7 +156,6 @@ def test_ten_megabytes_of_noise_stay_within_the_buffer_bound() -> None:
     max_buffer = 16 * 1024
     deframer = Deframer(max_buffer=max_buffer)
     decoder = PushDecoder(ListenerConfig(port="-"), max_buffer=max_buffer)
-    decoder.quiet = True
     data = random_bytes(rng, 10 * 1024 * 1024)
     messages = []
     for i in range(0, len(data), 65536):
@@ -197,7 +195,6 @@ def test_incomplete_block_transfer_then_a_complete_one() -> None:
     stream = b"".join(frames[:2] + frames[per:])
     errors: List[DlmsError] = []
     decoder = PushDecoder(ListenerConfig(port="-", key=EK, auth_key=AK), on_error=errors.append)
-    decoder.quiet = True
     messages = decoder.feed(stream) + decoder.finish()
     assert [m.apdu for m in messages] == [second] and messages[0].tag_verified is True
     lost = [e for e in errors if isinstance(e, FramingError)]

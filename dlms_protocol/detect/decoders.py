@@ -1,6 +1,7 @@
 """One stream-decoder interface for SML, DLMS push and push-only D0 (sans-io), and ``AutoDecoder``.
 
-Every decoder has ``feed(bytes) -> [message]``, ``finish()``, ``reset()`` and ``quiet``, and a
+Every decoder has ``feed(bytes) -> [message]``, ``settle()``, ``finish()`` and ``reset()``, logs nothing
+(its driver does: errors through ``on_error``, notes through ``take_notes`` where it has any), and a
 message has ``to_meter_data()``, ``to_json()`` and ``render()`` (``PushMessage``, ``SmlTelegram``,
 ``D0Telegram``), so the push listener's thread, the CLI and ``detect`` drive any of them.
 ``AutoDecoder`` feeds every candidate until one delivers a *verified* message and then keeps
@@ -47,7 +48,6 @@ class D0PushDecoder:
         self.use_checksum = use_checksum
         self._splitter_cls = D0StreamSplitter
         self.splitter = D0StreamSplitter(require_etx=use_checksum)
-        self.quiet = False
 
     def feed(self, chunk: bytes) -> List[D0Telegram]:
         from ..iec62056_21.datablock import parse_readout
@@ -113,22 +113,9 @@ class AutoDecoder:
         self.protocol: Optional[str] = None
         self.errors: Dict[str, DlmsError] = {}
         self._pending: Dict[str, List[DlmsError]] = {}
-        self._quiet = False
         self._candidates: Dict[str, Any] = {}
         for name in candidates:
-            dec = make_decoder(name, config, Statistics(), self._collector(name), quirks=quirks)
-            dec.quiet = True  # noise for all but one of them: nothing is logged until one is recognised
-            self._candidates[name] = dec
-
-    @property
-    def quiet(self) -> bool:
-        return self._quiet
-
-    @quiet.setter
-    def quiet(self, value: bool) -> None:
-        self._quiet = value
-        if self.protocol is not None:
-            self._candidates[self.protocol].quiet = value
+            self._candidates[name] = make_decoder(name, config, Statistics(), self._collector(name), quirks=quirks)
 
     def _collector(self, name: str) -> Callable[[DlmsError], None]:
         def collect(exc: DlmsError) -> None:
@@ -147,6 +134,15 @@ class AutoDecoder:
     @property
     def decoder(self) -> Any:
         return self._candidates.get(self.protocol or "")
+
+    @property
+    def notes(self) -> List[Any]:
+        """The recognised decoder's notes for the driver's log (``PushDecoder.take_notes``); none before."""
+        return getattr(self.decoder, "notes", None) or []
+
+    def take_notes(self) -> List[Any]:
+        take = getattr(self.decoder, "take_notes", None)
+        return take() if take is not None else []
 
     def feed(self, chunk: bytes) -> list:
         if self.protocol is not None:
@@ -180,7 +176,6 @@ class AutoDecoder:
         self._pending.clear()
         self._candidates = {name: dec}
         dec.stats = self.stats
-        dec.quiet = self._quiet
         self.stats.count("frames", len(found))
         for _ in found:
             self.stats.success("messages")

@@ -11,6 +11,7 @@ appears in that line.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import time
@@ -20,6 +21,9 @@ from ..cli import loading
 from ..config import SECURITY_LEVELS, ListenerConfig
 from ..errors import ChecksumError, ConfigurationError, DlmsError, FramingError
 from ..model import Statistics
+from ..ratelimit import log_notes
+
+log = logging.getLogger(__name__)
 
 _HEX_TEXT = re.compile(rb"^[0-9A-Fa-f\s:]*$")
 #: seconds without a verified message after which ``listen`` says the meter went quiet (stderr)
@@ -162,7 +166,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
     errors: List[DlmsError] = []
     with loading():  # the profile tables
         decoder = PushDecoder(config, Statistics(), on_error=errors.append)
-    decoder.quiet = True  # the one line below reports the errors
     shown = 0
     printer = decode_printer(args.json)
     # in slices, each shown and dropped before the next: a capture of thousands of pushes held
@@ -171,10 +174,13 @@ def cmd_decode(args: argparse.Namespace) -> int:
         for msg in decoder.feed(data[start:start + _SLICE]):
             show_message(msg, printer)
             shown += 1
+        if decoder.notes:  # (a profile problem, a counter restart: the log, as the listener says them)
+            log_notes(log, decoder.take_notes())
     before_end = len(errors)
     for msg in decoder.finish():
         show_message(msg, printer)
         shown += 1
+    log_notes(log, decoder.take_notes())
     sys.stdout.flush()  # a closed pipe raises here (cli.main: status 0, quietly)
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
     if shown:

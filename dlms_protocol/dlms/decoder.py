@@ -8,13 +8,16 @@ when the authentication key is known, a complete decode). Errors are counted in
 ``incomplete_messages``, and the security policy's ``plaintext_rejected``, ``downgrades``,
 ``replays``) next to the
 success counters (``bytes``, ``frames``, ``apdus``, ``decrypted``, ``messages``), so a wrong
-key never looks like "no data" (user pain #3). They are logged at a limited rate and never
-raised out of ``feed``: one bad frame must not stop a listener (pain #19).
+key never looks like "no data" (user pain #3). They go to ``on_error`` and are never raised out
+of ``feed``: one bad frame must not stop a listener (pain #19).
+
+Sans-io like the layers below it: no logging and no clock. The driver logs the errors (the push
+listener at a limited rate, the CLI in its own words) and what the decoder noted (``take_notes``:
+the AES engine chosen, a profile problem, a counter the meter restarted), and gives each
+message its receive time (``PushMessage.to_meter_data``).
 """
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -24,7 +27,7 @@ from ..config import ListenerConfig
 from ..errors import ChecksumError, DecodeError, DlmsError, FramingError, UnknownLayoutError
 from ..jsonform import readings_json
 from ..model import LayoutMemo, MeterData, Reading, Statistics, decimal_text, frozen_of, json_value
-from ..ratelimit import Once, RepeatLimiter
+from ..ratelimit import Once
 from .apdu import decode_apdu
 from .deframer import Deframer
 from .gbt import GbtAssembler
@@ -35,10 +38,6 @@ from .security import PUBLISHED_AUTH_KEYS, SecurityPolicy, decipher
 from .template import Template, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
 
-log = logging.getLogger(__name__)
-
-#: seconds between two log lines about the same kind of error
-LOG_INTERVAL = 60.0
 #: full decodes in a row after which a meter's layout is not learned for LEARN_PAUSE frames
 LEARN_TRIES = 8
 LEARN_PAUSE = 500
@@ -94,6 +93,9 @@ class PushMessage:
     unknown_layout: bool = False
     #: the link-layer checksum every frame of it passed (``HDLC FCS``, ``M-Bus checksum``), None: none exists
     link_check: Optional[str] = None
+    #: a ciphered message's security control byte and invocation counter (the driver's debug log)
+    security_control: Optional[int] = None
+    invocation_counter: Optional[int] = None
 
     @property
     def checksum(self) -> str:
@@ -152,10 +154,11 @@ class PushMessage:
                 add(before + _display(value) + after)
         return "\n".join(lines)
 
-    def to_meter_data(self, text: bool = True) -> MeterData:
+    def to_meter_data(self, text: bool = True, received: Optional[float] = None) -> MeterData:
         """``text=False`` leaves MeterData.text empty for sinks that never show it (the Victron
-        service): rendering costs more than mapping the values."""
-        return MeterData.of("push", self.readings, time.time(), self.timestamp, self.meter_id,
+        service): rendering costs more than mapping the values. ``received``: when the bytes
+        came (the driver's clock); None: now."""
+        return MeterData.of("push", self.readings, received, self.timestamp, self.meter_id,
                             self.render() if text else "", self.raw, self.profile, self.checksum, self)
 
 
@@ -169,26 +172,7 @@ def unknown_layout_error_for(msg: PushMessage) -> UnexplainedLayout:
     return UnexplainedLayout(base.cause, base.fix)
 
 
-class _LogLimiter:
-    """Log each kind of error at most once per interval, with the number suppressed meanwhile
-    (the core's RepeatLimiter, keyed by the error class)."""
-
-    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
-        self.log = logger
-        self.limit = RepeatLimiter(interval)
-
-    def __call__(self, exc: DlmsError) -> None:
-        kind = type(exc).__name__
-        show, more = self.limit.check(kind)
-        if not show:
-            self.log.debug("%s: %s", kind, exc)
-        elif more:
-            self.log.warning("%s (and %d more like it in the last %.0f s)", exc, more, self.limit.interval)
-        else:
-            self.log.warning("%s", exc)
-
-
-#: the interpretations' notes logged so far (once per process each)
+#: the interpretations' notes noted so far (once per process each: a profile problem repeats with every frame)
 _NOTED = Once(100)
 
 #: messages with a tag that a published authentication key may fail before it is no longer tried
@@ -199,6 +183,7 @@ class PushDecoder:
     """Stateful decoder for one meter's byte stream (see the module docstring).
 
     ``on_error`` is called with every error (after counting); ``last_error`` keeps the last one.
+    ``take_notes`` gives what the driver should log (module docstring).
     """
 
     def __init__(self, config: ListenerConfig, stats: Optional[Statistics] = None,
@@ -209,9 +194,8 @@ class PushDecoder:
         self.deframer = Deframer(config.wrapper, max_buffer)
         self.gbt = GbtAssembler(max_buffer)
         self.last_error: Optional[DlmsError] = None
-        #: True: errors are only logged at debug level (the CLI reports them itself)
-        self.quiet = False
-        self._log = _LogLimiter(log)
+        #: what the driver logs, (level name: "info" or "warning", text) each: ``take_notes``
+        self.notes: List[Tuple[str, str]] = []
         #: listening starts in the middle of a message: the framing errors before the first good
         #: frame are that partial message, not a fault (logged at info, still counted), as long
         #: as they add up to no more than one message could be (beyond that it is a wrong line)
@@ -241,6 +225,11 @@ class PushDecoder:
             resolve(config.profile, self._profiles)  # an unknown name fails at start-up too
 
     # ------------------------------------------------------------------ public
+    def take_notes(self) -> List[Tuple[str, str]]:
+        """The notes since the last call, for the driver's log."""
+        notes, self.notes = self.notes, []
+        return notes
+
     def feed(self, chunk: bytes) -> List[PushMessage]:
         """Bytes in (any chunking), verified messages out; errors are counted, not raised."""
         if chunk:
@@ -325,11 +314,7 @@ class PushDecoder:
             self.stats.count("decrypted")
             if not self._engine_said:  # the log says once which library deciphers (gcm.py chooses)
                 self._engine_said = True
-                log.info("deciphering AES-GCM with %s", gcm.engine().name)
-            if log.isEnabledFor(logging.DEBUG):  # (the arguments cost more than the check)
-                log.debug("deciphered APDU: security control 0x%02x, system title %s, invocation counter %d, "
-                          "tag %s", d.security_control or 0, (d.system_title or b"").hex(), d.invocation_counter or 0,
-                          "verified" if d.tag_verified else "not verified")
+                self.notes.append(("info", f"deciphering AES-GCM with {gcm.engine().name}"))
         plain = d.apdu
         profile = self.config.profile if self.config.profile not in (None, "", "auto") else None
         if plain[:1] == b"/":
@@ -350,13 +335,13 @@ class PushDecoder:
                 timestamp = notification.timestamp
                 for text in interp.notes:  # (a profile problem that repeats with every frame: once)
                     if _NOTED.first(text):
-                        log.warning("%s", text)
+                        self.notes.append(("warning", text))
                 self._learn(plain, notification, interp, profile)
         if not interp.readings:
             raise DecodeError("the push carries no values", "the meter sent an empty notification; nothing to do")
         note = self.policy.admit(d, timestamp)
         if note:
-            log.warning("%s", note)
+            self.notes.append(("warning", note))
         if published is not None and d.ciphered and (d.security_control or 0) & 0x10:
             self._judge_published(published, bool(d.tag_verified))
         if interp.family:
@@ -365,7 +350,8 @@ class PushDecoder:
             "wrapper": wrapper, "ciphered": d.ciphered, "tag_verified": d.tag_verified, "timestamp": timestamp,
             "profile": interp.profile, "readings": tuple(interp.readings), "apdu": plain, "raw": raw or bytes(apdu),
             "system_title": d.system_title, "serial": interp.meter_id, "unknown_layout": interp.unknown_layout,
-            "link_check": link_check})
+            "link_check": link_check, "security_control": d.security_control,
+            "invocation_counter": d.invocation_counter})
 
     def _judge_published(self, published: Tuple[str, bytes, int], verified: bool) -> None:
         """Adopt a published authentication key that verified this meter's tag: from now on every
@@ -374,8 +360,8 @@ class PushDecoder:
         if verified:
             self.auth_key, self._published = key, None
             self.policy.minimum = max(self.policy.minimum, 2)
-            log.info("the authentication tags verify with the published %s authentication key: every tag "
-                     "is checked from now on", name)
+            self.notes.append(("info", f"the authentication tags verify with the published {name} authentication "
+                                       "key: every tag is checked from now on"))
         else:
             self._published = (name, key, tries - 1) if tries > 1 else None
 
@@ -416,17 +402,11 @@ class PushDecoder:
                 self.lead_in = exc
             self._lead_parts += 1
             exc.lead_in = True
-        if self.quiet:
-            log.debug("%s", exc)
-        elif joined:
-            log.info("%s (normal right after the port was opened: listening began inside a message)", exc)
-        else:
-            self._log(exc)
         if self.on_error is not None:
             try:
                 self.on_error(exc)
-            except Exception:  # a sink's bug must not stop decoding
-                log.exception("error callback failed")
+            except Exception as failure:  # a sink's bug must not stop decoding
+                self.notes.append(("warning", f"the error callback failed on {type(exc).__name__}: {failure!r}"))
 
 
 def decode_bytes(data: bytes, config: ListenerConfig, strict: bool = True,
@@ -440,7 +420,6 @@ def decode_bytes(data: bytes, config: ListenerConfig, strict: bool = True,
     """
     errors: List[DlmsError] = []
     decoder = PushDecoder(config, stats, on_error=errors.append)
-    decoder.quiet = strict  # raised instead of logged
     messages = decoder.feed(data)
     messages += decoder.finish()
     lost = [e for e in errors if not isinstance(e, UnexplainedLayout)]
@@ -449,4 +428,4 @@ def decode_bytes(data: bytes, config: ListenerConfig, strict: bool = True,
     return messages
 
 
-__all__ = ["PushMessage", "PushDecoder", "decode_bytes", "json_value", "UnexplainedLayout", "LOG_INTERVAL"]
+__all__ = ["PushMessage", "PushDecoder", "decode_bytes", "json_value", "UnexplainedLayout"]

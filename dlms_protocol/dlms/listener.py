@@ -4,8 +4,10 @@ The thread opens the port through ``transport.Transport`` (serial device, ``/dev
 path, ``socket://`` or ``rfc2217://``), feeds every chunk to a ``PushDecoder`` and calls
 ``on_data`` with a ``MeterData`` for each message that passed every check.
 
-It never dies on bad input or a bad sink: decode errors are counted by the decoder, callback
-exceptions are logged and counted (``callback_errors``). When the port vanishes (USB unplug,
+It never dies on bad input or a bad sink: decode errors are counted by the decoder and logged
+here (each kind at most once per ``LOG_INTERVAL``; the tail of a message the port was opened
+into at INFO), with what the decoder noted (``PushDecoder.take_notes``: it has no logger);
+callback exceptions are logged and counted (``callback_errors``). When the port vanishes (USB unplug,
 ser2net restart) it closes it, waits with exponential back-off (1 s, 2 s, 4 s … 30 s) and
 reopens it, so a replugged adapter comes back by itself (user pain #20). A ConfigurationError
 at open (a malformed port URL) ends the thread instead, since retrying cannot fix it.
@@ -69,7 +71,7 @@ from ..config import ListenerConfig
 from ..errors import ConfigurationError, DlmsError, TransportError
 from ..model import MeterData, Statistics
 from ..pipeline import LoopGuest
-from ..ratelimit import Backoff
+from ..ratelimit import Backoff, RepeatLimiter, log_notes
 from ..transport import Transport
 from .cadence import Cadence
 from .decoder import PushDecoder, PushMessage
@@ -87,6 +89,8 @@ except ImportError:  # pragma: no cover - Windows
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
+#: seconds between two log lines about the same kind of decode error
+LOG_INTERVAL = 60.0
 #: longest wait for bytes in one read, so stop() and the rate limit are served promptly
 READ_SLICE = 0.2
 #: longest wait for bytes while nothing is held back by the rate limit
@@ -207,7 +211,9 @@ class PushListener:
         self.backoff_max = backoff_max
         self._opener = opener
         self.text = text  #: False: MeterData.text stays empty (sinks that never show it save the rendering)
-        self.decoder = PushDecoder(config, self.stats, on_error=self._decode_error)
+        self.decoder = PushDecoder(config, self.stats, on_error=self._decoder_error)
+        #: each kind of decode error is logged at most once per LOG_INTERVAL, with the count since
+        self._error_log = RepeatLimiter(LOG_INTERVAL)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._port: Optional[Transport] = None
@@ -360,11 +366,13 @@ class PushListener:
                 data, lost = self._coalesce(port, data)
                 for msg in self.decoder.feed(data):
                     self._deliver(msg)
+                self._log_notes()
                 if lost is not None:
                     raise lost  # after the bytes that came before the port went away
             else:  # a whole read without a byte: nothing that waits for more bytes gets them now
                 for msg in self.decoder.settle():
                     self._deliver(msg)
+                self._log_notes()
             self._flush()
 
     def _idle_read(self, port: Transport) -> bytes:
@@ -531,10 +539,15 @@ class PushListener:
 
     def _send(self, msg: PushMessage) -> None:
         self._last_delivery = time.monotonic()
+        if log.isEnabledFor(logging.DEBUG):
+            _trace(msg)
         if self.on_message is not None:
             self._call(self.on_message, msg)
-        # (other decoders' messages, e.g. SML's, know no text flag: only ask for text=False when set)
-        self._call(self.on_data, msg.to_meter_data() if self.text else msg.to_meter_data(text=False))
+        # (other decoders' messages, e.g. SML's, know neither flag: only a PushMessage gets them)
+        if msg.__class__ is PushMessage:
+            self._call(self.on_data, msg.to_meter_data(self.text, time.time()))
+        else:
+            self._call(self.on_data, msg.to_meter_data())
 
     def _call(self, func: Callable, arg: object) -> None:
         try:
@@ -547,9 +560,50 @@ class PushListener:
         if self.on_error is not None:
             self._call(self.on_error, exc)
 
+    def _decoder_error(self, exc: DlmsError) -> None:
+        """An error of the decoder (counted there): logged here, then passed on."""
+        if self._logs_decode_errors():
+            self._log_error(exc)
+        else:
+            log.debug("%s", exc)
+        self._decode_error(exc)
+
+    def _logs_decode_errors(self) -> bool:
+        """Whether the decoder's errors are logged (a subclass whose decoders are searched is quieter)."""
+        return True
+
+    def _log_error(self, exc: DlmsError) -> None:
+        """The tail of a message the port was opened into at INFO (normal at every start); any
+        other kind at WARNING, at most once per LOG_INTERVAL with the count since."""
+        if exc.lead_in:
+            log.info("%s (normal right after the port was opened: listening began inside a message)", exc)
+            return
+        kind = type(exc).__name__
+        show, more = self._error_log.check(kind)
+        if not show:
+            log.debug("%s: %s", kind, exc)
+        elif more:
+            log.warning("%s (and %d more like it in the last %.0f s)", exc, more, self._error_log.interval)
+        else:
+            log.warning("%s", exc)
+
+    def _log_notes(self) -> None:
+        """What the decoder noted (the AES engine, a profile problem, a counter restart)."""
+        if getattr(self.decoder, "notes", None):
+            log_notes(log, self.decoder.take_notes())
+
     def _report(self, exc: DlmsError) -> None:
         self.stats.error(exc)
         self._decode_error(exc)
 
 
-__all__ = ["PushListener", "open_port", "missing_bytes", "frame_length", "BACKOFF_INITIAL", "BACKOFF_MAX"]
+def _trace(msg: PushMessage) -> None:
+    """The debug line of a deciphered push (what its security header said)."""
+    if getattr(msg, "ciphered", False):
+        log.debug("deciphered APDU: security control 0x%02x, system title %s, invocation counter %d, tag %s",
+                  msg.security_control or 0, (msg.system_title or b"").hex(), msg.invocation_counter or 0,
+                  "verified" if msg.tag_verified else "not verified")
+
+
+__all__ = ["PushListener", "open_port", "missing_bytes", "frame_length", "BACKOFF_INITIAL", "BACKOFF_MAX",
+           "LOG_INTERVAL"]

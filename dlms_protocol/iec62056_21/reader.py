@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 from ..config import FORMATS, ReadoutConfig
 from ..errors import DlmsError, ProtocolError, TransportError
 from ..model import MeterData, Statistics
+from ..ratelimit import log_notes
 from .client import (D0Dialogue, DialogueResult, check_request_options, Done, Drain, Quiet, Receive, ResetInput, Send,
                      SetBaudrate, Wait)
 from .datablock import Readout
@@ -315,11 +316,7 @@ class D0Reader:
 
     @staticmethod
     def _log_notes(dialogue: D0Dialogue) -> None:
-        for level, text in dialogue.take_notes():
-            if level == "info":
-                log.info("%s", text)
-            else:
-                log.debug("%s", text)
+        log_notes(log, dialogue.take_notes())
 
     def _drive(self, transport: Transport, dialogue: D0Dialogue) -> DialogueResult:
         try:

@@ -264,7 +264,6 @@ class SmlDecoder:
         self.on_error = on_error
         self.quirks = dict(parse_quirks(None), **(quirks or {}))
         self.framer = SmlFramer(self._error, max_size=max_size)
-        self.quiet = False
         self.reduced: Optional[bool] = None  #: the last telegram's data set (None: none seen yet)
         self.seen_quirks: Dict[str, str] = {}  #: quirk → first note about it
 

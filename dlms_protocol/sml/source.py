@@ -78,8 +78,13 @@ class StreamListener(PushListener):
     def _new_decoder(self) -> Any:
         from ..detect.decoders import make_decoder
 
-        return _Recording(make_decoder(self.protocol, self.config, self.stats, self._decode_error,
+        return _Recording(make_decoder(self.protocol, self.config, self.stats, self._decoder_error,
                                        quirks=self.quirks))
+
+    def _logs_decode_errors(self) -> bool:
+        # the DLMS decoder's errors, once it is the one in use (an auto search's candidates see
+        # each other's bytes as noise); SML and D0 say theirs through the health and statistics
+        return self.detected_protocol == "dlms" and not self.searching
 
     # ------------------------------------------------------------- the line search
     def _read_loop(self, port: Transport) -> None:
