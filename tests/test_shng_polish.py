@@ -289,13 +289,14 @@ def test_structs_log_no_undefined_attribute_without_smartvisu(shng: SmartHome, c
 def test_joining_a_push_stream_mid_message_is_no_warning(caplog) -> None:
     plugin_package()
     from plugins.dlms.dlms_protocol.config import ListenerConfig
-    from plugins.dlms.dlms_protocol.dlms.decoder import PushDecoder
+    from plugins.dlms.dlms_protocol.dlms.listener import PushListener
 
     caplog.set_level(logging.INFO)
     sim = PushSimulator(wrapper="hdlc", seed=5)
     first, second, third = sim.emit(), sim.emit(), sim.emit()
     passed_on: list = []
-    decoder = PushDecoder(ListenerConfig(port="test"), on_error=passed_on.append)
+    # the listener's decoder, fed as its thread would: the decoder is sans-io, the listener logs
+    decoder = PushListener(ListenerConfig(port="test"), lambda data: None, on_error=passed_on.append).decoder
     got = decoder.feed(first[len(first) // 2:] + second + third)       # the port opened mid-message
     assert len(got) == 2
     joined = [r for r in caplog.records if "noise skipped" in r.getMessage()]
