@@ -11,7 +11,10 @@ Measured:
 * **CPU per push** of the service process (user+system of all threads, /proc schedstat), with
   the push written to the pty one byte at a time, in 64-byte chunks, and as one write; the
   chunks are paced at the line's character time (1.04 ms at 9600 Bd), as a real line delivers
-  them. Target: 1 ms on this machine (a GX is 15-30 times slower). The three chunkings take
+  them. Target: 1 ms on this machine (a GX is 15-30 times slower). Beside it, the lower bound of
+  any Python service: a bare reader (``FLOOR_SCRIPT``) under the same interpreter on the same
+  line and pacing, woken once per push as the service's listener is, that reads the push and
+  writes a signal-sized 1.3 kB to a pipe, and does nothing else. The three chunkings take
   turns in rounds (each round in another order), so a change in the machine's state (another
   guest, the host's caches) falls on all three alike; the figure is the median of the rounds,
   and the note gives their range.
@@ -93,6 +96,41 @@ while buf.position < buf.size:
     if buf.position == before:
         break
 print(f"gurux path: {frames} frames, {values} values", file=sys.stderr)
+"""
+
+
+#: the lower bound: a bare Python reader of the pushes (argv: port, push length, period). It wakes
+#: once per push (at the first byte; once it knows when a push ends, at that moment, as the
+#: service's listener sleeps through a push), reads it and writes 1.3 kB (a push's ItemsChanged)
+#: to a pipe; no decoding, no D-Bus
+FLOOR_SCRIPT = r"""
+import os, select, subprocess, sys, time, tty
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+tty.setraw(fd)
+length, period = int(sys.argv[2]), float(sys.argv[3])
+sink = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+signal = b"x" * 1300
+last_end = None
+while True:
+    buf = b""
+    slept = False
+    if last_end is not None:
+        left = last_end + period + 0.004 - time.monotonic()
+        if 0 < left < 2 * period:
+            select.select([], [], [], left)
+            slept = True
+    reads = 0
+    while len(buf) < length:
+        if select.select([fd], [], [], 1.0)[0]:
+            buf += os.read(fd, 4096)
+            reads += 1
+    if len(buf) != length:
+        last_end = None  # (out of step: wait for bytes again)
+    elif slept and reads == 1 and last_end is not None:
+        last_end += period  # slept through the whole push: on the beat
+    else:
+        last_end = time.monotonic()  # where its last bytes woke the reader
+    os.write(sink.stdin.fileno(), signal)
 """
 
 
@@ -196,6 +234,25 @@ def cpu_rounds(proc: subprocess.Popen, sim: PushSimulator, link: PtyLink, pushes
     return out
 
 
+def floor_cpu(sim: PushSimulator, pushes: int) -> Dict[str, float]:
+    """CPU seconds per push of FLOOR_SCRIPT under the service's interpreter, per chunking."""
+    link = PtyLink(baudrate=BAUD, bytesize=8, parity="N")
+    length = len(sim.emit())
+    proc = subprocess.Popen([SERVICE_PYTHON[0], "-c", FLOOR_SCRIPT, link.port, str(length), str(PERIOD)])
+    try:
+        time.sleep(0.5)
+        out = {}
+        for label, chunk in CHUNKINGS:
+            write = paced_writer(link, chunk)
+            push_run(proc, sim, write, 6)  # (finds the beat)
+            out[label] = push_run(proc, sim, write, pushes)
+        return out
+    finally:
+        proc.kill()
+        proc.wait(5)
+        link.close()
+
+
 def decode_rates(n: int, tmp: Path) -> Tuple[float, float]:
     """frames/s of ``decode --file`` and of the gurux path on the same capture (whole processes)."""
     sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, layout="profile", profile=PROFILE,
@@ -290,6 +347,9 @@ def main() -> int:
         cpu = {label: statistics.median(per) for label, per in rounds.items()}
         refresh = client.value(name, "/RefreshTime")
         rss, pss = memory_kb(proc.pid)
+        floor = floor_cpu(PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, layout="profile",
+                                        profile=PROFILE, seed=7, interval=PERIOD, invocation_counter=1000),
+                          max(20, pushes // 6))
         ours_fps, gurux_fps = decode_rates(decode_n, tmp)
         bare = bare_python_rss()
         proc.terminate()
@@ -304,6 +364,10 @@ def main() -> int:
                          f"{ms / TARGET_CPU_MS:.2f}x",
                          f"median of {len(per)} rounds ({min(per) * 1e3:.2f}-{max(per) * 1e3:.2f} ms), "
                          f"{pushes} pushes at 4/s, 9600 Bd, 185 B, AES-GCM 0x30"))
+        for label, c in floor.items():
+            rows.append((f"  lower bound, {label}", f"{c * 1e3:.3f} ms", f"{cpu[label] * 1e3:.3f} ms (ours)",
+                         f"{cpu[label] / c:.1f}x" if c > 0 else "n/a",
+                         "a bare Python reader: one wake-up, one read, 1.3 kB written per push (FLOOR_SCRIPT)"))
         ratio = ours_fps / gurux_fps
         rows.append(("decode frames/s (whole process)", f"{ours_fps:.0f}/s", f"{gurux_fps:.0f}/s (gurux getData+XML)",
                      f"{ratio:.1f}x", f"{decode_n} encrypted frames; target {TARGET_DECODE_RATIO:g}x"))
