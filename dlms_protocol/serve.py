@@ -89,12 +89,13 @@ def describe_start(cfg: Any) -> str:
 
 def build_source(cfg: Any, stats: Statistics, report: _RateLimited) -> Source:
     """The source the [meter] section asks for (push listener, D0 readout loop or DLMS polling)."""
+    text = bool(cfg.outputs) or not cfg.victron  # D-Bus shows no text: a DLMS push is not rendered for it
     if cfg.listener is not None and getattr(cfg, "protocol", "dlms") != "dlms":  # SML, push-only D0, auto
         return make_source("sml", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
-                           on_problem=report, protocol=cfg.protocol)
+                           on_problem=report, protocol=cfg.protocol, text=text)
     if cfg.listener is not None:
         return make_source("push", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
-                           on_problem=report, text=bool(cfg.outputs) or not cfg.victron)  # D-Bus shows no text
+                           on_problem=report, text=text)
     if getattr(cfg, "poll", None) is not None:
         return make_source("poll", config=cfg.poll, cycle=cfg.interval, stats=stats, stale_after=cfg.bridge.timeout)
     return make_source("readout", config=cfg.readout, cycle=cfg.interval, stats=stats,

@@ -258,6 +258,34 @@ def test_detect_over_socket_listens_once(capsys) -> None:
     assert "set on the serial server" in out
 
 
+def test_the_victron_service_renders_no_text_for_a_dlms_meter_found_by_auto(tmp_path) -> None:
+    """``protocol = auto`` with only the D-Bus output: a DLMS push recognised by the search is not
+    rendered as text, as with ``protocol = dlms`` (D-Bus shows none; rendering is part of a GX's
+    CPU per push); with another output it is."""
+    from dlms_protocol.serve import _RateLimited, build_source
+    from dlms_protocol.victron.config_file import load_config
+
+    for victron, rendered in ((True, False), (False, True)):
+        sim = PushSimulator(wrapper="hdlc", seed=41)
+        port = sim.open_pty(baudrate=2400, parity="E", time_scale=4)
+        ini = tmp_path / "auto.ini"
+        ini.write_text(f"[meter]\nmode = push\nprotocol = auto\nport = {port}\nbaudrate = 2400\nparity = E\n")
+        cfg = load_config(str(ini), victron=victron)
+        out = Recorder()
+        pipe = Pipeline(build_source(cfg, Statistics(), _RateLimited()), [out])
+        pipe.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not out.data and time.monotonic() < deadline:
+                sim.send_once()
+                out.event.wait(0.5)
+        finally:
+            pipe.stop()
+            sim.stop()
+        assert out.data and out.data[0].get("1.8.0") is not None, victron
+        assert bool(out.data[0].text) is rendered, victron
+
+
 def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
     """The Venus OS / standalone service: [meter] protocol = sml gives the SML source (Victron, MQTT)."""
     from dlms_protocol.serve import _RateLimited, build_source
