@@ -3,6 +3,7 @@ that is not its protocol's default; the printed plugin.yaml block and items, loa
 SmartHomeNG test double, read that meter (values compared with what the simulator sent)."""
 from __future__ import annotations
 
+import logging
 import threading
 from decimal import Decimal
 from typing import Any, Dict, Iterator, List, Tuple
@@ -369,7 +370,8 @@ def test_luxembourg_smarty_needs_only_the_key(capsys, shng) -> None:
         meter.stop()
 
 
-def test_encrypted_push_with_the_key_is_decoded_and_reports_its_security_byte(capsys) -> None:
+def test_encrypted_push_with_the_key_is_decoded_and_reports_its_security_byte(capsys, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="dlms_protocol.detect")
     sim = PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, seed=8)
     port = sim.open_pty(baudrate=9600, parity="N")
     pusher = Pusher(sim)
@@ -379,6 +381,9 @@ def test_encrypted_push_with_the_key_is_decoded_and_reports_its_security_byte(ca
         pusher.halt()
         sim.stop()
     assert code == 0, err
+    # the sans-io decoder's note, logged by the probe that drove it (-v shows it)
+    assert [r.name for r in caplog.records if r.getMessage().startswith("deciphering AES-GCM with")] == [
+        "dlms_protocol.detect.probe"]
     assert field(lines, "encryption") == "encrypted, security 0x30"
     assert int(field(lines, "values").split()[0]) > 3
     block = yaml12.load(section(lines, "plugin.yaml:"))["dlms"]

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..config import ListenerConfig, ReadoutConfig, format_name, parse_format
 from ..errors import ConfigurationError, DlmsError
 from ..model import MeterData, Statistics
+from ..ratelimit import log_notes
 from ..transport import Transport
 from .decoders import AutoDecoder
 
@@ -193,6 +194,7 @@ class Detector:
             if count >= 2:
                 break
         w.errors = dict(decoder.errors)
+        log_notes(log, decoder.take_notes())  # (the recognised decoder's: a profile problem, the AES engine)
         return w
 
     @staticmethod
