@@ -5,6 +5,8 @@ must show in the log without a line per cycle: the first occurrence is logged in
 one line with the count per interval (``RepeatLimiter``). A port, a bus or a meter that is gone
 is retried ever less often, up to a ceiling, and at once at full rate after a success
 (``Backoff``: the serial listener, the D-Bus connection and the scheduled readout/poll loop).
+``Once`` says a thing once; ``log_notes`` puts what a sans-io layer noted (it has no logger) into
+its driver's log.
 """
 from __future__ import annotations
 
