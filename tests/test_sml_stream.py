@@ -258,6 +258,20 @@ def test_detect_over_socket_listens_once(capsys) -> None:
     assert "set on the serial server" in out
 
 
+def test_every_stream_message_takes_the_text_flag_and_the_receive_time() -> None:
+    """SML, D0 and DLMS messages have one ``to_meter_data(text, received)``: the listener gives
+    each the receive time of its clock and leaves the text out for a sink that never shows it."""
+    from dlms_protocol.detect.decoders import D0PushDecoder, make_decoder
+
+    sml = decode_all(SmlSimulator(seed=2).build())[0][0]
+    dlms = make_decoder("dlms").feed(PushSimulator(wrapper="hdlc", seed=3).emit())[0]
+    d0 = D0PushDecoder(use_checksum=False).feed(b"/ABC5METER\r\n\r\n1-0:1.8.0(000123.4*kWh)\r\n!\r\n")[0]
+    for msg in (sml, dlms, d0):
+        shown, bare = msg.to_meter_data(), msg.to_meter_data(False, 12.5)
+        assert shown.text == msg.render() and bare.text == "" and bare.received == 12.5
+        assert bare.readings == shown.readings and bare.checksum == shown.checksum
+
+
 def test_the_victron_service_renders_no_text_for_a_dlms_meter_found_by_auto(tmp_path) -> None:
     """``protocol = auto`` with only the D-Bus output: a DLMS push recognised by the search is not
     rendered as text, as with ``protocol = dlms`` (D-Bus shows none; rendering is part of a GX's

@@ -2,7 +2,7 @@
 
 Every decoder has ``feed(bytes) -> [message]``, ``settle()``, ``finish()`` and ``reset()``, logs nothing
 (its driver does: errors through ``on_error``, notes through ``take_notes`` where it has any), and a
-message has ``to_meter_data()``, ``to_json()`` and ``render()`` (``PushMessage``, ``SmlTelegram``,
+message has ``to_meter_data(text, received)``, ``to_json()`` and ``render()`` (``PushMessage``, ``SmlTelegram``,
 ``D0Telegram``), so the push listener's thread, the CLI and ``detect`` drive any of them.
 ``AutoDecoder`` feeds every candidate until one delivers a *verified* message and then keeps
 only that one: nothing is guessed from byte patterns, a protocol is chosen by a checksum that held.
@@ -26,8 +26,9 @@ class D0Telegram:
 
     readout: Any  # iec62056_21.datablock.Readout
 
-    def to_meter_data(self) -> MeterData:
-        return replace(self.readout.to_meter_data(), message=self)
+    def to_meter_data(self, text: bool = True, received: Optional[float] = None) -> MeterData:
+        data = replace(self.readout.to_meter_data(received), message=self)
+        return data if text else replace(data, text="")
 
     def to_json(self) -> dict:
         return dict(self.readout.to_json(), protocol="d0")

@@ -543,11 +543,7 @@ class PushListener:
             _trace(msg)
         if self.on_message is not None:
             self._call(self.on_message, msg)
-        # (other decoders' messages, e.g. SML's, know neither flag: only a PushMessage gets them)
-        if msg.__class__ is PushMessage:
-            self._call(self.on_data, msg.to_meter_data(self.text, time.time()))
-        else:
-            self._call(self.on_data, msg.to_meter_data())
+        self._call(self.on_data, msg.to_meter_data(self.text, time.time()))
 
     def _call(self, func: Callable, arg: object) -> None:
         try:

@@ -129,10 +129,11 @@ class SmlTelegram:
         """What vouched for the values (MeterData.checksum): the transport and message CRCs."""
         return "SML CRC16" + ("/KERMIT" if self.crc == "kermit" else "")
 
-    def to_meter_data(self) -> MeterData:
-        return MeterData(kind="push", readings=self.readings, meter_time=self.meter_time,
-                         meter_id=self.meter_id, text=self.render(), raw=self.raw, profile="sml",
-                         checksum=self.checksum, message=self)
+    def to_meter_data(self, text: bool = True, received: Optional[float] = None) -> MeterData:
+        """``text=False``: no rendering (a sink that never shows it); ``received``: the driver's
+        time of the bytes (None: now). The stream messages' one form (``detect.decoders``)."""
+        return MeterData.of("push", self.readings, received, self.meter_time, self.meter_id,
+                            self.render() if text else "", self.raw, "sml", self.checksum, self)
 
 
 # ---------------------------------------------------------------------- smllib glue
