@@ -6,15 +6,18 @@ out once per layout and reused: ``model.new_reading`` (Reading without the froze
 means), the candidate set of ``profiles.choose`` and the fixed text of each line of
 ``PushMessage.render``. Each is checked here against the plain formula it replaces, on every
 push frame of the corpus and on frames of every positional profile the simulator can build.
+The deframer takes a frame with the last one's header in one step (``Deframer._known_frame``):
+checked against its general scan on random streams of every kind of frame, damaged ones too.
 """
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import pytest
 from hypothesis import example, given, settings, strategies as st
@@ -22,6 +25,7 @@ from hypothesis import example, given, settings, strategies as st
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.dlms.apdu import decode_apdu
 from dlms_protocol.dlms.decoder import PushDecoder, PushMessage, _display, decode_bytes
+from dlms_protocol.dlms.deframer import Deframer, RawApdu
 from dlms_protocol.dlms.payload import _Builder, interpret
 from dlms_protocol.dlms.profiles import choose, load_profiles
 from dlms_protocol.dlms.template import PositionalTemplate
@@ -29,6 +33,7 @@ from dlms_protocol.model import MeterData, Reading, decimal_text, json_value, ne
 from dlms_protocol.obis import Obis
 from dlms_protocol.simulator.push import PushSimulator
 from helpers import ROOT, corpus_files, load_json
+from test_push_stream import AK, EK, random_bytes
 
 PROFILES = load_profiles()
 #: positional profiles the simulator builds frames for (others need markers or a family first)
@@ -344,3 +349,127 @@ def test_what_a_push_decoder_makes_per_frame_is_the_dataclass_instance(security:
     assert kinds == ({"Deciphered", "CipheredApdu", "Interpretation"} if security else {"Deciphered", "Interpretation"})
     for obj in made + msgs:
         _is_the_dataclass_instance(obj)
+
+
+# ------------------------------------------------------------- the deframer's known-frame shortcut
+class _ScanOnly(Deframer):
+    """The deframer without ``_known_frame``: the general scan decides every frame."""
+
+    def _known_frame(self, q: int, out: List[Any]) -> int:
+        return 0
+
+
+class _CountingShortcut(Deframer):
+    """The deframer as it is, counting the frames its shortcut took and the general scan's candidates."""
+
+    taken = scanned = 0
+
+    def _known_frame(self, q: int, out: List[Any]) -> int:
+        end = super()._known_frame(q, out)
+        self.taken += end > 0
+        return end
+
+    def _candidate(self, q: int, out: List[Any]) -> Tuple[int, int]:
+        self.scanned += 1
+        return super()._candidate(q, out)
+
+
+def _link_frames(rng: random.Random) -> List[bytes]:
+    """HDLC frames of many kinds (and M-Bus ones): repeated headers, segmented and I-frame
+    messages, ciphered and plain, the corpus's real ones."""
+    frames: List[bytes] = []
+    kinds = [dict(), dict(key=EK, auth_key=AK, security=0x30), dict(segmented=True, max_info=60),
+             dict(hdlc_kind="i", segmented=True, max_info=50), dict(hdlc_kind="i"), dict(gbt=True, block_size=40),
+             dict(wrapper="mbus"), dict(wrapper="mbus", segmented=True, max_info=60)]
+    for kind in kinds:
+        sim = PushSimulator(seed=rng.randrange(1000), **kind)  # type: ignore[arg-type]
+        for _ in range(3):
+            push = sim.emit()
+            frames.append(push)
+            frames += _pieces(push)  # (so that segments go missing, come twice, come alone)
+    for path in corpus_files("push", ".json"):
+        case = load_json(path)
+        if case["wrapper"] in ("HDLC", "M-Bus"):
+            frames.append(bytes.fromhex(case["hex"]))
+    return frames
+
+
+def _pieces(push: bytes) -> List[bytes]:
+    """The single HDLC frames or M-Bus telegrams of a segmented push (none for a single one)."""
+    pieces, pos = [], 0
+    while pos < len(push):
+        if push[pos:pos + 2] in (b"\x7e\xa0", b"\x7e\xa8"):
+            total = (((push[pos + 1] & 0x07) << 8) | push[pos + 2]) + 2
+        elif push[pos] == 0x68:
+            total = push[pos + 1] + 6
+        else:
+            return []
+        pieces.append(push[pos:pos + total])
+        pos += total
+    return pieces if len(pieces) > 1 else []
+
+
+def _stream(rng: random.Random, frames: List[bytes]) -> bytes:
+    """Frames back to back, repeated, with noise, doubled and shared flags, bit flips, cut frames."""
+    out = bytearray()
+    for _ in range(rng.randint(4, 30)):
+        frame = bytearray(rng.choice(frames))
+        how = rng.random()
+        if how < 0.1 and frame:
+            frame[rng.randrange(len(frame))] ^= 1 << rng.randrange(8)  # a bit error anywhere
+        elif how < 0.15:
+            del frame[rng.randrange(len(frame)):]  # the line lost the rest
+        elif how < 0.25:
+            out += random_bytes(rng, rng.randint(1, 40))
+        elif how < 0.35:
+            out += b"\x7e" * rng.randint(1, 3)
+        elif how < 0.45 and out.endswith(b"\x7e") and frame[:1] == b"\x7e":
+            del frame[:1]  # one flag between two frames
+        out += frame
+    return bytes(out)
+
+
+def _deframed(deframer: Deframer, chunks: List[bytes], settle: List[bool]) -> Tuple[list, tuple]:
+    items: List[Any] = []
+    for chunk, quiet in zip(chunks, settle):
+        items += deframer.feed(chunk)
+        if quiet:
+            items += deframer.settle()
+    items += deframer.finish()
+    shown = [i if isinstance(i, RawApdu) else (type(i).__name__, str(i)) for i in items]
+    return shown, (deframer.frames, deframer.skipped, deframer.checksummed, deframer.buffered, deframer.high_water)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), wrapper=st.sampled_from(["auto", "hdlc"]),
+       biggest=st.sampled_from([1, 7, 64, 4096]))
+def test_known_frame_shortcut_takes_what_the_scan_takes(seed: int, wrapper: str, biggest: int) -> None:
+    """Whatever the stream and its read boundaries: the same messages, errors and counters."""
+    rng = random.Random(seed)
+    data = _stream(rng, _link_frames(rng))
+    chunks = []
+    i = 0
+    while i < len(data):
+        n = rng.randint(1, biggest)
+        chunks.append(data[i:i + n])
+        i += n
+    settle = [rng.random() < 0.2 for _ in chunks]
+    assert _deframed(Deframer(wrapper), chunks, settle) == _deframed(_ScanOnly(wrapper), chunks, settle)
+
+
+def test_known_frame_shortcut_takes_a_meters_repeated_pushes() -> None:
+    """Not a shortcut nobody takes: every push after the first one of a meter, whole or byte by
+    byte; whole ones without the general scan (nor for the flags between them: the last push's
+    closing one and this one's opening one)."""
+    sim = PushSimulator(key=EK, auth_key=AK, security=0x30, seed=3)
+    pushes = [sim.emit() for _ in range(6)]
+    d = _CountingShortcut("auto")
+    got = d.feed(pushes[0])
+    scanned = d.scanned
+    got += [i for p in pushes[1:] for i in d.feed(p)]
+    assert all(isinstance(i, RawApdu) for i in got) and len(got) == 6
+    assert d.taken == 5 and d.scanned == scanned
+    d = _CountingShortcut("auto")
+    got = [i for p in pushes for b in p for i in d.feed(bytes([b]))]
+    assert all(isinstance(i, RawApdu) for i in got) and len(got) == 6
+    assert d.taken == 5
