@@ -456,8 +456,10 @@ class PushListener:
         """The first bytes plus what follows until a frame end or a quiet line (module docstring);
         and the error if the port went away meanwhile (raised once the bytes are decoded)."""
         length = frame_length(first)
-        if length == len(first) and first[-1] in (FLAG, STOP) and _FRAME_START.match(first):
-            self._lengths.append(length)  # exactly one whole frame (the usual push): what _missing says
+        # exactly one whole frame (the usual push), from its first byte on: not after a doubled flag
+        # (which frame_length counts in); a byte test, not _FRAME_START: no regular expression per push
+        if length == len(first) and first[-1] in (FLAG, STOP) and (first[0] != FLAG or first[1] != FLAG):
+            self._lengths.append(length)  # (what _missing says)
             return first, None
         char = self.char_time()
         quiet = max(QUIET_MIN, QUIET_CHARS * char)
