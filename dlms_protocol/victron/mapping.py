@@ -157,6 +157,16 @@ class PhaseRules:
                                      "see dlms_protocol/data/victron_mapping.json for the layout") from None
 
 
+def _all_known(got: List[Optional[Decimal]]) -> bool:
+    """No None among ``got``, told by identity: ``None in got`` compares each Decimal with None,
+    and Decimal asks the numbers.Rational ABC about NoneType for that (abc's Python code and its
+    caches, six times a push)."""
+    for value in got:
+        if value is None:
+            return False
+    return True
+
+
 @lru_cache(maxsize=256)
 def _phase_of(path: str) -> Optional[int]:
     if path.startswith("/Ac/L") and len(path) > 6 and path[5] in "123" and path[6] == "/":
@@ -651,7 +661,7 @@ class Mapper:
 
         def per_phase(names: Tuple[str, ...]) -> Optional[List[Decimal]]:
             got = [values.get(names[ph]) for ph in sorted(full)]
-            if not full or None in got:
+            if not full or not _all_known(got):
                 return None
             return got  # type: ignore[return-value]
 
@@ -676,7 +686,7 @@ class Mapper:
         top = max(phases) if phases else 0
         full = range(1, top + 1)
         currents = [values.get(_CURRENT[ph]) for ph in full]
-        if top and "/Ac/Current" not in values and None not in currents:
+        if top and "/Ac/Current" not in values and _all_known(currents):
             values["/Ac/Current"] = sum(currents, Decimal(0))  # type: ignore[arg-type]
         apparent = Decimal(0)
         complete = bool(top)
