@@ -463,3 +463,38 @@ def test_the_line_search_reads_a_d0_meter_as_7e1(monkeypatch) -> None:
     assert "9600 Bd 7E1" in listener.notes["line search"]
     assert len(got) >= 3 and all(d.checksum == "BCC" and d.get("0.0.0") is not None for d in got)
     assert listener.connects == 2  # found at 9600 8N1, then the same line as 7E1
+
+
+@pytest.mark.parametrize("kind", ["dlms", "dlms-segmented", "sml", "d0"])
+def test_auto_decoder_counts_what_the_protocols_own_decoder_counts(kind: str) -> None:
+    """The statistics (web interface, dlms_status items) do not depend on ``protocol: auto``: the
+    first message's frames, APDUs and decryptions count too (they were once lost, so a push meter
+    showed one message more than APDUs)."""
+    from dlms_protocol.detect.decoders import make_decoder
+    from dlms_protocol.iec62056_21.datablock import _crc16_arc
+
+    if kind.startswith("dlms"):
+        key = bytes(range(16))
+        sim = PushSimulator(wrapper="hdlc", key=key, security=0x20, seed=4, segmented=kind.endswith("segmented"),
+                            max_info=60)
+        stream = b"\x11\x22" * 20 + b"".join(sim.emit() for _ in range(4))
+        protocol, config = "dlms", ListenerConfig(port="-", key=key)
+    elif kind == "sml":
+        stream = b"\x00" * 7 + b"".join(SmlSimulator(seed=s).build() for s in range(4))
+        protocol, config = "sml", ListenerConfig(port="-")
+    else:
+        stream = b""
+        for s in range(4):  # DSMR telegrams: push-only D0 with a CRC
+            body = f"/ISK5\\2M550T-1012\r\n\r\n1-0:1.8.0({1234 + s:010.3f}*kWh)\r\n!".encode("ascii")
+            stream += body + f"{_crc16_arc(body):04X}\r\n".encode("ascii")
+        protocol, config = "d0", ListenerConfig(port="-")
+    for piece in (len(stream), 7, 1):
+        chunks = [stream[i:i + piece] for i in range(0, len(stream), piece)]
+        auto, plain = AutoDecoder(config), make_decoder(protocol, config)
+        got_auto = [m for c in chunks for m in auto.feed(c)]
+        got_plain = [m for c in chunks for m in plain.feed(c)]
+        assert auto.protocol == protocol and len(got_auto) == len(got_plain) == 4
+        counters = {k: v for k, v in auto.stats.counters.items()}
+        assert counters == plain.stats.counters
+        if protocol == "dlms":
+            assert counters["decrypted"] == counters["apdus"] == counters["messages"] == 4

@@ -53,6 +53,8 @@ class D0PushDecoder:
     def feed(self, chunk: bytes) -> List[D0Telegram]:
         from ..iec62056_21.datablock import parse_readout
 
+        if chunk:
+            self.stats.count("bytes", len(chunk))  # (as the SML and DLMS decoders count them)
         out: List[D0Telegram] = []
         for telegram in self.splitter.feed(chunk):
             self.stats.count("frames")
@@ -96,14 +98,20 @@ def make_decoder(protocol: str, config: Optional[ListenerConfig] = None, stats: 
     raise ConfigurationError(f"protocol {protocol!r} unknown", "use " + ", ".join(PROTOCOLS))
 
 
+#: the success counters a candidate keeps in its own statistics until it is recognised (its errors
+#: are counted from ``_pending``, the bytes by the AutoDecoder itself, its messages as they come out)
+_PROGRESS = ("frames", "apdus", "decrypted")
+
+
 class AutoDecoder:
     """Feed every candidate protocol until one delivers a verified message, then only that one.
 
     Errors of the candidates are not reported while nothing has been recognised (a DLMS
     deframer sees SML as noise), except security errors (an encrypted push without a key is
-    the answer, not noise); once one is recognised, its errors since the start are counted, so
-    the figures do not depend on how the bytes were cut. ``errors`` keeps the last one per
-    protocol for the diagnosis.
+    the answer, not noise); once one is recognised, its errors and its progress (frames, APDUs,
+    decrypted messages) since the start are counted, so the figures are the ones that protocol's
+    own decoder would show and do not depend on how the bytes were cut. ``errors`` keeps the
+    last one per protocol for the diagnosis.
     """
 
     def __init__(self, config: Optional[ListenerConfig] = None, stats: Optional[Statistics] = None,
@@ -176,8 +184,11 @@ class AutoDecoder:
                     self.on_error(exc)
         self._pending.clear()
         self._candidates = {name: dec}
-        dec.stats = self.stats
-        self.stats.count("frames", len(found))
+        own, dec.stats = dec.stats, self.stats
+        for counter in _PROGRESS:  # what it counted so far (its frames, not its messages: segments)
+            n = own.get(counter)
+            if n:
+                self.stats.count(counter, n)
         for _ in found:
             self.stats.success("messages")
         return list(found)
