@@ -89,6 +89,20 @@ def test_names_and_units_come_from_data(text, en, de, unit):
     assert code.unit() == unit
 
 
+@pytest.mark.parametrize("text, en, de", [
+    ("1-0:99.97.0", "Power failure event log (number of entries)", "Netzausfall-Protokoll (Anzahl Einträge)"),
+    ("0-0:98.1.0", "Billing period history (number of entries)", "Abrechnungsperioden-Historie (Anzahl Einträge)"),
+    ("1-0:52.32.0", "Voltage L2, number of sags", "Spannung L2, Anzahl Spannungseinbrüche"),
+    ("1-0:72.36.0", "Voltage L3, number of swells", "Spannung L3, Anzahl Spannungsspitzen"),
+])
+def test_dsmr_logs_and_counters_say_what_their_value_counts(text, en, de):
+    """A DSMR buffer line (``1-0:99.97.0(2)(0-0:96.7.19)(...)``) gives its entry count as the value:
+    the name says so, and the sag/swell counters are named too (they had no name at all)."""
+    code = Obis.parse(text)
+    assert (code.name(), code.name("de"), code.unit()) == (en, de, None)
+    assert Obis.parse("7-0:99.97.0").name() is None  # (only the electricity log: a gas meter's 99.97 is another)
+
+
 def test_unknown_code_has_no_name():
     assert Obis.parse("1-0:200.200.0").name() is None
 

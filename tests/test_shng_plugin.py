@@ -304,6 +304,24 @@ def test_legacy_conversions(raw: str, conversion: str, expected: Any) -> None:
     assert support().convert_legacy(raw, conversion) == expected
 
 
+def test_a_dsmr_log_gives_its_entry_count_and_its_entries_by_index() -> None:
+    """What user_doc says of ``1-0:99.97.0``: the plain form is the number of entries (and is named
+    so), the list form picks an entry's group, e.g. index 3 the first failure's duration in s."""
+    from dlms_protocol.iec62056_21.datablock import _crc16_arc, parse_readout
+
+    body = ("/ISK5\\2MT382-1000\r\n\r\n1-0:1.8.1(123456.789*kWh)\r\n"
+            "1-0:99.97.0(2)(0-0:96.7.19)(101208152415W)(0000000240*s)(101208151004W)(0000000301*s)\r\n!")
+    telegram = (body + f"{_crc16_arc(body.encode('ascii')):04X}\r\n").encode("ascii")
+    data = parse_readout(telegram).to_meter_data()
+    ps = support()
+    plain = ps.parse_obis_attribute("1-0:99.97.0").select(data)
+    assert plain is not None and plain.value == 2 and plain.name == "Power failure event log (number of entries)"
+    listed = ps.parse_obis_attribute(["1-0:99.97.0", "3", "Value", "num"])
+    assert ps.legacy_value(listed, listed.select(data)) == 240
+    unit = ps.parse_obis_attribute(["1-0:99.97.0", "3", "Unit"])
+    assert ps.legacy_value(unit, unit.select(data)) == "s"
+
+
 @pytest.mark.parametrize("raw, conversion", [
     ("1423", "Z6"), ("246318", "D6"), ("abc", "num"), ("1.5", "int"), ("2413121815", "ZST10"), ("nan", "float"),
 ])
