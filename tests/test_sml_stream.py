@@ -494,7 +494,7 @@ def test_auto_decoder_counts_what_the_protocols_own_decoder_counts(kind: str) ->
         got_auto = [m for c in chunks for m in auto.feed(c)]
         got_plain = [m for c in chunks for m in plain.feed(c)]
         assert auto.protocol == protocol and len(got_auto) == len(got_plain) == 4
-        counters = {k: v for k, v in auto.stats.counters.items()}
+        counters = dict(auto.stats.counters)
         assert counters == plain.stats.counters
         if protocol == "dlms":
             assert counters["decrypted"] == counters["apdus"] == counters["messages"] == 4

@@ -381,14 +381,17 @@ class Deframer:
             q += 1  # the closing flag of the frame before (the scan skips it, uncounted)
         known = self._header_bytes
         end = q + header.total - 1
-        if end >= len(buf) or buf[end] != hdlc.FLAG or buf[q:q + len(known)] != known:
+        if end >= len(buf) or buf[q:q + len(known)] != known:
             return 0
-        info = bytes(buf[q + len(known):end - 2])
-        fcs = buf[end - 2] | (buf[end - 1] << 8)
-        if fcs != hdlc.crc16_x25(buf, q + 1, end - 2) or info[:3] not in hdlc.LLC_HEADERS:
+        try:
+            frame = hdlc.parse_frame(buf, q, header)  # (the closing flag and the FCS, as the scan checks them)
+        except DlmsError:
+            return 0  # (the scan reports it)
+        apdu, has_llc = hdlc.strip_llc(frame.info)
+        if not has_llc:
             return 0
         self.frames += 1
-        out.append(RawApdu("hdlc", info[3:], 1, bytes(buf[q:end + 1]), self._known_owner))
+        out.append(RawApdu("hdlc", apdu, 1, frame.raw, self._known_owner))
         return end
 
     def _skip(self, out: List[Item], start: int, end: int) -> None:
