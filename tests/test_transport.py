@@ -5,14 +5,16 @@ import os
 import pwd
 import select
 import socket
+import termios
 import threading
 import time
+from typing import Callable, Optional
 
 import pytest
 import serial
 
 from dlms_protocol.errors import ConfigurationError, TransportError
-from dlms_protocol.simulator.pty import PtyLink
+from dlms_protocol.simulator.pty import PARK_AFTER, PtyLink
 from dlms_protocol.transport import PARITY_ERROR, Transport, bits_per_char
 
 
@@ -473,24 +475,98 @@ def test_sleep_on_a_local_port_ends_when_another_thread_closes_it(link):
     assert isinstance(outcome.get("error"), TransportError)
 
 
-def test_a_reader_that_reopens_during_the_park_keeps_its_rate():
+def _closed_and_parked(link: PtyLink) -> None:
+    """Let the link see its reader gone and, ``PARK_AFTER`` later, park the slave."""
+    assert link.receive(0.01) == b"" and not link.connected
+    time.sleep(PARK_AFTER)
+    assert link.receive(0.01) == b"" and not link.connected
+
+
+def test_a_parked_line_opens_again_with_hardware_parity_at_the_same_rate():
+    """What the park is for: pyserial asking a pty for the 7E1 (or 8E1) it already has, at the same
+    rate, fails with EINVAL (the pty cannot keep the parity bit, so nothing would change)."""
+    link = PtyLink(baudrate=300, bytesize=7, parity="E")
+    try:
+        for _ in range(3):
+            port = serial.Serial(link.port, 300, bytesize=7, parity="E", timeout=0)
+            assert link.receive(0.01) == b"" and link.connected
+            port.close()
+            _closed_and_parked(link)
+        assert link.peer_baudrate() == 38400
+    finally:
+        link.close()
+
+
+def test_a_reader_that_reopens_before_the_park_keeps_its_rate():
     """The link parks a closed slave at 38400 Bd (see ``simulator.pty``). A poller that falls back
     to the readout re-opens the port at once; under load it opened and configured the port between
     the simulator's read that saw it closed and the park, so its sign-on was read at 38400 Bd as
-    garbage (a CI failure of test_poll_pty's mode C fallback, 4 in 200 re-opens under load here)."""
+    garbage (a CI failure of test_poll_pty's mode C fallback, 4 in 200 re-opens under load here).
+    A reader back within ``PARK_AFTER`` is never parked; one the park finds back is left alone."""
     link = PtyLink(baudrate=300, bytesize=8, parity="N")
     try:
         port = serial.Serial(link.port, 9600, timeout=0)
         assert link.receive(0.01) == b"" and link.connected
         port.close()
-        assert link.receive(0.05) == b"" and not link.connected   # the closed slave: parked
-        assert link.peer_baudrate() == 38400
-        port = serial.Serial(link.port, 300, timeout=0)               # the reader is back...
-        link._park()                                                  # ...and the park comes late
+        assert link.receive(0.01) == b"" and not link.connected   # the closed slave, not parked yet
+        assert link.peer_baudrate() == 9600
+        port = serial.Serial(link.port, 300, timeout=0)               # the reader is back at once
+        time.sleep(PARK_AFTER)
+        assert link.receive(0.01) == b"" and link.connected
         assert link.peer_baudrate() == 300
-        assert [e[1] for e in link.events].count("park-undone") == 1
+        link._park()                                                  # a park that came late
+        assert link.peer_baudrate() == 300
+        assert [e[1] for e in link.events].count("park-skipped") == 1
         port.write(b"/?!\r\n")
         assert link.receive(1.0) == b"/?!\r\n"
         port.close()
     finally:
+        link.close()
+
+
+class _ReaderDuringThePark(PtyLink):
+    """A link whose reader runs ``reader()`` right after the park is written (``_park``'s check
+    of the slave after the write), as a reader thread that takes the GIL there does."""
+
+    reader: Optional[Callable[[], None]] = None
+
+    def _slave_closed(self) -> bool:
+        closed = super()._slave_closed()
+        if closed and self.reader is not None and termios.tcgetattr(self.master)[4] == termios.B38400:
+            reader, self.reader = self.reader, None
+            reader()
+            return super()._slave_closed()
+        return closed
+
+
+@pytest.mark.parametrize("configures", [False, True])
+def test_a_reader_that_opens_during_the_park_keeps_its_rate(configures):
+    """A poller's next session opened the port right after the park was written. If it had set its
+    rate by then, the park's undo must leave that rate (the undo put back the closed reader's 9600
+    Bd: a mode E sign-on then went out at 9600 Bd 60 times, a CI failure of test_poll_pty); if not,
+    the undo puts back the settings from before, and the reader's own open sets its rate."""
+    link = _ReaderDuringThePark(baudrate=300, bytesize=8, parity="N")
+    opened = []
+    try:
+        port = serial.Serial(link.port, 9600, timeout=0)
+        assert link.receive(0.01) == b"" and link.connected
+
+        def reader() -> None:
+            fd = os.open(link.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            opened.append(fd)
+            if configures:
+                attrs = termios.tcgetattr(fd)
+                attrs[2] &= ~termios.CSTOPB
+                attrs[4] = attrs[5] = termios.B300
+                termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
+        link.reader = reader
+        port.close()
+        _closed_and_parked(link)
+        assert opened and link.reader is None  # the reader came in the park
+        assert [e[1] for e in link.events].count("park-undone") == 1
+        assert link.peer_baudrate() == (300 if configures else 9600)
+    finally:
+        for fd in opened:
+            os.close(fd)
         link.close()

@@ -27,15 +27,17 @@ A pty moves bytes instantly and has no baud rate, so this module emulates the wi
 * **Open/close of the reader**: when no process has the slave open, reading the master fails
   with EIO; ``receive()`` (or ``poll_connection()``) reports that as ``connected = False`` and
   records the event, which lets tests see exactly when a reader closed the port.
-* **Re-opening**: the Linux pty driver forces 8-bit characters, and recent kernels refuse a
-  ``tcsetattr`` whose only change is one the driver cannot make (pyserial opening 7E1 at the
-  rate the slave already has fails with EINVAL; the kernel wants some control flag to change).
-  Whenever no reader has the port open, the link therefore parks the slave at 38400 Bd with two
-  stop bits (a pty ignores both), so that every open by pyserial changes a control flag. A
-  reader that re-opens within one polling interval (20 ms) of closing, or reconfigures its open
-  port to the settings it already has, can still get EINVAL (Transport.set_baudrate skips that).
-  A reader that re-opened and configured the port before the park came is given its settings
-  back (``park-undone`` in the events).
+* **Re-opening**: the Linux pty driver forces 8-bit characters, and tcsetattr (glibc) fails with
+  EINVAL when none of the requested changes took (pyserial opening 7E1 or 8E1 at the rate the
+  slave already has: the pty cannot keep the parity bit). So once no reader has had the port
+  open for ``PARK_AFTER`` (50 ms), the link parks the slave at 38400 Bd with two stop bits (a pty
+  ignores both), and the next open by pyserial changes a control flag. Not at once: a reader
+  that re-opens at once (a poller's next session, its fallback to the readout) configures the
+  port in those very moments, and a park written over its settings left its sign-on at the
+  closed reader's rate (a CI failure of test_poll_pty, twice in 170 runs under load). A reader
+  that re-opens within ``PARK_AFTER`` at the same rate with hardware parity, or reconfigures its
+  open port to the settings it already has, can still get EINVAL (Transport.set_baudrate skips
+  that); one the park finds back keeps its settings (``PtyLink._park``).
   Readers with software parity (Transport's default for 7E1) open 8N1, which the pty keeps as
   asked, so pyserial finds nothing to change and such re-opens work at once.
 * **Parity bit (7E1, 7O1)**: the pty driver forces 8-bit characters on its slave and drops a
@@ -76,6 +78,8 @@ _SPEEDS = {getattr(termios, f"B{rate}"): rate for rate in (
 
 #: how long a send() sleeps at most before it checks whether it should stop
 _TICK = 0.002
+#: how long (real seconds) a slave stays closed before it is parked (module docstring)
+PARK_AFTER = 0.05
 
 
 def uart_resample(data: bytes, sender_baud: int, receiver_baud: int, bytesize: int = 7,
@@ -167,6 +171,9 @@ class PtyLink:
         self.last_raw = b""
         self.bytes_sent = 0
         self.bytes_received = 0
+        self._hangup = select.poll()  # (made once: the park's check must be quick, see _park)
+        self._hangup.register(self.master, select.POLLIN)
+        self._park_at: Optional[float] = None  #: when the closed slave is to be parked (_park)
         self._park()
 
     # ------------------------------------------------------------------- basics
@@ -231,37 +238,49 @@ class PtyLink:
         if value != self.connected:
             self.connected = value
             self.event("connected" if value else "disconnected")
-            if not value:
-                self._park()
+            self._park_at = None if value else time.monotonic() + PARK_AFTER
+
+    def _park_when_due(self) -> None:
+        """Park the closed slave once it has stayed closed for ``PARK_AFTER``."""
+        if self._park_at is not None and time.monotonic() >= self._park_at:
+            self._park_at = None
+            self._park()
 
     def _park(self) -> None:
         """Set the closed slave to 38400 Bd and two stop bits, so that the next open by pyserial
         changes a control flag (see the module docstring). Never done while a reader has the port:
         a read-modify-write of its settings could undo a change it makes at the same moment.
 
-        A reader that re-opens at once (a poller falling back to the readout) can still open and
-        configure the port between the read that saw it closed and the park, above all while it
-        holds the GIL in this process: then the park would leave it at 38400 Bd and the device
-        would read its request as garbage. So when the slave is open again right after the park,
-        the settings from before the park are put back (they are that reader's, or a closed
-        reader's that the new one re-programs on its open anyway)."""
+        So the park is written only when the slave is closed just before (a reader that is back
+        keeps what it set: ``park-skipped``). When a reader opened in the moment between (the
+        slave is open right after the write) and has not configured the port since, the settings
+        read before the write are put back (``park-undone``): its own, or those of the reader
+        that closed, which the new one re-programs on its open anyway. Left: a reader that
+        configures the port between the park's read and write (in this process: when the GIL
+        passes to it there) loses its settings; ``PARK_AFTER`` makes a re-open that late rare."""
+        master = self.master
         try:
-            before = termios.tcgetattr(self.master)
-            attrs = termios.tcgetattr(self.master)  # (a copy to change)
-            attrs[2] |= termios.CSTOPB
-            attrs[4] = attrs[5] = termios.B38400
-            termios.tcsetattr(self.master, termios.TCSANOW, attrs)
             if not self._slave_closed():
-                termios.tcsetattr(self.master, termios.TCSANOW, before)
-                self.event("park-undone", "the reader opened the port again meanwhile")
+                self.event("park-skipped", "the reader opened the port again meanwhile")
+                return
+            before = termios.tcgetattr(master)
+            parked = list(before)
+            parked[2] = before[2] | termios.CSTOPB
+            parked[4] = parked[5] = termios.B38400
+            termios.tcsetattr(master, termios.TCSANOW, parked)
+            parked = termios.tcgetattr(master)  # as the tty keeps them (the speed is in c_cflag too)
+            if self._slave_closed():
+                return
+            if termios.tcgetattr(master) == parked:  # (a reader that configured since keeps that)
+                termios.tcsetattr(master, termios.TCSANOW, before)
+            self.event("park-undone", "the reader opened the port again meanwhile")
         except (termios.error, OSError) as exc:
             log.debug("pty %s: cannot park the line: %s", self.port, exc)
 
     def _slave_closed(self) -> bool:
         """No reader has the slave open (the master reports a hang-up), without reading from it."""
-        poller = select.poll()
-        poller.register(self.master, select.POLLIN)
-        return any(ev & select.POLLHUP for _fd, ev in poller.poll(0))
+        ready = self._hangup.poll(0)
+        return bool(ready) and bool(ready[0][1] & select.POLLHUP)
 
     def poll_connection(self) -> bool:
         """Check at once whether a reader has the port open (for devices that never read)."""
@@ -307,6 +326,7 @@ class PtyLink:
         except OSError as exc:
             if exc.errno == errno.EIO:  # no reader has the slave open
                 self._set_connected(False)
+                self._park_when_due()
                 self._closed.wait(min(timeout, 0.005))
                 return none
             if self._closed.is_set():
