@@ -276,3 +276,68 @@ def test_fast_itemschanged_reaches_a_venus_client(exported: Tuple[Exported, Venu
     assert (client.value(name, "/Ac/Power"), client.value(name, "/Big"), client.value(name, "/Position")) == \
         (-301.5, 2 ** 41, 2)
     assert client.value(name, "/Ac/L1/Voltage") is None
+
+
+@pytest.mark.parametrize("paths", [20, 400])  # signals of about 1.3 kB, and larger than the socket buffer
+def test_signals_written_past_dbus_fast_keep_their_bytes_and_order_on_a_full_socket(
+        paths: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal goes straight to the socket while dbus-fast's writer is idle (busitem._write_now).
+    When the socket takes only part of it (dbus-daemon reads nothing for a while), dbus-fast's own
+    writer must finish exactly that rest before the signals queued after it: on the wire every
+    signal whole, in the order sent, with serials counting up. (dbus-fast's real writer on a
+    socketpair with small buffers.)"""
+    import asyncio
+    import socket
+    from types import SimpleNamespace
+
+    from dbus_fast.aio import message_bus
+
+    from dlms_protocol.victron.service import _WaitingSocket
+
+    sent: List[Message] = []
+    made = busitem.changed_signal
+
+    def recording(*args: Any) -> Message:
+        msg = made(*args)
+        sent.append(msg)
+        return msg
+
+    monkeypatch.setattr(busitem, "changed_signal", recording)
+    loop = asyncio.new_event_loop()
+    ours, theirs = socket.socketpair()
+    try:
+        for sock, opt in ((ours, socket.SO_SNDBUF), (theirs, socket.SO_RCVBUF)):
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, opt, 4096)
+        serials = iter(range(1, 10 ** 6))
+        bus = SimpleNamespace(_negotiate_unix_fd=False, _sock=ours, _loop=loop, _fd=ours.fileno(), unique_name=":1.7",
+                              connected=True, _user_disconnect=False, next_serial=lambda: next(serials))
+        bus._writer = message_bus._MessageWriter(bus)  # type: ignore[arg-type]
+        bus._writer.sock = _WaitingSocket(ours)  # (as service.connect sets it up)
+        bus.send = lambda msg: message_bus.MessageBus.send(bus, msg)  # type: ignore[arg-type]
+        svc = BusItemService("com.victronenergy.grid.full")
+        for i in range(paths):
+            svc.add_path(f"/P{i}", None, fmt="%.1f")
+        svc.bus, svc.registered = bus, True
+        whole = partial = 0
+        for n in range(60):
+            idle = not bus._writer.messages and bus._writer.buf is None
+            assert svc.update({f"/P{i}": float(n * 1000 + i) for i in range(paths)}) == paths
+            whole += idle and bus._writer.buf is None and not bus._writer.messages
+            partial += idle and bus._writer.buf is not None and bus._writer.offset > 0
+        # every way was taken: whole to the socket, a part of one (larger signals), queued by dbus-fast
+        assert (whole >= 2 if paths == 20 else partial >= 1) and bus._writer.messages
+        wire_bytes = bytearray()
+        for _ in range(2000):
+            try:
+                wire_bytes += theirs.recv(65536)
+            except BlockingIOError:
+                if not bus._writer.messages and bus._writer.buf is None:
+                    break
+                loop.run_until_complete(asyncio.sleep(0.001))  # (the writer's add_writer callback)
+        assert [m.serial for m in sent] == list(range(1, 61))
+        assert bytes(wire_bytes) == b"".join(bytes(m._marshall(False)) for m in sent)
+    finally:
+        ours.close()
+        theirs.close()
+        loop.close()
