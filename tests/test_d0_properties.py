@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -20,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.errors import ChecksumError, DlmsError, FramingError
-from dlms_protocol.iec62056_21.datablock import parse_readout
+from dlms_protocol.iec62056_21.datablock import _SPACED_UNIT, parse_readout
 from dlms_protocol.iec62056_21.stream import D0StreamSplitter
 from dlms_protocol.transport import PARITY_ERROR
 from helpers import corpus_files
@@ -50,10 +49,6 @@ _ADDR_CH = st.sampled_from(list("0123456789.:-*CFLPabcxyzQ_&#"))
 Expected = Tuple[str, List[Tuple[str, Optional[str]]]]
 
 
-#: a number, blanks and a short unit without '*' (Iskra MT171 '024562 kWh'): value and unit
-_SPACED = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")
-
-
 @st.composite
 def groups(draw) -> Tuple[str, Tuple[str, Optional[str]]]:
     """(text inside the parentheses, (value, unit) the parser must return)."""
@@ -64,7 +59,7 @@ def groups(draw) -> Tuple[str, Tuple[str, Optional[str]]]:
         unit = draw(st.from_regex(r"[A-Za-z][A-Za-z0-9/]{0,7}", fullmatch=True))
         return f"{number}{' ' * draw(st.integers(1, 3))}{unit}", (number, unit)
     if kind == "plain":
-        spaced = _SPACED.fullmatch(value)  # (a plain text of that shape is value and unit too)
+        spaced = _SPACED_UNIT.fullmatch(value)  # (a plain text of that shape is value and unit: Iskra MT171)
         return value, (spaced.group(1), spaced.group(2)) if spaced else (value, None)
     if kind == "empty-unit":
         return value + "*", (value, None)

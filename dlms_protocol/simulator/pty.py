@@ -172,7 +172,7 @@ class PtyLink:
         self.last_raw = b""
         self.bytes_sent = 0
         self.bytes_received = 0
-        self._hangup = select.poll()  # (made once: the park's check must be quick, see _park)
+        self._hangup = select.poll()  # (made once: each park checks the slave twice)
         self._hangup.register(self.master, select.POLLIN)
         self._park_at: Optional[float] = None  #: when the closed slave is to be parked (_park)
         self._park()

@@ -56,7 +56,7 @@ _WRITER_STATE = ("messages", "buf", "offset", "unix_fds", "fut", "sock", "loop",
 _WRITERS: Dict[type, bool] = {}
 
 
-def _write_now(bus: Any, msg: Message) -> bool:
+def _write_now(bus: Any, writer: Any, msg: Message) -> bool:
     """Write a signal straight to the bus socket while dbus-fast's writer has nothing pending;
     False to leave it to ``bus.send``.
 
@@ -66,9 +66,9 @@ def _write_now(bus: Any, msg: Message) -> bool:
     stays dbus-fast's: only an empty writer is bypassed, and what the socket does not take at once
     becomes the writer's unfinished buffer, which its own write callback finishes before anything
     queued later (dbus-fast 2.x to 5.x keep that state as ``buf``/``offset``; anything else about
-    the writer leaves the message to it).
+    the writer leaves the message to it). A full socket takes 0 bytes (``service._WaitingSocket``,
+    which every bus of the service writes through).
     """
-    writer: Any = getattr(bus, "_writer", None)
     known = _WRITERS.get(type(writer))
     if known is None:  # (once per writer class: a dbus-fast whose writer keeps other state is left alone)
         known = _WRITERS[type(writer)] = all(hasattr(writer, name) for name in _WRITER_STATE)
@@ -79,8 +79,6 @@ def _write_now(bus: Any, msg: Message) -> bool:
     data = msg._marshall(writer.negotiate_unix_fd)
     try:
         sent = writer.sock.send(data)
-    except BlockingIOError:
-        sent = 0
     except OSError:
         return False  # nothing went out: dbus-fast's own write meets the error and ends the bus
     if sent < len(data):  # (the socket's buffer is full: the writer goes on when it takes more)
@@ -326,7 +324,8 @@ class BusItemService:
         bus = self.bus
         if bus is None or not bus.connected:
             return
-        queued = getattr(getattr(bus, "_writer", None), "messages", ())
+        writer = getattr(bus, "_writer", None)
+        queued = getattr(writer, "messages", ())
         if len(queued) >= MAX_BACKLOG:
             # dbus-daemon has read nothing for minutes: rather than hold every signal since (a
             # push's is about 1.3 kB, 4 a second), end the connection; the service registers
@@ -335,7 +334,7 @@ class BusItemService:
                         len(queued), self.name)
             bus.disconnect()
             return
-        if queued or not _write_now(bus, msg):
+        if queued or not _write_now(bus, writer, msg):
             bus.send(msg)
 
     # ----------------------------------------------------------- incoming calls
