@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from .dlms_protocol.iec62056_21.datablock import to_number
-from .dlms_protocol.model import MeterData, Reading
+from .dlms_protocol.model import HELD_DETAIL, MeterData, Reading
 from .dlms_protocol.items import items_snippet  # noqa: F401 - the one generator, in the core
 from .dlms_protocol import units as _units
 from .dlms_protocol.config import format_name, parse_format  # noqa: F401 - the one format parser, in the core
@@ -350,6 +350,10 @@ def format_value(value: Any) -> str:
 def physical_value(binding: ObisBinding, reading: Reading) -> Any:
     """A plain code: the physical value, with optional unit conversion and scaling."""
     if reading.value is None:
+        held = dict(reading.details).get(HELD_DETAIL)
+        if held:
+            raise ValueProblem(f"{reading.code} is {held} (Wh or 10 Wh: the grid operator's setting, not in the list); "
+                               "that takes an hour or more of power readings after the start (see the log)")
         raise ValueProblem(f"{reading.code} has no physical value (raw {format_value(reading.raw)}): the scaler "
                            "of this value is unknown for this meter's layout; add it in a profile (see dump)")
     if binding.unit is None and binding.scale is None:

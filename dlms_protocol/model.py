@@ -149,6 +149,9 @@ class Reading:
 
 
 _new_object = object.__new__
+#: the ``Reading.details`` label of a value a decoder holds back until its unit is known
+#: (``dlms.scalecheck``); its text says why, for the item or sink that would have shown it
+HELD_DETAIL = "held"
 _set_field = object.__setattr__
 _Frozen = TypeVar("_Frozen")
 

@@ -123,6 +123,8 @@ class Profile:
     family: Optional[str] = None
     path: Optional[str] = None
     rules: Optional[_Rules] = field(default=None, compare=False, repr=False)
+    #: counters whose scaler the list does not state: {choices, counters, pairs} (``scalecheck``)
+    scale_check: Optional[Dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         if self.rules is None:
@@ -216,6 +218,8 @@ SCHEMA = _obj({
     "fields": _arr(_obj({"index": (_INT, _NULL), "obis": (_STR, _NULL), "name": _STR, "kind": _STR,
                          "scaler": (_INT, _NULL), "unit": (_STR, _NULL), "meter_id": _BOOL,
                          "deviation": _STR})),
+    "scale_check": _obj({"choices": _arr(_INT), "counters": _arr(_STR), "pairs": _arr(_arr(_STR))},
+                        required=("choices", "counters", "pairs")),
 }, required=("name", "match", "fields"))
 
 
@@ -316,7 +320,34 @@ def parse_profile(data: Any, where: str = "<json>") -> Profile:
     return Profile(
         name=name.strip(), description=str(data.get("description", "")), match=match,
         fields=tuple(fields), source=str(data.get("source", "")), family=data.get("family"),
+        scale_check=_check_scale_check(data.get("scale_check"), fields, where),
     )
+
+
+def _check_scale_check(spec: Optional[Dict[str, Any]], fields: List[Field], where: str) -> Optional[Dict[str, Any]]:
+    """``scale_check`` (``scalecheck`` module): choices of scaler a factor of ten or more apart (so
+    a match is unambiguous), counters that are number fields, pairs of (counter, power field)."""
+    if spec is None:
+        return None
+    numbers = {f.code: f for f in fields if f.kind == "number" and f.code is not None}
+    choices = spec["choices"]
+    if len(choices) < 2 or len(set(choices)) != len(choices):
+        raise _fail(where, "scale_check.choices must name two or more different scalers")
+    codes: Dict[str, Obis] = {}
+    for text in list(spec["counters"]) + [c for pair in spec["pairs"] for c in pair]:
+        code = _try_obis(text)
+        if code is None or code not in numbers:
+            raise _fail(where, f"scale_check: {text!r} is no number field of this profile")
+        codes[text] = code
+    for pair in spec["pairs"]:
+        if len(pair) != 2 or pair[0] not in spec["counters"] or pair[1] in spec["counters"]:
+            raise _fail(where, "scale_check.pairs are [counter, power]: a listed counter and a power that is none")
+        if numbers[codes[pair[1]]].unit != "W":
+            raise _fail(where, f"scale_check: the power {pair[1]!r} must be in W")
+    if not spec["pairs"]:
+        raise _fail(where, "scale_check.pairs must name at least one [counter, power]")
+    return {"choices": list(choices), "counters": [str(codes[c]) for c in spec["counters"]],
+            "pairs": [[str(codes[c]), str(codes[p])] for c, p in spec["pairs"]]}
 
 
 def _check_match(match: Dict[str, Any], where: str) -> Tuple[str, Optional[int]]:

@@ -356,6 +356,8 @@ class Mapper:
         if isinstance(num, Decimal) and self._factors.get((spec.unit, reading.unit)) is _ONE and num.is_finite():
             return num  # a number in the path's unit: the usual case of every push, without the checks below
         num = reading.numeric()
+        if num is None and reading.value is None:
+            return None  # held back by the decoder (no known scaler yet), which logs why: nothing to add
         if num is None:
             self._warn_once((spec.path, "type"), "victron: %s (%s) is not a number (%r); %s stays empty",
                             reading.code, reading.name or "", reading.value, spec.path)
