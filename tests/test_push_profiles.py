@@ -111,7 +111,7 @@ def example_body(p: Profile) -> Any:
         for mk in m.get("markers", ()):
             t = items[mk["index"]][0]
             text = mk.get("equals") or mk.get("prefix")
-            items[mk["index"]] = (t, text.encode() if t == OS else text)
+            items[mk["index"]] = (t, text.encode("latin-1") if t == OS else text)  # (as _marker_ok reads bytes)
         for f in p.fields:
             if f.kind == "datetime" and f.index is not None:
                 items[f.index] = (OS, CLOCK)
@@ -262,6 +262,23 @@ def test_wiener_netze_9_am550_and_e450() -> None:
     check(r, 6, "1-0:2.7.0.255", "20", "W")
     check(r, 7, "1-0:3.7.0.255", "30", "var")
     check(r, 8, "1-0:4.7.0.255", "40", "var")
+
+
+def test_kaernten_netz_am550_12() -> None:
+    """Kärnten Netz (KELAG): pocki80's walk-through of its example frame, and the structure of the
+    real KELAG frame in amsreader-firmware issue 787 (energies Wh, powers W)."""
+    rest = [(OS, b"1121378381199"), (OS, bytes.fromhex("150B1700")), (OS, bytes.fromhex("07E8050702")),
+            (U32, 14370048), (U32, 420837), (U32, 1455864), (U32, 2293936), (U32, 0), (U32, 51), (OS, b""), (OS, b"")]
+    r = run(S((OS, bytes.fromhex("0006190900FF")), *rest))
+    assert r.profile == "at-kaerntennetz-am550-12" and not r.unknown_layout
+    assert r.meter_id == "1121378381199" and at(r, 0).obis is None
+    check(r, 4, "1-0:1.8.0.255", "14370048", "Wh")
+    check(r, 5, "1-0:2.8.0.255", "420837", "Wh")
+    check(r, 6, "1-0:3.8.0.255", "1455864", "varh")
+    check(r, 7, "1-0:4.8.0.255", "2293936", "varh")
+    check(r, 8, "1-0:1.7.0.255", "0", "W")
+    check(r, 9, "1-0:2.7.0.255", "51", "W")
+    assert run(S((OS, bytes.fromhex("0006190900FE")), *rest)).profile is None  # another list id: not this one
 
 
 def test_wiener_netze_im350_10() -> None:
