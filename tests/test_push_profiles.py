@@ -496,6 +496,26 @@ def test_push_list_takes_scaler_from_an_attribute_3_capture() -> None:
     assert at(r, 7).value is True
 
 
+def test_push_list_in_the_later_form_with_restriction_and_columns() -> None:
+    """Blue Book ed. 13 on, a push object list entry may add {restriction, columns} (an
+    Energomera event push sends them empty): the values are named as with the four-field form."""
+    def later(class_id: int, code: str) -> Any:
+        four = list(zip(_capture(class_id, code).types, _capture(class_id, code)))
+        return S(*four, ("structure", S((ENUM, 0), ("null-data", None))), ("array", A("structure", [])))
+
+    values = [(OS, b"EMR0222173608710"), (U16, 2301), (U32, 9876)]
+    codes = ["0-0:42.0.0.255", "1-0:32.7.0.255", "1-0:1.8.0.255"]
+    forms = {}
+    for name, make in (("later", later), ("four", _capture)):
+        caps = A("structure", [make(40, "0-0:25.9.0.255")] + [make(c, code) for c, code in zip((1, 3, 3), codes)])
+        forms[name] = run(S(("array", caps), *values))
+    r = forms["later"]
+    assert r.shape == "push-list" and [c.obis for c in r.capture_objects][1:] == [Obis.parse(c) for c in codes]
+    assert [(x.code, x.raw, x.value, x.unit) for x in r.readings] == \
+        [(x.code, x.raw, x.value, x.unit) for x in forms["four"].readings]
+    assert at(r, 1).value == "EMR0222173608710" and at(r, 3).raw == 9876
+
+
 def test_push_list_length_mismatch_is_an_error() -> None:
     caps = A("structure", [_capture(40, "0-1:25.9.0.255"), _capture(3, "1-0:1.8.0.255")])
     with pytest.raises(DecodeError, match="names 2 objects"):

@@ -52,7 +52,7 @@ from ..model import Reading, new_reading
 from ..obis import Obis, best_identity
 from . import units
 from .apdu import BitString, Notification, parse_datetime
-from .profiles import (BodyFacts, Candidates, Field, Profile, choose, is_described, is_scaler_unit,
+from .profiles import (BodyFacts, Candidates, Field, Profile, capture_key, choose, is_described, is_scaler_unit,
                        load_profiles, obis_of, reading_body, resolve)
 
 _REGISTER_CLASSES = (3, 4, 5)
@@ -377,7 +377,7 @@ _CAPTURES: Dict[tuple, Tuple[CaptureObject, ...]] = {}
 
 def _captures(object_list: list) -> Tuple[CaptureObject, ...]:
     """The push object list as CaptureObjects; a meter sends the same list every time."""
-    key = tuple(map(tuple, object_list))
+    key = capture_key(object_list)
     hit = _CAPTURES.get(key)
     if hit is None:
         hit = tuple(CaptureObject(int(e[0]), obis_of(bytes(e[1])), int(e[2]), int(e[3])) for e in object_list)

@@ -547,14 +547,29 @@ _CAPTURE_TYPES = (("long-unsigned", "octet-string", "integer", "long-unsigned"),
 
 
 def is_capture_list(value: Any, type_name: str) -> bool:
-    """An array of {class-id, logical-name, attribute-index, data-index} structures."""
+    """An array of {class-id, logical-name, attribute-index, data-index} structures, or of the
+    push setup's later form that adds {restriction, columns} (Blue Book ed. 13 on; Energomera):
+    which attribute each value is does not change with them."""
     if type_name != "array" or not isinstance(value, list) or not value:
         return False
     for entry in value:
-        if not (isinstance(entry, list) and len(entry) == 4 and getattr(entry, "types", ()) in _CAPTURE_TYPES
-                and is_obis_octets(entry[1])):
+        if not isinstance(entry, list) or not is_obis_octets(entry[1] if len(entry) > 1 else None):
+            return False
+        types = tuple(getattr(entry, "types", ()))
+        if not (types[:4] in _CAPTURE_TYPES and (len(types) == 4 or types[4:] == _RESTRICTED)):
             return False
     return True
+
+
+#: the types a capture entry of the later form adds: restriction {type, element}, columns
+_RESTRICTED = ("structure", "array")
+
+
+def capture_key(object_list: list) -> Tuple[Tuple[Any, ...], ...]:
+    """A push object list as a cache key: class, logical name, attribute and data index of each
+    entry (the later form's restriction and columns are lists, and say nothing about which value
+    is which)."""
+    return tuple(tuple(e[:4]) for e in object_list)
 
 
 def is_described(value: Any) -> bool:
@@ -657,7 +672,7 @@ class BodyFacts:
     def capture_signature(self) -> Tuple[str, ...]:
         if self.shape != "push-list":
             return ()
-        key = tuple(map(tuple, self.body[0]))  # a meter sends the same object list every time
+        key = capture_key(self.body[0])  # a meter sends the same object list every time
         hit = _SIGNATURES.get(key)
         if hit is None:
             hit = tuple(f"{e[0]}:{obis_of(bytes(e[1])).dotted()}:{e[2]}" for e in self.body[0])
@@ -991,6 +1006,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Field", "Profile", "load_profiles", "load_profile", "parse_profile", "select_profile",
     "profile_template", "detect_shape", "mismatch", "choose", "signature", "BodyFacts", "obis_groups",
-    "obis_of", "resolve", "is_obis_octets", "is_scaler_unit", "is_capture_list", "obis_sequence",
+    "obis_of", "resolve", "is_obis_octets", "is_scaler_unit", "is_capture_list", "capture_key", "obis_sequence",
     "obis_values", "capture_signature", "BUILTIN_DIR",
 ]
