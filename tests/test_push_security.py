@@ -111,6 +111,31 @@ def test_corpus_wrong_keys_are_named(path) -> None:
                                       "check the encryption key")
 
 
+@pytest.mark.parametrize("security", [0x20, 0x30])
+def test_a_damaged_message_the_key_fits_is_not_blamed_on_the_key(security: int) -> None:
+    """A push whose later segment is lost, foreign or damaged deciphers right up to there (GCM
+    is a stream): the error says the key fits and the message is damaged, not 'check the key'
+    (a published EWR Kaifa capture with a re-encrypted first segment only got that)."""
+    from datetime import datetime
+
+    body = Structure(list(range(1000, 1020)))
+    body.types = ("double-long-unsigned",) * 20
+    plain = encode_notification(body, datetime(2024, 5, 6, 7, 8, 9), invoke_id=7)
+    ciphered = encode.encipher(plain, EK, TITLE, 42, security, AK if security & 0x10 else None)
+    other = encode.encipher(sample(24, seed=3), EK, TITLE, 43, security, AK if security & 0x10 else None)
+    cut = len(ciphered) - 40  # the tail of another push's ciphertext, as a mixed-up segment gives
+    spliced = ciphered[:cut] + other[cut:cut + 40]
+    for ak in ((None, AK) if security & 0x10 else (None,)):
+        with pytest.raises(DecodeError) as exc:
+            decipher(spliced, EK, ak)
+        assert not isinstance(exc.value, DecryptionError)
+        assert "the key fits" in str(exc.value) and "segment" in str(exc.value)
+        assert ("tag does not verify" in str(exc.value)) == (ak is not None)
+        with pytest.raises(DecryptionError, match="check the encryption key"):  # a wrong key stays named
+            decipher(spliced, bytes(b ^ 0x5A for b in EK), ak)
+    assert decipher(ciphered, EK, AK if security & 0x10 else None).apdu == plain
+
+
 def test_corpus_steiermark_plaintext_is_dsmr_text() -> None:
     need(bool(CIPHERED), "push corpus")
     case = next(load_json(p) for p in CIPHERED if "steiermark" in p.stem)

@@ -30,9 +30,10 @@ from types import ModuleType
 from typing import Any, Dict, Optional, Tuple
 
 from ..errors import (AuthenticationError, ConfigurationError, DecodeError, DecryptionError, DowngradeError,
-                      MissingKeyError, PlaintextRejectedError, ReplayError, SecurityError)
+                      DlmsError, MissingKeyError, PlaintextRejectedError, ReplayError, SecurityError)
 from ..model import frozen_of
 from . import gcm
+from .apdu import parse_datetime
 from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
                       valid_security_control)
 
@@ -207,7 +208,31 @@ def _dsmr_plausible(text: bytes) -> bool:
     return not any((b < 0x20 or b > 0x7E) and b not in (0x0D, 0x0A) for b in text)
 
 
-def _tag_failure(plain: bytes) -> SecurityError:
+def _begins_as_push(plain: bytes) -> bool:
+    """The plaintext starts as a data-notification with a valid COSEM date-time (the header
+    every such push has; random bytes pass about once in 10^9): the encryption key fits, so a
+    plaintext that is no complete APDU was damaged or cut (a lost or foreign segment), not
+    deciphered with a wrong key."""
+    if plain[:1] != b"\x0f" or len(plain) < 20:
+        return False
+    at = 6 if plain[5] == 0x0C else 7 if plain[5:7] == b"\x09\x0c" else 0
+    return bool(at) and parse_datetime(plain[at:at + 12]) is not None
+
+
+def _not_an_apdu(plain: bytes, tag_failed: bool) -> DlmsError:
+    """The error for a plaintext that is no APDU: a wrong key, or a damaged message the key fits."""
+    if _begins_as_push(plain):
+        return DecodeError(f"the deciphered push begins right (the key fits) but is no complete APDU"
+                           f"{' and its tag does not verify' if tag_failed else ''}: the message was damaged "
+                           "or a segment is missing or belongs to another push",
+                           "check the wiring; a capture must hold all segments of one push, in order")
+    if tag_failed:
+        return DecryptionError("authentication tag mismatch and the decrypted data is not a valid APDU",
+                               "check the encryption key")
+    return DecryptionError("decrypted data is not a valid APDU", "check the encryption key")
+
+
+def _tag_failure(plain: bytes) -> DlmsError:
     """Tell a wrong authentication key from a wrong encryption key after a tag mismatch (0x30).
 
     The tag covers both keys, so it alone cannot say which one is wrong; the plaintext (deciphered
@@ -218,8 +243,7 @@ def _tag_failure(plain: bytes) -> SecurityError:
     if is_complete_apdu(plain) or _dsmr_plausible(plain):
         return AuthenticationError("authentication tag mismatch (the encryption key fits)",
                                    "check the authentication key")
-    return DecryptionError("authentication tag mismatch and the decrypted data is not a valid APDU",
-                           "check the encryption key")
+    return _not_an_apdu(plain, tag_failed=True)
 
 
 #: authentication keys that grid operators publish instead of handing one out with the key: the
@@ -268,7 +292,7 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes],
     # A verified tag proves the keys; otherwise the plaintext must look like an APDU, because
     # a wrong encryption key yields random bytes (the APDU decoder then judges the content).
     if not verified and not (is_complete_apdu(plain) or _dsmr_plausible(plain)):
-        raise DecryptionError("decrypted data is not a valid APDU", "check the encryption key")
+        raise _not_an_apdu(plain, tag_failed=False)
     return frozen_of(Deciphered, {"apdu": plain, "ciphered": True, "tag_verified": verified, "security_control": sc,
                                   "system_title": p.system_title, "invocation_counter": p.invocation_counter})
 
