@@ -172,6 +172,40 @@ def test_positional_profiles_reject_other_lengths_and_types(name: str) -> None:
 
 
 # ------------------------------------------------------------------------- Slovenia
+def test_si_celje_up3f_12() -> None:
+    """Elektro Celje's 'UP_3f' live list, per amsreader-firmware's layout and its golden decode of
+    issue 615's frame (2399 W, 231.4/230.3/234.8 V, 4.51/5.25/0.88 A)."""
+    body = S((OS, b"ISK1030789014731"), (OS, b"UP_3f"), (U16, 2314), (U16, 2303), (U16, 2348), (U16, 451),
+             (U16, 525), (U16, 88), (U32, 2399), (U32, 0), (U32, 4), (U32, 264))
+    r = run(body)
+    assert r.profile == "si-sodo-celje-up3f-12" and r.family == "si-sodo" and r.meter_id == "ISK1030789014731"
+    check(r, 2, "1-0:32.7.0.255", "231.4", "V")
+    check(r, 4, "1-0:72.7.0.255", "234.8", "V")
+    check(r, 5, "1-0:31.7.0.255", "4.51", "A")
+    check(r, 7, "1-0:71.7.0.255", "0.88", "A")
+    check(r, 8, "1-0:1.7.0.255", "2399", "W")
+    check(r, 9, "1-0:2.7.0.255", "0", "W")
+    check(r, 10, "1-0:3.7.0.255", "4", "var")
+    check(r, 11, "1-0:4.7.0.255", "264", "var")
+    other = S((OS, b"ISK1030789014731"), (OS, b"UP_1f"), *[(U16, 1)] * 6, *[(U32, 1)] * 4)
+    assert run(other).profile is None  # another list id: not this list
+
+
+def test_si_ljubljana_live10_single_phase() -> None:
+    """Elektro Ljubljana's single-phase live list, per amsreader-firmware's layout and its golden
+    decode of issue 869's frame (540 W, 233.6 V, 2.78 A)."""
+    body = S((OS, b"ISK1020785766649"), (OS, b"ISK85766649"), (U32, 540), (U32, 0), (U32, 0), (U32, 282),
+             (U16, 2336), (U16, 278), (U32, 540), (U32, 0))
+    r = run(body)
+    assert r.profile == "si-sodo-ljubljana-live10-1ph" and r.meter_id == "ISK1020785766649"
+    check(r, 2, "1-0:1.7.0.255", "540", "W")
+    check(r, 5, "1-0:4.7.0.255", "282", "var")
+    check(r, 6, "1-0:32.7.0.255", "233.6", "V")
+    check(r, 7, "1-0:31.7.0.255", "2.78", "A")
+    check(r, 8, "1-0:21.7.0.255", "540", "W")
+    check(r, 9, "1-0:22.7.0.255", "0", "W")
+
+
 def test_si_live18_per_elektro_maribor_file() -> None:
     body = S((OS, b"ISK1030789375606"), (OS, b"16820005"), (U32, 1393), (U32, 0), (U32, 11), (U32, 738),
              (U16, 2379), (U16, 2380), (U16, 2296), (U16, 103), (U16, 125), (U16, 597),
