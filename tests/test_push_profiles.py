@@ -54,6 +54,12 @@ def run(body: Any, profile: Optional[str] = None, family: Optional[str] = None, 
     return interpret(note, profile, family=family, **kw)
 
 
+def check_rows(result: Interpretation, rows: Sequence[Tuple[int, str, str, Optional[str]]]) -> None:
+    """``check`` for each (position, code, value, unit)."""
+    for index, code, value, unit in rows:
+        check(result, index, code, value, unit)
+
+
 def at(result: Interpretation, index: int):
     found = [r for r in result.readings if r.index == index]
     assert len(found) == 1
@@ -179,14 +185,10 @@ def test_si_celje_up3f_12() -> None:
              (U16, 525), (U16, 88), (U32, 2399), (U32, 0), (U32, 4), (U32, 264))
     r = run(body)
     assert r.profile == "si-sodo-celje-up3f-12" and r.family == "si-sodo" and r.meter_id == "ISK1030789014731"
-    check(r, 2, "1-0:32.7.0.255", "231.4", "V")
-    check(r, 4, "1-0:72.7.0.255", "234.8", "V")
-    check(r, 5, "1-0:31.7.0.255", "4.51", "A")
-    check(r, 7, "1-0:71.7.0.255", "0.88", "A")
-    check(r, 8, "1-0:1.7.0.255", "2399", "W")
-    check(r, 9, "1-0:2.7.0.255", "0", "W")
-    check(r, 10, "1-0:3.7.0.255", "4", "var")
-    check(r, 11, "1-0:4.7.0.255", "264", "var")
+    check_rows(r, [(2, "1-0:32.7.0.255", "231.4", "V"), (4, "1-0:72.7.0.255", "234.8", "V"),
+                   (5, "1-0:31.7.0.255", "4.51", "A"), (7, "1-0:71.7.0.255", "0.88", "A"),
+                   (8, "1-0:1.7.0.255", "2399", "W"), (9, "1-0:2.7.0.255", "0", "W"),
+                   (10, "1-0:3.7.0.255", "4", "var"), (11, "1-0:4.7.0.255", "264", "var")])
     other = S((OS, b"ISK1030789014731"), (OS, b"UP_1f"), *[(U16, 1)] * 6, *[(U32, 1)] * 4)
     assert run(other).profile is None  # another list id: not this list
 
@@ -198,12 +200,9 @@ def test_si_ljubljana_live10_single_phase() -> None:
              (U16, 2336), (U16, 278), (U32, 540), (U32, 0))
     r = run(body)
     assert r.profile == "si-sodo-ljubljana-live10-1ph" and r.meter_id == "ISK1020785766649"
-    check(r, 2, "1-0:1.7.0.255", "540", "W")
-    check(r, 5, "1-0:4.7.0.255", "282", "var")
-    check(r, 6, "1-0:32.7.0.255", "233.6", "V")
-    check(r, 7, "1-0:31.7.0.255", "2.78", "A")
-    check(r, 8, "1-0:21.7.0.255", "540", "W")
-    check(r, 9, "1-0:22.7.0.255", "0", "W")
+    check_rows(r, [(2, "1-0:1.7.0.255", "540", "W"), (5, "1-0:4.7.0.255", "282", "var"),
+                   (6, "1-0:32.7.0.255", "233.6", "V"), (7, "1-0:31.7.0.255", "2.78", "A"),
+                   (8, "1-0:21.7.0.255", "540", "W"), (9, "1-0:22.7.0.255", "0", "W")])
 
 
 def test_si_live18_per_elektro_maribor_file() -> None:
@@ -306,12 +305,9 @@ def test_kaernten_netz_am550_12() -> None:
     r = run(S((OS, bytes.fromhex("0006190900FF")), *rest))
     assert r.profile == "at-kaerntennetz-am550-12" and not r.unknown_layout
     assert r.meter_id == "1121378381199" and at(r, 0).obis is None
-    check(r, 4, "1-0:1.8.0.255", "14370048", "Wh")
-    check(r, 5, "1-0:2.8.0.255", "420837", "Wh")
-    check(r, 6, "1-0:3.8.0.255", "1455864", "varh")
-    check(r, 7, "1-0:4.8.0.255", "2293936", "varh")
-    check(r, 8, "1-0:1.7.0.255", "0", "W")
-    check(r, 9, "1-0:2.7.0.255", "51", "W")
+    check_rows(r, [(4, "1-0:1.8.0.255", "14370048", "Wh"), (5, "1-0:2.8.0.255", "420837", "Wh"),
+                   (6, "1-0:3.8.0.255", "1455864", "varh"), (7, "1-0:4.8.0.255", "2293936", "varh"),
+                   (8, "1-0:1.7.0.255", "0", "W"), (9, "1-0:2.7.0.255", "51", "W")])
     assert run(S((OS, bytes.fromhex("0006190900FE")), *rest)).profile is None  # another list id: not this one
 
 
