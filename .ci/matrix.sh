@@ -86,11 +86,11 @@ case "$want" in all|py38-venus35|py312-venus36|py38-plain) ;; *) fail "unknown m
 
 if [ "$want" = all ] || [ "$want" = py38-venus35 ]; then
     env=$(make_env py38-venus35 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "cryptography==2.8" "gurux-dlms==$GURUX_FLOOR_OLD")
-    DLMS_AES_ENGINE=cryptography run py38-venus35 "$env" tests/test_victron_*.py tests/test_push_*.py tests/test_cadence.py tests/test_gcm.py
+    DLMS_AES_ENGINE=cryptography run py38-venus35 "$env" tests/test_victron_*.py tests/test_push_*.py tests/test_scale_check.py tests/test_cadence.py tests/test_gcm.py
 fi
 if [ "$want" = all ] || [ "$want" = py312-venus36 ]; then
     env=$(make_env py312-venus36 3.12 pyserial dbus-fast "cryptography>=42,<43" "gurux-dlms==$GURUX_FLOOR_NEW")
-    DLMS_AES_ENGINE=cryptography run py312-venus36 "$env" tests/test_victron_*.py tests/test_push_*.py tests/test_cadence.py tests/test_gcm.py
+    DLMS_AES_ENGINE=cryptography run py312-venus36 "$env" tests/test_victron_*.py tests/test_push_*.py tests/test_scale_check.py tests/test_cadence.py tests/test_gcm.py
 fi
 if [ "$want" = all ] || [ "$want" = py38-plain ]; then
     env=$(make_env py38-plain 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "gurux-dlms==$GURUX_FLOOR_OLD")
