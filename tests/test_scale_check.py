@@ -142,14 +142,16 @@ def test_a_gap_in_the_powers_starts_the_comparison_again() -> None:
 
 def test_counters_that_fit_no_unit_stay_held_back() -> None:
     """A counter that rose three times what the power gives (another meter's, a bad list) matches
-    neither 10 Wh nor Wh: the counters stay held back and the log says why."""
+    neither 10 Wh nor Wh: the counters stay held back, and the log says why (loudly once, then
+    at info for every further hour that fits no unit)."""
     meter = Meter(0)
     frames = meter.frames(10, imp=2000)
-    meter.wh[0] += 2000 * 2  # three times the energy the hour's power gives
-    frames += meter.frames(3600, imp=2000)
+    for _hour in range(2):
+        meter.wh[0] += 2000 * 2  # three times the energy the hour's power gives
+        frames += meter.frames(3600, imp=2000)
     lists, notes = decode(frames)
-    assert all(lst[IMPORT][0] is None for lst in lists) and len(lists) == 2
-    assert any(level == "warning" and "fit none" in text for level, text in notes)
+    assert len(lists) == 3 and all(lst[IMPORT][0] is None for lst in lists)
+    assert [level for level, text in notes if "fit none" in text] == ["warning", "info"]
 
 
 def test_lists_without_a_clock_are_never_compared() -> None:
@@ -210,6 +212,7 @@ IMP, P, Q = "1-1:1.8.0.255", "1-1:1.7.0.255", "1-1:3.7.0.255"
 
 @pytest.mark.parametrize("spec, cause", [
     ({"choices": [1], "counters": [IMP], "pairs": [[IMP, P]]}, "two or more"),
+    ({"choices": [400, 0], "counters": [IMP], "pairs": [[IMP, P]]}, "-128 to 127"),
     ({"choices": [1, 0], "counters": ["1-1:9.8.0.255"], "pairs": [[IMP, P]]}, "no number field"),
     ({"choices": [1, 0], "counters": [IMP], "pairs": [[IMP, Q]]}, "must be in W"),
     ({"choices": [1, 0], "counters": [IMP], "pairs": [[P, IMP]]}, "[counter, power]"),

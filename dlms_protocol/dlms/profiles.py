@@ -331,8 +331,8 @@ def _check_scale_check(spec: Optional[Dict[str, Any]], fields: List[Field], wher
         return None
     numbers = {f.code: f for f in fields if f.kind == "number" and f.code is not None}
     choices = spec["choices"]
-    if len(choices) < 2 or len(set(choices)) != len(choices):
-        raise _fail(where, "scale_check.choices must name two or more different scalers")
+    if len(choices) < 2 or len(set(choices)) != len(choices) or not all(-128 <= c <= 127 for c in choices):
+        raise _fail(where, "scale_check.choices must name two or more different scalers (-128 to 127)")
     codes: Dict[str, Obis] = {}
     for text in list(spec["counters"]) + [c for pair in spec["pairs"] for c in pair]:
         code = _try_obis(text)

@@ -117,6 +117,7 @@ class ScaleCheck:
             self._roles.setdefault(track.counter, []).append(("counter", track))
         self.scaler: Optional[int] = None  # decided: every counter's scaler
         self.told_held = False
+        self.misfits = 0  # comparisons that fit no choice
 
     def apply(self, readings: Tuple[Reading, ...],
               timestamp: Optional[datetime]) -> Tuple[Tuple[Reading, ...], List[Tuple[str, str]]]:
@@ -147,7 +148,9 @@ class ScaleCheck:
         for track, raw in counters:  # (after the powers of the same list: they end the span)
             choice, note = track.counter_at(t, raw, self.choices)
             if note:
-                notes.append(("warning", f"profile {self.profile}: {note}"))
+                # (the first time as a warning; a meter whose counters never fit says it hourly at info)
+                notes.append(("info" if self.misfits else "warning", f"profile {self.profile}: {note}"))
+                self.misfits += 1
             if choice is not None and self.scaler is None:
                 self.scaler = choice
                 notes.append(("info", f"profile {self.profile}: the energy counters count 10^{choice} Wh "
