@@ -205,6 +205,17 @@ def test_si_ljubljana_live10_single_phase() -> None:
                    (8, "1-0:21.7.0.255", "540", "W"), (9, "1-0:22.7.0.255", "0", "W")])
 
 
+def test_si_ljubljana_live9_single_phase() -> None:
+    """The 9-value list of the same kind (amsreader-firmware's golden decode of issue 869: 373 W,
+    230.1 V); its last two values are undocumented: by position only, never in an item."""
+    body = S((OS, b"ISK1020784605887"), (OS, b"ISK84605887"), (U32, 373), (U32, 0), (U32, 0), (U32, 0),
+             (U16, 2301), (U32, 0), (U32, 0))
+    r = run(body)
+    assert r.profile == "si-sodo-ljubljana-live9-1ph" and not r.unknown_layout
+    check_rows(r, [(2, "1-0:1.7.0.255", "373", "W"), (6, "1-0:32.7.0.255", "230.1", "V")])
+    assert at(r, 7).obis is None and at(r, 8).obis is None
+
+
 def test_si_live18_per_elektro_maribor_file() -> None:
     body = S((OS, b"ISK1030789375606"), (OS, b"16820005"), (U32, 1393), (U32, 0), (U32, 11), (U32, 738),
              (U16, 2379), (U16, 2380), (U16, 2296), (U16, 103), (U16, 125), (U16, 597),
