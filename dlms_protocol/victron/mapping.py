@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from .. import DATA_DIR
 from .. import units as _units
 from ..errors import ConfigurationError
-from ..model import LayoutMemo, MeterData, Reading, value_text
+from ..model import HELD_DETAIL, LayoutMemo, MeterData, Reading, value_text
 from ..obis import Obis, identity_rank
 from ..ratelimit import Once
 
@@ -357,7 +357,11 @@ class Mapper:
             return num  # a number in the path's unit: the usual case of every push, without the checks below
         num = reading.numeric()
         if num is None and reading.value is None:
-            return None  # held back by the decoder (no known scaler yet), which logs why: nothing to add
+            if HELD_DETAIL not in dict(reading.details):  # (a held-back counter: the decoder logs why)
+                self._warn_once((spec.path, "unscaled"), "victron: %s (%s) arrives without a known scaler (raw %r); "
+                                "%s stays empty - a meter profile must give it (see the dump command)",
+                                reading.code, reading.name or "", reading.raw, spec.path)
+            return None
         if num is None:
             self._warn_once((spec.path, "type"), "victron: %s (%s) is not a number (%r); %s stays empty",
                             reading.code, reading.name or "", reading.value, spec.path)
