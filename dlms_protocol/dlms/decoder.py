@@ -39,8 +39,6 @@ from .security import PUBLISHED_AUTH_KEYS, SecurityPolicy, decipher
 from .template import Template, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
 
-_UNSEEN: Any = object()  # (a profile whose counter check was not looked up yet)
-
 #: full decodes in a row after which a meter's layout is not learned for LEARN_PAUSE frames
 LEARN_TRIES = 8
 LEARN_PAUSE = 500
@@ -223,14 +221,14 @@ class PushDecoder:
         self.auth_key = config.auth_key
         #: a published key still to try (name, key, tries left), only with a key and no auth_key
         self._published = (PUBLISHED_AUTH_KEYS[0] + (PUBLISHED_TRIES,)) if config.key and not config.auth_key else None
-        #: the profiles a ``profile`` setting allows (a user file is not among the loaded ones)
-        self._forced: Dict[str, Any] = {}
+        known = dict(self._profiles)
         if config.profile not in (None, "", "auto"):
             from .profiles import resolve
-            allowed = resolve(config.profile, self._profiles) or []  # an unknown name fails at start-up too
-            self._forced = {p.name: p for p in allowed}
-        #: per profile met: its counters whose unit the list does not state (scalecheck), or None
-        self._scale_checks: Dict[Optional[str], Optional[ScaleCheck]] = {None: None}
+            # (an unknown name fails at start-up too; a user file is not among the loaded profiles)
+            known.update((p.name, p) for p in resolve(config.profile, self._profiles) or ())
+        #: this meter's counters whose unit its lists do not state, per profile (scalecheck)
+        self._scale_checks: Dict[Optional[str], ScaleCheck] = {
+            name: ScaleCheck(name, p.scale_check) for name, p in known.items() if p.scale_check}
 
     # ------------------------------------------------------------------ public
     def take_notes(self) -> List[Tuple[str, str]]:
@@ -355,9 +353,7 @@ class PushDecoder:
         if interp.family:
             self._family = interp.family
         readings = interp.readings  # (admitted: only a verified push may teach the counter check)
-        check = self._scale_checks.get(interp.profile, _UNSEEN)
-        if check is _UNSEEN:
-            check = self._scale_check(interp.profile)
+        check = self._scale_checks.get(interp.profile)
         if check is not None:
             readings, said = check.apply(tuple(readings), timestamp)
             self.notes.extend(said)
@@ -367,13 +363,6 @@ class PushDecoder:
             "system_title": d.system_title, "serial": interp.meter_id, "unknown_layout": interp.unknown_layout,
             "link_check": link_check, "security_control": d.security_control,
             "invocation_counter": d.invocation_counter})
-
-    def _scale_check(self, name: Optional[str]) -> Optional[ScaleCheck]:
-        """The counter check of a profile this meter's frames match (made at its first frame)."""
-        profile = self._forced.get(name or "") or self._profiles.get(name or "")
-        spec = profile.scale_check if profile is not None else None
-        check = self._scale_checks[name] = ScaleCheck(str(name), spec) if spec else None
-        return check
 
     def _judge_published(self, published: Tuple[str, bytes, int], verified: bool) -> None:
         """Adopt a published authentication key that verified this meter's tag: from now on every
