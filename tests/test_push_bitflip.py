@@ -3,7 +3,10 @@
 What holds (exhaustively, every bit of every frame):
 
 * frames with a link checksum (HDLC HCS/FCS, M-Bus CS; 17 corpus frames, plain and ciphered):
-  every flip is an error; no message, no reading;
+  every flip is an error; no message, no reading. Except in an HDLC frame's closing flag: a frame
+  whose HCS and FCS verify is taken without its flag (``hdlc.parse_frame``), so such a flip
+  passes that frame unchanged, or loses the next one whose opening flag it was; never a different
+  payload;
 * ciphered frames without a link checksum, authenticated (DLMS/IP wrapper 0x30 with its AK):
   every flip is an error, or the message is exactly the original one: the flips that pass hit
   the wrapper's port numbers, which nothing protects and nothing uses;
@@ -27,6 +30,7 @@ from hypothesis import strategies as st
 
 from dlms_protocol.config import ListenerConfig
 from dlms_protocol.dlms.decoder import decode_bytes
+from dlms_protocol.dlms import hdlc
 from dlms_protocol.dlms.deframer import Deframer, RawApdu
 from dlms_protocol.dlms.gbt import GbtAssembler
 from dlms_protocol.errors import DlmsError
@@ -65,6 +69,21 @@ def complete_apdus(data: bytes) -> list:
     return out
 
 
+def closing_flags(raw: bytes) -> set:
+    """Offsets of the closing flags of the HDLC frames with information in an intact capture."""
+    out, p = set(), 0
+    while p + 1 < len(raw):
+        if raw[p] == hdlc.FLAG and raw[p + 1] >> 4 == 0xA:
+            header = hdlc.parse_header(raw, p)
+            assert header is not None
+            if header.has_info:
+                out.add(p + header.total - 1)
+            p += header.total - 1
+        else:
+            p += 1
+    return out
+
+
 def readings(messages) -> list:
     return [m.to_json() for m in messages]
 
@@ -84,9 +103,15 @@ def test_corpus_groups_are_what_the_docstring_says() -> None:
 @pytest.mark.parametrize("name", CHECKSUMMED)
 def test_checksummed_frames_every_flip_is_caught(name: str) -> None:
     raw = bytes.fromhex(CASES[name]["hex"])
-    assert complete_apdus(raw)  # the intact frame passes
+    intact = complete_apdus(raw)
+    assert intact  # the intact frame passes
+    flags = closing_flags(raw)
     for i, bit, damaged in flips(raw):
-        assert complete_apdus(damaged) == [], f"byte {i} bit {bit} passed the link layer"
+        got = complete_apdus(damaged)
+        if i in flags:  # the frame passes unchanged, or the next one (this was its opening flag) is lost
+            assert all(apdu in intact for apdu in got), f"byte {i} bit {bit} changed a payload"
+        else:
+            assert got == [], f"byte {i} bit {bit} passed the link layer"
 
 
 @pytest.mark.parametrize("name", CHECKSUMMED)
@@ -95,10 +120,16 @@ def test_checksummed_frames_sampled_flips_through_the_whole_decoder(name: str) -
     raw = bytes.fromhex(case["hex"])
     config = config_for(case)
     assert decode_bytes(raw, config)
+    original = readings(decode_bytes(raw, config, strict=False))
+    flags = closing_flags(raw)
     rng = random.Random(name)
-    for _ in range(40):
+    hits = [rng.randrange(len(raw)) for _ in range(40)] + sorted(flags)
+    for at in hits:
         damaged = bytearray(raw)
-        damaged[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+        damaged[at] ^= 1 << rng.randrange(8)
+        if at in flags:  # (the frame is intact: its message unchanged, or none)
+            assert all(m in original for m in readings(decode_bytes(bytes(damaged), config, strict=False)))
+            continue
         with pytest.raises(DlmsError):
             decode_bytes(bytes(damaged), config)
         assert decode_bytes(bytes(damaged), config, strict=False) == []

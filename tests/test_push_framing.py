@@ -143,6 +143,41 @@ def test_shared_flag_between_frames() -> None:
     assert [g.apdu for g in apdus(got)] == [a, b] and not errors(got)
 
 
+@pytest.mark.parametrize("chunks", [0, 1, 7])
+def test_a_frame_missing_only_its_closing_flag_is_taken_when_its_checksums_verify(chunks: int) -> None:
+    """A capture cut one byte short, or a closing flag hit by a bit error (a published Wiener Netze
+    AM550 capture ends so): HCS and FCS prove the frame intact, so it is taken at the end of input,
+    when the line settles, or with another byte in the flag's place (that byte is noise)."""
+    a, b = apdu_of(seed=1, stamp=STAMP), apdu_of(seed=2, stamp=STAMP)
+    f1, f2 = encode.hdlc_frames(a)[0], encode.hdlc_frames(b)[0]
+    got = feed_all(Deframer(), f1[:-1], chunks=chunks)
+    assert [(g.apdu, g.raw) for g in apdus(got)] == [(a, f1[:-1])] and not errors(got)
+    d = Deframer("hdlc")
+    assert d.feed(f1[:-1]) == []  # (the flag may still come)
+    assert [g.apdu for g in apdus(d.settle())] == [a]
+    assert d.feed(b"\x7e") == [] and d.finish() == []  # the late flag is no noise
+    got = feed_all(Deframer(), f1[:-1] + b"\x76" + f2, chunks=chunks)
+    assert [g.apdu for g in apdus(got)] == [a, b]
+    assert [str(e) for e in errors(got)] == ["1 byte of noise skipped between frames: check baud rate, parity and "
+                                             "wiring if this keeps happening"]
+
+
+def test_a_frame_without_its_closing_flag_needs_both_checksums() -> None:
+    """Without the flag the checksums are all that is left: a bad FCS is a damaged length as before,
+    and a frame without information (FCS only, no HCS) still needs its flag."""
+    a, b = apdu_of(seed=1, stamp=STAMP), apdu_of(seed=2, stamp=STAMP)
+    f1, f2 = bytearray(encode.hdlc_frames(a)[0]), encode.hdlc_frames(b)[0]
+    f1[-3] ^= 0x01
+    got = feed_all(Deframer(), bytes(f1[:-1]) + b"\x76" + f2)
+    assert [g.apdu for g in apdus(got)] == [b]
+    assert any("not closed by the flag" in str(e) for e in errors(got))
+    got = feed_all(Deframer(), bytes(f1[:-1]))
+    assert not apdus(got) and errors(got)
+    ua = encode.hdlc_frame(b"", control=0x73)
+    with pytest.raises(FramingError, match="not closed by the flag"):
+        hdlc.parse_frame(ua[:-1] + b"\x00")
+
+
 def test_orphan_segments_after_a_lost_first_frame_are_dropped() -> None:
     apdu, other = apdu_of(40, seed=1), apdu_of(seed=2)
     frames = encode.hdlc_frames(apdu, max_info=50)

@@ -403,7 +403,7 @@ class Deframer:
 
     def _flush_noise(self, out: List[Item]) -> None:
         if self._noise:
-            out.append(FramingError(f"{self._noise} bytes of noise skipped between frames",
+            out.append(FramingError(f"{self._noise} byte{'s' if self._noise > 1 else ''} of noise skipped between frames",
                                     "check baud rate, parity and wiring if this keeps happening"))
             self._noise = 0
 
@@ -432,8 +432,8 @@ class Deframer:
             header = parsed
         if header is None:
             return _NEED, 0
-        if q + header.total > len(buf):
-            return _NEED, 0
+        if q + header.total > len(buf) and not (self._final and q + header.total - 1 == len(buf)):
+            return _NEED, 0  # (at the end of input or a quiet line: a frame missing only its closing flag)
         try:
             frame = hdlc.parse_frame(buf, q, header)
         except ChecksumError as exc:

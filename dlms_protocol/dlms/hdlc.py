@@ -159,23 +159,29 @@ def parse_header(buf: bytes, pos: int = 0, end: Optional[int] = None) -> Optiona
 def parse_frame(buf: bytes, pos: int = 0, header: Optional[HdlcHeader] = None) -> HdlcFrame:
     """Check the complete frame at ``buf[pos:]`` (flags, HCS, FCS) and return its info field.
 
-    The caller guarantees ``header.total`` bytes are present.
+    The caller guarantees ``header.total`` bytes are present, or ``header.total - 1`` when the
+    input ended where the closing flag would be. A frame with an information field whose HCS and
+    FCS both verify is taken even when its closing flag is missing or damaged (a capture cut one
+    byte short, a flag hit by a bit error): two CRCs over the whole frame prove it intact, and its
+    length sits under the HCS. Its ``raw`` then ends before that byte. A frame without
+    information has only its FCS, so it still needs its flag.
     """
     if header is None:
         header = parse_header(buf, pos)
         if header is None or pos + header.total > len(buf):
             raise FramingError("HDLC frame truncated", "the frame ended before its declared length")
     end = pos + header.total
-    if buf[end - 1] != FLAG:
-        raise FramingError("HDLC frame not closed by the flag 0x7E at its declared length",
-                           "damaged length or lost bytes; resynchronising")
+    closed = end <= len(buf) and buf[end - 1] == FLAG
     fcs_at = end - 3
     got = buf[fcs_at] | (buf[fcs_at + 1] << 8)
     want = crc16_x25(buf, pos + 1, fcs_at)
+    if not closed and (got != want or not header.has_info):
+        raise FramingError("HDLC frame not closed by the flag 0x7E at its declared length",
+                           "damaged length or lost bytes; resynchronising")
     if got != want:
         raise ChecksumError("HDLC FCS", want, got)
     info = bytes(buf[pos + 1 + header.header_len + 2:fcs_at]) if header.has_info else b""
-    return HdlcFrame(header, info, bytes(buf[pos:end]))
+    return HdlcFrame(header, info, bytes(buf[pos:end if closed else end - 1]))
 
 
 def strip_llc(info: bytes) -> Tuple[bytes, bool]:
