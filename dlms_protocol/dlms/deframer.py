@@ -403,7 +403,8 @@ class Deframer:
 
     def _flush_noise(self, out: List[Item]) -> None:
         if self._noise:
-            out.append(FramingError(f"{self._noise} byte{'s' if self._noise > 1 else ''} of noise skipped between frames",
+            plural = "s" if self._noise > 1 else ""
+            out.append(FramingError(f"{self._noise} byte{plural} of noise skipped between frames",
                                     "check baud rate, parity and wiring if this keeps happening"))
             self._noise = 0
 
