@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.dlms import encode, hdlc, mbus
-from dlms_protocol.dlms.apdu import Structure, encode_notification
+from dlms_protocol.dlms.apdu import Array, Structure, encode_notification
 from dlms_protocol.dlms.deframer import Deframer, RawApdu
 from dlms_protocol.dlms.gbt import GbtAssembler, parse_block
 from dlms_protocol.errors import ChecksumError, ConfigurationError, DlmsError, FramingError
@@ -359,6 +359,27 @@ def test_bare_data_notification_in_auto_mode_needs_a_date_time() -> None:
     stamped, bare = apdu_of(seed=1, stamp=STAMP), apdu_of(seed=2)
     assert [g.apdu for g in apdus(feed_all(Deframer(), stamped + bare))] == [stamped]
     assert [g.apdu for g in apdus(feed_all(Deframer("apdu"), stamped + bare))] == [stamped, bare]
+
+
+def test_bare_notification_without_date_time_that_starts_with_an_obis_code_is_taken() -> None:
+    """Nordic raw-APDU dumps (amsreader's "Raw DLMS", MQTT bridges) carry no date-time: a logical
+    name first in the body (Aidon's array of structures, Kaifa's Swedish pairs) is as unlikely in
+    noise as a date-time. Anything else without a date-time, or after an LLC header, is not taken."""
+    code, serial = b"\x01\x01\x00\x02\x81\xff", b"\x00\x00\x60\x01\x00\xff"
+    aidon = encode_notification(Array([Structure([code, b"AIDON_V0001"]), Structure([serial, b"7359992892587665"]),
+                                       Structure([b"\x01\x00\x01\x07\x00\xff", 1234, Structure([0, 27])])]))
+    kaifa = encode_notification(Structure([code, b"KFM_001", serial, b"7340734073407340"]))
+    assert aidon[5:12] == bytes.fromhex("0001030202 0906".replace(" ", ""))
+    for apdu in (aidon, kaifa):
+        for chunks in (0, 1, 9):
+            got = feed_all(Deframer(), apdu, chunks=chunks)
+            assert [g.apdu for g in apdus(got)] == [apdu] and not errors(got)
+    for body in (Structure([b"\x41\x01\x00\x02\x81\xff", b"x"]),  # A 65: no medium
+                 Structure([b"\x01\x01\x00\x02\x81", b"x"]),  # a 5-byte string
+                 Array([Structure([7, code])])):  # the code is not first
+        assert not apdus(feed_all(Deframer(), encode_notification(body)))
+    assert not apdus(feed_all(Deframer(), b"\x00\x01\x02\xe6\xe7\x00" + aidon))  # a damaged frame's payload
+    assert [g.apdu for g in apdus(feed_all(Deframer("apdu"), aidon))] == [aidon]
 
 
 @pytest.mark.parametrize("tail", [b"\x7e\xa5\x01\x02", b"\x68\x00\x00\x05\x00\x00", b"\xe6\xe7\x00",

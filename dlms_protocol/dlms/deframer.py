@@ -36,7 +36,8 @@ only when their structure is complete and consistent, and never
   and its payload (a GBT block, the rest of a ciphered APDU) must not come out unchecked.
 
 and a bare APDU must look like a push from its first bytes on: a data-notification needs a
-valid date-time and a non-empty structure, a GBT block acknowledges nothing, a ciphered APDU's
+valid date-time and a non-empty structure (without a date-time: a body that starts with a logical
+name, an attribute descriptor or a text), a GBT block acknowledges nothing, a ciphered APDU's
 system title starts with a manufacturer id. ``wrapper="apdu"`` drops these plausibility rules.
 """
 from __future__ import annotations
@@ -113,15 +114,16 @@ def _llc_like(buf: bytearray, p: int) -> bool:
 
 def _plausible_notification(buf: bytearray, q: int) -> bool:
     """A bare data-notification in auto mode: a valid date-time header and a non-empty structure;
-    or no date-time and a body that starts with an attribute descriptor entry (``_described_start``)
-    or with a text of at least 4 printable characters (ZPA's Czech HAN list: ``ZPA3HAN00200``).
+    or no date-time and a body that starts with an attribute descriptor entry (``_described_start``),
+    with a text of at least 4 printable characters (ZPA's Czech HAN list: ``ZPA3HAN00200``) or with
+    an OBIS code (``_obis_start``: the Nordic lists as raw-APDU dumps give them).
 
     Noise that starts with 0x0F followed by any data item would otherwise pass now and then;
     a real concrete COSEM date-time in random bytes is about a one-in-a-million event.
     """
     i = q + 5
     if buf[i] == 0x00:
-        return _described_start(buf, i + 1) or _text_start(buf, i + 1)
+        return _described_start(buf, i + 1) or _text_start(buf, i + 1) or _obis_start(buf, i + 1)
     if buf[i] == 0x09:
         i += 1
     if buf[i] != 0x0C or parse_datetime(bytes(buf[i + 1:i + 13])) is None:
@@ -135,6 +137,19 @@ def _text_start(buf: bytearray, i: int) -> bool:
     127 bytes, the first 4 printable ASCII."""
     return (buf[i] in _AUTO_BODY_TAGS and buf[i + 1] != 0 and buf[i + 2] in (0x09, 0x0A)
             and 4 <= buf[i + 3] < 0x80 and all(0x20 <= b < 0x7F for b in buf[i + 4:i + 8]))
+
+
+def _obis_start(buf: bytearray, i: int) -> bool:
+    """A non-empty array or structure whose first element is a logical name (``09 06``, A 0-15,
+    B 0-127), alone or first in a structure of 2 or 3 (code, value, scaler-unit): Aidon's
+    ``01 0D 02 02 09 06 01 01 00 02 81 FF``, Kaifa's Swedish pairs ``02 24 09 06 01 00 00 02 81 FF``.
+    Random bytes after ``0F … 00`` pass about once in 10^8."""
+    if buf[i] not in _AUTO_BODY_TAGS or buf[i + 1] == 0:
+        return False
+    j = i + 2
+    if buf[j] == 0x02 and buf[j + 1] in (2, 3):
+        j += 2
+    return buf[j] == 0x09 and buf[j + 1] == 6 and buf[j + 2] <= 15 and buf[j + 3] <= 127
 
 
 def _described_start(buf: bytearray, i: int) -> bool:
