@@ -558,6 +558,25 @@ def test_push_list_takes_scaler_from_an_attribute_3_capture() -> None:
     assert at(r, 7).value is True
 
 
+def test_ch_lg_e450_phases14_per_amsreader_golden_decode() -> None:
+    """A Swiss E450 list with import power per phase (amsreader-firmware issue 934: 331 W, 0.49 A,
+    4912.257 kWh, 234 V); the phase powers add up to the total, as they must."""
+    setup = "0-8:25.9.0.255"
+    codes = ["1-0:1.7.0.255", "1-1:1.8.0.255", "1-0:31.7.0.255", "1-0:51.7.0.255", "1-0:71.7.0.255",
+             "1-0:32.7.0.255", "1-0:52.7.0.255", "1-0:72.7.0.255", "1-0:21.7.0.255", "1-0:41.7.0.255",
+             "1-0:61.7.0.255"]
+    caps = A("structure", [_capture(40, setup), _capture(40, setup, 1), _capture(1, "0-0:96.1.0.255")]
+             + [_capture(3, code) for code in codes])
+    values = [(U32, 331), (U32, 4912257), (U16, 49), (U16, 167), (U16, 23), (U16, 234), (U16, 235), (U16, 233),
+              (U32, 14), (U32, 289), (U32, 28)]
+    r = run(S(("array", caps), (OS, bytes.fromhex("0008190900FF")), (OS, b"63316890"), *values))
+    assert r.profile == "ch-lg-e450-phases14" and not r.unknown_layout
+    check_rows(r, [(3, "1-0:1.7.0.255", "331", "W"), (4, "1-1:1.8.0.255", "4912257", "Wh"),
+                   (5, "1-0:31.7.0.255", "0.49", "A"), (6, "1-0:51.7.0.255", "1.67", "A"),
+                   (8, "1-0:32.7.0.255", "234", "V"), (12, "1-0:41.7.0.255", "289", "W")])
+    assert sum(at(r, i).value for i in (11, 12, 13)) == at(r, 3).value
+
+
 def test_push_list_in_the_later_form_with_restriction_and_columns() -> None:
     """Blue Book ed. 13 on, a push object list entry may add {restriction, columns} (an
     Energomera event push sends them empty): the values are named as with the four-field form."""
