@@ -10,6 +10,7 @@ import pytest
 
 from dlms_protocol.cli import main
 from dlms_protocol.obis import Obis
+from dlms_protocol.simulator.sml import encode_sml, entry, signed, unsigned
 from dlms_protocol.sml.decoder import SmlDecoder, decode_all, parse_quirks
 from helpers import corpus_files, load_json
 
@@ -117,6 +118,37 @@ def test_dzg_power_sign_kept_by_default_and_corrected_on_request() -> None:
     telegrams, _ = decode_all(path.with_suffix(".bin").read_bytes(), quirks=parse_quirks("dzg_power_sign=auto"))
     powers = [r.value for t in telegrams for r in t.readings if r.obis.short() == "16.7.0"]
     assert Decimal("-105.50") in powers and all(t.quirks == () for t in telegrams)
+
+
+def _dzg(serial: int, power: int, width: int = 2) -> bytes:
+    """A DZG transmission whose L1 power (36.7.0, W, scaler -2) is sent as a signed integer."""
+    server = b"\x0a\x01DZG" + serial.to_bytes(4, "big")
+    return encode_sml(server, [entry("0100010800ff", unsigned(123456789, 4), 30, -1),
+                               entry("0100240700ff", signed(power, width), 27, -2)])
+
+
+def _l1(data: bytes, quirks: str = "") -> tuple:
+    (tel,), errors = decode_all(data, quirks=parse_quirks(quirks))
+    assert not errors
+    power = next(r for r in tel.readings if r.obis.short() == "36.7.0")
+    return power.value, tel.quirks, tel.notes
+
+
+def test_dzg_power_sign_covers_the_phase_powers_and_says_when_a_meter_may_have_it() -> None:
+    """vzlogger issue 544: a DZG with serial 50071463 sends 507 W on L1 as int16 0xC60C (-148.36 W).
+    The firmware bug hits the phases' 36/56/76.7.0 as 16.7.0; the serial lies outside the ranges DZG
+    named and below the fixed firmware (60000000), so the value stays as sent and the log says how to decide."""
+    bug = _dzg(50071463, 0xC60C - 0x10000)
+    value, quirks, notes = _l1(bug)
+    assert value == Decimal("-148.36") and quirks == ("dzg_power_sign (suspected)",)
+    assert "dzg_power_sign=on" in notes[0] and "display" in notes[0]
+    assert _l1(bug, "dzg_power_sign=on")[0] == Decimal("507.00")
+    assert _l1(bug, "dzg_power_sign=auto")[0] == Decimal("-148.36")  # (not a range DZG named)
+    in_range = _dzg(42082910, 0xC60C - 0x10000)
+    assert _l1(in_range, "dzg_power_sign=auto")[:2] == (Decimal("507.00"), ("dzg_power_sign (applied)",))
+    assert _l1(_dzg(50071463, -14836, width=4))[1:] == ((), ())  # a real negative comes as 4 bytes: no note
+    assert _l1(_dzg(60694611, -10550))[1:] == ((), ())  # the fixed firmware's real negative: no note
+    assert _l1(_dzg(50071463, 14836))[1:] == ((), ())
 
 
 @pytest.mark.parametrize("stem,reduced", [("iskra_mt631_d1a52_without_pin", True),

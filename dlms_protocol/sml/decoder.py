@@ -32,8 +32,9 @@ _MANUFACTURER_CODES = ((129, 129, 199, 130, 3), (1, 0, 96, 50, 1))
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def quirk_table() -> Dict[str, Any]:
-    """The quirk and data-set rules (data/sml_quirks.json)."""
+    """The quirk and data-set rules (data/sml_quirks.json), read once (every telegram asks)."""
     path = Path(__file__).resolve().parent.parent / "data" / "sml_quirks.json"
     return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
@@ -250,6 +251,23 @@ def _serial_from_id(server_id: Optional[bytes]) -> Optional[int]:
     return int.from_bytes(server_id[off:], "big")
 
 
+def _dzg_suspect(reading: Reading, quirk: Dict[str, Any]) -> bool:
+    """A power the DZG firmware bug may have turned negative: a 1-3 byte signed integer below 0."""
+    return (reading.obis is not None and reading.obis.short() in quirk["codes"]
+            and 0 < _signed_width(reading) <= quirk["max_width"] and isinstance(reading.raw, int) and reading.raw < 0)
+
+
+def _dzg_suspected(serial: int, quirks: List[str], notes: List[str]) -> None:
+    """A DZG from before the fixed firmware but outside the serial ranges DZG named sent a short
+    negative power: the bytes cannot tell a real export from the bug (a later firmware and other
+    models send real negatives so too), so the value stays as sent and the log says how to decide."""
+    quirks.append("dzg_power_sign (suspected)")
+    notes.append(f"quirk dzg_power_sign suspected (serial {serial}, outside the ranges DZG named): power arrives as "
+                 "a short negative number, which is either real (export) or that firmware bug, where 327.68 W and "
+                 "more arrive negative; if the meter's display shows positive power meanwhile, set sml_quirks "
+                 "dzg_power_sign=on")
+
+
 def _signed_width(reading: Reading) -> int:
     """Data bytes of a reading sent as signed integer (``int16`` → 2), else 0."""
     name = str(dict(reading.details).get("sml_type") or "")
@@ -407,15 +425,16 @@ class SmlDecoder:
         detected = serial is not None and any(lo <= serial <= hi for lo, hi in quirk["serial_ranges"])
         mode = self.quirks.get("dzg_power_sign", "off")
         if not detected and mode != "on":
+            if (serial is not None and serial < quirk["fixed_from_serial"]
+                    and any(_dzg_suspect(r, quirk) for r in readings)):
+                _dzg_suspected(serial, quirks, notes)
             return readings
         apply = mode == "on" or (mode == "auto" and detected)
         changed = 0
         out = []
         for r in readings:
-            width = _signed_width(r)
-            if (apply and r.obis is not None and r.obis.short() in quirk["codes"] and 0 < width <= quirk["max_width"]
-                    and isinstance(r.raw, int) and r.raw < 0):
-                raw = r.raw + (1 << (8 * width))
+            if apply and _dzg_suspect(r, quirk):
+                raw = r.raw + (1 << (8 * _signed_width(r)))  # type: ignore[operator]
                 value = Decimal(raw).scaleb(r.scaler or 0)
                 r = replace(r, raw=raw, value=value, details=r.details + (("quirk", "dzg_power_sign"),))
                 changed += 1
