@@ -389,6 +389,22 @@ def test_a_dsmr_time_that_is_no_moment_still_places_the_value():
     assert reading.value == Decimal("0.000") and reading.timestamp is None and reading.raw == "632525252525S"
 
 
+def test_an_epoch_placeholder_is_no_time_and_a_history_entry_is_no_count():
+    """An Iskra AM550 sends '700101010000W' (1970, before DSMR existed) for an M-Bus channel
+    without a reading: no time (it came out as 2070). E.ON Hungary's 0-0:98.1.0 starts with an
+    entry's time and its registers: that is no number of entries (Fluvius' form is)."""
+    reading = _reading(_dsmr("0-1:24.2.1(700101010000W)(00000000)\r\n"), "0-1:24.2.1")
+    assert reading.timestamp is None and reading.raw == "700101010000W" and reading.value == 0
+    eon = _reading(_dsmr("0-0:98.1.0(230701000000S)(000040.777*kWh)(000000.000*kWh)(04.104*kW)\r\n"),
+                   "0-0:98.1.0")
+    assert eon.value is None and eon.raw == "230701000000S" and eon.extra[0] == ("000040.777", "kWh")
+    fluvius = _reading(_dsmr("0-0:98.1.0(1)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)(230117224500W)(04.329*kW)\r\n"),
+                       "0-0:98.1.0")
+    assert fluvius.value == 1
+    failures = _reading(_dsmr("1-0:99.97.0(1)(0-0:96.7.19)(000101000001W)(2147483647*s)\r\n"), "1-0:99.97.0")
+    assert failures.value == 1
+
+
 def test_identifiers_times_and_dates_stay_text():
     raw = _dsmr("0-0:96.1.0(09610)\r\n1-0:0.0.0(0273033000044)\r\n1-0:0.9.2(0220127)\r\n"
                 "0-0:96.14.0(0002)\r\n1-0:1.8.0(000123.400*kWh)\r\n")

@@ -111,6 +111,22 @@ def test_readouts_that_never_had_a_checksum_still_read(corpus_dir):
     assert r.checksum == "BCC" and r.to_meter_data().checksum == "BCC"
 
 
+def test_gateway_lines_after_a_readout_without_framing_are_no_damage():
+    """An EasyMeter Q3D behind a COM-1 gateway (dsmr_parser's Q3D telegrams): after '!' the gateway adds
+    its number and a line of 0xFF. Whole lines after a readout without STX are no framing that noise
+    hit; a damaged ETX and BCC (two bytes, no line), or lines after a framed (STX) readout, still are."""
+    unframed = IDENT + BLOCK
+    assert unframed.endswith(b"!\r\n")
+    for trailer in (b"  25803103\r\n" + b"\xff" * 33 + b"\r\n", b"  25818685\r\nDE0000000000000000003\r\n"):
+        r = parse_readout(unframed + trailer)
+        assert r.checksum is None and [d.code for d in r.datasets] == [d.code for d in parse_readout(unframed).datasets]
+    for damaged in (b"#\x17", b"\x13\n", b"  258(03103)\r\n", b"!\r\n", b"/ESY5Q3DB\r\n"):
+        with pytest.raises(ChecksumMissingError):
+            parse_readout(unframed + damaged)
+    with pytest.raises(ChecksumMissingError):  # framed: ETX and BCC belong there
+        parse_readout(IDENT + b"\x02" + BLOCK + b"  25803103\r\n")
+
+
 def test_an_expected_checksum_must_be_there():
     """What a meter sent once it sends every time (the reader passes ``expect``)."""
     unframed = IDENT + BLOCK

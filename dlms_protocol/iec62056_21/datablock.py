@@ -80,6 +80,9 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
 _SPACED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")  # '024562 kWh'
 _DSMR_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW])")  # YYMMDDhhmmss + summer/winter
 _DSMR_ZONES = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
+#: history buffers whose value is their number of entries (Fluvius ``0-0:98.1.0(3)(1-0:1.6.0)…``, the
+#: power failure log ``1-0:99.97.0(2)(0-0:96.7.19)…``); E.ON Hungary's 98.1.0 begins with an entry's time
+_COUNTED = {(98, 1, 0), (99, 97, 0)}
 
 _MASK = bytes(b & 0x7F for b in range(256))
 _ODD = bytes(bin(b).count("1") & 1 for b in range(256))
@@ -230,6 +233,8 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
         if number is not None:
             return len(groups) - 1, number, last.unit or groups[5].value.strip() or None, None
     written = _DSMR_TIME.fullmatch(first.value) if len(groups) > 1 and first.unit is None else None
+    if written is not None and obis is not None and (obis.c, obis.d, obis.e) in _COUNTED:
+        return 0, None, None, None  # an entry of the history, not its count: no value (the groups stay)
     if written is not None:
         stamp = _dsmr_time(written)  # None for Sagemcom's '632525252525S' of an absent M-Bus device
         for i in range(1, len(groups)):
@@ -242,8 +247,13 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
 
 
 def _dsmr_time(m: "re.Match[str]") -> Optional[datetime]:
-    """The moment of a DSMR time stamp ``YYMMDDhhmmssS``/``...W`` (summer/winter time), else None."""
+    """The moment of a DSMR time stamp ``YYMMDDhhmmssS``/``...W`` (summer/winter time), else None.
+
+    Years 70-99 are no moment: DSMR began in 2008, and ``700101010000W`` (the Unix epoch in Dutch
+    winter time) is what an Iskra AM550 sends for an M-Bus channel without a reading."""
     y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+    if y >= 70:
+        return None
     try:
         return datetime(2000 + y, mo, d, h, mi, sec, tzinfo=_DSMR_ZONES[m.group(7)])
     except ValueError:  # not a real moment: no time, and the set is read as sent
@@ -509,8 +519,17 @@ def _check_end(text: str, end: _End, acked: bool, datasets: Tuple[DataSet, ...],
     pos = end.bang + 1 + len(crc_text)
     line_end = _LINE_END.match(text, pos)
     rest = text[line_end.end() if line_end is not None else pos:]
-    if rest and not (len(rest) == 1 and rest in "\x03\x04"):
+    if rest and not (len(rest) == 1 and rest in "\x03\x04") and not _trailer_lines(rest, end):
         raise _damaged("BCC", f"{len(rest)} unexpected byte(s) after '!' where ETX and BCC belong")
+
+
+def _trailer_lines(rest: str, end: _End) -> bool:
+    """Whole lines after the '!' line of a readout without STX, none of them a readout's framing
+    (ETX, STX, '!', '(' or '/'): what a gateway adds after a push-only meter's telegram (an EasyMeter
+    behind a COM-1 adds its own number and a line of 0xFF). A damaged ETX and BCC are no whole line."""
+    if end.framed or end.bang is None or len(rest) < 3 or rest[-1] != "\n":
+        return False
+    return not any(ch in rest for ch in "\x02\x03\x04!(/")
 
 
 def _check_size(text: str, datasets: Tuple[DataSet, ...]) -> None:
