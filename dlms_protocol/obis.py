@@ -211,9 +211,14 @@ def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[in
 
 @lru_cache(maxsize=1)
 def _text_codes() -> Dict[Tuple[Optional[int], Optional[int]], bool]:
-    """(C, D) -> True for the codes of obis_names.json ``text_codes``."""
-    return {tuple(int(g) for g in cd.split(".")): True  # type: ignore[misc]
-            for cd in _tables()["text_codes"]["codes"]}
+    """(C, D) -> True for the codes of obis_names.json ``text_codes`` (``C.D`` or ``C.D1-D2``)."""
+    out: Dict[Tuple[Optional[int], Optional[int]], bool] = {}
+    for cd in _tables()["text_codes"]["codes"]:
+        c, _, ds = cd.partition(".")
+        first, _, last = ds.partition("-")
+        for d in range(int(first), int(last or first) + 1):
+            out[(int(c), d)] = True
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -413,6 +413,11 @@ def test_identifiers_times_and_dates_stay_text():
     assert _reading(raw, "1-0:0.9.2").value == "0220127"
     assert _reading(raw, "0-0:96.14.0").value == Decimal(2)  # a tariff number is a number
     assert _reading(raw, "1-0:1.8.0").value == Decimal("123.400")
+    # manufacturer-specific (C 96, D 50-99): a Hager eHZ's hex bytes stay as sent, '16' is not sixteen
+    hager = _dsmr("1-0:96.50.0*1(07D0)\r\n1-0:96.50.0*2(16)\r\n1-0:96.99.0(0042)\r\n0-0:96.7.21(00004)\r\n")
+    codes = ("1-0:96.50.0*1", "1-0:96.50.0*2", "1-0:96.99.0")
+    assert [_reading(hager, c).value for c in codes] == ["07D0", "16", "0042"]
+    assert _reading(hager, "0-0:96.7.21").value == Decimal(4)  # (D below 50: a count)
 
 
 def test_every_meter_id_code_is_a_text_code():
