@@ -192,7 +192,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         return 1
     if not shown and all(isinstance(e, FramingError) and not isinstance(e, ChecksumError) for e in lost):
         print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
-              "APDU bytes", file=sys.stderr)
+              "APDU bytes (a bare APDU, which has no checksum, is told from noise by its start; if the input is "
+              "one APDU, decode it with --wrapper apdu)", file=sys.stderr)
         return 1
     if lost:
         more = f" ({len(lost) - 1} more error(s))" if len(lost) > 1 else ""
