@@ -51,6 +51,10 @@ def test_decode_file_gives_every_expected_value(capsys, sidecar) -> None:
     good = good_frames(case)
     assert len(lines) == len(good)
     damaged = [f for f in case["frames"] if f["status"] in ("crc_error", "incomplete")]
+    cut = bool(good) and case["frames"][-1]["status"] == "incomplete"  # a dump that ends mid-transmission
+    if cut:  # after verified transmissions that is a note, as the push decode says it
+        damaged.remove(case["frames"][-1])
+        assert "note: the capture ended inside a transmission" in err
     assert code == (1 if damaged else 0)
     if damaged:
         assert f"error: {len(damaged)} SML transmission(s) lost" in err
@@ -186,6 +190,30 @@ def test_message_crc_is_checked_besides_the_transport_crc() -> None:
     assert telegrams == [] and len(errors) == 1 and "SML message CRC (message 2 of 3)" in str(errors[0])
     telegrams, errors = decode_all(bytes(bad), quirks=parse_quirks("no_message_crc=on"))
     assert len(telegrams) == 1 and not errors  # the quirk switch really switches it off
+
+
+def test_decode_of_a_capture_cut_mid_transmission(tmp_path, capsys) -> None:
+    """A dump cut out of a running line: what is cut at its end is a note after verified
+    transmissions (exit 0, as the push decode does), an error when nothing verified came before it,
+    and damage in between stays an error."""
+    from dlms_protocol.cli import main
+    from dlms_protocol.simulator.sml import SmlSimulator
+
+    sim = SmlSimulator(seed=3)
+    one, two = sim.build(), sim.build()
+    path = tmp_path / "cut.bin"
+    path.write_bytes(one[7:] + two + one[:len(one) // 2])  # begins and ends inside a transmission
+    assert main(["decode", "--file", str(path)]) == 0
+    out = capsys.readouterr()
+    assert out.out.count("1-0:1.8.0") == 1 and "note: the capture ended inside a transmission" in out.err
+    path.write_bytes(one[:len(one) // 2])
+    assert main(["decode", "--file", str(path)]) == 1
+    assert "error: 1 SML transmission(s) lost" in capsys.readouterr().err
+    damaged = bytearray(two)
+    damaged[len(two) // 2] ^= 0x01
+    path.write_bytes(one + bytes(damaged) + two)
+    assert main(["decode", "--file", str(path)]) == 1
+    assert "CRC" in capsys.readouterr().err
 
 
 def test_decode_cli_takes_sml_quirks(tmp_path, capsys) -> None:

@@ -15,19 +15,29 @@ from ..errors import DlmsError
 
 
 def decode_sml(data: bytes, as_json: bool, quirks: Optional[Dict[str, str]] = None) -> int:
-    """Print every verified transmission; exit 1 with one line when any was lost (CRC, cut)."""
+    """Print every verified transmission; exit 1 with one line when any was lost (CRC, cut).
+
+    A capture cut out of a running line ends inside a transmission: after verified ones, that is
+    a note, not an error (as the push decode says it; the bytes before the first start are
+    skipped quietly already)."""
     from ..cli_output import decode_printer, show_message
     from .decoder import SmlDecoder
 
     errors: List[DlmsError] = []
     decoder = SmlDecoder(on_error=errors.append, quirks=quirks)
-    telegrams = decoder.feed(data) + decoder.finish()
+    telegrams = decoder.feed(data)
+    before_end = len(errors)
+    telegrams += decoder.finish()
     printer = decode_printer(as_json)  # the printer of decode and listen
     for tel in telegrams:
         show_message(tel, printer)
     sys.stdout.flush()  # a closed pipe raises here (cli.main: status 0, quietly)
     for note in dict.fromkeys(n for tel in telegrams for n in tel.notes):
         print(f"note: {note}", file=sys.stderr)
+    if telegrams:
+        for exc in errors[before_end:]:
+            print(f"note: the capture ended inside a transmission: {exc.cause}", file=sys.stderr)
+        del errors[before_end:]
     if not telegrams and not errors:
         print("error: no complete SML transmission in the input", file=sys.stderr)
         return 1
