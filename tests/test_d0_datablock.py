@@ -418,6 +418,9 @@ def test_identifiers_times_and_dates_stay_text():
     codes = ("1-0:96.50.0*1", "1-0:96.50.0*2", "1-0:96.99.0")
     assert [_reading(hager, c).value for c in codes] == ["07D0", "16", "0042"]
     assert _reading(hager, "0-0:96.7.21").value == Decimal(4)  # (D below 50: a count)
+    # status words and the error register are hex as EasyMeter and Hager send them: '82' is 0x82
+    status = _dsmr("1-0:96.5.5*255(82)\r\n1-0:96.5.5*1(D2)\r\nF.F(00000000)\r\n")
+    assert [_reading(status, c).value for c in ("1-0:96.5.5*255", "1-0:96.5.5*1", "F.F")] == ["82", "D2", "00000000"]
 
 
 def test_every_meter_id_code_is_a_text_code():

@@ -359,8 +359,9 @@ def test_d0_readout_every_entity_config_and_value(broker: Broker) -> None:
     )
     amps = configs["test/dlms/18438636/31.7"]
     assert amps["device_class"] == "current" and render(amps["value_template"], sub.last(amps["state_topic"])) == 2.3
-    status = configs["test/dlms/18438636/96.5.0"]  # a status word: a plain sensor, no class, no unit
-    assert "device_class" not in status and "unit_of_measurement" not in status and "state_class" not in status
+    # a status word is hex text (F.F, 96.5.x): a state topic as sent, no entity to graph
+    assert "test/dlms/18438636/96.5.0" not in configs
+    assert sub.last("test/dlms/18438636/96.5.0/value") == "1420"  # (0x1420: never the number 1420)
     assert energy["device"] == {
         "identifiers": ["dlms_18438636"],
         "name": "LGZ ZMF100AC.M27",
