@@ -32,9 +32,8 @@ _MANUFACTURER_CODES = ((129, 129, 199, 130, 3), (1, 0, 96, 50, 1))
 
 
 @lru_cache(maxsize=1)
-@lru_cache(maxsize=1)
 def quirk_table() -> Dict[str, Any]:
-    """The quirk and data-set rules (data/sml_quirks.json), read once (every telegram asks)."""
+    """The quirk and data-set rules (data/sml_quirks.json)."""
     path = Path(__file__).resolve().parent.parent / "data" / "sml_quirks.json"
     return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
