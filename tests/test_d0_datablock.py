@@ -383,10 +383,14 @@ def test_sets_that_do_not_fit_a_dsmr_time_are_read_as_sent(line: str):
 
 
 def test_a_dsmr_time_that_is_no_moment_still_places_the_value():
-    """Sagemcom T210-D without a gas meter sends '632525252525S' (month 25): no time, but the
-    value is still the group after it."""
+    """Sagemcom T210-D without a gas meter sends '632525252525S' (month 25) and 0: no time and no
+    value (a channel without a device; a 0 m3 gas meter in Home Assistant would be a fake 0). A
+    number other than 0 is still the group after the time, without a time."""
     reading = _reading(_dsmr("0-1:24.2.1(632525252525S)(00000.000)\r\n"), "0-1:24.2.1")
-    assert reading.value == Decimal("0.000") and reading.timestamp is None and reading.raw == "632525252525S"
+    assert reading.value is None and reading.timestamp is None and reading.raw == "632525252525S"
+    assert reading.extra[0] == ("00000.000", None)
+    reading = _reading(_dsmr("0-1:24.2.1(632525252525S)(01234.567*m3)\r\n"), "0-1:24.2.1")
+    assert (reading.value, reading.unit, reading.timestamp) == (Decimal("1234.567"), "m3", None)
 
 
 def test_an_epoch_placeholder_is_no_time_and_a_history_entry_is_no_count():
@@ -394,7 +398,7 @@ def test_an_epoch_placeholder_is_no_time_and_a_history_entry_is_no_count():
     without a reading: no time (it came out as 2070). E.ON Hungary's 0-0:98.1.0 starts with an
     entry's time and its registers: that is no number of entries (Fluvius' form is)."""
     reading = _reading(_dsmr("0-1:24.2.1(700101010000W)(00000000)\r\n"), "0-1:24.2.1")
-    assert reading.timestamp is None and reading.raw == "700101010000W" and reading.value == 0
+    assert reading.timestamp is None and reading.raw == "700101010000W" and reading.value is None
     eon = _reading(_dsmr("0-0:98.1.0(230701000000S)(000040.777*kWh)(000000.000*kWh)(04.104*kW)\r\n"),
                    "0-0:98.1.0")
     assert eon.value is None and eon.raw == "230701000000S" and eon.extra[0] == ("000040.777", "kWh")

@@ -216,7 +216,8 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
     * DSMR sets that start with their capture time, ``0-1:24.2.1(161116200000W)(00066.405*m3)``
       and Fluvius' ``1-0:1.6.0(200509134558S)(02.589*kW)``: the value is the first number after
       it, the time (S summer, W winter: Dutch/Belgian time) is the reading's time, when it is a
-      real moment;
+      real moment; a time that is none (``632525252525S``, ``700101010000W``) with 0 marks an
+      M-Bus channel without a device: no value;
     * DSMR 2/3 gas ``0-1:24.3.0(121106150000)(00)(60)(1)(0-1:24.2.1)(m3)`` + ``(00054.386)`` on
       the next line: the value is the last group, its unit the sixth;
     * identifiers, times and dates (``Obis.is_text``) stay text: ``0-0:96.1.0(09610)`` is
@@ -240,6 +241,8 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
         for i in range(1, len(groups)):
             number = to_number(groups[i].value)
             if number is not None:
+                if stamp is None and number == 0:  # (no moment and 0: a channel without a device, no fake 0)
+                    return i, None, groups[i].unit, None
                 return i, number, groups[i].unit, stamp
     if obis is not None and obis.is_text():
         return 0, first.value.strip(), first.unit, None
