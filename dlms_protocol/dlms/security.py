@@ -33,7 +33,7 @@ from ..errors import (AuthenticationError, ConfigurationError, DecodeError, Decr
                       DlmsError, MissingKeyError, PlaintextRejectedError, ReplayError, SecurityError)
 from ..model import frozen_of
 from . import gcm
-from .apdu import parse_datetime
+from .apdu import notification_header, parse_datetime
 from .wrapper import (CIPHERED_TAGS, DED_CIPHERING, GENERAL_CIPHERING, GLO_CIPHERING, is_complete_apdu,
                       valid_security_control)
 
@@ -213,10 +213,11 @@ def _begins_as_push(plain: bytes) -> bool:
     every such push has; random bytes pass about once in 10^9): the encryption key fits, so a
     plaintext that is no complete APDU was damaged or cut (a lost or foreign segment), not
     deciphered with a wrong key."""
-    if plain[:1] != b"\x0f" or len(plain) < 20:
+    try:
+        at, _body = notification_header(plain)  # (the header as the APDU decoder reads it)
+    except DecodeError:
         return False
-    at = 6 if plain[5] == 0x0C else 7 if plain[5:7] == b"\x09\x0c" else 0
-    return bool(at) and parse_datetime(plain[at:at + 12]) is not None
+    return at is not None and parse_datetime(plain[at:at + 12]) is not None
 
 
 def _not_an_apdu(plain: bytes, tag_failed: bool) -> DlmsError:
