@@ -67,6 +67,9 @@ class QuietPort:
     def sleep(self, seconds: float) -> None:
         pass
 
+    def read_after(self, seconds: float, max_bytes: int = 4096) -> bytes:
+        return b""
+
 
 @settings(max_examples=80, deadline=None)
 @given(st.sampled_from(["hdlc", "mbus"]), st.booleans(), st.integers(0, 1000),
@@ -313,12 +316,12 @@ def start_listening(lst: PushListener) -> None:
 
 def watched_opener(on_read: Callable[[Optional[float], int, bytes], None], on_sleep: Callable[[], None]):
     """An opener of real ports whose reads (time-out, min_bytes, bytes returned) and own waits
-    for the rest of a frame are reported as they happen."""
+    for the rest of a frame (a sleep, or a sleep with the read after it) are reported as they happen."""
     from dlms_protocol.dlms.listener import open_port
 
     def opener(cfg: ListenerConfig):
         port = open_port(cfg)
-        read_some, sleep = port.read_some, port.sleep
+        read_some, sleep, read_after = port.read_some, port.sleep, port.read_after
 
         def watched_read(max_bytes: int = 4096, timeout: Optional[float] = None, min_bytes: int = 1) -> bytes:
             data = read_some(max_bytes, timeout, min_bytes)
@@ -329,7 +332,12 @@ def watched_opener(on_read: Callable[[Optional[float], int, bytes], None], on_sl
             on_sleep()
             sleep(seconds)
 
-        port.read_some, port.sleep = watched_read, watched_sleep  # type: ignore[method-assign]
+        def watched_read_after(seconds: float, max_bytes: int = 4096) -> bytes:
+            on_sleep()
+            return read_after(seconds, max_bytes)
+
+        port.read_some, port.sleep, port.read_after = (  # type: ignore[method-assign]
+            watched_read, watched_sleep, watched_read_after)
         return port
 
     return opener

@@ -475,6 +475,59 @@ def test_sleep_on_a_local_port_ends_when_another_thread_closes_it(link):
     assert isinstance(outcome.get("error"), TransportError)
 
 
+def test_read_after_sleeps_then_returns_what_came_meanwhile_as_a_read_would(link):
+    """The listener sleeps through a push and reads it in the same call: the bytes that came
+    during the sleep, parity checked as ``read_some`` checks it; an empty line reads empty."""
+    good = bytes(c | (_ones(c) & 1) << 7 for c in b"/ISK5MT382")
+    with Transport.open(link.port, 300) as t:  # 7E1: the parity bit is checked here
+        assert t.reads_all_buffered and t.read_after(0.01) == b""
+        timer = threading.Timer(0.05, link.raw_write, (good[:4] + bytes([good[4] ^ 0x80]) + good[5:],))
+        timer.start()
+        start = time.monotonic()
+        got = t.read_after(0.3)
+        timer.join()
+        assert time.monotonic() - start >= 0.29  # slept the whole time, though bytes came at 0.05 s
+        assert got == b"/ISK" + bytes([PARITY_ERROR]) + b"MT382" and t.parity_errors == 1
+        assert t.read_after(0) == b""
+
+
+def test_read_after_on_a_local_port_ends_when_another_thread_closes_it(link):
+    t = Transport.open(link.port, 9600, 8, "N", 1)
+    outcome = {}
+
+    def sleeper() -> None:
+        try:
+            outcome["data"] = t.read_after(30)
+        except TransportError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    time.sleep(0.1)
+    closed_at = time.monotonic()
+    t.close()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - closed_at < 1.0
+    assert isinstance(outcome.get("error"), TransportError) and "data" not in outcome
+
+
+def test_read_after_on_a_socket_sleeps_and_reads_through_pyserial():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        with Transport.open(f"socket://127.0.0.1:{server.getsockname()[1]}", 9600, 8, "N", 1) as t:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"push")
+                start = time.monotonic()
+                got = t.read_after(0.1)  # (pyserial's socket hands out what it has, maybe a part)
+                assert got and time.monotonic() - start >= 0.09
+                assert got + t.read(4 - len(got), timeout=1.0) == b"push"
+    finally:
+        server.close()
+
+
 def _closed_and_parked(link: PtyLink) -> None:
     """Let the link see its reader gone and, ``PARK_AFTER`` later, park the slave."""
     assert link.receive(0.01) == b"" and not link.connected

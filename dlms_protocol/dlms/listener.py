@@ -419,9 +419,7 @@ class PushListener:
         if rest > SLEEP_MAX or rest > SLEEP_BYTES * char:
             self._cadence.miss()  # (too long to leave the line unread)
             return b""
-        if rest > 0:
-            port.sleep(rest)  # (a hosted loop runs meanwhile; stop() ends it)
-        data = port.read_some(4096, 0)
+        data = port.read_after(max(0.0, rest))  # (a hosted loop runs meanwhile; stop() ends it)
         if len(data) == length and frame_length(data) == length:
             self._cadence.hit()
         else:
@@ -480,13 +478,7 @@ class PushListener:
                 if need is not None:
                     wire = need * char
                     wait = min(IDLE_READ, wire + quiet + min(SLACK_MAX, SLACK_SHARE * wire))
-                # one wake-up for the rest of the frame, not one per byte (a local port sleeps in one
-                # system call that stop() ends)
-                if whole:
-                    port.sleep(wait)
-                else:
-                    self._stop.wait(wait)
-                if not self._drain(port, buf):  # what is buffered now
+                if not self._wait_more(port, buf, wait, whole):  # what is buffered after the wait
                     break  # quiet, or a frame end: the decoder keeps a partial frame for the next read
         except TransportError as exc:
             return bytes(buf), exc
@@ -511,6 +503,16 @@ class PushListener:
         if need is not None and need < _HEADER and self._lengths:
             need = max(need, min(self._lengths) - len(frame))  # the length field is still on its way
         return need, 0
+
+    def _wait_more(self, port: Transport, buf: bytearray, wait: float, whole: bool) -> int:
+        """One wake-up for the rest of the frame, not one per byte (a local port sleeps in one
+        system call that stop() ends, and reads in the same call); the bytes appended to ``buf``."""
+        if not whole:
+            self._stop.wait(wait)
+            return self._drain(port, buf)
+        more = port.read_after(wait)
+        buf += more
+        return len(more) + (self._drain(port, buf) if len(more) >= 4096 else 0)
 
     @staticmethod
     def _drain(port: Transport, buf: bytearray) -> int:
