@@ -452,16 +452,19 @@ def test_a_port_that_vanishes_during_a_read_with_min_bytes_is_an_error(link):
         t.close()
 
 
-def test_sleep_on_a_local_port_ends_when_another_thread_closes_it(link):
+@pytest.mark.parametrize("call", ["sleep", "read_after"])
+def test_sleep_on_a_local_port_ends_when_another_thread_closes_it(link, call):
+    """``sleep`` and ``read_after`` (a sleep with the read after it) end at once with an error
+    when another thread closes the port: the listener's stop() must not wait for a push."""
     t = Transport.open(link.port, 9600, 8, "N", 1)
     start = time.monotonic()
-    t.sleep(0.05)
+    getattr(t, call)(0.05)
     assert time.monotonic() - start >= 0.045
     outcome = {}
 
     def sleeper() -> None:
         try:
-            t.sleep(30)
+            outcome["returned"] = getattr(t, call)(30)
         except TransportError as exc:
             outcome["error"] = exc
 
@@ -472,7 +475,7 @@ def test_sleep_on_a_local_port_ends_when_another_thread_closes_it(link):
     t.close()
     thread.join(5)
     assert not thread.is_alive() and time.monotonic() - closed_at < 1.0
-    assert isinstance(outcome.get("error"), TransportError)
+    assert isinstance(outcome.get("error"), TransportError) and "returned" not in outcome
 
 
 def test_read_after_sleeps_then_returns_what_came_meanwhile_as_a_read_would(link):
@@ -489,26 +492,6 @@ def test_read_after_sleeps_then_returns_what_came_meanwhile_as_a_read_would(link
         assert time.monotonic() - start >= 0.29  # slept the whole time, though bytes came at 0.05 s
         assert got == b"/ISK" + bytes([PARITY_ERROR]) + b"MT382" and t.parity_errors == 1
         assert t.read_after(0) == b""
-
-
-def test_read_after_on_a_local_port_ends_when_another_thread_closes_it(link):
-    t = Transport.open(link.port, 9600, 8, "N", 1)
-    outcome = {}
-
-    def sleeper() -> None:
-        try:
-            outcome["data"] = t.read_after(30)
-        except TransportError as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=sleeper)
-    thread.start()
-    time.sleep(0.1)
-    closed_at = time.monotonic()
-    t.close()
-    thread.join(5)
-    assert not thread.is_alive() and time.monotonic() - closed_at < 1.0
-    assert isinstance(outcome.get("error"), TransportError) and "data" not in outcome
 
 
 def test_read_after_on_a_socket_sleeps_and_reads_through_pyserial():
