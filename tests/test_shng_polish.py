@@ -33,8 +33,9 @@ from dlms_protocol.simulator.push import PushSimulator
 
 
 def short_e350() -> MeterImage:
-    """The E350 with the first lines of its data message only (the energy registers these tests
-    read): where a test reads or waits out the whole message at 300 Bd, 5 s instead of 28 s."""
+    """The E350 with seven lines of its data message (error register, serial and the energy and
+    power registers these tests read): where a test reads or waits out the whole message at
+    300 Bd, 5 s instead of 28 s."""
     full = load_meter("lgz_e350")
     lines = full.block.split(b"\r\n")
     keep = [line for line in lines if line.split(b"(")[0] in (b"F.F", b"0.0.0", b"1.8.0", b"1.8.1", b"1.8.2",
