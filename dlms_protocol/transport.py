@@ -390,12 +390,7 @@ class Transport:
         local serial port in one system call that close()'s ``cancel_read`` ends, else in slices."""
         if self._direct is not None and seconds > 0:
             with self._io():
-                abort = self._direct[1]
-                try:
-                    if self.waiter([abort], seconds):
-                        os.read(abort, 1000)
-                except OSError:
-                    pass  # (the port is being closed: said below)
+                self._doze(self._direct[1], seconds)
             if self._closed:
                 raise self._closed_error()
             return
@@ -418,11 +413,7 @@ class Transport:
         with self._io():
             fds = self._direct
             if seconds > 0:
-                try:
-                    if self.waiter([fds[1]], seconds):
-                        os.read(fds[1], 1000)
-                except OSError:
-                    pass  # (the port is being closed: said below)
+                self._doze(fds[1], seconds)
             if self._closed:
                 raise self._closed_error()
             data = _read_fd(fds, max_bytes, 0, self._vmin, self.waiter)
@@ -501,6 +492,15 @@ class Transport:
         return bytes(buf)
 
     # --------------------------------------------------------------------- helpers
+    def _doze(self, abort: int, seconds: float) -> None:
+        """Wait ``seconds`` on a local port's abort pipe, the I/O lock held: close()'s
+        ``cancel_read`` ends it early (the caller then sees ``_closed`` and says so)."""
+        try:
+            if self.waiter([abort], seconds):
+                os.read(abort, 1000)
+        except OSError:
+            pass  # (the port is being closed)
+
     def _received(self, data: Any) -> bytes:
         """Bytes read from the port as the meter sent them (parity checked and stripped)."""
         data = bytes(data)
