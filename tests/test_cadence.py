@@ -8,7 +8,7 @@ from typing import List
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlms_protocol.dlms.cadence import MEMORY, RELOCK, SPREAD_MIN, Cadence
+from dlms_protocol.dlms.cadence import MEMORY, RELOCK, RELOCK_MAX, RELOCK_SPAN, SPREAD_MIN, Cadence
 
 MARGIN = 0.003
 
@@ -42,6 +42,41 @@ def test_each_hit_moves_the_wake_one_period_on_and_every_relock_th_push_is_measu
     # the measured push lands on the beat: locked again, anchored on it
     c.observe(last + RELOCK * 0.25 + 0.0004)
     assert c.locked and abs(c.wake_at(0.0) - (last + (RELOCK + 1) * 0.25 + 0.0004)) < 1e-3
+
+
+def measured_gaps(c: Cadence, period: float, anchor: float, count: int, off: float = 0.0) -> List[int]:
+    """Pushes between the measured ones of a locked cadence whose measured ends land ``off`` from the beat."""
+    gaps, k = [], 0
+    while len(gaps) < count:
+        gap = 0
+        while c.wake_at(MARGIN) is not None:
+            c.hit()
+            gap += 1
+        k += gap + 1
+        c.observe(anchor + k * period + off)
+        assert c.locked
+        gaps.append(gap + 1)
+    return gaps
+
+
+def test_close_measurements_double_the_gap_up_to_its_bounds():
+    """A steady meter is measured after 8, 16, 32, 64 pushes, then every 64 (or every
+    RELOCK_SPAN seconds, never below RELOCK: a 10 s meter stays at every eighth push)."""
+    assert measured_gaps(learned(0.25), 0.25, 100.0 + MEMORY * 0.25, 6) == [RELOCK, 16, 32, RELOCK_MAX, RELOCK_MAX,
+                                                                          RELOCK_MAX]
+    assert measured_gaps(learned(2.0), 2.0, 100.0 + MEMORY * 2.0, 4) == [RELOCK, 16, int(RELOCK_SPAN / 2.0),
+                                                                        int(RELOCK_SPAN / 2.0)]
+    assert measured_gaps(learned(10.0), 10.0, 100.0 + MEMORY * 10.0, 3) == [RELOCK] * 3
+
+
+def test_a_measurement_on_the_beat_but_not_close_starts_the_gap_again():
+    """Half a spread's worth off is enough to stay locked (within an eighth of a period) but
+    not to trust a longer gap: the next measurement comes after RELOCK pushes again."""
+    c = learned(1.0)
+    anchor = 100.0 + MEMORY
+    assert measured_gaps(c, 1.0, anchor, 2) == [RELOCK, 16]
+    assert measured_gaps(c, 1.0, anchor + RELOCK + 16, 2, off=0.004) == [32, RELOCK]
+    assert c.locked
 
 
 def test_a_measured_end_off_the_beat_unlocks():
@@ -89,12 +124,17 @@ def test_reset_forgets_the_lock():
     assert not c.locked and c.wake_at(MARGIN) is None
 
 
+#: ends of a steady meter the property below follows: learning and gaps of 8, 16, 32, 64 and 64
+_STEADY = MEMORY + 1 + RELOCK + 16 + 32 + 2 * RELOCK_MAX
+
+
 @settings(max_examples=300, deadline=None)
 @given(period=st.floats(0.05, 30.0), start=st.floats(0.0, 1e6),
-       jitter=st.lists(st.floats(-0.0005, 0.0005), min_size=MEMORY + 1 + RELOCK, max_size=MEMORY + 1 + RELOCK))
+       jitter=st.lists(st.floats(-0.0005, 0.0005), min_size=_STEADY, max_size=_STEADY))
 def test_with_a_steady_meter_every_wake_comes_after_the_frame_it_waits_for(period, start, jitter):
     """Jitter within a millisecond: the lock holds and no wake comes before the end it waits for
-    (else the listener would find half a frame and fall back: a lost wake-up, though no frame)."""
+    (else the listener would find half a frame and fall back: a lost wake-up, though no frame),
+    also as the gaps between measured pushes grow."""
     ends = [start + k * period + j for k, j in enumerate(jitter)]
     c = Cadence()
     for e in ends[:MEMORY + 1]:
@@ -107,7 +147,7 @@ def test_with_a_steady_meter_every_wake_comes_after_the_frame_it_waits_for(perio
             assert c.locked
             continue
         assert w >= ends[k], (k, w - ends[k])
-        assert w <= ends[k] + MARGIN + 4 * 0.001 + RELOCK * 0.0005  # late by the margin and the spread only
+        assert w <= ends[k] + MARGIN + 4 * 0.001 + 2 * 0.001  # late by the margin, the spread, twice a jitter
         c.hit()
 
 

@@ -45,7 +45,8 @@ instead (``_sleep_through``, ``dlms.cadence``): once the frames' ends keep a ste
 thread sleeps (without watching the port, so no piece wakes it) until just after the next
 frame's predicted end and reads it whole: one wake-up per push instead of two. A read there
 that finds no frame, a part of one or more than one falls back to the reads above; so does
-every eighth push, which measures the beat again. The sleep leaves the line unread for at most
+a push now and then (the eighth, then after gaps that grow while the beat holds), which
+measures the beat again. The sleep leaves the line unread for at most
 ``SLEEP_MAX`` and ``SLEEP_BYTES`` (the tty buffer holds 4096).
 
 An output's event loop can run in this thread's waits (``host_loop``, ``pipeline.LoopGuest``):
