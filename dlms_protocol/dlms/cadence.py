@@ -20,9 +20,9 @@ beat, which keeps the phase from drifting with the meter's clock; elsewhere it u
 Each such measurement costs a second wake-up and a frame decoded in two parts. The re-anchor
 measures the period over the whole gap, so its error shrinks as the gap grows: when twice the
 end's distance from the prediction is within the spread the wake adds (at least SPREAD_MIN),
-the next gap is twice as long, up to ``RELOCK_MAX`` pushes and ``RELOCK_SPAN`` seconds (a meter pushing every
-second is measured about once a minute, not every eighth second); anything less close starts
-again at ``RELOCK``.
+the next gap is twice as long, up to ``RELOCK_MAX`` pushes and ``RELOCK_SPAN`` seconds (a
+meter pushing every second is measured about once a minute, not every eighth second);
+anything less close starts again at ``RELOCK``.
 """
 from __future__ import annotations
 
