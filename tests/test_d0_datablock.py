@@ -4,10 +4,13 @@ These run without the shared corpus. Expected values are written by hand from th
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dlms_protocol.errors import ChecksumError, FramingError
 from dlms_protocol.iec62056_21.datablock import (
@@ -348,8 +351,6 @@ def _reading(raw: bytes, code: str):
 def test_dsmr_sets_that_start_with_their_time_read_the_value_after_it():
     """DSMR puts the capture time first (gas, water, heat, Fluvius' maximum demand): the reading is
     the number after it, at that time; the groups stay as sent (index 0 is still the time)."""
-    from datetime import datetime, timedelta, timezone
-
     from shng_double.testing import support
 
     value_group = support().value_group
@@ -367,10 +368,65 @@ def test_dsmr_sets_that_start_with_their_time_read_the_value_after_it():
 
 
 def test_dsmr_2_3_gas_value_on_the_next_line():
+    """The value is the last group, at the time of the first: Dutch local time without a summer
+    or winter letter (dsmr-tools reads a real DSMR 2.2 Iskra's 211122210000 as 21:00+01:00)."""
     raw = _dsmr("0-1:24.3.0(121106150000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n(00054.386)\r\n0-1:24.4.0(1)\r\n")
     gas = _reading(raw, "0-1:24.3.0")
     assert (gas.value, gas.unit) == (Decimal("54.386"), "m3")
+    assert gas.timestamp == datetime(2012, 11, 6, 15, 0, tzinfo=timezone(timedelta(hours=1)))
     assert gas.name is not None and "M-Bus" in gas.name
+    summer = _reading(_dsmr("0-1:24.3.0(210615120000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n(00054.386)\r\n"),
+                      "0-1:24.3.0")
+    assert summer.timestamp == datetime(2021, 6, 15, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+
+
+@pytest.mark.parametrize("stamp", [
+    "210328023000",  # 28 March 2021, 02:30: the hour the clocks skip
+    "211031020000", "211031025959",  # 31 October 2021, 02:00-02:59: the hour that comes twice
+    "071231230000", "700101010000",  # before DSMR: no moment
+    "211322210000", "21112221000",  # month 13; 11 digits
+])
+def test_a_dsmr_2_3_gas_time_that_is_not_one_moment_gives_the_value_without_a_time(stamp: str):
+    raw = _dsmr(f"0-1:24.3.0({stamp})(00)(60)(1)(0-1:24.2.1)(m3)\r\n(00054.386)\r\n")
+    gas = _reading(raw, "0-1:24.3.0")
+    assert (gas.value, gas.unit, gas.timestamp) == (Decimal("54.386"), "m3", None)
+
+
+def _night_of_a_change(year: int, month: int, days_before: int, hour: int, minute: int, second: int) -> datetime:
+    """A local time in the small hours of the last Sunday of March or October, or of a day before it."""
+    last = datetime(year, month, 31)
+    sunday = last - timedelta(days=(last.weekday() + 1) % 7 + days_before)
+    return sunday.replace(hour=hour, minute=minute, second=second)
+
+
+#: local times anywhere, and around the changes (the night of the last Sunday of March and October)
+_WALL = st.one_of(
+    st.datetimes(min_value=datetime(2008, 1, 1), max_value=datetime(2069, 12, 31, 23, 59, 59)),
+    st.builds(_night_of_a_change, st.integers(2008, 2069), st.sampled_from([3, 10]), st.sampled_from([0, 0, 0, 1, 7]),
+              st.integers(0, 4), st.integers(0, 59), st.integers(0, 59)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_WALL)
+def test_the_dsmr_2_3_time_rule_is_amsterdam_time_except_for_the_hour_around_a_change(wall):
+    """Against the time zone database: the same moment wherever Europe/Amsterdam gives one local
+    time exactly one moment, and no moment where it skips or repeats the hour."""
+    from dlms_protocol.iec62056_21.datablock import _dsmr23_time
+
+    zoneinfo = pytest.importorskip("zoneinfo")
+    try:
+        zone = zoneinfo.ZoneInfo("Europe/Amsterdam")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time zone database here")
+    wall = wall.replace(microsecond=0)
+    got = _dsmr23_time(wall.strftime("%y%m%d%H%M%S"))
+    first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
+    one = first.utcoffset() == second.utcoffset()
+    exists = first.astimezone(timezone.utc).astimezone(zone).replace(tzinfo=None) == wall
+    if one and exists:
+        assert got == first and got.utcoffset() == first.utcoffset()
+    else:
+        assert got is None
 
 
 @pytest.mark.parametrize("line", ["1-0:1.6.0(02.589*kW)(2005091345)",  # IEC order: value, then time
@@ -399,6 +455,12 @@ def test_an_epoch_placeholder_is_no_time_and_a_history_entry_is_no_count():
     entry's time and its registers: that is no number of entries (Fluvius' form is)."""
     reading = _reading(_dsmr("0-1:24.2.1(700101010000W)(00000000)\r\n"), "0-1:24.2.1")
     assert reading.timestamp is None and reading.raw == "700101010000W" and reading.value is None
+    # an L+G E350 (DSMR 4.2, dsmr-tools' real telegram) sends 2000-01-01 00:00 UTC instead: no
+    # gas reading of 0 m3 in 2000; a time before 2008 carries a number other than 0 without a time
+    reading = _reading(_dsmr("0-1:24.2.1(000101010000W)(0000000000)\r\n"), "0-1:24.2.1")
+    assert reading.timestamp is None and reading.value is None and reading.raw == "000101010000W"
+    reading = _reading(_dsmr("0-1:24.2.1(071231230000W)(00012.345*m3)\r\n"), "0-1:24.2.1")
+    assert (reading.value, reading.timestamp) == (Decimal("12.345"), None)
     eon = _reading(_dsmr("0-0:98.1.0(230701000000S)(000040.777*kWh)(000000.000*kWh)(04.104*kW)\r\n"),
                    "0-0:98.1.0")
     assert eon.value is None and eon.raw == "230701000000S" and eon.extra[0] == ("000040.777", "kWh")

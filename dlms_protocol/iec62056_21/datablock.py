@@ -80,6 +80,8 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
 _SPACED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")  # '024562 kWh'
 _DSMR_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW])")  # YYMMDDhhmmss + summer/winter
 _DSMR_ZONES = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
+_DSMR_LOCAL_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)")  # DSMR 2/3: no summer/winter letter
+_HOUR = timedelta(hours=1)
 #: history buffers whose value is their number of entries (Fluvius ``0-0:98.1.0(3)(1-0:1.6.0)…``, the
 #: power failure log ``1-0:99.97.0(2)(0-0:96.7.19)…``); E.ON Hungary's 98.1.0 begins with an entry's time
 _COUNTED = {(98, 1, 0), (99, 97, 0)}
@@ -232,7 +234,7 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
         last = groups[-1]
         number = to_number(last.value)
         if number is not None:
-            return len(groups) - 1, number, last.unit or groups[5].value.strip() or None, None
+            return len(groups) - 1, number, last.unit or groups[5].value.strip() or None, _dsmr23_time(first.value)
     written = _DSMR_TIME.fullmatch(first.value) if len(groups) > 1 and first.unit is None else None
     if written is not None and obis is not None and (obis.c, obis.d, obis.e) in _COUNTED:
         return 0, None, None, None  # an entry of the history, not its count: no value (the groups stay)
@@ -252,15 +254,44 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
 def _dsmr_time(m: "re.Match[str]") -> Optional[datetime]:
     """The moment of a DSMR time stamp ``YYMMDDhhmmssS``/``...W`` (summer/winter time), else None.
 
-    Years 70-99 are no moment: DSMR began in 2008, and ``700101010000W`` (the Unix epoch in Dutch
-    winter time) is what an Iskra AM550 sends for an M-Bus channel without a reading."""
+    Years before 2008 (00-07, 70-99) are no moment: DSMR began in 2008. ``700101010000W`` (the
+    Unix epoch in Dutch winter time) is what an Iskra AM550 sends for an M-Bus channel without a
+    reading, ``000101010000W`` (2000-01-01 00:00 UTC) what an L+G E350 sends, and
+    ``000101000001W`` the "no time" of a power failure log entry."""
     y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
-    if y >= 70:
+    if not 8 <= y < 70:
         return None
     try:
         return datetime(2000 + y, mo, d, h, mi, sec, tzinfo=_DSMR_ZONES[m.group(7)])
     except ValueError:  # not a real moment: no time, and the set is read as sent
         return None
+
+
+def _dsmr23_time(text: str) -> Optional[datetime]:
+    """The moment of a DSMR 2/3 gas reading's ``YYMMDDhhmmss``, which has no summer/winter letter:
+    Dutch local time, under the EU's rule (summer time from the last Sunday of March, 01:00 UTC,
+    to the last Sunday of October, 01:00 UTC). The hour that the change skips or repeats, a year
+    before 2008 and anything that is no date are no moment (None): a guessed hour is a wrong time."""
+    m = _DSMR_LOCAL_TIME.fullmatch(text.strip())
+    if m is None:
+        return None
+    y, mo, d, h, mi, sec = (int(g) for g in m.groups())
+    if not 8 <= y < 70:
+        return None
+    try:
+        wall = datetime(2000 + y, mo, d, h, mi, sec)
+    except ValueError:
+        return None
+    spring, autumn = (datetime(wall.year, month, _last_sunday(wall.year, month), 2) for month in (3, 10))
+    if spring <= wall < spring + _HOUR or autumn <= wall < autumn + _HOUR:
+        return None  # skipped (March) or twice (October): which one is not said
+    summer = spring + _HOUR <= wall < autumn
+    return wall.replace(tzinfo=_DSMR_ZONES["S" if summer else "W"])
+
+
+def _last_sunday(year: int, month: int) -> int:
+    """The day of the last Sunday of a 31-day month."""
+    return 31 - (datetime(year, month, 31).weekday() + 1) % 7
 
 
 # ---------------------------------------------------------------------------- helpers
