@@ -90,6 +90,18 @@ def test_parse_missing_file():
     assert "cannot read" in _one_line_error(res)
 
 
+def test_parse_names_what_it_left_out(tmp_path: Path, capsys):
+    """A fragment that forms no data set is left out of the table; the summary says so and names
+    the first ones (before, only ``--json``'s ``skipped`` had them)."""
+    path = tmp_path / "readout.txt"
+    path.write_bytes(b"/ISK5ME162\r\n\r\n1.8.0(000123.4*kWh)\r\n2.8.0(1(2)\r\nxx\r\n!\r\n")
+    res = run_main(capsys, "parse", str(path))
+    assert res.returncode == 0
+    assert "not read: 3 fragment(s) that form no data set: '2.8.0(', '1(2)', 'xx'" in res.stdout
+    path.write_bytes(b"/ISK5ME162\r\n\r\n1.8.0(000123.4*kWh)\r\n!\r\n")
+    assert "not read" not in run_main(capsys, "parse", str(path)).stdout
+
+
 def test_parse_items_snippet_is_valid_yaml(own_readout: Path):
     res = cli("parse", str(own_readout), "--items")
     assert res.returncode == 0

@@ -429,6 +429,20 @@ def test_the_dsmr_2_3_time_rule_is_amsterdam_time_except_for_the_hour_around_a_c
         assert got is None
 
 
+def test_a_value_that_is_one_group_in_brackets_is_read_as_sent():
+    """Iskra AM550's Swedish firmware sends its firmware versions as ``((ER11))`` (esphome-p1reader
+    issue 36): the value is ``(ER11)``; they were left out without a word. A value with anything
+    beside the inner group is still no data set."""
+    raw = _dsmr("1-0:0.2.0((ER11))\r\n1-0:0.2.8((ER11))\r\n1-0:1.8.0(00001.234*kWh)\r\n")
+    readout = parse_readout(raw)
+    assert readout.crc == "ok" and readout.skipped == ()
+    assert _reading(raw, "1-0:0.2.0").value == "(ER11)" and _reading(raw, "1-0:0.2.8").value == "(ER11)"
+    assert _reading(raw, "1-0:1.8.0").value == Decimal("1.234")
+    for bad in ("1-0:0.2.0((ER11)x)", "1-0:0.2.0((1)(2))", "1-0:0.2.0(((ER11)))"):
+        readout = parse_readout(_dsmr(bad + "\r\n1-0:1.8.0(00001.234*kWh)\r\n"))
+        assert [d.code for d in readout.datasets] == ["1-3:0.2.8", "1-0:1.8.0"] and readout.skipped, bad
+
+
 @pytest.mark.parametrize("line", ["1-0:1.6.0(02.589*kW)(2005091345)",  # IEC order: value, then time
                                   "0-1:24.2.1(161116200000W)(abc)"])  # nothing numeric after it
 def test_sets_that_do_not_fit_a_dsmr_time_are_read_as_sent(line: str):

@@ -108,6 +108,10 @@ def print_table(readout: Readout, out: TextIO = sys.stdout) -> None:
         "the readout carries no checksum"
     checked = readout.checksum or f"none (read unchecked: {why})"
     print(f"{len(rows)} data sets, BCC {readout.bcc}, CRC16 {readout.crc}, checksum verified: {checked}", file=out)
+    if readout.skipped:  # (noise, an echo, a damaged set: the table shows only what was read)
+        first = ", ".join(repr(text) for text in readout.skipped[:3])
+        more = f" and {len(readout.skipped) - 3} more" if len(readout.skipped) > 3 else ""
+        print(f"not read: {len(readout.skipped)} fragment(s) that form no data set: {first}{more}", file=out)
 
 
 def format_timings(timings: Dict[str, float], nbytes: int, baudrate: int, mode: Optional[str] = None) -> str:

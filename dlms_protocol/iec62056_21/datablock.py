@@ -54,15 +54,18 @@ SOH, STX, ETX, EOT = 0x01, 0x02, 0x03, 0x04
 
 _ADDR_CH = r"[^\x00-\x20()!/\x7f\ufffd]"
 _VAL_CH = r"[^()!\x00-\x1f\x7f\ufffd]"
+# A group's value: its characters, or one group inside it filling it whole (Iskra AM550's Swedish
+# firmware sends ``1-0:0.2.0((ER11))``: the value is ``(ER11)``, as sent)
+_VAL = rf"\({_VAL_CH}*\)|{_VAL_CH}*"
 # One data set or value group, or an end mark. The look-ahead + back-reference pairs make the
 # runs atomic and the look-behind lets an address start only where a run of address characters
 # starts, so scanning stays linear even over long junk.
 _TOKEN = re.compile(
-    rf"(?<!{_ADDR_CH})(?=(?P<addr>{_ADDR_CH}*))(?P=addr)\((?=(?P<val>{_VAL_CH}*))(?P=val)\)"
+    rf"(?<!{_ADDR_CH})(?=(?P<addr>{_ADDR_CH}*))(?P=addr)\((?=(?P<val>{_VAL}))(?P=val)\)"
     r"|(?P<end>[!\x03\x04])"
 )
 # First data set that starts a line (or follows STX): the identification must come before it.
-_FIRST_SET = re.compile(rf"(?:(?<=[\r\n\x02])|^)(?=(?P<a>{_ADDR_CH}+))(?P=a)\({_VAL_CH}*\)")
+_FIRST_SET = re.compile(rf"(?:(?<=[\r\n\x02])|^)(?=(?P<a>{_ADDR_CH}+))(?P=a)\((?=(?P<v>{_VAL}))(?P=v)\)")
 _IDENT_START = re.compile(r"/[A-Za-z]{3}")
 _IDENT_LINE = re.compile(r"/[A-Za-z]{3}[^\r\n/!()]+(?=\r|\n)")
 # What may precede an unframed data block: blanks, control characters, echoes of the request
