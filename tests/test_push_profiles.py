@@ -577,6 +577,25 @@ def test_ch_lg_e450_phases14_per_amsreader_golden_decode() -> None:
     assert sum(at(r, i).value for i in (11, 12, 13)) == at(r, 3).value
 
 
+def test_ch_lg_e450_energy11_is_the_baden_list_without_currents() -> None:
+    """A Swiss E450 list of power and energy registers only (amsreader-firmware frames/lng.raw:
+    11 W, 16 Wh): its values were all 'raw; scaler unknown'. A list that differs in one entry
+    (here: one current added back at the end) is still no match for it."""
+    setup = "0-8:25.9.0.255"
+    codes = ["1-0:1.7.0.255", "1-0:2.7.0.255", "1-1:1.8.0.255", "1-1:2.8.0.255", "1-1:5.8.0.255", "1-1:6.8.0.255",
+             "1-1:7.8.0.255", "1-1:8.8.0.255"]
+    head = [_capture(40, setup), _capture(40, setup, 1), _capture(1, "0-0:96.1.0.255")]
+    values = [(U32, 11), (U32, 0), (U32, 16), (U32, 4), (U32, 0), (U32, 8), (U32, 0), (U32, 1)]
+    r = run(S(("array", A("structure", head + [_capture(3, code) for code in codes])),
+              (OS, bytes.fromhex("0008190900FF")), (OS, b"43094351"), *values))
+    assert r.profile == "ch-lg-e450-energy11" and not r.unknown_layout
+    check_rows(r, [(3, "1-0:1.7.0.255", "11", "W"), (5, "1-1:1.8.0.255", "16", "Wh"),
+                   (8, "1-1:6.8.0.255", "8", "varh"), (10, "1-1:8.8.0.255", "1", "varh")])
+    longer = run(S(("array", A("structure", head + [_capture(3, c) for c in codes + ["1-0:31.7.0.255"]])),
+                   (OS, bytes.fromhex("0008190900FF")), (OS, b"43094351"), *values, (U16, 51)))
+    assert longer.profile != "ch-lg-e450-energy11"
+
+
 def test_push_list_in_the_later_form_with_restriction_and_columns() -> None:
     """Blue Book ed. 13 on, a push object list entry may add {restriction, columns} (an
     Energomera event push sends them empty): the values are named as with the four-field form."""
