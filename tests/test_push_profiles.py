@@ -596,6 +596,15 @@ def test_ch_lg_e450_energy11_is_the_baden_list_without_currents() -> None:
     assert longer.profile != "ch-lg-e450-energy11"
 
 
+def test_a_visible_string_padded_with_nuls_is_its_text_and_the_raw_keeps_them() -> None:
+    """An L+G E350 in Norway pads its serial, a visible-string, with 8 NULs (amsreader's EMBRIQ
+    list): the value is the text, as for an octet-string (the NULs reached JSON and terminals)."""
+    r = run(S(("structure", S((OS, ob("0-0:96.1.0.255")), (VS, "13943597" + "\x00" * 8))),
+              ("structure", S((OS, ob("1-0:1.7.0.255")), (U32, 1234)))))
+    serial = next(x for x in r.readings if x.code == "0-0:96.1.0.255")
+    assert serial.value == "13943597" and serial.raw == "13943597" + "\x00" * 8
+
+
 def test_push_list_in_the_later_form_with_restriction_and_columns() -> None:
     """Blue Book ed. 13 on, a push object list entry may add {restriction, columns} (an
     Energomera event push sends them empty): the values are named as with the four-field form."""

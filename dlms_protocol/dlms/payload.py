@@ -235,7 +235,7 @@ class _Builder:
             if isinstance(value, (bytes, bytearray)):
                 shown = bytes(value).rstrip(b"\x00").decode("ascii", "replace")  # (NUL padding: _octets)
             elif isinstance(value, str):
-                shown = value
+                shown = value.rstrip("\x00")
             else:
                 raise self._misfit(index, fld, "text", type_name)
             if fld.meter_id and shown:
@@ -324,7 +324,9 @@ class _Builder:
             clock_field = self.profile.field_for(code) if self.profile is not None else None
             shown, more = _octets(_as_cosem(clock_field, bytes(value)), is_clock)
             details += more
-        elif isinstance(value, (str, datetime, date, time)):
+        elif isinstance(value, str):
+            shown = value.rstrip("\x00")  # (NUL padding of a visible-string, as of an octet-string: _octets)
+        elif isinstance(value, (datetime, date, time)):
             shown = value
         elif isinstance(value, BitString):
             shown = value.bits
