@@ -92,14 +92,20 @@ def test_parse_missing_file():
 
 def test_parse_names_what_it_left_out(tmp_path: Path, capsys):
     """A fragment that forms no data set is left out of the table; the summary says so and names
-    the first ones (before, only ``--json``'s ``skipped`` had them)."""
+    the first ones (before, only ``--json``'s ``skipped`` had them). So is a capture's next
+    telegram: ``parse`` reads one."""
     path = tmp_path / "readout.txt"
     path.write_bytes(b"/ISK5ME162\r\n\r\n1.8.0(000123.4*kWh)\r\n2.8.0(1(2)\r\nxx\r\n!\r\n")
     res = run_main(capsys, "parse", str(path))
     assert res.returncode == 0
-    assert "not read: 3 fragment(s) that form no data set: '2.8.0(', '1(2)', 'xx'" in res.stdout
+    assert "not read (3): '2.8.0(', '1(2)', 'xx'" in res.stdout
     path.write_bytes(b"/ISK5ME162\r\n\r\n1.8.0(000123.4*kWh)\r\n!\r\n")
     assert "not read" not in run_main(capsys, "parse", str(path)).stdout
+    path.write_bytes(b"/LOG5LK13BE803049\r\n\r\n1-0:1.8.0*255(000123.4*kWh)\r\n!\r\n"
+                     b"/LOG5LK13BE803049\r\n\r\n1-0:1.8.0*255(000123.5*kWh)\r\n!\r\n")
+    res = run_main(capsys, "parse", str(path))
+    assert res.returncode == 0 and "000123.4" in res.stdout and "000123.5" not in res.stdout
+    assert "not read (1): 'the next telegram from /LOG5LK13BE803049'" in res.stdout
 
 
 def test_parse_items_snippet_is_valid_yaml(own_readout: Path):

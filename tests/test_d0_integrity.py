@@ -120,11 +120,27 @@ def test_gateway_lines_after_a_readout_without_framing_are_no_damage():
     for trailer in (b"  25803103\r\n" + b"\xff" * 33 + b"\r\n", b"  25818685\r\nDE0000000000000000003\r\n"):
         r = parse_readout(unframed + trailer)
         assert r.checksum is None and [d.code for d in r.datasets] == [d.code for d in parse_readout(unframed).datasets]
-    for damaged in (b"#\x17", b"\x13\n", b"  258(03103)\r\n", b"!\r\n", b"/ESY5Q3DB\r\n"):
+    for damaged in (b"#\x17", b"\x13\n", b"  258(03103)\r\n", b"!\r\n"):
         with pytest.raises(ChecksumMissingError):
             parse_readout(unframed + damaged)
     with pytest.raises(ChecksumMissingError):  # framed: ETX and BCC belong there
         parse_readout(IDENT + b"\x02" + BLOCK + b"  25803103\r\n")
+
+
+def test_a_capture_of_telegrams_reads_the_first_and_names_the_next():
+    """A push-only meter's capture holds one telegram after another (a Logarex capture in the
+    polyphase-meter README ends with the next identification): the first is read, as if the
+    capture ended at its '!' line, and the next is named in ``skipped``. It was refused as a
+    damaged end. After a framed (STX) readout ETX and BCC still belong there."""
+    unframed = IDENT + BLOCK
+    alone = parse_readout(unframed)
+    for following in (IDENT, IDENT + BLOCK, IDENT[:9]):
+        r = parse_readout(unframed + following)
+        assert [(d.code, d.values) for d in r.datasets] == [(d.code, d.values) for d in alone.datasets]
+        named = following.decode().strip()[:len(IDENT.strip())]
+        assert r.skipped == alone.skipped + (f"the next telegram from {named}",)
+    with pytest.raises(ChecksumMissingError):
+        parse_readout(IDENT + b"\x02" + BLOCK + IDENT)
 
 
 def test_an_expected_checksum_must_be_there():

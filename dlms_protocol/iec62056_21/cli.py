@@ -111,7 +111,7 @@ def print_table(readout: Readout, out: TextIO = sys.stdout) -> None:
     if readout.skipped:  # (noise, an echo, a damaged set: the table shows only what was read)
         first = ", ".join(repr(text) for text in readout.skipped[:3])
         more = f" and {len(readout.skipped) - 3} more" if len(readout.skipped) > 3 else ""
-        print(f"not read: {len(readout.skipped)} fragment(s) that form no data set: {first}{more}", file=out)
+        print(f"not read ({len(readout.skipped)}): {first}{more}", file=out)
 
 
 def format_timings(timings: Dict[str, float], nbytes: int, baudrate: int, mode: Optional[str] = None) -> str:

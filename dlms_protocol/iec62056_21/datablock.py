@@ -553,11 +553,26 @@ def _check_end(text: str, end: _End, acked: bool, datasets: Tuple[DataSet, ...],
         raise _damaged("BCC", "a mode C readout without ETX and BCC")
     if end.bang is None:
         return  # a programming-mode answer that ends at ETX/EOT (its BCC was cut off)
-    pos = end.bang + 1 + len(crc_text)
-    line_end = _LINE_END.match(text, pos)
-    rest = text[line_end.end() if line_end is not None else pos:]
-    if rest and not (len(rest) == 1 and rest in "\x03\x04") and not _trailer_lines(rest, end):
+    rest = _after_end(text, end.bang)
+    if (rest and not (len(rest) == 1 and rest in "\x03\x04") and not _trailer_lines(rest, end)
+            and not (not end.framed and _next_telegram(rest))):
         raise _damaged("BCC", f"{len(rest)} unexpected byte(s) after '!' where ETX and BCC belong")
+
+
+def _after_end(text: str, bang: int) -> str:
+    """What follows the '!' line (after its CRC field and line end)."""
+    field_ = _CRC_FIELD.match(text, bang + 1)
+    pos = bang + 1 + (len(field_.group(0)) if field_ is not None else 0)
+    line_end = _LINE_END.match(text, pos)
+    return text[line_end.end() if line_end is not None else pos:]
+
+
+def _next_telegram(rest: str) -> Optional[str]:
+    """The identification line of the next telegram when ``rest`` begins with one (a capture of a
+    push-only meter holds one telegram after another), else None."""
+    if _IDENT_START.match(rest) is None:
+        return None
+    return rest.split("\n", 1)[0].rstrip("\r")[:40]
 
 
 def _trailer_lines(rest: str, end: _End) -> bool:
@@ -639,6 +654,10 @@ def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool,
     if use_checksum:
         acked = ident is not None and _ACK_ECHO.search(text, 0, max(data_start, text.find("("))) is not None
         _check_end(text, _End(bang, etx, status, crc, framed), acked, block.datasets, expect)
+    if bang is not None and not framed:
+        following = _next_telegram(_after_end(text, bang))
+        if following is not None:  # (read is this one telegram: the capture's later ones are not)
+            block.skipped.append(f"the next telegram from {following}")
     body = text[data_start:block_end]
     shown = f"{ident.raw}\r\n{body}" if ident is not None else body
     return Readout(
