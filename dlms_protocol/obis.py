@@ -36,11 +36,14 @@ import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, FrozenSet, Iterable, Optional, Tuple
+from typing import Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from .errors import ConfigurationError
 
 LETTERS: Dict[str, int] = {"C": 96, "F": 97, "L": 98, "P": 99}
+#: the highest value group A that names a medium (0 abstract, 1 electricity ... 9 hot water, up to
+#: 15); above it a code is its maker's own, and the standard's C.D.E names do not apply
+_MEDIA_MAX = 15
 _LETTER_OF = {v: k for k, v in LETTERS.items()}
 
 _GROUP = r"(?:\d{1,3}|[CFLP])"
@@ -193,7 +196,8 @@ class Obis:
     def is_text(self) -> bool:
         """Is this code's value text even when all digits (obis_names.json ``text_codes``):
         identifiers, times, dates? A number would drop the leading zeros of a serial number."""
-        return _text_codes().get((self.c, self.d), False)
+        codes = _text_codes()
+        return (self.c, self.d) in codes or (self.c, self.d, self.e) in codes
 
     def is_serial(self) -> bool:
         """Does this code carry the meter's own serial number/identification (obis_names.json
@@ -210,15 +214,18 @@ def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[in
 
 
 @lru_cache(maxsize=1)
-def _text_codes() -> Dict[Tuple[Optional[int], Optional[int]], bool]:
-    """(C, D) -> True for the codes of obis_names.json ``text_codes`` (``C.D`` or ``C.D1-D2``)."""
-    out: Dict[Tuple[Optional[int], Optional[int]], bool] = {}
-    for cd in _tables()["text_codes"]["codes"]:
-        c, _, ds = cd.partition(".")
-        first, _, last = ds.partition("-")
+def _text_codes() -> FrozenSet[Tuple[Optional[int], ...]]:
+    """(C, D) and (C, D, E) of the codes of obis_names.json ``text_codes`` (``C.D``, ``C.D1-D2``, ``C.D.E``)."""
+    out: Set[Tuple[Optional[int], ...]] = set()
+    for entry in _tables()["text_codes"]["codes"]:
+        parts = entry.split(".")
+        if len(parts) == 3:
+            out.add(tuple(int(g) for g in parts))
+            continue
+        first, _, last = parts[1].partition("-")
         for d in range(int(first), int(last or first) + 1):
-            out[(int(c), d)] = True
-    return out
+            out.add((int(parts[0]), d))
+    return frozenset(out)
 
 
 @lru_cache(maxsize=1)
@@ -294,6 +301,8 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
         entry = t["specific"].get(key)
         if entry:
             return _with_period(entry[lang], code, lang), entry.get("unit")
+        if code.a is not None and code.a > _MEDIA_MAX:
+            return None, None  # (A 16-255, e.g. SML's 129: the manufacturer's own, only its A-keyed entries)
     quantity = t["c"].get(str(code.c))
     processing = t["d"].get(str(code.d)) if code.d is not None else None
     if quantity is None or (code.d is not None and processing is None):

@@ -547,3 +547,14 @@ def test_unit_after_a_blank(group: str, value: str, unit) -> None:
     blank padding, two numbers and text stay whole."""
     (ds,) = parse_data_block(f"1.8.0({group})\r\n!")
     assert (ds.values[0].value, ds.values[0].unit) == (value, unit)
+
+
+def test_a_billing_time_stamp_stays_as_sent():
+    """An L+G ZMD sends when the last billing period closed, ``1-1:0.1.2*01(2104010000)``: that is
+    no number (2,104,010,000), it stays text; the billing period counter beside it is a number."""
+    raw = (b"/LGZ5ZMD4104407.B40\r\n\x021-1:0.1.0(01)\r\n1-1:0.1.2*01(2104010000)\r\n"
+           b"1-1:1.8.0(001234.5*kWh)\r\n!\r\n\x03")
+    raw += bytes([bcc(raw[raw.index(b"\x02"):])])
+    readings = {r.code: r.value for r in parse_readout(raw).to_meter_data().readings}
+    assert readings["1-1:0.1.2*01"] == "2104010000" and readings["1-1:0.1.0"] == 1
+    assert readings["1-1:1.8.0"] == Decimal("1234.5")

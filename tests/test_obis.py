@@ -146,3 +146,22 @@ def test_sml_identification_codes_are_named(code: str, de: str, en: str) -> None
 
     assert describe(Obis.parse(code), "de")[0] == de and describe(Obis.parse(code), "en")[0] == en
     assert describe(Obis.parse("0.0.9"), "en") == (None, None)  # (a D0 C.0.0.9 is not the SML server ID)
+
+
+@pytest.mark.parametrize("code, en", [
+    ("0-0:96.1.255*255", "Device identification"),  # (EMH/EasyMeter send their serial number there)
+    ("1-0:96.1.255", "Device identification"),
+    ("129-0:96.8.0*1", None),  # a maker's own A: the standard's 'time of operation' would be a guess
+    ("200-0:1.8.0", None),
+    ("15-0:1.8.0", "Active import (+A), energy"),
+])
+def test_names_stay_with_what_the_code_says(code: str, en) -> None:
+    """0-0:96.1.255 carries a device's id, not its maker; a value group A above 15 (SML's 129) is
+    the manufacturer's own code: only an entry for that A names it (129-129:199.130.3 above)."""
+    assert Obis.parse(code).name() == en
+
+
+@pytest.mark.parametrize("code, text", [("1-1:0.1.2*01", True), ("1-1:0.1.5", True), ("1-1:0.1.0*01", False),
+                                        ("1-1:0.1.1", False), ("0-0:96.1.0", True), ("1-0:1.8.0", False)])
+def test_billing_time_stamps_are_text_and_the_counts_beside_them_numbers(code: str, text: bool) -> None:
+    assert Obis.parse(code).is_text() is text
