@@ -107,3 +107,19 @@ def test_integers_keep_their_sign_and_width(value, width, scaler, is_signed) -> 
     assert reading.raw == value and reading.scaler == scaler
     assert reading.value == reading.numeric() and reading.value.scaleb(-scaler) == value
     assert dict(reading.details)["sml_type"] == f"{'int' if is_signed else 'uint'}{8 * width}"
+
+
+def test_an_end_off_the_grid_is_named_as_bytes_lost_not_as_a_cut_capture() -> None:
+    """A Sagemcom capture (UteHaus simpl-meter-reader-sml) lost bytes in its last message: its end
+    sequence is there, 3 bytes off SML's 4-byte grid. That was reported as a capture that ended
+    mid-transmission; it is bytes lost on the line. A capture really cut short still says so."""
+    good = GENERATED[0]
+    end = good.rindex(b"\x1b\x1b\x1b\x1b\x1a")
+    for lost in (1, 2, 3):
+        decoder = SmlDecoder(on_error=(errors := []).append)
+        assert decoder.feed(good[:end - lost] + good[end:]) == [] and decoder.finish() == []
+        assert len(errors) == 1 and f"sits {4 - lost} byte(s) off the 4-byte grid" in str(errors[0])
+        assert "bytes were lost on the line" in str(errors[0])
+    decoder = SmlDecoder(on_error=(errors := []).append)
+    assert decoder.feed(good[:end - 4]) == [] and decoder.finish() == []
+    assert len(errors) == 1 and "ended mid-transmission" in str(errors[0])

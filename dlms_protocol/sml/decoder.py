@@ -295,8 +295,14 @@ class SmlDecoder:
     def finish(self) -> list:
         """End of input: a transmission still buffered is incomplete (counted, not returned)."""
         if self.framer.in_transmission:
-            self._error(FramingError("SML transmission incomplete at the end of the input",
-                                     "the capture or the connection ended mid-transmission"))
+            off = self.framer.end_off_grid()
+            if off is not None:  # its end is there, but not where the bytes before it put it
+                self._error(FramingError(f"SML transmission lost bytes: its end sequence sits {off} byte(s) off "
+                                         "the 4-byte grid", "bytes were lost on the line (loose reading head, "
+                                         "wrong speed); nothing of it is used"))
+            else:
+                self._error(FramingError("SML transmission incomplete at the end of the input",
+                                         "the capture or the connection ended mid-transmission"))
         self.framer.reset()
         return []
 

@@ -104,6 +104,19 @@ class SmlFramer:
         """True when the buffer holds the start of a transmission that has not ended yet."""
         return self._buf.find(START) >= 0
 
+    def end_off_grid(self) -> Optional[int]:
+        """How many bytes the end sequence of the buffered, unfinished transmission sits off SML's
+        4-byte grid (it is there, but bytes were lost before it), else None."""
+        start = self._buf.find(START)
+        if start < 0:
+            return None
+        idx = self._buf.find(ESCAPE + bytes([_END_MARK]), start + 8)
+        while idx >= 0:
+            if (idx - start) % 4:
+                return (idx - start) % 4
+            idx = self._buf.find(ESCAPE + bytes([_END_MARK]), idx + 1)
+        return None
+
     def feed(self, chunk: bytes) -> List[Transmission]:
         self._buf += chunk
         out: List[Transmission] = []
