@@ -87,8 +87,10 @@ def describe_identification(readout: Readout, push: bool = False) -> str:
             f"reaction time {int(ident.reaction_time * 1000)} ms{extra})")
 
 
-def print_table(readout: Readout, out: TextIO = sys.stdout) -> None:
-    """code / value / unit / meaning, one line per data set (further value groups in brackets)."""
+def print_table(readout: Readout, out: Optional[TextIO] = None) -> None:
+    """code / value / unit / meaning, one line per data set (further value groups in brackets).
+    ``out`` defaults to the ``sys.stdout`` of the call, not of the import (a host or test may swap it)."""
+    out = sys.stdout if out is None else out
     rows = []
     for ds in readout.datasets:
         shown, _, unit_, _ = reading_value(ds)  # the group the reading's value comes from, first
