@@ -16,7 +16,6 @@ import re
 from typing import List, Optional, Tuple
 
 from .model import MeterData, Reading
-from .obis import describe
 
 _SAFE = re.compile(r"[^a-z0-9_]+")
 #: value group C of abstract objects (IEC 62056-61): identifiers, clock, status, errors, profiles
@@ -71,7 +70,7 @@ def items_snippet(data: MeterData, instance: str = "", root: str = "meter", lang
             typ = "foo"
         else:
             typ = "str"
-        meaning = describe(reading.obis, language)[0] if reading.obis is not None else None
+        meaning = reading.obis.name(language, reading.unit) if reading.obis is not None else None
         comment = "  # " + meaning + (f" [{reading.unit}]" if reading.unit else "") if meaning else \
             (f"  # [{reading.unit}]" if reading.unit else "")
         lines += [

@@ -134,7 +134,7 @@ class Reading:
 
     @property
     def name(self) -> Optional[str]:
-        return self.obis.name() if self.obis is not None else None
+        return self.obis.name(unit=self.unit) if self.obis is not None else None
 
     def numeric(self) -> Optional[Decimal]:
         """The value as Decimal when it is a number, else None (never a fake 0)."""

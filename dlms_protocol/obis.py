@@ -185,9 +185,15 @@ class Obis:
         return self.f == sent.f
 
     # ------------------------------------------------------------------ knowledge
-    def name(self, language: str = "en") -> Optional[str]:
-        """Human name from data/obis_names.json (composed from group C and D tables)."""
-        return describe(self, language)[0]
+    def name(self, language: str = "en", unit: Optional[str] = None) -> Optional[str]:
+        """Human name from data/obis_names.json (composed from group C and D tables). With the
+        reading's ``unit``: None when that unit is another quantity than the name's (a heat
+        meter's short code ``6.8`` in GJ or MWh is no reactive energy; the code alone does not
+        say the medium, the unit does)."""
+        name, usual = describe(self, language)
+        if name is not None and unit and usual and _other_quantity(unit, usual):
+            return None
+        return name
 
     def unit(self) -> Optional[str]:
         """The usual unit of this quantity (used only when a frame carries none)."""
@@ -284,6 +290,14 @@ def _tables() -> dict:
 
 
 @lru_cache(maxsize=4096)
+def _other_quantity(unit: str, usual: str) -> bool:
+    """Both units known (units.py) and of different bases: another quantity, not another prefix."""
+    from .units import parse_unit
+
+    sent, named = parse_unit(unit), parse_unit(usual)
+    return sent is not None and named is not None and sent[0] != named[0]
+
+
 def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[str]]:
     """Return (name, usual unit) for a code, or (None, None) when the tables don't know it.
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Optional, Tuple
 
 #: base units and the prefixes we convert between (longest names first for suffix matching)
-BASES = ("varh", "VAh", "Wh", "var", "VA", "Hz", "m3", "W", "V", "A")
+BASES = ("varh", "VAh", "Wh", "var", "VA", "Hz", "m3", "W", "V", "A", "J")  # (J: heat meters' GJ, MJ)
 PREFIXES = {"": Decimal(1), "k": Decimal(1000), "M": Decimal(1000000), "G": Decimal(1000000000),
             "m": Decimal("0.001")}
 

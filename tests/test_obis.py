@@ -165,3 +165,22 @@ def test_names_stay_with_what_the_code_says(code: str, en) -> None:
                                         ("1-1:0.1.1", False), ("0-0:96.1.0", True), ("1-0:1.8.0", False)])
 def test_billing_time_stamps_are_text_and_the_counts_beside_them_numbers(code: str, text: bool) -> None:
     assert Obis.parse(code).is_text() is text
+
+
+@pytest.mark.parametrize("code, unit, named", [
+    ("6.8", "GJ", False), ("6.8", "MWh", False), ("6.6", "kW", False),  # heat meters' short codes
+    ("6.8", "kvarh", True), ("6.8", None, True), ("6.8", "", True),
+    ("1.8.0", "kWh", True), ("1.8.0", "KWH", True), ("1-0:1.7.0", "kW", True), ("32.7.0", "V", True),
+    ("9.4", "C", True),  # a unit the table does not know says nothing: the name stays
+])
+def test_a_name_that_the_unit_contradicts_is_left_out(code: str, unit, named: bool) -> None:
+    """A Kamstrup MC66 or L+G Ultraheat heat meter sends ``6.8(00433.65*GJ)``: without a medium
+    the code reads as reactive energy QII, which the unit contradicts (Obis.name with the unit,
+    as readings, the D0 table, the items snippet and MQTT discovery call it)."""
+    from dlms_protocol.model import Reading
+
+    obis = Obis.parse(code)
+    assert (obis.name(unit=unit) is not None) is named
+    assert obis.name() is not None
+    reading = Reading(code=code, obis=obis, value=None, unit=unit)
+    assert (reading.name is not None) is named

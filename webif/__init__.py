@@ -25,7 +25,6 @@ from lib.item import Items
 from lib.model.smartplugin import SmartPluginWebIf
 
 from ..dlms_protocol.model import COUNTERS
-from ..dlms_protocol.obis import describe
 from ..plugin_support import items_snippet, translate_problem
 
 #: longest value shown in the item table (a dlms_status summary is a whole dict)
@@ -83,7 +82,7 @@ class WebInterface(SmartPluginWebIf):
         meter = getattr(self.plugin, "_last_data", None)
         if language not in ("de", "en") or meter is None or not data.get("discovered"):
             return
-        names = [describe(r.obis, language)[0] or "" if r.obis is not None else "" for r in meter.readings]
+        names = [r.obis.name(language, r.unit) or "" if r.obis is not None else "" for r in meter.readings]
         if len(names) == len(data["discovered"]):
             for row, name in zip(data["discovered"], names):
                 row["name"] = name

@@ -99,7 +99,7 @@ def print_table(readout: Readout, out: Optional[TextIO] = None) -> None:
         others = [v for i, v in enumerate(ds.values) if i != shown]
         if others:
             value += " " + " ".join(f"({v.value.strip()}{('*' + v.unit) if v.unit else ''})" for v in others)
-        name = ds.obis.name() if ds.obis is not None else None
+        name = ds.obis.name(unit=unit_) if ds.obis is not None else None
         rows.append((ds.code, _cut(value, _VALUE_WIDTH), unit, name or ""))
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("code", "value", "unit"))]
     print(f"{'code':<{widths[0]}}  {'value':>{widths[1]}}  {'unit':<{widths[2]}}  meaning", file=out)
