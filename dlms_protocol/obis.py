@@ -221,16 +221,14 @@ def _dotted(a: Optional[int], b: Optional[int], c: Optional[int], d: Optional[in
 
 @lru_cache(maxsize=1)
 def _text_codes() -> FrozenSet[Tuple[Optional[int], ...]]:
-    """(C, D) and (C, D, E) of the codes of obis_names.json ``text_codes`` (``C.D``, ``C.D1-D2``, ``C.D.E``)."""
+    """(C, D) and (C, D, E) of the codes of obis_names.json ``text_codes`` (``C.D``, ``C.D1-D2``,
+    ``C.D.E``, ``C.D.E1-E2``)."""
     out: Set[Tuple[Optional[int], ...]] = set()
     for entry in _tables()["text_codes"]["codes"]:
-        parts = entry.split(".")
-        if len(parts) == 3:
-            out.add(tuple(int(g) for g in parts))
-            continue
-        first, _, last = parts[1].partition("-")
-        for d in range(int(first), int(last or first) + 1):
-            out.add((int(parts[0]), d))
+        *fixed, span = entry.split(".")
+        first, _, last = span.partition("-")
+        for g in range(int(first), int(last or first) + 1):
+            out.add((*(int(f) for f in fixed), g))
     return frozenset(out)
 
 
