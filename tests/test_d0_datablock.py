@@ -558,3 +558,17 @@ def test_a_billing_time_stamp_stays_as_sent():
     readings = {r.code: r.value for r in parse_readout(raw).to_meter_data().readings}
     assert readings["1-1:0.1.2*01"] == "2104010000" and readings["1-1:0.1.0"] == 1
     assert readings["1-1:1.8.0"] == Decimal("1234.5")
+
+
+def test_a_unit_right_after_the_number_is_split_off_when_it_is_the_codes_own():
+    """An Iskra MT382 on its optical port (dsmr_parser issue 81) sends ``1-0:1.8.0(010192.57kWh)``
+    without '*': 10192.57 kWh (it was the text '010192.57kWh', every energy and power of the
+    readout). Only a unit of the code's own quantity is split off: a reactive register 'in kWh',
+    a hex word '0A' of a code without a unit, and text codes stay as sent."""
+    raw = (b"/ISK5\\2MT382-1008\r\n\r\n1-0:1.8.0(010192.57kWh)\r\n1-0:1.7.0(001.322kW)\r\n12.7(231.15V)\r\n"
+           b"1-0:3.8.3(00000.0kWh)\r\n1-0:99.1.0(0A)\r\n0-0:96.1.0(0123A)\r\n!\r\n")
+    got = {r.code: (r.value, r.unit) for r in parse_readout(raw).to_meter_data().readings}
+    assert got["1-0:1.8.0"] == (Decimal("10192.57"), "kWh") and got["1-0:1.7.0"] == (Decimal("1.322"), "kW")
+    assert got["12.7"] == (Decimal("231.15"), "V")
+    assert got["1-0:3.8.3"] == ("00000.0kWh", None) and got["1-0:99.1.0"][1] is None
+    assert got["0-0:96.1.0"] == ("0123A", None)

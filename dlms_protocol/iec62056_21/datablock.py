@@ -47,6 +47,7 @@ from typing import List, Optional, Tuple, Union
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
 from ..model import MeterData, Reading, Value
 from ..obis import Obis
+from ..units import parse_unit
 from .identification import Identification, parse_identification
 
 
@@ -81,6 +82,7 @@ _COMMAND = re.compile(r"[A-Z][0-9]")
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
 _SPACED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")  # '024562 kWh'
+_GLUED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?)([A-Za-z][A-Za-z0-9]{0,5})\s*")  # '010192.57kWh' (_glued_units)
 _DSMR_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW])")  # YYMMDDhhmmss + summer/winter
 _DSMR_ZONES = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
 _DSMR_LOCAL_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)")  # DSMR 2/3: no summer/winter letter
@@ -361,6 +363,35 @@ def _obis(code: str) -> Optional[Obis]:
     return Obis.try_parse(code) if code else None
 
 
+def _dataset(code: str, values: List[DataValue]) -> DataSet:
+    obis = _obis(code)
+    return DataSet(code, obis, _glued_units(obis, tuple(values)))
+
+
+def _glued_units(obis: Optional[Obis], values: Tuple[DataValue, ...]) -> Tuple[DataValue, ...]:
+    """An Iskra MT382 on its optical port (dsmr_parser issue 81) and an L&T meter write the unit
+    right after the number, ``1-0:1.8.0(010192.57kWh)``: that is 10192.57 kWh when the unit is one
+    of the code's own quantity (units.py), else the group stays as sent (a hex word such as ``0A``
+    is no 0 A; identifiers and times are text codes and stay so too)."""
+    if obis is None or obis.is_text():
+        return values
+    out: Optional[List[DataValue]] = None
+    for i, v in enumerate(values):
+        if v.unit is not None:
+            continue
+        m = _GLUED_UNIT.fullmatch(v.value)
+        if m is not None and _own_unit(obis, m.group(2)):
+            out = list(values) if out is None else out
+            out[i] = DataValue(m.group(1), m.group(2))
+    return values if out is None else tuple(out)
+
+
+def _own_unit(obis: Obis, unit: str) -> bool:
+    usual = obis.unit()
+    sent, own = parse_unit(unit), parse_unit(usual) if usual else None
+    return sent is not None and own is not None and sent[0] == own[0]
+
+
 def _value(group: str) -> DataValue:
     if "&" in group:
         return DataValue(group, None)
@@ -417,7 +448,7 @@ def _parse_block(text: str, start: int = 0) -> _Block:
         addr = m.group("addr")
         if addr:
             if code is not None:
-                datasets.append(DataSet(code, _obis(code), tuple(values)))
+                datasets.append(_dataset(code, values))
             if glued:
                 _note(skipped, m.group(0))
                 code, values, broken = None, [], True
@@ -433,7 +464,7 @@ def _parse_block(text: str, start: int = 0) -> _Block:
         else:  # pragma: no cover - code is None only with broken set or at the very start
             _note(skipped, m.group(0))
     if code is not None:
-        datasets.append(DataSet(code, _obis(code), tuple(values)))
+        datasets.append(_dataset(code, values))
     return _Block(tuple(datasets), end, end_char, skipped)
 
 
