@@ -812,15 +812,31 @@ def _telegram(lines: List[str], crc: Optional[str] = None) -> bytes:
 
 
 def test_dsmr_text_telegram() -> None:
-    raw = _telegram(["1-3:0.2.8(50)", "0-0:1.0.0(230817152425S)", "1-0:1.8.0(007112944*Wh)",
-                     "1-0:1.8.1(001234.567*kWh)", "1-0:1.7.0(000001068*W)"])
+    """A P1 telegram inside a ciphered push reads as the same telegram in plain text does (one rule:
+    datablock.reading_value): the clock with its S/W offset (it had none), numbers without a unit
+    as numbers (a Smarty's 1-0:3.7.0(00.000) stayed text), a gas value at its own time."""
+    from dlms_protocol.iec62056_21.datablock import parse_readout
+
+    lines = ["1-3:0.2.8(50)", "0-0:1.0.0(230817152425S)", "1-0:1.8.0(007112944*Wh)", "1-0:1.8.1(001234.567*kWh)",
+             "1-0:1.7.0(000001068*W)", "1-0:4.7.0(00.007)", "0-0:96.7.21(00069)",
+             "0-1:24.2.1(230817150000S)(01234.567*m3)"]
+    raw = _telegram(lines)
     r = interpret_text(raw)
-    assert r.profile == "dsmr" and r.timestamp == datetime(2023, 8, 17, 15, 24, 25)
+    summer = timezone(timedelta(hours=2))
+    assert r.profile == "dsmr" and r.timestamp == datetime(2023, 8, 17, 15, 24, 25, tzinfo=summer)
     e = r.by_code()["1-0:1.8.0.255"]
-    assert (e.value, e.unit, e.raw, e.scaler) == (Decimal(7112944), "Wh", "007112944", 0)
+    assert (e.value, e.unit, e.raw, e.scaler, e.timestamp) == (Decimal(7112944), "Wh", "007112944", 0, r.timestamp)
     k = r.by_code()["1-0:1.8.1.255"]
     assert (k.value, k.unit) == (Decimal("1234.567"), "kWh")  # the unit as sent, never silently converted
-    assert r.by_code()["1-3:0.2.8.255"].value == "50"
+    assert r.by_code()["1-3:0.2.8.255"].value == "50"  # a version stays text
+    assert r.by_code()["1-0:4.7.0.255"].value == Decimal("0.007") and r.by_code()["0-0:96.7.21.255"].value == 69
+    gas = r.by_code()["0-1:24.2.1.255"]
+    assert (gas.value, gas.unit, gas.timestamp) == (Decimal("1234.567"), "m3", datetime(2023, 8, 17, 15, tzinfo=summer))
+    plain = {x.obis: x.value for x in parse_readout(raw).to_meter_data().readings if x.obis is not None}
+    assert {x.obis: x.value for x in r.readings if x.obis != Obis.parse("0-0:1.0.0")} == {
+        o: v for o, v in plain.items() if o != Obis.parse("0-0:1.0.0")}
+    winter = interpret_text(_telegram(["0-0:1.0.0(180130102122W)", "1-0:1.8.0(000006.695*kWh)"]))
+    assert winter.timestamp == datetime(2018, 1, 30, 10, 21, 22, tzinfo=timezone(timedelta(hours=1)))
 
 
 def test_dsmr_crc_is_checked() -> None:

@@ -40,7 +40,6 @@ a push has), as a readout keeps them.
 """
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -537,9 +536,6 @@ def unknown_layout_error(n: int) -> UnknownLayoutError:
 
 
 # --------------------------------------------------------------------- DSMR text
-_DSMR_TIME = re.compile(r"^(\d{12})([SW])$")
-
-
 def dsmr_crc(data: bytes) -> int:
     """CRC-16/ARC (poly 0xA001 reflected, init 0) as DSMR 4/5 puts after the '!' (tests, simulator)."""
     crc = 0
@@ -550,28 +546,19 @@ def dsmr_crc(data: bytes) -> int:
     return crc
 
 
-def _dsmr_time(text: str) -> Optional[datetime]:
-    """``YYMMDDhhmmssS`` -> naive datetime (S/W says summer/winter time, not the zone)."""
-    m = _DSMR_TIME.match(text.strip())
-    if not m:
-        return None
-    try:
-        return datetime.strptime(m.group(1), "%y%m%d%H%M%S")
-    except ValueError:
-        return None
-
-
 def interpret_text(text: bytes, require_crc: bool = True) -> Interpretation:
-    """A DSMR/P1 ASCII telegram found inside a ciphered push (Energienetze Steiermark).
+    """A DSMR/P1 ASCII telegram found inside a ciphered push (Energienetze Steiermark, Smarty).
 
-    Parsed by the readout side's ``parse_readout`` (same rules for D0 and P1 text), which
-    checks the CRC after ``!`` (ChecksumError when wrong). A telegram without CRC raises
-    DecodeError when ``require_crc``: a GCM tag that could not be verified must not be the
-    only protection. Numbers keep the unit as sent (``kWh`` stays ``kWh``), ``scaler`` is 0
-    (the value is the transmitted number), ``raw`` the digits as sent; ``0-0:1.0.0`` becomes
-    a naive datetime and the Interpretation's timestamp.
+    Parsed by the readout side's ``parse_readout``, which checks the CRC after ``!``
+    (ChecksumError when wrong), and read by its ``reading_value``: the same rules as a plain P1
+    telegram (numbers without a unit are numbers, identifiers stay text, a set that starts with
+    its capture time has that time). A telegram without CRC raises DecodeError when
+    ``require_crc``: a GCM tag that could not be verified must not be the only protection.
+    Numbers keep the unit as sent (``kWh`` stays ``kWh``), ``scaler`` is 0 (the value is the
+    transmitted number), ``raw`` the first group as sent; the clock ``0-0:1.0.0`` becomes the
+    Interpretation's timestamp with its S/W offset (+02:00/+01:00), and every reading's time.
     """
-    from ..iec62056_21.datablock import parse_readout, to_number  # only these rare meters need the D0 parser
+    from ..iec62056_21.datablock import dsmr_clock, parse_readout, reading_value  # (only these rare meters)
 
     readout = parse_readout(bytes(text), use_checksum=True)
     if readout.crc == "absent" and require_crc:
@@ -581,26 +568,26 @@ def interpret_text(text: bytes, require_crc: bool = True) -> Interpretation:
     if not readout.datasets:
         raise DecodeError("DSMR telegram has no data lines", "the plaintext is no DSMR telegram")
     stamp: Optional[datetime] = None
-    rows: List[Tuple[Optional[Obis], str, Any, Optional[str], str, Tuple[Tuple[str, Optional[str]], ...]]] = []
+    rows: List[Tuple[Optional[Obis], str, Any, Optional[str], str, Optional[datetime], Tuple[Any, ...]]] = []
     for ds in readout.datasets:
         if not ds.values:
             continue
-        last = ds.values[-1]
-        value: Any = to_number(last.value) if last.unit else None
-        if value is None:
-            value = _dsmr_time(last.value) or last.value.strip()
+        _, value, unit, when = reading_value(ds)
         code = ds.obis
-        if code is not None and code.a == 0 and (code.c, code.d, code.e) == (1, 0, 0) and isinstance(value, datetime):
-            stamp = value
+        if code is not None and code.a == 0 and (code.c, code.d, code.e) == (1, 0, 0) and isinstance(value, str):
+            clock = dsmr_clock(value)
+            if clock is not None:
+                value = stamp = clock
         label = (code.dotted() if code is not None else None) or ds.code
         # the groups as sent, as a readout keeps them (datablock): the first in ``raw``, the others
         # in ``extra``, so an item's index is the bracket's position on the line either way
         extra = tuple((v.value, v.unit) for v in ds.values[1:])
-        rows.append((code, label, value, last.unit, ds.values[0].value, extra))
+        rows.append((code, label, value, unit, ds.values[0].value, when, extra))
     readings = tuple(
         Reading(code=label, obis=code, value=value, unit=unit, raw=raw,
-                scaler=0 if isinstance(value, Decimal) and unit else None, index=i, timestamp=stamp, extra=extra)
-        for i, (code, label, value, unit, raw, extra) in enumerate(rows))
+                scaler=0 if isinstance(value, Decimal) and unit else None, index=i, timestamp=when or stamp,
+                extra=extra)
+        for i, (code, label, value, unit, raw, when, extra) in enumerate(rows))
     ident = readout.identification
     return Interpretation(
         readings=readings, profile="dsmr", shape="text", timestamp=stamp, family="dsmr",

@@ -272,6 +272,12 @@ def _dsmr_time(m: "re.Match[str]") -> Optional[datetime]:
         return None
 
 
+def dsmr_clock(text: str) -> Optional[datetime]:
+    """A DSMR clock value ``YYMMDDhhmmssS``/``W`` (``0-0:1.0.0``) as a moment, else None."""
+    m = _DSMR_TIME.fullmatch(text.strip())
+    return _dsmr_time(m) if m is not None else None
+
+
 def _dsmr23_time(text: str) -> Optional[datetime]:
     """The moment of a DSMR 2/3 gas reading's ``YYMMDDhhmmss``, which has no summer/winter letter:
     Dutch local time, under the EU's rule (summer time from the last Sunday of March, 01:00 UTC,
@@ -738,6 +744,6 @@ def parse_readout(raw: bytes, *, use_checksum: bool = True, expect: Optional[str
 
 
 __all__ = [
-    "DataValue", "DataSet", "Readout", "bcc", "parse_data_block", "parse_readout", "to_number",
+    "DataValue", "DataSet", "Readout", "bcc", "dsmr_clock", "parse_data_block", "parse_readout", "to_number",
     "convert_value", "CHECKSUMS", "MAX_READOUT", "MAX_DATASETS", "MAX_VALUE", "MAX_LINE",
 ]
