@@ -343,6 +343,20 @@ def test_kaernten_netz_am550_12() -> None:
     assert run(S((OS, bytes.fromhex("0006190900FE")), *rest)).profile is None  # another list id: not this one
 
 
+def test_im350_wels_10_is_the_kaernten_list_without_its_texts() -> None:
+    """A Siemens IM350 in Wels (SHRDZM's test frames: 3531997 Wh, 146 W) sends the Carinthian list
+    without the two customer texts; its six registers were raw. The 12-element list stays its own."""
+    rest = [(OS, b"18037098"), (OS, bytes.fromhex("0A081700")), (OS, bytes.fromhex("07E5051303")),
+            (U32, 3531997), (U32, 0), (U32, 392120), (U32, 282666), (U32, 146), (U32, 0)]
+    r = run(S((OS, bytes.fromhex("0006190900FF")), *rest))
+    assert r.profile == "at-im350-wels-10" and not r.unknown_layout and r.meter_id == "18037098"
+    check_rows(r, [(4, "1-0:1.8.0.255", "3531997", "Wh"), (6, "1-0:3.8.0.255", "392120", "varh"),
+                   (8, "1-0:1.7.0.255", "146", "W"), (9, "1-0:2.7.0.255", "0", "W")])
+    assert run(S((OS, bytes.fromhex("0006190900FE")), *rest)).profile is None  # another list id: not this one
+    texts = [(OS, b""), (OS, b"")]
+    assert run(S((OS, bytes.fromhex("0006190900FF")), *rest, *texts)).profile == "at-kaerntennetz-am550-12"
+
+
 def test_wiener_netze_im350_10() -> None:
     clock = bytes.fromhex("07E80301050A0B0C00FFC400")
     body = S((OS, b"SMS1234567890123"), (OS, clock), *[(U32, 100 + i) for i in range(8)])
