@@ -78,6 +78,19 @@ def test_decode_binary_capture_with_many_frames(capsys, tmp_path) -> None:
     assert code == 0 and again == lines
 
 
+def test_decode_says_a_push_without_a_tag_has_none(capsys, tmp_path) -> None:
+    """Security 0x20 enciphers without a tag: 'no tag', not 'tag not verified' as if a key were missing."""
+    from dlms_protocol.cli import main
+
+    capture = tmp_path / "capture.bin"
+    capture.write_bytes(sim_frames(1, wrapper="hdlc", security=0x20))
+    assert main(["decode", "--file", str(capture), "--key", EK]) == 0
+    assert capsys.readouterr().out.startswith("push via hdlc, ciphered, no tag;")
+    capture.write_bytes(sim_frames(1, wrapper="hdlc", security=0x30))
+    assert main(["decode", "--file", str(capture), "--key", EK]) == 0
+    assert capsys.readouterr().out.startswith("push via hdlc, ciphered, tag not verified;")
+
+
 def test_decode_table_output(capsys) -> None:
     code = main(["decode", "--hex", sim_frames(1, wrapper="hdlc").hex()])
     out = capsys.readouterr().out

@@ -130,13 +130,17 @@ class PushMessage:
                 return r.value
         return None
 
+    def protection(self) -> str:
+        """'plain', 'ciphered, no tag' (security 0x20 carries none), or the tag's verdict."""
+        if not self.ciphered:
+            return "plain"
+        if self.security_control is not None and not self.security_control & 0x10:
+            return "ciphered, no tag"
+        return "ciphered, tag " + {True: "verified", None: "not verified", False: "FAILED"}[self.tag_verified]
+
     def render(self) -> str:
         """A readable multi-line form (MeterData.text, the CLI table)."""
-        if self.ciphered:
-            sec = "ciphered, tag " + {True: "verified", None: "not verified", False: "FAILED"}[self.tag_verified]
-        else:
-            sec = "plain"
-        head = [f"push via {self.wrapper}, {sec}"]
+        head = [f"push via {self.wrapper}, {self.protection()}"]
         if self.timestamp is not None:
             head.append(f"meter time {self.timestamp.isoformat()}")
         if self.profile:

@@ -601,9 +601,9 @@ class PushListener:
 def _trace(msg: PushMessage) -> None:
     """The debug line of a deciphered push (what its security header said)."""
     if getattr(msg, "ciphered", False):
-        log.debug("deciphered APDU: security control 0x%02x, system title %s, invocation counter %d, tag %s",
+        log.debug("deciphered APDU: security control 0x%02x, system title %s, invocation counter %d, %s",
                   msg.security_control or 0, (msg.system_title or b"").hex(), msg.invocation_counter or 0,
-                  "verified" if msg.tag_verified else "not verified")
+                  msg.protection())
 
 
 __all__ = ["PushListener", "open_port", "missing_bytes", "frame_length", "BACKOFF_INITIAL", "BACKOFF_MAX",

@@ -159,9 +159,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
                         "elements": [{"index": e["index"], "type": e["type"], "raw": json_value(e["raw"])}
                                      for e in elems]})
             continue
-        sec = "plain" if not msg.ciphered else \
-            "ciphered, tag " + {True: "verified", None: "not verified", False: "FAILED"}[msg.tag_verified]
-        print(f"message {n + 1}: {msg.wrapper}, {sec}, meter time "
+        print(f"message {n + 1}: {msg.wrapper}, {msg.protection()}, meter time "
               f"{note.timestamp.isoformat() if note.timestamp else '-'}, {len(elems)} element(s), "
               f"shape {detect_shape(body)}, profile {msg.profile or 'none'}")
         for e in elems:
