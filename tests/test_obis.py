@@ -164,7 +164,8 @@ def test_names_stay_with_what_the_code_says(code: str, en) -> None:
 @pytest.mark.parametrize("code, text", [("1-1:0.1.2*01", True), ("1-1:0.1.5", True), ("1-1:0.1.0*01", False),
                                         ("1-1:0.1.1", False), ("0-0:96.1.0", True), ("1-0:1.8.0", False),
                                         ("C.2.1", True), ("C.2.5", True), ("C.2.9", True), ("C.2.0", False),
-                                        ("0.2.0", True), ("1-3:0.2.8", True)])
+                                        ("0.2.0", True), ("1-3:0.2.8", True), ("P.01", True), ("P.98", True),
+                                        ("1-0:99.97.0", False)])
 def test_billing_time_stamps_are_text_and_the_counts_beside_them_numbers(code: str, text: bool) -> None:
     """Also the dates of program changes (96.2.1-9: a Pafal's C.2.1(090513082409) lost its leading
     zero as a number) and versions (0.2: firmware '1.10' would be 1.1)."""
