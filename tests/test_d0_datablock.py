@@ -572,3 +572,25 @@ def test_a_unit_right_after_the_number_is_split_off_when_it_is_the_codes_own():
     assert got["12.7"] == (Decimal("231.15"), "V")
     assert got["1-0:3.8.3"] == ("00000.0kWh", None) and got["1-0:99.1.0"][1] is None
     assert got["0-0:96.1.0"] == ("0123A", None)
+    # a DSMR time ends in S or W: a Fluvius' winter maximum is 25.891 kW at that time, not 241 GW
+    peak = _reading(_dsmr("1-0:1.6.0(241115084500W)(25.891*kW)\r\n"), "1-0:1.6.0")
+    assert (peak.value, peak.unit) == (Decimal("25.891"), "kW")
+    assert peak.timestamp == datetime(2024, 11, 15, 8, 45, tzinfo=timezone(timedelta(hours=1)))
+
+
+def test_a_dsmr_crc_over_bytes_above_0x7f_as_sent_holds():
+    """A Hungarian Sanxing (P1Monitor's test telegram) sends its text message as 0xFF bytes on an
+    8N1 line and its CRC over them as sent; the CRC was only taken over the 7-bit bytes (a 7E1 line
+    read as 8N1) and the telegram refused. Either now holds; a wrong CRC still fails."""
+    from dlms_protocol.iec62056_21.datablock import _crc16_arc
+
+    body = (b"/AUX59903218166\r\n\r\n1-3:0.2.8(50)\r\n1-0:1.8.0(000123.456*kWh)\r\n0-0:96.13.0("
+            + b"\xff" * 16 + b")\r\n!")
+    good = body + f"{_crc16_arc(body):04X}".encode() + b"\r\n"
+    readout = parse_readout(good)
+    assert readout.crc == "ok" and [d.code for d in readout.datasets] == ["1-3:0.2.8", "1-0:1.8.0"]
+    assert _reading(good, "1-0:1.8.0").value == Decimal("123.456")
+    masked = body.translate(bytes(b & 0x7F for b in range(256)))
+    assert parse_readout(body + f"{_crc16_arc(masked):04X}".encode() + b"\r\n").crc == "ok"
+    with pytest.raises(ChecksumError):
+        parse_readout(body + f"{_crc16_arc(body) ^ 1:04X}".encode() + b"\r\n")
