@@ -575,6 +575,7 @@ def test_a_unit_right_after_the_number_is_split_off_when_it_is_the_codes_own():
     # a DSMR time ends in S or W: a Fluvius' winter maximum is 25.891 kW at that time, not 241 GW
     peak = _reading(_dsmr("1-0:1.6.0(241115084500W)(25.891*kW)\r\n"), "1-0:1.6.0")
     assert (peak.value, peak.unit) == (Decimal("25.891"), "kW")
+    assert _reading(_dsmr("1-0:1.6.0(2411150845W)\r\n"), "1-0:1.6.0").unit is None  # (10 digits: a time too)
     assert peak.timestamp == datetime(2024, 11, 15, 8, 45, tzinfo=timezone(timedelta(hours=1)))
 
 

@@ -82,6 +82,7 @@ _COMMAND = re.compile(r"[A-Z][0-9]")
 _CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)")
 _SPACED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?) +([A-Za-z][A-Za-z0-9/]{0,7})\s*")  # '024562 kWh'
+_STAMPED = re.compile(r"\d{10}(?:\d\d)?[SW]")  # YYMMDDhhmm[ss] + summer/winter: no number with a unit
 _GLUED_UNIT = re.compile(r"(\s*[+-]?\d+(?:[.,]\d*)?)([A-Za-z][A-Za-z0-9]{0,5})\s*")  # '010192.57kWh' (_glued_units)
 _DSMR_TIME = re.compile(r"(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)([SW])")  # YYMMDDhhmmss + summer/winter
 _DSMR_ZONES = {"S": timezone(timedelta(hours=2)), "W": timezone(timedelta(hours=1))}
@@ -383,8 +384,8 @@ def _glued_units(obis: Optional[Obis], values: Tuple[DataValue, ...]) -> Tuple[D
         return values
     out: Optional[List[DataValue]] = None
     for i, v in enumerate(values):
-        if v.unit is not None or _DSMR_TIME.fullmatch(v.value.strip()):
-            continue  # (a DSMR time ends in S or W: 241115084500W is winter time, not 241 GW)
+        if v.unit is not None or _STAMPED.fullmatch(v.value.strip()):
+            continue  # (a time ends in S or W: DSMR's 241115084500W is winter time, not 241 GW)
         m = _GLUED_UNIT.fullmatch(v.value)
         if m is not None and _own_unit(obis, m.group(2)):
             out = list(values) if out is None else out
