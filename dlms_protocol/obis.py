@@ -39,6 +39,7 @@ from functools import lru_cache
 from typing import Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from .errors import ConfigurationError
+from .units import same_quantity
 
 LETTERS: Dict[str, int] = {"C": 96, "F": 97, "L": 98, "P": 99}
 #: the highest value group A that names a medium (0 abstract, 1 electricity ... 9 hot water, up to
@@ -191,7 +192,7 @@ class Obis:
         meter's short code ``6.8`` in GJ or MWh is no reactive energy; the code alone does not
         say the medium, the unit does)."""
         name, usual = describe(self, language)
-        if name is not None and unit and usual and _other_quantity(unit, usual):
+        if name is not None and unit and usual and same_quantity(unit, usual) is False:
             return None
         return name
 
@@ -288,14 +289,6 @@ def _tables() -> dict:
 
 
 @lru_cache(maxsize=4096)
-def _other_quantity(unit: str, usual: str) -> bool:
-    """Both units known (units.py) and of different bases: another quantity, not another prefix."""
-    from .units import parse_unit
-
-    sent, named = parse_unit(unit), parse_unit(usual)
-    return sent is not None and named is not None and sent[0] != named[0]
-
-
 def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[str]]:
     """Return (name, usual unit) for a code, or (None, None) when the tables don't know it.
 

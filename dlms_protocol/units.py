@@ -38,6 +38,15 @@ def parse_unit(unit: str) -> Optional[Tuple[str, Decimal]]:
     return None
 
 
+def same_quantity(unit: str, other: str) -> Optional[bool]:
+    """Do two units measure the same quantity (one base, any prefix: kWh and Wh, not Wh and varh)?
+    None when either is no unit of the table (then nothing can be said)."""
+    a, b = parse_unit(unit), parse_unit(other)
+    if a is None or b is None:
+        return None
+    return a[0] == b[0]
+
+
 def factor(from_unit: str, to_unit: str) -> Decimal:
     """The exact factor from one unit to another of the same base; UnitMismatch otherwise."""
     src, dst = parse_unit(from_unit), parse_unit(to_unit)
@@ -51,4 +60,4 @@ def convert(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
     return value * factor(from_unit, to_unit)
 
 
-__all__ = ["BASES", "PREFIXES", "UnitMismatch", "parse_unit", "factor", "convert"]
+__all__ = ["BASES", "PREFIXES", "UnitMismatch", "parse_unit", "same_quantity", "factor", "convert"]

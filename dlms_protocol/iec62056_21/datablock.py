@@ -47,7 +47,7 @@ from typing import List, Optional, Tuple, Union
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
 from ..model import MeterData, Reading, Value
 from ..obis import Obis
-from ..units import parse_unit
+from ..units import same_quantity
 from .identification import Identification, parse_identification
 
 
@@ -382,21 +382,16 @@ def _glued_units(obis: Optional[Obis], values: Tuple[DataValue, ...]) -> Tuple[D
     is no 0 A; identifiers and times are text codes and stay so too)."""
     if obis is None or obis.is_text():
         return values
+    usual = obis.unit()
     out: Optional[List[DataValue]] = None
     for i, v in enumerate(values):
         if v.unit is not None or _STAMPED.fullmatch(v.value.strip()):
             continue  # (a time ends in S or W: DSMR's 241115084500W is winter time, not 241 GW)
         m = _GLUED_UNIT.fullmatch(v.value)
-        if m is not None and _own_unit(obis, m.group(2)):
+        if m is not None and usual and same_quantity(m.group(2), usual):
             out = list(values) if out is None else out
             out[i] = DataValue(m.group(1), m.group(2))
     return values if out is None else tuple(out)
-
-
-def _own_unit(obis: Obis, unit: str) -> bool:
-    usual = obis.unit()
-    sent, own = parse_unit(unit), parse_unit(usual) if usual else None
-    return sent is not None and own is not None and sent[0] == own[0]
 
 
 def _value(group: str) -> DataValue:
@@ -547,6 +542,7 @@ class _End:
     bcc: str
     crc: str
     framed: bool
+    following: Optional[str] = None  # the next telegram's identification after the '!' line (unframed)
 
 
 def _damaged(what: str, detail: str) -> ChecksumMissingError:
@@ -593,7 +589,7 @@ def _check_end(text: str, end: _End, acked: bool, datasets: Tuple[DataSet, ...],
         return  # a programming-mode answer that ends at ETX/EOT (its BCC was cut off)
     rest = _after_end(text, end.bang)
     if (rest and not (len(rest) == 1 and rest in "\x03\x04") and not _trailer_lines(rest, end)
-            and not (not end.framed and _next_telegram(rest))):
+            and end.following is None):
         raise _damaged("BCC", f"{len(rest)} unexpected byte(s) after '!' where ETX and BCC belong")
 
 
@@ -691,13 +687,12 @@ def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool,
             "check the port, the baud rate and that the meter answers with a data readout",
         )
     _check_size(text, block.datasets)
+    following = _next_telegram(_after_end(text, bang)) if bang is not None and not framed else None
     if use_checksum:
         acked = ident is not None and _ACK_ECHO.search(text, 0, max(data_start, text.find("("))) is not None
-        _check_end(text, _End(bang, etx, status, crc, framed), acked, block.datasets, expect)
-    if bang is not None and not framed:
-        following = _next_telegram(_after_end(text, bang))
-        if following is not None:  # (read is this one telegram: the capture's later ones are not)
-            block.skipped.append(f"the next telegram from {following}")
+        _check_end(text, _End(bang, etx, status, crc, framed, following), acked, block.datasets, expect)
+    if following is not None:  # (read is this one telegram: the capture's later ones are not)
+        block.skipped.append(f"the next telegram from {following}")
     body = text[data_start:block_end]
     shown = f"{ident.raw}\r\n{body}" if ident is not None else body
     return Readout(
