@@ -15,7 +15,10 @@ Normalisation
 missing F becomes 255 ("current value, no billing period"), which is what F=255 means.
 Short codes (``1.8.0``) stay un-normalised (``None``): whether ``1.8.0`` belongs to medium
 1 (electricity) or, on a heat meter, medium 6 is not in the code, and guessing would be
-writing a wrong value.
+writing a wrong value. A D0 readout fills in A only where the meter's identification names the
+medium (``d0_medium``, ``with_medium``: a heat meter's ``6.8``); B stays unknown, so such a code
+stays un-normalised as well. Names follow A: a medium other than electricity (2-15) gets no
+name from the electricity C and D tables, only from entries for its A.
 
 Matching a user's code against what a meter sends
 -------------------------------------------------
@@ -45,6 +48,9 @@ LETTERS: Dict[str, int] = {"C": 96, "F": 97, "L": 98, "P": 99}
 #: the highest value group A that names a medium (0 abstract, 1 electricity ... 9 hot water, up to
 #: 15); above it a code is its maker's own, and the standard's C.D.E names do not apply
 _MEDIA_MAX = 15
+#: value group C of the quantities of a medium (C 0 and 93-99 are abstract: general purpose,
+#: service, error, lists, profiles, the same for every medium)
+_QUANTITY_C = range(1, 93)
 _LETTER_OF = {v: k for k, v in LETTERS.items()}
 
 _GROUP = r"(?:\d{1,3}|[CFLP])"
@@ -282,6 +288,29 @@ def best_identity(candidates: Iterable[Tuple[Optional[Obis], Optional[str]]]) ->
 
 
 @lru_cache(maxsize=1)
+def _d0_media() -> Tuple[Tuple[str, str, int], ...]:
+    return tuple((e["manufacturer"].upper(), e["ident"], e["medium"]) for e in _tables()["d0_media"]["meters"])
+
+
+def d0_medium(manufacturer: str, ident: str) -> Optional[int]:
+    """The medium (group A) of a D0 meter's short codes when its identification says it (a heat
+    meter's 6.8 is heat energy, not reactive energy; obis_names.json ``d0_media``), else None."""
+    maker = manufacturer.upper()
+    for name, start, medium in _d0_media():
+        if maker == name and ident.startswith(start):
+            return medium
+    return None
+
+
+def with_medium(code: Optional[Obis], medium: Optional[int]) -> Optional[Obis]:
+    """``code`` with ``medium`` as its group A when the meter left A out and C is a quantity;
+    abstract codes (0.0, F.F, C.1.0) belong to no medium and stay as they are."""
+    if code is None or medium is None or code.a is not None or code.c not in _QUANTITY_C:
+        return code
+    return Obis(medium, code.b, code.c, code.d, code.e, code.f)
+
+
+@lru_cache(maxsize=1)
 def _tables() -> dict:
     path = os.path.join(os.path.dirname(__file__), "data", "obis_names.json")  # os.path: pathlib costs start-up
     with open(path, encoding="utf-8") as f:
@@ -308,6 +337,8 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
             return _with_period(entry[lang], code, lang), entry.get("unit")
         if code.a is not None and code.a > _MEDIA_MAX:
             return None, None  # (A 16-255, e.g. SML's 129: the manufacturer's own, only its A-keyed entries)
+        if code.a is not None and code.a > 1 and code.c in _QUANTITY_C:
+            return None, None  # (heat, gas, water: the C and D tables are electricity's quantities)
     quantity = t["c"].get(str(code.c))
     processing = t["d"].get(str(code.d)) if code.d is not None else None
     if quantity is None or (code.d is not None and processing is None):
@@ -329,4 +360,5 @@ def _with_period(name: str, code: Obis, lang: str) -> str:
     return name
 
 
-__all__ = ["Obis", "LETTERS", "describe", "identity_rank", "best_identity", "is_manufacturer"]
+__all__ = ["Obis", "LETTERS", "describe", "identity_rank", "best_identity", "is_manufacturer", "d0_medium",
+           "with_medium"]

@@ -595,3 +595,43 @@ def test_a_dsmr_crc_over_bytes_above_0x7f_as_sent_holds():
     assert parse_readout(body + f"{_crc16_arc(masked):04X}".encode() + b"\r\n").crc == "ok"
     with pytest.raises(ChecksumError):
         parse_readout(body + f"{_crc16_arc(body) ^ 1:04X}".encode() + b"\r\n")
+
+
+# ------------------------------------------------------------ medium of short codes
+HEAT = (b"/LUGCUH50\r\n\x026.8(0002.039*MWh)6.26(00040.62*m3)9.21(71422831)\r\n"
+        b"6.8*01(0000.000*MWh)F(0)0.0(71422831)C.1.0(4711)9.4(084.2*C&040.4*C)\r\n!\r\n\x03")
+
+
+def _framed(text: bytes) -> bytes:
+    return text + bytes([bcc(text[text.index(b"\x02") + 1:])])
+
+
+@pytest.mark.parametrize("ident, medium", [(b"/LUGCUH50", 6), (b"/SIEC2WR6", 6), (b"/SIE32WR5", 6),
+                                           (b"/SIE5ZMD", None), (b"/EMH5EHZ2WR", None), (b"/LGZ5ZMD", None)])
+def test_the_identification_names_the_medium_of_short_codes(ident, medium):
+    """A heat meter writes its registers without A (6.8 heat energy, 6.26 volume): read as
+    electricity, 6.8 would be reactive energy QII and 9.4 apparent power. The identification
+    says the medium (obis_names.json d0_media); abstract codes (0.0, F, C.1.0) stay without A."""
+    readout = parse_readout(_framed(HEAT.replace(b"/LUGCUH50", ident)))
+    by_code = {ds.code: ds.obis for ds in readout.datasets}
+    assert [by_code[c].a for c in ("6.8", "6.26", "9.21", "6.8*01", "9.4")] == [medium] * 5
+    assert [by_code[c].a for c in ("F", "0.0", "C.1.0")] == [None] * 3
+    names = {r.code: r.name for r in readout.to_meter_data().readings}
+    if medium == 6:
+        assert (names["6.8"], names["6.26"], names["6.8*01"], names["9.4"]) == (
+            "Heat energy", "Volume", "Heat energy (billing period 1)", "Maximum flow and return temperature")
+        assert Obis.parse("6.8").matches(by_code["6.8"])  # (an item's '6.8' still reads it)
+    else:
+        assert names["6.8"] is None  # (MWh is no reactive energy: the unit says so)
+        assert names["9.4"] == "Apparent import (+VA), current average"
+    assert names["F"] == "Error register" and names["C.1.0"] == "Meter serial number"
+    energy = next(r for r in readout.to_meter_data().readings if r.code == "6.8")
+    assert energy.value == Decimal("2.039") and energy.unit == "MWh"  # (values never change with it)
+
+
+def test_heat_meter_items_snippet_and_table_say_heat():
+    from dlms_protocol.items import items_snippet
+
+    data = parse_readout(_framed(HEAT)).to_meter_data()
+    snippet = items_snippet(data, language="de")
+    assert "Wärmemenge" in snippet and "Blindenergie" not in snippet and "Scheinleistung" not in snippet

@@ -153,11 +153,21 @@ def test_sml_identification_codes_are_named(code: str, de: str, en: str) -> None
     ("1-0:96.1.255", "Device identification"),
     ("129-0:96.8.0*1", None),  # a maker's own A: the standard's 'time of operation' would be a guess
     ("200-0:1.8.0", None),
-    ("15-0:1.8.0", "Active import (+A), energy"),
+    ("1-0:1.8.0", "Active import (+A), energy"),
+    ("0-0:1.8.0", "Active import (+A), energy"),
+    ("1.8.0", "Active import (+A), energy"),
+    # another medium (2-15: heat 6, gas 7, water 8/9): the C and D tables are electricity's
+    ("15-0:1.8.0", None),
+    ("6-0:6.8.0", None),
+    ("7-0:3.0.0", None),
+    ("6-0:96.1.0", "Meter serial number"),  # (abstract codes are the same for every medium)
+    ("6-0:0.9.1", "Local time"),
 ])
 def test_names_stay_with_what_the_code_says(code: str, en) -> None:
     """0-0:96.1.255 carries a device's id, not its maker; a value group A above 15 (SML's 129) is
-    the manufacturer's own code: only an entry for that A names it (129-129:199.130.3 above)."""
+    the manufacturer's own code: only an entry for that A names it (129-129:199.130.3 above); a
+    quantity of another medium than electricity gets no electricity name (a heat meter's 6.8 is
+    heat energy, not reactive energy QII)."""
     assert Obis.parse(code).name() == en
 
 

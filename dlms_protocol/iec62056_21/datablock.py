@@ -46,7 +46,7 @@ from typing import List, Optional, Tuple, Union
 
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
 from ..model import MeterData, Reading, Value
-from ..obis import Obis
+from ..obis import Obis, d0_medium, with_medium
 from ..units import same_quantity
 from .identification import Identification, parse_identification
 
@@ -697,13 +697,22 @@ def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool,
     shown = f"{ident.raw}\r\n{body}" if ident is not None else body
     return Readout(
         identification=ident,
-        datasets=block.datasets,
+        datasets=_in_medium(block.datasets, ident),
         bcc=status,
         text=_CONTROL.sub("", shown),
         raw=raw,
         crc=crc,
         skipped=tuple(block.skipped),
     )
+
+
+def _in_medium(datasets: Tuple[DataSet, ...], ident: Optional[Identification]) -> Tuple[DataSet, ...]:
+    """The data sets with the medium the identification names (obis.d0_medium: a heat meter's
+    ``6.8``) as group A of their short codes; unchanged for every other meter."""
+    medium = d0_medium(ident.manufacturer, ident.ident) if ident is not None else None
+    if medium is None:
+        return datasets
+    return tuple(replace(ds, obis=with_medium(ds.obis, medium)) for ds in datasets)
 
 
 def parse_readout(raw: bytes, *, use_checksum: bool = True, expect: Optional[str] = None) -> Readout:
