@@ -635,3 +635,15 @@ def test_heat_meter_items_snippet_and_table_say_heat():
     data = parse_readout(_framed(HEAT)).to_meter_data()
     snippet = items_snippet(data, language="de")
     assert "Wärmemenge" in snippet and "Blindenergie" not in snippet and "Scheinleistung" not in snippet
+
+
+@pytest.mark.parametrize("code, value", [("1.6.0,5", "202601130730"), ("1-0:32.6.0,5", "202601251510"),
+                                         ("1.6.0*01,5", "202512010715"), ("1.6.0,2", Decimal("2.002")),
+                                         ("1.6.0", Decimal("2.002"))])
+def test_an_attribute_other_than_the_value_stays_as_sent(code, value):
+    """ZPA sends the time of each maximum as its own set, ``1.6.0,5(202601130730)`` (attribute 5,
+    the capture time): it was the number 202 601 130 730. Attribute 2 is the value itself."""
+    group = "02.002*kW" if isinstance(value, Decimal) else value
+    readout = parse_readout(_framed(b"/ZPA5\\2AM363\r\n\x02" + f"{code}({group})\r\n!\r\n\x03".encode()))
+    (reading,) = readout.to_meter_data().readings
+    assert reading.value == value and type(reading.value) is type(value)

@@ -91,6 +91,9 @@ _HOUR = timedelta(hours=1)
 #: history buffers whose value is their number of entries (Fluvius ``0-0:98.1.0(3)(1-0:1.6.0)…``, the
 #: power failure log ``1-0:99.97.0(2)(0-0:96.7.19)…``); E.ON Hungary's 98.1.0 begins with an entry's time
 _COUNTED = {(98, 1, 0), (99, 97, 0)}
+#: an attribute of an object other than its value (2), ``<code>,<attribute>``: ZPA's ``1.6.0,5(202601130730)``
+#: is the time of the 1.6.0 maximum (attribute 5 of an extended register is its capture time)
+_ATTRIBUTE = re.compile(r"(?:\d+-\d+:)?[\dCFLP]{1,3}(?:\.[\dCFLP]{1,3}){1,3}(?:\*\d{1,3})?,(?!2$)\d{1,2}")
 
 _MASK = bytes(b & 0x7F for b in range(256))
 _ODD = bytes(bin(b).count("1") & 1 for b in range(256))
@@ -229,7 +232,8 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
     * DSMR 2/3 gas ``0-1:24.3.0(121106150000)(00)(60)(1)(0-1:24.2.1)(m3)`` + ``(00054.386)`` on
       the next line: the value is the last group, its unit the sixth;
     * identifiers, times and dates (``Obis.is_text``) stay text: ``0-0:96.1.0(09610)`` is
-      ``"09610"``, not 9610.
+      ``"09610"``, not 9610; so does an object's attribute other than its value (``1.6.0,5``: a
+      time stamp, not a number).
     """
     groups = ds.values
     if not groups:
@@ -252,7 +256,7 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
                 if stamp is None and number == 0:  # (no moment and 0: a channel without a device, no fake 0)
                     return i, None, groups[i].unit, None
                 return i, number, groups[i].unit, stamp
-    if obis is not None and obis.is_text():
+    if obis is not None and obis.is_text() or obis is None and _ATTRIBUTE.fullmatch(ds.code):
         return 0, first.value.strip(), first.unit, None
     return 0, convert_value(first.value), first.unit, None
 
