@@ -276,3 +276,17 @@ def test_decode_of_a_capture_cut_out_of_a_running_line(capsys, tmp_path) -> None
     capture.write_bytes(frames[0][40:100])  # nothing decoded: the bytes are an error, not a note
     code, lines, err = run_cli(capsys, "decode", "--file", str(capture), "--key", EK, "--auth-key", AK)
     assert code == 1 and err.startswith("error: no push frame found")
+
+
+def test_only_a_raw_number_lacks_a_scaler():
+    """A structure (Energomera's 0-0:96.5.135 {OBIS, 3}) or octets without a value are raw, but
+    'scaler unknown' would send the user looking for a profile that cannot help."""
+    from dlms_protocol.dlms.decoder import _build_line_parts
+    from dlms_protocol.model import new_reading
+    from dlms_protocol.obis import Obis
+
+    code = Obis.parse("0-0:96.5.135.255")
+    readings = (new_reading("0-0:96.5.135.255", code, None, None, ["0000636204FF", 3], None, 1, None, ()),
+                new_reading("1-0:1.8.0.255", Obis.parse("1-0:1.8.0.255"), None, "Wh", 1234, None, 2, None, ()))
+    notes = [parts[2] for parts in _build_line_parts(readings)]
+    assert notes == [" (raw)", " (raw; scaler unknown)"]

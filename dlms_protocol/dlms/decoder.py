@@ -64,6 +64,11 @@ def _line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
                         tuple([(r.index, r.unit) for r in readings]))
 
 
+def _is_number(raw: object) -> bool:
+    """Only a number lacks a scaler; a structure or octets without a value are just raw."""
+    return isinstance(raw, int) and not isinstance(raw, bool)
+
+
 def _build_line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
     built = []
     for r in readings:
@@ -71,7 +76,7 @@ def _build_line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
         unit = f" {r.unit}" if r.unit else ""
         name = r.name or ""
         built.append((f"  {code:<20} ", unit + (f"  ({name})" if name else ""),
-                      " (raw; scaler unknown)" if r.obis is not None else " (raw)"))
+                      " (raw; scaler unknown)" if r.obis is not None and _is_number(r.raw) else " (raw)"))
     return tuple(built)
 
 
