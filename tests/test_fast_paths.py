@@ -69,7 +69,8 @@ def _reference_render(msg: PushMessage) -> List[str]:
         name = r.name or ""
         if r.value is None and r.raw is not None:
             number = isinstance(r.raw, int) and not isinstance(r.raw, bool)
-            shown = f"{_display(r.raw)} (raw; scaler unknown)" if r.obis is not None and number else f"{_display(r.raw)} (raw)"
+            note = "raw; scaler unknown" if r.obis is not None and number else "raw"
+            shown = f"{_display(r.raw)} ({note})"
         else:
             shown = _display(r.value)
         lines.append(f"  {code:<20} {shown}{unit}" + (f"  ({name})" if name else ""))
