@@ -33,7 +33,7 @@ from .deframer import Deframer
 from .gbt import GbtAssembler
 from .payload import interpret, interpret_text, unknown_layout_error
 from .profiles import load_profiles
-from .scalecheck import ScaleCheck
+from .scalecheck import RangeCheck, ScaleCheck
 from . import gcm, hdlc
 from .security import PUBLISHED_AUTH_KEYS, SecurityPolicy, decipher
 from .template import Template, learn
@@ -238,6 +238,9 @@ class PushDecoder:
         #: this meter's counters whose unit its lists do not state, per profile (scalecheck)
         self._scale_checks: Dict[Optional[str], ScaleCheck] = {
             name: ScaleCheck(name, p.scale_check) for name, p in known.items() if p.scale_check}
+        #: fields whose scaler their possible range decides, per profile (scalecheck.RangeCheck)
+        self._range_checks: Dict[Optional[str], RangeCheck] = {
+            name: RangeCheck(name, p.range_check) for name, p in known.items() if p.range_check}
 
     # ------------------------------------------------------------------ public
     def take_notes(self) -> List[Tuple[str, str]]:
@@ -365,6 +368,10 @@ class PushDecoder:
         check = self._scale_checks.get(interp.profile)
         if check is not None:
             readings, said = check.apply(tuple(readings), timestamp)
+            self.notes.extend(said)
+        ranged = self._range_checks.get(interp.profile)
+        if ranged is not None:
+            readings, said = ranged.apply(tuple(readings))
             self.notes.extend(said)
         return frozen_of(PushMessage, {
             "wrapper": wrapper, "ciphered": d.ciphered, "tag_verified": d.tag_verified, "timestamp": timestamp,

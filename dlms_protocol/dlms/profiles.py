@@ -34,7 +34,11 @@ Schema of a file::
 ``datetime`` (a 12-byte COSEM date-time; ``"deviation": "utc_offset"`` for a meter that writes
 its UTC offset where COSEM wants UTC minus local time: ZPA's +120 for CEST) or ``bytes``.
 ``"meter_id": true`` marks the field
-that identifies the meter.
+that identifies the meter. ``scale_check`` (``dlms.scalecheck``) names energy counters whose
+scaler is decided from the meter's own power; ``range_check`` names fields whose scaler differs
+between meter types of one list (a Kamstrup N1 sends its voltages in 0.01 V, the others in V):
+``{"fields": [...], "choices": [0, -2], "range": [50, 500]}`` takes the one choice that puts the
+value in the physically possible range, and holds the value back when none does.
 
 Every document is checked against ``SCHEMA`` (the JSON type of each known key) before anything
 else looks at it, so a malformed file is a ConfigurationError naming the file and the field
@@ -125,6 +129,8 @@ class Profile:
     rules: Optional[_Rules] = field(default=None, compare=False, repr=False)
     #: counters whose scaler the list does not state: {choices, counters, pairs} (``scalecheck``)
     scale_check: Optional[Dict[str, Any]] = None
+    #: fields whose scaler the possible range decides: {fields, choices, range} (``scalecheck.RangeCheck``)
+    range_check: Optional[Dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         if self.rules is None:
@@ -220,6 +226,8 @@ SCHEMA = _obj({
                          "deviation": _STR})),
     "scale_check": _obj({"choices": _arr(_INT), "counters": _arr(_STR), "pairs": _arr(_arr(_STR))},
                         required=("choices", "counters", "pairs")),
+    "range_check": _obj({"fields": _arr(_STR), "choices": _arr(_INT), "range": _arr(_INT)},
+                        required=("fields", "choices", "range")),
 }, required=("name", "match", "fields"))
 
 
@@ -321,7 +329,33 @@ def parse_profile(data: Any, where: str = "<json>") -> Profile:
         name=name.strip(), description=str(data.get("description", "")), match=match,
         fields=tuple(fields), source=str(data.get("source", "")), family=data.get("family"),
         scale_check=_check_scale_check(data.get("scale_check"), fields, where),
+        range_check=_check_range_check(data.get("range_check"), fields, where),
     )
+
+
+def _check_range_check(spec: Optional[Dict[str, Any]], fields: List[Field], where: str) -> Optional[Dict[str, Any]]:
+    """``range_check``: number fields, and choices so far apart that at most one of them puts a
+    value into the range (the next choice's factor exceeds the range's own span)."""
+    if spec is None:
+        return None
+    numbers = {f.code for f in fields if f.kind == "number" and f.code is not None}
+    codes = []
+    for text in spec["fields"]:
+        code = _try_obis(text)
+        if code is None or code not in numbers:
+            raise _fail(where, f"range_check: {text!r} is no number field of this profile")
+        codes.append(str(code))
+    choices, bounds = spec["choices"], spec["range"]
+    if len(bounds) != 2 or not 0 < bounds[0] < bounds[1]:
+        raise _fail(where, "range_check.range is [lowest, highest] magnitude, both above 0")
+    steps = [b - a for a, b in zip(sorted(choices), sorted(choices)[1:])]
+    if len(choices) < 2 or not all(-128 <= c <= 127 for c in choices) or min(steps, default=0) < 1 \
+            or 10 ** min(steps) <= bounds[1] / bounds[0]:
+        raise _fail(where, "range_check.choices must be two or more scalers (-128 to 127) further apart than the "
+                           "range is wide, so that at most one of them fits")
+    if not codes:
+        raise _fail(where, "range_check.fields must name at least one field")
+    return {"fields": codes, "choices": list(choices), "range": list(bounds)}
 
 
 def _check_scale_check(spec: Optional[Dict[str, Any]], fields: List[Field], where: str) -> Optional[Dict[str, Any]]:

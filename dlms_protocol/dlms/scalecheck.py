@@ -167,4 +167,55 @@ class ScaleCheck:
         return replace(r, value=Decimal(raw).scaleb(self.scaler), scaler=self.scaler)
 
 
-__all__ = ["ScaleCheck", "HELD", "TOLERANCE", "MIN_WH", "MAX_GAP", "MIN_COVER", "MIN_SPAN"]
+class RangeCheck:
+    """Fields whose scaler differs between meter types of one list (``profiles.Profile.range_check``).
+
+    Why: a Kamstrup Omnipower of type 684143 (Denmark, N1) sends the Kamstrup_V0001 list with
+    its voltages in 0.01 V, where every other type sends whole volts: 23593 read as 23 593 V
+    (amsreader-firmware issue 814), and a power factor derived from it. The choices are further
+    apart than the range is wide, so at most one puts a value into the range; a value that none
+    puts there is held back (value None, raw kept), never published. Sans-io, stateless.
+    """
+
+    def __init__(self, profile: str, spec: Dict[str, Any]) -> None:
+        self.profile = profile
+        self.fields = frozenset(Obis.parse(c) for c in spec["fields"])
+        self.choices: Tuple[int, ...] = tuple(spec["choices"])
+        self.low, self.high = (Decimal(b) for b in spec["range"])
+        self.told: set = set()  # (field, scaler) said once in the log
+
+    def apply(self, readings: Tuple[Reading, ...]) -> Tuple[Tuple[Reading, ...], List[Tuple[str, str]]]:
+        """The readings with each checked field at the scaler its range decides; notes for the log."""
+        notes: List[Tuple[str, str]] = []
+        out = tuple(self._checked(r, notes) if r.obis in self.fields else r for r in readings)
+        return out, notes
+
+    def _checked(self, r: Reading, notes: List[Tuple[str, str]]) -> Reading:
+        raw = r.raw
+        if not isinstance(raw, int) or isinstance(raw, bool) or raw == 0:
+            return r  # (0 is 0 at every scaler)
+        for choice in self.choices:
+            value = Decimal(raw).scaleb(choice)
+            if self.low <= abs(value) <= self.high:
+                if choice == r.scaler:
+                    return r
+                self._say(notes, r, choice, f"profile {self.profile}: {r.code} sends {raw}, which is "
+                                            f"{value} {r.unit or ''} at 10^{choice} (this meter type's unit)")
+                return replace(r, value=value, scaler=choice)
+        self._say(notes, r, None, f"profile {self.profile}: {r.code} sends {raw}, which is outside "
+                                  f"{self.low}-{self.high} {r.unit or ''} at every scaler 10^"
+                                  f"{'/10^'.join(str(c) for c in self.choices)}; it is held back")
+        return replace(r, value=None, details=r.details + (OUT_OF_RANGE,))
+
+    def _say(self, notes: List[Tuple[str, str]], r: Reading, choice: Optional[int], text: str) -> None:
+        key = (r.code, choice)
+        if key not in self.told and len(self.told) < 64:
+            self.told.add(key)
+            notes.append(("info" if choice is not None else "warning", text))
+
+
+#: the detail a value outside every choice's range carries (``Reading.details``)
+OUT_OF_RANGE = (HELD_DETAIL, "held back: outside the possible range at every scaler of the profile")
+
+__all__ = ["ScaleCheck", "RangeCheck", "HELD", "OUT_OF_RANGE", "TOLERANCE", "MIN_WH", "MAX_GAP", "MIN_COVER",
+           "MIN_SPAN"]
