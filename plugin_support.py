@@ -352,8 +352,7 @@ def physical_value(binding: ObisBinding, reading: Reading) -> Any:
     if reading.value is None:
         held = dict(reading.details).get(HELD_DETAIL)
         if held:
-            raise ValueProblem(f"{reading.code} is {held} (the meter's list does not say it); that takes an hour "
-                               "or more of power readings after the start (see the log)")
+            raise ValueProblem(f"{reading.code} is {held}")  # (the detail says why and for how long)
         raise ValueProblem(f"{reading.code} has no physical value (raw {format_value(reading.raw)}): the scaler "
                            "of this value is unknown for this meter's layout; add it in a profile (see dump)")
     if binding.unit is None and binding.scale is None:

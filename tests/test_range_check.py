@@ -128,3 +128,14 @@ def test_a_broken_range_check_is_refused_at_loading(spec: Dict[str, Any], cause:
     with pytest.raises(ConfigurationError) as err:
         parse_profile(_profile(spec))
     assert cause in str(err.value)
+
+
+def test_a_smarthomeng_item_says_why_the_voltage_is_missing() -> None:
+    pytest.importorskip("yaml")  # (the SmartHomeNG double; not in the Venus OS matrix)
+    from shng_double.testing import support
+
+    ps = support()  # the plugin's own module, as SmartHomeNG imports it
+    reading = next(r for r in decode((3000, 231, 229))[0].readings if r.code == "1-1:32.7.0.255")
+    with pytest.raises(ps.ValueProblem) as err:
+        ps.item_value(ps.parse_obis_attribute("1-1:32.7.0"), reading, "num")
+    assert "outside the possible range" in str(err.value) and "hour" not in str(err.value)

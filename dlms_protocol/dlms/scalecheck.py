@@ -45,7 +45,8 @@ MIN_SPAN = 600.0
 
 _EPOCH = datetime(1970, 1, 1)
 #: the detail a held-back counter carries (``Reading.details``), for the item's explanation
-HELD = (HELD_DETAIL, "held back until the meter's power readings show the counters' unit")
+HELD = (HELD_DETAIL, "held back until the meter's power readings show the counters' unit (the meter's list does "
+                     "not say it); that takes an hour or more of power readings after the start (see the log)")
 
 
 def _seconds(stamp: Optional[datetime]) -> Optional[float]:
@@ -215,7 +216,7 @@ class RangeCheck:
 
 
 #: the detail a value outside every choice's range carries (``Reading.details``)
-OUT_OF_RANGE = (HELD_DETAIL, "held back: outside the possible range at every scaler of the profile")
+OUT_OF_RANGE = (HELD_DETAIL, "held back: outside the possible range at every scaler of the profile (see the log)")
 
 __all__ = ["ScaleCheck", "RangeCheck", "HELD", "OUT_OF_RANGE", "TOLERANCE", "MIN_WH", "MAX_GAP", "MIN_COVER",
            "MIN_SPAN"]
