@@ -619,6 +619,38 @@ def test_a_visible_string_padded_with_nuls_is_its_text_and_the_raw_keeps_them() 
     assert serial.value == "13943597" and serial.raw == "13943597" + "\x00" * 8
 
 
+def test_cy_lg_e450_lists_per_their_own_sums() -> None:
+    """The two Cyprus E450 lists (esphome-libs/dlms_parser hdlc_landis_gyr_e450_cyprus*: every value
+    'raw; scaler unknown'): currents x0.01 and power factor x0.001 as in every E450 list; the frame's
+    own phase sum, power triangle and tariff sums agree with those scalers."""
+    setup = "0-8:25.9.0.255"
+    codes = ["1-0:21.7.0.255", "1-0:41.7.0.255", "1-0:61.7.0.255", "1-0:22.7.0.255", "1-0:42.7.0.255",
+             "1-0:62.7.0.255", "1-0:1.7.0.255", "1-0:2.7.0.255", "1-0:3.7.0.255", "1-0:4.7.0.255", "1-0:13.7.0.255",
+             "1-0:31.7.0.255", "1-0:51.7.0.255", "1-0:71.7.0.255", "1-0:32.7.0.255", "1-0:52.7.0.255",
+             "1-0:72.7.0.255", "1-0:14.7.0.255"]
+    head = [_capture(40, setup), _capture(8, "0-0:1.0.0.255")]
+    clock = bytes.fromhex("07EA0608010E2E04FF800000")
+    values = [(U32, v) for v in (73, 34, 80, 0, 0, 0, 187, 0, 0, 622)] + [(U16, 286)] + \
+        [(U16, v) for v in (130, 74, 89, 238, 239, 238, 50)]
+    r = run(S(("array", A("structure", head + [_capture(3, c) for c in codes] + [_capture(1, "0-0:96.3.0.255")])),
+              (OS, clock), *values, (U32, 11)))
+    assert r.profile == "cy-lg-e450-instant20" and not r.unknown_layout
+    check_rows(r, [(3, "1-0:41.7.0.255", "34", "W"), (8, "1-0:1.7.0.255", "187", "W"),
+                   (11, "1-0:4.7.0.255", "622", "var"), (12, "1-0:13.7.0.255", "0.286", None),
+                   (13, "1-0:31.7.0.255", "1.30", "A"), (16, "1-0:32.7.0.255", "238", "V"),
+                   (19, "1-0:14.7.0.255", "50", "Hz")])
+    energy = ["1-0:1.8.1.255", "1-0:1.8.2.255", "1-0:2.8.1.255", "1-0:2.8.2.255", "1-0:1.8.0.255", "1-0:2.8.0.255",
+              "1-0:3.8.0.255", "1-0:4.8.0.255"]
+    head = [_capture(40, "0-9:25.9.0.255"), _capture(1, "0-0:42.0.0.255"), _capture(1, "0-0:96.1.1.255"),
+            _capture(1, "0-0:96.14.0.255")]
+    r = run(S(("array", A("structure", head + [_capture(3, c) for c in energy] + [_capture(70, "0-0:96.3.10.255", 3)])),
+              (OS, b"LGZ1030790258946"), (OS, b"1538088"), (OS, b"RATE2\0\0\0"),
+              *[(U32, v) for v in (50119, 82454, 2993, 23, 132573, 3016, 2691, 307393)], (ENUM, 1)))
+    assert r.profile == "cy-lg-e450-energy13" and not r.unknown_layout
+    check_rows(r, [(4, "1-0:1.8.1.255", "50119", "Wh"), (8, "1-0:1.8.0.255", "132573", "Wh"),
+                   (11, "1-0:4.8.0.255", "307393", "varh")])
+
+
 def test_push_list_in_the_later_form_with_restriction_and_columns() -> None:
     """Blue Book ed. 13 on, a push object list entry may add {restriction, columns} (an
     Energomera event push sends them empty): the values are named as with the four-field form."""
