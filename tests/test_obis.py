@@ -162,6 +162,8 @@ def test_sml_identification_codes_are_named(code: str, de: str, en: str) -> None
     ("7-0:3.0.0", None),
     ("6-0:96.1.0", "Meter serial number"),  # (abstract codes are the same for every medium)
     ("6-0:0.9.1", "Local time"),
+    ("0-0:17.0.0*255", "Limiter threshold"),  # (DSMR, e-MUCS: kW, A or kVA by country)
+    ("1-3:0.2.8", "Version information (P1 port)"),
 ])
 def test_names_stay_with_what_the_code_says(code: str, en) -> None:
     """0-0:96.1.255 carries a device's id, not its maker; a value group A above 15 (SML's 129) is
