@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..model import HELD_DETAIL, Reading
 from ..obis import Obis
@@ -175,7 +175,8 @@ class RangeCheck:
     its voltages in 0.01 V, where every other type sends whole volts: 23593 read as 23 593 V
     (amsreader-firmware issue 814), and a power factor derived from it. The choices are further
     apart than the range is wide, so at most one puts a value into the range; a value that none
-    puts there is held back (value None, raw kept), never published. Sans-io, stateless.
+    puts there is held back (value None, raw kept), never published. Sans-io; it keeps only what
+    it has said in the log.
     """
 
     def __init__(self, profile: str, spec: Dict[str, Any]) -> None:
@@ -183,7 +184,7 @@ class RangeCheck:
         self.fields = frozenset(Obis.parse(c) for c in spec["fields"])
         self.choices: Tuple[int, ...] = tuple(spec["choices"])
         self.low, self.high = (Decimal(b) for b in spec["range"])
-        self.told: set = set()  # (field, scaler) said once in the log
+        self.told: Set[Tuple[str, Optional[int]]] = set()  # (field, scaler) said once in the log
 
     def apply(self, readings: Tuple[Reading, ...]) -> Tuple[Tuple[Reading, ...], List[Tuple[str, str]]]:
         """The readings with each checked field at the scaler its range decides; notes for the log."""

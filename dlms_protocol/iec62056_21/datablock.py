@@ -256,7 +256,7 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
                 if stamp is None and number == 0:  # (no moment and 0: a channel without a device, no fake 0)
                     return i, None, groups[i].unit, None
                 return i, number, groups[i].unit, stamp
-    if obis is not None and obis.is_text() or obis is None and _ATTRIBUTE.fullmatch(ds.code):
+    if (obis is not None and obis.is_text()) or (obis is None and _ATTRIBUTE.fullmatch(ds.code)):
         return 0, first.value.strip(), first.unit, None
     return 0, convert_value(first.value), first.unit, None
 
