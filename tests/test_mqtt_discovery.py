@@ -291,3 +291,22 @@ def test_an_sml_meter_is_announced_with_its_maker() -> None:
             assert made == expected, path.name
             assert device_block(meter_name(data), identity(data))["manufacturer"] == made
     assert named >= 14  # all but the captures without such a reading
+
+
+def test_a_heat_meter_on_the_optical_port_gets_heat_classes() -> None:
+    """A UH50's 6.8 in MWh or GJ is heat energy (HA 'energy', total_increasing), 6.26 its volume;
+    read as electricity 6.8 would be reactive energy, and no other class of that medium is guessed."""
+    from dlms_protocol.iec62056_21.datablock import bcc, parse_readout
+
+    text = (b"/LUGCUH50\r\n\x026.8(0002.039*MWh)6.26(00040.62*m3)6.6(0008.9*kW)6.8*01(0001.913*MWh)\r\n"
+            b"6.31(0001067*h)9.24(1.5*m3ph)\r\n!\r\n\x03")
+    data = parse_readout(text + bytes([bcc(text[text.index(b"\x02") + 1:])])).to_meter_data()
+    classes = {r.code: ha_class(r) for r in data.readings}
+    got = {code: (c.device_class, c.state_class, c.unit) for code, c in classes.items() if c is not None}
+    assert got == {"6.8": ("energy", "total_increasing", "MWh"), "6.26": ("volume", "total_increasing", "m³"),
+                   "6.6": ("power", "measurement", "kW"), "6.8*01": ("energy", None, "MWh"),
+                   "6.31": (None, None, "h"), "9.24": (None, None, "m3ph")}
+    gj = Reading(code="6.8", obis=Obis(6, None, 6, 8), value=Decimal("7.34"), unit="GJ")
+    gj_class = ha_class(gj)
+    assert gj_class is not None and (gj_class.device_class, gj_class.unit) == ("energy", "GJ")
+    assert ha_class(reading("7-0:3.0.0", Decimal(1), "m3")).device_class is None  # (no gas entry: no class)

@@ -247,13 +247,17 @@ def ha_class(reading: Reading) -> Optional[HaClass]:
         return None
     code = reading.obis
     table = _table()
-    entry = table["by_c"].get(code.c) if code is not None else None
-    if code is None or entry is None:
-        return HaClass(None, None, reading.unit)
-    kind = _tables()["d"].get(str(code.d), {}).get("kind") if code.d is not None else None
-    device_class = entry.get(kind) if kind else None
-    if device_class is None:
-        device_class, kind = entry.get("any"), "any"
+    if code is not None and code.a is not None and 1 < code.a <= 15:  # heat, gas, water (ha_discovery media)
+        own = table["media"].get(str(code.a), {}).get(f"{code.c}.{code.d}") if code.e is None else None
+        device_class, kind = (own["device_class"], own["kind"]) if own else (None, None)
+    else:
+        entry = table["by_c"].get(code.c) if code is not None else None
+        if code is None or entry is None:
+            return HaClass(None, None, reading.unit)
+        kind = _tables()["d"].get(str(code.d), {}).get("kind") if code.d is not None else None
+        device_class = entry.get(kind) if kind else None
+        if device_class is None:
+            device_class, kind = entry.get("any"), "any"
     converted = _ha_unit(device_class, reading.unit) if device_class else None
     if device_class is None or converted is None:
         return HaClass(None, None, reading.unit)
