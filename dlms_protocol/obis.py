@@ -202,6 +202,11 @@ class Obis:
             return None
         return name
 
+    def other_medium(self) -> bool:
+        """A medium other than electricity (A 2-15: heat, gas, water ...), whose quantities the
+        electricity tables (names, Home Assistant classes) do not describe."""
+        return self.a is not None and 1 < self.a <= _MEDIA_MAX
+
     def unit(self) -> Optional[str]:
         """The usual unit of this quantity (used only when a frame carries none)."""
         return describe(self)[1]
@@ -337,7 +342,7 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
             return _with_period(entry[lang], code, lang), entry.get("unit")
         if code.a is not None and code.a > _MEDIA_MAX:
             return None, None  # (A 16-255, e.g. SML's 129: the manufacturer's own, only its A-keyed entries)
-        if code.a is not None and code.a > 1 and code.c in _QUANTITY_C:
+        if code.other_medium() and code.c in _QUANTITY_C:
             return None, None  # (heat, gas, water: the C and D tables are electricity's quantities)
     quantity = t["c"].get(str(code.c))
     processing = t["d"].get(str(code.d)) if code.d is not None else None

@@ -91,9 +91,6 @@ _HOUR = timedelta(hours=1)
 #: history buffers whose value is their number of entries (Fluvius ``0-0:98.1.0(3)(1-0:1.6.0)…``, the
 #: power failure log ``1-0:99.97.0(2)(0-0:96.7.19)…``); E.ON Hungary's 98.1.0 begins with an entry's time
 _COUNTED = {(98, 1, 0), (99, 97, 0)}
-#: an attribute of an object other than its value (2), ``<code>,<attribute>``: ZPA's ``1.6.0,5(202601130730)``
-#: is the time of the 1.6.0 maximum (attribute 5 of an extended register is its capture time)
-_ATTRIBUTE = re.compile(r"(?:\d+-\d+:)?[\dCFLP]{1,3}(?:\.[\dCFLP]{1,3}){1,3}(?:\*\d{1,3})?,(?!2$)\d{1,2}")
 
 _MASK = bytes(b & 0x7F for b in range(256))
 _ODD = bytes(bin(b).count("1") & 1 for b in range(256))
@@ -256,9 +253,18 @@ def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[date
                 if stamp is None and number == 0:  # (no moment and 0: a channel without a device, no fake 0)
                     return i, None, groups[i].unit, None
                 return i, number, groups[i].unit, stamp
-    if (obis is not None and obis.is_text()) or (obis is None and _ATTRIBUTE.fullmatch(ds.code)):
+    if (obis is not None and obis.is_text()) or (obis is None and _other_attribute(ds.code)):
         return 0, first.value.strip(), first.unit, None
     return 0, convert_value(first.value), first.unit, None
+
+
+def _other_attribute(code: str) -> bool:
+    """``<OBIS>,<attribute>`` with an attribute other than the value (2): ZPA's ``1.6.0,5(202601130730)``
+    is the time of the 1.6.0 maximum (attribute 5 of an extended register is its capture time)."""
+    base, comma, attribute = code.rpartition(",")
+    if not (comma and attribute.isascii() and attribute.isdigit() and len(attribute) <= 2):
+        return False
+    return int(attribute) != 2 and _obis(base) is not None
 
 
 def _dsmr_time(m: "re.Match[str]") -> Optional[datetime]:

@@ -247,7 +247,7 @@ def ha_class(reading: Reading) -> Optional[HaClass]:
         return None
     code = reading.obis
     table = _table()
-    if code is not None and code.a is not None and 1 < code.a <= 15:  # heat, gas, water (ha_discovery media)
+    if code is not None and code.other_medium():  # heat, gas, water: only their own entries (ha_discovery media)
         own = table["media"].get(str(code.a), {}).get(f"{code.c}.{code.d}") if code.e is None else None
         device_class, kind = (own["device_class"], own["kind"]) if own else (None, None)
     else:
