@@ -1,7 +1,9 @@
 """Helpers for the plugin tests: a plugins directory holding this repository as ``dlms``, waiting."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ def plugins_dir() -> Path:
     if _PLUGINS_DIR is None:
         base = Path(tempfile.mkdtemp(prefix="shng-plugins-"))
         os.symlink(ROOT, base / "dlms")
+        atexit.register(shutil.rmtree, base, True)  # a symlink only: the repository stays
         _PLUGINS_DIR = base
     return _PLUGINS_DIR
 
