@@ -211,6 +211,16 @@ class Obis:
         """The usual unit of this quantity (used only when a frame carries none)."""
         return describe(self)[1]
 
+    def glued_units(self) -> Tuple[str, ...]:
+        """Units whose quantity a unit glued to this code's number may be of: its usual unit, or
+        for a code without one those of obis_names.json ``glued_units`` (the limiter threshold)."""
+        usual = self.unit()
+        if usual:
+            return (usual,)
+        if self.a not in (None, 0):
+            return ()
+        return _glued_unit_table().get(f"{self.c}.{self.d}.{self.e}", ())
+
     def is_text(self) -> bool:
         """Is this code's value text even when all digits (obis_names.json ``text_codes``):
         identifiers, times, dates? A number would drop the leading zeros of a serial number."""
@@ -242,6 +252,11 @@ def _text_codes() -> FrozenSet[Tuple[Optional[int], ...]]:
         for g in range(int(first), int(last or first) + 1):
             out.add((*(int(f) for f in fixed), g))
     return frozenset(out)
+
+
+@lru_cache(maxsize=1)
+def _glued_unit_table() -> Dict[str, Tuple[str, ...]]:
+    return {code: tuple(units) for code, units in _tables()["glued_units"]["codes"].items()}
 
 
 @lru_cache(maxsize=1)

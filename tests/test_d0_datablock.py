@@ -579,6 +579,21 @@ def test_a_unit_right_after_the_number_is_split_off_when_it_is_the_codes_own():
     assert peak.timestamp == datetime(2024, 11, 15, 8, 45, tzinfo=timezone(timedelta(hours=1)))
 
 
+def test_a_glued_unit_of_a_code_without_one_usual_unit_is_split_off_when_its_quantity_fits():
+    """The limiter threshold 0-0:17.0.0 has no one unit (kW in NL/BE, kVA in LU, A on an ACE4000):
+    a Fluvius telegram's ``(999.9kW)`` stayed the text '999.9kW' while every other glued unit of it
+    was split. Any of those quantities splits now; another quantity, or the code under A 1, stays."""
+    got = {r.code: (r.value, r.unit) for r in parse_readout(_dsmr(
+        "0-0:17.0.0(999.9kW)\r\n1-0:17.0.0(5.0kW)\r\n")).to_meter_data().readings}
+    assert got["0-0:17.0.0"] == (Decimal("999.9"), "kW")
+    assert got["1-0:17.0.0"] == ("5.0kW", None)
+    for text, unit in (("016A", "A"), ("10.5kVA", "kVA"), ("9000W", "W")):
+        reading = _reading(_dsmr(f"0-0:17.0.0({text})\r\n"), "0-0:17.0.0")
+        assert reading.unit == unit and reading.value == Decimal(text[:-len(unit)])
+    assert _reading(_dsmr("0-0:17.0.0(12.0kWh)\r\n"), "0-0:17.0.0").unit is None  # (an energy is no threshold)
+    assert _reading(_dsmr("0-0:96.1.4(50215)\r\n"), "0-0:96.1.4").name == "Version information (e-MUCS P1 port)"
+
+
 def test_a_dsmr_crc_over_bytes_above_0x7f_as_sent_holds():
     """A Hungarian Sanxing (P1Monitor's test telegram) sends its text message as 0xFF bytes on an
     8N1 line and its CRC over them as sent; the CRC was only taken over the 7-bit bytes (a 7E1 line

@@ -388,17 +388,17 @@ def _dataset(code: str, values: List[DataValue]) -> DataSet:
 def _glued_units(obis: Optional[Obis], values: Tuple[DataValue, ...]) -> Tuple[DataValue, ...]:
     """An Iskra MT382 on its optical port (dsmr_parser issue 81) and an L&T meter write the unit
     right after the number, ``1-0:1.8.0(010192.57kWh)``: that is 10192.57 kWh when the unit is one
-    of the code's own quantity (units.py), else the group stays as sent (a hex word such as ``0A``
+    of the code's own quantity (units.py; ``Obis.glued_units``), else the group stays as sent (a hex word such as ``0A``
     is no 0 A; identifiers and times are text codes and stay so too)."""
     if obis is None or obis.is_text():
         return values
-    usual = obis.unit()
+    units = obis.glued_units()
     out: Optional[List[DataValue]] = None
     for i, v in enumerate(values):
         if v.unit is not None or _STAMPED.fullmatch(v.value.strip()):
             continue  # (a time ends in S or W: DSMR's 241115084500W is winter time, not 241 GW)
         m = _GLUED_UNIT.fullmatch(v.value)
-        if m is not None and usual and same_quantity(m.group(2), usual):
+        if m is not None and any(same_quantity(m.group(2), unit) for unit in units):
             out = list(values) if out is None else out
             out[i] = DataValue(m.group(1), m.group(2))
     return values if out is None else tuple(out)
