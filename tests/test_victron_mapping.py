@@ -218,8 +218,88 @@ def test_per_phase_import_only_meter_gets_exact_phase_power() -> None:
     assert m.labels == {f"/Ac/L{ph}/Power": DERIVED for ph in (1, 2, 3)}
 
 
+def _import_only(imp: int, exp: int, phases: Any, amps: Any = ("1.0", "1.0", "1.0")) -> MeterData:
+    readings = [R("1-0:1.7.0.255", imp, "W"), R("1-0:2.7.0.255", exp, "W")]
+    readings += [R(f"1-0:{c}.7.0.255", p, "W") for c, p in zip((21, 41, 61), phases)]
+    readings += [R(f"1-0:{c}.7.0.255", 230, "V") for c in (32, 52, 72)]
+    readings += [R(f"1-0:{c}.7.0.255", a, "A") for c, a in zip((31, 51, 71), amps)]
+    return frame(*readings)
+
+
+def test_per_phase_import_only_meter_with_one_exporting_phase_is_exact() -> None:
+    """Found with the real dbus-systemcalc-py: simulate-push's default list (totals plus per-phase
+    import) was split by U*|I| as soon as one phase exported, and L3 importing 270 W was published
+    as exporting. A phase whose import is above 0 has that power; one phase at 0 has the rest."""
+    m = Mapper().map(_import_only(347, 0, (0, 110, 320), ("0.9", "0.5", "1.4")))
+    v = m.values
+    assert (v["/Ac/L1/Power"], v["/Ac/L2/Power"], v["/Ac/L3/Power"]) == (-83.0, 110.0, 320.0)
+    assert (v["/Ac/L1/Current"], v["/Ac/L2/Current"], v["/Ac/L3/Current"]) == (-0.9, 0.5, 1.4)  # signs known
+    assert m.labels == {f"/Ac/L{ph}/Power": DERIVED for ph in (1, 2, 3)}
+    # the house exports in total: still exact with one phase at 0
+    m = Mapper().map(_import_only(0, 250, (600, 0, 600)))
+    assert (m.values["/Ac/L1/Power"], m.values["/Ac/L2/Power"], m.values["/Ac/L3/Power"]) == (600.0, -1450.0, 600.0)
+
+
+def test_per_phase_import_only_meter_with_two_exporting_phases_estimates_only_those() -> None:
+    m = Mapper().map(_import_only(0, 113, (0, 0, 270), ("1.2", "0.8", "1.2")))
+    v = m.values
+    assert v["/Ac/L3/Power"] == 270.0 and v["/Ac/L3/Current"] == 1.2  # measured import: exact, signed +
+    assert (v["/Ac/L1/Power"], v["/Ac/L2/Power"]) == (approx(-383 * 0.6), approx(-383 * 0.4))  # rest by U*|I|
+    assert v["/Ac/L1/Power"] + v["/Ac/L2/Power"] + v["/Ac/L3/Power"] == approx(-113.0)  # the sum ESS uses
+    assert m.labels == {"/Ac/L1/Power": ESTIMATED, "/Ac/L2/Power": ESTIMATED, "/Ac/L3/Power": DERIVED}
+    for path in ("/Ac/L1/Current", "/Ac/L2/Current", "/Ac/L1/PowerFactor", "/Ac/Current", "/Ac/PowerFactor"):
+        assert path not in v and path in m.withheld, path  # no sign, no power factor from a guess
+    # only one of the two carries current: it has the whole rest
+    one = Mapper().map(_import_only(0, 113, (0, 0, 270), ("1.2", "0", "1.2"))).values
+    assert (one["/Ac/L1/Power"], one["/Ac/L2/Power"]) == (-383.0, 0.0) and one["/Ac/L1/Current"] == -1.2
+    # nothing left (within the rounding): both 0, exact
+    zero = Mapper().map(_import_only(271, 0, (0, 0, 270)))
+    assert (zero.values["/Ac/L1/Power"], zero.values["/Ac/L2/Power"]) == (0.0, 0.0)
+    assert set(zero.labels.values()) == {DERIVED}
+
+
+def test_per_phase_import_only_estimate_follows_the_split_option(caplog: pytest.LogCaptureFixture) -> None:
+    data = _import_only(0, 113, (0, 0, 270), ("1.2", "0.8", "1.2"))
+    off = Mapper(options={"three_phase_total": "off"}).map(data)
+    assert not off.labels and not any(f"/Ac/L{ph}/Power" in off.values for ph in (1, 2, 3))
+    l1 = Mapper(options={"three_phase_total": "l1"}).map(data)
+    assert l1.labels == {"/Ac/L1/Power": TOTAL} and l1.values["/Ac/L1/Power"] == -113.0
+    individual = Mapper()
+    individual.set_ess_mode(2)
+    out = individual.map(data)
+    assert not out.labels and "Individual phase" in caplog.text
+    # exact frames stay exact under every option
+    for options in ({"three_phase_total": "off"}, {"three_phase_total": "l1"}):
+        assert set(Mapper(options=options).map(_import_only(347, 0, (0, 110, 320))).labels.values()) == {DERIVED}
+
+
+@given(st.lists(st.integers(-4000, 4000), min_size=3, max_size=3), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_per_phase_import_only_property(true: List[int], balancing: bool) -> None:
+    """Any three phase powers, sent as per-phase import (max(P, 0)) with totals of a balancing
+    meter (import and export of the sum) or of one that adds each direction: every phase labelled
+    derived has its true power, every estimated one has the sign of its true power or 0, and the
+    phases add up to the net total."""
+    net = sum(true)
+    if balancing:
+        imp, exp = max(net, 0), max(-net, 0)
+    else:
+        imp, exp = sum(max(p, 0) for p in true), sum(max(-p, 0) for p in true)
+    m = Mapper().map(_import_only(imp, exp, [max(p, 0) for p in true], [str(abs(p) / 230 + 0.1) for p in true]))
+    got = [m.values.get(f"/Ac/L{ph}/Power") for ph in (1, 2, 3)]
+    assert all(g is not None for g in got)
+    assert sum(got) == approx(net)  # type: ignore[arg-type]
+    for ph, (g, t) in enumerate(zip(got, true), start=1):
+        label = m.labels[f"/Ac/L{ph}/Power"]
+        assert label in (DERIVED, ESTIMATED)
+        if label == DERIVED:
+            assert g == t or (t <= 0 and abs(g - t) <= 1.5 * 3), (true, got)  # type: ignore[operator]
+        else:
+            assert g <= 0 and t <= 0, (true, got)  # type: ignore[operator]
+
+
 @pytest.mark.parametrize("imp,exp,phases", [
-    (950, 0, (600, 0, 600)),       # L2 exports 250 W: the imports add up to more than the total
+    (950, 0, (600, 700, 600)),     # the imports add up to more than the net total: not one instant
     (0, 250, (0, 0, 0)),           # the house exports: some phase exports, which one is unknown
     (950, 0, (400, 250, None)),    # L3's import missing
 ])
@@ -301,17 +381,17 @@ def test_a_meter_switching_between_label_sets_logs_each_once_at_info(caplog: pyt
     derived = frame(R("1.7.0", 900, "W"), R("2.7.0", 0, "W"), R("21.7.0", 500, "W"), R("41.7.0", 300, "W"),
                     R("61.7.0", 100, "W"), *(R(f"{c}.7.0", 230, "V") for c in (32, 52, 72)),
                     *(R(f"{c}.7.0", "1.0", "A") for c in (31, 51, 71)))
-    estimated = frame(R("1.7.0", 600, "W"), R("2.7.0", 0, "W"), R("21.7.0", 500, "W"), R("41.7.0", 300, "W"),
+    estimated = frame(R("1.7.0", 300, "W"), R("2.7.0", 0, "W"), R("21.7.0", 500, "W"), R("41.7.0", 0, "W"),
                       R("61.7.0", 0, "W"), *(R(f"{c}.7.0", 230, "V") for c in (32, 52, 72)),
-                      *(R(f"{c}.7.0", "1.0", "A") for c in (31, 51, 71)))  # L3 exports 200 W: no exact split
+                      *(R(f"{c}.7.0", "1.0", "A") for c in (31, 51, 71)))  # L2 and L3 export 200 W: split unknown
     for _ in range(10):
         assert set(m.map(derived).labels.values()) == {DERIVED}
-        assert set(m.map(estimated).labels.values()) == {ESTIMATED}
+        assert set(m.map(estimated).labels.values()) == {DERIVED, ESTIMATED}
     infos = [r for r in caplog.records if "phase power" in r.getMessage() and r.levelname == "INFO"]
     debugs = [r for r in caplog.records if "phase power" in r.getMessage() and r.levelname == "DEBUG"]
     assert [r.getMessage().split(" (")[0] for r in infos] == [
         "victron: phase power L1 derived, L2 derived, L3 derived",
-        "victron: phase power L1 estimated, L2 estimated, L3 estimated"]
+        "victron: phase power L1 derived, L2 estimated, L3 estimated"]
     assert len(debugs) == 18  # every later switch, for whoever debugs
     assert Mapper().map(frame(R("36.7.0", 100, "W"))).labels == {"/Ac/L1/Power": MEASURED}
 

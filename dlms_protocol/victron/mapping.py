@@ -21,9 +21,13 @@ any register, so D-Bus shows the same net power as the items and the web chart, 
   order (``phase_power_rules`` below; every phase power carries a label, see ``Mapped.labels``):
 
   1. the meter's own per-phase power (or the core's import - export per phase): **measured**/**derived**;
-  2. totals plus per-phase import only: when total export is 0 and the per-phase imports sum
-     to the total import (within the meter's rounding), no phase exports, so each phase's
-     power is its import (exact, **derived**, currents signed +);
+  2. totals plus per-phase import only: a phase whose import is above 0 has exactly that power
+     (a phase cannot import and export at once); the phases with import 0 have together what is
+     left of the net total (total import - total export - those imports, at most 0 within the
+     meter's rounding; anything else means the values disagree and rule 4 applies): one such
+     phase has it exactly, several have 0 when nothing is left (**derived**, currents signed);
+     otherwise the rest is split among them by U*|I| as in rule 4 (**estimated**, only where
+     rule 4's option estimates; else rule 4 decides for the whole frame);
   3. a single-phase meter, or a meter with no phase data at all: the total on L1
      (**total**, option ``total_power_on_l1``; Victron's own ABB B21 driver does the same);
   4. a 3-phase meter that sends only the total plus per-phase U/I: when only one phase
@@ -86,6 +90,8 @@ _VOLTAGE = ("",) + tuple(f"/Ac/L{ph}/Voltage" for ph in PHASES)
 _POWER_FACTOR = ("",) + tuple(f"/Ac/L{ph}/PowerFactor" for ph in PHASES)
 _ENERGY = {d: ("",) + tuple(f"/Ac/L{ph}/Energy/{d}" for ph in PHASES) for d in ("Forward", "Reverse")}
 _PHASE_POWER = frozenset(_POWER[1:])
+#: totals made from every phase's current: withheld at once when a phase current is (Mapper.map)
+_FROM_CURRENTS = ("/Ac/Current", "/Ac/PowerFactor")
 
 
 @dataclass(frozen=True)
@@ -443,6 +449,8 @@ class Mapper:
             mag = abs(values[path])
             values[path] = -mag if power < 0 else mag
         self._derive_after_currents(values, phases, guessed)
+        if not out.withheld.isdisjoint(_CURRENT):  # a phase current without sign: no total from the phases now
+            out.withheld.update(p for p in _FROM_CURRENTS if p not in values)
         for power_path in guessed:  # its power factor would rest on a guessed power
             pf_path = _POWER_FACTOR[_phase_of(power_path) or 0]
             if pf_path and pf_path not in values:
@@ -546,30 +554,94 @@ class Mapper:
 
     def _import_only_phases(self, data: MeterData, values: Dict[str, Decimal], phases: Set[int],
                             out: Mapped) -> bool:
-        """Rule 2: total export 0 and the phase imports add up to the total import -> phase = import."""
+        """Rule 2, totals plus per-phase import only. A phase whose import is above 0 imports
+        exactly that; the phases at 0 import nothing, so together they have what is left of the net
+        total (total import - total export - the importing phases, at most 0): one such phase has
+        it exactly, several have 0 when nothing is left, else share it by U*|I| (estimated)."""
+        got = self._phase_imports(data, phases)
+        if got is None:
+            return False
+        net, imports = got
+        rest = net - sum((v for v in imports if v > 0), Decimal(0))
+        idle = [ph for ph, v in enumerate(imports, start=1) if v == 0]
+        tolerance = self.rules.sum_tolerance
+        if rest > tolerance or (not idle and abs(rest) > tolerance):
+            return False  # the values disagree (not one instant, not this meter's totals): no split
+        share = self._share(values, idle, min(rest, Decimal(0)))
+        if share is None:
+            return False
+        for ph, v in enumerate(imports, start=1):
+            value, label = (v, DERIVED) if v > 0 else share[ph]
+            values[_POWER[ph]] = value
+            out.labels[_POWER[ph]] = label
+            phases.add(ph)
+        return True
+
+    def _phase_imports(self, data: MeterData, phases: Set[int]) -> Optional[Tuple[Decimal, List[Decimal]]]:
+        """(total import - total export, the import of each phase from L1 on) of a frame with
+        per-phase import but no per-phase export; None for any other frame."""
         rules = self.rules
         index = self._index(data)
-        if self._power_w(index, rules.total_export) != 0:
-            return False
-        total = self._power_w(index, rules.total_import)
-        if total is None:
-            return False
+        total, export = self._power_w(index, rules.total_import), self._power_w(index, rules.total_export)
+        if total is None or export is None or total < 0 or export < 0:
+            return None
         imports = [self._power_w(index, code) for code in rules.phase_import]
         n = 0
         while n < len(imports) and imports[n] is not None:
             n += 1
         if n == 0 or any(v is not None for v in imports[n:]) or (phases and max(phases) > n):
-            return False  # no imports, a gap, or phases the imports do not cover
+            return None  # no imports, a gap, or phases the imports do not cover
         if any(self._power_w(index, code) is not None for code in rules.phase_export[:n]):
-            return False  # per-phase export sent: import - export is exact already (or a part is missing)
-        got = [v for v in imports[:n] if v is not None]
-        if any(v < 0 for v in got) or abs(sum(got, Decimal(0)) - total) > rules.sum_tolerance:
-            return False  # some phase exports while the sum imports (net metering): no exact split
-        for ph, v in enumerate(got, start=1):
-            values[_POWER[ph]] = v
-            out.labels[_POWER[ph]] = DERIVED
-            phases.add(ph)
-        return True
+            return None  # per-phase export sent: import - export is exact already (or a part is missing)
+        got: List[Decimal] = imports[:n]  # type: ignore[assignment]
+        if any(v < 0 for v in got):
+            return None
+        return total - export, got
+
+    def _share(self, values: Dict[str, Decimal], idle: List[int], rest: Decimal
+               ) -> Optional[Dict[int, Tuple[Decimal, str]]]:
+        """The powers of the phases without import that together have ``rest`` (<= 0), labelled;
+        None when they cannot be told apart and estimating is not wanted (rule 4 decides then)."""
+        if rest >= -self.rules.sum_tolerance:
+            return {ph: (Decimal(0), DERIVED) for ph in idle}  # (nothing left, within the rounding)
+        if len(idle) == 1:
+            return {idle[0]: (rest, DERIVED)}
+        weights = self._weights(values, idle)
+        if weights is None or sum(weights, Decimal(0)) <= 0:
+            return None
+        live = [ph for ph, w in zip(idle, weights) if w]
+        if len(live) == 1:  # only one of them carries current: it carries the rest
+            return {ph: (rest if ph in live else Decimal(0), DERIVED) for ph in idle}
+        if self._split_mode() != "estimate":
+            return None
+        self._warn_individual()
+        whole = sum(weights, Decimal(0))
+        return {ph: (rest * w / whole, ESTIMATED) for ph, w in zip(idle, weights)}
+
+    def _weights(self, values: Dict[str, Decimal], phs: List[int]) -> Optional[List[Decimal]]:
+        """U*|I| of each phase of ``phs`` (|I| when a voltage is missing or 0); None without every current."""
+        currents = [values.get(_CURRENT[ph]) for ph in phs]
+        if any(i is None for i in currents):
+            return None
+        volts = [values.get(_VOLTAGE[ph]) for ph in phs]
+        if all(u is not None and u > 0 for u in volts):
+            return [u * abs(i) for u, i in zip(volts, currents)]  # type: ignore[operator,arg-type]
+        return [abs(i) for i in currents]  # type: ignore[arg-type]
+
+    def _split_mode(self) -> str:
+        """``three_phase_total`` as it applies now: auto estimates unless ESS regulates each phase."""
+        mode = self.three_phase_total
+        if mode == "auto":
+            mode = "estimate"
+            if self.hub4_mode == HUB4_INDIVIDUAL_PHASE:
+                mode = "off"
+                self._error_once(("/Ac/L1/Power", "individual"),
+                                 "victron: this 3-phase meter does not send the power of every phase (only its "
+                                 "total, or per-phase import while phases export) and ESS is set to 'Individual "
+                                 "phase' regulation, which needs each phase's real power: no phase power is "
+                                 "published. Set ESS multiphase regulation to 'Total of all phases' (the sum "
+                                 "is exact), or set three_phase_total = estimate or l1 to accept it")
+        return mode
 
     def _three_phase_total(self, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
         """Rule 4: a 3-phase meter that sends only the total power."""
@@ -584,46 +656,36 @@ class Mapper:
                     values[_POWER[ph]] = total if ph in live else Decimal(0)
                     out.labels[_POWER[ph]] = DERIVED
                 return
-        mode = self.three_phase_total
-        if mode == "auto":
-            mode = "estimate"
-            if self.hub4_mode == HUB4_INDIVIDUAL_PHASE:
-                mode = "off"
-                self._error_once(("/Ac/L1/Power", "individual"),
-                                 "victron: this 3-phase meter sends only its total power and ESS is set to "
-                                 "'Individual phase' regulation, which needs each phase's real power: no phase "
-                                 "power is published. Set ESS multiphase regulation to 'Total of all phases' "
-                                 "(the sum is exact), or set three_phase_total = estimate or l1 to accept it")
+        mode = self._split_mode()
         if mode == "l1":
             values["/Ac/L1/Power"] = total
             out.labels["/Ac/L1/Power"] = TOTAL
             out.total_on_l1 = True
             phases.add(1)
         elif mode == "estimate":
-            self._estimate(values, currents if known else [], n, out)
+            self._estimate(values, n if known else 0, out)
         elif mode == "off" and self.three_phase_total == "off":
             self._warn_once(("/Ac/L1/Power", "3ph"),
                             "victron: this 3-phase meter sends total power only and three_phase_total = off: "
                             "Venus (systemcalc) reads per-phase power only, so it shows no grid power")
 
-    def _estimate(self, values: Dict[str, Decimal], currents: List[Optional[Decimal]], n: int, out: Mapped) -> None:
+    def _estimate(self, values: Dict[str, Decimal], n: int, out: Mapped) -> None:
         total = values["/Ac/Power"]
-        volts = [values.get(_VOLTAGE[ph]) for ph in range(1, n + 1)]
-        if not currents:
+        weights = self._weights(values, list(range(1, n + 1))) if n else None
+        if weights is None:
             self._warn_once(("/Ac/L1/Power", "noweights"),
                             "victron: this 3-phase meter sends total power but this list has no current of "
                             "every phase, so the total cannot be split; no phase power from it")
             return
-        if all(u is not None and u > 0 for u in volts):
-            weights = [u * abs(i) for u, i in zip(volts, currents)]  # type: ignore[operator,arg-type]
-        else:
-            weights = [abs(i) for i in currents]  # type: ignore[arg-type]
         whole = sum(weights, Decimal(0))
         if whole <= 0:
             return
         for ph, w in enumerate(weights, start=1):
             values[_POWER[ph]] = total * w / whole
             out.labels[_POWER[ph]] = ESTIMATED
+        self._warn_individual()
+
+    def _warn_individual(self) -> None:
         if self.hub4_mode == HUB4_INDIVIDUAL_PHASE:
             self._warn_once(("/Ac/L1/Power", "est-individual"),
                             "victron: three_phase_total = estimate while ESS regulates each phase individually: "
