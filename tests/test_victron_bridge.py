@@ -170,6 +170,32 @@ def test_discovered_only_after_first_reading_with_every_path(rig: Rig, client: V
     assert client.get_text(name, "/Ac/Frequency") == "50.01 Hz"
 
 
+def test_frames_without_any_value_for_venus_neither_register_nor_keep_it_connected(
+        rig: Rig, client: VenusClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Found with the real dbus-systemcalc-py: a positional push that matches no profile (values by
+    position only, no codes) registered a 'connected' grid meter without a single value, which
+    systemcalc took as the grid meter. Such frames are no reading for Venus: no registration,
+    and they do not keep a registered meter connected either."""
+    rig.start_settings()
+    b = rig.bridge(timeout=1.0)
+    on_bus(b, client)
+    positions = meter_data("push", (Reading("#0", None, Decimal(230)), Reading("#1", None, Decimal(1200))))
+    for _ in range(3):
+        b.publish(positions)
+        time.sleep(0.2)
+    b.publish(meter_data("push", (R("0-0:96.1.0.255", "ONLYTEXT"),), meter_id="ONLYTEXT"))
+    time.sleep(1.0)
+    assert client.service("grid") is None
+    assert caplog.text.count("gives no value Venus uses") == 1
+    b.publish(live("REAL", 1500, 0))
+    name = grid(client)
+    assert client.value(name, "/Connected") == 1
+    for _ in range(8):  # positions only, for longer than the time-out: the meter is lost
+        b.publish(positions)
+        time.sleep(0.25)
+    assert client.value(name, "/Connected") == 0 and client.value(name, "/Ac/Power") is None
+
+
 def test_import_and_export_frames_values_and_signs(rig: Rig, client: VenusClient) -> None:
     rig.start_settings()
     b = rig.bridge()

@@ -85,6 +85,7 @@ class _Core:
         self.frames_before_open = 0
         self.first_frame: Optional[float] = None
         self.complete_frames = False  # readouts: every frame carries the whole data set
+        self.empty_said = False  # (the warning about frames without any value for Venus: once)
         self.timer: Optional[asyncio.TimerHandle] = None
         self.identity_timer: Optional[asyncio.TimerHandle] = None
         self.opening: Optional["asyncio.Task[None]"] = None
@@ -212,7 +213,7 @@ class _Core:
 
     # ---------------------------------------------------------------- frames
     def on_frame(self, mapped: Mapped, meter_id: Optional[str], t: float, kind: str = "push") -> None:
-        if self.stopping:
+        if self.stopping or self._no_reading(mapped):
             return
         if self.last_frame is not None:
             iv = t - self.last_frame
@@ -263,6 +264,19 @@ class _Core:
             self._maybe_rename()
         if self.timer is None:
             self._schedule(t)
+
+    def _no_reading(self, mapped: Mapped) -> bool:
+        """A frame without any value for Venus (an unknown layout's positions, texts only) is no
+        reading: neither a sign of life nor a reason to register."""
+        if mapped.measures:
+            return False
+        if not self.empty_said:
+            self.empty_said = True
+            LOG.warning("victron: a frame from the meter gives no value Venus uses (no power, energy, voltage "
+                        "or current; the log above says whether its layout is unknown): it neither registers "
+                        "the grid meter nor keeps /Connected = 1; set the meter's profile (see the dump "
+                        "command) if it is a list of values by position")
+        return True
 
     def _refresh_time(self) -> Optional[int]:
         if self.cfg.refresh_time_ms:

@@ -131,6 +131,12 @@ class Mapped:
     #: power factor of an estimated phase power): invalid at once, not left at an older frame's value
     withheld: Set[str] = field(default_factory=set)
 
+    @property
+    def measures(self) -> bool:
+        """Does the frame give Venus any measurement (a path under /Ac)? A frame of an unknown
+        layout (values by position only) or with texts only gives none."""
+        return any(path.startswith("/Ac/") for path in self.values)
+
     def phase_note(self) -> Optional[str]:
         """What ``/Mgmt/Connection`` adds when a phase power is not the meter's (the GX shows it)."""
         estimated = sorted(str(_phase_of(p)) for p, lab in self.labels.items() if lab == ESTIMATED)
