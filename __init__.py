@@ -843,6 +843,7 @@ class _ItemsOutput(Output):
     """
 
     name = "items"
+    every_error = True  # each failed readout counts in the status (failures, last_error_time)
 
     def __init__(self, plugin: "DLMS", interval: float) -> None:
         self.plugin = plugin

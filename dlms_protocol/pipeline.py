@@ -106,6 +106,9 @@ class Output(ABC):
     """
 
     name = "output"
+    #: True: ``publish_health`` also gets each repeat of the same error (every failed readout, for
+    #: an output that counts failures); otherwise only changes of the health
+    every_error = False
 
     def start(self) -> None:
         """Open connections (D-Bus, MQTT); called once before the source starts."""
@@ -346,6 +349,7 @@ class Throttled(Output):
     def __init__(self, inner: Output, interval: float) -> None:
         self.inner = inner
         self.name = inner.name
+        self.every_error = inner.every_error
         self.limit = KeepLatest(interval)
 
     def start(self) -> None:
@@ -477,13 +481,16 @@ class Pipeline:
 
     # ------------------------------------------------------------------ helpers
     def _set_health(self, health: Health) -> None:
+        """Outputs hear of changes of the health; those that count failures of each error too."""
         with self._lock:
             previous = self.health
-            if previous.state == health.state and previous.cause == health.cause:
+            repeat = previous.state == health.state and previous.cause == health.cause
+            if repeat and health.state != Health.ERROR:
                 return
             self.health = health
         for out in list(self.outputs):
-            self._call(out, "publish_health", health)
+            if not repeat or out.every_error:
+                self._call(out, "publish_health", health)
 
     def tick_period(self) -> float:
         """``TICK`` when some output delivers held data or runs timers in ``tick``, else ``IDLE_TICK``."""

@@ -513,6 +513,20 @@ def test_readout_bad_bcc_keeps_items_and_reports(shng: SmartHome, tmp_path: Path
         bad.stop()
 
 
+def test_every_failed_readout_counts_even_with_the_same_cause(shng: SmartHome, tmp_path: Path) -> None:
+    """Seen in a real SmartHomeNG 1.11: an unplugged IR head failed four readouts with the same
+    'not found' and 'failures' rose by one (the pipeline told its outputs only of changes of the
+    health); last_error_time stayed at the first failure."""
+    start(shng, {"dlms": {"serialport": str(tmp_path / "ttyGone"), "update_cycle": 1, "retries": 0}}, E350_ITEMS)
+    plugin = shng.plugin("dlms")
+    wait_for(lambda: plugin._stats.get("transport_errors") >= 1, timeout=30)
+    first = plugin.status()["last_error_time"]
+    wait_for(lambda: plugin._stats.get("transport_errors") >= 3, timeout=30)
+    status = plugin.status()
+    assert status["failures"] >= 3 and status["last_error_time"] > first
+    assert "not found" in status["last_error"]
+
+
 def test_status_items_get_no_fake_zero_before_the_first_read(shng: SmartHome, tmp_path: Path) -> None:
     """A meter that never answers: time and duration items keep their value instead of 0 (1970)."""
     silent = SimulatedMeter("lgz_e350", time_scale=TIME_SCALE, wakeup=True).start()  # ignores a plain sign-on
