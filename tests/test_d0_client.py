@@ -2,6 +2,7 @@
 real pseudo-terminals against the simulated meter (time-scaled, so the whole file stays fast)."""
 from __future__ import annotations
 
+import ast
 import logging
 import threading
 import time
@@ -384,6 +385,23 @@ def test_full_mode_c_dialogue_with_echo_wakeup_and_baud_switch():
     assert set(reader.last_timings) >= {"wakeup", "identification", "switch", "data", "total"}
     assert stats.get("reads") == 1 and stats.get("bytes") == reader.last_result.bytes_received
     assert seen and seen == sorted(seen) and seen[-1] >= len(m.message)
+
+
+def test_the_debug_trace_logs_the_dialogue_a_line_at_a_time(caplog):
+    """Seen in a real SmartHomeNG with plugins.dlms at DEBUG (what the user guide advises for
+    finding codes): a meter read one byte per read logged one line per byte, about 900 per readout.
+    The trace now logs what came a line at a time, the bytes unchanged."""
+    caplog.set_level(logging.DEBUG, logger="dlms_protocol.iec62056_21.reader")
+    with meter("lgz_e350") as m:
+        reader = D0Reader(reader_config(m.port), time_scale=SCALE)
+        reader.read()
+        reader.close()
+        message = m.message
+    received = [r.getMessage() for r in caplog.records if " <- " in r.getMessage()]
+    lines = message.count(b"\n")
+    assert lines + 2 <= len(received) <= lines + 6  # the identification, the data lines, ETX + BCC
+    text = b"".join(ast.literal_eval(r.split(" <- ", 1)[1]) for r in received)
+    assert message in text
 
 
 def test_mode_a_meter_without_stx_stays_at_300():

@@ -323,16 +323,20 @@ class D0Reader:
             action = dialogue.start()
         finally:
             self._log_notes(dialogue)
+        trace = _Trace(transport.url) if log.isEnabledFor(logging.DEBUG) else None
         while not isinstance(action, Done):
             received: Optional[bytes] = None
             if isinstance(action, Receive):
                 received = transport.read_some(4096, action.timeout)
                 if received:
-                    log.debug("%s <- %r", transport.url, received[:80])
+                    if trace is not None:
+                        trace.received(received)
                     if not getattr(transport, "software_parity", False):
                         self._check.high_bytes += sum(1 for b in received if b & 0x80)
             elif isinstance(action, Send):
-                log.debug("%s -> %r (%s)", transport.url, action.data[:80], action.what)
+                if trace is not None:
+                    trace.flush()
+                    log.debug("%s -> %r (%s)", transport.url, action.data[:80], action.what)
                 transport.write(action.data)
             elif isinstance(action, Drain):
                 transport.drain()
@@ -352,6 +356,8 @@ class D0Reader:
                 self._log_notes(dialogue)
             if received and self.progress is not None and phase in ("data", "push"):
                 self.progress(dialogue.data_bytes)
+        if trace is not None:
+            trace.flush()
         return action.result
 
     @staticmethod
@@ -362,6 +368,28 @@ class D0Reader:
             if not transport.read_some(4096, action.seconds):
                 break
         transport.reset_input()
+
+
+class _Trace:
+    """The dialogue at debug level a line at a time: a meter read one byte per read (a slow USB
+    adapter, a pty) gave one log line per byte, about 900 per readout."""
+
+    __slots__ = ("url", "rx")
+    MOST = 256  # bytes per log line (a line longer than that, or binary bytes, in several)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.rx = bytearray()
+
+    def received(self, data: bytes) -> None:
+        self.rx += data
+        if b"\n" in data or len(self.rx) >= self.MOST:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.rx:
+            log.debug("%s <- %r", self.url, bytes(self.rx[:self.MOST]))
+            del self.rx[:self.MOST]
 
 
 __all__ = ["D0Reader"]
