@@ -6,9 +6,11 @@ compared with the meter model, not with what the server encoded.
 """
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import threading
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -17,7 +19,7 @@ from dlms_protocol.dlms.units import symbol
 from dlms_protocol.errors import AccessError, AssociationError, AuthenticationError, NoResponseError, TransportError
 from dlms_protocol.poll.config import PollConfig
 from dlms_protocol.poll.poller import DlmsPoller
-from dlms_protocol.simulator.cosem_model import demo_model
+from dlms_protocol.simulator.cosem_model import MeterModel, RegisterSpec, demo_model
 from dlms_protocol.simulator.dlms_cli import DEMO_AUTH_KEY, DEMO_KEY
 from dlms_protocol.simulator.dlms_meter import DlmsTcpMeter
 from dlms_protocol.simulator.dlms_server import ServerSecurity
@@ -157,6 +159,77 @@ def test_profile_generic_read_incrementally(meter):
     assert [(r.time, r.values[0][1]) for r in rows] == [(new.when, Decimal(12341000))]
     assert ("get-rows", "selector 1: 1 rows") in meter.events[mark:]  # only the new row went over the line
     assert rows[0].to_json()["values"]["1-0:1.8.0.255"] == 12341000  # a number, exactly (json_value)
+
+
+#: a meter one hour east of this host, whatever the host's zone: the offsets never agree
+EAST = timezone(datetime.now().astimezone().utcoffset() + timedelta(hours=1))  # type: ignore[operator]
+
+
+def _zoned_rows(model: MeterModel, first: datetime, n: int) -> None:
+    for i in range(n):
+        model.add_profile_row((1000 + i, 2000 + i), first + timedelta(minutes=15 * i))
+
+
+def test_profile_rows_of_a_meter_in_another_zone_are_all_read():
+    """Audit: the last row's time was kept without its offset and the next range start sent in
+    the host's offset; a meter an hour east of the host then answered the next two reads with
+    nothing, and four rows were never handed out."""
+    model = MeterModel(registers=demo_model().registers)
+    model.clock = datetime(2026, 12, 2, 12, 5, tzinfo=EAST)
+    _zoned_rows(model, datetime(2026, 12, 2, 11, 0, tzinfo=EAST), 5)
+    with DlmsTcpMeter(model) as meter:
+        poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("1.8.0",), profiles=("99.1.0",)))
+        got = []
+        for _ in range(4):
+            poller.read()
+            got += [r.time for r in poller.last_profile_rows["1-0:99.1.0.255"]]
+            model.add_profile_row((0, 0))
+            model.add_profile_row((0, 0))
+    assert got == [r.when for r in model.profile_rows[:-2]]  # every row once, in order (the last two: after)
+    assert all(t.utcoffset() == EAST.utcoffset(None) for t in got)
+
+
+def test_profile_rows_of_the_autumn_hour_that_repeats_are_all_read():
+    """Audit: 02:00-02:45 come twice on the night summer time ends; the second ones (+01:00) were
+    dropped as 'not after' the first ones (+02:00) by a comparison without the offsets."""
+    summer, winter = timezone(timedelta(hours=2)), timezone(timedelta(hours=1))
+    model = MeterModel(registers=demo_model().registers)
+    model.clock = datetime(2026, 10, 25, 2, 50, tzinfo=summer)
+    _zoned_rows(model, datetime(2026, 10, 25, 1, 45, tzinfo=summer), 5)
+    with DlmsTcpMeter(model) as meter:
+        poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("1.8.0",), profiles=("99.1.0",)))
+        poller.read()
+        first = [r.time for r in poller.last_profile_rows["1-0:99.1.0.255"]]
+        _zoned_rows(model, datetime(2026, 10, 25, 2, 0, tzinfo=winter), 5)
+        poller.read()
+        second = [r.time for r in poller.last_profile_rows["1-0:99.1.0.255"]]
+    assert first == [r.when for r in model.profile_rows[:5]]
+    assert second == [r.when for r in model.profile_rows[5:]]  # 02:00+01:00 ... 03:00+01:00
+
+
+def test_a_register_whose_scaler_this_client_may_not_read_costs_no_other_value(caplog):
+    """Audit: one register the public client may not read (its scaler refused) failed the whole
+    poll: no value at all. It is now unreadable like a refused value, and never given unscaled;
+    a profile column of it is empty. Its neighbour with a positive scaler prints plainly."""
+    registers = [RegisterSpec("1.0.1.8.0.255", 12345678, 0, 30), RegisterSpec("1.0.2.8.0.255", 2345, 3, 30),
+                 RegisterSpec("1.0.3.8.0.255", 98765, -3, 32, readers=(1,))]
+    model = MeterModel(registers=registers, profile_columns=("1.0.1.8.0.255", "1.0.3.8.0.255"))
+    model.add_profile_row((12345000, 98000))
+    caplog.set_level(logging.WARNING)
+    with DlmsTcpMeter(model) as meter:
+        poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, profiles=("99.1.0",)))
+        data = poller.read(discover=True)
+        (row,) = poller.last_profile_rows["1-0:99.1.0.255"]
+        poller.read()
+    got = {r.code: r.value for r in data.readings}
+    assert got["1-0:1.8.0.255"] == Decimal(12345678) and got["1-0:2.8.0.255"] == Decimal(2345000)
+    assert "1-0:3.8.0.255" not in got and "1-0:3.8.0.255" in poller.unreadable
+    assert caplog.text.count("1.0.3.8.0.255 attribute 3") == 1  # warned once, not every cycle
+    assert dict((c, v) for c, v, _ in row.values) == {"1-0:1.8.0.255": Decimal(12345000), "1-0:3.8.0.255": None}
+    from dlms_protocol.poll.cli import print_table
+    out = io.StringIO()
+    print_table(data, out)
+    assert " 2345000  Wh" in out.getvalue() and "E+" not in out.getvalue()
 
 
 def test_no_answer_to_the_association_request():

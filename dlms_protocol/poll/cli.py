@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from decimal import Decimal
 from typing import Any, Dict, List, Optional, TextIO
 
 from ..cli_output import PrintOutput, run_until_interrupted
-from ..model import MeterData
+from ..model import MeterData, decimal_text
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -65,6 +66,8 @@ def _text(value: Any) -> str:
         return value.hex()
     if hasattr(value, "isoformat"):
         return value.isoformat(sep=" ")
+    if isinstance(value, Decimal):
+        return decimal_text(value)  # a positive scaler: 2345000, not str()'s 2.345E+6 (as JSON writes it)
     return str(value)
 
 

@@ -308,19 +308,17 @@ class DlmsPoller:
         chosen = self._selected(self.catalog, discover)
         ident = _identity_of(self.catalog, chosen, self._identity_refused)  # (read for the meter id only)
         chosen += ident
-        self._load_scalers(session, [o for o in chosen if o.scaler is None or discover])
+        unscaled = self._load_scalers(session, [o for o in chosen if o.scaler is None or discover])
+        chosen = [o for o in chosen if o.code not in unscaled]  # (a value without its scaler: never read)
         raws = session.get_list([(o.gx, 2) for o in chosen], tolerant=True)
         readings: List[Reading] = []
-        refused: List[AccessError] = []
+        refused = [self._refused(code, err) for code, err in unscaled.items()]
         for obj, raw in zip(chosen, raws):
             if isinstance(raw, AccessError) and obj in ident:
                 self._identity_refused.add(obj.code)  # nobody asked for it: no error, not asked again
                 continue
             if isinstance(raw, AccessError):
-                refused.append(raw)
-                if obj.code not in self.unreadable:
-                    log.warning("%s", raw)
-                self.unreadable[obj.code] = raw
+                refused.append(self._refused(obj.code, raw))
                 continue
             if isinstance(raw, int) and not isinstance(raw, bool) and obj.scaler_attr is None:
                 value: Value = Decimal(raw)
@@ -336,18 +334,32 @@ class DlmsPoller:
             self.stats.error(err)
         return readings
 
+    def _refused(self, code: str, err: AccessError) -> AccessError:
+        """An object the meter would not let this client read: warned once, listed as unreadable."""
+        if code not in self.unreadable:
+            log.warning("%s", err)
+        self.unreadable[code] = err
+        return err
+
     @staticmethod
-    def _load_scalers(session: DlmsSession, objects: List[PolledObject]) -> None:
-        """Read scaler_unit of the registers among ``objects`` (before any value of theirs is used)."""
+    def _load_scalers(session: DlmsSession, objects: List[PolledObject]) -> Dict[str, AccessError]:
+        """Read scaler_unit of the registers among ``objects`` (before any value of theirs is used).
+        Returns the ones whose scaler the meter refused (a register this client may not read), by
+        code: one such register must not cost the others their values, nor give its own unscaled."""
         need = [o for o in objects if o.scaler_attr is not None]
         attrs = [(o.gx, int(o.scaler_attr or 0)) for o in need]
+        refused: Dict[str, AccessError] = {}
         if not need:
-            return
-        for obj, raw in zip(need, session.get_list(attrs)):
+            return refused
+        for obj, raw in zip(need, session.get_list(attrs, tolerant=True)):
+            if isinstance(raw, AccessError):
+                refused[obj.code] = raw
+                continue
             if not (isinstance(raw, list) and len(raw) == 2):
                 raise DecodeError(f"{obj.ln}: scaler_unit is no structure of two elements ({raw!r})",
                                   "the meter answered something else than a register's scaler and unit")
             obj.scaler, obj.unit = int(raw[0]), int(raw[1])
+        return refused
 
     # ----------------------------------------------------------------- profiles
     def _read_profiles(self, session: DlmsSession, meter_time: Optional[datetime]) -> None:
@@ -369,14 +381,17 @@ class DlmsPoller:
             session.client.updateValue(gx, 3, session.get(gx, 3))
         columns = [(str(obj.logicalName), int(obj.objectType)) for obj, _ in gx.captureObjects]
         last = self.profile_last.get(profile.code)
-        start = last + timedelta(seconds=1) if last is not None else _EPOCH
-        end = (meter_time or datetime.now()) + timedelta(minutes=1)
+        start = _range_time(last + timedelta(seconds=1)) if last is not None else _EPOCH
+        end = _range_time((meter_time or datetime.now()) + timedelta(minutes=1))
         raw_rows = session.rows_by_range(gx, start, end) or []
         scalers = {o.ln: o for o in (self.catalog or [])}
-        self._load_scalers(session, [scalers[ln] for ln, _ in columns if ln in scalers and scalers[ln].scaler is None])
+        unscaled = self._load_scalers(session, [scalers[ln] for ln, _ in columns
+                                                if ln in scalers and scalers[ln].scaler is None])
+        for code, err in unscaled.items():
+            self._refused(code, err)
         rows = []
         for raw in raw_rows:
-            values = []
+            values: List[Tuple[str, Value, Optional[str]]] = []
             when: Optional[datetime] = None
             for (ln, class_id), cell in zip(columns, raw):
                 if class_id == CLASS_CLOCK:
@@ -384,17 +399,48 @@ class DlmsPoller:
                     when = stamp if isinstance(stamp, datetime) else None
                     continue
                 col = scalers.get(ln)
+                code = _ln_obis(ln).dotted() or ln
+                if col is not None and code in unscaled:
+                    values.append((code, None, None))  # (its scaler refused: no unscaled number)
+                    continue
                 value = physical(cell, col.scaler if col is not None else None)
                 unit = symbol(col.unit) if col is not None and col.unit is not None else None
-                values.append((_ln_obis(ln).dotted() or ln, value, unit))
-            if when is not None and last is not None and when.replace(tzinfo=None) <= last:
+                values.append((code, value, unit))
+            if when is not None and last is not None and not _later(when, last):
                 continue  # a meter that ignores the range start: never hand out a row twice
             rows.append(ProfileRow(when, tuple(values)))
-        stamps = [r.time.replace(tzinfo=None) for r in rows if r.time is not None]
+        stamps = [r.time for r in rows if r.time is not None]
         if stamps:
-            self.profile_last[profile.code] = max(stamps)
+            self.profile_last[profile.code] = max(stamps, key=_instant)
         self.stats.count("profile_rows", len(rows))
         return rows
+
+
+def _instant(when: datetime) -> Tuple[float, datetime]:
+    """A sort key: rows with their offset as instants (the hour that repeats in autumn sorts right)."""
+    return (when.timestamp() if when.tzinfo is not None else 0.0, when.replace(tzinfo=None))
+
+
+def _later(when: datetime, last: datetime) -> bool:
+    """Is a row's time after the last row handed out? As instants when both carry the meter's
+    offset (a host in another zone, the autumn hour that repeats: 02:30+01:00 comes after
+    02:45+02:00), else as the meter's wall-clock times."""
+    if (when.tzinfo is None) != (last.tzinfo is None):
+        return when.replace(tzinfo=None) > last.replace(tzinfo=None)
+    return when > last
+
+
+def _range_time(when: datetime) -> Any:
+    """A time for a range read as the meter means it: with the meter's own offset when it has
+    one; without one as the meter's local time (deviation 'not specified'), where gurux would
+    claim the host's offset, which is another time on a meter in another zone."""
+    from gurux_dlms import GXDateTime
+    from gurux_dlms.enums import DateTimeSkips
+
+    out = GXDateTime(when)
+    if when.tzinfo is None:
+        out.skip |= DateTimeSkips.DEVITATION
+    return out
 
 
 __all__ = ["DlmsPoller", "PolledObject", "ProfileRow", "physical"]

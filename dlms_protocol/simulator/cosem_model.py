@@ -45,8 +45,11 @@ def ln_bytes(ln: str) -> bytes:
 
 
 def octet_datetime(when: datetime) -> bytes:
-    """A date-time as the 12-byte octet string COSEM objects carry (deviation unspecified)."""
-    raw = bytearray(encode_datetime_value(when.replace(tzinfo=None)))
+    """A date-time as the 12-byte octet string COSEM objects carry: with its deviation when it
+    has an offset (a meter that states its zone), else deviation unspecified (meter local time)."""
+    if when.tzinfo is not None:
+        return encode_datetime_value(when)
+    raw = bytearray(encode_datetime_value(when))
     raw[9:11] = b"\x80\x00"  # deviation not specified: meter local time
     return bytes(raw)
 
@@ -86,6 +89,8 @@ class RegisterSpec:
     unit: int
     class_id: int = CLASS_REGISTER
     value_type: str = "double-long-unsigned"
+    #: client SAPs that may read its value and scaler (None: every association)
+    readers: Optional[Tuple[int, ...]] = None
 
 
 @dataclass
@@ -166,7 +171,7 @@ class MeterModel:
                      9: lambda: encode_data(1, "long-unsigned")}
         else:
             attrs = {2: value, 3: scaler_unit}
-        return CosemObject(reg.class_id, reg.ln, attrs)
+        return CosemObject(reg.class_id, reg.ln, attrs, readers=reg.readers)
 
     def _clock(self) -> CosemObject:
         return CosemObject(CLASS_CLOCK, CLOCK_LN, {

@@ -423,7 +423,8 @@ class CosemServer:
         rows = list(self.model.profile_rows)
         if selector == 1 and isinstance(params, list) and len(params) >= 3:
             start, end = (_when(v) for v in params[1:3])
-            rows = [r for r in rows if (start is None or r.when >= start) and (end is None or r.when <= end)]
+            rows = [r for r in rows if (start is None or not _before(r.when, start))
+                    and (end is None or not _before(end, r.when))]
         elif selector == 2 and isinstance(params, list) and len(params) >= 2:
             first, last = int(params[0]), int(params[1])
             rows = rows[max(0, first - 1):(last or len(rows))]
@@ -434,14 +435,20 @@ class CosemServer:
 
 
 def _when(value: object) -> Optional[datetime]:
+    """A range bound as sent: with its offset when the client gave a deviation."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
+        return value
     if isinstance(value, (bytes, bytearray)) and len(value) == 12:
-        raw = bytearray(value)
-        raw[9:11] = b"\x80\x00"  # compare in meter local time
-        parsed = parse_datetime(bytes(raw))
-        return parsed.replace(tzinfo=None) if parsed is not None else None
+        return parse_datetime(bytes(value))
     return None
+
+
+def _before(a: datetime, b: datetime) -> bool:
+    """As a meter compares a capture time with a range bound: as instants when both carry an
+    offset (a meter that knows its zone), else as wall-clock times (local time)."""
+    if a.tzinfo is not None and b.tzinfo is not None:
+        return a < b
+    return a.replace(tzinfo=None) < b.replace(tzinfo=None)
 
 
 # ---------------------------------------------------------------------------- links
