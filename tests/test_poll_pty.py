@@ -131,6 +131,18 @@ def test_meter_without_mode_e_falls_back_to_the_mode_c_readout():
         assert meter.readouts >= 2
 
 
+def test_one_poll_of_a_meter_without_mode_e_reads_the_mode_c_readout(capsys, caplog):
+    """Audit: the README says poll falls back to the mode C readout, but only --cycle (the
+    source) did; a single ``poll --mode-e`` ended with an error naming an option it has not."""
+    from dlms_protocol.cli import main
+
+    with SimulatedMeter("lgz_e350", mode="C", baudrate=9600, time_scale=SCALE, switch_grace=0.5) as meter:
+        assert main(["poll", meter.port, "--mode-e", "--obis", "1.8.0", "--time-scale", str(SCALE)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^1\.8\.0\s+12345\.678\s+kWh", out, re.M), out
+    assert "reading the mode C readout instead" in caplog.text
+
+
 def test_each_security_level_over_hdlc(tmp_path):
     with pty_meter(mode_e=True) as meter:
         lls = cfg(meter.port, mode_e=True, client_address=32, authentication="low", password="12345678",

@@ -144,12 +144,14 @@ class PollPrinter(PrintOutput):
 def cmd_poll(args: argparse.Namespace) -> int:
     from ..pipeline import enrich
     from .poller import DlmsPoller
+    from .source import mode_c_readout
 
     config = config_from_args(args)
     discover = args.list or args.items or not config.obis
     if args.cycle > 0:
         return _poll_cycle(args, config, discover)
-    poller = DlmsPoller(config, time_scale=args.time_scale)
+    poller = DlmsPoller(config, time_scale=args.time_scale,  # a meter without mode E: its mode C readout
+                        readout_factory=mode_c_readout(config, args.time_scale) if config.mode_e else None)
     printer = PollPrinter(args, poller)
     printer.describe = config.describe()
     try:

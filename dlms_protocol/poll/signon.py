@@ -29,7 +29,8 @@ class ModeERefused(ProtocolError):
     def __init__(self, identification: Identification) -> None:
         self.identification = identification
         super().__init__(f"meter {identification.raw} does not offer mode E (HDLC) on its optical port",
-                         "read it with the mode C readout (fallback_readout), or poll it on its RS485/TCP port")
+                         "read it with the mode C readout (the read command; poll and the plugin fall back to it "
+                         "unless fallback_readout is off), or poll it on its RS485/TCP port")
 
 
 #: the longest a meter may take to answer a request (IEC 62056-21: tr at most 1.5 s)

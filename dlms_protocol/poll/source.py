@@ -16,7 +16,7 @@ from .poller import DlmsPoller, ProfileRow
 from .session import Opener, default_opener
 
 
-def _readout_factory(config: PollConfig, time_scale: float) -> Callable[[], Any]:
+def mode_c_readout(config: PollConfig, time_scale: float) -> Callable[[], Any]:
     """The D0 reader for a meter whose optical port refuses mode E (mode C readout instead)."""
     def make() -> Any:
         from ..config import ReadoutConfig
@@ -37,7 +37,7 @@ class PollSource(ScheduledSource):
         super().__init__(config.port, cycle, stats=stats, stale_after=stale_after)
         self.config = config
         self.poller = DlmsPoller(config, self.stats, opener=opener, time_scale=time_scale,
-                                 readout_factory=_readout_factory(config, time_scale) if config.mode_e else None)
+                                 readout_factory=mode_c_readout(config, time_scale) if config.mode_e else None)
         self.on_profile = on_profile
 
     def _read(self) -> MeterData:
