@@ -230,6 +230,17 @@ class DlmsPoller:
         return data
 
     def _poll(self, discover: bool) -> MeterData:
+        try:
+            return self._poll_port(discover)
+        except TransportError as exc:
+            if not self.config.port.startswith("tcp://") or self._closing:
+                raise
+            # the transport speaks of serial servers (ser2net) and adapters: this is a meter on the network
+            raise TransportError(exc.cause.replace(self.config.url, self.config.port),
+                                 "check the meter's DLMS/IP port (usually 4059) and that the meter or its gateway "
+                                 "is reachable on the network; many take one client at a time") from None
+
+    def _poll_port(self, discover: bool) -> MeterData:
         cfg = self.config
         t0 = time.monotonic()
         transport = self.opener(cfg.url, 300 if cfg.mode_e else cfg.baudrate)
