@@ -3,6 +3,7 @@ pseudo-terminal and pyserial (through transport.Transport), the way a reader see
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import serial
@@ -227,3 +228,38 @@ def test_corrupt_at_flips_a_bit_on_the_wire_so_the_reader_sees_a_parity_error():
     sent = meter.identification + meter.message
     index = len(meter.identification) + 40
     assert telegrams[0] == sent[:index] + bytes([PARITY_ERROR]) + sent[index + 1:]
+
+
+# ------------------------------------------------------------ push profiles
+_PROFILE_FILES = sorted((Path(__file__).resolve().parents[1] / "dlms_protocol" / "data" / "profiles").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", _PROFILE_FILES, ids=lambda p: p.stem)
+def test_simulate_push_sends_every_profile_it_can_and_says_why_not_for_the_rest(path: Path) -> None:
+    """Found on a real Venus OS set-up: simulate-push --profile crashed for every push-list profile
+    (max() of an empty sequence), for positional ones with unnamed non-text positions, and put
+    the serial where a profile's marker looks for its list id (KFM_001), so auto never matched.
+    Each positional and push-list profile is now sent as its meter sends it: the decoder reads
+    every simulated register back, and auto finds the profile unless it needs a family first."""
+    import json
+
+    from dlms_protocol.config import ListenerConfig
+    from dlms_protocol.dlms.decoder import PushDecoder
+    from dlms_protocol.simulator.push import PushSimulator
+
+    match = json.loads(path.read_text())["match"]
+    if match.get("shape") not in ("positional", "push-list"):
+        with pytest.raises(ConfigurationError) as exc:
+            PushSimulator(wrapper="hdlc", layout="profile", profile=path.stem)
+        assert "without --profile" in str(exc.value.fix)
+        return
+    sim = PushSimulator(wrapper="hdlc", layout="profile", profile=path.stem, seed=3)
+    for _ in range(3):
+        frame = sim.emit()
+        (msg,) = PushDecoder(ListenerConfig(port="x", profile=path.stem)).feed(frame)
+        got = {r.code: r.raw for r in msg.readings}
+        assert msg.profile == path.stem and sim.last_registers
+        assert {code: got.get(code) for code in sim.last_registers} == \
+            {code: raw for code, (raw, _s, _u) in sim.last_registers.items()}
+    auto = PushDecoder(ListenerConfig(port="x")).feed(frame)
+    assert auto and auto[0].profile == (None if match.get("requires_family") else path.stem)

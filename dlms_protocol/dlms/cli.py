@@ -72,7 +72,8 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--gbt", action="store_true", help="General-Block-Transfer blocks")
     p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between pushes")
     p.add_argument("--profile", metavar="NAME",
-                   help="push the positional layout of this meter profile (default: self-describing OBIS layout)")
+                   help="push the list of this meter profile as its meter does (positional or push object "
+                        "list; default: self-describing OBIS layout)")
     p.add_argument("--protocol", choices=("dlms", "sml"), default="dlms",
                    help="sml: an SML meter (9600 8N1 unless given) sending generated transmissions or --capture")
     p.add_argument("--capture", metavar="F", help="sml: replay this capture's transmissions (damaged ones too)")

@@ -79,6 +79,39 @@ _GROUP_TYPE = {"integer": "double-long-unsigned", "number": "double-long-unsigne
                "*": "double-long-unsigned"}
 
 
+#: a value of each type for a position a positional profile does not name
+_FILLERS: Dict[str, Callable[[], Any]] = {
+    **{t: (lambda: 0) for t in _RANGES}, "boolean": lambda: False, "enum": lambda: 0,
+    "array": lambda: _typed_array()}
+
+
+def _typed_array() -> Any:
+    empty = Array()
+    empty.types = ()
+    return empty
+
+
+#: codes whose value may be negative (net and reactive powers, power factor): a signed type
+_SIGNED = {"16.7.0", "36.7.0", "56.7.0", "76.7.0", "3.7.0", "4.7.0", "13.7.0", "33.7.0", "53.7.0", "73.7.0"}
+
+
+def _marker_texts(match: Dict[str, Any], serial: str) -> Dict[int, str]:
+    """The text a positional profile's markers look for, by position: what ``equals`` names,
+    or the serial after the ``prefix`` (a meter of that profile sends it, so auto finds it)."""
+    out: Dict[int, str] = {}
+    for marker in match.get("markers", ()):
+        if "equals" in marker:
+            out[marker["index"]] = marker["equals"]
+        elif "prefix" in marker:
+            out[marker["index"]] = marker["prefix"] + serial
+    return out
+
+
+def short_code(code: str) -> str:
+    """C.D.E of an OBIS code in any spelling."""
+    return ".".join(code.split(":")[-1].replace("*", ".").split(".")[:3])
+
+
 def logical_name(text: str) -> bytes:
     """The 6 bytes of a COSEM logical name (``1-0:1.8.0.255``; groups not written are 255)."""
     from ..obis import Obis
@@ -192,6 +225,11 @@ class PushSimulator:
                 raise ValueError("layout 'profile' needs a profile name")
             from ..dlms.profiles import load_profile
             self._profile = load_profile(profile)
+            if self._profile.match.get("shape") not in ("positional", "push-list"):
+                from ..errors import ConfigurationError
+                raise ConfigurationError(f"profile {profile} names its values by OBIS code in the frame",
+                                         "the simulator sends such a list without --profile (its OBIS layout, "
+                                         "with scalers); --profile takes positional and push-list profiles")
         #: what the last push carried: dotted OBIS -> raw value as transmitted
         self.last_values: Dict[str, Any] = {}
         #: dotted OBIS -> (raw, scaler, unit) of the last push (scaler None for text values)
@@ -248,15 +286,21 @@ class PushSimulator:
             return body
         profile = self._profile
         assert profile is not None  # layout 'profile' is only chosen with a loaded profile
+        if profile.match.get("shape") == "push-list":
+            return self._push_list_body(profile, physical)
         count = int(profile.match.get("elements") or (max(f.index for f in profile.fields if f.index is not None) + 1))
         wanted = list(profile.match.get("types") or ["*"] * count)
+        marked = _marker_texts(profile.match, self.serial)
         body = Structure()
         types = []
         for i in range(count):
             f = profile.field_at(i)
             type_name = _GROUP_TYPE.get(wanted[i], wanted[i]) if i < len(wanted) else "double-long-unsigned"
-            if f is None or f.kind in ("text", "bytes") or type_name in ("octet-string", "visible-string"):
-                value: Any = self.serial.encode("ascii") if type_name == "octet-string" else self.serial
+            if f is None and type_name in _FILLERS:  # a position the profile does not name: a value of its type
+                value: Any = _FILLERS[type_name]()
+            elif f is None or f.kind in ("text", "bytes") or type_name in ("octet-string", "visible-string"):
+                text = marked.get(i, self.serial)  # (a list id such as KFM_001 where the profile looks for it)
+                value = text.encode("latin-1") if type_name == "octet-string" else text
                 if f is not None and f.kind == "datetime":
                     from ..dlms.apdu import encode_datetime_value
                     value = encode_datetime_value(self._now())
@@ -269,6 +313,50 @@ class PushSimulator:
             body.append(value)
             types.append(type_name)
         body.types = tuple(types)
+        return body
+
+    def _push_list_body(self, profile: Any, physical: Dict[str, float]) -> Structure:
+        """A push-list profile's frame (Swiss VSE, Cyprus E450): its push object list first, then
+        each object's value: a logical name, the clock's time, a register's number at the
+        profile's scaler, the serial for any other object (a status word a 0)."""
+        from ..obis import Obis
+
+        fields = {Obis.parse(f.obis).dotted(): f for f in profile.fields if f.obis}
+        objects, values, types = Array(), [], []  # type: Array, List[Any], List[str]
+        for entry in profile.match["capture_objects"]:
+            cls_text, rest = entry.split(":", 1)
+            code, attr = rest.rsplit(":", 1)
+            cls = int(cls_text)
+            item = Structure([cls, logical_name(code), int(attr), 0])
+            item.types = ("long-unsigned", "octet-string", "integer", "long-unsigned")
+            objects.append(item)
+            if cls == 40 and attr == "2":  # the push setup's object list: element 0 (added below)
+                continue
+            f = fields.get(Obis.parse(code).dotted())
+            if attr == "1":  # a logical name (the push setup's own, in Swiss lists)
+                values.append(logical_name(code))
+                types.append("octet-string")
+            elif cls == 8:
+                from ..dlms.apdu import encode_datetime_value
+                values.append(encode_datetime_value(self._now()))
+                types.append("octet-string")
+            elif f is not None and f.kind == "number":
+                signed = short_code(code) in _SIGNED
+                reg = SimRegister(code, "double-long" if signed else "double-long-unsigned", f.scaler, f.unit)
+                raw = self._raw(reg, physical)
+                self.last_values[f.obis] = raw
+                self.last_registers[f.obis] = (raw, f.scaler, f.unit)
+                values.append(raw)
+                types.append(reg.type)
+            elif cls == 1 and short_code(code).startswith("96.3"):
+                values.append(0)
+                types.append("double-long-unsigned")
+            else:
+                values.append(self.serial.encode("ascii"))
+                types.append("octet-string")
+        objects.types = ("structure",) * len(objects)
+        body = Structure([objects, *values])
+        body.types = ("array", *types)
         return body
 
     def _now(self) -> datetime:
