@@ -213,6 +213,24 @@ def test_listen_prints_json_lines_until_interrupted() -> None:
     assert EK not in out + err
 
 
+def test_simulate_push_removes_its_link_when_terminated(tmp_path) -> None:
+    """Seen in a real SmartHomeNG test set-up: a simulator stopped with SIGTERM (kill, a service
+    manager) left its --link pointing at a pty number the system then gave another program."""
+    link = tmp_path / "ttyPUSH"
+    proc = subprocess.Popen([sys.executable, "-m", "dlms_protocol", "simulate-push", "--link", str(link),
+                             "--interval", "5"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not link.is_symlink() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.is_symlink()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert not link.is_symlink() and not link.exists()
+
+
 def test_a_reader_that_goes_away_is_no_error(tmp_path) -> None:
     """``decode --file big | head -1``: the closed pipe ends the command quietly with status 0."""
     sim = PushSimulator(wrapper="hdlc", seed=3)

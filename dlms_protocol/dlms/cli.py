@@ -271,7 +271,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 def cmd_simulate_push(args: argparse.Namespace) -> int:
     from ..config import parse_key
+    from ..simulator.pty import stop_on_terminate
     from ..simulator.push import PushSimulator
+
+    stop_on_terminate()
 
     if args.protocol == "sml":
         from ..sml.cli import simulate_sml

@@ -44,6 +44,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .d0 import SimulatedMeter
     from .meters import load_meter, sample_meters
+    from .pty import stop_on_terminate
+
+    stop_on_terminate()
 
     if args.list:
         for name in sample_meters():

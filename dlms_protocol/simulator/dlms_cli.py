@@ -31,6 +31,9 @@ def cmd_simulate_dlms(args: argparse.Namespace) -> int:
     from .cosem_model import demo_model
     from .dlms_meter import DlmsPtyMeter, DlmsTcpMeter
     from .dlms_server import ServerSecurity, default_accounts
+    from .pty import stop_on_terminate
+
+    stop_on_terminate()
 
     security = ServerSecurity(bytes.fromhex(DEMO_KEY), bytes.fromhex(DEMO_AUTH_KEY))
     accounts = default_accounts(args.password.encode())

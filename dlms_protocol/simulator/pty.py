@@ -437,4 +437,16 @@ def remove_link(link: Optional[str]) -> None:
         os.unlink(link)
 
 
-__all__ = ["PtyLink", "uart_resample", "publish_link", "remove_link"]
+def stop_on_terminate() -> None:
+    """A simulator command ends on SIGTERM as on Ctrl-C (its ``finally`` removes its ``--link``):
+    killed with the default SIGTERM it left the link to a pty number the system gives out again,
+    so a later reader could open another program's terminal through it."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+__all__ = ["PtyLink", "uart_resample", "publish_link", "remove_link", "stop_on_terminate"]
