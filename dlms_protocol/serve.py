@@ -87,15 +87,15 @@ def describe_start(cfg: Any) -> str:
     return f"dlms_protocol {__version__}: {what}; " + ("; ".join(outs) or "no output")
 
 
-def build_source(cfg: Any, stats: Statistics, report: _RateLimited) -> Source:
+def build_source(cfg: Any, stats: Statistics) -> Source:
     """The source the [meter] section asks for (push listener, D0 readout loop or DLMS polling)."""
     text = bool(cfg.outputs) or not cfg.victron  # D-Bus shows no text: a DLMS push is not rendered for it
+    # (a listener logs its own errors, rate-limited, and keeps quiet about a search's: no second line here)
     if cfg.listener is not None and getattr(cfg, "protocol", "dlms") != "dlms":  # SML, push-only D0, auto
         return make_source("sml", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
-                           on_problem=report, protocol=cfg.protocol, text=text)
+                           protocol=cfg.protocol, text=text)
     if cfg.listener is not None:
-        return make_source("push", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats,
-                           on_problem=report, text=text)
+        return make_source("push", config=cfg.listener, listen_timeout=cfg.bridge.timeout, stats=stats, text=text)
     if getattr(cfg, "poll", None) is not None:
         return make_source("poll", config=cfg.poll, cycle=cfg.interval, stats=stats, stale_after=cfg.bridge.timeout)
     return make_source("readout", config=cfg.readout, cycle=cfg.interval, stats=stats,
@@ -123,7 +123,7 @@ def run(cfg: Any, stop: threading.Event, stats: Optional[Statistics] = None) -> 
     stats = stats if stats is not None else Statistics()
     report = _RateLimited()
     outputs = build_outputs(cfg, stats)
-    source = build_source(cfg, stats, report)
+    source = build_source(cfg, stats)
     LOG.info("%s", describe_start(cfg))
     pipe = Pipeline(source, [LogOutput(source, report), *outputs])
     hosted = host_loops(source, outputs)  # the D-Bus loop in the meter's reading thread (pipeline.LoopGuest)

@@ -276,7 +276,7 @@ def test_the_victron_service_renders_no_text_for_a_dlms_meter_found_by_auto(tmp_
     """``protocol = auto`` with only the D-Bus output: a DLMS push recognised by the search is not
     rendered as text, as with ``protocol = dlms`` (D-Bus shows none; rendering is part of a GX's
     CPU per push); with another output it is."""
-    from dlms_protocol.serve import _RateLimited, build_source
+    from dlms_protocol.serve import build_source
     from dlms_protocol.victron.config_file import load_config
 
     for victron, rendered in ((True, False), (False, True)):
@@ -286,7 +286,7 @@ def test_the_victron_service_renders_no_text_for_a_dlms_meter_found_by_auto(tmp_
         ini.write_text(f"[meter]\nmode = push\nprotocol = auto\nport = {port}\nbaudrate = 2400\nparity = E\n")
         cfg = load_config(str(ini), victron=victron)
         out = Recorder()
-        pipe = Pipeline(build_source(cfg, Statistics(), _RateLimited()), [out])
+        pipe = Pipeline(build_source(cfg, Statistics()), [out])
         pipe.start()
         try:
             deadline = time.monotonic() + 30
@@ -302,7 +302,7 @@ def test_the_victron_service_renders_no_text_for_a_dlms_meter_found_by_auto(tmp_
 
 def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
     """The Venus OS / standalone service: [meter] protocol = sml gives the SML source (Victron, MQTT)."""
-    from dlms_protocol.serve import _RateLimited, build_source
+    from dlms_protocol.serve import build_source
     from dlms_protocol.sml.source import SmlSource
     from dlms_protocol.victron.config_file import load_config
 
@@ -314,7 +314,7 @@ def test_serve_config_with_protocol_sml_reads_the_meter(tmp_path) -> None:
     line = cfg.listener
     assert (line.baudrate, line.bytesize, line.parity, line.stopbits) == (9600, 8, "N", 1)
     stats = Statistics()
-    source = build_source(cfg, stats, _RateLimited())
+    source = build_source(cfg, stats)
     assert isinstance(source, SmlSource) and source.stats is stats and cfg.protocol == "sml"
     out = Recorder()
     pipe = Pipeline(source, [out])
