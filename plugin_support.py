@@ -333,7 +333,7 @@ def plain_value(value: Any) -> Any:
 
 
 def format_value(value: Any) -> str:
-    """Text form of a value: no exponent for numbers, ISO for times, hex for bytes."""
+    """Text form of a value: no exponent for numbers, ISO for times, upper-case hex for bytes."""
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, float):
@@ -341,7 +341,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).hex()
+        return bytes(value).hex().upper()  # as the web page's meter id, the CLI and JSON write them
     if value is None:
         return ""
     return str(value)

@@ -232,6 +232,28 @@ def test_a_register_whose_scaler_this_client_may_not_read_costs_no_other_value(c
     assert " 2345000  Wh" in out.getvalue() and "E+" not in out.getvalue()
 
 
+def test_what_the_meter_refused_this_client_is_not_asked_for_every_cycle():
+    """Audit: an object this client may not read stayed in every cycle's request; its refusal in
+    the GET with-list answer made every cycle read all objects again one by one (on RS485 at
+    9600 Bd 3.8 s instead of 2.5 s). Asked once, refused, then left out; --list asks again."""
+    registers = [RegisterSpec("1.0.1.8.0.255", 12345678, 0, 30), RegisterSpec("1.0.2.8.0.255", 2345, 0, 30),
+                 RegisterSpec("1.0.3.8.0.255", 98765, -3, 32, readers=(1,))]
+    with DlmsTcpMeter(MeterModel(registers=registers)) as meter:
+        poller = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("1.8.0", "2.8.0", "3.8.0")))
+        denied = []
+        for discover in (False, False, False, True):
+            mark = len(meter.events)
+            data = poller.read(discover=discover)
+            assert {r.code for r in data.readings} >= {"1-0:1.8.0.255", "1-0:2.8.0.255"}
+            denied.append(sum(1 for n, d in meter.events[mark:] if n == "get-denied" and d.startswith("1.0.3.8.0")))
+        only = DlmsPoller(PollConfig(meter.url, timeout=WAIT, obis=("3.8.0",)))
+        with pytest.raises(AccessError):
+            only.read()
+        with pytest.raises(AccessError):
+            only.read()  # (nothing readable asked for: the refusal again, without asking)
+    assert denied[0] >= 1 and denied[1:3] == [0, 0] and denied[3] >= 1  # refused, left out, asked again by --list
+
+
 def test_no_answer_to_the_association_request():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -30,6 +30,7 @@ def start(sh: SmartHome, port: str, **extra) -> object:
     sh.load_item_tree({"meter": {
         "energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0*255"},
         "power": {"type": "num", "dlms_obis_code": "16.7.0"},
+        "server": {"type": "str", "dlms_obis_code": "0.0.9"},
     }})
     sh.start()
     return plugin
@@ -47,6 +48,9 @@ def test_auto_reads_an_sml_meter_into_items(shng) -> None:
         assert shng.items.return_item("meter.energy")() == pytest.approx(float(sim.last_registers["1-0:1.8.0*255"]))
         assert shng.items.return_item("meter.power")() == pytest.approx(float(sim.last_registers["1-0:16.7.0*255"]))
         assert plugin._listener.detected_protocol == "sml"
+        # the server ID as everywhere else (web page header, CLI, JSON, MQTT): upper-case hex; it was
+        # lower case in the item and the code table only (seen in a real SmartHomeNG)
+        assert shng.items.return_item("meter.server")() == sim.server_id.hex().upper()
     finally:
         sim.stop()
 

@@ -317,6 +317,12 @@ class DlmsPoller:
             self.catalog = self._discover(session)
             self.stats.count("discoveries")
         chosen = self._selected(self.catalog, discover)
+        known = [self.unreadable[o.code] for o in chosen if o.code in self.unreadable and not discover]
+        if known and len(known) == len(chosen):
+            raise known[0]  # (nothing this client may read was asked for)
+        # what the meter refused this client once it refuses again (rights do not change per read):
+        # asked again, one refusal in a GET with-list made every cycle read everything twice
+        chosen = [o for o in chosen if discover or o.code not in self.unreadable]
         ident = _identity_of(self.catalog, chosen, self._identity_refused)  # (read for the meter id only)
         chosen += ident
         unscaled = self._load_scalers(session, [o for o in chosen if o.scaler is None or discover])
@@ -339,8 +345,8 @@ class DlmsPoller:
             readings.append(Reading(code=obj.code, obis=obj.obis, value=value, unit=unit,
                                     raw=raw if isinstance(raw, (int, str)) else None,
                                     scaler=obj.scaler, index=len(readings)))
-        if refused and not readings:
-            raise refused[0]  # counted by read()
+        if refused and all(obj in ident for obj in chosen if obj.code not in self.unreadable):
+            raise refused[0]  # nothing asked for was read, only the meter id (counted by read())
         for err in refused:
             self.stats.error(err)
         return readings
