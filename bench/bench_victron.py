@@ -197,6 +197,16 @@ def child_cpu(cmd: List[str], **kw: object) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def end_process(proc: subprocess.Popen) -> None:
+    """Stop the service: SIGTERM, then SIGKILL when it has not ended within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 # ------------------------------------------------------------------------ pushing
 def paced_writer(link: PtyLink, chunk: Optional[int]) -> Callable[[bytes], None]:
     """Write one push as a line would deliver it: ``chunk`` bytes at a time at the character time."""
@@ -391,12 +401,7 @@ def main() -> int:
                   or rss / 1024 > TARGET_RSS_MB or plain_rss / 1024 > TARGET_RSS_MB
                   or refresh != int(PERIOD * 1000))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        end_process(proc)
         log.close()
         link.close()
         client.stop()

@@ -100,12 +100,7 @@ def run_stage(target: Optional[str], result: str, pushes: int, rounds_left: List
         if proc.poll() is not None:
             raise RuntimeError("the service ended during the run; log:\n" + log_path.read_text())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        bv.end_process(proc)
         link.close()
         client.wait_for(lambda c: c.service("grid") is None, 30)  # type: ignore[attr-defined]
 
