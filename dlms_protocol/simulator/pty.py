@@ -442,11 +442,13 @@ def stop_on_terminate() -> None:
     killed with the default SIGTERM it left the link to a pty number the system gives out again,
     so a later reader could open another program's terminal through it."""
     import signal
+    import threading
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    if threading.current_thread() is threading.main_thread():  # (only there can a handler be set)
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 __all__ = ["PtyLink", "uart_resample", "publish_link", "remove_link", "stop_on_terminate"]
