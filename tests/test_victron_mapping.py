@@ -392,6 +392,8 @@ def test_a_meter_switching_between_label_sets_logs_each_once_at_info(caplog: pyt
     assert [r.getMessage().split(" (")[0] for r in infos] == [
         "victron: phase power L1 derived, L2 derived, L3 derived",
         "victron: phase power L1 derived, L2 estimated, L3 estimated"]
+    # (a real systemcalc run: the note said the whole total was split, with estimated signs)
+    assert "what the exact phases leave of it" in infos[1].getMessage()
     assert len(debugs) == 18  # every later switch, for whoever debugs
     assert Mapper().map(frame(R("36.7.0", 100, "W"))).labels == {"/Ac/L1/Power": MEASURED}
 

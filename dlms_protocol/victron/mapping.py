@@ -722,7 +722,8 @@ class Mapper:
             MEASURED: "sent by the meter",
             DERIVED: "exact from the meter's values",
             TOTAL: "the meter's total power published on L1",
-            ESTIMATED: "the measured total split by U*|I| per phase (sum exact, split and signs estimated; "
+            ESTIMATED: "the measured total, or what the exact phases leave of it, split by U*|I| per phase "
+                       "(sum exact, split estimated, and the signs too unless per-phase import shows them; "
                        "option three_phase_total)",
         }
         used = sorted({lab for _p, lab in now})
