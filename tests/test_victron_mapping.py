@@ -279,7 +279,7 @@ def test_per_phase_import_only_property(true: List[int], balancing: bool) -> Non
     """Any three phase powers, sent as per-phase import (max(P, 0)) with totals of a balancing
     meter (import and export of the sum) or of one that adds each direction: every phase labelled
     derived has its true power, every estimated one has the sign of its true power or 0, and the
-    phases add up to the net total."""
+    phases add up to the net total within the meter's rounding (sum_tolerance_w)."""
     net = sum(true)
     if balancing:
         imp, exp = max(net, 0), max(-net, 0)
@@ -288,7 +288,8 @@ def test_per_phase_import_only_property(true: List[int], balancing: bool) -> Non
     m = Mapper().map(_import_only(imp, exp, [max(p, 0) for p in true], [str(abs(p) / 230 + 0.1) for p in true]))
     got = [m.values.get(f"/Ac/L{ph}/Power") for ph in (1, 2, 3)]
     assert all(g is not None for g in got)
-    assert sum(got) == approx(net)  # type: ignore[arg-type]
+    # the net total, up to the meter's rounding: a rest within it counts as nothing left (all 0)
+    assert abs(sum(got) - net) <= 1.5  # type: ignore[arg-type]
     for ph, (g, t) in enumerate(zip(got, true), start=1):
         label = m.labels[f"/Ac/L{ph}/Power"]
         assert label in (DERIVED, ESTIMATED)
