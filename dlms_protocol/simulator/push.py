@@ -91,8 +91,8 @@ def _typed_array() -> Any:
     return empty
 
 
-#: codes whose value may be negative (net and reactive powers, power factor): a signed type
-_SIGNED = {"16.7.0", "36.7.0", "56.7.0", "76.7.0", "3.7.0", "4.7.0", "13.7.0", "33.7.0", "53.7.0", "73.7.0"}
+#: codes whose value may be negative (net powers, power factors): a signed type (Q+ 3.7.0 and Q- 4.7.0 are not)
+_SIGNED = {"16.7.0", "36.7.0", "56.7.0", "76.7.0", "13.7.0", "33.7.0", "53.7.0", "73.7.0"}
 
 
 def _marker_texts(match: Dict[str, Any], serial: str) -> Dict[int, str]:
@@ -250,8 +250,7 @@ class PushSimulator:
     def _raw(self, reg: SimRegister, physical: Dict[str, float]) -> Any:
         if reg.type in ("octet-string", "visible-string"):
             return self.serial.encode("ascii") if reg.type == "octet-string" else self.serial
-        short = ".".join(reg.obis.split(":")[-1].split(".")[:3])
-        value = physical.get(short, 0.0)
+        value = physical.get(short_code(reg.obis), 0.0)
         lo, hi = _RANGES.get(reg.type, (0, 2**32 - 1))
         return max(lo, min(hi, int(round(value / 10 ** reg.scaler))))
 
