@@ -14,7 +14,7 @@ from shng_double import SmartHome, yaml12
 from shng_double.testing import plugins_dir, wait_for
 
 from dlms_protocol.cli import main
-from dlms_protocol.detect.probe import Detector
+from dlms_protocol.detect.probe import PASSIVE, Detector
 from dlms_protocol.detect.report import diagnose, plugin_parameters
 from dlms_protocol.model import Statistics
 from dlms_protocol.simulator import SimulatedMeter
@@ -144,6 +144,53 @@ def test_plain_dlms_push_at_9600_8n1(capsys, shng) -> None:
     finally:
         pusher.halt()
         sim.stop()
+
+
+class LateMeter:
+    """A DLMS push meter at 9600 8N1 that is quiet while the first window listens (as if its push
+    had come just before), then pushes every 0.3 s: the pause of a 5-10 s push period, made certain."""
+
+    def __init__(self) -> None:
+        from dlms_protocol.simulator.pty import PtyLink
+
+        self.sim = PushSimulator(wrapper="hdlc", seed=5)
+        self.link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+        self.go = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.go.wait(0.05):
+                for frame in self.sim.build():
+                    self.link.send(frame, stop=self._stop.is_set)
+                self._stop.wait(0.3)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.link.close()
+
+
+def test_a_setting_that_was_quiet_between_two_pushes_is_listened_to_again() -> None:
+    meter = LateMeter()
+    progress: List[str] = []
+
+    def told(text: str) -> None:
+        progress.append(text)
+        if len(progress) == 2:  # the first window is over
+            meter.go.set()
+
+    try:
+        finding = Detector(meter.link.port, listen=0.4, dwell=1.0, total=40, sign_on=False, progress=told).run()
+    finally:
+        meter.stop()
+    assert finding is not None, progress
+    assert (finding.protocol, finding.baudrate, finding.char_format, finding.wrapper) == ("dlms", 9600, "8N1", "hdlc")
+    # every other setting got the pushes as garbage; then the quiet one, once more, with a longer window
+    assert progress[0] == "listening at 9600 Bd 8N1 …" and len(progress) == len(PASSIVE) + 1
+    assert progress[-1] == "listening longer (it was quiet between pushes) at 9600 Bd 8N1 …"
 
 
 def test_encrypted_dlms_push_at_115200_8n1_without_key(capsys, shng) -> None:

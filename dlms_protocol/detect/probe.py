@@ -5,6 +5,9 @@ request would be noise on an RS485 bus), the IEC 62056-21 sign-on at 300 Bd 7E1 
 passive window lasts ``listen`` seconds, grows to ``dwell`` seconds as soon as bytes arrive
 (a push period can be 10 s), and ends early once a message *passed its checks* (CRC, FCS,
 BCC) and a second one gave the push period; everything together never exceeds ``total``.
+When bytes came at some settings but others stayed quiet, the meter pushes with pauses longer
+than a window, so the quiet settings are tried once more with ``dwell``-long windows before the
+sign-on (the right one may have fallen between two pushes).
 A protocol is only reported from verified bytes (or, for encrypted DLMS, from a frame whose
 FCS/checksum held and whose ciphering header parses), never from a byte pattern alone.
 """
@@ -122,6 +125,7 @@ class Detector:
         #: speeds and formats whose listening window stayed silent (a meter that pushes rarely)
         self.silent: List[str] = []
         self._deadline = 0.0
+        self._heard = False  #: some window got bytes: the meter sends
 
     @property
     def remote(self) -> bool:
@@ -131,25 +135,39 @@ class Detector:
     def run(self) -> Optional[Finding]:
         """Probe until something is found or the time is up; None when nothing answered."""
         self._deadline = self.clock() + self.total
+        self._heard = False
         probes = self.passive[:1] if self.remote else self.passive
-        for baud, fmt in probes:
-            left = self._deadline - self.clock()
-            if left <= 0.5:
-                break
-            self.progress(f"listening at {baud} Bd {fmt} …" if not self.remote else "listening …")
-            finding = self._passive(baud, fmt)
-            if finding is not None:
-                if self.remote:
-                    finding.notes.append("speed and format are those set on the serial server (ser2net); the "
-                                         "values above only matter for a local port")
-                return finding
+        finding = self._listen_at(probes, self.listen, "listening at")
+        if finding is None and self._heard and self.silent:
+            # Bytes came at other settings, so the meter sends, with pauses: a window that stayed
+            # quiet fell between two pushes (a 5-10 s push period against a 3 s window), and the
+            # setting it tried may be the right one. Each gets a window as long as a dwell.
+            again = [(baud, fmt) for baud, fmt in self.passive if f"{baud} Bd {fmt}" in self.silent]
+            self.silent = []
+            finding = self._listen_at(again, self.dwell, "listening longer (it was quiet between pushes) at")
+        if finding is not None:
+            return finding
         if self.sign_on and self._deadline - self.clock() > 1.0:
             self.progress("signing on at 300 Bd 7E1 (IEC 62056-21) …")
             return self._request()
         return None
 
     # ------------------------------------------------------------------ passive
-    def _passive(self, baud: int, fmt: str) -> Optional[Finding]:
+    def _listen_at(self, probes: Sequence[Tuple[int, str]], window: float, what: str) -> Optional[Finding]:
+        """One passive window per (baud, format), each ``window`` s unless bytes arrive."""
+        for baud, fmt in probes:
+            if self._deadline - self.clock() <= 0.5:
+                break
+            self.progress(f"{what} {baud} Bd {fmt} …" if not self.remote else "listening …")
+            finding = self._passive(baud, fmt, window)
+            if finding is not None:
+                if self.remote:
+                    finding.notes.append("speed and format are those set on the serial server (ser2net); the "
+                                         "values above only matter for a local port")
+                return finding
+        return None
+
+    def _passive(self, baud: int, fmt: str, window: float) -> Optional[Finding]:
         bytesize, parity, stopbits = parse_format(fmt)
         try:
             port = self.opener(self.port, baud, bytesize, parity, stopbits)
@@ -159,19 +177,20 @@ class Detector:
             self.seen.append(f"{baud} {fmt}: cannot open the port ({exc})")
             raise
         try:
-            window = self._collect(port)
+            heard = self._collect(port, window)
         finally:
             port.close()
-        return self._judge(window, baud, fmt)
+        self._heard = self._heard or heard.bytes_seen > 0
+        return self._judge(heard, baud, fmt)
 
-    def _collect(self, port: Transport) -> _Window:
+    def _collect(self, port: Transport, listen: float) -> _Window:
         from ..dlms.deframer import Deframer
 
         w = _Window()
         decoder = AutoDecoder(ListenerConfig(port="-", key=self.key, auth_key=self.auth_key), Statistics())
         deframer = Deframer("auto")
         start = self.clock()
-        end = min(start + self.listen, self._deadline)
+        end = min(start + listen, self._deadline)
         first_at: Optional[float] = None
         while self.clock() < end:
             chunk = port.read_some(4096, 0.1)
