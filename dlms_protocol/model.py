@@ -6,6 +6,7 @@ raises instead of producing a MeterData, so a sink cannot write an unverified va
 """
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from dataclasses import dataclass, field
@@ -149,6 +150,8 @@ class Reading:
 
 
 _new_object = object.__new__
+#: a reading's code, for ``map`` (a push's layout key, without a Python frame per reading)
+_OBIS_OF = operator.attrgetter("obis")
 #: the ``Reading.details`` label of a value a decoder holds back until its unit is known
 #: (``dlms.scalecheck``); its text says why, for the item or sink that would have shown it
 HELD_DETAIL = "held"
@@ -200,7 +203,7 @@ class LayoutMemo:
             detail: Tuple[Any, ...] = ()) -> Any:
         """The result for this layout: stored, else ``work_out(codes)``. ``detail``: what else of
         the readings the result depends on (hashable values, not objects), part of the key."""
-        codes = tuple([r.obis for r in readings])
+        codes = tuple(map(_OBIS_OF, readings))
         key = (tuple(map(id, codes)), detail)
         hit = self.entries.get(key)
         if hit is not None:

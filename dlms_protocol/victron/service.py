@@ -407,9 +407,9 @@ class MeterService:
         following readings stay below the old level and do not go backwards among themselves
         (a new meter). A reading back at or above the old level drops the held ones."""
         out = changes
-        counters = self.mapper.counter_paths
-        for path, value in changes.items():
-            if path not in counters or not isinstance(value, float):
+        for path in self.mapper.counter_paths.intersection(changes):  # (a few of a push's paths)
+            value = changes[path]
+            if not isinstance(value, float):
                 continue
             last = self._counter_last.get(path)
             held = self._counter_held.get(path)
