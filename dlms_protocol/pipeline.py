@@ -180,6 +180,11 @@ class Source(ABC):
     def status(self) -> Dict[str, Any]:
         return {}
 
+    def stale_hint(self) -> Optional[str]:
+        """Why no verified data came, when the source saw more than silence (frames that fail);
+        said instead of the cable advice. None: nothing known."""
+        return None
+
 
 class ScheduledSource(Source):
     """A source that reads when asked: every ``cycle`` seconds in its own thread, or from an
@@ -473,8 +478,10 @@ class Pipeline:
         stale_after = self.source.stale_after
         if stale_after and now - last > stale_after and self.health.state in (Health.OK, Health.STARTING):
             what = "no verified data" if self._last_time is None else "no new verified data"
-            self._set_health(Health(Health.STALE, f"{what} for {int(now - last)} s: check the cable, the port "
-                                    "settings and that the meter's interface is enabled", source=self.source.name))
+            advice = self.source.stale_hint() or ("check the cable, the port settings and that the meter's "
+                                                  "interface is enabled")
+            self._set_health(Health(Health.STALE, f"{what} for {int(now - last)} s: {advice}",
+                                    source=self.source.name))
         wall = time.time()
         for out in list(self.outputs):
             self._call(out, "tick", wall)

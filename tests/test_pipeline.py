@@ -238,3 +238,37 @@ def test_the_idle_ticker_sleeps_until_staleness_is_due() -> None:
         assert 2.9 <= time.monotonic() - stopped <= 3.0 + Pipeline.IDLE_TICK + 1.0
     finally:
         pipe.stop()
+
+
+@pytest.mark.parametrize("profile, says", [
+    # frames arrive and pass their checks, but the configured profile does not fit them
+    ("kaifa-no-list2-3ph", "frames arrive but fail; the last one: profile 'kaifa-no-list2-3ph' does not fit this "
+                           "frame (kaifa-no-list2-3ph: the frame has 23 elements, the profile expects 13): set "
+                           "profile to auto"),
+    # nothing arrives at all: the cable advice
+    (None, "check the cable, the port settings and that the meter's interface is enabled"),
+])
+def test_staleness_says_what_arrived_instead_of_blaming_the_cable(profile, says) -> None:
+    """A push meter whose frames arrive but fail (a wrong profile here; a wrong key alike) is
+    stale with that failure as its cause and fix, not with "check the cable" (serve's log, the
+    plugin's status and MQTT's availability text show it)."""
+    from dlms_protocol.config import ListenerConfig
+    from dlms_protocol.dlms.source import PushSource
+    from dlms_protocol.simulator.push import PushSimulator
+
+    sim = PushSimulator(wrapper="hdlc", layout="profile", profile="si-sodo-reduxi-live23", seed=3, interval=0.3)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    if profile is not None:
+        sim.start()
+    src = PushSource(ListenerConfig(port=port, baudrate=9600, parity="N", profile=profile or "auto"), 1.5)
+    rec = Recorder()
+    pipe = Pipeline(src, [rec])
+    pipe.start()
+    try:
+        rec.wait(lambda: any(h.state == Health.STALE for h in rec.health), "stale after 1.5 s")
+    finally:
+        pipe.stop()
+        sim.stop()
+    (stale,) = [h for h in rec.health if h.state == Health.STALE]
+    assert says in stale.cause and stale.cause.startswith("no verified data for ")
+    assert not rec.data

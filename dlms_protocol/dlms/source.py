@@ -7,7 +7,8 @@ each output keeps its own.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional
+import time
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..config import ListenerConfig
 from ..errors import DlmsError, TransportError
@@ -36,13 +37,18 @@ class PushSource(Source):
         self._options = listener_options
         self.listener: Optional[PushListener] = None
         self._guest: Optional[LoopGuest] = None
+        #: the last frame that arrived but failed (monotonic time, error), for ``stale_hint``
+        self._problem: Optional[Tuple[float, DlmsError]] = None
 
     def start(self, emit: Emit, report: Callable[[Health], None]) -> None:
         def on_error(exc: DlmsError) -> None:
             # decode errors are counted by the decoder; a lost port is an error state until data returns
             if isinstance(exc, TransportError):
                 report(Health(Health.ERROR, str(exc), source=self.name, error=exc))
-            elif self._on_problem is not None and not exc.lead_in:
+                return
+            if not exc.lead_in:
+                self._problem = (time.monotonic(), exc)
+            if self._on_problem is not None and not exc.lead_in:
                 # (the tail of a message the port was opened into: counted and said at INFO by the
                 # decoder, normal at every other start; no host's failure or warning)
                 self._on_problem(exc)
@@ -74,6 +80,14 @@ class PushSource(Source):
     @property
     def running(self) -> bool:
         return self.listener is None or self.listener.running
+
+    def stale_hint(self) -> Optional[str]:
+        """Frames that arrived within ``stale_after`` but failed: their last error names the cause
+        and the fix (a profile that does not fit, a wrong key), where "check the cable" would mislead."""
+        problem = self._problem
+        if problem is None or time.monotonic() - problem[0] > self.stale_after:
+            return None
+        return f"frames arrive but fail; the last one: {problem[1]}"
 
     def status(self) -> Dict[str, Any]:
         listener = self.listener
