@@ -54,17 +54,23 @@ def _derive(data: MeterData, wanted: Obis, derived: bool) -> Optional[Reading]:
 
 def _net(code: Obis, plus: Reading, minus: Reading, derived: bool) -> Optional[Reading]:
     """plus - minus as a reading of ``code`` (A-B of ``plus``), or None when not exactly known."""
+    a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
+    return _difference(_result_code(a, b, code), plus, minus, derived)
+
+
+def _difference(result: Tuple[Obis, str], plus: Reading, minus: Reading, derived: bool) -> Optional[Reading]:
+    """plus - minus as a reading of ``result`` (its code and text), or None when not exactly known."""
     p, m = plus.numeric(), minus.numeric()
     fp, fm = _in_watts(plus.unit), _in_watts(minus.unit)
     if p is None or m is None or fp is None or fm is None or not (p.is_finite() and m.is_finite()):
         return None
     try:
-        value = (p * fp - m * fm) / fp
+        # in one unit the difference itself: the same Decimal (value and exponent) as the scaled
+        # form below, without its multiplications and division (a push derives this every time)
+        value = p - m if fp == fm else (p * fp - m * fm) / fp
     except ArithmeticError:  # a value no meter sends (overflow): nothing derived
         return None
-    a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
-    obis, text = _result_code(a, b, code)
-    return new_reading(text, obis, value, plus.unit, None, None, -1, plus.timestamp, (), derived)
+    return new_reading(result[1], result[0], value, plus.unit, None, None, -1, plus.timestamp, (), derived)
 
 
 @lru_cache(maxsize=256)
@@ -112,25 +118,26 @@ def derive_all(data: MeterData) -> List[Reading]:
     """
     readings = data.readings
     out: List[Reading] = []
-    for code, plus, minus in _PAIRS.get(readings, _find_pairs):
-        reading = _net(code, readings[plus], readings[minus], True)
+    for result, plus, minus in _PAIRS.get(readings, _find_pairs):
+        reading = _difference(result, readings[plus], readings[minus], True)
         if reading is not None:
             out.append(reading)
     return out
 
 
-#: (rule code, plus index, minus index) of each result, per layout of the readings
+#: ((result code, its text), plus index, minus index) of each result, per layout of the readings
 _PAIRS = LayoutMemo()
 
 
-def _find_pairs(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Obis, int, int], ...]:
-    """(rule code, index of the plus part, index of the minus part) per result, in rule order."""
+def _find_pairs(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Tuple[Obis, str], int, int], ...]:
+    """((result code, its text), index of the plus part, index of the minus part) per result, in
+    rule order; the result's A-B is the plus part's (fixed by the layout, like the indices)."""
     # current codes (F 255 or none) by C.D.E, in meter order: what Obis.matches selects
     current: Dict[_CDE, List[int]] = {}
     for i, o in enumerate(codes):
         if o is not None and (o.f is None or o.f == 255):
             current.setdefault((o.c, o.d, o.e), []).append(i)
-    out: List[Tuple[Obis, int, int]] = []
+    out: List[Tuple[Tuple[Obis, str], int, int]] = []
     for code, cde, plus_cde, minus_cde in _plan():
         pluses, minuses = current.get(plus_cde), current.get(minus_cde)
         if pluses is None or minuses is None or cde in current:
@@ -143,7 +150,8 @@ def _find_pairs(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Obis, int, int
             seen.add((a, b))
             plus, minus = _first(codes, pluses, a, b), _first(codes, minuses, a, b)
             if plus is not None and minus is not None:
-                out.append((code, plus, minus))
+                part = codes[plus]  # (the plus part's own A-B, as _net takes it)
+                out.append((_result_code(part.a, part.b, code), plus, minus))  # type: ignore[union-attr]
     return tuple(out)
 
 

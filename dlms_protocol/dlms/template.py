@@ -144,15 +144,17 @@ class PositionalTemplate(_Template):
             if fields is None:
                 place(builder, step, index, values[at], type_name)
                 continue
-            made = fields.copy()
-            made["timestamp"] = ts
             if kind == _NUMBER:
                 value = values[at]
                 if value.__class__ is not int:  # (struct reads integers; kept for what place checks)
                     place(builder, step, index, value, type_name)
                     continue
-                made["value"] = Decimal(value) * scale if scale is not None else Decimal(value)
-                made["raw"] = value
+                # (one dict display: fewer steps than a copy and three stores, a few dozen per push)
+                made = {**fields, "value": Decimal(value) * scale if scale is not None else Decimal(value),
+                        "raw": value, "timestamp": ts}
+            else:
+                made = fields.copy()
+                made["timestamp"] = ts
             reading = _new_object(Reading)  # model.frozen_of inline (a push makes a few dozen):
             _set_field(reading, "__dict__", made)  # ``made`` has every field, a fresh dict it takes over
             add(reading)
