@@ -134,6 +134,9 @@ class Notification:
 # ------------------------------------------------------------------ date and time
 #: fixed-offset zones by COSEM deviation (at most 1441, each made once)
 _ZONES: Dict[int, timezone] = {}
+#: a date-time's 12 bytes: year, month, day, weekday, hour, minute, second, hundredths,
+#: deviation (signed minutes), clock status
+_DATE_TIME = struct.Struct(">HBBBBBBBhB")
 
 
 def parse_datetime(raw: bytes) -> Optional[datetime]:
@@ -144,9 +147,7 @@ def parse_datetime(raw: bytes) -> Optional[datetime]:
     """
     if len(raw) != 12:
         return None
-    year = (raw[0] << 8) | raw[1]
-    month, day, weekday, hour, minute, second, hundredths = raw[2:9]
-    deviation = struct.unpack(">h", raw[9:11])[0]
+    year, month, day, weekday, hour, minute, second, hundredths, deviation, _status = _DATE_TIME.unpack(raw)
     if year == 0xFFFF or not 1970 <= year <= 2255:
         return None
     if not (1 <= month <= 12 and 1 <= day <= 31 and (weekday <= 7 or weekday == 0xFF)):
