@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, 
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 
-from .wire import Entry, changed_signal
+from .wire import Entry, Shape, append_entry, changed_signal, finish_body, measurement_shape, measurement_shapes
 
 LOG = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Item:
     """One exported path: its value, how to print it, and whether the bus may write it."""
 
     __slots__ = ("path", "value", "writeable", "on_set", "text_fn", "valuetype", "description",
-                 "_variant", "text", "_props", "fmt")
+                 "_variant", "text", "_props", "fmt", "shapes")
 
     def __init__(self, path: str, value: Any = None, writeable: bool = False, on_set: Optional[OnSet] = None,
                  text: Optional[TextFn] = None, valuetype: Optional[type] = None, description: str = "",
@@ -145,6 +145,8 @@ class Item:
         #: a measurement's text format (``fmt % value`` for a float; what ``text`` gives for one):
         #: lets ``BusItemService.update`` set it without a call per path
         self.fmt = fmt
+        #: with ``fmt``: its entry's shapes by text length, for ``update`` (None: not written there)
+        self.shapes: Optional[Dict[int, Shape]] = measurement_shapes(path, fmt)
         self.writeable = writeable
         self.on_set = on_set
         self.text_fn = text
@@ -279,10 +281,15 @@ class BusItemService:
 
     # ------------------------------------------------------------------- updates
     def update(self, changes: Mapping[str, Any]) -> int:
-        """Set many paths; one ItemsChanged carries the ones that really changed. Returns that count."""
+        """Set many paths; one ItemsChanged carries the ones that really changed. Returns that count.
+
+        The signal's body is written here, entry by entry as the items change (a measurement with
+        one ``pack`` of its shape, ``wire.measurement_shape``): a push's paths are walked once, not
+        again by ``wire.marshal_entries``. Each entry is padded to 8 bytes, the last one's is cut."""
         changed: List[Item] = []
-        entries: List[Entry] = []
         items = self.items
+        body: Optional[bytearray] = bytearray(8) if self.registered else None
+        pad = 0
         for path, value in changes.items():
             item = items.get(path)
             if item is None:
@@ -297,12 +304,29 @@ class BusItemService:
                 item._variant = item._props = None
                 text = item.text = fmt % value
                 changed.append(item)
-                entries.append((path, "d", value, text))
+                if body is None:
+                    continue
+                shapes = item.shapes
+                if shapes is None:
+                    body = None
+                    continue
+                raw = text.encode("utf-8")
+                shape = shapes.get(len(raw))
+                if shape is None:
+                    shape = shapes[len(raw)] = measurement_shape(path, len(raw))
+                layout, head, mid, pad = shape
+                body += layout.pack(head, value, mid, raw)
             elif item.set(value):
                 changed.append(item)
-                entries.append(item.entry())
+                if body is not None:
+                    pad = append_entry(body, item.entry())
+                    if pad < 0:
+                        body = None
         if changed and self.registered:
-            self._send(changed_signal(entries, lambda: {it.path: it.props for it in changed}))
+            if body is not None:
+                self._send(changed_signal([], lambda: {it.path: it.props for it in changed}, finish_body(body, pad)))
+            else:
+                self._emit_changed(changed)
         return len(changed)
 
     def set_one(self, path: str, value: Any) -> bool:

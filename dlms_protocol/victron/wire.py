@@ -120,6 +120,60 @@ def _measurement(path: str) -> Tuple[struct.Struct, bytes, bytes]:
     return made
 
 
+#: a measurement's whole entry for a text of a given length: (struct, its fixed bytes before the
+#: value, after it, the zeros it ends with to the next 8-aligned entry)
+Shape = Tuple[struct.Struct, bytes, bytes, int]
+
+
+def measurement_shapes(path: str, fmt: Optional[str]) -> Optional[Dict[int, Shape]]:
+    """An empty cache of ``path``'s entry shapes by text length (``measurement_shape``) when a float
+    formatted with ``fmt`` always goes on the wire here; None when ``marshal_entries`` would leave
+    it to dbus-fast (a NUL or an unencodable character in the path or format) or there is no format.
+
+    Why: ``BusItemService.update`` writes a push's measurements right where it formats their texts,
+    with one ``pack`` each, instead of a list of entries walked a second time. A float's ``%``
+    formatting adds ASCII only, so the format alone says whether every text of it can be written."""
+    if fmt is None or "\0" in fmt or "\0" in path:
+        return None
+    try:
+        fmt.encode("utf-8")
+        path.encode("utf-8")
+    except UnicodeError:
+        return None
+    return {}
+
+
+def measurement_shape(path: str, n: int) -> Shape:
+    """The shape of ``path``'s entry with a text of ``n`` UTF-8 bytes: the bytes of ``marshal_entries``
+    (path, a{sv} length, "Value" d, "Text" s and length | the text, its NUL), padded to 8 bytes."""
+    layout, before, after = _MEASUREMENTS.get(path) or _measurement(path)
+    head = before + _U32.pack(41 + n) + after
+    mid = _TEXT_S + _U32.pack(n)
+    pad = -(len(head) + 8 + len(mid) + n + 1) & 7
+    return struct.Struct(f"<{len(head)}sd{len(mid)}s{n + 1 + pad}s"), head, mid, pad
+
+
+def append_entry(buf: bytearray, entry: Entry) -> int:
+    """Append one entry of any type to a body being built (8-aligned end) and pad it to 8 bytes:
+    the zeros added, or -1 for a value this module leaves to dbus-fast (as ``marshal_entries``)."""
+    one = marshal_entries((entry,))
+    if one is None:
+        return -1
+    buf += memoryview(one)[8:]
+    pad = -len(buf) & 7
+    buf += _ZEROS[:pad]
+    return pad
+
+
+def finish_body(buf: bytearray, pad: int) -> bytearray:
+    """A body built entry by entry, each padded to 8 bytes: without the last entry's padding, and
+    with the array's length in front (what ``marshal_entries`` gives for the same entries)."""
+    if pad:
+        del buf[-pad:]
+    _U32.pack_into(buf, 0, len(buf) - 8)
+    return buf
+
+
 def marshal_entries(entries: Iterable[Entry]) -> Optional[bytearray]:
     """The body of an ItemsChanged (``a{sa{sv}}``) from (path, signature, value, text) per item,
     as dbus-fast writes it; None when a value is one this module leaves to dbus-fast."""
@@ -174,9 +228,11 @@ class ItemsChanged(Message):  # type: ignore[misc]
 
     entries: List[Entry] = []
     props_of: Optional[Callable[[], Dict[str, Dict[str, Any]]]] = None
+    #: the body already written from the entries (``BusItemService.update``), else None
+    ready: Optional[bytearray] = None
 
     def _marshall(self, negotiate_unix_fd: bool) -> bytearray:
-        body = marshal_entries(self.entries) if not self.flags else None
+        body = None if self.flags else self.ready if self.ready is not None else marshal_entries(self.entries)
         if body is None:
             if self.props_of is not None:
                 self.body = [self.props_of()]
@@ -184,14 +240,17 @@ class ItemsChanged(Message):  # type: ignore[misc]
         return bytearray(_Header.build(len(body), self.serial)) + body
 
 
-def changed_signal(entries: List[Entry], props_of: Callable[[], Dict[str, Dict[str, Any]]]) -> Message:
-    """The ItemsChanged signal of ``entries``; ``props_of`` gives the same as Variants, for the
-    rare body this module leaves to dbus-fast."""
+def changed_signal(entries: List[Entry], props_of: Callable[[], Dict[str, Dict[str, Any]]],
+                   ready: Optional[bytearray] = None) -> Message:
+    """The ItemsChanged signal of ``entries`` (or of the body ``ready`` written from them);
+    ``props_of`` gives the same as Variants, for the rare body this module leaves to dbus-fast."""
     msg = ItemsChanged(message_type=MessageType.SIGNAL, path="/", interface=IFACE, member="ItemsChanged",
                        signature=SIGNATURE, body=[{}], validate=False)
     msg.entries = entries
     msg.props_of = props_of
+    msg.ready = ready
     return msg
 
 
-__all__ = ["marshal_entries", "changed_signal", "ItemsChanged", "Entry"]
+__all__ = ["marshal_entries", "changed_signal", "ItemsChanged", "Entry", "Shape", "measurement_shapes",
+           "measurement_shape", "append_entry", "finish_body"]
