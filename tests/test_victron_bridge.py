@@ -856,3 +856,54 @@ def test_hosted_loop_keeps_its_timers_without_bus_traffic(rig: Rig, client: Venu
     client.wait_for(lambda c: any(e[2] == "ItemsChanged" and e[3].get("/Connected") == 0
                                   for e in c.events), WAIT)
     host.end()
+
+
+def _learn_reference(core: Any, changes: Any, t: float) -> None:
+    """The per-path loop ``_Core.on_frame`` had before its C-level fast path (the meaning of it)."""
+    from collections import deque
+    for path in changes:
+        if path in core.mapper.instant_paths:
+            prev = core.times.get(path)
+            if prev is None:
+                core.times[path] = t
+            elif t > prev:
+                ivs = core.path_intervals.get(path)
+                if ivs is None:
+                    ivs = core.path_intervals[path] = deque(maxlen=5)
+                ivs.append(t - prev)
+                core.times[path] = t
+
+
+def test_learned_intervals_are_the_per_path_loops() -> None:
+    """Times and intervals learnt per frame (``_Core._learn_intervals``: C-level calls for the usual
+    push) are the per-path loop's, in ``times``' order too, for frames out of order, equal times,
+    paths coming and going, invalidated paths (popped) and integer times."""
+    from types import SimpleNamespace
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dlms_protocol.victron.bridge import _Core
+
+    paths = ["/Ac/Power", "/Ac/L1/Power", "/Ac/L1/Voltage", "/Ac/Energy/Forward", "/Serial", "/Ac/Frequency"]
+    frame = st.tuples(st.lists(st.sampled_from(paths), unique=True, max_size=6),
+                      st.one_of(st.integers(0, 40), st.floats(0, 40)), st.lists(st.sampled_from(paths), max_size=2))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(frame, max_size=12))
+    def check(frames: Any) -> None:
+        mapper = SimpleNamespace(instant_paths=frozenset(paths) - {"/Ac/Energy/Forward", "/Serial"})
+        ours = SimpleNamespace(mapper=mapper, times={}, path_intervals={})
+        ref = SimpleNamespace(mapper=mapper, times={}, path_intervals={})
+        for names, t, popped in frames:
+            changes = dict.fromkeys(names, 1.0)
+            _Core._learn_intervals(ours, changes, t)  # type: ignore[arg-type]
+            _learn_reference(ref, changes, t)
+            for core in (ours, ref):
+                for p in popped:
+                    core.times.pop(p, None)
+            assert list(ours.times.items()) == list(ref.times.items())
+            assert {p: list(d) for p, d in ours.path_intervals.items()} == \
+                {p: list(d) for p, d in ref.path_intervals.items()}
+
+    check()

@@ -37,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import operator
 import selectors
 import threading
 import time
 from collections import deque
+from itertools import repeat
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from ..errors import ConfigurationError, DlmsError
@@ -229,18 +231,7 @@ class _Core:
             self._meter_id = meter_id
         svc = self.service
         changes: Dict[str, Any] = dict(mapped.values)
-        instant = self.mapper.instant_paths
-        for path in changes:
-            if path in instant:
-                prev = self.times.get(path)  # only while the value is still valid: outages teach nothing
-                if prev is None:
-                    self.times[path] = t
-                elif t > prev:  # (frames published from several threads may arrive out of order)
-                    ivs = self.path_intervals.get(path)
-                    if ivs is None:  # (not setdefault: that would make a deque per path and push)
-                        ivs = self.path_intervals[path] = deque(maxlen=5)
-                    ivs.append(t - prev)
-                    self.times[path] = t
+        self._learn_intervals(changes, t)
         for path in mapped.withheld:  # unknown in this frame: an older frame's value would be wrong now
             changes[path] = None
             self.times.pop(path, None)
@@ -264,6 +255,34 @@ class _Core:
             self._maybe_rename()
         if self.timer is None:
             self._schedule(t)
+
+    def _learn_intervals(self, changes: Dict[str, Any], t: float) -> None:
+        """Note the frame's time per instantaneous path, and the interval since its last value
+        (only while that value is still valid: outages teach nothing).
+
+        The usual push (every path known, with an interval so far, and the frame later than all of
+        them) is done by C-level calls over the paths (``map``, ``dict.update``), not by a Python
+        loop over each: that loop was about 30 bytecode operations per path and push."""
+        fresh = self.mapper.instant_paths.intersection(changes)
+        if not fresh:
+            return
+        times, intervals = self.times, self.path_intervals
+        if times.keys() >= fresh and intervals.keys() >= fresh and max(map(times.__getitem__, fresh)) < t:
+            deque(map(deque.append, map(intervals.__getitem__, fresh),
+                      map(operator.sub, repeat(t), map(times.__getitem__, fresh))), 0)
+            times.update(dict.fromkeys(fresh, t))
+            return
+        for path in changes:  # (in the frame's order: a new path's place in ``times`` is its place in the log)
+            if path in fresh:
+                prev = times.get(path)
+                if prev is None:
+                    times[path] = t
+                elif t > prev:  # (frames published from several threads may arrive out of order)
+                    ivs = intervals.get(path)
+                    if ivs is None:  # (not setdefault: that would make a deque per path and push)
+                        ivs = intervals[path] = deque(maxlen=5)
+                    ivs.append(t - prev)
+                    times[path] = t
 
     def _no_reading(self, mapped: Mapped) -> bool:
         """A frame without any value for Venus (an unknown layout's positions, texts only) is no
