@@ -81,7 +81,7 @@ HUB4_INDIVIDUAL_PHASE = 2
 
 _Index = Dict[Tuple[int, Optional[int], Optional[int]], Reading]
 _ONE = Decimal(1)
-#: snapshot layouts whose source choice is kept (Mapper._picks); a meter has one or a few
+#: snapshot layouts whose source choice is kept (Mapper._plan); a meter has one or a few
 _PLANS_MAX = 32
 #: per-phase path names by phase number (index 0 unused), named once: every push is mapped
 _POWER = ("",) + tuple(f"/Ac/L{ph}/Power" for ph in PHASES)
@@ -90,6 +90,8 @@ _VOLTAGE = ("",) + tuple(f"/Ac/L{ph}/Voltage" for ph in PHASES)
 _POWER_FACTOR = ("",) + tuple(f"/Ac/L{ph}/PowerFactor" for ph in PHASES)
 _ENERGY = {d: ("",) + tuple(f"/Ac/L{ph}/Energy/{d}" for ph in PHASES) for d in ("Forward", "Reverse")}
 _PHASE_POWER = frozenset(_POWER[1:])
+#: (power, voltage, power factor) path of each phase from L1 on
+_PHASE_PATHS = tuple(zip(_POWER[1:], _VOLTAGE[1:], _POWER_FACTOR[1:]))
 #: totals made from every phase's current: withheld at once when a phase current is (Mapper.map)
 _FROM_CURRENTS = ("/Ac/Current", "/Ac/PowerFactor")
 
@@ -116,6 +118,11 @@ class Source:
     sign_from: Optional[str] = None
     #: fed by the core's table of meter-identity codes (``"identity": true``) instead of ``patterns``
     identity: bool = False
+
+
+#: a source as ``Mapper._collect`` reads it (``Mapper._plan``): path, index of its reading, the
+#: path's spec and unit, sign, sign source
+_Step = Tuple[str, int, PathSpec, Optional[str], int, Optional[str]]
 
 
 @dataclass
@@ -307,7 +314,7 @@ class Mapper:
                                      "remove the option; a meter that sends both parts gets its net power")
         self.pf_tolerance = _factor("options.power_factor_tolerance", self.options.get("power_factor_tolerance", 0.05))
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
-        #: per snapshot layout the readings each source takes (``_picks``)
+        #: per snapshot layout the readings each source takes (``_plan``)
         self._plans = LayoutMemo(_PLANS_MAX)
         self._told = Once()
         self._three_phase = False  # phase memory, see the class docstring
@@ -429,10 +436,11 @@ class Mapper:
         """Map one verified snapshot; absent paths are simply not in the result."""
         values, texts, sign_from, derived = self._collect(data)
         out = Mapped()
-        for path in values:
-            if path in _PHASE_POWER:
-                out.labels[path] = DERIVED if path in derived else MEASURED
-        phases = {ph for ph in map(_phase_of, (*values, *texts)) if ph}  # (cached: no Python frame per path)
+        for path in _PHASE_POWER.intersection(values):  # (the few phase powers, not a test per path)
+            out.labels[path] = DERIVED if path in derived else MEASURED
+        # the phases of the paths: _phase_of is cached, and set/map make no Python frame per path
+        phases: Set[int] = set(map(_phase_of, (*values, *texts)))  # type: ignore[arg-type]
+        phases.discard(None)  # type: ignore[arg-type]
         self._phase_power(data, values, phases, out)
         self._derive(values, phases)
         # a multi-phase meter's total on L1 or an estimated split is not that phase's measured power:
@@ -462,23 +470,31 @@ class Mapper:
             if pf_path and pf_path not in values:
                 out.withheld.add(pf_path)
 
-        for path, v in values.items():
-            f = float(v)
-            if math.isfinite(f):
-                out.values[path] = f
-        out.values.update(texts)
+        # floats for the bus, in the values' order, by C-level calls (no Python loop per path); a
+        # number too large for a float (inf) is left out
+        floats: Dict[str, Any] = dict(zip(values, map(float, values.values())))
+        if not all(map(math.isfinite, floats.values())):
+            floats = {path: f for path, f in floats.items() if math.isfinite(f)}
+        out.values = floats
+        floats.update(texts)
         out.phases = phases
         self._log_labels(out.labels)
         return out
 
-    def _picks(self, readings: Tuple[Reading, ...]) -> Tuple[Tuple[Source, int], ...]:
-        """(source, index of the reading it takes) in the order the sources were first matched.
+    def _plan(self, readings: Tuple[Reading, ...]) -> Tuple["_Step", ...]:
+        """Per source, in the order the sources were first matched: its path, the index of the
+        reading it takes, the path's spec and unit, the source's sign and sign source.
 
         Which reading feeds which source depends only on the codes and their order, and a push
         meter sends the same layout every time, with the same code objects: so the choice is made
-        once per layout (``model.LayoutMemo``).
+        once per layout (``model.LayoutMemo``), with what ``_collect`` reads of it at hand.
         """
-        return self._plans.get(readings, self._find_picks)  # type: ignore[no-any-return]
+        return self._plans.get(readings, self._find_plan)  # type: ignore[no-any-return]
+
+    def _find_plan(self, codes: Tuple[Optional[Obis], ...]) -> Tuple["_Step", ...]:
+        paths = self.paths
+        return tuple((src.path, i, paths[src.path], paths[src.path].unit, src.sign, src.sign_from)
+                     for src, i in self._find_picks(codes))
 
     def _find_picks(self, codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Source, int], ...]:
         best: Dict[Source, Tuple[int, int]] = {}
@@ -498,22 +514,25 @@ class Mapper:
         texts: Dict[str, str] = {}
         sign_from: Dict[str, str] = {}
         derived: Set[str] = set()
-        for src, i in self._picks(readings):
+        factors = self._factors
+        for path, i, spec, unit, sign, source in self._plan(readings):
             reading = readings[i]
-            spec = self.paths[src.path]
-            if spec.unit is None:
+            if unit is None:
                 text = self._text(reading)
                 if text is not None:
-                    texts[src.path] = text
+                    texts[path] = text
                 continue
-            value = self._convert(reading, spec)
-            if value is None:
-                continue
-            values[src.path] = value if src.sign == 1 else value * src.sign  # (the same number either way)
+            value = reading.value
+            # a number in the path's unit, the usual case of every push: _convert's first test, inline
+            if not (isinstance(value, Decimal) and factors.get((unit, reading.unit)) is _ONE and value.is_finite()):
+                value = self._convert(reading, spec)
+                if value is None:
+                    continue
+            values[path] = value if sign == 1 else value * sign  # (the same number either way)
             if reading.derived:
-                derived.add(src.path)
-            if src.sign_from:
-                sign_from[src.path] = src.sign_from
+                derived.add(path)
+            if source:
+                sign_from[path] = source
         return values, texts, sign_from, derived
 
     # ------------------------------------------------------------ phase power
@@ -735,7 +754,7 @@ class Mapper:
         full = set(range(1, top + 1)) if top else set()
 
         def per_phase(names: Tuple[str, ...]) -> Optional[List[Decimal]]:
-            got = [values.get(names[ph]) for ph in sorted(full)]
+            got = list(map(values.get, names[1:top + 1]))  # (the phases 1..top, C-level)
             if not full or not _all_known(got):
                 return None
             return got  # type: ignore[return-value]
@@ -759,27 +778,26 @@ class Mapper:
 
     def _derive_after_currents(self, values: Dict[str, Decimal], phases: Set[int], guessed: Set[str]) -> None:
         top = max(phases) if phases else 0
-        full = range(1, top + 1)
-        currents = [values.get(_CURRENT[ph]) for ph in full]
+        currents = list(map(values.get, _CURRENT[1:top + 1]))  # (C-level: no Python loop per phase)
         if top and "/Ac/Current" not in values and _all_known(currents):
             values["/Ac/Current"] = sum(currents, Decimal(0))  # type: ignore[arg-type]
         apparent = Decimal(0)
         complete = bool(top)
         limit = 1 + self.pf_tolerance
-        for ph in full:
-            p = values.get(_POWER[ph]) if _POWER[ph] not in guessed else None
-            u = values.get(_VOLTAGE[ph])
-            i = values.get(_CURRENT[ph])
+        # (each phase's paths from one tuple: no index into four path tables per phase)
+        for (power_path, volt_path, pf_path), i in zip(_PHASE_PATHS[:top], currents):
+            u = values.get(volt_path)
             if u is None or i is None:
                 complete = False
                 continue
             s = u * abs(i)
             apparent += s
-            pf_path = _POWER_FACTOR[ph]
-            if pf_path not in values and p is not None and s > 0:
-                pf = abs(p) / s
-                if pf <= limit:
-                    values[pf_path] = min(pf, Decimal(1))
+            if pf_path not in values:
+                p = values.get(power_path) if power_path not in guessed else None
+                if p is not None and s > 0:
+                    pf = abs(p) / s
+                    if pf <= limit:
+                        values[pf_path] = min(pf, Decimal(1))
         total = values.get("/Ac/Power")
         if "/Ac/PowerFactor" not in values and complete and total is not None and apparent > 0:
             pf = abs(total) / apparent
