@@ -1,6 +1,7 @@
 """The BusItem export layer against a real dbus-daemon on a private bus."""
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Iterator, List, Tuple
 
 import pytest
@@ -264,6 +265,7 @@ def test_update_with_a_format_is_update_with_its_text_function(paths: Any) -> No
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([None, "%.0f W", "%.2f kWh", "%.3f", "x\0%.1f", "%.1f \udc80", "%.1f °C"]),
                           st.lists(st.one_of(st.floats(), st.none(), st.integers(-5, 2 ** 40), st.text(max_size=4),
+                                             st.sampled_from(["a\0", "a", 1.5, Decimal("1.5"), Decimal("2"), 2]),
                                              st.lists(st.integers(0, 9), max_size=2)), min_size=1, max_size=3)),
                 min_size=1, max_size=8),
        st.sampled_from(["/P", "/Ac/L1/Energy/Forward", "/\udc80", "/N\0"]))
@@ -272,16 +274,21 @@ def test_update_writes_dbus_fasts_itemschanged(paths: Any, stem: str) -> None:
     padded to 8 bytes) is byte for byte dbus-fast's signal of the changed items' Variants; a body
     left to dbus-fast fails where dbus-fast's own fails."""
     svc = BusItemService("com.victronenergy.grid.a")
+    shadow = {}  # the same items, set one by one with Item.set: which of them change
     for i, (fmt, _values) in enumerate(paths):
         def text(v: Any, fmt: Any = fmt) -> str:
             return fmt % v if fmt is not None and isinstance(v, (int, float)) else str(v)
         svc.add_path(f"{stem}{i}", None, text=text, fmt=fmt)
+        shadow[f"{stem}{i}"] = busitem.Item(f"{stem}{i}", None, text=text)
     svc.bus, svc.registered = _Sent(), True
     for step in range(max(len(v) for _f, v in paths)):
         changes = {f"{stem}{i}": v[step] for i, (_f, v) in enumerate(paths) if step < len(v)}
         sent: List[Message] = []
         svc._send = sent.append  # type: ignore[method-assign]
         n = svc.update(changes)
+        assert n == len([p for p, v in changes.items() if shadow[p].set(v)])
+        assert all(repr((it.value, type(it.value), it.text)) == repr((shadow[p].value, type(shadow[p].value),
+                                                                      shadow[p].text)) for p, it in svc.items.items())
         assert len(sent) == (1 if n else 0)
         if not sent:
             continue

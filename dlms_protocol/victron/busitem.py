@@ -287,43 +287,41 @@ class BusItemService:
         one ``pack`` of its shape, ``wire.measurement_shape``): a push's paths are walked once, not
         again by ``wire.marshal_entries``. Each entry is padded to 8 bytes, the last one's is cut."""
         changed: List[Item] = []
+        keep = changed.append
         items = self.items
-        body: Optional[bytearray] = bytearray(8) if self.registered else None
+        body = bytearray(8)
         pad = 0
+        whole = True  # False once an entry is one that wire.py leaves to dbus-fast: then the whole body is
         for path, value in changes.items():
             item = items.get(path)
             if item is None:
                 continue
+            old = item.value
             fmt = item.fmt
             if fmt is not None and type(value) is float:
                 # a measurement, most of every push: Item.set's float case and its entry, inline
-                old = item.value
                 if value == old and type(old) is float:
                     continue
                 item.value = value
                 item._variant = item._props = None
                 text = item.text = fmt % value
-                changed.append(item)
-                if body is None:
-                    continue
+                keep(item)
                 shapes = item.shapes
                 if shapes is None:
-                    body = None
+                    whole = False
                     continue
-                raw = text.encode("utf-8")
-                shape = shapes.get(len(raw))
-                if shape is None:
-                    shape = shapes[len(raw)] = measurement_shape(path, len(raw))
-                layout, head, mid, pad = shape
+                raw = text.encode()
+                layout, head, mid, pad = shapes.get(len(raw)) or measurement_shape(shapes, path, raw)
                 body += layout.pack(head, value, mid, raw)
+            elif type(value) is type(old) and value == old:
+                continue  # what Item.set finds unchanged (a stored value is no Decimal, no str with a NUL)
             elif item.set(value):
-                changed.append(item)
-                if body is not None:
-                    pad = append_entry(body, item.entry())
-                    if pad < 0:
-                        body = None
+                keep(item)
+                pad = append_entry(body, item.entry())
+                if pad < 0:
+                    whole = False
         if changed and self.registered:
-            if body is not None:
+            if whole:
                 self._send(changed_signal([], lambda: {it.path: it.props for it in changed}, finish_body(body, pad)))
             else:
                 self._emit_changed(changed)

@@ -143,14 +143,17 @@ def measurement_shapes(path: str, fmt: Optional[str]) -> Optional[Dict[int, Shap
     return {}
 
 
-def measurement_shape(path: str, n: int) -> Shape:
-    """The shape of ``path``'s entry with a text of ``n`` UTF-8 bytes: the bytes of ``marshal_entries``
-    (path, a{sv} length, "Value" d, "Text" s and length | the text, its NUL), padded to 8 bytes."""
+def measurement_shape(shapes: Dict[int, Shape], path: str, raw: bytes) -> Shape:
+    """The shape of ``path``'s entry with the text ``raw`` (UTF-8), kept in ``shapes`` for every text
+    of its length: the bytes of ``marshal_entries`` (path, a{sv} length, "Value" d, "Text" s and
+    length | the text, its NUL), padded to 8 bytes."""
+    n = len(raw)
     layout, before, after = _MEASUREMENTS.get(path) or _measurement(path)
     head = before + _U32.pack(41 + n) + after
     mid = _TEXT_S + _U32.pack(n)
     pad = -(len(head) + 8 + len(mid) + n + 1) & 7
-    return struct.Struct(f"<{len(head)}sd{len(mid)}s{n + 1 + pad}s"), head, mid, pad
+    made = shapes[n] = (struct.Struct(f"<{len(head)}sd{len(mid)}s{n + 1 + pad}s"), head, mid, pad)
+    return made
 
 
 def append_entry(buf: bytearray, entry: Entry) -> int:
