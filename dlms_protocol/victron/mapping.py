@@ -120,9 +120,11 @@ class Source:
     identity: bool = False
 
 
-#: a source as ``Mapper._collect`` reads it (``Mapper._plan``): path, index of its reading, the
+#: a source of a number as ``Mapper._collect`` reads it (``Mapper._plan``): path, index of its reading, the
 #: path's spec and unit, sign, sign source
 _Step = Tuple[str, int, PathSpec, Optional[str], int, Optional[str]]
+#: a layout's plan: its sources of numbers, then (path, index of the reading) of its sources of texts
+_Plan = Tuple[Tuple[_Step, ...], Tuple[Tuple[str, int], ...]]
 
 
 @dataclass
@@ -146,8 +148,8 @@ class Mapped:
 
     def phase_note(self) -> Optional[str]:
         """What ``/Mgmt/Connection`` adds when a phase power is not the meter's (the GX shows it)."""
-        estimated = sorted(str(_phase_of(p)) for p, lab in self.labels.items() if lab == ESTIMATED)
-        if estimated:
+        if ESTIMATED in self.labels.values():  # (not a loop over the labels of every push)
+            estimated = sorted(str(_phase_of(p)) for p, lab in self.labels.items() if lab == ESTIMATED)
             return "phase power L" + ", L".join(estimated) + " estimated"
         if self.labels.get("/Ac/L1/Power") == TOTAL and len(self.phases) > 1:
             return "total power on L1"
@@ -446,7 +448,9 @@ class Mapper:
         # a multi-phase meter's total on L1 or an estimated split is not that phase's measured power:
         # no current sign or power factor from it
         multi = max(phases, default=0) > 1
-        guessed = {p for p, lab in out.labels.items() if lab == ESTIMATED or (lab == TOTAL and multi)}
+        labels = out.labels.values()  # (the usual push has measured or derived ones only: no loop over them)
+        guessed = {p for p, lab in out.labels.items() if lab == ESTIMATED or (lab == TOTAL and multi)} \
+            if ESTIMATED in labels or TOTAL in labels else set()
 
         # signed currents: |I| with the sign of the phase's net power
         for path, power_path in sign_from.items():
@@ -481,9 +485,10 @@ class Mapper:
         self._log_labels(out.labels)
         return out
 
-    def _plan(self, readings: Tuple[Reading, ...]) -> Tuple["_Step", ...]:
-        """Per source, in the order the sources were first matched: its path, the index of the
-        reading it takes, the path's spec and unit, the source's sign and sign source.
+    def _plan(self, readings: Tuple[Reading, ...]) -> "_Plan":
+        """Per source of a number, in the order the sources were first matched: its path, the
+        index of the reading it takes, the path's spec and unit, the source's sign and sign source;
+        then (path, index) per source of a text.
 
         Which reading feeds which source depends only on the codes and their order, and a push
         meter sends the same layout every time, with the same code objects: so the choice is made
@@ -491,10 +496,12 @@ class Mapper:
         """
         return self._plans.get(readings, self._find_plan)  # type: ignore[no-any-return]
 
-    def _find_plan(self, codes: Tuple[Optional[Obis], ...]) -> Tuple["_Step", ...]:
+    def _find_plan(self, codes: Tuple[Optional[Obis], ...]) -> "_Plan":
         paths = self.paths
-        return tuple((src.path, i, paths[src.path], paths[src.path].unit, src.sign, src.sign_from)
-                     for src, i in self._find_picks(codes))
+        picks = self._find_picks(codes)
+        return (tuple((src.path, i, paths[src.path], paths[src.path].unit, src.sign, src.sign_from)
+                      for src, i in picks if paths[src.path].unit is not None),
+                tuple((src.path, i) for src, i in picks if paths[src.path].unit is None))
 
     def _find_picks(self, codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Source, int], ...]:
         best: Dict[Source, Tuple[int, int]] = {}
@@ -515,13 +522,9 @@ class Mapper:
         sign_from: Dict[str, str] = {}
         derived: Set[str] = set()
         factors = self._factors
-        for path, i, spec, unit, sign, source in self._plan(readings):
+        numbers, words = self._plan(readings)
+        for path, i, spec, unit, sign, source in numbers:
             reading = readings[i]
-            if unit is None:
-                text = self._text(reading)
-                if text is not None:
-                    texts[path] = text
-                continue
             value = reading.value
             # a number in the path's unit, the usual case of every push: _convert's first test, inline
             if not (isinstance(value, Decimal) and factors.get((unit, reading.unit)) is _ONE and value.is_finite()):
@@ -533,6 +536,10 @@ class Mapper:
                 derived.add(path)
             if source:
                 sign_from[path] = source
+        for path, i in words:  # (texts only: no log line here, so after the numbers is the same)
+            text = self._text(readings[i])
+            if text is not None:
+                texts[path] = text
         return values, texts, sign_from, derived
 
     # ------------------------------------------------------------ phase power
