@@ -211,6 +211,18 @@ class Item:
         return self.path, var.signature, var.value, self.text
 
 
+def _set_float(item: Item, value: float, fmt: str) -> bool:
+    """A float into a path with a format: what ``BusItemService.update`` does inline for most
+    paths (``Item.set``'s float case, its text from the format); True when it changed."""
+    old = item.value
+    if value == old and type(old) is float:
+        return False
+    item.value = value
+    item._variant = item._props = None
+    item.text = fmt % value
+    return True
+
+
 def _parents(path: str) -> Iterable[str]:
     """'/Ac/L1/Power' -> '/', '/Ac', '/Ac/L1'."""
     yield "/"
@@ -287,6 +299,7 @@ class BusItemService:
         one ``pack`` of its shape, ``wire.measurement_shape``): a push's paths are walked once, not
         again by ``wire.marshal_entries``. Each entry is padded to 8 bytes, the last one's is cut."""
         changed: List[Item] = []
+        text: str
         keep = changed.append
         items = self.items
         body = bytearray(8)
@@ -297,24 +310,24 @@ class BusItemService:
             if item is None:
                 continue
             old = item.value
-            fmt = item.fmt
-            if fmt is not None and type(value) is float:
+            shapes = item.shapes  # (set for a path with a format that wire.py writes)
+            if shapes is not None and type(value) is float:
                 # a measurement, most of every push: Item.set's float case and its entry, inline
                 if value == old and type(old) is float:
                     continue
                 item.value = value
                 item._variant = item._props = None
-                text = item.text = fmt % value
+                text = item.text = item.fmt % value  # type: ignore[operator,assignment]  # (shapes: fmt is set)
                 keep(item)
-                shapes = item.shapes
-                if shapes is None:
-                    whole = False
-                    continue
                 raw = text.encode()
-                layout, head, mid, pad = shapes.get(len(raw)) or measurement_shape(shapes, path, raw)
-                body += layout.pack(head, value, mid, raw)
+                pack, head, mid, pad = shapes.get(len(raw)) or measurement_shape(shapes, path, raw)
+                body += pack(head, value, mid, raw)
             elif type(value) is type(old) and value == old:
                 continue  # what Item.set finds unchanged (a stored value is no Decimal, no str with a NUL)
+            elif item.fmt is not None and type(value) is float:
+                if _set_float(item, value, item.fmt):  # (a format wire.py leaves to dbus-fast)
+                    keep(item)
+                    whole = False
             elif item.set(value):
                 keep(item)
                 pad = append_entry(body, item.entry())

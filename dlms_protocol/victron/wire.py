@@ -120,9 +120,9 @@ def _measurement(path: str) -> Tuple[struct.Struct, bytes, bytes]:
     return made
 
 
-#: a measurement's whole entry for a text of a given length: (struct, its fixed bytes before the
-#: value, after it, the zeros it ends with to the next 8-aligned entry)
-Shape = Tuple[struct.Struct, bytes, bytes, int]
+#: a measurement's whole entry for a text of a given length: (the ``pack`` of its struct, its fixed
+#: bytes before the value, after it, the zeros it ends with to the next 8-aligned entry)
+Shape = Tuple[Callable[..., bytes], bytes, bytes, int]
 
 
 def measurement_shapes(path: str, fmt: Optional[str]) -> Optional[Dict[int, Shape]]:
@@ -152,7 +152,7 @@ def measurement_shape(shapes: Dict[int, Shape], path: str, raw: bytes) -> Shape:
     head = before + _U32.pack(41 + n) + after
     mid = _TEXT_S + _U32.pack(n)
     pad = -(len(head) + 8 + len(mid) + n + 1) & 7
-    made = shapes[n] = (struct.Struct(f"<{len(head)}sd{len(mid)}s{n + 1 + pad}s"), head, mid, pad)
+    made = shapes[n] = (struct.Struct(f"<{len(head)}sd{len(mid)}s{n + 1 + pad}s").pack, head, mid, pad)
     return made
 
 
