@@ -301,3 +301,36 @@ def test_a_current_whose_sign_became_unknown_is_invalid_at_once(daemon: DbusDaem
     finally:
         b.stop(5.0)
         settings.stop()
+
+
+def test_the_estimated_note_on_the_gx_holds_between_exact_pushes(daemon: DbusDaemon, client: VenusClient,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A meter with per-phase import only is exact while it buys and estimated while it sells:
+    ``/Mgmt/Connection`` (the GX's device page) named the estimated phases in one push and not in
+    the next (a real systemcalc run: 19 changes in 117 pushes). The note now stays for
+    ``NOTE_HOLD`` after the last estimated push, then goes."""
+    from dlms_protocol.victron import bridge as bridge_mod
+
+    settings = SettingsStandIn(daemon.address)
+    b = VictronBridge(BridgeSettings(bus=daemon.address, device_suffix="note_hold"), Statistics())
+    common = {"32.7.0": 230, "52.7.0": 230, "72.7.0": 230, "31.7.0": 2.2, "51.7.0": 1.3, "71.7.0": 0.9}
+    buying = _readings({"1.7.0": 1000, "2.7.0": 0, "21.7.0": 500, "41.7.0": 300, "61.7.0": 200, **common})
+    selling = _readings({"1.7.0": 0, "2.7.0": 600, "21.7.0": 0, "41.7.0": 0, "61.7.0": 0, **common})
+    try:
+        b.start()
+        client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
+        b.publish(selling)
+        name = client.wait_for(lambda c: c.service("grid") if c.value(c.service("grid") or "", "/Ac/L1/Power")
+                               is not None else None, WAIT)
+        note = "(phase power L1, L2, L3 estimated)"
+        assert client.get_value(name, "/Mgmt/Connection").endswith(note)
+        b.publish(buying)  # exact: L1 500 W
+        client.wait_for(lambda c: c.value(name, "/Ac/L1/Power") == 500.0, WAIT)
+        assert client.get_value(name, "/Mgmt/Connection").endswith(note)  # held
+        monkeypatch.setattr(bridge_mod, "NOTE_HOLD", 0.0)
+        b.publish(_readings({"1.7.0": 1001, "2.7.0": 0, "21.7.0": 501, "41.7.0": 300, "61.7.0": 200, **common}))
+        client.wait_for(lambda c: c.value(name, "/Ac/L1/Power") == 501.0, WAIT)
+        assert "(" not in client.get_value(name, "/Mgmt/Connection")  # gone once the hold is over
+    finally:
+        b.stop(5.0)
+        settings.stop()

@@ -51,12 +51,17 @@ from ..pipeline import LoopGuest
 from ..ratelimit import Backoff
 from ..transport import select_waiter
 from .bridge_settings import ROLES, BridgeSettings
-from .mapping import Mapped, Mapper
+from .mapping import Mapped, Mapper, estimated_note
 from .naming import RANK_SERIAL, pick_suffix
 
 LOG = logging.getLogger(__name__)
 
 _IDENTITY = ("/Serial", "/FirmwareVersion")
+#: seconds a phase stays named as estimated in ``/Mgmt/Connection`` after the last frame that
+#: estimated its power: a meter whose phases are exact in some pushes and estimated in others
+#: (per-phase import only, phases exporting now and then) made the GX's device page change its
+#: text with nearly every push
+NOTE_HOLD = 60.0
 
 
 
@@ -88,6 +93,7 @@ class _Core:
         self.first_frame: Optional[float] = None
         self.complete_frames = False  # readouts: every frame carries the whole data set
         self.empty_said = False  # (the warning about frames without any value for Venus: once)
+        self.estimated_at: Dict[int, float] = {}  # phase -> time of the last frame that estimated its power
         self.timer: Optional[asyncio.TimerHandle] = None
         self.identity_timer: Optional[asyncio.TimerHandle] = None
         self.opening: Optional["asyncio.Task[None]"] = None
@@ -244,7 +250,7 @@ class _Core:
             svc.add_phases(mapped.phases)
             changes["/NrOfPhases"] = max(svc.phases)
         changes["/RefreshTime"] = self._refresh_time()
-        changes["/Mgmt/Connection"] = svc.connection_text(mapped.phase_note())
+        changes["/Mgmt/Connection"] = svc.connection_text(self._phase_note(mapped, t))
         n = svc.update(changes)
         if n:
             self.stats.count("victron_updates")
@@ -283,6 +289,19 @@ class _Core:
                         ivs = intervals[path] = deque(maxlen=5)
                     ivs.append(t - prev)
                     times[path] = t
+
+    def _phase_note(self, mapped: Mapped, t: float) -> Optional[str]:
+        """The frame's note for ``/Mgmt/Connection``, naming every phase estimated within the
+        last ``NOTE_HOLD`` seconds (the log says per frame which phases are exact)."""
+        held = self.estimated_at
+        for ph in mapped.estimated_phases():
+            held[ph] = t
+        if held:
+            for ph in [ph for ph, at in held.items() if t - at > NOTE_HOLD]:
+                del held[ph]
+            if held:
+                return estimated_note(held)
+        return mapped.phase_note()
 
     def _no_reading(self, mapped: Mapped) -> bool:
         """A frame without any value for Venus (an unknown layout's positions, texts only) is no

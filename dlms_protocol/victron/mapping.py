@@ -54,7 +54,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from .. import DATA_DIR
 from .. import units as _units
@@ -146,14 +146,25 @@ class Mapped:
         layout (values by position only) or with texts only gives none."""
         return any(path.startswith("/Ac/") for path in self.values)
 
+    def estimated_phases(self) -> List[int]:
+        """The phases whose power this frame estimated."""
+        if ESTIMATED not in self.labels.values():  # (not a loop over the labels of every push)
+            return []
+        return [_phase_of(p) or 0 for p, lab in self.labels.items() if lab == ESTIMATED]
+
     def phase_note(self) -> Optional[str]:
         """What ``/Mgmt/Connection`` adds when a phase power is not the meter's (the GX shows it)."""
-        if ESTIMATED in self.labels.values():  # (not a loop over the labels of every push)
-            estimated = sorted(str(_phase_of(p)) for p, lab in self.labels.items() if lab == ESTIMATED)
-            return "phase power L" + ", L".join(estimated) + " estimated"
+        estimated = self.estimated_phases()
+        if estimated:
+            return estimated_note(estimated)
         if self.labels.get("/Ac/L1/Power") == TOTAL and len(self.phases) > 1:
             return "total power on L1"
         return None
+
+
+def estimated_note(phases: Iterable[int]) -> str:
+    """``phase power L1, L3 estimated``: the note of ``Mapped.phase_note`` for these phases."""
+    return "phase power L" + ", L".join(str(ph) for ph in sorted(phases)) + " estimated"
 
 
 @dataclass(frozen=True)
@@ -735,7 +746,8 @@ class Mapper:
         """Say in the log which phase powers are measured, derived or estimated: at INFO the first
         time each combination occurs, later changes at DEBUG. A meter that sends per-phase import
         only switches between derived and estimated whenever one phase's PV export crosses zero,
-        which can be every few seconds; the current state is on /Mgmt/Connection and the web page."""
+        which can be every few seconds; /Mgmt/Connection names the phases estimated within the
+        last minute (``bridge.NOTE_HOLD``)."""
         now = tuple(sorted(labels.items()))
         if not now or now == self._labels_logged:
             return
