@@ -4,6 +4,7 @@ rule that produced it labelled; and the service registers only after localsettin
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -273,34 +274,57 @@ def _readings(values: Dict[str, Any]) -> MeterData:
                 units.get(int(code.split(".")[0]), "W"), index=i) for i, (code, v) in enumerate(values.items())))
 
 
+#: a three-phase meter's voltages and currents, for frames of per-phase import only
+_COMMON = {"32.7.0": 230, "52.7.0": 230, "72.7.0": 230, "31.7.0": 2.2, "51.7.0": 1.3, "71.7.0": 0.9}
+
+
+def _buying(total: int = 1000, l1: int = 500) -> MeterData:
+    """Per-phase import only, every phase buying: the phase powers are exact."""
+    return _readings({"1.7.0": total, "2.7.0": 0, "21.7.0": l1, "41.7.0": 300, "61.7.0": 200, **_COMMON})
+
+
+def _selling() -> MeterData:
+    """Per-phase import only, selling: every phase at import 0 shares the export, estimated."""
+    return _readings({"1.7.0": 0, "2.7.0": 600, "21.7.0": 0, "41.7.0": 0, "61.7.0": 0, **_COMMON})
+
+
+def _grid_with(client: VenusClient, path: str) -> str:
+    """The grid service's name once ``path`` has a value on it."""
+    return client.wait_for(lambda c: c.service("grid") if c.value(c.service("grid") or "", path) is not None
+                           else None, WAIT)
+
+
+@contextmanager
+def _on_bus(daemon: DbusDaemon, client: VenusClient, suffix: str) -> Iterator[VictronBridge]:
+    """A bridge connected to the bus, with localsettings' stand-in; both stopped afterwards."""
+    settings = SettingsStandIn(daemon.address)
+    b = VictronBridge(BridgeSettings(bus=daemon.address, device_suffix=suffix), Statistics())
+    try:
+        b.start()
+        client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
+        yield b
+    finally:
+        b.stop(5.0)
+        settings.stop()
+
+
 def test_a_current_whose_sign_became_unknown_is_invalid_at_once(daemon: DbusDaemon, client: VenusClient) -> None:
     """A meter whose phase powers are exact while it buys (no export, the phase imports add up)
     and estimated while it sells: the currents and power factors of the first frame stayed on
     the bus, signed as buying, until their time-out (a minute), beside estimated selling powers."""
-    settings = SettingsStandIn(daemon.address)
-    b = VictronBridge(BridgeSettings(bus=daemon.address, device_suffix="sign_lost"), Statistics())
-    common = {"32.7.0": 230, "52.7.0": 230, "72.7.0": 230, "31.7.0": 2.2, "51.7.0": 1.3, "71.7.0": 0.9}
-    buying = _readings({"1.7.0": 1000, "2.7.0": 0, "21.7.0": 500, "41.7.0": 300, "61.7.0": 200, **common})
-    selling = _readings({"1.7.0": 0, "2.7.0": 600, "21.7.0": 0, "41.7.0": 0, "61.7.0": 0, **common})
-    try:
-        b.start()
-        client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
-        b.publish(buying)
-        name = client.wait_for(lambda c: c.service("grid") if c.value(c.service("grid") or "", "/Ac/L1/Current")
-                               is not None else None, WAIT)
+    with _on_bus(daemon, client, "sign_lost") as b:
+        b.publish(_buying())
+        name = _grid_with(client, "/Ac/L1/Current")
         assert client.value(name, "/Ac/L1/Current") == 2.2 and client.value(name, "/Ac/L1/PowerFactor") is not None
-        b.publish(selling)
+        b.publish(_selling())
         client.wait_for(lambda c: c.value(name, "/Ac/Power") == -600.0, WAIT)
         assert b.mapper.labels_now()["/Ac/L1/Power"] == ESTIMATED
         for ph in (1, 2, 3):
             assert client.get_value(name, f"/Ac/L{ph}/Power") < 0
             assert client.get_value(name, f"/Ac/L{ph}/Current") is None
             assert client.get_value(name, f"/Ac/L{ph}/PowerFactor") is None
-        b.publish(buying)  # exact again: published again
+        b.publish(_buying())  # exact again: published again
         client.wait_for(lambda c: c.value(name, "/Ac/L1/Current") == 2.2, WAIT)
-    finally:
-        b.stop(5.0)
-        settings.stop()
 
 
 def test_the_estimated_note_on_the_gx_holds_between_exact_pushes(daemon: DbusDaemon, client: VenusClient,
@@ -311,26 +335,15 @@ def test_the_estimated_note_on_the_gx_holds_between_exact_pushes(daemon: DbusDae
     ``NOTE_HOLD`` after the last estimated push, then goes."""
     from dlms_protocol.victron import bridge as bridge_mod
 
-    settings = SettingsStandIn(daemon.address)
-    b = VictronBridge(BridgeSettings(bus=daemon.address, device_suffix="note_hold"), Statistics())
-    common = {"32.7.0": 230, "52.7.0": 230, "72.7.0": 230, "31.7.0": 2.2, "51.7.0": 1.3, "71.7.0": 0.9}
-    buying = _readings({"1.7.0": 1000, "2.7.0": 0, "21.7.0": 500, "41.7.0": 300, "61.7.0": 200, **common})
-    selling = _readings({"1.7.0": 0, "2.7.0": 600, "21.7.0": 0, "41.7.0": 0, "61.7.0": 0, **common})
-    try:
-        b.start()
-        client.wait_for(lambda c: b.status().get("bus_connected"), WAIT)
-        b.publish(selling)
-        name = client.wait_for(lambda c: c.service("grid") if c.value(c.service("grid") or "", "/Ac/L1/Power")
-                               is not None else None, WAIT)
+    with _on_bus(daemon, client, "note_hold") as b:
+        b.publish(_selling())
+        name = _grid_with(client, "/Ac/L1/Power")
         note = "(phase power L1, L2, L3 estimated)"
         assert client.get_value(name, "/Mgmt/Connection").endswith(note)
-        b.publish(buying)  # exact: L1 500 W
+        b.publish(_buying())  # exact: L1 500 W
         client.wait_for(lambda c: c.value(name, "/Ac/L1/Power") == 500.0, WAIT)
         assert client.get_value(name, "/Mgmt/Connection").endswith(note)  # held
         monkeypatch.setattr(bridge_mod, "NOTE_HOLD", 0.0)
-        b.publish(_readings({"1.7.0": 1001, "2.7.0": 0, "21.7.0": 501, "41.7.0": 300, "61.7.0": 200, **common}))
+        b.publish(_buying(1001, 501))
         client.wait_for(lambda c: c.value(name, "/Ac/L1/Power") == 501.0, WAIT)
         assert "(" not in client.get_value(name, "/Mgmt/Connection")  # gone once the hold is over
-    finally:
-        b.stop(5.0)
-        settings.stop()
