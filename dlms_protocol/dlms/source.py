@@ -46,11 +46,11 @@ class PushSource(Source):
             if isinstance(exc, TransportError):
                 report(Health(Health.ERROR, str(exc), source=self.name, error=exc))
                 return
-            if not exc.lead_in:
-                self._problem = (time.monotonic(), exc)
-            if self._on_problem is not None and not exc.lead_in:
-                # (the tail of a message the port was opened into: counted and said at INFO by the
-                # decoder, normal at every other start; no host's failure or warning)
+            if exc.lead_in:
+                return  # (the tail of a message the port was opened into: counted and said at INFO by
+                # the decoder, normal at every other start; no host's failure or warning, no stale hint)
+            self._problem = (time.monotonic(), exc)
+            if self._on_problem is not None:
                 self._on_problem(exc)
 
         self.listener = self._make_listener(emit, on_error)

@@ -770,11 +770,10 @@ class Mapper:
 
     def _derive(self, values: Dict[str, Decimal], phases: Set[int]) -> None:
         top = max(phases) if phases else 0
-        full = set(range(1, top + 1)) if top else set()
 
         def per_phase(names: Tuple[str, ...]) -> Optional[List[Decimal]]:
             got = list(map(values.get, names[1:top + 1]))  # (the phases 1..top, C-level)
-            if not full or not _all_known(got):
+            if not top or not _all_known(got):
                 return None
             return got  # type: ignore[return-value]
 
