@@ -287,14 +287,15 @@ def cmd_simulate_push(args: argparse.Namespace) -> int:
     sim = PushSimulator(wrapper=args.wrapper, key=key, auth_key=auth, security=security, segmented=args.segmented,
                         gbt=args.gbt, interval=args.interval, layout="profile" if args.profile else "obis",
                         profile=args.profile)
-    port = sim.open_pty(args.link, baudrate=args.baudrate, parity=args.parity, time_scale=args.time_scale)
-    sec = f"security 0x{security:02x}" if security is not None else "plain"
-    print(f"push meter on {port}: {args.wrapper}, {sec}, every {args.interval:g} s, {args.baudrate} Bd 8{args.parity}1")
-    keys = (" --key HEX" if key else "") + (" --auth-key HEX" if auth else "")
-    print(f"try:  python -m dlms_protocol listen {port} --baudrate {args.baudrate} --parity {args.parity}{keys}")
-    print("Ctrl-C stops it.", flush=True)
-    sim.start()
-    try:
+    try:  # (from the link's creation on: a SIGTERM at any moment after it removes it again)
+        port = sim.open_pty(args.link, baudrate=args.baudrate, parity=args.parity, time_scale=args.time_scale)
+        sec = f"security 0x{security:02x}" if security is not None else "plain"
+        print(f"push meter on {port}: {args.wrapper}, {sec}, every {args.interval:g} s, "
+              f"{args.baudrate} Bd 8{args.parity}1")
+        keys = (" --key HEX" if key else "") + (" --auth-key HEX" if auth else "")
+        print(f"try:  python -m dlms_protocol listen {port} --baudrate {args.baudrate} --parity {args.parity}{keys}")
+        print("Ctrl-C stops it.", flush=True)
+        sim.start()
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
