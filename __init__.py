@@ -579,9 +579,7 @@ class DLMS(SmartPlugin):
             if not self._status["last_error"]:
                 self._status["last_error"] = health.cause
                 self._status["last_error_time"] = time.time()
-        diagnosis = getattr(self._listener, "diagnosis", None)  # what the bytes that came say, and the fix
-        self._log_once("watchdog", logging.WARNING, "%s%s", health.cause,
-                       f"; {diagnosis()}" if diagnosis is not None else "")
+        self._log_once("watchdog", logging.WARNING, "%s", health.cause)  # (with the source's stale_hint)
         self._write_status(force=True)
 
     def _on_problem(self, exc: DlmsError) -> None:

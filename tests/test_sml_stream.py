@@ -150,6 +150,39 @@ def test_sml_source_through_the_pipeline() -> None:
     assert source.status()["protocol"] == "sml"
 
 
+def test_a_stale_sml_meter_says_what_its_bytes_show_on_every_host() -> None:
+    """Transmissions arrive but fail their CRC: the source's stale cause (serve's log, MQTT, the
+    plugin's status alike) gives the last failure and the diagnosis of the bytes with its fix (the
+    reading head, kermit_crc), not "check the cable". Before, only the SmartHomeNG plugin added
+    the diagnosis, to its own log line."""
+    sim = SmlSimulator(seed=13)
+    port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
+    source = make_source("sml", config=ListenerConfig(port=port, baudrate=9600, parity="N"), listen_timeout=1)
+    out = Recorder()
+    pipe = Pipeline(source, [out])
+    pipe.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not sim.reader_ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stale: List[Health] = []
+        while not stale and time.monotonic() < deadline:
+            bad = bytearray(sim.build())
+            bad[60] ^= 0x04
+            assert sim.pty.send(bytes(bad))
+            time.sleep(0.3)
+            pipe.tick()
+            stale = [h for h in out.health if h.state == Health.STALE]
+    finally:
+        pipe.stop()
+        sim.stop()
+    assert stale and not out.data
+    cause = stale[0].cause
+    assert "frames arrive but fail; the last one: SML" in cause and "CRC" in cause
+    assert "SML transmissions at 9600 Bd 8N1 whose CRC fails: check the reading head's position" in cause
+    assert "check the cable, the port settings" not in cause
+
+
 # ------------------------------------------------------------------ simulate-push --protocol sml
 def test_simulate_push_sml_subprocess_is_read_by_listen(tmp_path: Path) -> None:
     """Also under a stable name (``--link``, as for a DLMS push meter: it was ignored for SML)."""

@@ -221,6 +221,14 @@ class SmlSource(PushSource):
         return StreamListener(self.config, emit, stats=self.stats, on_error=on_error, opener=self._opener,
                               protocol=self.protocol, quirks=self.quirks, **self._options)
 
+    def stale_hint(self) -> Optional[str]:
+        """The last frame that failed (``PushSource``), and what the bytes that came say with its
+        fix (``StreamListener.diagnosis``: nothing arrives, a search, a wrong speed, CRCs that
+        fail, a key that is missing): one text for every host, SmartHomeNG, serve and MQTT alike."""
+        listener = self.listener
+        said = [super().stale_hint(), listener.diagnosis() if isinstance(listener, StreamListener) else None]
+        return "; ".join(text for text in said if text) or None
+
     def status(self) -> Dict[str, Any]:
         listener = self.listener
         if not isinstance(listener, StreamListener):
