@@ -85,11 +85,11 @@ def decode(frames: Sequence[bytes]) -> Tuple[List[Dict[str, Any]], List[Tuple[st
     dec = PushDecoder(ListenerConfig(port="x"))
     seen: List[Dict[str, Any]] = []
     notes: List[Tuple[str, str]] = []
+    counters = {Obis.parse(c) for c in COUNTERS}
     for frame in frames:
         for msg in dec.feed(frame):
             assert msg.profile == "kamstrup-han"
-            got = {str(r.obis): (r.value, r.scaler, r.raw) for r in msg.readings if str(r.obis) in
-                   {str(Obis.parse(c)) for c in COUNTERS}}
+            got = {str(r.obis): (r.value, r.scaler, r.raw) for r in msg.readings if r.obis in counters}
             if got:
                 seen.append(got)
         notes += dec.take_notes()
