@@ -192,11 +192,13 @@ class ScheduledSource(Source):
 
     One place for what every asked-for source needs: never two reads at once, health after
     each attempt, a bug in one read never ends the schedule, and after a port error the loop
-    backs off (1 s doubling to ``MAX_BACKOFF``) so a missing adapter is not hammered.
+    backs off (``BACKOFF_INITIAL`` doubling to ``MAX_BACKOFF``) so a missing adapter is not hammered, until the
+    port's device is there again (``transport.DeviceWatch``: ``name`` is the port).
     ``continuous`` sources (push-only D0) read again at once. Subclasses implement ``_read``
     and ``_close``; ``_after_emit`` is for extras (load-profile rows).
     """
 
+    BACKOFF_INITIAL = 1.0
     MAX_BACKOFF = 30.0
     continuous = False
 
@@ -293,12 +295,16 @@ class ScheduledSource(Source):
             self._report(health)
 
     def _loop(self) -> None:
-        backoff = Backoff(1.0, self.MAX_BACKOFF)
+        backoff = Backoff(self.BACKOFF_INITIAL, self.MAX_BACKOFF)
         while not self._stop.is_set():
             started = time.monotonic()
             self.read_once()
             if self._port_failed:
-                self._stop.wait(backoff.next())
+                from .transport import DeviceWatch  # (a lost port only)
+
+                if DeviceWatch(self.name).pause(backoff.next(), self._stop.wait):
+                    backoff.reset()  # the adapter is back: read it now, and start the back-off over
+                    log.info("%s is there again: reading it now", self.name)
                 continue
             backoff.reset()
             if not self.continuous:

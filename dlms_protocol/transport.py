@@ -627,6 +627,51 @@ def _look_fd(fd: int, abort: int, max_bytes: int) -> bytes:
     return b""
 
 
+#: how often a back-off looks whether a local port's device came back (``DeviceWatch``)
+REPLUG_POLL = 0.5
+
+
+class DeviceWatch:
+    """Whether a local port's device node is there again since the watch began: an adapter
+    replugged (its node made anew), or one that was missing plugged in. A back-off after a lost
+    or missing port (doubling up to 30 s, so a missing adapter is not hammered) ends then, so
+    a replugged adapter is read again within ``REPLUG_POLL``, not after the rest of its pause.
+    URLs (``socket://``) and a node that never went away: never (the back-off runs its course)."""
+
+    def __init__(self, port: str) -> None:
+        self.path: Optional[str] = port if port.startswith("/") else None
+        self._seen = self._node()
+
+    def _node(self) -> Optional[Tuple[int, int]]:
+        """The node behind the path (device number, inode), following a by-id link; None: absent."""
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_rdev, st.st_ino
+
+    def back(self) -> bool:
+        """True once for each node that appeared since the last look (absent then, or another)."""
+        node = self._node()
+        new = node is not None and node != self._seen
+        self._seen = node
+        return new
+
+    def pause(self, seconds: float, wait: Callable[[float], Any]) -> bool:
+        """``wait`` (a stop event's, or a hosted loop's) for ``seconds`` in slices; True when the
+        device came back meanwhile (the caller opens it at once)."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if wait(min(left, REPLUG_POLL) if self.path is not None else left):
+                return False  # (stopped)
+            if self.back():
+                return True
+
 class _Guard:
     """Holds the I/O lock and turns pyserial/OS errors into TransportError with a fix."""
 
@@ -659,5 +704,5 @@ class _Guard:
         return False
 
 
-__all__ = ["Transport", "Waiter", "select_waiter", "bits_per_char", "SLICE", "PARITY_ERROR", "add_parity",
-           "check_parity"]
+__all__ = ["Transport", "DeviceWatch", "Waiter", "select_waiter", "bits_per_char", "SLICE", "PARITY_ERROR",
+           "add_parity", "check_parity"]

@@ -272,3 +272,35 @@ def test_staleness_says_what_arrived_instead_of_blaming_the_cable(profile, says)
     (stale,) = [h for h in rec.health if h.state == Health.STALE]
     assert says in stale.cause and stale.cause.startswith("no verified data for ")
     assert not rec.data
+
+
+def test_a_scheduled_meter_whose_adapter_comes_back_is_read_at_once(tmp_path, caplog) -> None:
+    """A readout whose port is missing backs off (1 s doubling up to 30 s; here 60 s at once);
+    the adapter plugged in (its /dev/serial/by-id link there again) ends the pause: it is read
+    then, not after the rest of it (the old code: 60 s)."""
+    import logging
+    import os
+
+    caplog.set_level(logging.INFO, logger="dlms_protocol.pipeline")
+    link = tmp_path / "usb-ir-head-if00"
+    with SimulatedMeter("lgz_e350", time_scale=SCALE, reaction_time=0.5, ack_reaction_time=1.0,
+                        switch_grace=1.0) as m:
+        cfg = ReadoutConfig(port=str(link), timeout=1.0, baud_switch_delay=0.05)
+        src = make_source("readout", config=cfg, cycle=600.0, reader_options={"time_scale": SCALE})
+        src.BACKOFF_INITIAL = 60.0
+        rec = Recorder()
+        pipe = Pipeline(src, [rec])
+        pipe.start()
+        try:
+            rec.wait(lambda: any(h.state == Health.ERROR for h in rec.health), "the failed open")
+            time.sleep(0.7)  # in the pause, the adapter still missing
+            os.symlink(m.port, link)
+            plugged = time.monotonic()
+            rec.wait(lambda: bool(rec.data), "a readout after the adapter came back", timeout=40.0)
+            took = time.monotonic() - plugged
+        finally:
+            pipe.stop()
+    assert rec.data[0].get("1.8.0") is not None
+    assert src.stats.get("transport_errors") == 1
+    assert f"{link} is there again: reading it now" in caplog.text
+    assert took < 40.0  # (the rest of the 60 s pause, before)

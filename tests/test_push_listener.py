@@ -202,6 +202,35 @@ def test_unplug_and_replug_reconnects_by_itself(sim_factory, listeners, tmp_path
     check_against_sent(got[-1], sim.last_registers)
 
 
+
+def test_a_replugged_adapter_is_read_again_without_waiting_out_the_back_off(sim_factory, listeners,
+                                                                           tmp_path, caplog) -> None:
+    """The back-off after a lost port doubles up to 30 s, so a missing adapter is not hammered;
+    but an adapter plugged back in is opened as soon as its device is there, not after the rest
+    of the pause (here the whole back-off is 60 s: the old code read it again only then)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dlms_protocol.dlms.listener")
+    link = str(tmp_path / "usb-meter-if00")
+    sim = sim_factory(wrapper="hdlc", key=EK, auth_key=AK, security=0x30)
+    sim.open_pty(link, baudrate=BAUD, time_scale=SCALE)
+    got: List[MeterData] = []
+    lst = PushListener(ListenerConfig(port=link, baudrate=BAUD, key=EK, auth_key=AK), got.append,
+                       backoff_initial=60.0, backoff_max=60.0)
+    listeners.append(lst)
+    lst.start()
+    assert wait_for(lambda: lst.connected)
+    sim.unplug()
+    assert wait_for(lambda: not lst.connected and lst.stats.get("transport_errors") >= 1)
+    time.sleep(1.0)  # in the back-off, the device gone
+    assert lst.connects == 1
+    sim.replug()
+    assert wait_for(lambda: lst.connected and lst.connects == 2, timeout=20.0)  # (60 s before)
+    assert f"{link} is there again: opening it now" in caplog.text
+    assert wait_for(sim.reader_ready, timeout=20.0) and sim.send_once()
+    assert wait_for(lambda: bool(got), timeout=20.0)
+    check_against_sent(got[-1], sim.last_registers)
+
 class DroppingServer:
     """A ser2net stand-in: each connection gets some pushes, then the server hangs up."""
 

@@ -606,3 +606,32 @@ def test_a_reader_that_opens_during_the_park_keeps_its_rate(configures):
         for fd in opened:
             os.close(fd)
         link.close()
+
+
+def test_a_device_watch_sees_a_node_that_came_back_once(tmp_path) -> None:
+    """Absent, then there: back once. Made anew (another inode, as udev makes a replugged
+    adapter's node): back once more. A node that stays, a URL: never."""
+    import os
+    import threading
+
+    from dlms_protocol.transport import DeviceWatch
+
+    node = tmp_path / "ttyUSB0"
+    watch = DeviceWatch(str(node))
+    assert not watch.back()
+    node.write_bytes(b"")
+    assert watch.back() and not watch.back()
+    fresh = tmp_path / "ttyUSB0.new"
+    fresh.write_bytes(b"")
+    os.replace(fresh, node)  # (both existed at once: another inode)
+    assert watch.back() and not watch.back()
+    node.unlink()
+    assert not watch.back()
+    url = DeviceWatch("socket://127.0.0.1:1")
+    assert url.path is None and not url.back()
+    # a pause ends when the node comes back, and at once when stopped
+    stop = threading.Event()
+    threading.Timer(0.3, node.write_bytes, (b"",)).start()
+    assert DeviceWatch(str(node)).pause(60.0, stop.wait)
+    stop.set()
+    assert not DeviceWatch(str(tmp_path / "absent")).pause(60.0, stop.wait)

@@ -73,7 +73,7 @@ from ..errors import ConfigurationError, DlmsError, TransportError
 from ..model import MeterData, Statistics
 from ..pipeline import LoopGuest
 from ..ratelimit import Backoff, RepeatLimiter, log_notes
-from ..transport import Transport
+from ..transport import DeviceWatch, Transport
 from .cadence import Cadence
 from .decoder import PushDecoder, PushMessage
 from .hdlc import FLAG
@@ -271,18 +271,21 @@ class PushListener:
             if guest is not None:
                 guest.release()  # the output runs its loop itself while the process goes on
 
-    def _pause(self, seconds: float) -> None:
-        """Back-off between reopens; a hosted loop goes on running meanwhile."""
+    def _pause(self, backoff: Backoff) -> None:
+        """Back-off between reopens; a hosted loop goes on running meanwhile. It ends when the
+        port's device is there again (``transport.DeviceWatch``: an adapter replugged), and the
+        back-off starts over for the new device."""
         guest = self._guest
-        if guest is None:
-            self._stop.wait(seconds)
-            return
-        end = time.monotonic() + seconds
-        while not self._stop.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            guest.wait((), left)
+
+        def wait(seconds: float) -> bool:
+            if guest is None:
+                return self._stop.wait(seconds)
+            guest.wait((), seconds)
+            return self._stop.is_set()
+
+        if DeviceWatch(self.config.port).pause(backoff.next(), wait):
+            backoff.reset()
+            log.info("%s is there again: opening it now", self.config.port)
 
     def _host_on(self, port: Transport) -> None:
         """Hand the hosted loop to the port's waits, or back to its output when the port cannot."""
@@ -309,12 +312,12 @@ class PushListener:
             except DlmsError as exc:
                 self._report(exc)
                 (log.warning if backoff.first else log.info)("%s; next attempt in %.1f s", exc, backoff.delay)
-                self._pause(backoff.next())
+                self._pause(backoff)
                 continue
             except Exception:  # the thread must survive anything; the log says what happened
                 log.exception("push listener: opening %s failed unexpectedly; next attempt in %.1f s",
                               self.config.port, backoff.delay)
-                self._pause(backoff.next())
+                self._pause(backoff)
                 continue
             with self._port_lock:
                 self._port = port
@@ -346,7 +349,7 @@ class PushListener:
                     self._port = None
                 port.close()
             if not self._stop.is_set() and not self._next_line():
-                self._pause(backoff.next())
+                self._pause(backoff)
 
     #: the listener tries line settings in turn (``sml.source.StreamListener``'s search)
     searching = False
