@@ -22,7 +22,7 @@ from dlms_protocol.poll.poller import DlmsPoller
 from dlms_protocol.simulator.cosem_model import MeterModel, RegisterSpec, demo_model
 from dlms_protocol.simulator.dlms_cli import DEMO_AUTH_KEY, DEMO_KEY
 from dlms_protocol.simulator.dlms_meter import DlmsTcpMeter
-from dlms_protocol.simulator.dlms_server import ServerSecurity
+from dlms_protocol.simulator.dlms_server import ServerSecurity, default_accounts
 
 EK, AK = bytes.fromhex(DEMO_KEY), bytes.fromhex(DEMO_AUTH_KEY)
 WAIT = 10.0  # answer time-out on a loaded test machine (never a speed assertion)
@@ -106,14 +106,70 @@ def test_hls_gmac_keeps_the_invocation_counter_in_the_state_file(meter, tmp_path
     again = DlmsPoller(hls(meter.url, state_file=str(state)))
     assert again.config.invocation_counter == counter
     assert again.read().get("1.8.0").value == Decimal(12345678)
-    # without it the counter starts at 0 again, which the meter has seen: refused, and said so
+    # without it (told not to read the meter's: a meter without the object) the counter starts at
+    # 0 again, which the meter has seen: refused, and said so
     with pytest.raises(AuthenticationError) as exc:
-        DlmsPoller(hls(meter.url)).read()
+        DlmsPoller(hls(meter.url, invocation_counter_ln="")).read()
     assert "invocation counter" in str(exc.value)
     assert "hls-ok" in meter.event_names() and "counter-replayed" in meter.event_names()
     for secret in (DEMO_KEY, DEMO_AUTH_KEY, DEMO_KEY.lower(), DEMO_AUTH_KEY.lower()):
         assert secret not in caplog.text and secret not in str(exc.value)
     assert DEMO_KEY.lower() not in repr(first.config) and EK.hex() not in repr(first.config)
+
+
+def test_hls_gmac_without_a_state_file_continues_the_meter_s_invocation_counter(meter, caplog):
+    """A restart without a state file (or one that was lost): the counter the meter has seen is
+    read through the public client (0.0.43.1.0.255) and continued, instead of a refusal at every
+    association until someone sets invocation_counter by hand."""
+    caplog.set_level(logging.INFO, logger="dlms_protocol.poll")
+    earlier = DlmsPoller(hls(meter.url))
+    earlier.config.invocation_counter = 5000  # (another client, or this one before its restart)
+    earlier._counter_known = True
+    assert earlier.read().get("1.8.0").value == Decimal(12345678)
+    seen = meter.model.frame_counter
+    assert seen > 5000
+    fresh = DlmsPoller(hls(meter.url))
+    meter.model.set_value("1.0.1.8.0.255", 12345999)
+    mark = len(meter.events)
+    assert fresh.read().get("1.8.0").value == Decimal(12345999)
+    assert fresh.config.invocation_counter > seen
+    assert f"the meter's invocation counter (0.0.43.1.0.255) is {seen}: associating with {seen + 1}" in caplog.text
+    names = [n for n, _ in meter.events[mark:]]
+    assert "counter-replayed" not in names and "hls-ok" in names
+    assert ("get", "0.0.43.1.0.255 attribute 2") in meter.events[mark:]
+    # the next read needs no public read: the counter is known now
+    mark = len(meter.events)
+    assert fresh.read().get("1.8.0") is not None
+    assert ("get", "0.0.43.1.0.255 attribute 2") not in meter.events[mark:]
+
+
+def test_a_refused_counter_is_read_from_the_meter_for_the_next_association(meter, tmp_path):
+    """A state file behind the meter (restored from a backup, or another client moved it on): the
+    association is refused once, said so; the next read continues the meter's counter."""
+    state = tmp_path / "ic.json"
+    ahead = DlmsPoller(hls(meter.url))
+    ahead.config.invocation_counter = 9000
+    ahead._counter_known = True
+    ahead.read()
+    state.write_text('{"invocation_counter": 12}')
+    poller = DlmsPoller(hls(meter.url, state_file=str(state)))
+    with pytest.raises(AuthenticationError):
+        poller.read()
+    assert poller.read().get("1.8.0").value == Decimal(12345678)
+    assert poller.config.invocation_counter > 9000 and str(poller.config.invocation_counter) in state.read_text()
+
+
+def test_a_meter_that_gives_no_counter_keeps_the_configured_one(caplog):
+    """No public client (or no such object): a warning that says what to set, and the association
+    goes on with the configured counter."""
+    caplog.set_level(logging.WARNING, logger="dlms_protocol.poll")
+    accounts = default_accounts()
+    del accounts[16]
+    with DlmsTcpMeter(demo_model(), security=ServerSecurity(EK, AK), accounts=accounts) as m:
+        poller = DlmsPoller(hls(m.url, invocation_counter=77))
+        assert poller.read().get("1.8.0").value == Decimal(12345678)
+    assert "cannot read the invocation counter from 0.0.43.1.0.255 through the public client" in caplog.text
+    assert "associating with 77" in caplog.text and "state_file" in caplog.text
 
 
 @pytest.mark.parametrize("which", ["key", "auth_key"])

@@ -42,6 +42,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--system-title", default=None, help="our system title (8 characters or 16 hex digits)")
     p.add_argument("--invocation-counter", type=int, default=0, help="first invocation counter (high_gmac)")
     p.add_argument("--state-file", default=None, help="keep the invocation counter in this file")
+    p.add_argument("--invocation-counter-ln", default="0.0.43.1.0.255", metavar="LN",
+                   help="high_gmac: where the public client reads the meter's invocation counter when it is "
+                        "not known (no state file, or refused); empty: never (default 0.0.43.1.0.255)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for each answer (default 3)")
     p.add_argument("--cycle", type=float, default=0.0, help="poll again every N seconds (Ctrl-C stops)")
     p.add_argument("--count", type=int, default=0, help="with --cycle: stop after N polls")
@@ -58,7 +61,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         client_address=args.client, logical_address=args.logical, physical_address=args.physical,
         address_size=args.address_size, authentication=args.auth, password=args.password, key=args.key,
         auth_key=args.auth_key, system_title=args.system_title, invocation_counter=args.invocation_counter,
-        state_file=args.state_file, obis=codes, profiles=tuple(args.profile), timeout=args.timeout)
+        state_file=args.state_file, invocation_counter_ln=args.invocation_counter_ln, obis=codes,
+        profiles=tuple(args.profile), timeout=args.timeout)
 
 
 def _text(value: Any) -> str:

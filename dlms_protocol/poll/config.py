@@ -59,7 +59,9 @@ class PollConfig:
     Addresses: ``client_address`` (16 public, 1 management, 32 reading client are common),
     server ``logical_address``/``physical_address`` in ``address_size`` bytes (1, 2 or 4).
     ``authentication``: ``none``, ``low`` (``password``) or ``high_gmac`` (``key``, ``auth_key``,
-    ``system_title``; the ``invocation_counter`` is kept in ``state_file`` when set).
+    ``system_title``; the ``invocation_counter`` is kept in ``state_file`` when set, and read
+    from the meter through the public client at ``invocation_counter_ln`` when it is not known:
+    at the first association without a state file, and after a refused one; empty: never).
     ``obis``: the objects to poll each cycle (empty: every register found); ``profiles``: load
     profiles (class 7) read incrementally.
     """
@@ -79,6 +81,7 @@ class PollConfig:
     system_title: bytes = b"SHNGDLMS"
     invocation_counter: int = 0
     state_file: Optional[str] = None
+    invocation_counter_ln: str = "0.0.43.1.0.255"
     obis: Tuple[str, ...] = ()
     profiles: Tuple[str, ...] = ()
     timeout: float = 3.0

@@ -17,14 +17,15 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, TypeVar
 
 from ..dlms.apdu import parse_datetime
 from ..dlms.units import symbol
-from ..errors import AccessError, ConfigurationError, DecodeError, DlmsError, TransportError
+from ..errors import (AccessError, AuthenticationError, ConfigurationError, DecodeError, DlmsError,
+                      TransportError)
 from ..model import MeterData, Reading, Statistics, Value, json_value
 from ..obis import Obis, best_identity, identity_rank
 from ..transport import Transport
@@ -33,6 +34,7 @@ from .session import DlmsSession, Opener, default_opener
 from .signon import ModeERefused, sign_on_mode_e
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CLASS_DATA, CLASS_REGISTER, CLASS_EXTENDED, CLASS_DEMAND, CLASS_PROFILE, CLASS_CLOCK = 1, 3, 4, 5, 7, 8
 VALUE_CLASSES = (CLASS_DATA, CLASS_REGISTER, CLASS_EXTENDED, CLASS_DEMAND, CLASS_CLOCK)
@@ -153,6 +155,9 @@ class DlmsPoller:
         self._lock = threading.Lock()
         self._transport: Optional[Transport] = None
         self._closing = False
+        self._t_link = 0.0  # (when the last session's link stood: the sign-on's end)
+        #: the invocation counter is known (a state file, or read from the meter): no public read
+        self._counter_known = False
         self._load_state()
 
     # ------------------------------------------------------------------ state
@@ -169,6 +174,34 @@ class DlmsPoller:
                         self.config.invocation_counter)
             return
         self.config.invocation_counter = max(self.config.invocation_counter, counter)
+        self._counter_known = True
+
+    def _learn_counter(self) -> None:
+        """Read the invocation counter the meter has seen (``invocation_counter_ln``, a Data
+        object the public client 16 may read, as gurux's reader does) and continue above it: a
+        restart without a state file, or a counter another client moved, would otherwise be
+        refused as a replay at every association. Best effort: a meter without the object, or
+        without a public client, keeps the configured counter (the log says how to set it)."""
+        cfg = self.config
+        if cfg.authentication != "high_gmac" or not cfg.invocation_counter_ln or self._counter_known:
+            return
+        from gurux_dlms.objects import GXDLMSData
+
+        public = replace(cfg, client_address=16, authentication="none", password=None, key=None, auth_key=None)
+        try:
+            raw = self._with_session(public, lambda session: session.get(GXDLMSData(cfg.invocation_counter_ln), 2))
+            seen = int(raw)
+        except (DlmsError, ValueError, TypeError) as exc:
+            log.warning("cannot read the invocation counter from %s through the public client (%s); associating "
+                        "with %d: if the meter refuses it, set invocation_counter above the meter's, or keep a "
+                        "state_file", cfg.invocation_counter_ln, exc, cfg.invocation_counter)
+            self._counter_known = True  # (asked once; a refusal asks again)
+            return
+        self._counter_known = True
+        if seen + 1 > cfg.invocation_counter:
+            log.info("the meter's invocation counter (%s) is %d: associating with %d", cfg.invocation_counter_ln,
+                     seen, seen + 1)
+            cfg.invocation_counter = seen + 1
 
     def _save_state(self, session: DlmsSession) -> None:
         counter = session.invocation_counter
@@ -242,32 +275,22 @@ class DlmsPoller:
 
     def _poll_port(self, discover: bool) -> MeterData:
         cfg = self.config
+        self._learn_counter()
         t0 = time.monotonic()
-        transport = self.opener(cfg.url, 300 if cfg.mode_e else cfg.baudrate)
-        transport.time_scale = self.time_scale
-        self._transport = transport
-        try:
-            if cfg.mode_e:
-                ident = sign_on_mode_e(transport, cfg, self.time_scale)
-                self.identification = ident.raw
-            t_link = time.monotonic()
-            session = DlmsSession(cfg, transport)
-            self.last_session = session
-            try:
-                session.connect()
-                t_assoc = time.monotonic()
-                readings = self._read_values(session, discover)
-                meter_time = self._meter_time(session, readings)
-                self._read_profiles(session, meter_time)
-            finally:
-                session.release()
-                self._save_state(session)
-        finally:
-            self._transport = None
-            transport.close()
+
+        def work(session: DlmsSession) -> Tuple[List[Reading], Optional[datetime], float]:
+            t_assoc = time.monotonic()
+            readings = self._read_values(session, discover)
+            meter_time = self._meter_time(session, readings)
+            self._read_profiles(session, meter_time)
+            return readings, meter_time, t_assoc
+
+        readings, meter_time, t_assoc = self._with_session(cfg, work)
+        session = self.last_session
+        assert session is not None
         t_end = time.monotonic()
-        self.last_timings = {"sign-on": t_link - t0, "association": t_assoc - t_link, "reading": t_end - t_assoc,
-                             "total": t_end - t0}
+        self.last_timings = {"sign-on": self._t_link - t0, "association": t_assoc - self._t_link,
+                             "reading": t_end - t_assoc, "total": t_end - t0}
         for phase, seconds in self.last_timings.items():
             self.stats.timing(phase, seconds)
         self.stats.count("bytes", session.bytes_in)
@@ -275,6 +298,32 @@ class DlmsPoller:
         return MeterData(kind="poll", readings=tuple(readings), received=time.time(), meter_time=meter_time,
                          meter_id=serial or self.identification, text=f"{len(readings)} objects polled",
                          profile="dlms-poll")
+
+    def _with_session(self, cfg: PollConfig, work: Callable[[DlmsSession], _T]) -> _T:
+        """Open the port, sign on (mode E), associate as ``cfg`` says, ``work``, then release
+        and close whatever happened; a refused HLS association asks the meter's counter again."""
+        transport = self.opener(cfg.url, 300 if cfg.mode_e else cfg.baudrate)
+        transport.time_scale = self.time_scale
+        self._transport = transport
+        try:
+            if cfg.mode_e:
+                ident = sign_on_mode_e(transport, cfg, self.time_scale)
+                self.identification = ident.raw
+            self._t_link = time.monotonic()
+            session = DlmsSession(cfg, transport)
+            self.last_session = session
+            try:
+                session.connect()
+                return work(session)
+            except AuthenticationError:
+                self._counter_known = False  # (a counter the meter has seen, maybe: read it next time)
+                raise
+            finally:
+                session.release()
+                self._save_state(session)
+        finally:
+            self._transport = None
+            transport.close()
 
     def _meter_time(self, session: DlmsSession, readings: List[Reading]) -> Optional[datetime]:
         """The meter's clock from this read; read separately when a load profile needs it."""

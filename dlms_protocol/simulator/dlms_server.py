@@ -239,6 +239,8 @@ class CosemServer:
             self.event("counter-replayed", f"{counter} <= {last}")
             return False
         self.seen_counters[self.client_title] = counter
+        with self.model.lock:  # (what the meter's frame-counter object, 0.0.43.1.0.255, tells)
+            self.model.frame_counter = max(self.model.frame_counter, counter)
         return True
 
     # --------------------------------------------------------------- association
