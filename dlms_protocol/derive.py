@@ -55,7 +55,18 @@ def _derive(data: MeterData, wanted: Obis, derived: bool) -> Optional[Reading]:
 def _net(code: Obis, plus: Reading, minus: Reading, derived: bool) -> Optional[Reading]:
     """plus - minus as a reading of ``code`` (A-B of ``plus``), or None when not exactly known."""
     a, b = (plus.obis.a, plus.obis.b) if plus.obis is not None else (None, None)
-    return _difference(_result_code(a, b, code), plus, minus, derived)
+    return _difference(_written_as(_result_code(a, b, code), plus), plus, minus, derived)
+
+
+def _written_as(result: Tuple[Obis, str], part: Reading) -> Tuple[Obis, str]:
+    """The result with its text in the form of its part's: a DLMS push's ``1-0:16.7.0.255`` beside
+    its ``1-0:1.7.0.255`` (the form gurux and the push side use), else ``1-0:16.7.0*255`` or a
+    short ``16.7.0`` as ``str(Obis)`` writes them."""
+    obis = part.obis
+    if obis is None or part.code != obis.dotted():
+        return result
+    dotted = result[0].dotted()
+    return result if dotted is None else (result[0], dotted)
 
 
 def _difference(result: Tuple[Obis, str], plus: Reading, minus: Reading, derived: bool) -> Optional[Reading]:
@@ -118,7 +129,7 @@ def derive_all(data: MeterData) -> List[Reading]:
     """
     readings = data.readings
     out: List[Reading] = []
-    for result, plus, minus in _PAIRS.get(readings, _find_pairs):
+    for result, plus, minus in _PAIRS.get(readings, lambda codes: _find_pairs(codes, readings)):
         reading = _difference(result, readings[plus], readings[minus], True)
         if reading is not None:
             out.append(reading)
@@ -129,9 +140,11 @@ def derive_all(data: MeterData) -> List[Reading]:
 _PAIRS = LayoutMemo()
 
 
-def _find_pairs(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Tuple[Obis, str], int, int], ...]:
+def _find_pairs(codes: Tuple[Optional[Obis], ...], readings: Tuple[Reading, ...]
+                ) -> Tuple[Tuple[Tuple[Obis, str], int, int], ...]:
     """((result code, its text), index of the plus part, index of the minus part) per result, in
-    rule order; the result's A-B is the plus part's (fixed by the layout, like the indices)."""
+    rule order; the result's A-B is the plus part's, and its text is written as the plus part's
+    (fixed by the layout, like the indices)."""
     # current codes (F 255 or none) by C.D.E, in meter order: what Obis.matches selects
     current: Dict[_CDE, List[int]] = {}
     for i, o in enumerate(codes):
@@ -151,7 +164,8 @@ def _find_pairs(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[Tuple[Obis, st
             plus, minus = _first(codes, pluses, a, b), _first(codes, minuses, a, b)
             if plus is not None and minus is not None:
                 part = codes[plus]  # (the plus part's own A-B, as _net takes it)
-                out.append((_result_code(part.a, part.b, code), plus, minus))  # type: ignore[union-attr]
+                result = _result_code(part.a, part.b, code)  # type: ignore[union-attr]
+                out.append((_written_as(result, readings[plus]), plus, minus))
     return tuple(out)
 
 

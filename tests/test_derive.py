@@ -136,3 +136,13 @@ def test_derive_all_uses_the_parts_of_the_same_channel():
     got = {str(r.obis): r.value for r in derive_all(d)}
     assert got == {"1-1:16.7.0*255": Decimal("1.5"), "1-0:16.7.0*255": Decimal("4"), "36.7.0": Decimal("0.75")}
     assert all(r.derived for r in derive_all(d))
+
+
+@pytest.mark.parametrize("form, net", [("1-0:{}.7.0.255", "1-0:16.7.0.255"), ("1-0:{}.7.0*255", "1-0:16.7.0*255"),
+                                       ("{}.7.0", "16.7.0")])
+def test_a_result_is_written_as_its_parts(form: str, net: str) -> None:
+    """A DLMS push writes its codes A-B:C.D.E.F (as gurux does): its derived net power beside
+    them is 1-0:16.7.0.255 too, not 1-0:16.7.0*255; a D0 readout's forms stay its own."""
+    d = data(reading(form.format(1), "1.5"), reading(form.format(2), "0.5"))
+    for got in (derive_all(d), derive_all(d), derive_all(d), [derive(d, Obis.parse("16.7.0"))]):  # (kept, then hit)
+        assert [(r.code, r.value) for r in got] == [(net, Decimal("1.0"))]
