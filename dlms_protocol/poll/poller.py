@@ -191,6 +191,8 @@ class DlmsPoller:
         try:
             raw = self._with_session(public, lambda session: session.get(GXDLMSData(cfg.invocation_counter_ln), 2))
             seen = int(raw)
+        except (TransportError, ModeERefused):
+            raise  # (the port, not the counter: this read fails as such, the next one asks again)
         except (DlmsError, ValueError, TypeError) as exc:
             log.warning("cannot read the invocation counter from %s through the public client (%s); associating "
                         "with %d: if the meter refuses it, set invocation_counter above the meter's, or keep a "
@@ -278,16 +280,14 @@ class DlmsPoller:
         self._learn_counter()
         t0 = time.monotonic()
 
-        def work(session: DlmsSession) -> Tuple[List[Reading], Optional[datetime], float]:
+        def work(session: DlmsSession) -> Tuple[List[Reading], Optional[datetime], float, DlmsSession]:
             t_assoc = time.monotonic()
             readings = self._read_values(session, discover)
             meter_time = self._meter_time(session, readings)
             self._read_profiles(session, meter_time)
-            return readings, meter_time, t_assoc
+            return readings, meter_time, t_assoc, session
 
-        readings, meter_time, t_assoc = self._with_session(cfg, work)
-        session = self.last_session
-        assert session is not None
+        readings, meter_time, t_assoc, session = self._with_session(cfg, work)
         t_end = time.monotonic()
         self.last_timings = {"sign-on": self._t_link - t0, "association": t_assoc - self._t_link,
                              "reading": t_end - t_assoc, "total": t_end - t0}
