@@ -12,7 +12,8 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import List
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Tuple
 
 import pytest
 
@@ -125,10 +126,12 @@ def test_listen_replays_a_raw_dump_and_counts_the_damaged(protocol: str) -> None
 
 
 # ------------------------------------------------------------------ the pipeline source
-def test_sml_source_through_the_pipeline() -> None:
-    sim = SmlSimulator(seed=5, interval=0.2)
+@contextmanager
+def sml_pipeline(sim: SmlSimulator, listen_timeout: float) -> Iterator[Tuple[Any, Recorder, Pipeline]]:
+    """(source, recorder, pipeline) of an SML source on the simulator's line, once it reads there."""
     port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
-    source = make_source("sml", config=ListenerConfig(port=port, baudrate=9600, parity="N"), listen_timeout=10)
+    source = make_source("sml", config=ListenerConfig(port=port, baudrate=9600, parity="N"),
+                         listen_timeout=listen_timeout)
     out = Recorder()
     pipe = Pipeline(source, [out])
     pipe.start()
@@ -136,11 +139,17 @@ def test_sml_source_through_the_pipeline() -> None:
         deadline = time.monotonic() + 30
         while not sim.reader_ready() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sim.send_once()
-        assert out.event.wait(20)
+        yield source, out, pipe
     finally:
         pipe.stop()
         sim.stop()
+
+
+def test_sml_source_through_the_pipeline() -> None:
+    sim = SmlSimulator(seed=5, interval=0.2)
+    with sml_pipeline(sim, listen_timeout=10) as (source, out, _pipe):
+        assert sim.send_once()
+        assert out.event.wait(20)
     data = out.data[0]
     power = data.get("16.7.0")
     assert power is not None and power.value == sim.last_registers["1-0:16.7.0*255"]
@@ -156,16 +165,9 @@ def test_a_stale_sml_meter_says_what_its_bytes_show_on_every_host() -> None:
     reading head, kermit_crc), not "check the cable". Before, only the SmartHomeNG plugin added
     the diagnosis, to its own log line."""
     sim = SmlSimulator(seed=13)
-    port = sim.open_pty(baudrate=9600, parity="N", time_scale=4)
-    source = make_source("sml", config=ListenerConfig(port=port, baudrate=9600, parity="N"), listen_timeout=1)
-    out = Recorder()
-    pipe = Pipeline(source, [out])
-    pipe.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not sim.reader_ready() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with sml_pipeline(sim, listen_timeout=1) as (_source, out, pipe):
         stale: List[Health] = []
+        deadline = time.monotonic() + 30
         while not stale and time.monotonic() < deadline:
             bad = bytearray(sim.build())
             bad[60] ^= 0x04
@@ -173,9 +175,6 @@ def test_a_stale_sml_meter_says_what_its_bytes_show_on_every_host() -> None:
             time.sleep(0.3)
             pipe.tick()
             stale = [h for h in out.health if h.state == Health.STALE]
-    finally:
-        pipe.stop()
-        sim.stop()
     assert stale and not out.data
     cause = stale[0].cause
     assert "frames arrive but fail; the last one: SML" in cause and "CRC" in cause
