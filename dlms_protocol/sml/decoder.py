@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ChecksumError, ConfigurationError, DecodeError, DlmsError, FramingError
-from ..model import MeterData, Reading, Statistics
+from ..model import HELD_DETAIL, MeterData, Reading, Statistics
 from ..obis import Obis, best_identity
 from .framing import SmlFramer, Transmission, crc16_kermit, crc16_x25
 
@@ -95,7 +95,7 @@ class SmlTelegram:
             "timestamp": self.meter_time.isoformat() if self.meter_time else None,
             "profile": None,
             "readings": [
-                dict(reading_json(r), **{k: int(v, 16) if k == "status" and v else v for k, v in r.details})
+                dict(reading_json(r), **{k: _status_json(v) if k == "status" else v for k, v in r.details})
                 for r in self.readings
             ],
             "protocol": "sml",
@@ -213,8 +213,43 @@ def _parse(payload: bytes) -> List[Any]:
     try:
         return SmlFrame(payload, build_ctx=_context()).parse_frame()  # type: ignore[no-any-return]
     except Exception as exc:  # smllib raises its own, ValueError, IndexError …: all mean "not SML"
-        raise DecodeError(f"SML messages cannot be parsed ({type(exc).__name__}: {str(exc)[:80]})",
+        raise DecodeError(f"SML messages cannot be parsed ({type(exc).__name__}: {_text_of(exc)[:80]})",
                           "the CRC held, so the meter sent this; please report it with the capture") from None
+
+
+def _text_of(exc: Exception) -> str:
+    """An exception's text; smllib's own ``__str__`` can fail on what it could not parse (a choice
+    tag that is a list compares with an int)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - its text only; the error itself is reported
+        return ""
+
+
+def _scaled(raw: int, scaler: Any, details: List[Tuple[str, Optional[str]]]) -> Optional[Decimal]:
+    """raw * 10**scaler; None (held back, said in ``details``) for a scaler SML's Integer8 cannot
+    carry: smllib reads any width, and 10**2147483647 is no meter's value."""
+    if not scaler:
+        return Decimal(raw)
+    if type(scaler) is not int or not -128 <= scaler <= 127:
+        details.append((HELD_DETAIL, f"scaler {scaler!r} is outside SML's Integer8 (-128..127): no value"))
+        return None
+    return Decimal(raw).scaleb(scaler)
+
+
+def _status_text(status: Any) -> str:
+    """An entry's status word in hex (``0x1A2``); a signed or odd one as the meter sent it, in a
+    form ``to_json`` reads back."""
+    if type(status) is int:
+        return f"-0x{-status:X}" if status < 0 else f"0x{status:X}"
+    return str(status)
+
+
+def _status_json(text: Optional[str]) -> Any:
+    try:
+        return int(text, 16) if text else text
+    except ValueError:
+        return text
 
 
 @lru_cache(maxsize=1024)
@@ -366,20 +401,20 @@ class SmlDecoder:
         raw: Any = entry.value
         scaler = entry.scaler
         unit = _unit(entry.unit) if entry.unit is not None else None
+        details: List[Tuple[str, Optional[str]]] = [("sml_type", _type_name(kind, width))]
         value: Any
         if isinstance(raw, bool):
             value = raw
         elif isinstance(raw, int):
-            value = Decimal(raw).scaleb(scaler) if scaler else Decimal(raw)
+            value = _scaled(raw, scaler, details)
         elif isinstance(raw, str):  # octet string as hex
             raw = bytes.fromhex(raw)
             text = raw.decode("latin-1")
             value = text if raw and all(0x20 <= b < 0x7F for b in raw) else raw
         else:  # a time value
             value = raw
-        details: List[Tuple[str, Optional[str]]] = [("sml_type", _type_name(kind, width))]
         if entry.status is not None:
-            details.append(("status", f"0x{entry.status:X}"))
+            details.append(("status", _status_text(entry.status)))
         if entry.val_time is not None:
             vt = entry.val_time
             details.append(("val_time", vt.isoformat() if isinstance(vt, datetime) else f"secindex {vt}"))

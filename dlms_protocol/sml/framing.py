@@ -84,6 +84,10 @@ class SmlFramer:
         self.max_size = max(64, int(max_size))
         self._buf = bytearray()
         self._pos = 0  # stream offset of _buf[0]
+        #: how far the unfinished transmission at the buffer's start was scanned (position, doubled
+        #: escapes so far, where to look for a start sequence): the next bytes continue from there,
+        #: so a long one fed in small pieces is scanned once, not once per piece
+        self._scanned: Optional[Tuple[int, List[int], int]] = None
         self.crc_errors = 0
         self.cut = 0
         self.oversized = 0
@@ -94,6 +98,7 @@ class SmlFramer:
         """Forget buffered bytes (a reopened port starts mid-transmission)."""
         self._pos += len(self._buf)
         self._buf.clear()
+        self._scanned = None
 
     @property
     def buffered(self) -> int:
@@ -130,6 +135,7 @@ class SmlFramer:
             self.skipped += n
         del self._buf[:n]
         self._pos += n
+        self._scanned = None
 
     def _error(self, exc: DlmsError) -> None:
         if self.on_error is not None:
@@ -165,27 +171,35 @@ class SmlFramer:
         """Length of the transmission at buffer start (None: incomplete, -1: damaged) and the
         positions of the doubled escape sequences inside it."""
         buf = self._buf
-        escapes: List[int] = []
-        pos = 8
-        next_start = buf.find(START, 8)
+        # a resumed scan: escapes are looked for from where it stopped, start sequences from where
+        # the last search for one began or where one could begin in the new bytes (every one before
+        # is data: the scan stops at any other)
+        pos, escapes, origin = self._scanned if self._scanned is not None else (8, [], 8)
+        self._scanned = None
+        next_start = buf.find(START, origin)
+        for e in escapes[-2:]:  # (a start completed by the new bytes may be a doubled escape's data)
+            if next_start == e + 4:
+                origin = e + 8
+                next_start = buf.find(START, origin)
         while True:
             idx = buf.find(ESCAPE, pos)
             limit = next_start if next_start >= 0 else len(buf)
             if idx < 0 or idx >= limit:
-                return self._unfinished(next_start, escapes)
+                return self._unfinished(next_start, escapes, max(pos, len(buf) - len(ESCAPE) + 1), origin)
             if idx + 8 > self.max_size:  # decided by position, not by how much happens to be buffered
                 return self._oversized(), escapes
             if idx % 4:  # not on a 4-byte boundary: payload bytes that only look like an escape
                 pos = idx + 1
                 continue
             if len(buf) < idx + 8:
-                return self._unfinished(next_start, escapes)
+                return self._unfinished(next_start, escapes, idx, origin)
             mark = buf[idx + 4:idx + 8]
             if mark == ESCAPE:
                 escapes.append(idx)
                 pos = idx + 8
                 if next_start == idx + 4:  # the doubled escape followed by 01010101 is data, no start
-                    next_start = buf.find(START, pos)
+                    origin = pos
+                    next_start = buf.find(START, origin)
                 continue
             if mark[0] == _END_MARK:
                 # a start sequence overlapping this end is part of it (the CRC decides): waiting for
@@ -196,11 +210,15 @@ class SmlFramer:
                                      "bytes were lost or damaged on the line; the next transmission is read"))
             return -1, escapes
 
-    def _unfinished(self, next_start: int, escapes: List[int]) -> Tuple[Optional[int], List[int]]:
+    def _unfinished(self, next_start: int, escapes: List[int], scanned: int, origin: int
+                    ) -> Tuple[Optional[int], List[int]]:
+        """Cut off, too long, or (None) waiting for more bytes: then the scan goes on at ``scanned``
+        (and looks for a start sequence from ``origin`` or the last bytes one could begin in)."""
         if next_start >= 0:
             return self._cut(), escapes
         if len(self._buf) > self.max_size + 8:
             return self._oversized(), escapes
+        self._scanned = (scanned, escapes, max(origin, len(self._buf) - len(START) + 1))
         return None, escapes
 
     def _oversized(self) -> int:
