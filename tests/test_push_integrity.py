@@ -193,6 +193,71 @@ def test_one_lost_frame_never_splices(kind: str) -> None:
         assert any(isinstance(e, (IncompleteMessageError, errors.DecodeError)) for e in errs), lost
 
 
+
+def _segments(kind: str, apdu: bytes) -> List[bytes]:
+    if kind == "mbus":
+        return encode.mbus_telegrams(apdu, max_data=20)
+    if kind == "gbt":
+        return [encode.hdlc_frame(encode.LLC + b) for b in encode.gbt_blocks(apdu, 20)]
+    return encode.hdlc_frames(apdu, max_info=20, kind=kind)
+
+
+@pytest.mark.parametrize("kind", ["ui", "mbus", "gbt"])
+def test_a_quiet_line_between_two_pushes_parts_never_splices_them(kind: str) -> None:
+    """Push A loses its last segments and push B its first ones (a loose head from the middle of A
+    to the middle of B): UI segments, M-Bus telegrams and GBT blocks carry nothing that tells A
+    from B, and A's head joined to B's tail passed every checksum (a helper's fuzzing). Between
+    the two the line was quiet (the listener's settle): the partial message is dropped there."""
+    fa, fb = _segments(kind, A), _segments(kind, B)
+    for cut in range(1, len(fa)):
+        errs: List[DlmsError] = []
+        dec = PushDecoder(ListenerConfig(port="-"), on_error=errs.append)
+        msgs = dec.feed(b"".join(fa[:cut])) + dec.settle() + dec.feed(b"".join(fb[cut:])) + dec.finish()
+        assert msgs == [], (cut, values(msgs))
+        assert any(isinstance(e, IncompleteMessageError) and "went quiet" in e.fix for e in errs), cut
+        assert dec.stats.get("incomplete_messages") >= 1
+        assert dec.feed(b"".join(fb)) and dec.feed(b"".join(fa))  # (whole pushes still decode)
+
+
+def test_the_listener_drops_a_push_whose_segments_stopped_before_a_pause() -> None:
+    """Over a real pty: A's first two segments, a second of quiet, then B's other segments: no
+    message (the listener settles the decoder on a quiet line); the next whole push is read."""
+    import threading
+    import time
+
+    from dlms_protocol.dlms.listener import PushListener
+    from dlms_protocol.simulator.pty import PtyLink
+
+    fa, fb = _segments("ui", A), _segments("ui", B)
+    link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+    got: List[PushMessage] = []
+    errs: List[DlmsError] = []
+    done = threading.Event()
+
+    def message(msg: PushMessage) -> None:
+        got.append(msg)
+        done.set()
+
+    lst = PushListener(ListenerConfig(port=link.port, baudrate=9600, parity="N"), lambda data: None,
+                       on_message=message, on_error=errs.append)
+    lst.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not link.poll_connection() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        link.send(b"".join(fa[:2]))
+        time.sleep(2.0)  # (quiet: longer than the listener's idle read)
+        link.send(b"".join(fb[2:]))
+        time.sleep(0.5)
+        assert got == []
+        link.send(b"".join(fb))
+        assert done.wait(20)
+    finally:
+        lst.stop()
+        link.close()
+    assert [m.apdu for m in got] == [B]
+    assert any(isinstance(e, IncompleteMessageError) and "went quiet" in e.fix for e in errs)
+
 # --------------------------------------------------------- 5. chunk independence
 def test_damaged_hcs_frame_cut_after_the_llc_is_not_taken_as_a_raw_apdu() -> None:
     """Item 5: the rest of a frame whose HCS was hit is no bare APDU, whatever the read boundary."""

@@ -270,10 +270,16 @@ class PushDecoder:
 
     def settle(self) -> List[PushMessage]:
         """The line went quiet: messages that waited only to see whether a frame starting inside
-        them would complete (``Deframer.settle``)."""
+        them would complete (``Deframer.settle``); a message whose segments or blocks stopped
+        coming is dropped, never joined to the next push's."""
         out: List[PushMessage] = []
         for item in self.deframer.settle():
             self._item(item, out)
+        dropped = self.gbt.reset("the line went quiet before the last block: a later push's blocks are "
+                                 "never joined to it")
+        self._gbt_raw = []
+        if dropped:
+            self._error(dropped)
         return out
 
     def reset(self) -> None:

@@ -311,11 +311,17 @@ class Deframer:
         might start inside it (frames are sent without pauses, so that one is not coming).
 
         An unverified candidate (bare APDU, wrapper frame) would otherwise be delivered only with
-        the next push's bytes. What is still incomplete stays buffered.
+        the next push's bytes. A segmented message still waiting for segments is dropped: a meter
+        sends a message's segments without pauses, so they were lost, and the segments that come
+        next belong to a later push. HDLC UI segments and M-Bus telegrams carry nothing that tells
+        two pushes apart, so joining them would splice the head of one push to the tail of the
+        next, each frame's checksum intact. An incomplete frame stays buffered.
         """
         out: List[Item] = []
         if len(self._buf) > self._ctx:
             self._decide(out)
+        self._drop_partial(out, "the line went quiet before its last segment: a later push's segments are "
+                                "never joined to it")
         return out
 
     def _decide(self, out: List[Item]) -> None:
