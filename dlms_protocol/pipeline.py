@@ -302,8 +302,7 @@ class ScheduledSource(Source):
             if self._port_failed:
                 from .transport import DeviceWatch  # (a lost port only)
 
-                if DeviceWatch(self.name).pause(backoff.next(), self._stop.wait):
-                    backoff.reset()  # the adapter is back: read it now, and start the back-off over
+                if DeviceWatch(self.name).pause(backoff, self._stop.wait):  # (back: read it now)
                     log.info("%s is there again: reading it now", self.name)
                 continue
             backoff.reset()

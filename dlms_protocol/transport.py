@@ -81,6 +81,7 @@ except ImportError:  # pragma: no cover - Windows
 
 from .config import PARITY_ERROR, bits_per_char  # noqa: F401 - re-exported
 from .errors import ConfigurationError, TransportError
+from .ratelimit import Backoff
 
 #: waits until one of the descriptors is readable or the time-out (seconds) has passed; returns
 #: the readable ones (``select``'s first list; the module docstring says who passes another)
@@ -659,10 +660,10 @@ class DeviceWatch:
         self._seen = node
         return new
 
-    def pause(self, seconds: float, wait: Callable[[float], Any]) -> bool:
-        """``wait`` (a stop event's, or a hosted loop's) for ``seconds`` in slices; True when the
-        device came back meanwhile (the caller opens it at once)."""
-        end = time.monotonic() + seconds
+    def pause(self, backoff: Backoff, wait: Callable[[float], Any]) -> bool:
+        """``wait`` (a stop event's, or a hosted loop's) for the back-off's next delay, in slices;
+        True when the device came back meanwhile: the back-off starts over, the caller opens it at once."""
+        end = time.monotonic() + backoff.next()
         while True:
             left = end - time.monotonic()
             if left <= 0:
@@ -670,7 +671,9 @@ class DeviceWatch:
             if wait(min(left, REPLUG_POLL) if self.path is not None else left):
                 return False  # (stopped)
             if self.back():
+                backoff.reset()
                 return True
+
 
 class _Guard:
     """Holds the I/O lock and turns pyserial/OS errors into TransportError with a fix."""

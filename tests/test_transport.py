@@ -614,6 +614,7 @@ def test_a_device_watch_sees_a_node_that_came_back_once(tmp_path) -> None:
     import os
     import threading
 
+    from dlms_protocol.ratelimit import Backoff
     from dlms_protocol.transport import DeviceWatch
 
     node = tmp_path / "ttyUSB0"
@@ -632,6 +633,9 @@ def test_a_device_watch_sees_a_node_that_came_back_once(tmp_path) -> None:
     # a pause ends when the node comes back, and at once when stopped
     stop = threading.Event()
     threading.Timer(0.3, node.write_bytes, (b"",)).start()
-    assert DeviceWatch(str(node)).pause(60.0, stop.wait)
+    backoff = Backoff(30.0, 120.0)
+    backoff.next()  # (60 s the next time)
+    assert DeviceWatch(str(node)).pause(backoff, stop.wait)
+    assert backoff.delay == 30.0  # (started over for the new device)
     stop.set()
-    assert not DeviceWatch(str(tmp_path / "absent")).pause(60.0, stop.wait)
+    assert not DeviceWatch(str(tmp_path / "absent")).pause(Backoff(60.0, 60.0), stop.wait)

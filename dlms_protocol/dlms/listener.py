@@ -283,8 +283,7 @@ class PushListener:
             guest.wait((), seconds)
             return self._stop.is_set()
 
-        if DeviceWatch(self.config.port).pause(backoff.next(), wait):
-            backoff.reset()
+        if DeviceWatch(self.config.port).pause(backoff, wait):
             log.info("%s is there again: opening it now", self.config.port)
 
     def _host_on(self, port: Transport) -> None:
