@@ -19,7 +19,9 @@ ASSERTED = {"values": 0}
 
 
 def run_decode(capsys, path) -> tuple:
-    code = main(["decode", "--file", str(path), "--json"])
+    # (the sidecars hold smllib's decode, the standard's values: the DZG sign correction, on by
+    # default for the serial numbers DZG named, is switched off here and tested on its own)
+    code = main(["decode", "--file", str(path), "--json", "--sml-quirks", "dzg_power_sign=off"])
     out, err = capsys.readouterr()
     return code, [json.loads(line) for line in out.splitlines() if line.strip()], err
 
@@ -107,19 +109,23 @@ def test_kermit_capture_decodes_with_its_quirk_detected() -> None:
     assert telegrams == [] and len(errors) == 1 and "kermit_crc=on" in str(errors[0])
 
 
-def test_dzg_power_sign_kept_by_default_and_corrected_on_request() -> None:
+def test_dzg_power_sign_corrected_by_default_and_kept_on_request() -> None:
+    """The serial numbers DZG named are corrected without a setting (libsml's and vzlogger's
+    default): a wrong sign by default is a wrong value; ``off`` keeps the standard's value."""
     path = next(p for p in SML if p.stem == "dzg_dvs74122_power_sign_bug")
     data = path.with_suffix(".bin").read_bytes()
-    (tel,), _ = decode_all(data)
+    (tel,), _ = decode_all(data, quirks=parse_quirks("dzg_power_sign=off"))
     power = tel.readings[[r.obis.short() for r in tel.readings].index("16.7.0")]
     assert power.raw == -29912 and power.value == Decimal("-299.12")  # the spec value, as sent
     assert tel.quirks == ("dzg_power_sign (detected, not applied)",)
-    (tel,), _ = decode_all(data, quirks=parse_quirks("dzg_power_sign=auto"))
-    power = tel.readings[[r.obis.short() for r in tel.readings].index("16.7.0")]
-    assert power.raw == 35624 and power.value == Decimal("356.24")  # the value the submitter states
+    for quirks in (parse_quirks(""), parse_quirks("dzg_power_sign=auto"), None):
+        (tel,), _ = decode_all(data, **({} if quirks is None else {"quirks": quirks}))
+        power = tel.readings[[r.obis.short() for r in tel.readings].index("16.7.0")]
+        assert power.raw == 35624 and power.value == Decimal("356.24")  # the value the submitter states
+        assert tel.quirks == ("dzg_power_sign (applied)",)
     # a later DZG firmware (serial >= 60000000) sends a genuine negative power: never touched
     path = next(p for p in SML if p.stem == "dzg_dvs74202_negative_power")
-    telegrams, _ = decode_all(path.with_suffix(".bin").read_bytes(), quirks=parse_quirks("dzg_power_sign=auto"))
+    telegrams, _ = decode_all(path.with_suffix(".bin").read_bytes())
     powers = [r.value for t in telegrams for r in t.readings if r.obis.short() == "16.7.0"]
     assert Decimal("-105.50") in powers and all(t.quirks == () for t in telegrams)
 
