@@ -366,15 +366,28 @@ class SecurityPolicy:
                 "unencrypted push rejected: this meter is configured with keys",
                 "if it really sends plaintext, set security: any (or remove the keys)")
         if have < self.minimum or (self.level == "auto" and announced < self.seen):
-            sc = d.security_control or 0
-            raise DowngradeError(
-                f"push with security 0x{sc:02x} ({_NAMES[min(have, announced)]}) rejected: "
-                f"this meter must send {_NAMES[self.required]}",
-                "if the meter only sends security 0x20, set security: encrypted")
+            raise self._downgrade(d, have, announced)
         note = self._counter(d, timestamp)
         if self.level == "auto":
             self.seen = max(self.seen, announced)
         return note
+
+    def _downgrade(self, d: Deciphered, have: int, announced: int) -> DowngradeError:
+        """Why a push with less protection than required is refused, and what to do: a meter that
+        sent tags before and now does not may be an attacker's frame; one that never sent a tag
+        while auth_key is set is the usual case of a key pasted into both fields."""
+        sc = d.security_control or 0
+        cause = (f"push with security 0x{sc:02x} ({_NAMES[min(have, announced)]}) rejected: "
+                 f"this meter must send {_NAMES[self.required]}")
+        if self.level == "auto" and announced < self.seen:
+            return DowngradeError(cause + f" (it sent {_NAMES[self.seen]} before)",
+                                  "a frame without the protection the meter used may be forged; if the meter was "
+                                  "reconfigured, restart the reader (and set security: encrypted for security 0x20)")
+        if self.level == "auto" and self.minimum == 2 and announced == 1:
+            return DowngradeError(cause + " (auth_key is set, but the meter sends no tag)",
+                                  "remove auth_key (operators often hand out one key, which belongs in key only), "
+                                  "or set security: encrypted")
+        return DowngradeError(cause, "if the meter only sends security 0x20, set security: encrypted")
 
     def _counter(self, d: Deciphered, timestamp: object) -> Optional[str]:
         title, ic = d.system_title, d.invocation_counter
