@@ -49,6 +49,9 @@ class DlmsError(Exception):
     #: message; ``dlms.decoder.PushDecoder`` sets it): counted and said, but no failure of the
     #: meter for a status page, because every start into a running line brings one
     lead_in = False
+    #: the link-layer check (``"HDLC FCS"``, ...) the frame passed whose content failed: a security
+    #: error behind one is this line's meter, only without the right key (``AutoDecoder``)
+    link_check: Optional[str] = None
 
     def __init__(self, cause: str, fix: Optional[str] = None) -> None:
         self.cause = cause

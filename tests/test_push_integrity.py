@@ -222,8 +222,9 @@ def test_a_quiet_line_between_two_pushes_parts_never_splices_them(kind: str) -> 
 
 
 def test_the_listener_drops_a_push_whose_segments_stopped_before_a_pause() -> None:
-    """Over a real pty: A's first two segments, a second of quiet, then B's other segments: no
-    message (the listener settles the decoder on a quiet line); the next whole push is read."""
+    """Over a real pty: a whole push (this meter's messages come without pauses), then A's first
+    two segments, two seconds of quiet, then B's other segments: no message (the listener
+    settles the decoder on a quiet line); the next whole push is read."""
     import threading
     import time
 
@@ -247,18 +248,92 @@ def test_the_listener_drops_a_push_whose_segments_stopped_before_a_pause() -> No
         deadline = time.monotonic() + 20
         while not link.poll_connection() and time.monotonic() < deadline:
             time.sleep(0.05)
+        link.send(b"".join(fa))
+        assert done.wait(20)
+        done.clear()
         link.send(b"".join(fa[:2]))
         time.sleep(2.0)  # (quiet: longer than the listener's idle read)
         link.send(b"".join(fb[2:]))
         time.sleep(0.5)
-        assert got == []
+        assert len(got) == 1
         link.send(b"".join(fb))
         assert done.wait(20)
     finally:
         lst.stop()
         link.close()
-    assert [m.apdu for m in got] == [B]
-    assert any(isinstance(e, IncompleteMessageError) and "went quiet" in e.fix for e in errs)
+    assert [m.apdu for m in got] == [A, B]
+    assert any(isinstance(e, IncompleteMessageError) and "come without pauses" in e.fix for e in errs)
+
+
+@pytest.mark.parametrize("kind", ["ui", "mbus", "gbt"])
+def test_a_meter_that_pauses_inside_its_messages_is_read(kind: str) -> None:
+    """An L+G E450 pauses 3 s before its last frame (esphome #16942): until a message of several
+    parts has shown how the meter sends them, a pause of up to 5 s is waited out; a message read
+    across one teaches twice its length; a meter that sent one without pauses has its messages'
+    parts dropped at the first quiet read (the splice guard above)."""
+    fa, fb = _segments(kind, A), _segments(kind, B)
+    dec = PushDecoder(ListenerConfig(port="-"))
+    assert dec.feed(b"".join(fa[:-1])) + dec.settle(1.0) + dec.settle(3.1) == []
+    assert [m.apdu for m in dec.feed(fa[-1])] == [A]  # the first message, across a 3 s pause
+    assert dec.allowed_pause() == pytest.approx(6.2)
+    assert dec.feed(b"".join(fb[:-1])) + dec.settle(2.0) == []
+    assert [m.apdu for m in dec.feed(fb[-1])] == [B]
+    assert dec.allowed_pause() == pytest.approx(6.2)  # (the longest pause so far, doubled)
+    assert dec.feed(b"".join(fa[:-1])) + dec.settle(6.3) + dec.feed(fb[-1]) == []  # longer: dropped
+    assert dec.stats.get("incomplete_messages") >= 1
+
+    quick = PushDecoder(ListenerConfig(port="-"))
+    assert quick.feed(b"".join(fa[:-1])) + quick.settle(4.9) == []  # (nothing learned yet: waited out)
+    assert [m.apdu for m in quick.feed(fa[-1])] == [A]
+    assert quick.allowed_pause() == pytest.approx(9.8)
+    fresh = PushDecoder(ListenerConfig(port="-"))
+    assert [m.apdu for m in fresh.feed(b"".join(fb))] == [B]
+    assert fresh.allowed_pause() == 0.0  # (a message of several parts without a pause)
+    assert fresh.feed(b"".join(fa[:-1])) + fresh.settle(1.0) + fresh.feed(fb[-1]) == []
+    errs: List[DlmsError] = []
+    unlearned = PushDecoder(ListenerConfig(port="-"), on_error=errs.append)
+    assert unlearned.feed(b"".join(fa[:-1])) + unlearned.settle(5.5) + unlearned.feed(fb[-1]) == []
+    assert "no message of several parts decoded yet: 5 s are waited out" in errs[0].fix
+    assert [m.apdu for m in unlearned.feed(b"".join(fb))] == [B]  # (a pause that long: dropped, not learned)
+    assert unlearned.allowed_pause() == 0.0
+
+
+def test_the_listener_reads_a_meter_that_pauses_three_seconds_before_its_last_segment() -> None:
+    """Over a real pty: every push of the meter pauses 3 s before its last HDLC segment (an L+G
+    E450, esphome #16942); each is read, the first one too, and nothing is counted as lost."""
+    import threading
+    import time
+
+    from dlms_protocol.dlms.listener import PushListener
+    from dlms_protocol.simulator.pty import PtyLink
+
+    link = PtyLink(baudrate=9600, bytesize=8, parity="N")
+    got: List[PushMessage] = []
+    errs: List[DlmsError] = []
+    arrived = threading.Semaphore(0)
+
+    def message(msg: PushMessage) -> None:
+        got.append(msg)
+        arrived.release()
+
+    lst = PushListener(ListenerConfig(port=link.port, baudrate=9600, parity="N"), lambda data: None,
+                       on_message=message, on_error=errs.append)
+    lst.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not link.poll_connection() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for apdu in (A, B):
+            parts = _segments("ui", apdu)
+            link.send(b"".join(parts[:-1]))
+            time.sleep(3.0)
+            link.send(parts[-1])
+            assert arrived.acquire(timeout=20)
+    finally:
+        lst.stop()
+        link.close()
+    assert [m.apdu for m in got] == [A, B]
+    assert not [e for e in errs if isinstance(e, IncompleteMessageError)]
 
 # --------------------------------------------------------- 5. chunk independence
 def test_damaged_hcs_frame_cut_after_the_llc_is_not_taken_as_a_raw_apdu() -> None:
@@ -496,3 +571,21 @@ def test_cli_security_option(capsys) -> None:
     assert cli_main(["decode", "--hex", plain, "--key", EK.hex(), "--security", "any", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["checksum"] == "HDLC FCS" and out["readings"][0]["raw"] == 236
+
+
+def test_block_transfer_blocks_before_the_first_block_1_are_the_lead_in() -> None:
+    """Listening that begins inside a GBT push sees its last blocks out of sequence: that is the
+    lead-in (logged at INFO, as HDLC's is), up to the first block 1; a block out of sequence after
+    that is a lost block (WARNING)."""
+    fa, fb = _segments("gbt", A), _segments("gbt", B)
+    errs: List[DlmsError] = []
+    dec = PushDecoder(ListenerConfig(port="-"), on_error=errs.append)
+    assert dec.feed(b"".join(fa[2:])) == []
+    assert errs and all(e.lead_in for e in errs)
+    assert [m.apdu for m in dec.feed(b"".join(fb))] == [B]
+    errs.clear()
+    assert dec.feed(b"".join(fa[:1] + fa[2:])) == []
+    assert errs and not any(e.lead_in for e in errs)
+    dec.reset()  # (the port was opened again)
+    errs.clear()
+    assert dec.feed(b"".join(fa[3:])) == [] and errs and all(e.lead_in for e in errs)

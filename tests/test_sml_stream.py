@@ -530,3 +530,58 @@ def test_auto_decoder_counts_what_the_protocols_own_decoder_counts(kind: str) ->
         assert counters == plain.stats.counters
         if protocol == "dlms":
             assert counters["decrypted"] == counters["apdus"] == counters["messages"] == 4
+
+
+@pytest.mark.parametrize("wrapper,security", [("mbus", 0x20), ("hdlc", 0x30)])
+def test_auto_takes_checksummed_frames_that_fail_the_key_for_the_meter_s_protocol(wrapper: str,
+                                                                                 security: int) -> None:
+    """An encrypted push with a wrong key: its frames pass their HDLC/M-Bus checksums, then fail
+    deciphering. That is the meter's protocol, only the key is wrong: auto says so (the errors
+    reach the sink) and recognises DLMS after two such frames, instead of searching on."""
+    key = bytes(range(16))
+    sim = PushSimulator(wrapper=wrapper, key=key, auth_key=key if security == 0x30 else None, security=security,
+                        seed=3, segmented=wrapper == "mbus")
+    errors: List[Any] = []
+    dec = AutoDecoder(ListenerConfig(port="-", key=bytes(16)), Statistics(), errors.append)
+    assert dec.feed(sim.emit()) == [] and dec.protocol is None
+    assert dec.feed(sim.emit()) == [] and dec.protocol == "dlms"
+    assert errors and all("key" in str(e) for e in errors)
+    noisy = AutoDecoder(ListenerConfig(port="-", key=bytes(16)), Statistics())  # (the same bytes, cut anew)
+    for chunk in (sim.emit(), b"\x00" * 40, sim.emit()):
+        for i in range(0, len(chunk), 7):
+            noisy.feed(chunk[i:i + 7])
+    assert noisy.protocol == "dlms"
+
+
+def test_the_line_search_stops_at_the_line_whose_frames_fail_only_the_key(monkeypatch, caplog) -> None:
+    """Austrian M-Bus meter at 2400 8E1 with a wrong key (pain 3): the search keeps that line and
+    the log says to check the key, instead of searching on and pointing at an SML PIN."""
+    import logging
+
+    import dlms_protocol.sml.source as stream
+    from dlms_protocol.detect.probe import PASSIVE
+    from dlms_protocol.sml.source import StreamListener
+
+    monkeypatch.setattr(stream, "SEARCH_LISTEN", 0.5)
+    monkeypatch.setattr(stream, "SEARCH_DWELL", 6.0)
+    caplog.set_level(logging.INFO)
+    sim = PushSimulator(wrapper="mbus", key=bytes(range(16)), security=0x20, segmented=True, seed=8, interval=0.5)
+    port = sim.open_pty(baudrate=2400, parity="E")
+    got: List = []
+    listener = StreamListener(ListenerConfig(port=port, key=bytes(16)), got.append, protocol="auto", search=PASSIVE)
+    sim.start()
+    listener.start()
+    try:
+        deadline = time.monotonic() + 40
+        while listener.searching and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.5)  # (more pushes at the line kept: their errors are logged)
+    finally:
+        listener.stop()
+        sim.stop()
+    c = listener.config
+    assert not listener.searching and (c.baudrate, c.parity) == (2400, "E")
+    assert listener.detected_protocol == "dlms" and got == []
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("check the encryption key" in w for w in warned), warned
+    assert "0f0e0d0c" not in caplog.text and bytes(range(16)).hex() not in caplog.text

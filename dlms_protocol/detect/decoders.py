@@ -1,6 +1,6 @@
 """One stream-decoder interface for SML, DLMS push and push-only D0 (sans-io), and ``AutoDecoder``.
 
-Every decoder has ``feed(bytes) -> [message]``, ``settle()``, ``finish()`` and ``reset()``, logs nothing
+Every decoder has ``feed(bytes) -> [message]``, ``settle(quiet)``, ``finish()`` and ``reset()``, logs nothing
 (its driver does: errors through ``on_error``, notes through ``take_notes`` where it has any), and a
 message has ``to_meter_data(text, received)``, ``to_json()`` and ``render()`` (``PushMessage``, ``SmlTelegram``,
 ``D0Telegram``), so the push listener's thread, the CLI and ``detect`` drive any of them.
@@ -9,6 +9,7 @@ only that one: nothing is guessed from byte patterns, a protocol is chosen by a 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -68,7 +69,7 @@ class D0PushDecoder:
             self.stats.success("messages")
         return out
 
-    def settle(self) -> list:
+    def settle(self, quiet: float = math.inf) -> list:
         """A quiet line: nothing here waits for it (a telegram ends with ``!`` and its checksum)."""
         return []
 
@@ -98,6 +99,11 @@ def make_decoder(protocol: str, config: Optional[ListenerConfig] = None, stats: 
     raise ConfigurationError(f"protocol {protocol!r} unknown", "use " + ", ".join(PROTOCOLS))
 
 
+#: frames that passed their link checksum (HDLC FCS, M-Bus checksum) but not the security check that
+#: recognise their protocol: a wrong or missing key is then said, and a line search stops there
+#: (two: one such frame in random bytes at a wrong speed is already rare)
+KEYLESS_FRAMES = 2
+
 #: the success counters a candidate keeps in its own statistics until it is recognised (its errors
 #: are counted from ``_pending``, the bytes by the AutoDecoder itself, its messages as they come out)
 _PROGRESS = ("frames", "apdus", "decrypted")
@@ -122,6 +128,9 @@ class AutoDecoder:
         self.protocol: Optional[str] = None
         self.errors: Dict[str, DlmsError] = {}
         self._pending: Dict[str, List[DlmsError]] = {}
+        #: security errors of frames that passed their link checksum, per candidate: that is the
+        #: meter's protocol, only the key is wrong or missing (``KEYLESS_FRAMES`` of them decide)
+        self._keyless: Dict[str, int] = {}
         self._candidates: Dict[str, Any] = {}
         for name in candidates:
             self._candidates[name] = make_decoder(name, config, Statistics(), self._collector(name), quirks=quirks)
@@ -136,6 +145,8 @@ class AutoDecoder:
             early = self.protocol is None and isinstance(exc, SecurityError)
             if early:  # once recognised, the decoder counts into self.stats itself
                 self.stats.error(exc)
+                if exc.link_check:
+                    self._keyless[name] = self._keyless.get(name, 0) + 1
             if (early or self.protocol == name) and self.on_error is not None:
                 self.on_error(exc)
         return collect
@@ -159,17 +170,18 @@ class AutoDecoder:
         self.stats.count("bytes", len(chunk))
         for name, dec in list(self._candidates.items()):
             found = dec.feed(chunk)
-            if found:
+            if found or self._keyless.get(name, 0) >= KEYLESS_FRAMES:
                 return self._recognised(name, dec, found)
         return []
 
-    def settle(self) -> list:
-        """A quiet line (the listener's read without a byte): what a decoder held for more bytes."""
+    def settle(self, quiet: float = math.inf) -> list:
+        """A quiet line (the listener's read without a byte; ``quiet`` s since the last one): what a
+        decoder held for more bytes."""
         if self.protocol is not None:
-            return list(self._candidates[self.protocol].settle())
+            return list(self._candidates[self.protocol].settle(quiet))
         for name, dec in list(self._candidates.items()):
-            found = dec.settle()
-            if found:
+            found = dec.settle(quiet)
+            if found or self._keyless.get(name, 0) >= KEYLESS_FRAMES:
                 return self._recognised(name, dec, found)
         return []
 

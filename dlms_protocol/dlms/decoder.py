@@ -18,6 +18,7 @@ message its receive time (``PushMessage.to_meter_data``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +39,10 @@ from . import gcm, hdlc
 from .security import PUBLISHED_AUTH_KEYS, SecurityPolicy, decipher
 from .template import Template, learn
 from .wrapper import GENERAL_BLOCK_TRANSFER
+
+#: the longest quiet (s) inside a message of several parts that is waited out before this meter
+#: has sent one (``PushDecoder.settle``): an L+G E450 pauses 3 s before its last frame
+PART_PAUSE_UNLEARNED = 5.0
 
 #: full decodes in a row after which a meter's layout is not learned for LEARN_PAUSE frames
 LEARN_TRIES = 8
@@ -215,6 +220,11 @@ class PushDecoder:
         #: the first such framing error (the bytes before the first frame), once there was one
         self.lead_in: Optional[DlmsError] = None
         self._gbt_raw: List[bytes] = []
+        self._gbt_joining = True  # no block 1 since listening began
+        #: how long this meter pauses inside a message of several parts, doubled (``settle``): None
+        #: until one was decoded; kept across reset() (the same meter)
+        self.part_pause: Optional[float] = None
+        self._pause = 0.0  # the longest quiet so far inside the message whose parts are pending
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
         #: this meter's layouts (a meter may push several lists), learned from fully decoded frames,
@@ -268,23 +278,47 @@ class PushDecoder:
             self._error(dropped)
         return out
 
-    def settle(self) -> List[PushMessage]:
-        """The line went quiet: messages that waited only to see whether a frame starting inside
-        them would complete (``Deframer.settle``); a message whose segments or blocks stopped
-        coming is dropped, never joined to the next push's."""
+    def settle(self, quiet: float = math.inf) -> List[PushMessage]:
+        """The line has been quiet for ``quiet`` seconds (the caller's clock): messages that waited
+        only to see whether a frame starting inside them would complete (``Deframer.settle``).
+
+        A message whose segments or blocks stopped coming for longer than this meter pauses inside
+        one (``allowed_pause``) is dropped, never joined to the next push's: HDLC UI segments,
+        M-Bus telegrams and GBT blocks carry nothing that tells two pushes apart. Some meters do
+        pause inside a message (an L+G E450 3 s before its last frame, esphome #16942), so until
+        a message of several parts has shown how this meter sends them, a pause of up to
+        ``PART_PAUSE_UNLEARNED`` is waited out."""
+        allowed = self.allowed_pause()
+        pending = self.deframer.pending_parts or self.gbt.pending
+        give_up = quiet > allowed
+        if give_up and math.isfinite(quiet):
+            why = (f"the line was quiet for {quiet:.1f} s before its last {{}}, and this meter's messages "
+                   + (f"pause for {self.part_pause / 2:.1f} s at most" if self.part_pause else "come without pauses")
+                   + (": a later push's parts are never joined to it" if self.part_pause is not None else
+                      f" (no message of several parts decoded yet: {allowed:g} s are waited out)"))
+        else:
+            why = "the line went quiet before its last {}: a later push's parts are never joined to it"
         out: List[PushMessage] = []
-        for item in self.deframer.settle():
+        for item in self.deframer.settle(why.format("segment") if give_up else None):
             self._item(item, out)
-        dropped = self.gbt.reset("the line went quiet before the last block: a later push's blocks are "
-                                 "never joined to it")
-        self._gbt_raw = []
-        if dropped:
-            self._error(dropped)
+        if give_up:
+            dropped = self.gbt.reset(why.format("block"))
+            self._gbt_raw = []
+            if dropped:
+                self._error(dropped)
+        elif pending:
+            self._pause = max(self._pause, quiet)
         return out
+
+    def allowed_pause(self) -> float:
+        """The longest quiet (s) inside a message of several parts before its parts are given up:
+        twice the longest this meter made (``settle`` sees a quiet line once a second), or, before
+        it sent a message of several parts, ``PART_PAUSE_UNLEARNED``."""
+        return PART_PAUSE_UNLEARNED if self.part_pause is None else self.part_pause
 
     def reset(self) -> None:
         """Forget partial frames (the port was reopened: bytes were lost in between)."""
-        self._joining = True
+        self._joining = self._gbt_joining = True
         self._joined_at = self.deframer.skipped
         self._lead_parts = 0
         self.deframer.reset()
@@ -296,6 +330,8 @@ class PushDecoder:
         if isinstance(item, DlmsError):
             self._error(item)
             self._reset_gbt("a frame was lost or damaged before the last block")
+            if not self.deframer.pending_parts:
+                self._pause = 0.0  # (the pause was inside the message that was dropped)
             return
         self.stats.count("frames", item.frames)
         self._joining = False
@@ -303,9 +339,12 @@ class PushDecoder:
         if is_gbt:
             if item.apdu[2:4] == b"\x00\x01":  # block 1 starts a new message
                 self._gbt_raw = []
+                self._gbt_joining = False
             self._gbt_raw.append(item.raw)
         for part in self.gbt.feed(item.apdu, item.source):
             if isinstance(part, DlmsError):
+                # the blocks before the first block 1 are the tail of a message listening began in
+                part.lead_in = part.lead_in or (is_gbt and self._gbt_joining)
                 self._error(part)
                 continue
             raw = item.raw
@@ -315,6 +354,7 @@ class PushDecoder:
             try:
                 msg = self.decode_apdu(part, item.wrapper, raw, item.checksum)
             except DlmsError as exc:
+                exc.link_check = item.checksum
                 self._error(exc)
                 continue
             if msg.unknown_layout:
@@ -322,8 +362,12 @@ class PushDecoder:
                 self._error(unknown_layout_error_for(msg))
             self.stats.success("messages")
             out.append(msg)
+            if is_gbt or item.frames > 1:  # a message of several parts: how this meter sends them
+                self.part_pause = max(self.part_pause or 0.0, 2.0 * self._pause)
         if not self.gbt.pending:
             self._gbt_raw = []
+        if not self.gbt.pending and not self.deframer.pending_parts:
+            self._pause = 0.0
 
     def decode_apdu(self, apdu: bytes, wrapper: str = "apdu", raw: bytes = b"",
                     link_check: Optional[str] = None) -> PushMessage:

@@ -219,6 +219,10 @@ _ACCEPT = 2
 _DAMAGED = 3  # a frame whose error was reported: skip ``arg`` bytes without counting them as noise
 
 
+#: why ``settle`` drops a segmented message when its caller gives no other reason
+QUIET_REASON = "the line went quiet before its last segment: a later push's segments are never joined to it"
+
+
 class Deframer:
     """Stream deframer with auto-detection per frame; see the module docstring for the contract."""
 
@@ -306,22 +310,28 @@ class Deframer:
         self._drop_partial(out, "the input ended inside a segmented message")
         return out
 
-    def settle(self) -> List[Item]:
+    @property
+    def pending_parts(self) -> int:
+        """Segments of a message still waiting for its last one."""
+        return len(self._parts)
+
+    def settle(self, give_up: Optional[str] = QUIET_REASON) -> List[Item]:
         """The line has been quiet for a whole read: decide what waits only for a frame that
         might start inside it (frames are sent without pauses, so that one is not coming).
 
         An unverified candidate (bare APDU, wrapper frame) would otherwise be delivered only with
-        the next push's bytes. A segmented message still waiting for segments is dropped: a meter
-        sends a message's segments without pauses, so they were lost, and the segments that come
-        next belong to a later push. HDLC UI segments and M-Bus telegrams carry nothing that tells
-        two pushes apart, so joining them would splice the head of one push to the tail of the
-        next, each frame's checksum intact. An incomplete frame stays buffered.
+        the next push's bytes. A segmented message still waiting for segments is dropped with
+        ``give_up`` as the reason, or kept when it is None: the caller knows how long the line
+        was quiet and how long this meter pauses inside a message (``PushDecoder.settle``). HDLC
+        UI segments and M-Bus telegrams carry nothing that tells two pushes apart, so joining the
+        head of one push to the tail of the next would splice them, each frame's checksum intact.
+        An incomplete frame stays buffered.
         """
         out: List[Item] = []
         if len(self._buf) > self._ctx:
             self._decide(out)
-        self._drop_partial(out, "the line went quiet before its last segment: a later push's segments are "
-                                "never joined to it")
+        if give_up is not None:
+            self._drop_partial(out, give_up)
         return out
 
     def _decide(self, out: List[Item]) -> None:

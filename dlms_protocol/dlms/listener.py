@@ -359,6 +359,7 @@ class PushListener:
         return False
 
     def _read_loop(self, port: Transport) -> None:
+        last_byte = time.monotonic()  # (the quiet before the first byte counts from the opening)
         while not self._stop.is_set():
             # a held message (rate limit) is due soon: short reads; otherwise stop() closes the
             # port, which ends the read at once, so the idle line costs one wake-up a second
@@ -367,13 +368,14 @@ class PushListener:
                 data = self._idle_read(port)
             if data:
                 data, lost = self._coalesce(port, data)
+                last_byte = time.monotonic()
                 for msg in self.decoder.feed(data):
                     self._deliver(msg)
                 self._log_notes()
                 if lost is not None:
                     raise lost  # after the bytes that came before the port went away
             else:  # a whole read without a byte: nothing that waits for more bytes gets them now
-                for msg in self.decoder.settle():
+                for msg in self.decoder.settle(time.monotonic() - last_byte):
                     self._deliver(msg)
                 self._log_notes()
             self._flush()

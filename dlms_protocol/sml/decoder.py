@@ -15,6 +15,7 @@ smllib is imported here only, so code paths that never see SML never load it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -323,7 +324,7 @@ class SmlDecoder:
     def reset(self) -> None:
         self.framer.reset()
 
-    def settle(self) -> list:
+    def settle(self, quiet: float = math.inf) -> list:
         """A quiet line: nothing here waits for it (a transmission ends with its own escape sequence)."""
         return []
 
