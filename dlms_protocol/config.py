@@ -85,14 +85,21 @@ def check_number(name: str, value: Any, low: float, high: float, *, whole: bool 
     return int(value) if whole else value
 
 
-def parse_key(text: Union[str, bytes, None], name: str = "key") -> Optional[bytes]:
+_QUOTES = "put the {name} in quotes ({name}: '<32 hex digits>'): unquoted, YAML reads 0x… or digits as a number"
+
+
+def parse_key(text: Union[str, bytes, int, None], name: str = "key") -> Optional[bytes]:
     """Accept a 16-byte AES key as hex with or without ``0x``, spaces, colons or dashes.
 
-    Empty or None means "no key". The error says which field is wrong and how many bytes it
-    had, never the key itself.
+    Empty or None means "no key". The error says which field is wrong and how many digits it
+    had, never the key itself. Why the numbers: YAML reads an unquoted ``0xA89A…`` as an int,
+    and SmartHomeNG hands a ``type: str`` parameter over as its decimal text. That is taken back
+    only when certain (``_from_number``); otherwise the error asks for quotes.
     """
     if text is None:
         return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        return _from_number(text, name)
     if isinstance(text, (bytes, bytearray)):
         raw = bytes(text)
     else:
@@ -101,11 +108,18 @@ def parse_key(text: Union[str, bytes, None], name: str = "key") -> Optional[byte
             cleaned = cleaned[2:]
         if not cleaned:
             return None
-        if not re.fullmatch(r"[0-9a-fA-F]*", cleaned) or len(cleaned) % 2:
+        if not re.fullmatch(r"[0-9a-fA-F]*", cleaned):
             raise ConfigurationError(
                 f"{name} is not a hex string",
-                f"write the {name} as 32 hex digits (0-9, a-f), e.g. from the letter of your grid operator",
+                f"write the {name} as 32 hex digits (0-9, a-f), e.g. from the letter of your grid operator; "
+                + _QUOTES.format(name=name),
             )
+        if len(cleaned) != 32 and cleaned.isdigit() and len(cleaned) in (38, 39):
+            return _from_number(int(cleaned), name)  # (YAML's number as SmartHomeNG's text)
+        if len(cleaned) != 32:
+            fix = _QUOTES.format(name=name) if cleaned.isdigit() else \
+                f"write the {name} as 32 hex digits; check that it was copied completely"
+            raise ConfigurationError(f"{name} has {len(cleaned)} hex digits; a key has 32", fix)
         raw = bytes.fromhex(cleaned)
     if len(raw) != 16:
         raise ConfigurationError(
@@ -113,6 +127,15 @@ def parse_key(text: Union[str, bytes, None], name: str = "key") -> Optional[byte
             f"write the {name} as 32 hex digits; check that it was copied completely",
         )
     return raw
+
+
+def _from_number(value: int, name: str) -> bytes:
+    """The key an unquoted ``0x`` + 32 hex digits became in YAML, when that is certain: the number
+    has exactly 32 hex digits, the first not 0. A leading 0 (its width is lost: 31 digits written
+    would pass as a key) and a YAML number of decimal digits (``1234…`` is no hex) are refused."""
+    if 16 ** 31 <= value < 16 ** 32:
+        return value.to_bytes(16, "big")
+    raise ConfigurationError(f"{name} was read as a number, not as hex digits", _QUOTES.format(name=name))
 
 
 @dataclass

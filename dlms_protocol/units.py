@@ -38,6 +38,18 @@ def parse_unit(unit: str) -> Optional[Tuple[str, Decimal]]:
     return None
 
 
+def unit_from_bytes(raw: bytes) -> str:
+    """The text of a unit a meter sent with bytes above 0x7F (a DSMR P1 port is 8N1): UTF-8 when the
+    bytes are valid UTF-8 (``m\\xc2\\xb3``), else Latin-1 (``m\\xb3``, ``\\xb0C``). Why: either way it must be
+    the one spelling the rest uses, ``m³`` (the ``m3`` base of ``parse_unit``) and ``°C`` (the DLMS
+    symbol of unit code 9), never the mojibake ``mÂ³`` that no table knows."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+    return text if text.isprintable() else raw.decode("latin-1")
+
+
 def same_quantity(unit: str, other: str) -> Optional[bool]:
     """Do two units measure the same quantity (one base, any prefix: kWh and Wh, not Wh and varh)?
     None when either is no unit of the table (then nothing can be said)."""
@@ -60,4 +72,4 @@ def convert(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
     return value * factor(from_unit, to_unit)
 
 
-__all__ = ["BASES", "PREFIXES", "UnitMismatch", "parse_unit", "same_quantity", "factor", "convert"]
+__all__ = ["BASES", "PREFIXES", "UnitMismatch", "parse_unit", "unit_from_bytes", "same_quantity", "factor", "convert"]

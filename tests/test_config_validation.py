@@ -292,3 +292,47 @@ def test_no_hex_run_of_8_digits_survives_redaction(key: bytes, sep: str, before:
     message = f"{before} unrecognized arguments: " + sep.join(f"{b:02x}" for b in key)
     redacted = redact_secrets(message)
     assert key.hex() not in re.sub(r"[\s:-]", "", redacted.split("arguments:", 1)[1])
+
+
+# ------------------------------------------------------------ keys YAML read as numbers
+def _as_shng_str(yaml_line: str) -> str:
+    """What the plugin gets for ``key: …`` in etc/plugin.yaml: SmartHomeNG's YAML 1.2 value, made
+    text by the ``type: str`` of plugin.yaml (shng_double.metadata: ``str(value)``)."""
+    from shng_double import yaml12
+
+    return str(yaml12.load(yaml_line)["key"])
+
+
+def test_an_unquoted_0x_key_is_taken_back_as_hex() -> None:
+    from dlms_protocol.config import parse_key
+
+    hex_key = "A89AE6C225E45130298B3CC3F4D23463"
+    assert parse_key(_as_shng_str(f"key: 0x{hex_key}")) == bytes.fromhex(hex_key)
+    assert parse_key(int(hex_key, 16)) == bytes.fromhex(hex_key)
+
+
+@pytest.mark.parametrize("line", [
+    "key: 0x0A89AE6C225E45130298B3CC3F4D2346",   # leading 0: the width is lost, 31 digits would pass too
+    "key: 0xA89AE6C225E45130298B3CC3F4D2346",     # 31 hex digits
+    "key: 01234567890123456789012345678901",     # digits: decimal, the leading 0 is lost
+])
+def test_a_key_yaml_read_as_a_number_that_cannot_be_taken_back_asks_for_quotes(line: str) -> None:
+    from dlms_protocol.config import parse_key
+
+    text = _as_shng_str(line)
+    with pytest.raises(ConfigurationError) as info:
+        parse_key(text)
+    assert "quotes" in str(info.value)
+    assert text not in str(info.value) and text[:8] not in str(info.value)
+    with pytest.raises(ConfigurationError, match="quotes"):
+        parse_key(int(text))
+
+
+def test_a_key_of_the_wrong_length_says_the_length_not_hex() -> None:
+    from dlms_protocol.config import parse_key
+
+    key = "A89AE6C225E45130298B3CC3F4D23463" * 2
+    with pytest.raises(ConfigurationError) as info:
+        parse_key(key[:63])
+    assert "63 hex digits; a key has 32" in str(info.value)
+    assert "not a hex" not in str(info.value) and key[:8] not in str(info.value)

@@ -662,3 +662,56 @@ def test_an_attribute_other_than_the_value_stays_as_sent(code, value):
     readout = parse_readout(_framed(b"/ZPA5\\2AM363\r\n\x02" + f"{code}({group})\r\n!\r\n\x03".encode()))
     (reading,) = readout.to_meter_data().readings
     assert reading.value == value and type(reading.value) is type(value)
+
+
+# ------------------------------------------------------------ 8-bit characters in a unit
+def _dsmr8(lines: bytes) -> bytes:
+    """The DSMR 5 fixture telegram with ``lines`` in place of its gas line, and its CRC16 over the
+    bytes as sent (an 8N1 P1 port carries 8-bit bytes; the meter's CRC is over them)."""
+    from dlms_protocol.iec62056_21.datablock import _crc16_arc
+
+    text = fixture("dsmr5_crc.txt")
+    gas = b"0-1:24.2.1(240101120000W)(00012.345*m3)\r\n"
+    assert gas in text
+    body = text[:text.index(b"!") + 1].replace(gas, lines)
+    return body + f"{_crc16_arc(body):04X}".encode() + b"\r\n"
+
+
+@pytest.mark.parametrize("encode", ["utf-8", "latin-1"])
+def test_a_unit_with_8bit_characters_keeps_its_value_and_its_neighbours(encode):
+    """'m³' and '°C' as a DSMR meter sends them, UTF-8 (m\\xc2\\xb3) or Latin-1 (m\\xb3): the value was
+    dropped as junk, and with Latin-1 the next set with '°C' too."""
+    raw = _dsmr8(("0-1:24.2.1(101209110000W)(12785.123*m³)\r\n6.26(00123*°C)\r\n"
+                  "1-0:2.7.0(00.000*kW)\r\n").encode(encode))
+    r = parse_readout(raw)
+    assert r.crc == "ok" and r.skipped == ()
+    got = dict(sets(r))
+    assert got["0-1:24.2.1"] == [("101209110000W", None), ("12785.123", "m³")]
+    assert got["6.26"] == [("00123", "°C")]
+    assert got["1-0:2.7.0"] == [("00.000", "kW")]
+    gas = _reading(raw, "0-1:24.2.1")
+    assert (gas.value, gas.unit) == (Decimal("12785.123"), "m³")
+
+
+def test_units_read_from_8bit_bytes_are_the_units_the_tables_know():
+    from dlms_protocol.dlms.units import symbol
+    from dlms_protocol.units import parse_unit, unit_from_bytes
+
+    assert unit_from_bytes(b"m\xc2\xb3") == unit_from_bytes(b"m\xb3") == symbol(13) == "m³"
+    assert parse_unit(unit_from_bytes(b"m\xb3")) == parse_unit("m3") == ("m3", Decimal(1))
+    assert unit_from_bytes(b"\xb0C") == unit_from_bytes(b"\xc2\xb0C") == symbol(9) == "°C"
+
+
+@pytest.mark.parametrize("bad", [
+    b"0-1:24.2.1(101209110000W)(12785\xb3123*m3)\r\n",    # in the value: no digit, no wrong number
+    b"0-1:24.2\xb3.1(101209110000W)(12785.123*m3)\r\n",   # in the address
+    b"0-1:24.2.1(101209110000W)(12785.123*m\x80)\r\n",    # the transport's PARITY_ERROR: damage, no unit
+    b"0-1:24.2.1(101209110000W)(12785.123*m\x85)\r\n",    # a C1 control is no character of a unit
+    b"0-1:24.2.1(101209110000W)(070*C&050*\xb0C)\r\n",    # an '&' list is kept whole: no 8-bit there
+])
+def test_an_8bit_character_outside_a_unit_drops_its_set_and_no_other(bad):
+    """The whole set goes (its time stamp alone was read as the gas reading), its neighbours stay."""
+    r = parse_readout(_dsmr8(bad + b"6.26(00123*\xb0C)\r\n"))
+    codes = [ds.code for ds in r.datasets]
+    assert not any(code.startswith("0-1:24") for code in codes) and r.skipped
+    assert codes == ["1-3:0.2.8", "0-0:1.0.0", "1-0:1.8.1", "1-0:1.7.0", "0-0:96.13.0", "6.26"]

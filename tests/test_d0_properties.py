@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from dlms_protocol.errors import ChecksumError, DlmsError, FramingError
@@ -140,6 +140,51 @@ def test_formatted_readouts_round_trip(case):
     doc = r.to_json()
     assert [[v["value"] for v in d["values"]] for d in doc["datasets"]] == [[v for v, _ in g] for _, g in expected]
     json.dumps(doc)
+
+
+# 8-bit unit characters an 8N1 meter (DSMR P1) may send: Latin-1 bytes, or UTF-8 (U+00A1..U+00BF:
+# '°', '²', '³', 'µ'; a continuation byte 0x80..0xA0 is read as damage, like PARITY_ERROR)
+_UTF8_UNIT_CH = st.sampled_from([chr(c) for c in range(0xA1, 0xC0) if c != 0xAD])
+_LATIN1_UNIT_CH = st.sampled_from([chr(c) for c in range(0xA1, 0x100) if c != 0xAD])
+
+
+@st.composite
+def eight_bit_units(draw) -> Tuple[str, bytes]:
+    """(unit, its bytes as sent): at least one 8-bit character, UTF-8 or Latin-1."""
+    encoding = draw(st.sampled_from(["utf-8", "latin-1"]))
+    high = _UTF8_UNIT_CH if encoding == "utf-8" else _LATIN1_UNIT_CH
+    unit = (draw(st.text(_UNIT_CH, max_size=2)) + draw(high)
+            + draw(st.text(st.one_of(_UNIT_CH, high), max_size=3)))
+    raw = unit.encode(encoding)
+    if encoding == "latin-1":
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:  # (Latin-1 bytes that are valid UTF-8 are read as UTF-8: 'Â³' is '³')
+            assume(False)
+    return unit, raw
+
+
+@SETTINGS
+@given(data_blocks(), st.data())
+def test_an_8bit_unit_is_read_and_every_other_set_unchanged(case, data):
+    """A push telegram (8N1, no BCC) with one set whose unit holds 8-bit characters: that set reads
+    value and unit, every other set as without it; 8-bit characters are taken only in a unit."""
+    block, expected = case
+    unit, unit_bytes = data.draw(eight_bit_units(), label="unit")
+    value = data.draw(st.from_regex(r"[0-9]{1,9}(\.[0-9]{1,4})?", fullmatch=True), label="value")
+    line = b"6.26(" + value.encode() + b"*" + unit_bytes + b")\r\n"
+    # before or after the block (a set that starts a line: inside, a group of the next line would join it)
+    body = line + block.encode() if data.draw(st.booleans(), label="first") else block.encode() + b"\r\n" + line
+    raw = b"/ABC5X\r\n\r\n1-0:1.8.0(000123.4567*kWh)\r\n" + body + b"!\r\n"
+    r = parse_readout(raw)
+    got = [(ds.code, [(v.value, v.unit) for v in ds.values]) for ds in r.datasets]
+    assert ("6.26", [(value, unit)]) in got
+    got.remove(("6.26", [(value, unit)]))
+    assert got[0] == ("1-0:1.8.0", [("000123.4567", "kWh")])
+    assert got[1:] == expected
+    assert r.skipped == ()
 
 
 # ------------------------------------------------------------------------ fuzzing

@@ -29,7 +29,9 @@ How the data block is read (every rule comes from a corpus readout, see tests/te
 Bytes with bit 7 set: a 7E1 line read as 8N1 puts the parity bit there. When (nearly) every
 byte has even parity the capture is read that way: bit 7 is masked, and bytes with a parity
 error become U+FFFD (which no value or address may contain) unless the BCC vouches for them.
-Otherwise such bytes are foreign to a 7-bit protocol and become U+FFFD as well. A reader's
+Otherwise they are 8-bit characters (a DSMR P1 port is 8N1): each is read as its Latin-1
+character, which only a unit may hold (``m\xb3``, UTF-8 ``m\xc2\xb3``: both ``m³``; ``\xb0C``:
+``°C``); anywhere else, and when not printable, it is junk like U+FFFD. A reader's
 transport checks parity itself (7E1 opened as 8N1) and hands over 7-bit characters with each
 damaged one replaced by ``transport.PARITY_ERROR`` (0x80): bit 7 set and odd parity, so it is
 U+FFFD under either reading, and masked (for the BCC) it is NUL, no address or value character.
@@ -47,17 +49,22 @@ from typing import List, Optional, Tuple, Union
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
 from ..model import MeterData, Reading, Value
 from ..obis import Obis, d0_medium, with_medium
-from ..units import same_quantity
+from ..units import same_quantity, unit_from_bytes
 from .identification import Identification, parse_identification
 
 
 SOH, STX, ETX, EOT = 0x01, 0x02, 0x03, 0x04
 
-_ADDR_CH = r"[^\x00-\x20()!/\x7f\ufffd]"
-_VAL_CH = r"[^()!\x00-\x1f\x7f\ufffd]"
-# A group's value: its characters, or one group inside it filling it whole (Iskra AM550's Swedish
-# firmware sends ``1-0:0.2.0((ER11))``: the value is ``(ER11)``, as sent)
-_VAL = rf"\({_VAL_CH}*\)|{_VAL_CH}*"
+# Addresses and values are 7-bit characters; nothing above 0x7E (U+FFFD: a damaged character).
+_ADDR_CH = r"[^\x00-\x20()!/\x7f-\U0010ffff]"
+_VAL_CH = r"[^()!\x00-\x1f\x7f-\U0010ffff]"
+# Only a unit may hold 8-bit characters (a DSMR P1 port is 8N1: ``m\xb3``, UTF-8 ``m\xc2\xb3``, ``\xb0C``),
+# each one byte as Latin-1 (_decode): a printable one; not in an '&' list, not in the value before '*'.
+_PLAIN_CH = r"[^()!*&\x00-\x1f\x7f-\U0010ffff]"
+_UNIT_CH = r"[^()!*&\x00-\x1f\x7f-\xa0\xad\u0100-\U0010ffff]"
+# A group's value: one group inside it filling it whole (Iskra AM550's Swedish firmware sends
+# ``1-0:0.2.0((ER11))``: the value is ``(ER11)``, as sent), value*unit, or its 7-bit characters
+_VAL = rf"\({_VAL_CH}*\)|{_PLAIN_CH}*\*{_UNIT_CH}*(?=\))|{_VAL_CH}*"
 # One data set or value group, or an end mark. The look-ahead + back-reference pairs make the
 # runs atomic and the look-behind lets an address start only where a run of address characters
 # starts, so scanning stays linear even over long junk.
@@ -95,6 +102,9 @@ _COUNTED = {(98, 1, 0), (99, 97, 0)}
 _MASK = bytes(b & 0x7F for b in range(256))
 _ODD = bytes(bin(b).count("1") & 1 for b in range(256))
 _HIGH = bytes(b >> 7 for b in range(256))
+# 8-bit bytes that are no printable Latin-1 character (C1 controls, NBSP, soft hyphen) and the
+# transport's PARITY_ERROR (0x80) all become 0x80, i.e. U+FFFD: a damaged character, never a unit's
+_EIGHT_BIT = bytes(0x80 if 0x80 <= b <= 0xA0 or b == 0xAD else b for b in range(256))
 _MAX_SKIPPED = 64
 
 # Bounds: a readout bigger than these is not one (the largest corpus readout has 9.5 kB, 405
@@ -412,6 +422,8 @@ def _value(group: str) -> DataValue:
         spaced = _SPACED_UNIT.fullmatch(group)
         if spaced is not None:  # Iskra MT171: '024562 kWh', the unit after a blank instead of '*'
             return DataValue(spaced.group(1), spaced.group(2))
+    if not unit.isascii():  # (the grammar lets 8-bit bytes, one character each, only into a unit)
+        unit = unit_from_bytes(unit.encode("latin-1"))
     return DataValue(value, unit.strip() or None)
 
 
@@ -443,13 +455,17 @@ def _parse_block(text: str, start: int = 0) -> _Block:
         m = search(text, pos)
         gap_end = m.start() if m is not None else stop
         glued = False
-        if gap_end > pos:
+        if gap_end > pos and not text[pos:gap_end].isspace():
             gap = text[pos:gap_end]
-            if not gap.isspace():
-                _note(skipped, gap)
-                broken = True
-                tail = gap[max(gap.rfind("\r"), gap.rfind("\n")) + 1:]
-                glued = bool(tail) and not tail.isspace()
+            if code is not None and not broken and gap.lstrip().startswith("("):
+                # a damaged group of the open set: the set goes whole, its other groups may not
+                # say what it holds without it (DSMR's time stamp alone is no gas reading)
+                _note(skipped, code)
+                code, values = None, []
+            _note(skipped, gap)
+            broken = True
+            tail = gap[max(gap.rfind("\r"), gap.rfind("\n")) + 1:]
+            glued = bool(tail) and not tail.isspace()
         if m is None:
             end, end_char = None, None
             break
@@ -500,8 +516,10 @@ def _decode(raw: bytes) -> Tuple[bytes, str, Optional[str]]:
     high = raw.translate(_HIGH).count(1)
     odd = raw.translate(_ODD).count(1)
     parity_mode = odd * 10 <= high  # 7E1 read as 8N1: (nearly) every byte has even parity
+    if not parity_mode:  # 8-bit bytes: each its Latin-1 character, which only a unit takes (_UNIT_CH)
+        return masked, text, raw.translate(_EIGHT_BIT).decode("latin-1").replace("\x80", "\ufffd")
     # Either way a transport's PARITY_ERROR (0x80: bit 7 set, odd parity) is marked.
-    marks = raw.translate(_ODD) if parity_mode else raw.translate(_HIGH)
+    marks = raw.translate(_ODD)
     if not marks.count(1):
         return masked, text, None
     doubtful = bytes(0xFF if mark else b for b, mark in zip(masked, marks))
