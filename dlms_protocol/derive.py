@@ -3,7 +3,9 @@
 Many meters send import and export power (1.7.0, 2.7.0) but not the signed net power
 (16.7.0) that visualisations and logics want. The rules are data (``data/derived.json``); a
 value is derived only when both parts arrived in the same verified snapshot with power units
-we can convert, so a missing part never turns into an assumed 0.
+we can convert, so a missing part never turns into an assumed 0. A meter whose maker documents
+another code as signed net power (EasyMeter's 1.7.255, obis_names.json ``signed_net_power``; the
+D0 parser marks such readings, ``model.SIGNED_NET_DETAIL``) gets the net code with that value.
 """
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import json
 import os
 from decimal import Decimal
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from . import DATA_DIR
 from .model import LayoutMemo, MeterData, Reading, new_reading
-from .obis import Obis
+from .obis import Obis, signed_net, signed_net_makers
 from .units import parse_unit
 
 
@@ -47,9 +49,36 @@ def _derive(data: MeterData, wanted: Obis, derived: bool) -> Optional[Reading]:
             continue
         plus, minus = data.get(_like(plus_code, wanted)), data.get(_like(minus_code, wanted))
         if plus is None or minus is None:
-            return None
+            break  # (the first rule for a code wins; the meter's own signed value may still give it)
         return _net(code, plus, minus, derived)
+    return _derive_signed(data, wanted, derived)
+
+
+def _derive_signed(data: MeterData, wanted: Obis, derived: bool) -> Optional[Reading]:
+    """``wanted`` from a value its maker documents as signed net power (``_signed``), or None."""
+    if wanted.f not in (None, 255):
+        return None
+    net = (wanted.c, wanted.d, wanted.e)
+    for cde in signed_net_makers():
+        for part in data.find(Obis(wanted.a, wanted.b, *cde, None)):
+            entry = signed_net(part.signed_by(), part.obis)
+            if entry is not None and entry[0] == net:
+                code = _result_code(part.obis.a, part.obis.b, _net_code(entry[0]))  # type: ignore[union-attr]
+                return _signed(_written_as(code, part), part, derived)
     return None
+
+
+def _net_code(cde: Tuple[int, int, int]) -> Obis:
+    return Obis(None, None, cde[0], cde[1], cde[2], None)
+
+
+def _signed(result: Tuple[Obis, str], part: Reading, derived: bool) -> Optional[Reading]:
+    """The signed value as a reading of ``result`` (its code and text): the same value and unit,
+    only when it is a finite power (units.py), as a net power from import and export would be."""
+    value = part.numeric()
+    if value is None or not value.is_finite() or _in_watts(part.unit) is None:
+        return None
+    return new_reading(result[1], result[0], value, part.unit, None, None, -1, part.timestamp, (), derived)
 
 
 def _net(code: Obis, plus: Reading, minus: Reading, derived: bool) -> Optional[Reading]:
@@ -129,22 +158,36 @@ def derive_all(data: MeterData) -> List[Reading]:
     """
     readings = data.readings
     out: List[Reading] = []
-    for result, plus, minus in _PAIRS.get(readings, lambda codes: _find_pairs(codes, readings)):
+    pairs, signed = _PAIRS.get(readings, lambda codes: _find_pairs(codes, readings))
+    for result, plus, minus in pairs:
         reading = _difference(result, readings[plus], readings[minus], True)
+        if reading is not None:
+            out.append(reading)
+    for index, options in signed:  # (none but for a meter that sends a maker's signed code)
+        part = readings[index]
+        maker = part.signed_by()
+        chosen = next((result for name, result in options if name == maker), None)
+        reading = _signed(chosen, part, True) if chosen is not None else None
         if reading is not None:
             out.append(reading)
     return out
 
 
-#: ((result code, its text), plus index, minus index) of each result, per layout of the readings
+_Result = Tuple[Obis, str]
+_Pairs = Tuple[Tuple[_Result, int, int], ...]
+#: per reading that may be a maker's signed net power: its index and (maker, result) for each maker
+_Signed = Tuple[Tuple[int, Tuple[Tuple[str, _Result], ...]], ...]
+
+#: (((result code, its text), plus index, minus index) of each result, and the readings that may
+#: be signed net power with their possible results), per layout of the readings
 _PAIRS = LayoutMemo()
 
 
-def _find_pairs(codes: Tuple[Optional[Obis], ...], readings: Tuple[Reading, ...]
-                ) -> Tuple[Tuple[Tuple[Obis, str], int, int], ...]:
+def _find_pairs(codes: Tuple[Optional[Obis], ...], readings: Tuple[Reading, ...]) -> Tuple[_Pairs, _Signed]:
     """((result code, its text), index of the plus part, index of the minus part) per result, in
     rule order; the result's A-B is the plus part's, and its text is written as the plus part's
-    (fixed by the layout, like the indices)."""
+    (fixed by the layout, like the indices). Then the codes a maker documents as signed net power
+    (``_signed_candidates``): which maker sent them the readings say, each time."""
     # current codes (F 255 or none) by C.D.E, in meter order: what Obis.matches selects
     current: Dict[_CDE, List[int]] = {}
     for i, o in enumerate(codes):
@@ -166,6 +209,31 @@ def _find_pairs(codes: Tuple[Optional[Obis], ...], readings: Tuple[Reading, ...]
                 part = codes[plus]  # (the plus part's own A-B, as _net takes it)
                 result = _result_code(part.a, part.b, code)  # type: ignore[union-attr]
                 out.append((_written_as(result, readings[plus]), plus, minus))
+    return tuple(out), _signed_candidates(codes, readings, current, {r[0][0] for r in out})
+
+
+def _signed_candidates(codes: Tuple[Optional[Obis], ...], readings: Tuple[Reading, ...],
+                       current: Dict[_CDE, List[int]], taken: Set[Obis]) -> _Signed:
+    """(index, ((maker, result), ...)) per reading whose code some maker documents as signed net
+    power (obis.signed_net), where the meter did not send the net code itself and no import/export
+    pair gave it; the first such reading of a result wins, as the first part does above."""
+    makers = signed_net_makers()
+    out = []
+    seen: Set[Tuple[str, Obis]] = set()
+    for i, o in enumerate(codes):
+        if o is None or (o.c, o.d, o.e) not in makers or o.f not in (None, 255):
+            continue
+        options = []
+        for maker in makers[(o.c, o.d, o.e)]:  # type: ignore[index]
+            entry = signed_net(maker, o)
+            if entry is None or entry[0] in current:
+                continue
+            result = _written_as(_result_code(o.a, o.b, _net_code(entry[0])), readings[i])
+            if result[0] not in taken and (maker, result[0]) not in seen:
+                seen.add((maker, result[0]))
+                options.append((maker, result))
+        if options:
+            out.append((i, tuple(options)))
     return tuple(out)
 
 

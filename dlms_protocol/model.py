@@ -15,7 +15,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, TypeVar, Union
 
-from .obis import Obis
+from .obis import Obis, signed_net
 
 #: A physical value: Decimal for numbers (no float drift in counters), str for text,
 #: datetime for COSEM date-times, bytes for octet strings that are not text.
@@ -135,7 +135,24 @@ class Reading:
 
     @property
     def name(self) -> Optional[str]:
-        return self.obis.name(unit=self.unit) if self.obis is not None else None
+        return self.meaning()
+
+    def meaning(self, language: str = "en") -> Optional[str]:
+        """The name of what the value is: the code's (``Obis.name``), except where the meter's maker
+        documents the code as signed net power (``SIGNED_NET_DETAIL``): EasyMeter's 1.7.255 is no import."""
+        if self.obis is None:
+            return None
+        signed = signed_net(self.signed_by(), self.obis) if self.details else None
+        if signed is not None:
+            return signed[1]["de" if language == "de" else "en"]
+        return self.obis.name(language, self.unit)
+
+    def signed_by(self) -> Optional[str]:
+        """The manufacturer (FLAG id) that documents this value as signed net power, else None."""
+        for label, text in self.details:
+            if label == SIGNED_NET_DETAIL:
+                return text
+        return None
 
     def numeric(self) -> Optional[Decimal]:
         """The value as Decimal when it is a number, else None (never a fake 0)."""
@@ -155,6 +172,10 @@ _OBIS_OF = operator.attrgetter("obis")
 #: the ``Reading.details`` label of a value a decoder holds back until its unit is known
 #: (``dlms.scalecheck``); its text says why, for the item or sink that would have shown it
 HELD_DETAIL = "held"
+#: the ``Reading.details`` label of a value its maker documents as signed net power (+ import,
+#: - export) under a code the standard names otherwise (obis.signed_net); its text is the FLAG id.
+#: Set by the D0 parser; ``derive`` gives the net power code from it
+SIGNED_NET_DETAIL = "signed_net"
 _set_field = object.__setattr__
 _Frozen = TypeVar("_Frozen")
 

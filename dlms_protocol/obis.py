@@ -322,6 +322,41 @@ def d0_medium(manufacturer: str, ident: str) -> Optional[int]:
     return None
 
 
+_CDE = Tuple[int, int, int]
+
+
+def _cde_of(text: str) -> _CDE:
+    c, d, e = (int(g) for g in text.split("."))
+    return c, d, e
+
+
+@lru_cache(maxsize=1)
+def _signed_net_table() -> Dict[str, Dict[_CDE, Tuple[_CDE, Dict[str, str]]]]:
+    return {m["manufacturer"].upper(): {_cde_of(code): (_cde_of(e["net"]), {"en": e["en"], "de": e["de"]})
+                                         for code, e in m["codes"].items()}
+            for m in _tables()["signed_net_power"]["meters"]}
+
+
+def signed_net(manufacturer: Optional[str], code: Optional[Obis]) -> Optional[Tuple[_CDE, Dict[str, str]]]:
+    """(C.D.E of the net power, names by language) when ``manufacturer`` documents ``code`` as signed
+    net power (obis_names.json ``signed_net_power``: EasyMeter's 1.7.255), else None: the standard
+    reads that code as import only, which a meter of another make may well mean."""
+    if not manufacturer or code is None or code.a not in (None, 1) or code.f not in (None, 255):
+        return None
+    codes = _signed_net_table().get(manufacturer.upper())
+    return codes.get((code.c, code.d, code.e)) if codes is not None else None  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1)
+def signed_net_makers() -> Dict[_CDE, Tuple[str, ...]]:
+    """The manufacturers documenting each code (C.D.E) as signed net power: a cheap first test."""
+    out: Dict[_CDE, Tuple[str, ...]] = {}
+    for maker, codes in _signed_net_table().items():
+        for cde in codes:
+            out[cde] = out.get(cde, ()) + (maker,)
+    return out
+
+
 def with_medium(code: Optional[Obis], medium: Optional[int]) -> Optional[Obis]:
     """``code`` with ``medium`` as its group A when the meter left A out and C is a quantity;
     abstract codes (0.0, F.F, C.1.0) belong to no medium and stay as they are."""
@@ -381,4 +416,4 @@ def _with_period(name: str, code: Obis, lang: str) -> str:
 
 
 __all__ = ["Obis", "LETTERS", "describe", "identity_rank", "best_identity", "is_manufacturer", "d0_medium",
-           "with_medium"]
+           "with_medium", "signed_net", "signed_net_makers"]

@@ -47,8 +47,8 @@ from decimal import Decimal, InvalidOperation
 from typing import List, Optional, Tuple, Union
 
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
-from ..model import MeterData, Reading, Value
-from ..obis import Obis, d0_medium, with_medium
+from ..model import SIGNED_NET_DETAIL, MeterData, Reading, Value
+from ..obis import Obis, d0_medium, signed_net, with_medium
 from ..units import same_quantity, unit_from_bytes
 from .identification import Identification, parse_identification
 
@@ -211,6 +211,7 @@ class Readout:
 
     def _readings(self) -> Tuple[Reading, ...]:
         readings = []
+        maker = self.identification.manufacturer.upper() if self.identification is not None else None
         for index, ds in enumerate(self.datasets):
             first = ds.values[0] if ds.values else DataValue("", None)
             _, value, unit, stamp = reading_value(ds)
@@ -223,8 +224,15 @@ class Readout:
                 index=index,
                 timestamp=stamp,
                 extra=tuple((v.value, v.unit) for v in ds.values[1:]),
+                details=_signed_note(maker, ds.obis),
             ))
         return tuple(readings)
+
+
+def _signed_note(maker: Optional[str], code: Optional[Obis]) -> Tuple[Tuple[str, Optional[str]], ...]:
+    """The note that the identification's maker documents this code as signed net power (EasyMeter's
+    1.7.255, obis.signed_net), so names and the derived net power follow it; () for every other."""
+    return ((SIGNED_NET_DETAIL, maker),) if signed_net(maker, code) is not None else ()
 
 
 def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[datetime]]:

@@ -303,7 +303,7 @@ def discovery_config(
     cls = ha_class(reading)
     if cls is None or is_serial(reading):  # the serial number is the device's, not a sensor
         return None
-    name = (reading.obis.name(language, reading.unit) if reading.obis is not None else None) or key
+    name = reading.meaning(language) or key
     if reading.derived:
         name += " (derived)" if language != "de" else " (berechnet)"
     config: Dict[str, Any] = {
