@@ -708,6 +708,8 @@ def test_units_read_from_8bit_bytes_are_the_units_the_tables_know():
     b"0-1:24.2.1(101209110000W)(12785.123*m\x80)\r\n",    # the transport's PARITY_ERROR: damage, no unit
     b"0-1:24.2.1(101209110000W)(12785.123*m\x85)\r\n",    # a C1 control is no character of a unit
     b"0-1:24.2.1(101209110000W)(070*C&050*\xb0C)\r\n",    # an '&' list is kept whole: no 8-bit there
+    b"0-1:24.2.1(101209110000W)(12785.123*m\xe8)\r\n",    # 8-bit characters that make no known unit
+    b"0-1:24.2.1(101209110000W)(12785.123*\xebWh)\r\n",   # (a bit error in 'kWh' on a line without a CRC)
 ])
 def test_an_8bit_character_outside_a_unit_drops_its_set_and_no_other(bad):
     """The whole set goes (its time stamp alone was read as the gas reading), its neighbours stay."""

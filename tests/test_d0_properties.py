@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -148,13 +148,29 @@ _UTF8_UNIT_CH = st.sampled_from([chr(c) for c in range(0xA1, 0xC0) if c != 0xAD]
 _LATIN1_UNIT_CH = st.sampled_from([chr(c) for c in range(0xA1, 0x100) if c != 0xAD])
 
 
+def _known(unit: str) -> bool:
+    from dlms_protocol.dlms.units import code_of
+    from dlms_protocol.units import parse_unit
+
+    return parse_unit(unit) is not None or code_of(unit.strip()) is not None
+
+
 @st.composite
-def eight_bit_units(draw) -> Tuple[str, bytes]:
-    """(unit, its bytes as sent): at least one 8-bit character, UTF-8 or Latin-1."""
+def eight_bit_units(draw, known: bool = True) -> Tuple[str, bytes]:
+    """(unit, its bytes as sent): at least one 8-bit character, UTF-8 or Latin-1; a unit of the
+    tables (``known``), or characters that make none (damage: the set goes)."""
     encoding = draw(st.sampled_from(["utf-8", "latin-1"]))
-    high = _UTF8_UNIT_CH if encoding == "utf-8" else _LATIN1_UNIT_CH
-    unit = (draw(st.text(_UNIT_CH, max_size=2)) + draw(high)
-            + draw(st.text(st.one_of(_UNIT_CH, high), max_size=3)))
+    if known:
+        from dlms_protocol.dlms.units import symbol
+
+        units = sorted({u for u in map(symbol, range(256)) if u and not u.isascii()  # ('()' ends a group)
+                        and all(ord(ch) < 0x100 and ch not in "()!*&" for ch in u)} | {"m³", "°C"})
+        unit = draw(st.sampled_from(units))
+    else:
+        high = _UTF8_UNIT_CH if encoding == "utf-8" else _LATIN1_UNIT_CH
+        unit = (draw(st.text(_UNIT_CH, max_size=2)) + draw(high)
+                + draw(st.text(st.one_of(_UNIT_CH, high), max_size=3)))
+        assume(not _known(unit))
     raw = unit.encode(encoding)
     if encoding == "latin-1":
         try:
@@ -166,25 +182,41 @@ def eight_bit_units(draw) -> Tuple[str, bytes]:
     return unit, raw
 
 
-@SETTINGS
-@given(data_blocks(), st.data())
-def test_an_8bit_unit_is_read_and_every_other_set_unchanged(case, data):
-    """A push telegram (8N1, no BCC) with one set whose unit holds 8-bit characters: that set reads
-    value and unit, every other set as without it; 8-bit characters are taken only in a unit."""
+def _with_unit_line(case: Any, data: Any, known: bool) -> Tuple[Any, str, str, Any]:
     block, expected = case
-    unit, unit_bytes = data.draw(eight_bit_units(), label="unit")
+    unit, unit_bytes = data.draw(eight_bit_units(known), label="unit")
     value = data.draw(st.from_regex(r"[0-9]{1,9}(\.[0-9]{1,4})?", fullmatch=True), label="value")
     line = b"6.26(" + value.encode() + b"*" + unit_bytes + b")\r\n"
     # before or after the block (a set that starts a line: inside, a group of the next line would join it)
     body = line + block.encode() if data.draw(st.booleans(), label="first") else block.encode() + b"\r\n" + line
-    raw = b"/ABC5X\r\n\r\n1-0:1.8.0(000123.4567*kWh)\r\n" + body + b"!\r\n"
-    r = parse_readout(raw)
+    r = parse_readout(b"/ABC5X\r\n\r\n1-0:1.8.0(000123.4567*kWh)\r\n" + body + b"!\r\n")
+    return r, unit, value, expected
+
+
+@SETTINGS
+@given(data_blocks(), st.data())
+def test_an_8bit_unit_is_read_and_every_other_set_unchanged(case, data):
+    """A push telegram (8N1, no BCC) with one set whose unit of the tables holds 8-bit characters
+    (m³, °C, Ω): that set reads value and unit, every other set as without it."""
+    r, unit, value, expected = _with_unit_line(case, data, True)
     got = [(ds.code, [(v.value, v.unit) for v in ds.values]) for ds in r.datasets]
     assert ("6.26", [(value, unit)]) in got
     got.remove(("6.26", [(value, unit)]))
     assert got[0] == ("1-0:1.8.0", [("000123.4567", "kWh")])
     assert got[1:] == expected
     assert r.skipped == ()
+
+
+@SETTINGS
+@given(data_blocks(), st.data())
+def test_8bit_characters_that_make_no_unit_drop_that_set_only(case, data):
+    """The same with 8-bit characters that make no unit of the tables (a bit error in 'kWh' on a
+    line without checksum): that set goes, no value under an unknown unit; the others stay."""
+    r, _, _, expected = _with_unit_line(case, data, False)
+    got = [(ds.code, [(v.value, v.unit) for v in ds.values]) for ds in r.datasets]
+    assert got[0] == ("1-0:1.8.0", [("000123.4567", "kWh")])
+    assert got[1:] == expected
+    assert r.skipped
 
 
 # ------------------------------------------------------------------------ fuzzing

@@ -49,7 +49,7 @@ from typing import List, Optional, Tuple, Union
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
 from ..model import SIGNED_NET_DETAIL, MeterData, Reading, Value
 from ..obis import Obis, d0_medium, signed_net, with_medium
-from ..units import same_quantity, unit_from_bytes
+from ..units import parse_unit, same_quantity, unit_from_bytes
 from .identification import Identification, parse_identification
 
 
@@ -398,9 +398,21 @@ def _obis(code: str) -> Optional[Obis]:
     return Obis.try_parse(code) if code else None
 
 
-def _dataset(code: str, values: List[DataValue]) -> DataSet:
+#: the unit of a group whose 8-bit characters make no known unit (``_value``): its set is dropped
+_DAMAGED = "\ufffd"
+
+
+def _dataset(code: str, values: List[DataValue], skipped: List[str]) -> Optional[DataSet]:
+    if any(v.unit == _DAMAGED for v in values):
+        _note(skipped, code)
+        return None
     obis = _obis(code)
     return DataSet(code, obis, _glued_units(obis, tuple(values)))
+
+
+def _add(datasets: List[DataSet], dataset: Optional[DataSet]) -> None:
+    if dataset is not None:
+        datasets.append(dataset)
 
 
 def _glued_units(obis: Optional[Obis], values: Tuple[DataValue, ...]) -> Tuple[DataValue, ...]:
@@ -432,6 +444,10 @@ def _value(group: str) -> DataValue:
             return DataValue(spaced.group(1), spaced.group(2))
     if not unit.isascii():  # (the grammar lets 8-bit bytes, one character each, only into a unit)
         unit = unit_from_bytes(unit.encode("latin-1"))
+        from ..dlms.units import code_of  # (rare: a D0 read loads no DLMS module otherwise)
+
+        if parse_unit(unit) is None and code_of(unit.strip()) is None:
+            unit = _DAMAGED  # (8-bit bytes that make no unit are damage: no value under an unknown unit)
     return DataValue(value, unit.strip() or None)
 
 
@@ -484,7 +500,7 @@ def _parse_block(text: str, start: int = 0) -> _Block:
         addr = m.group("addr")
         if addr:
             if code is not None:
-                datasets.append(_dataset(code, values))
+                _add(datasets, _dataset(code, values, skipped))
             if glued:
                 _note(skipped, m.group(0))
                 code, values, broken = None, [], True
@@ -500,7 +516,7 @@ def _parse_block(text: str, start: int = 0) -> _Block:
         else:  # pragma: no cover - code is None only with broken set or at the very start
             _note(skipped, m.group(0))
     if code is not None:
-        datasets.append(_dataset(code, values))
+        _add(datasets, _dataset(code, values, skipped))
     return _Block(tuple(datasets), end, end_char, skipped)
 
 
