@@ -76,7 +76,7 @@ def test_parse_bad_bcc_fails_with_one_line_unless_no_checksum(own_readout: Path,
     bad.write_bytes(bytes(raw))
     res = cli("parse", str(bad))
     assert res.returncode != 0 and res.stdout == ""
-    assert "BCC mismatch" in _one_line_error(res)
+    assert "BCC mismatch" in _one_line_error(res) and "add --no-checksum" in _one_line_error(res)
     res = cli("parse", str(bad), "--no-checksum", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["bcc"] == "bad"
     res = cli("parse", str(bad), "--no-checksum")  # the table says why nothing was verified
@@ -242,3 +242,13 @@ def test_simulate_serves_until_interrupted():
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert "stopped after 1 readout(s)" in out
+
+
+def test_read_of_a_readout_whose_bcc_fails_names_the_option_that_shows_it_anyway():
+    """Every attempt's BCC fails (one bit of the data message flipped each time): the one error line
+    says how to see the values anyway, unverified, as parse's does."""
+    with SimulatedMeter("lgz_e350", time_scale=5, reaction_time=0.5, switch_grace=1.0, corrupt_at=20) as meter:
+        res = cli("read", meter.port, "--retries", "0", *FAST)
+    assert res.returncode == 1 and res.stdout == ""
+    line = _one_line_error(res)
+    assert "BCC mismatch" in line and "add --no-checksum" in line

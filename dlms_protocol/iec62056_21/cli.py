@@ -15,7 +15,7 @@ import time
 from typing import Callable, Dict, Optional, TextIO
 
 from ..config import ReadoutConfig
-from ..errors import DlmsError
+from ..errors import ChecksumError, DlmsError
 from .datablock import MAX_READOUT, Readout, parse_readout, reading_value
 
 #: a readout shown on a terminal is cut to this width per column
@@ -182,6 +182,9 @@ def cmd_read(args: argparse.Namespace) -> int:
     reader = D0Reader(config, progress=progress, time_scale=args.time_scale)
     try:
         reader.read()
+    except ChecksumError as exc:
+        print(f"error: {exc}{_anyway(exc)}", file=sys.stderr)
+        return 1
     finally:
         reader.close()
         if progress is not None:
@@ -208,6 +211,13 @@ def cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anyway(exc: DlmsError) -> str:
+    """For a BCC/CRC that did not match: how to see the values anyway (unverified, so marked)."""
+    if isinstance(exc, ChecksumError) and exc.what in ("BCC", "CRC16"):
+        return "; to see the values anyway (unverified), add --no-checksum"
+    return ""
+
+
 def cmd_parse(args: argparse.Namespace) -> int:
     try:
         with open(args.file, "rb") as fh:
@@ -222,7 +232,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
     try:
         readout = parse_readout(raw, use_checksum=not args.no_checksum)
     except DlmsError as exc:
-        print(f"error: {args.file}: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {args.file}: {' '.join(str(exc).split())}{_anyway(exc)}", file=sys.stderr)
         return 1
     if not args.json and not args.items:
         print(f"Meter   {describe_identification(readout)}")
