@@ -109,17 +109,20 @@ def parse_key(text: Union[str, bytes, int, None], name: str = "key") -> Optional
         if not cleaned:
             return None
         if not re.fullmatch(r"[0-9a-fA-F]*", cleaned):
+            numeric = re.fullmatch(r"[0-9.eE+-]+", cleaned) is not None  # (YAML's float of an unquoted key)
             raise ConfigurationError(
                 f"{name} is not a hex string",
-                f"write the {name} as 32 hex digits (0-9, a-f), e.g. from the letter of your grid operator; "
-                + _QUOTES.format(name=name),
+                f"write the {name} as 32 hex digits (0-9, a-f), e.g. from the letter of your grid operator"
+                + ("; " + _QUOTES.format(name=name) if numeric else ""),
             )
         if len(cleaned) != 32 and cleaned.isdigit() and len(cleaned) in (38, 39):
             return _from_number(int(cleaned), name)  # (YAML's number as SmartHomeNG's text)
-        if len(cleaned) != 32:
-            fix = _QUOTES.format(name=name) if cleaned.isdigit() else \
-                f"write the {name} as 32 hex digits; check that it was copied completely"
-            raise ConfigurationError(f"{name} has {len(cleaned)} hex digits; a key has 32", fix)
+        if len(cleaned) != 32 and cleaned.isdigit() and len(cleaned) >= 24:
+            # (a key of digits YAML read as a decimal number: a leading 0 is lost)
+            raise ConfigurationError(f"{name} has {len(cleaned)} hex digits; a key has 32", _QUOTES.format(name=name))
+        if len(cleaned) % 2:
+            raise ConfigurationError(f"{name} has {len(cleaned)} hex digits; a key has 32",
+                                     f"write the {name} as 32 hex digits; check that it was copied completely")
         raw = bytes.fromhex(cleaned)
     if len(raw) != 16:
         raise ConfigurationError(
