@@ -589,3 +589,42 @@ def test_block_transfer_blocks_before_the_first_block_1_are_the_lead_in() -> Non
     dec.reset()  # (the port was opened again)
     errs.clear()
     assert dec.feed(b"".join(fa[3:])) == [] and errs and all(e.lead_in for e in errs)
+
+
+@pytest.mark.parametrize("kind", ["ui", "mbus", "gbt"])
+def test_a_pause_counts_only_for_the_message_it_was_inside(kind: str) -> None:
+    """A review found the pause of a message given up (on a quiet line, by the next message's first
+    part, by a reopened port) taught to the next whole message, so that the allowance grew round by
+    round until two pushes could be spliced. Now a pause teaches only when the message it was
+    inside decodes, and the allowance never exceeds PART_PAUSE_MAX."""
+    from dlms_protocol.dlms.decoder import PART_PAUSE_MAX
+
+    fa, fb = _segments(kind, A), _segments(kind, B)
+    dec = PushDecoder(ListenerConfig(port="-"))
+    assert dec.feed(b"".join(fa[:-1])) + dec.settle(1.0) + dec.settle(4.0) + dec.settle(5.5) == []  # given up
+    assert [m.apdu for m in dec.feed(b"".join(fb))] == [B]
+    assert dec.allowed_pause() == 0.0
+    learned = PushDecoder(ListenerConfig(port="-"))
+    assert learned.feed(b"".join(fa[:-1])) + learned.settle(3.0) + learned.feed(fa[-1])  # (a real 3 s pause)
+    for _ in range(4):  # A loses its last part and B comes whole: B's first part drops A
+        assert learned.feed(b"".join(fa[:-1])) + learned.settle(1.0) + learned.settle(5.9) == []
+        assert [m.apdu for m in learned.feed(b"".join(fb))] == [B]
+        assert learned.allowed_pause() == pytest.approx(6.0)
+    reopened = PushDecoder(ListenerConfig(port="-"))
+    assert reopened.feed(b"".join(fa[:-1])) + reopened.settle(1.0) + reopened.settle(4.5) == []
+    reopened.reset()
+    assert [m.apdu for m in reopened.feed(b"".join(fb))] == [B] and reopened.allowed_pause() == 0.0
+    slow = PushDecoder(ListenerConfig(port="-"))
+    for pause in (4.9, 9.0, 9.9):  # (each pause within the allowance so far: it grows, up to the bound)
+        assert slow.feed(b"".join(fa[:-1])) + slow.settle(pause) + slow.feed(fa[-1])
+    assert slow.allowed_pause() == PART_PAUSE_MAX
+
+
+def test_a_block_transfer_message_of_one_block_teaches_no_pause() -> None:
+    """A GBT message of one block is no message of several parts: it leaves the allowance unlearned,
+    so the meter's later message with a 3 s pause is still read."""
+    (one,) = [encode.hdlc_frame(encode.LLC + b) for b in encode.gbt_blocks(B, 10_000)]
+    fa = _segments("gbt", A)
+    dec = PushDecoder(ListenerConfig(port="-"))
+    assert [m.apdu for m in dec.feed(one)] == [B] and dec.part_pause is None
+    assert [m.apdu for m in dec.feed(b"".join(fa[:-1])) + dec.settle(3.0) + dec.feed(fa[-1])] == [A]

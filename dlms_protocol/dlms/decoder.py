@@ -43,6 +43,8 @@ from .wrapper import GENERAL_BLOCK_TRANSFER
 #: the longest quiet (s) inside a message of several parts that is waited out before this meter
 #: has sent one (``PushDecoder.settle``): an L+G E450 pauses 3 s before its last frame
 PART_PAUSE_UNLEARNED = 5.0
+#: the most a learned pause allows (a pause longer than the unlearned one only grows it stepwise)
+PART_PAUSE_MAX = 10.0
 
 #: full decodes in a row after which a meter's layout is not learned for LEARN_PAUSE frames
 LEARN_TRIES = 8
@@ -225,6 +227,7 @@ class PushDecoder:
         #: until one was decoded; kept across reset() (the same meter)
         self.part_pause: Optional[float] = None
         self._pause = 0.0  # the longest quiet so far inside the message whose parts are pending
+        self._pause_of = (0, 0)  # (deframer.started, gbt.started) of that message
         self._profiles = load_profiles()  # a broken profile file fails here, at start-up
         self._family: Optional[str] = None  # the family of this meter's last frame (Kaifa list 1)
         #: this meter's layouts (a meter may push several lists), learned from fully decoded frames,
@@ -307,6 +310,9 @@ class PushDecoder:
             if dropped:
                 self._error(dropped)
         elif pending:
+            begun = (self.deframer.started, self.gbt.started)
+            if begun != self._pause_of:  # (a pause noted for a message given up since is no pause of this)
+                self._pause, self._pause_of = 0.0, begun
             self._pause = max(self._pause, quiet)
         return out
 
@@ -316,9 +322,17 @@ class PushDecoder:
         it sent a message of several parts, ``PART_PAUSE_UNLEARNED``."""
         return PART_PAUSE_UNLEARNED if self.part_pause is None else self.part_pause
 
+    def _parts_paused(self) -> None:
+        """A message of several parts decoded: how long this meter pauses inside one (doubled, at
+        most ``PART_PAUSE_MAX``), from the pause ``settle`` noted for this very message."""
+        pause = self._pause if self._pause_of == (self.deframer.started, self.gbt.started) else 0.0
+        self.part_pause = min(PART_PAUSE_MAX, max(self.part_pause or 0.0, 2.0 * pause))
+        self._pause = 0.0
+
     def reset(self) -> None:
         """Forget partial frames (the port was reopened: bytes were lost in between)."""
         self._joining = self._gbt_joining = True
+        self._pause = 0.0
         self._joined_at = self.deframer.skipped
         self._lead_parts = 0
         self.deframer.reset()
@@ -330,8 +344,6 @@ class PushDecoder:
         if isinstance(item, DlmsError):
             self._error(item)
             self._reset_gbt("a frame was lost or damaged before the last block")
-            if not self.deframer.pending_parts:
-                self._pause = 0.0  # (the pause was inside the message that was dropped)
             return
         self.stats.count("frames", item.frames)
         self._joining = False
@@ -362,12 +374,10 @@ class PushDecoder:
                 self._error(unknown_layout_error_for(msg))
             self.stats.success("messages")
             out.append(msg)
-            if is_gbt or item.frames > 1:  # a message of several parts: how this meter sends them
-                self.part_pause = max(self.part_pause or 0.0, 2.0 * self._pause)
+            if item.frames > 1 or len(self._gbt_raw) > 1:  # a message of several parts: how the meter sends them
+                self._parts_paused()
         if not self.gbt.pending:
             self._gbt_raw = []
-        if not self.gbt.pending and not self.deframer.pending_parts:
-            self._pause = 0.0
 
     def decode_apdu(self, apdu: bytes, wrapper: str = "apdu", raw: bytes = b"",
                     link_check: Optional[str] = None) -> PushMessage:

@@ -245,6 +245,9 @@ class Deframer:
         # link-layer reassembly (HDLC segmentation, M-Bus CI sequence)
         self._parts: List[bytes] = []
         self._raws: List[bytes] = []
+        #: segmented messages begun so far: tells a pause inside this message from one in an
+        #: earlier (``PushDecoder.settle``)
+        self.started = 0
         self._size = 0
         self._owner: Optional[Tuple[str, object]] = None
         self._next_seq = 0
@@ -773,6 +776,8 @@ class Deframer:
 
     # -------------------------------------------------------------- reassembly
     def _add_part(self, out: List[Item], data: bytes, raw: bytes) -> bool:
+        if not self._parts:
+            self.started += 1
         self._parts.append(data)
         self._raws.append(raw)
         self._size += len(data) + len(raw)

@@ -63,6 +63,9 @@ class GbtAssembler:
         self._size = 0
         self._next = 1
         self._source: object = None
+        #: messages begun (block 1) so far: tells a pause inside this message from one in an earlier
+        #: (``PushDecoder.settle``)
+        self.started = 0
 
     @property
     def pending(self) -> int:
@@ -110,6 +113,7 @@ class GbtAssembler:
             dropped = self.reset("a new message began (block 1) before the last block of the previous one")
             if dropped:
                 out.append(dropped)
+            self.started += 1
         elif block.number != self._next:
             dropped = self.reset()
             if dropped:
