@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import random
 from datetime import datetime, timedelta
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -221,25 +222,24 @@ def test_a_quiet_line_between_two_pushes_parts_never_splices_them(kind: str) -> 
         assert dec.feed(b"".join(fb)) and dec.feed(b"".join(fa))  # (whole pushes still decode)
 
 
-def test_the_listener_drops_a_push_whose_segments_stopped_before_a_pause() -> None:
-    """Over a real pty: a whole push (this meter's messages come without pauses), then A's first
-    two segments, two seconds of quiet, then B's other segments: no message (the listener
-    settles the decoder on a quiet line); the next whole push is read."""
+@contextmanager
+def _listening() -> Iterator[Tuple[Any, List[PushMessage], List[DlmsError], Any]]:
+    """A push listener on a real pty at 9600 8N1: (the meter's end of the link, the messages, the
+    errors, a semaphore released per message)."""
     import threading
     import time
 
     from dlms_protocol.dlms.listener import PushListener
     from dlms_protocol.simulator.pty import PtyLink
 
-    fa, fb = _segments("ui", A), _segments("ui", B)
     link = PtyLink(baudrate=9600, bytesize=8, parity="N")
     got: List[PushMessage] = []
     errs: List[DlmsError] = []
-    done = threading.Event()
+    arrived = threading.Semaphore(0)
 
     def message(msg: PushMessage) -> None:
         got.append(msg)
-        done.set()
+        arrived.release()
 
     lst = PushListener(ListenerConfig(port=link.port, baudrate=9600, parity="N"), lambda data: None,
                        on_message=message, on_error=errs.append)
@@ -248,19 +248,29 @@ def test_the_listener_drops_a_push_whose_segments_stopped_before_a_pause() -> No
         deadline = time.monotonic() + 20
         while not link.poll_connection() and time.monotonic() < deadline:
             time.sleep(0.05)
+        yield link, got, errs, arrived
+    finally:
+        lst.stop()
+        link.close()
+
+
+def test_the_listener_drops_a_push_whose_segments_stopped_before_a_pause() -> None:
+    """Over a real pty: a whole push (this meter's messages come without pauses), then A's first
+    two segments, two seconds of quiet, then B's other segments: no message (the listener
+    settles the decoder on a quiet line); the next whole push is read."""
+    import time
+
+    fa, fb = _segments("ui", A), _segments("ui", B)
+    with _listening() as (link, got, errs, arrived):
         link.send(b"".join(fa))
-        assert done.wait(20)
-        done.clear()
+        assert arrived.acquire(timeout=20)
         link.send(b"".join(fa[:2]))
         time.sleep(2.0)  # (quiet: longer than the listener's idle read)
         link.send(b"".join(fb[2:]))
         time.sleep(0.5)
         assert len(got) == 1
         link.send(b"".join(fb))
-        assert done.wait(20)
-    finally:
-        lst.stop()
-        link.close()
+        assert arrived.acquire(timeout=20)
     assert [m.apdu for m in got] == [A, B]
     assert any(isinstance(e, IncompleteMessageError) and "come without pauses" in e.fix for e in errs)
 
@@ -301,39 +311,18 @@ def test_a_meter_that_pauses_inside_its_messages_is_read(kind: str) -> None:
 def test_the_listener_reads_a_meter_that_pauses_three_seconds_before_its_last_segment() -> None:
     """Over a real pty: every push of the meter pauses 3 s before its last HDLC segment (an L+G
     E450, esphome #16942); each is read, the first one too, and nothing is counted as lost."""
-    import threading
     import time
 
-    from dlms_protocol.dlms.listener import PushListener
-    from dlms_protocol.simulator.pty import PtyLink
-
-    link = PtyLink(baudrate=9600, bytesize=8, parity="N")
-    got: List[PushMessage] = []
-    errs: List[DlmsError] = []
-    arrived = threading.Semaphore(0)
-
-    def message(msg: PushMessage) -> None:
-        got.append(msg)
-        arrived.release()
-
-    lst = PushListener(ListenerConfig(port=link.port, baudrate=9600, parity="N"), lambda data: None,
-                       on_message=message, on_error=errs.append)
-    lst.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not link.poll_connection() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with _listening() as (link, got, errs, arrived):
         for apdu in (A, B):
             parts = _segments("ui", apdu)
             link.send(b"".join(parts[:-1]))
             time.sleep(3.0)
             link.send(parts[-1])
             assert arrived.acquire(timeout=20)
-    finally:
-        lst.stop()
-        link.close()
     assert [m.apdu for m in got] == [A, B]
     assert not [e for e in errs if isinstance(e, IncompleteMessageError)]
+
 
 # --------------------------------------------------------- 5. chunk independence
 def test_damaged_hcs_frame_cut_after_the_llc_is_not_taken_as_a_raw_apdu() -> None:
