@@ -195,9 +195,11 @@ def parse_obis_attribute(value: Any, unit: Any = None, scale: Any = None) -> Obi
     conversion = ""
     if len(parts) > 1:
         raw_index = parts[1]
-        try:
+        try:  # (1 and '1' and 1.0; not 1.5, and not inf or nan, which int() refuses with OverflowError)
             index = int(raw_index)
-        except (TypeError, ValueError):
+            if isinstance(raw_index, float) and raw_index != index:
+                raise ValueError(raw_index)
+        except (TypeError, ValueError, OverflowError):
             raise BindingError(f"dlms_obis_code index {raw_index!r} is not a whole number: "
                                "use 0 for the first value group, 1 for the second ...") from None
         if index < 0:

@@ -393,6 +393,16 @@ _ANY = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                     lambda inner: st.lists(inner, max_size=6), max_leaves=12)
 
 
+def test_a_list_index_that_is_no_whole_number_is_a_binding_error() -> None:
+    """YAML gives .inf, .nan and 1.5 as floats: int() raised OverflowError on inf (found by the
+    fuzz below) and took 1.5 for 1; each is now the binding error that names the index."""
+    ps = support()
+    for index in (float("inf"), float("-inf"), float("nan"), 1.5, "x"):
+        with pytest.raises(ps.BindingError, match="index .* is not a whole number"):
+            ps.parse_obis_attribute(["1.8.0", index])
+    assert ps.parse_obis_attribute(["1.8.0", 1.0]).index == ps.parse_obis_attribute(["1.8.0", "1"]).index == 1
+
+
 @settings(max_examples=300, deadline=None)
 @given(value=_ANY, unit=st.none() | st.text(max_size=6), scale=st.none() | st.text(max_size=6) | st.floats())
 def test_attribute_parser_fuzz(value: Any, unit: Any, scale: Any) -> None:
