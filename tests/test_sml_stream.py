@@ -585,3 +585,31 @@ def test_the_line_search_stops_at_the_line_whose_frames_fail_only_the_key(monkey
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("check the encryption key" in w for w in warned), warned
     assert "0f0e0d0c" not in caplog.text and bytes(range(16)).hex() not in caplog.text
+
+
+def test_the_line_search_leaves_a_line_whose_bursts_all_fail_before_its_dwell() -> None:
+    """A German SML meter (9600 8N1, a push every second) and a configuration that names no line:
+    the search begins at 2400 8E1, where the pushes arrive as bursts of garbage. After four such
+    bursts it moves on (it waited the whole 25 s dwell before), so the meter is read within
+    seconds. The usual settings and time-outs, unpatched."""
+    from dlms_protocol.simulator.sml import SmlSimulator
+    from dlms_protocol.sml.source import SEARCH_DWELL, StreamListener, usual_lines
+
+    sim = SmlSimulator(seed=6, interval=1.0)
+    port = sim.open_pty(baudrate=9600, parity="N")
+    got: List = []
+    listener = StreamListener(ListenerConfig(port=port), got.append, protocol="auto", search=usual_lines())
+    assert (listener.config.baudrate, listener.config.parity) == (2400, "E")
+    sim.start()
+    begun = time.monotonic()
+    listener.start()
+    try:
+        while not got and time.monotonic() - begun < SEARCH_DWELL + 10:
+            time.sleep(0.05)
+        took = time.monotonic() - begun
+    finally:
+        listener.stop()
+        sim.stop()
+    c = listener.config
+    assert got and (c.baudrate, c.bytesize, c.parity) == (9600, 8, "N") and listener.detected_protocol == "sml"
+    assert took < SEARCH_DWELL, took  # (four bursts of a 1 s meter, about 5 s, and the first push at 9600 8N1)

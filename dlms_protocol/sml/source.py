@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 #: 10 s must send once inside it), and once bytes came (two such periods plus a long frame at
 #: 2400 Bd: opened inside one push, the next must still end inside the window)
 SEARCH_LISTEN, SEARCH_DWELL = 12.0, 25.0
+#: in the first round, a line whose bytes came in this many bursts (each ended by SEARCH_QUIET s
+#: without a byte: two empty reads of READ_SLICE) and none passed a check is left before
+#: SEARCH_DWELL: a meter that pushes every second or two (SML, D0) heard at another line's speed
+#: costs a few seconds, not 25. Four: opened inside a push whose message comes in two bursts (an
+#: E450 pauses 3 s before its last frame), the next push is whole by the fourth. Later rounds give
+#: every line the whole dwell.
+SEARCH_BURSTS, SEARCH_QUIET = 4, 0.35
 
 
 def usual_lines() -> Tuple[Tuple[int, str], ...]:
@@ -94,13 +101,21 @@ class StreamListener(PushListener):
 
     def _search_window(self, port: Transport) -> bool:
         """Listen at this line like ``detect``: SEARCH_LISTEN s, SEARCH_DWELL s once bytes came
-        (a push period can be 10 s); True when a message passed its checks (delivered)."""
+        (a push period can be 10 s), in the first round less once SEARCH_BURSTS bursts all failed;
+        True when a message passed its checks (delivered)."""
         start = time.monotonic()
         end = start + SEARCH_LISTEN
         heard = False
+        bursts, last_byte = 0, None  # (last_byte: None between bursts)
         while not self._stop.is_set():
             data = port.read_some(4096, READ_SLICE, 64)  # (not a wake-up per byte: a search is no hurry)
+            now = time.monotonic()
+            if not data and last_byte is not None and now - last_byte >= SEARCH_QUIET:
+                bursts, last_byte = bursts + 1, None
+                if bursts >= SEARCH_BURSTS and self._rounds == 0:
+                    end = now  # (bursts that all failed: the line's meter speaks at another setting)
             if data:
+                last_byte = now
                 if not heard:
                     heard, end = True, start + SEARCH_DWELL
                 messages = self.decoder.feed(data)
@@ -111,7 +126,7 @@ class StreamListener(PushListener):
                     for msg in messages:
                         self._deliver(msg)
                     return keep
-            if time.monotonic() >= end:
+            if now >= end:
                 self._line_done = True
                 return False
         return False
