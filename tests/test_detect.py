@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from decimal import Decimal
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -94,10 +95,20 @@ def item(sh: SmartHome, path: str) -> Any:
     return found()
 
 
-def one_more(plugin: Any, send: Any) -> None:
-    """Send one more message with the meter otherwise quiet, wait until the plugin has it."""
+def one_more(plugin: Any, pusher: "Pusher", send: Any) -> None:
+    """Halt the meter's pushes, wait until the plugin has counted the last of them (a push still
+    on its way when the pusher stopped would otherwise pass for the new one), then send one more
+    message and wait until the plugin has it."""
     wait_for(lambda: plugin.status()["successes"] > 0, timeout=30)
+    pusher.halt()
     before = plugin.status()["successes"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # (still until no push arrives for longer than a push takes)
+        time.sleep(0.8)
+        now = plugin.status()["successes"]
+        if now == before:
+            break
+        before = now
     assert send()
     wait_for(lambda: plugin.status()["successes"] > before, timeout=30)
 
@@ -117,7 +128,7 @@ def test_sml_meter_at_19200_8n1(capsys, shng) -> None:
         assert "listening at 9600 Bd 8N1" in err and "listening at 19200 Bd 8N1" in err  # progress, in order
         assert err.index("9600 Bd 8N1") < err.index("19200 Bd 8N1") and "signing on" not in err
         plugin = start_plugin(shng, lines)
-        one_more(plugin, lambda: (pusher.halt(), sim.send_once())[1])
+        one_more(plugin, pusher, sim.send_once)
         for code_, expected in sim.last_registers.items():
             name = "meter.obis_" + code_.split(":")[1].split("*")[0].replace(".", "_")
             assert item(shng, name) == pytest.approx(float(expected), abs=1e-6)
@@ -138,7 +149,7 @@ def test_plain_dlms_push_at_9600_8n1(capsys, shng) -> None:
         assert (field(lines, "speed"), field(lines, "format"), field(lines, "framing")) == ("9600 Bd", "8N1", "hdlc")
         assert field(lines, "encryption") == "none"
         plugin = start_plugin(shng, lines)
-        one_more(plugin, lambda: (pusher.halt(), sim.send_once())[1])
+        one_more(plugin, pusher, sim.send_once)
         raw, scaler, _ = sim.last_registers["1-0:1.8.0.255"]
         assert item(shng, "meter.obis_1_8_0") == pytest.approx(float(Decimal(raw).scaleb(scaler)))
     finally:
@@ -209,7 +220,7 @@ def test_encrypted_dlms_push_at_115200_8n1_without_key(capsys, shng) -> None:
         assert "no values yet" in section(lines, "items:")
         plugin = start_plugin(shng, lines, {"key": EK.hex(), "auth_key": AK.hex()},
                               {"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0*255"}}})
-        one_more(plugin, lambda: (pusher.halt(), sim.send_once())[1])
+        one_more(plugin, pusher, sim.send_once)
         raw, scaler, _ = sim.last_registers["1-0:1.8.0.255"]
         assert item(shng, "meter.energy") == pytest.approx(float(Decimal(raw).scaleb(scaler)))
     finally:
@@ -224,17 +235,20 @@ class HanMeter:
     def __init__(self) -> None:
         from dlms_protocol.simulator.pty import PtyLink
 
+        # imported here, not at the first push: a first import of a test module (pytest rewrites
+        # it) can take longer than the detector listens at the meter's setting
+        from test_push_described import han_push, xt211_values
+
+        self._han_push, self._values = han_push, xt211_values
         self.link = PtyLink(baudrate=9600, bytesize=8, parity="N")
         self.sent = 0
         self.last: List[Any] = []
 
     def send_once(self) -> bool:
-        from test_push_described import han_push, xt211_values
-
         self.sent += 1
-        self.last = xt211_values((100 + self.sent, 2000 - self.sent, 30), (0, 0, 7), 4000 + self.sent, 90)
+        self.last = self._values((100 + self.sent, 2000 - self.sent, 30), (0, 0, 7), 4000 + self.sent, 90)
         # at the line's rate, as a UART sends it: a reader at another speed or format gets garbage
-        return self.link.send(han_push(self.last, invoke_id=0x80000000 + self.sent))
+        return self.link.send(self._han_push(self.last, invoke_id=0x80000000 + self.sent))
 
     def stop(self) -> None:
         self.link.close()
@@ -258,7 +272,7 @@ def test_czech_han_push_at_9600_8n1(capsys, shng) -> None:
         assert (field(lines, "speed"), field(lines, "format"), field(lines, "framing")) == ("9600 Bd", "8N1", "apdu")
         assert field(lines, "meter") == "5100000042" and field(lines, "encryption") == "none"
         plugin = start_plugin(shng, lines)
-        one_more(plugin, lambda: (pusher.halt(), meter.send_once())[1])
+        one_more(plugin, pusher, meter.send_once)
         sent = meter.last
         assert item(shng, "meter.obis_21_7_0") == sent[9] and item(shng, "meter.obis_41_7_0") == sent[10]
         assert item(shng, "meter.obis_62_7_0") == 7
@@ -411,7 +425,7 @@ def test_luxembourg_smarty_needs_only_the_key(capsys, shng) -> None:
         block = yaml12.load(section(lines, "plugin.yaml:"))["dlms"]
         assert block["key"].startswith("<") and "auth_key" not in block  # nothing more to ask the operator for
         plugin = start_plugin(shng, lines, fill={"key": EK.hex()})
-        one_more(plugin, lambda: (pusher.halt(), meter.send_once())[1])
+        one_more(plugin, pusher, meter.send_once)
         assert item(shng, "meter.obis_1_8_0") == 7112944
     finally:
         pusher.halt()
