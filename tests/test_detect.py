@@ -400,14 +400,15 @@ class SmartyMeter:
     def __init__(self) -> None:
         from dlms_protocol.simulator.pty import PtyLink
 
+        from test_push_security import SMARTY_AK, _smarty_frames  # (before the first push: HanMeter)
+
+        self._ak, self._frames = SMARTY_AK, _smarty_frames
         self.link = PtyLink(baudrate=115200, bytesize=8, parity="N")
         self.sent = 0
 
     def send_once(self) -> bool:
-        from test_push_security import SMARTY_AK, _smarty_frames
-
         self.sent += 1
-        return self.link.send(_smarty_frames(SMARTY_AK, n=1, ic=900 + self.sent, key=EK)[0])
+        return self.link.send(self._frames(self._ak, n=1, ic=900 + self.sent, key=EK)[0])
 
     def stop(self) -> None:
         self.link.close()
