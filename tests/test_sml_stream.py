@@ -568,14 +568,20 @@ def test_the_line_search_stops_at_the_line_whose_frames_fail_only_the_key(monkey
     sim = PushSimulator(wrapper="mbus", key=bytes(range(16)), security=0x20, segmented=True, seed=8, interval=0.5)
     port = sim.open_pty(baudrate=2400, parity="E")
     got: List = []
-    listener = StreamListener(ListenerConfig(port=port, key=bytes(16)), got.append, protocol="auto", search=PASSIVE)
+    # one wrong line before the meter's (the search is under way), and the line after it, which
+    # a search that does not stop there goes on to
+    lines = (PASSIVE[0], (2400, "8E1"), PASSIVE[1])
+    listener = StreamListener(ListenerConfig(port=port, key=bytes(16)), got.append, protocol="auto", search=lines)
     sim.start()
     listener.start()
     try:
         deadline = time.monotonic() + 40
         while listener.searching and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(2.5)  # (more pushes at the line kept: their errors are logged)
+        deadline = time.monotonic() + 10  # (more pushes at the line kept: their errors are logged)
+        while "check the encryption key" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # (a push or two more: still at that line, still no value)
     finally:
         listener.stop()
         sim.stop()
