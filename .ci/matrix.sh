@@ -5,6 +5,9 @@
 #                  + gurux-dlms at the floor requirements.txt allows on 3.8  (Venus OS 3.0x-3.5x)
 #   py312-venus36  CPython 3.12 + newest pyserial/dbus-fast + cryptography 42.x          (Venus OS 3.60+)
 #   py38-plain     CPython 3.8  + pyserial 3.4 + dbus-fast 2.22.1, NO cryptography at all (plain meters)
+#   py313-debian13 CPython 3.13 + the newest of requirements.txt: the Python of Debian 13 and Raspberry
+#                  Pi OS "trixie", where SmartHomeNG users install the plugin (the development venv
+#                  is the machine's python3); it runs the plugin's, D0's and SML's test files
 #
 # The first two run the Victron, push and AES-engine test files with deciphering forced onto
 # cryptography (DLMS_AES_ENGINE=cryptography: 2.8 and 42.x proven end to end; the engine tests and
@@ -82,7 +85,7 @@ print(", ".join(out))')"
 }
 
 want=${1:-all}
-case "$want" in all|py38-venus35|py312-venus36|py38-plain) ;; *) fail "unknown matrix entry $want" ;; esac
+case "$want" in all|py38-venus35|py312-venus36|py38-plain|py313-debian13) ;; *) fail "unknown matrix entry $want" ;; esac
 
 if [ "$want" = all ] || [ "$want" = py38-venus35 ]; then
     env=$(make_env py38-venus35 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "cryptography==2.8" "gurux-dlms==$GURUX_FLOOR_OLD")
@@ -96,5 +99,9 @@ if [ "$want" = all ] || [ "$want" = py38-plain ]; then
     env=$(make_env py38-plain 3.8 "pyserial==3.4" "dbus-fast==2.22.1" "gurux-dlms==$GURUX_FLOOR_OLD")
     "$env/bin/python" -c 'import cryptography' 2>/dev/null && fail "py38-plain: cryptography is installed in $env"
     run py38-plain "$env" "${PLAIN_TESTS[@]}"
+fi
+if [ "$want" = all ] || [ "$want" = py313-debian13 ]; then
+    env=$(make_env py313-debian13 3.13 -r "$ROOT/requirements.txt" dbus-fast jinja2 pyyaml)
+    run py313-debian13 "$env" tests/test_shng_*.py tests/test_d0_*.py tests/test_sml_*.py
 fi
 echo "matrix: all green"
