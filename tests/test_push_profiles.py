@@ -935,6 +935,30 @@ def test_cli_dump_prints_positions_and_writes_a_template(tmp_path: Path, capsys:
     assert "-> 1-0:32.7.0.255 = 230.1 V" in capsys.readouterr().out
 
 
+def test_cli_dump_reads_a_bare_apdu_with_wrapper_apdu(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A P1/HAN port that sends bare APDUs (the Czech HAN meters, Luxembourg's Smarty): the
+    positions and the template come with --wrapper apdu, as with decode; without it, the error
+    says so instead of calling the bytes noise."""
+    from dlms_protocol.cli import main
+    # a data-notification whose body is one octet-string and that has no date-time (the form of
+    # pwitab/dlms-cosem's test_data_notification capture): auto cannot tell it from noise
+    payload = bytes.fromhex("125A8591360000000049000000110000000A5A8513D014800000000D0000000A0100")
+    apdu = bytes.fromhex("0F000001DB00") + bytes((0x09, len(payload))) + payload
+    assert main(["dump", "--hex", apdu.hex()]) == 1
+    err = capsys.readouterr().err
+    assert "no push frame found" in err and "--wrapper apdu" in err and "noise" not in err
+    out_file = tmp_path / "template.json"
+    assert main(["dump", "--hex", apdu.hex(), "--wrapper", "apdu", "--template", str(out_file)]) == 0
+    out = capsys.readouterr().out
+    assert "apdu" in out and "[  0] octet-string" in out and payload.hex().upper() in out
+    assert json.loads(out_file.read_text(encoding="utf-8"))["match"]["elements"] == 1
+    # frames that decode, with noise between them: the noise stays the error, as before
+    body = S((OS, b"UNKNOWN-METER"), (U16, 2301), (U32, 123456), (ENUM, 2))
+    frames = b"".join(hdlc_frames(encode_notification(body, TS)))
+    assert main(["dump", "--hex", (frames + b"\x55" * 40 + frames).hex()]) == 1
+    assert "noise" in capsys.readouterr().err
+
+
 def test_cli_dump_reports_a_wrong_key(capsys: pytest.CaptureFixture) -> None:
     from dlms_protocol.cli import main
     from dlms_protocol.dlms.encode import encipher

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..config import ListenerConfig
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, FramingError
 
 
 def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
@@ -39,6 +39,9 @@ def register(sub) -> None:  # noqa: ANN001 - argparse's private subparsers type
     p.add_argument("--auth-key", metavar="HEX",
                    help="authentication key (GAK); without it a tag is not verified")
     p.add_argument("--profile", metavar="NAME|FILE", help="apply this profile (default auto)")
+    p.add_argument("--wrapper", choices=("auto", "hdlc", "mbus", "wrapper", "apdu"), default="auto",
+                   help="how the frames are wrapped (default auto; a bare APDU, as P1 and HAN ports of "
+                        "some meters send it, needs apdu)")
     p.add_argument("--template", metavar="OUT.json",
                    help="write the profile template of the first message here")
     p.add_argument("--json", action="store_true", help="print the dump as JSON")
@@ -134,10 +137,18 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from .decoder import decode_bytes  # the pipeline: deframing, GBT, decryption, tag check
 
     data = _input(args)
-    config = ListenerConfig(port="-", key=args.key, auth_key=args.auth_key, profile=args.profile)
-    messages = decode_bytes(data, config, strict=True)
+    config = ListenerConfig(port="-", key=args.key, auth_key=args.auth_key, profile=args.profile,
+                            wrapper=args.wrapper)
+    try:
+        messages = decode_bytes(data, config, strict=True)
+    except FramingError:
+        if args.wrapper != "auto" or decode_bytes(data, config, strict=False):
+            raise  # (frames with damage between them: that damage is the error)
+        messages = []
     if not messages:
-        print("error: no push frame found in the input", file=sys.stderr)
+        # (auto tells a bare APDU, which has no checksum, from noise only by its start)
+        print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
+              "APDU bytes; if the input is one APDU, dump it with --wrapper apdu", file=sys.stderr)
         return 1
     out: List[dict] = []
     template: Optional[dict] = None
