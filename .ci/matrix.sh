@@ -46,7 +46,8 @@ make_env() {  # make_env <name> <python version> <pip requirement...>
     local name=$1 version=$2
     shift 2
     local env="$CACHE/$name" stamp
-    stamp=$(printf '%s\n' "$version" "$@" "${TEST_TOOLS[@]}" | sha1sum | cut -c1-12)
+    # (requirements.txt's text too: an entry installs from it, and the floors come from it)
+    stamp=$(printf '%s\n' "$version" "$@" "${TEST_TOOLS[@]}" "$(cat "$ROOT/requirements.txt")" | sha1sum | cut -c1-12)
     if [ ! -f "$env/.stamp-$stamp" ]; then
         rm -rf "$env"
         local python

@@ -146,6 +146,10 @@ def _unhex(text: bytes) -> bytes:
     return bytes.fromhex(digits.decode("ascii"))
 
 
+#: what decode and dump say when the input holds no push frame at all (each adds its own hint)
+NO_FRAME = "no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or APDU bytes"
+
+
 #: bytes of a capture decoded (and shown) at a time: the messages of one slice (about a dozen
 #: pushes of 185 bytes) stay below the collector's threshold of 700 new objects, so it hardly runs
 #: (16 KB slices: 208 collections, 4 % of decoding 3000 AM550 pushes; now 6)
@@ -192,9 +196,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
               "longer stretch (at least two push periods)", file=sys.stderr)
         return 1
     if not shown and all(isinstance(e, FramingError) and not isinstance(e, ChecksumError) for e in lost):
-        print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
-              "APDU bytes (a bare APDU, which has no checksum, is told from noise by its start; if the input is "
-              "one APDU, decode it with --wrapper apdu)", file=sys.stderr)
+        print(f"error: {NO_FRAME} (a bare APDU, which has no checksum, is told from noise by its start; if the "
+              "input is one APDU, decode it with --wrapper apdu)", file=sys.stderr)
         return 1
     if lost:
         more = f" ({len(lost) - 1} more error(s))" if len(lost) > 1 else ""

@@ -146,9 +146,9 @@ def cmd_dump(args: argparse.Namespace) -> int:
             raise  # (frames with damage between them: that damage is the error)
         messages = []
     if not messages:
-        # (auto tells a bare APDU, which has no checksum, from noise only by its start)
-        print("error: no push frame found in the input: check that it holds HDLC, M-Bus, DLMS/IP wrapper or "
-              "APDU bytes; if the input is one APDU, dump it with --wrapper apdu", file=sys.stderr)
+        from .cli import NO_FRAME  # (auto tells a bare APDU, which has no checksum, from noise only by its start)
+
+        print(f"error: {NO_FRAME}; if the input is one APDU, dump it with --wrapper apdu", file=sys.stderr)
         return 1
     out: List[dict] = []
     template: Optional[dict] = None
