@@ -27,7 +27,9 @@ GURUX_FLOOR_NEW=$(sed -n 's/^gurux-dlms>=\([0-9.]*\).*python_version >= "3.10".*
 GURUX_FLOOR_OLD=$(sed -n 's/^gurux-dlms>=\([0-9.]*\).*python_version < "3.10".*/\1/p' requirements.txt)
 [ -n "$GURUX_FLOOR_NEW" ] && [ -n "$GURUX_FLOOR_OLD" ] \
     || { echo "matrix: no gurux-dlms>= floors (Python < / >= 3.10) in requirements.txt" >&2; exit 1; }
-TEST_TOOLS=(pytest pytest-timeout hypothesis)
+TEST_TOOLS=(pytest pytest-timeout pytest-xdist hypothesis)
+# parallel workers, as tools/dev.py test runs the suite: the tests mostly wait on real lines and buses
+WORKERS=${DLMS_TEST_WORKERS:-$(( $(nproc) + 1 > 4 ? 4 : $(nproc) + 1 ))}
 PLAIN_TESTS=(tests/test_victron_nocrypto.py tests/test_victron_mapping.py tests/test_victron_bridge.py tests/test_gcm.py)
 
 fail() { echo "matrix: error: $*" >&2; exit 1; }
@@ -82,7 +84,7 @@ for m, d in (("serial", "pyserial"), ("dbus_fast", "dbus-fast"), ("cryptography"
         v += " (compiled)" if mm.__file__.endswith(".so") else " (pure Python)"
     out.append(d + " " + v)
 print(", ".join(out))')"
-    (cd "$ROOT" && "$env/bin/python" -m pytest -q -p no:cacheprovider "$@")
+    (cd "$ROOT" && "$env/bin/python" -m pytest -q -p no:cacheprovider -n "$WORKERS" "$@")
 }
 
 want=${1:-all}

@@ -5,7 +5,7 @@ Only the standard library is used here, because this script runs before anything
 (a fresh Debian machine with nothing but ``python3``). Usage::
 
     python3 tools/dev.py demo          # simulated meter read through a real pseudo-terminal
-    python3 tools/dev.py test [ARGS]   # the whole test suite (ARGS go to pytest)
+    python3 tools/dev.py test [ARGS]   # the whole test suite (ARGS go to pytest; -n 0: in one process)
     python3 tools/dev.py bench [NAME]  # benchmarks in bench/
     python3 tools/dev.py fuzz ARGS     # bench/fuzz/run.py ARGS, e.g. --target hdlc --cases 200000
     python3 tools/dev.py lint          # ruff and mypy with the settings in pyproject.toml
@@ -81,6 +81,18 @@ def ensure_system_tools() -> None:
              "as root this script installs them)")
 
 
+def test_workers(args: list[str]) -> list[str]:
+    """pytest-xdist's ``-n`` for the suite, unless the caller chose (``-n 0`` runs in one process).
+
+    Why: most tests wait in real time (serial lines at 300 to 115200 Bd, line searches, bus
+    services), so the whole suite used about a third of one CPU; workers overlap the waits. One
+    more worker than CPUs, at most 4 (``DLMS_TEST_WORKERS`` overrides), keeps timing tests honest."""
+    if any(a.startswith(("-n", "--numprocesses")) or a.endswith("no:xdist") for a in args):
+        return args
+    workers = os.environ.get("DLMS_TEST_WORKERS") or str(min(4, (os.cpu_count() or 1) + 1))
+    return ["-n", workers, *args]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -92,7 +104,7 @@ def main(argv: list[str]) -> int:
         args = [str(py), "-m", "dlms_protocol", "demo", *rest]
     elif cmd == "test":
         ensure_system_tools()
-        args = [str(py), "-m", "pytest", *rest]
+        args = [str(py), "-m", "pytest", *test_workers(rest)]
     elif cmd == "bench":
         args = [str(py), str(ROOT / "bench" / "run_all.py"), *rest]
     elif cmd == "fuzz":
