@@ -15,7 +15,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, TypeVar, Union
 
-from .obis import Obis, signed_net
+from .obis import Obis, maker_name, signed_net
 
 #: A physical value: Decimal for numbers (no float drift in counters), str for text,
 #: datetime for COSEM date-times, bytes for octet strings that are not text.
@@ -139,12 +139,19 @@ class Reading:
 
     def meaning(self, language: str = "en") -> Optional[str]:
         """The name of what the value is: the code's (``Obis.name``), except where the meter's maker
-        documents the code as signed net power (``SIGNED_NET_DETAIL``): EasyMeter's 1.7.255 is no import."""
+        documents the code as signed net power (``SIGNED_NET_DETAIL``: EasyMeter's 1.7.255 is no
+        import) or as another quantity (``MAKER_NAME_DETAIL``: Fluvius' 31.4.0 is a fuse threshold)."""
         if self.obis is None:
             return None
-        signed = signed_net(self.signed_by(), self.obis) if self.details else None
-        if signed is not None:
-            return signed[1]["de" if language == "de" else "en"]
+        for label, maker in self.details:
+            if label == SIGNED_NET_DETAIL:
+                signed = signed_net(maker, self.obis)
+                if signed is not None:
+                    return signed[1]["de" if language == "de" else "en"]
+            elif label == MAKER_NAME_DETAIL:
+                names = maker_name(maker, self.obis)
+                if names is not None:
+                    return names["de" if language == "de" else "en"]
         return self.obis.name(language, self.unit)
 
     def signed_by(self) -> Optional[str]:
@@ -176,6 +183,9 @@ HELD_DETAIL = "held"
 #: - export) under a code the standard names otherwise (obis.signed_net); its text is the FLAG id.
 #: Set by the D0 parser; ``derive`` gives the net power code from it
 SIGNED_NET_DETAIL = "signed_net"
+#: the ``Reading.details`` label of a value its maker sends under a code the standard names
+#: otherwise (obis.maker_name: Fluvius' 31.4.0 is a fuse threshold); its text is the FLAG id
+MAKER_NAME_DETAIL = "maker_name"
 _set_field = object.__setattr__
 _Frozen = TypeVar("_Frozen")
 

@@ -357,6 +357,22 @@ def signed_net_makers() -> Dict[_CDE, Tuple[str, ...]]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _maker_names() -> Dict[str, Dict[_CDE, Dict[str, str]]]:
+    return {m["manufacturer"].upper(): {_cde_of(code): names for code, names in m["codes"].items()}
+            for m in _tables()["maker_names"]["meters"]}
+
+
+def maker_name(manufacturer: Optional[str], code: Optional[Obis]) -> Optional[Dict[str, str]]:
+    """The names by language of ``code`` where ``manufacturer`` uses it for another quantity than the
+    standard's (obis_names.json ``maker_names``: the fuse threshold that Fluvius and E.ON Hungary
+    meters send as 31.4.0, 'current average'), else None."""
+    if not manufacturer or code is None or code.a not in (None, 1) or code.f not in (None, 255):
+        return None
+    codes = _maker_names().get(manufacturer.upper())
+    return codes.get((code.c, code.d, code.e)) if codes is not None else None  # type: ignore[arg-type]
+
+
 def with_medium(code: Optional[Obis], medium: Optional[int]) -> Optional[Obis]:
     """``code`` with ``medium`` as its group A when the meter left A out and C is a quantity;
     abstract codes (0.0, F.F, C.1.0) belong to no medium and stay as they are."""
@@ -416,4 +432,4 @@ def _with_period(name: str, code: Obis, lang: str) -> str:
 
 
 __all__ = ["Obis", "LETTERS", "describe", "identity_rank", "best_identity", "is_manufacturer", "d0_medium",
-           "with_medium", "signed_net", "signed_net_makers"]
+           "with_medium", "signed_net", "signed_net_makers", "maker_name"]

@@ -47,8 +47,8 @@ from decimal import Decimal, InvalidOperation
 from typing import List, Optional, Tuple, Union
 
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
-from ..model import SIGNED_NET_DETAIL, MeterData, Reading, Value
-from ..obis import Obis, d0_medium, signed_net, with_medium
+from ..model import MAKER_NAME_DETAIL, SIGNED_NET_DETAIL, MeterData, Reading, Value
+from ..obis import Obis, d0_medium, maker_name, signed_net, with_medium
 from ..units import parse_unit, same_quantity, unit_from_bytes
 from .identification import Identification, parse_identification
 
@@ -224,15 +224,18 @@ class Readout:
                 index=index,
                 timestamp=stamp,
                 extra=tuple((v.value, v.unit) for v in ds.values[1:]),
-                details=_signed_note(maker, ds.obis),
+                details=_maker_note(maker, ds.obis),
             ))
         return tuple(readings)
 
 
-def _signed_note(maker: Optional[str], code: Optional[Obis]) -> Tuple[Tuple[str, Optional[str]], ...]:
+def _maker_note(maker: Optional[str], code: Optional[Obis]) -> Tuple[Tuple[str, Optional[str]], ...]:
     """The note that the identification's maker documents this code as signed net power (EasyMeter's
-    1.7.255, obis.signed_net), so names and the derived net power follow it; () for every other."""
-    return ((SIGNED_NET_DETAIL, maker),) if signed_net(maker, code) is not None else ()
+    1.7.255, obis.signed_net), so names and the derived net power follow it, or as another quantity
+    (Fluvius' 31.4.0, obis.maker_name), so its name does; () for every other."""
+    if signed_net(maker, code) is not None:
+        return ((SIGNED_NET_DETAIL, maker),)
+    return ((MAKER_NAME_DETAIL, maker),) if maker_name(maker, code) is not None else ()
 
 
 def reading_value(ds: DataSet) -> Tuple[int, Value, Optional[str], Optional[datetime]]:
