@@ -87,8 +87,8 @@ def test_workers(args: list[str]) -> list[str]:
     Why: most tests wait in real time (serial lines at 300 to 115200 Bd, line searches, bus
     services), so the whole suite used about a third of one CPU; workers overlap the waits. One
     more worker than CPUs, at most 4 (``DLMS_TEST_WORKERS`` overrides), keeps timing tests honest."""
-    if any(a.startswith(("-n", "--numprocesses")) or a.endswith("no:xdist") for a in args):
-        return args
+    if any(a.startswith(("-n", "--numprocesses", "--pdb", "--trace")) or a.endswith("no:xdist") for a in args):
+        return args  # (the caller chose, or a debugger needs the one process)
     workers = os.environ.get("DLMS_TEST_WORKERS") or str(min(4, (os.cpu_count() or 1) + 1))
     return ["-n", workers, *args]
 
