@@ -542,8 +542,8 @@ def discover(data: MeterData, users: Dict[str, List[ObisBinding]], language: str
     rows: List[Discovered] = []
     for reading in data.readings:
         name = ""
-        if reading.obis is not None:  # (a maker's signed net power by its meaning, else the code's name)
-            name = (reading.meaning(language) if reading.signed_by() else describe(reading.obis, language)[0]) or ""
+        if reading.obis is not None:  # (what the maker says it is: signed net power, a fuse threshold)
+            name = reading.maker_meaning(language) or describe(reading.obis, language)[0] or ""
         rows.append(Discovered(
             code=reading.code,
             normalized=reading.obis.normalized() or str(reading.obis) if reading.obis is not None else reading.code,

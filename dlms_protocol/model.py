@@ -143,6 +143,12 @@ class Reading:
         import) or as another quantity (``MAKER_NAME_DETAIL``: Fluvius' 31.4.0 is a fuse threshold)."""
         if self.obis is None:
             return None
+        return self.maker_meaning(language) or self.obis.name(language, self.unit)
+
+    def maker_meaning(self, language: str = "en") -> Optional[str]:
+        """The name the meter's maker gives this code where the standard's is another quantity
+        (``SIGNED_NET_DETAIL``, ``MAKER_NAME_DETAIL``), else None: every list of names (the web
+        interface, discovery, the D0 table) asks this before the code's own name."""
         for label, maker in self.details:
             if label == SIGNED_NET_DETAIL:
                 signed = signed_net(maker, self.obis)
@@ -152,7 +158,7 @@ class Reading:
                 names = maker_name(maker, self.obis)
                 if names is not None:
                     return names["de" if language == "de" else "en"]
-        return self.obis.name(language, self.unit)
+        return None
 
     def signed_by(self) -> Optional[str]:
         """The manufacturer (FLAG id) that documents this value as signed net power, else None."""

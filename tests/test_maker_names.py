@@ -71,3 +71,50 @@ def test_the_threshold_is_no_phase_current_for_victron_and_named_for_home_assist
     config = discovery_config(limit, reading_key(limit), meter="m", state_topic="t", availability_topic="a",
                               device={})
     assert config is not None and "limit" in config["name"], config
+
+
+def test_every_list_of_names_gives_the_maker_s_meaning(tmp_path) -> None:
+    """The D0 table of ``read``/``parse`` and the plugin's discovery give the maker's name as
+    ``Reading.meaning`` does (they named the code by the standard alone before)."""
+    import io
+
+    from dlms_protocol.iec62056_21.cli import print_table
+    from shng_double.testing import support
+
+    raw = telegram(FLUVIUS)
+    out = io.StringIO()
+    print_table(parse_readout(raw), out)
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("1-0:31.4.0"))
+    assert "Current limit L1" in line and "average" not in line, line
+    ps = support()
+    rows = {row.code: row.name for row in ps.discover(snapshot(raw), {}, "de")}
+    assert rows["1-0:31.4.0"].startswith("Stromgrenze L1"), rows["1-0:31.4.0"]
+    assert rows["1-0:31.7.0"] == "Strom L1, Momentanwert"
+
+
+def test_the_web_interface_names_a_push_d0_meter_s_codes_by_the_maker() -> None:
+    """The plugin listening to a push-only EasyMeter (the project's sample, /ESY, signed 1.7.255):
+    the web interface's list of codes, in both languages, says net power where the maker does."""
+    import json
+
+    from dlms_protocol.simulator.d0 import SimulatedMeter
+    from shng_double import SmartHome
+    from shng_double.testing import plugins_dir, wait_for
+
+    for language, word in (("de", "Saldo"), ("en", "net")):
+        meter = SimulatedMeter("easymeter_push", time_scale=1.0, push_interval=0.5).start()
+        sh = SmartHome(plugins_dir(), language=language)
+        try:
+            sh.load_plugins({"dlms": {"plugin_name": "dlms", "serialport": meter.port, "mode": "listen",
+                                      "listen_protocol": "d0", "listen_baudrate": 9600, "listen_format": "7E1"}})
+            sh.load_item_tree({"grid": {"power": {"type": "num", "dlms_obis_code": "16.7.0"}}})
+            sh.start()
+            plugin = sh.plugin("dlms")
+            wait_for(lambda plugin=plugin: plugin.status()["successes"] >= 1)
+            data = json.loads(sh.webif("dlms").get_data_html("overview"))
+            names = {row["code"]: row["name"] for row in data["discovered"]}
+            assert word in names["1-0:1.7.255*255"], names
+            assert word not in names["1-0:1.8.0*255"], names
+        finally:
+            sh.stop()
+            meter.stop()

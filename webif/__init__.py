@@ -82,7 +82,8 @@ class WebInterface(SmartPluginWebIf):
         meter = getattr(self.plugin, "_last_data", None)
         if language not in ("de", "en") or meter is None or not data.get("discovered"):
             return
-        names = [r.obis.name(language, r.unit) or "" if r.obis is not None else "" for r in meter.readings]
+        names = [(r.maker_meaning(language) or r.obis.name(language, r.unit) or "") if r.obis is not None else ""
+                 for r in meter.readings]  # (the maker's meaning first: EasyMeter's signed 1.7.255, Fluvius' 31.4.0)
         if len(names) == len(data["discovered"]):
             for row, name in zip(data["discovered"], names):
                 row["name"] = name

@@ -92,14 +92,15 @@ def print_table(readout: Readout, out: Optional[TextIO] = None) -> None:
     ``out`` defaults to the ``sys.stdout`` of the call, not of the import (a host or test may swap it)."""
     out = sys.stdout if out is None else out
     rows = []
-    for ds in readout.datasets:
+    readings = readout.to_meter_data().readings  # (one per data set: the maker's meanings, as everywhere)
+    for ds, reading in zip(readout.datasets, readings):
         shown, _, unit_, _ = reading_value(ds)  # the group the reading's value comes from, first
         value = ds.values[shown].value.strip() if ds.values else ""
         unit = unit_ or ""
         others = [v for i, v in enumerate(ds.values) if i != shown]
         if others:
             value += " " + " ".join(f"({v.value.strip()}{('*' + v.unit) if v.unit else ''})" for v in others)
-        name = ds.obis.name(unit=unit_) if ds.obis is not None else None
+        name = reading.meaning()
         rows.append((ds.code, _cut(value, _VALUE_WIDTH), unit, name or ""))
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(("code", "value", "unit"))]
     print(f"{'code':<{widths[0]}}  {'value':>{widths[1]}}  {'unit':<{widths[2]}}  meaning", file=out)
