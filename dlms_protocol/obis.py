@@ -39,7 +39,7 @@ import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, FrozenSet, Iterable, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from .errors import ConfigurationError
 from .units import same_quantity
@@ -341,9 +341,15 @@ def signed_net(manufacturer: Optional[str], code: Optional[Obis]) -> Optional[Tu
     """(C.D.E of the net power, names by language) when ``manufacturer`` documents ``code`` as signed
     net power (obis_names.json ``signed_net_power``: EasyMeter's 1.7.255), else None: the standard
     reads that code as import only, which a meter of another make may well mean."""
+    return _by_maker(_signed_net_table(), manufacturer, code)  # type: ignore[no-any-return]
+
+
+def _by_maker(table: Dict[str, Dict[_CDE, Any]], manufacturer: Optional[str], code: Optional[Obis]) -> Any:
+    """``table``'s entry for ``code`` of this maker (FLAG id) when it is an electricity code of the
+    current value (A 1 or none, F 255 or none), else None."""
     if not manufacturer or code is None or code.a not in (None, 1) or code.f not in (None, 255):
         return None
-    codes = _signed_net_table().get(manufacturer.upper())
+    codes = table.get(manufacturer.upper())
     return codes.get((code.c, code.d, code.e)) if codes is not None else None  # type: ignore[arg-type]
 
 
@@ -367,10 +373,7 @@ def maker_name(manufacturer: Optional[str], code: Optional[Obis]) -> Optional[Di
     """The names by language of ``code`` where ``manufacturer`` uses it for another quantity than the
     standard's (obis_names.json ``maker_names``: the fuse threshold that Fluvius and E.ON Hungary
     meters send as 31.4.0, 'current average'), else None."""
-    if not manufacturer or code is None or code.a not in (None, 1) or code.f not in (None, 255):
-        return None
-    codes = _maker_names().get(manufacturer.upper())
-    return codes.get((code.c, code.d, code.e)) if codes is not None else None  # type: ignore[arg-type]
+    return _by_maker(_maker_names(), manufacturer, code)  # type: ignore[no-any-return]
 
 
 def with_medium(code: Optional[Obis], medium: Optional[int]) -> Optional[Obis]:

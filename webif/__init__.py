@@ -82,8 +82,7 @@ class WebInterface(SmartPluginWebIf):
         meter = getattr(self.plugin, "_last_data", None)
         if language not in ("de", "en") or meter is None or not data.get("discovered"):
             return
-        names = [(r.maker_meaning(language) or r.obis.name(language, r.unit) or "") if r.obis is not None else ""
-                 for r in meter.readings]  # (the maker's meaning first: EasyMeter's signed 1.7.255, Fluvius' 31.4.0)
+        names = [r.meaning(language) or "" for r in meter.readings]  # (a maker's meaning too: EasyMeter's 1.7.255)
         if len(names) == len(data["discovered"]):
             for row, name in zip(data["discovered"], names):
                 row["name"] = name
