@@ -417,55 +417,77 @@ def _check_size(value: Any, where: str) -> None:
 
 def _fit(value: Any, item_type: str, where: str, code: str, unit: Optional[str]) -> Any:
     _check_size(value, where)
-    if item_type == "num":
-        if isinstance(value, Decimal) and value.is_finite() and abs(value) > _FLOAT_MAX:
-            raise ValueProblem(f"value{where} is too large for a num item")
-        if isinstance(value, bool):
-            return int(value)
-        if isinstance(value, (Decimal, int, float)):
-            v = plain_value(value)
-            if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-                raise ValueProblem(f"value{where} is not a finite number")
-            return v
-        if isinstance(value, str):
-            text = value.strip()
-            whole = _whole_number(text)
-            if whole is not None:
-                return whole
-            if not _DECIMAL_TEXT.fullmatch(text):
-                raise ValueProblem(f"value {value!r}{where} is not a number for a num item: "
-                                   "use a str item, or check the index of the list form")
-            number = float(text.replace(",", "."))  # D0 meters may send a decimal comma (000007,4)
-            if number != number or number in (float("inf"), float("-inf")):
-                raise ValueProblem(f"value {value!r}{where} is not a finite number")
-            return number
-        raise ValueProblem(f"value {format_value(value)!r}{where} is a {type(value).__name__}, not a number: "
-                           "use a foo or str item")
-    if item_type == "str":
-        if isinstance(value, Decimal) and value.is_finite() and abs(value) >= Decimal(10) ** 15:
-            return format_value(value)  # exactly as a number, never as a rounded float or 'inf'
-        return format_value(plain_value(value) if isinstance(value, Decimal) else value) \
-            if not isinstance(value, str) else value
-    if item_type == "bool":
-        v = plain_value(value) if isinstance(value, Decimal) else value
-        if isinstance(v, bool):
-            return v
-        if isinstance(v, (int, float)) and v in (0, 1):
-            return bool(v)
-        if isinstance(v, str) and v.strip().lower() in ("0", "1", "true", "false", "on", "off", "yes", "no"):
-            return v.strip().lower() in ("1", "true", "on", "yes")
-        raise ValueProblem(f"value {format_value(v)!r}{where} is no 0/1 for a bool item: use a num item")
-    if item_type == "list":
-        return [plain_value(value), unit]
-    if item_type == "dict":
-        return {"value": plain_value(value), "unit": unit, "code": code}
-    if item_type == "scene":
+    fit = _FITS.get(item_type)
+    if fit is None:  # foo (and anything else): the Python value, numbers as int/float
+        return plain_value(value)
+    return fit(value, where, code, unit)
+
+
+def _fit_num(value: Any, where: str, _code: str, _unit: Optional[str]) -> Any:
+    if isinstance(value, Decimal) and value.is_finite() and abs(value) > _FLOAT_MAX:
+        raise ValueProblem(f"value{where} is too large for a num item")
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (Decimal, int, float)):
         v = plain_value(value)
-        if isinstance(v, int) and 0 <= v < 256:
-            return v
-        raise ValueProblem(f"value {format_value(v)!r}{where} is no scene number (0..255)")
-    # foo (and anything else): the Python value, numbers as int/float
-    return plain_value(value)
+        if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+            raise ValueProblem(f"value{where} is not a finite number")
+        return v
+    if isinstance(value, str):
+        return _num_of_text(value, where)
+    raise ValueProblem(f"value {format_value(value)!r}{where} is a {type(value).__name__}, not a number: "
+                       "use a foo or str item")
+
+
+def _num_of_text(value: str, where: str) -> Any:
+    text = value.strip()
+    whole = _whole_number(text)
+    if whole is not None:
+        return whole
+    if not _DECIMAL_TEXT.fullmatch(text):
+        raise ValueProblem(f"value {value!r}{where} is not a number for a num item: "
+                           "use a str item, or check the index of the list form")
+    number = float(text.replace(",", "."))  # D0 meters may send a decimal comma (000007,4)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueProblem(f"value {value!r}{where} is not a finite number")
+    return number
+
+
+def _fit_str(value: Any, _where: str, _code: str, _unit: Optional[str]) -> Any:
+    if isinstance(value, Decimal) and value.is_finite() and abs(value) >= Decimal(10) ** 15:
+        return format_value(value)  # exactly as a number, never as a rounded float or 'inf'
+    return format_value(plain_value(value) if isinstance(value, Decimal) else value) \
+        if not isinstance(value, str) else value
+
+
+def _fit_bool(value: Any, where: str, _code: str, _unit: Optional[str]) -> Any:
+    v = plain_value(value) if isinstance(value, Decimal) else value
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("0", "1", "true", "false", "on", "off", "yes", "no"):
+        return v.strip().lower() in ("1", "true", "on", "yes")
+    raise ValueProblem(f"value {format_value(v)!r}{where} is no 0/1 for a bool item: use a num item")
+
+
+def _fit_scene(value: Any, where: str, _code: str, _unit: Optional[str]) -> Any:
+    v = plain_value(value)
+    if isinstance(v, int) and 0 <= v < 256:
+        return v
+    raise ValueProblem(f"value {format_value(v)!r}{where} is no scene number (0..255)")
+
+
+#: an item type -> how a reading's value becomes that type's value (SmartHomeNG's item types;
+#: any other type, foo included, takes the plain Python value)
+_FITS: Dict[str, Callable[[Any, str, str, Optional[str]], Any]] = {
+    "num": _fit_num,
+    "str": _fit_str,
+    "bool": _fit_bool,
+    "list": lambda value, _where, _code, unit: [plain_value(value), unit],
+    "dict": lambda value, _where, code, unit: {"value": plain_value(value), "unit": unit, "code": code},
+    "scene": _fit_scene,
+}
 
 
 # --------------------------------------------------------------------------- units
