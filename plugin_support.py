@@ -28,7 +28,7 @@ from .dlms_protocol import units as _units
 from .dlms_protocol.config import format_name, parse_format  # noqa: F401 - the one format parser, in the core
 from .dlms_protocol.pipeline import Output
 from .dlms_protocol.derive import derive
-from .dlms_protocol.obis import Obis, describe
+from .dlms_protocol.obis import Obis
 from .dlms_protocol.ratelimit import RepeatLimiter  # noqa: F401 - used by the plugin as ps.RepeatLimiter
 
 #: value conversions of the dlms 1.9.5 list form ``[code, index, Value|Unit, conversion]``
@@ -563,9 +563,9 @@ def discover(data: MeterData, users: Dict[str, List[ObisBinding]], language: str
     """
     rows: List[Discovered] = []
     for reading in data.readings:
-        name = ""
-        if reading.obis is not None:  # (what the maker says it is: signed net power, a fuse threshold)
-            name = reading.maker_meaning(language) or describe(reading.obis, language)[0] or ""
+        # what the maker says it is (signed net power, a fuse threshold), else the code's name
+        # where the unit is that quantity's: a heat meter's 6.8 in GJ is no reactive energy
+        name = reading.meaning(language) or ""
         rows.append(Discovered(
             code=reading.code,
             normalized=reading.obis.normalized() or str(reading.obis) if reading.obis is not None else reading.code,

@@ -118,3 +118,18 @@ def test_the_web_interface_names_a_push_d0_meter_s_codes_by_the_maker() -> None:
         finally:
             sh.stop()
             meter.stop()
+
+
+def test_discovery_names_a_code_only_where_its_unit_is_that_quantity_s() -> None:
+    """The plugin's list of codes (web interface, discovery) said "Blind QII, Zählerstand" (reactive
+    energy) for a heat meter's 6.8 in GJ, and import energy for 1.8.0 in m3, where ``Reading.meaning``
+    (the unit checked against the quantity) says nothing: a wrong name is worse than none."""
+    from shng_double.testing import support
+
+    raw = (b"/XYZ5METER\r\n\x026.8(0031.412*GJ)\r\n1.8.0(001234.5*m3)\r\n1.8.0(001234.5*kWh)\r\n"
+           b"6.8(0012.5*kvarh)\r\n!\r\n\x03")
+    data = parse_readout(raw, use_checksum=False).to_meter_data()
+    rows = [(row.code, row.unit, row.name) for row in support().discover(data, {}, "de")]
+    assert rows == [("6.8", "GJ", ""), ("1.8.0", "m3", ""), ("1.8.0", "kWh", "Wirk Bezug (+A), Zählerstand"),
+                    ("6.8", "kvarh", "Blind QII, Zählerstand")], rows
+    assert [r.meaning("de") or "" for r in data.readings] == [row[2] for row in rows]
