@@ -143,6 +143,10 @@ class DLMS(SmartPlugin):
         self._cycle = int(self.get_parameter_value("update_cycle") or 0)
         self._crontab = str(self.get_parameter_value("update_crontab") or "").strip()
         self._start_offset = int(self.get_parameter_value("update_cycle_start_offset") or 0)
+        #: a push-only D0 meter (readout with only_listen): read every telegram, but the items get the
+        #: newest one at the update_cycle/update_crontab times, as dlms 1.9.5 and smarthome.py did
+        self._only_listen = self._mode == "readout" and bool(self.get_parameter_value("only_listen"))
+        self._items: Optional[_ItemsOutput] = None
 
         if not self._port:
             self.logger.error("serialport is empty: set it to the device of the IR head or RS485 adapter, "
@@ -176,7 +180,11 @@ class DLMS(SmartPlugin):
                               self._mode, exc)
             self._init_complete = False
             return
-        if self._mode in ("readout", "poll") and not self._cycle and not self._crontab:
+        if self._only_listen:
+            self.logger.info("the meter sends on its own: every telegram is read; the items get %s",
+                             "every telegram (update_cycle 0)" if not self._cycle and not self._crontab else
+                             "the newest at the update_cycle/update_crontab times (0 and no crontab: every telegram)")
+        elif self._mode in ("readout", "poll") and not self._cycle and not self._crontab:
             self.logger.warning("neither update_cycle nor update_crontab is set: the meter is only read "
                                 "when a logic calls read_now()")
         self.logger.debug("configured: mode %s on %s", self._mode, self._port)
@@ -271,7 +279,9 @@ class DLMS(SmartPlugin):
             self.alive = True
             try:
                 source = self._make_source()
-                outputs: List[Output] = [_ItemsOutput(self, self._min_interval), self._history]
+                items = self._items = _ItemsOutput(self, self._min_interval,
+                                                   scheduled=self._only_listen and bool(self._cycle or self._crontab))
+                outputs: List[Output] = [items, self._history]
                 victron = self._make_victron()
                 if victron is not None:
                     outputs.append(victron)
@@ -498,8 +508,14 @@ class DLMS(SmartPlugin):
 
     # ------------------------------------------------------------------ readout
     def _poll(self) -> None:
-        """Scheduler callback: one readout through the source, never two at once on the same port."""
+        """Scheduler callback: one readout through the source, never two at once on the same port;
+        with ``only_listen`` (the source reads every telegram itself) the newest one to the items."""
         if not self.alive:
+            return
+        if self._only_listen:
+            items = self._items
+            if items is not None:
+                items.flush()
             return
         if not self._read_lock.acquire(blocking=False):
             running = time.monotonic() - self._read_started
@@ -536,7 +552,11 @@ class DLMS(SmartPlugin):
             self._read_lock.release()
 
     def read_now(self) -> bool:
-        """Plugin function: start one readout now in the background."""
+        """Plugin function: start one readout now in the background (``only_listen``: the newest
+        telegram to the items now; False when none came since the last)."""
+        if self._only_listen:
+            items = self._items
+            return self.alive and items is not None and items.flush()
         if self._mode not in ("readout", "poll") or not self.alive or self._read_lock.locked():
             return False
         threading.Thread(target=self._poll, name=f"plugins.{self.get_fullname()}.read_now").start()
@@ -838,17 +858,41 @@ class _ItemsOutput(Output):
     """The plugin's items as a pipeline output, with their own keep-latest rate limit.
 
     ``min_update_interval`` limits item writes only; Victron and the chart get every snapshot.
+    ``scheduled`` (a push-only D0 meter with an update_cycle or update_crontab): the first
+    snapshot is written at once, later ones are held (the newest replaces the older) until the
+    plugin's scheduler calls ``flush``.
     """
 
     name = "items"
     every_error = True  # each failed readout counts in the status (failures, last_error_time)
 
-    def __init__(self, plugin: "DLMS", interval: float) -> None:
+    def __init__(self, plugin: "DLMS", interval: float, scheduled: bool = False) -> None:
         self.plugin = plugin
         self.limit = KeepLatest(interval)
+        self.scheduled = scheduled
+        self._held: Optional[MeterData] = None
+        self._written = False
+        self._lock = threading.Lock()
+
+    def flush(self) -> bool:
+        """Write the newest held snapshot (scheduled mode); False when none came since the last."""
+        with self._lock:
+            data, self._held = self._held, None
+        if data is None:
+            return False
+        self._write(data)
+        return True
 
     def publish(self, data: MeterData) -> None:
         self.plugin._on_data(data)
+        if self.scheduled:
+            with self._lock:
+                first, self._written = not self._written, True
+                if not first:
+                    self._held = data
+                    return
+            self._write(data)
+            return
         due = self.limit.offer(data)
         if due is not None:
             self._write(due)

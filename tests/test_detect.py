@@ -311,6 +311,8 @@ def test_push_only_d0_at_4800_7e1(capsys, shng) -> None:
         assert field(lines, "meter").startswith("/ESY5Q3DB1024")
         params = plugin_parameters_from(lines)
         assert (params["mode"], params["only_listen"], params["char_format"]) == ("readout", True, "7E1")
+        cycle = next(x for x in section(lines, "plugin.yaml:").splitlines() if "update_cycle" in x)
+        assert f"newest telegram every {params['update_cycle']} s" in cycle, cycle  # what the cycle does here
         start_plugin(shng, lines, time_scale=5.0)
         wait_for(lambda: item(shng, "meter.obis_1_8_0") not in (None, 0, 0.0), timeout=30)
         assert item(shng, "meter.obis_1_8_0") == pytest.approx(12345.6789012)  # the sample meter's 1.8.0

@@ -712,6 +712,42 @@ def test_read_now_and_last_data(shng: SmartHome, d0_meter: SimulatedMeter) -> No
     assert data["1.8.0"]["value"] == 12345.678 and data["1.8.0"]["unit"] == "kWh"
 
 
+def test_only_listen_writes_the_items_at_the_update_cycle(shng: SmartHome, caplog) -> None:
+    """A push-only D0 meter (``only_listen``) is read at every telegram, and the items get the newest
+    one at the update_cycle, as in dlms 1.9.5 and smarthome.py (the user guide's example sets
+    update_cycle: 10). Seen in a real SmartHomeNG 1.11: every telegram was written whatever the
+    cycle said, and the scheduler's read only found the reader busy. update_cycle 0: every telegram."""
+    caplog.set_level(logging.INFO, logger="plugins.dlms")
+    meter = SimulatedMeter("easymeter_push", push_interval=0.3).start()
+    try:
+        items = {"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0"}}}
+        section = {"serialport": meter.port, "only_listen": True, "baudrate": 9600, "use_checksum": False}
+        start(shng, {"dlms": dict(section, update_cycle=3)}, items)
+        plugin, energy = shng.plugin("dlms"), shng.items.return_item("meter.energy")
+        wait_for(lambda: energy.property.update_count >= 1, timeout=20)   # the first telegram at once
+        assert energy() == pytest.approx(12345.6789012)
+        first = plugin.status()["successes"]
+        time.sleep(7.5)
+        read = plugin.status()["successes"] - first
+        assert read >= 6, read                                             # every telegram is read
+        assert 2 <= energy.property.update_count <= 4, (energy.property.update_count, read)
+        assert "the newest at the update_cycle" in caplog.text
+        assert plugin.read_now() in (True, False)                          # the newest now, if one came
+        assert plugin.read_now() is False                                  # none came since
+        shng.stop()
+
+        every = SmartHome(plugins_dir())
+        try:
+            start(every, {"dlms": dict(section, update_cycle=0)}, items)
+            plugin, energy = every.plugin("dlms"), every.items.return_item("meter.energy")
+            wait_for(lambda: plugin.status()["successes"] >= 6, timeout=30)
+            assert energy.property.update_count >= plugin.status()["successes"] - 1
+        finally:
+            every.stop()
+    finally:
+        meter.stop()
+
+
 # =========================================================================== 5. push end to end
 PUSH_ITEMS = {
     "grid": {

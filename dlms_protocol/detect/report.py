@@ -34,13 +34,16 @@ def plugin_parameters(finding: Finding, instance: str = "") -> Dict[str, Any]:
 def plugin_yaml(finding: Finding, name: str = "dlms", instance: str = "") -> str:
     """The ``plugin.yaml`` block (etc/plugin.yaml of SmartHomeNG)."""
     lines = [f"{name}:"]
-    for key, value in plugin_parameters(finding, instance).items():
+    params = plugin_parameters(finding, instance)
+    for key, value in params.items():
         if isinstance(value, bool):
             text = "True" if value else "False"
         elif isinstance(value, (int, float)):
             text = str(value)
         else:
             text = f"'{value}'" if not str(value).startswith("<") else f"'{value}'  # fill in"
+        if key == "update_cycle" and params.get("only_listen"):
+            text += f"  # the items get the newest telegram every {value} s (0: every telegram)"
         lines.append(f"    {key}: {text}")
     return "\n".join(lines) + "\n"
 
