@@ -565,7 +565,7 @@ def discover(data: MeterData, users: Dict[str, List[ObisBinding]], language: str
     for reading in data.readings:
         # what the maker says it is (signed net power, a fuse threshold), else the code's name
         # where the unit is that quantity's: a heat meter's 6.8 in GJ is no reactive energy
-        name = reading.meaning(language) or ""
+        name = reading.label(language) or ""
         rows.append(Discovered(
             code=reading.code,
             normalized=reading.obis.normalized() or str(reading.obis) if reading.obis is not None else reading.code,

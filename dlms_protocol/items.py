@@ -70,7 +70,7 @@ def items_snippet(data: MeterData, instance: str = "", root: str = "meter", lang
             typ = "foo"
         else:
             typ = "str"
-        meaning = reading.meaning(language)
+        meaning = reading.label(language)
         comment = "  # " + meaning + (f" [{reading.unit}]" if reading.unit else "") if meaning else \
             (f"  # [{reading.unit}]" if reading.unit else "")
         lines += [

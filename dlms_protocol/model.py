@@ -145,6 +145,15 @@ class Reading:
             return None
         return self.maker_meaning(language) or self.obis.name(language, self.unit)
 
+    def label(self, language: str = "en") -> Optional[str]:
+        """``meaning`` with a computed value marked "(derived)" / "(berechnet)": what every list a
+        user reads shows (the web interface, the items snippet, Home Assistant), so that a value
+        the plugin computed (net power) is told from the ones the meter sent."""
+        name = self.meaning(language)
+        if name is None or not self.derived:
+            return name
+        return name + (" (berechnet)" if language == "de" else " (derived)")
+
     def maker_meaning(self, language: str = "en") -> Optional[str]:
         """The name the meter's maker gives this code where the standard's is another quantity
         (``SIGNED_NET_DETAIL``, ``MAKER_NAME_DETAIL``), else None: every list of names (the web

@@ -90,6 +90,9 @@ def test_every_list_of_names_gives_the_maker_s_meaning(tmp_path) -> None:
     rows = {row.code: row.name for row in ps.discover(snapshot(raw), {}, "de")}
     assert rows["1-0:31.4.0"].startswith("Stromgrenze L1"), rows["1-0:31.4.0"]
     assert rows["1-0:31.7.0"] == "Strom L1, Momentanwert"
+    net = [name for code, name in rows.items() if "16.7.0" in code]  # computed from 1.7.0 - 2.7.0
+    assert len(net) == 1 and net[0].endswith(" (berechnet)"), rows
+    assert not rows["1-0:1.7.0"].endswith(" (berechnet)"), rows
 
 
 def test_the_web_interface_names_a_push_d0_meter_s_codes_by_the_maker() -> None:
@@ -101,7 +104,7 @@ def test_the_web_interface_names_a_push_d0_meter_s_codes_by_the_maker() -> None:
     from shng_double import SmartHome
     from shng_double.testing import plugins_dir, wait_for
 
-    for language, word in (("de", "Saldo"), ("en", "net")):
+    for language, word, mark in (("de", "Saldo", " (berechnet)"), ("en", "net", " (derived)")):
         meter = SimulatedMeter("easymeter_push", time_scale=1.0, push_interval=0.5).start()
         sh = SmartHome(plugins_dir(), language=language)
         try:
@@ -115,6 +118,10 @@ def test_the_web_interface_names_a_push_d0_meter_s_codes_by_the_maker() -> None:
             names = {row["code"]: row["name"] for row in data["discovered"]}
             assert word in names["1-0:1.7.255*255"], names
             assert word not in names["1-0:1.8.0*255"], names
+            # the net power computed from the maker's code is marked as computed, the sent codes are not
+            # (the user guide says so; the table showed them alike)
+            assert names["1-0:16.7.0*255"].endswith(mark) and word in names["1-0:16.7.0*255"], names
+            assert not names["1-0:1.7.255*255"].endswith(mark), names
         finally:
             sh.stop()
             meter.stop()

@@ -82,7 +82,7 @@ class WebInterface(SmartPluginWebIf):
         meter = getattr(self.plugin, "_last_data", None)
         if language not in ("de", "en") or meter is None or not data.get("discovered"):
             return
-        names = [r.meaning(language) or "" for r in meter.readings]  # (a maker's meaning too: EasyMeter's 1.7.255)
+        names = [r.label(language) or "" for r in meter.readings]  # (a maker's meaning too: EasyMeter's 1.7.255)
         if len(names) == len(data["discovered"]):
             for row, name in zip(data["discovered"], names):
                 row["name"] = name

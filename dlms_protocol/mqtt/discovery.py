@@ -303,9 +303,7 @@ def discovery_config(
     cls = ha_class(reading)
     if cls is None or is_serial(reading):  # the serial number is the device's, not a sensor
         return None
-    name = reading.meaning(language) or key
-    if reading.derived:
-        name += " (derived)" if language != "de" else " (berechnet)"
+    name = reading.label(language) or key
     config: Dict[str, Any] = {
         "name": name,
         "unique_id": f"dlms_{slug(meter)}_{slug(key)}",
