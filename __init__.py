@@ -320,9 +320,11 @@ class DLMS(SmartPlugin):
                                on_profile=self._on_profile if self._profile_items else None,
                                time_scale=float(self._reader_options.get("time_scale", 1.0)),
                                stale_after=max(10.0, 2.5 * self._cycle) if self._cycle else 0.0)
+        # a meter that sends on its own is stale after listen_timeout without a telegram, whatever
+        # the cycle at which the items get one (update_cycle 0 would else mean never)
+        stale = self._listen_timeout if self._only_listen else max(10.0, 2.5 * self._cycle) if self._cycle else 0.0
         return make_source("readout", config=self._readout_config, cycle=0.0, stats=self._stats,
-                           reader_options=self._reader_options,
-                           stale_after=max(10.0, 2.5 * self._cycle) if self._cycle else 0.0)
+                           reader_options=self._reader_options, stale_after=stale)
 
     def stop(self):
         """Stop reading and release the port; returns within 2 s even during a readout."""
@@ -359,7 +361,7 @@ class DLMS(SmartPlugin):
         """Victron D-Bus output, loaded only when enabled (dbus-fast may be missing)."""
         if not self.get_parameter_value("victron_publish"):
             return None
-        if self._mode == "listen":
+        if self._mode == "listen" or self._only_listen:  # (a meter that sends on its own, whatever the cycle)
             timeout = self._listen_timeout
         else:  # a readout meter is silent between reads: allow two missed cycles
             timeout = max(10.0, 2.5 * self._cycle) if self._cycle else 3600.0
@@ -829,7 +831,8 @@ class DLMS(SmartPlugin):
         rows = []
         listener = self._listener
         line = listener.config if listener is not None else self._listener_config  # (the search's line)
-        for name in ("mode", "serialport") + CONFIG_ROWS.get(self._mode, CONFIG_ROWS["readout"]):
+        names = CONFIG_ROWS.get(self._mode, CONFIG_ROWS["readout"]) + (("listen_timeout",) if self._only_listen else ())
+        for name in ("mode", "serialport") + names:
             value = self.get_parameter_value(name)
             if name == "listen_format" and line is not None:  # as used: YAML reads an unquoted 8E1 as 80.0,
                 value = f"{line.bytesize}{line.parity}{line.stopbits}"  # and empty is the protocol's usual one
