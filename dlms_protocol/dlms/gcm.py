@@ -137,13 +137,17 @@ class OpenSSLGcm:
         except BaseException:
             self._free(ctx)
             raise
+        # the plaintext is copied out before the slot is pooled again: from then on another thread
+        # may take it and write its own plaintext into the same buffer (seen on Python 3.8: a frame
+        # came back with another thread's plaintext and its own verified tag)
+        plain = bytes(out.buf[:size])
         if not ok or verified is False:  # a context is pooled again only after it worked
             self._free(ctx)
             if not ok:
                 raise _failed()
         else:
             self._give(key, slot)
-        return bytes(out.buf[:size]), verified
+        return plain, verified
 
     def _slot(self, key: bytes) -> _Slot:
         ctx = self._new()
