@@ -15,8 +15,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -429,4 +430,20 @@ def have_dbus() -> bool:
     return shutil.which("dbus-daemon") is not None
 
 
-__all__ = ["DbusDaemon", "SettingsStandIn", "VenusClient", "LoopThread", "close_bus", "have_dbus", "BUSITEM"]
+@contextmanager
+def venus_bus() -> Iterator[Tuple[DbusDaemon, VenusClient]]:
+    """A private bus with the localsettings stand-in (a service registers only after it answered)
+    and a Venus-side client; all stopped at the end."""
+    daemon = DbusDaemon()
+    settings = SettingsStandIn(daemon.address)
+    client = VenusClient(daemon.address)
+    try:
+        yield daemon, client
+    finally:
+        client.stop()
+        settings.stop()
+        daemon.stop()
+
+
+__all__ = ["DbusDaemon", "SettingsStandIn", "VenusClient", "LoopThread", "close_bus", "have_dbus", "venus_bus",
+           "BUSITEM"]

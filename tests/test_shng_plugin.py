@@ -754,32 +754,34 @@ def test_only_listen_is_stale_after_listen_timeout_whatever_the_cycle(shng: Smar
     disconnected after listen_timeout, as a listen-mode meter does. Its time-out followed update_cycle
     before: 2.5 cycles (150 s at the default 60), and an hour with update_cycle 0 (every telegram to the
     items), so ESS would have regulated on frozen values for that long."""
-    from dbus_fixtures import DbusDaemon, SettingsStandIn, VenusClient, have_dbus
+    from dbus_fixtures import have_dbus, venus_bus
     from helpers import need
     need(have_dbus(), "dbus-daemon is not installed (apt-get install dbus-daemon)")
-    daemon = DbusDaemon()
-    settings = SettingsStandIn(daemon.address)
-    client = VenusClient(daemon.address)
-    meter = SimulatedMeter("easymeter_push", push_interval=0.3).start()
-    try:
-        items = {"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0"}}}
-        start(shng, {"dlms": {"serialport": meter.port, "only_listen": True, "baudrate": 9600, "use_checksum": False,
-                              "update_cycle": cycle, "listen_timeout": 5, "victron_publish": True,
-                              "victron_bus": daemon.address}}, items)
-        assert float(dict(shng.plugin("dlms").config_rows())["listen_timeout"]) == 5  # (shown: it applies here)
-        name = client.wait_for(lambda c: c.service("grid"), 30)
-        client.wait_for(lambda c: c.value(name, "/Connected") == 1, 30)
-        meter.push_interval = 3600  # silent after the telegram on the line; the port stays open
-        started = time.monotonic()
-        client.wait_for(lambda c: c.value(name, "/Connected") == 0, 30)
-        assert time.monotonic() - started < 15
-        assert value(shng, "meter.energy") == pytest.approx(12345.6789012)  # the items keep the last value
-    finally:
-        shng.stop()
-        meter.stop()
-        client.stop()
-        settings.stop()
-        daemon.stop()
+    with venus_bus() as (daemon, client):
+        meter = SimulatedMeter("easymeter_push", push_interval=0.3).start()
+        try:
+            _silent_push_d0_meter_disconnects(shng, meter, daemon.address, client, cycle)
+        finally:
+            shng.stop()
+            meter.stop()
+
+
+def _silent_push_d0_meter_disconnects(shng: SmartHome, meter: SimulatedMeter, bus: str, client: Any,
+                                      cycle: int) -> None:
+    """The plugin on ``bus`` with the push-only meter; /Connected drops soon after the meter falls silent."""
+    items = {"meter": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0"}}}
+    start(shng, {"dlms": {"serialport": meter.port, "only_listen": True, "baudrate": 9600, "use_checksum": False,
+                          "update_cycle": cycle, "listen_timeout": 5, "victron_publish": True,
+                          "victron_bus": bus}}, items)
+    assert float(dict(shng.plugin("dlms").config_rows())["listen_timeout"]) == 5  # (shown: it applies here)
+    name = client.wait_for(lambda c: c.service("grid"), 30)
+    client.wait_for(lambda c: c.value(name, "/Connected") == 1, 30)
+    meter.push_interval = 3600  # silent after the telegram on the line; the port stays open
+    started = time.monotonic()
+    client.wait_for(lambda c: c.value(name, "/Connected") == 0, 30)
+    assert time.monotonic() - started < 15
+    assert value(shng, "meter.energy") == pytest.approx(12345.6789012)  # the items keep the last value
+
 
 # =========================================================================== 5. push end to end
 PUSH_ITEMS = {
