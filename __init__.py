@@ -319,12 +319,17 @@ class DLMS(SmartPlugin):
             return make_source("poll", config=self._poll_config, cycle=0.0, stats=self._stats,
                                on_profile=self._on_profile if self._profile_items else None,
                                time_scale=float(self._reader_options.get("time_scale", 1.0)),
-                               stale_after=max(10.0, 2.5 * self._cycle) if self._cycle else 0.0)
-        # a meter that sends on its own is stale after listen_timeout without a telegram, whatever
-        # the cycle at which the items get one (update_cycle 0 would else mean never)
-        stale = self._listen_timeout if self._only_listen else max(10.0, 2.5 * self._cycle) if self._cycle else 0.0
+                               stale_after=self._silence_allowed())
         return make_source("readout", config=self._readout_config, cycle=0.0, stats=self._stats,
-                           reader_options=self._reader_options, stale_after=stale)
+                           reader_options=self._reader_options, stale_after=self._silence_allowed())
+
+    def _silence_allowed(self) -> float:
+        """Seconds without verified data before the meter counts as gone (0: no limit). A meter that
+        sends on its own (listen, ``only_listen``): ``listen_timeout``, whatever the cycle at which the
+        items get a telegram; a meter read at the update_cycle is silent between reads: 2.5 cycles."""
+        if self._mode == "listen" or self._only_listen:
+            return self._listen_timeout
+        return max(10.0, 2.5 * self._cycle) if self._cycle else 0.0
 
     def stop(self):
         """Stop reading and release the port; returns within 2 s even during a readout."""
@@ -361,10 +366,7 @@ class DLMS(SmartPlugin):
         """Victron D-Bus output, loaded only when enabled (dbus-fast may be missing)."""
         if not self.get_parameter_value("victron_publish"):
             return None
-        if self._mode == "listen" or self._only_listen:  # (a meter that sends on its own, whatever the cycle)
-            timeout = self._listen_timeout
-        else:  # a readout meter is silent between reads: allow two missed cycles
-            timeout = max(10.0, 2.5 * self._cycle) if self._cycle else 3600.0
+        timeout = self._silence_allowed() or 3600.0  # (read only when a logic asks: an hour)
         options = dict(
             bus=str(self.get_parameter_value("victron_bus") or "system"),
             role=str(self.get_parameter_value("victron_role") or "grid"),
@@ -861,9 +863,9 @@ class _ItemsOutput(Output):
     """The plugin's items as a pipeline output, with their own keep-latest rate limit.
 
     ``min_update_interval`` limits item writes only; Victron and the chart get every snapshot.
-    ``scheduled`` (a push-only D0 meter with an update_cycle or update_crontab): the first
-    snapshot is written at once, later ones are held (the newest replaces the older) until the
-    plugin's scheduler calls ``flush``.
+    ``scheduled`` (a push-only D0 meter with an update_cycle or update_crontab): the same limit
+    without an interval of its own: the first snapshot is written at once, the newest of the later
+    ones when the plugin's scheduler calls ``flush``.
     """
 
     name = "items"
@@ -871,16 +873,11 @@ class _ItemsOutput(Output):
 
     def __init__(self, plugin: "DLMS", interval: float, scheduled: bool = False) -> None:
         self.plugin = plugin
-        self.limit = KeepLatest(interval)
-        self.scheduled = scheduled
-        self._held: Optional[MeterData] = None
-        self._written = False
-        self._lock = threading.Lock()
+        self.limit = KeepLatest(float("inf") if scheduled else interval)
 
     def flush(self) -> bool:
-        """Write the newest held snapshot (scheduled mode); False when none came since the last."""
-        with self._lock:
-            data, self._held = self._held, None
+        """Write the newest held snapshot now; False when none came since the last."""
+        data = self.limit.take()
         if data is None:
             return False
         self._write(data)
@@ -888,14 +885,6 @@ class _ItemsOutput(Output):
 
     def publish(self, data: MeterData) -> None:
         self.plugin._on_data(data)
-        if self.scheduled:
-            with self._lock:
-                first, self._written = not self._written, True
-                if not first:
-                    self._held = data
-                    return
-            self._write(data)
-            return
         due = self.limit.offer(data)
         if due is not None:
             self._write(due)

@@ -348,6 +348,14 @@ class KeepLatest:
             self._last = self._clock()
             return data
 
+    def take(self) -> Optional[MeterData]:
+        """The held snapshot now, whatever the interval (a scheduler says when), else None."""
+        with self._lock:
+            data, self._held = self._held, None
+            if data is not None:
+                self._last = self._clock()
+            return data
+
     def clear(self) -> None:
         with self._lock:
             self._held = None

@@ -111,6 +111,16 @@ def test_keep_latest_delivers_the_freshest_after_the_interval():
     assert limit.due() is third and limit.due() is None
 
 
+def test_keep_latest_without_an_interval_hands_the_freshest_when_taken():
+    """A scheduler decides when (the plugin's items for a push-only D0 meter): the first at once,
+    then the newest held one at each ``take``, never from ``due``."""
+    limit = KeepLatest(float("inf"))
+    first, second, third = (snapshot(reading("1-0:1.8.0", str(i), "kWh")) for i in range(3))
+    assert limit.offer(first) is first
+    assert limit.offer(second) is None and limit.offer(third) is None
+    assert limit.due() is None
+    assert limit.take() is third and limit.take() is None
+
 def test_readout_source_over_a_pty_reaches_every_output():
     """A scheduled D0 readout goes through the same seam as a push (it used to miss Victron)."""
     with SimulatedMeter("lgz_e350", time_scale=SCALE, reaction_time=0.5, ack_reaction_time=1.0,
