@@ -74,6 +74,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                         print(f"  {name} {detail}".rstrip(), file=sys.stderr, flush=True)
                 seen = len(events)
         except KeyboardInterrupt:
+            # Stop first: a session whose last character just went out counts once its thread ends.
+            meter.stop()
             print(f"\nstopped after {meter.readouts} readout(s)")
     return 0
 
