@@ -45,6 +45,9 @@ from .wrapper import GENERAL_BLOCK_TRANSFER
 PART_PAUSE_UNLEARNED = 5.0
 #: the most a learned pause allows (a pause longer than the unlearned one only grows it stepwise)
 PART_PAUSE_MAX = 10.0
+#: how often the caller settles a quiet line at the least (the listener's longest idle read): the
+#: pause ``settle`` notes inside a message ends up to this much before the next part came
+SETTLE_EVERY = 1.0
 
 #: full decodes in a row after which a meter's layout is not learned for LEARN_PAUSE frames
 LEARN_TRIES = 8
@@ -318,15 +321,18 @@ class PushDecoder:
 
     def allowed_pause(self) -> float:
         """The longest quiet (s) inside a message of several parts before its parts are given up:
-        twice the longest this meter made (``settle`` sees a quiet line once a second), or, before
+        twice the longest this meter can have made (``_parts_paused``), or, before
         it sent a message of several parts, ``PART_PAUSE_UNLEARNED``."""
         return PART_PAUSE_UNLEARNED if self.part_pause is None else self.part_pause
 
     def _parts_paused(self) -> None:
         """A message of several parts decoded: how long this meter pauses inside one (doubled, at
-        most ``PART_PAUSE_MAX``), from the pause ``settle`` noted for this very message."""
+        most ``PART_PAUSE_MAX``), from the pause ``settle`` noted for this very message. That pause
+        was up to ``SETTLE_EVERY`` longer than noted (a 3 s pause may be noted as 2.0 s): the bound
+        doubles the longest it can have been, or a meter's next 3 s pause would be given up at 4 s."""
         pause = self._pause if self._pause_of == (self.deframer.started, self.gbt.started) else 0.0
-        self.part_pause = min(PART_PAUSE_MAX, max(self.part_pause or 0.0, 2.0 * pause))
+        longest = pause + SETTLE_EVERY if pause > 0.0 else 0.0
+        self.part_pause = min(PART_PAUSE_MAX, max(self.part_pause or 0.0, 2.0 * longest))
         self._pause = 0.0
 
     def reset(self) -> None:

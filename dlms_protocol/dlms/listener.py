@@ -75,7 +75,7 @@ from ..pipeline import LoopGuest
 from ..ratelimit import Backoff, RepeatLimiter, log_notes
 from ..transport import DeviceWatch, Transport
 from .cadence import Cadence
-from .decoder import PushDecoder, PushMessage
+from .decoder import SETTLE_EVERY, PushDecoder, PushMessage
 from .hdlc import FLAG
 from .mbus import START, STOP, user_data_length
 
@@ -95,7 +95,7 @@ LOG_INTERVAL = 60.0
 #: longest wait for bytes in one read, so stop() and the rate limit are served promptly
 READ_SLICE = 0.2
 #: longest wait for bytes while nothing is held back by the rate limit
-IDLE_READ = 1.0
+IDLE_READ = SETTLE_EVERY  # (the decoder's pause bound counts on a settle this often)
 #: quiet time that ends a coalesced read: this many character times, but at least QUIET_MIN s
 QUIET_CHARS = 3
 QUIET_MIN = 0.001
