@@ -245,8 +245,10 @@ def _listening() -> Iterator[Tuple[Any, List[PushMessage], List[DlmsError], Any]
                        on_message=message, on_error=errs.append)
     lst.start()
     try:
+        # the listener's open has ended (pyserial empties the input buffer as it opens: bytes sent
+        # while the pty is open but the open not done would be lost, a race on a loaded machine)
         deadline = time.monotonic() + 20
-        while not link.poll_connection() and time.monotonic() < deadline:
+        while not (link.poll_connection() and lst.connected) and time.monotonic() < deadline:
             time.sleep(0.05)
         yield link, got, errs, arrived
     finally:
