@@ -110,6 +110,9 @@ class DLMS(SmartPlugin):
         self._life_lock = threading.RLock()
         self._read_lock = threading.Lock()
         self._read_started = 0.0
+        #: how long the last readout that delivered data took (s): the advice on an overlap goes by it,
+        #: not by a failed attempt's (a missing port fails at once)
+        self._complete_duration: Optional[float] = None
         self._generation = 0
         self._pipeline: Optional[Pipeline] = None
         self._source: Optional[Source] = None
@@ -523,16 +526,16 @@ class DLMS(SmartPlugin):
             return
         if not self._read_lock.acquire(blocking=False):
             running = time.monotonic() - self._read_started
-            with self._status_lock:
-                last = self._status["duration"]
+            last = self._complete_duration
             if last is None:  # the first readout may include retries and the character format check
-                self.logger.debug("readout skipped: the first one is still running after %.1f s", running)
+                self.logger.debug("readout skipped: none has delivered data yet, and the one running now "
+                                  "started %.1f s ago", running)
                 with self._status_lock:
                     self._status["overlaps"] += 1
                 return
             self._log_repeat("overlap", "readout skipped: the previous one is still running after %.1f s (last "
-                             "complete readout took %s): set update_cycle to at least %d s", running,
-                             f"{last:.1f} s" if last is not None else "unknown", int(max(running, last or 0) * 1.5) + 5)
+                             "complete readout took %.1f s): set update_cycle to at least %d s", running, last,
+                             int(max(running, last) * 1.5) + 5)
             with self._status_lock:  # counted after the explanation is logged (a reader of both sees both)
                 self._status["overlaps"] += 1
             return
@@ -625,6 +628,7 @@ class DLMS(SmartPlugin):
             self._status["successes"] += 1
             if duration is not None:
                 self._status["duration"] = round(duration, 3)
+                self._complete_duration = duration
             self._status["last_error"] = ""
         if recovered:
             self.logger.info("meter data valid" if first else "meter data valid again")

@@ -286,6 +286,30 @@ def test_readout_longer_than_cycle_warns_once_then_summarises(shng: SmartHome, m
     assert len(summary) == 2 and "more time" in summary[1] and "in the last 10 min)" in summary[1]
 
 
+def test_overlap_advice_goes_by_the_last_readout_that_delivered(shng: SmartHome, meter: SimulatedMeter,
+                                                                 caplog) -> None:
+    """A failed attempt is no measure of a readout: a missing port fails at once, and the advice
+    after it said "last complete readout took 0.0 s" (found with a USB adapter pulled and put back)."""
+    import importlib
+    import time
+
+    caplog.set_level(logging.WARNING, logger="plugins.dlms")
+    items = {"meter": {"energy": {"type": "num", "dlms_obis_code": "1.8.0"}}}
+    plugin = start(shng, {"serialport": meter.port, "update_cycle": 1}, items)
+    errors = importlib.import_module(type(plugin).__module__ + ".dlms_protocol.errors")
+    wait_for(lambda: plugin.status()["successes"] >= 1, timeout=60)
+    took = plugin.status()["duration"]
+    assert took > 1.0  # (a readout of this meter takes seconds: the cycle of 1 s overlaps it)
+    # just after the next readout began: a failed attempt of 0.0 s in between, then the overlaps
+    wait_for(lambda: plugin._read_lock.locked() and time.monotonic() - plugin._read_started < 0.3, timeout=30)
+    plugin._record_error(errors.TransportError("port gone", "plug it in"), 0.0)
+    plugin._repeats.clear("overlap")
+    caplog.clear()
+    wait_for(lambda: messages(caplog, logging.WARNING, "readout skipped"), timeout=30)
+    (advice,) = messages(caplog, logging.WARNING, "readout skipped")
+    assert "complete readout took 0.0 s" not in advice and "complete readout took" in advice
+
+
 # =========================================================================== 5. start-up messages
 def test_structs_log_no_undefined_attribute_without_smartvisu(shng: SmartHome, caplog) -> None:
     caplog.set_level(logging.DEBUG)
