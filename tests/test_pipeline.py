@@ -121,6 +121,7 @@ def test_keep_latest_without_an_interval_hands_the_freshest_when_taken():
     assert limit.due() is None
     assert limit.take() is third and limit.take() is None
 
+
 def test_readout_source_over_a_pty_reaches_every_output():
     """A scheduled D0 readout goes through the same seam as a push (it used to miss Victron)."""
     with SimulatedMeter("lgz_e350", time_scale=SCALE, reaction_time=0.5, ack_reaction_time=1.0,
