@@ -14,7 +14,10 @@ Measured:
   them. Target: 1 ms on this machine (a GX is 15-30 times slower). Beside it, the lower bound of
   any Python service: a bare reader (``FLOOR_SCRIPT``) under the same interpreter on the same
   line and pacing, woken once per push as the service's listener is, that reads the push and
-  writes a signal-sized 1.3 kB to a pipe, and does nothing else. The three chunkings take
+  writes a signal-sized 1.3 kB to a pipe, and does nothing else. Beside that, the lower bound of a
+  plan per layout (``PLAN_SCRIPT``: the same reader doing only what mapping a push of a known
+  layout straight to its signal cannot leave out: frame check, deciphering with the tag, the
+  layout check, the values scaled, formatted and packed). The three chunkings take
   turns in rounds (each round in another order), so a change in the machine's state (another
   guest, the host's caches) falls on all three alike; the figure is the median of the rounds,
   and the note gives their range. Each turn starts with ``WARM_UP`` pushes that are not counted:
@@ -111,14 +114,14 @@ print(f"gurux path: {frames} frames, {values} values", file=sys.stderr)
 #: the lower bound: a bare Python reader of the pushes (argv: port, push length, period). It wakes
 #: once per push (at the first byte; once it knows when a push ends, at that moment, as the
 #: service's listener sleeps through a push), reads it and writes 1.3 kB (a push's ItemsChanged)
-#: to a pipe; no decoding, no D-Bus
+#: to a pipe; no decoding, no D-Bus. ``work`` (the bytes a push writes) is PLAN_SCRIPT's hook
 FLOOR_SCRIPT = r"""
 import os, select, subprocess, sys, time, tty
+work = globals().get("work") or (lambda push: b"x" * 1300)
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
 tty.setraw(fd)
 length, period = int(sys.argv[2]), float(sys.argv[3])
 sink = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-signal = b"x" * 1300
 last_end = None
 while True:
     buf = b""
@@ -139,8 +142,61 @@ while True:
         last_end += period  # slept through the whole push: on the beat
     else:
         last_end = time.monotonic()  # where its last bytes woke the reader
-    os.write(sink.stdin.fileno(), signal)
+    if len(buf) == length:
+        os.write(sink.stdin.fileno(), work(buf))
 """
+
+#: the lower bound of any service that maps a push of a known layout straight to its D-Bus signal
+#: (a plan per layout, without a Reading, a Decimal or MeterData per value): FLOOR_SCRIPT's reader
+#: with what such a plan cannot leave out, done by the service's own code. The HDLC frame checked
+#: (both CRCs), the APDU deciphered with its tag verified, the layout's fixed bytes compared and
+#: its 21 numbers read (``dlms.template``, learned from the first push by the full path), each
+#: scaled to a float and formatted, and the ItemsChanged written with ``victron.wire``'s shapes.
+#: It keeps no state, changes no item, counts nothing and has no D-Bus connection: what the
+#: service does beyond it is what the generality costs (the plan's own floor, not a design)
+PLAN_SCRIPT = r"""
+import sys
+from dlms_protocol.dlms import hdlc, template
+from dlms_protocol.dlms.apdu import decode_apdu
+from dlms_protocol.dlms.payload import interpret
+from dlms_protocol.dlms.profiles import load_profiles
+from dlms_protocol.dlms.security import decipher
+from dlms_protocol.victron import wire
+KEY, AUTH = bytes.fromhex(sys.argv.pop()), bytes.fromhex(sys.argv.pop())
+plan = []
+serial = [1]
+
+def plain_of(push):
+    return decipher(hdlc.strip_llc(hdlc.parse_frame(push).info)[0], KEY, AUTH).apdu
+
+def learn(plain):
+    profiles = load_profiles()
+    notification = decode_apdu(plain)
+    learned = template.learn(plain, notification, interpret(notification, profiles=profiles), profiles)
+    for i, op in enumerate(learned.ops):  # (kind, fields, 10**scaler, position, ...): the numbers
+        if op[0] == template._NUMBER:
+            plan.append((op[3], float(op[2] if op[2] is not None else 1), "/Ac/L%d/Power" % i, {}))
+    return learned.layout
+
+def work(push):
+    plain = plain_of(push)
+    if not plan:
+        work.layout = learn(plain)
+        return b""
+    values = work.layout.values(plain)
+    if values is None:
+        return b""
+    body = bytearray(8)
+    pad = 0
+    for at, factor, path, shapes in plan:
+        value = values[at] * factor
+        raw = ("%.1f W" % value).encode()
+        pack, head, mid, pad = shapes.get(len(raw)) or wire.measurement_shape(shapes, path, raw)
+        body += pack(head, value, mid, raw)
+    body = wire.finish_body(body, pad)
+    serial[0] += 1
+    return wire._Header.build(len(body), serial[0]) + bytes(body)
+""" + FLOOR_SCRIPT
 
 
 #: this machine's price of being woken: the same fixed Python work (a JSON text parsed three times)
@@ -308,11 +364,12 @@ def cpu_rounds(proc: subprocess.Popen, sim: PushSimulator, link: PtyLink, pushes
     return out
 
 
-def floor_cpu(sim: PushSimulator, pushes: int) -> Dict[str, float]:
-    """CPU seconds per push of FLOOR_SCRIPT under the service's interpreter, per chunking."""
+def floor_cpu(sim: PushSimulator, pushes: int, script: str = FLOOR_SCRIPT) -> Dict[str, float]:
+    """CPU seconds per push of FLOOR_SCRIPT (or PLAN_SCRIPT) under the service's interpreter, per chunking."""
     link = PtyLink(baudrate=BAUD, bytesize=8, parity="N")
     length = len(sim.emit())
-    proc = subprocess.Popen([SERVICE_PYTHON[0], "-c", FLOOR_SCRIPT, link.port, str(length), str(PERIOD)])
+    proc = subprocess.Popen([SERVICE_PYTHON[0], "-c", script, link.port, str(length), str(PERIOD), AK.hex(), EK.hex()],
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
         time.sleep(0.5)
         out = {}
@@ -423,9 +480,9 @@ def main() -> int:
         rss, pss = memory_kb(proc.pid)
         warm_push = burst_cpu(proc, sim, link, 40)  # (after /RefreshTime: its intervals are ~0 s)
         cold = cold_factor(max(20, pushes // 2))
-        floor = floor_cpu(PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, layout="profile",
-                                        profile=PROFILE, seed=7, interval=PERIOD, invocation_counter=1000),
-                          max(20, pushes // 6))
+        floor, plan = (floor_cpu(PushSimulator(wrapper="hdlc", key=EK, auth_key=AK, security=0x30, layout="profile",
+                                               profile=PROFILE, seed=7, interval=PERIOD, invocation_counter=1000),
+                                 max(20, pushes // 6), script) for script in (FLOOR_SCRIPT, PLAN_SCRIPT))
         ours_fps, gurux_fps = decode_rates(decode_n, tmp)
         bare = bare_python_rss()
         proc.terminate()
@@ -444,6 +501,10 @@ def main() -> int:
             rows.append((f"  lower bound, {label}", f"{c * 1e3:.3f} ms", f"{cpu[label] * 1e3:.3f} ms (ours)",
                          f"{cpu[label] / c:.1f}x" if c > 0 else "n/a",
                          "a bare Python reader: one wake-up, one read, 1.3 kB written per push (FLOOR_SCRIPT)"))
+        for label, c in plan.items():
+            rows.append((f"  plan lower bound, {label}", f"{c * 1e3:.3f} ms", f"{cpu[label] * 1e3:.3f} ms (ours)",
+                         f"{cpu[label] / c:.1f}x" if c > 0 else "n/a",
+                         "that reader + frame check, AES-GCM, layout, 21 values to ItemsChanged (PLAN_SCRIPT)"))
         warm_work, cold_work, wake = cold
         at_4 = cpu["whole-frame reads"]
         rows.append(("  same pushes back to back", f"{warm_push * 1e3:.3f} ms", f"{at_4 * 1e3:.3f} ms (at 4/s)",
