@@ -140,8 +140,13 @@ class Reading:
     def meaning(self, language: str = "en") -> Optional[str]:
         """The name of what the value is: the code's (``Obis.name``), except where the meter's maker
         documents the code as signed net power (``SIGNED_NET_DETAIL``: EasyMeter's 1.7.255 is no
-        import) or as another quantity (``MAKER_NAME_DETAIL``: Fluvius' 31.4.0 is a fuse threshold)."""
+        import) or as another quantity (``MAKER_NAME_DETAIL``: Fluvius' 31.4.0 is a fuse threshold).
+        A value without a code has the name its meter profile gives the position (the Austrian
+        lists' meter number, time and date), in the profile's words, else None."""
         if self.obis is None:
+            for label, text in self.details:
+                if label == "name":
+                    return text
             return None
         return self.maker_meaning(language) or self.obis.name(language, self.unit)
 

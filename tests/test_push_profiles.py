@@ -23,6 +23,7 @@ from dlms_protocol.dlms.payload import Interpretation, dsmr_crc, interpret, inte
 from dlms_protocol.dlms.profiles import (BUILTIN_DIR, Profile, detect_shape, load_profile, load_profiles, mismatch,
                                          parse_profile, profile_template, select_profile)
 from dlms_protocol.errors import ChecksumError, ConfigurationError, DecodeError, UnknownLayoutError
+from dlms_protocol.jsonform import reading_json
 from dlms_protocol.obis import Obis
 
 TS = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2)))
@@ -341,6 +342,21 @@ def test_kaernten_netz_am550_12() -> None:
                    (6, "1-0:3.8.0.255", "1455864", "varh"), (7, "1-0:4.8.0.255", "2293936", "varh"),
                    (8, "1-0:1.7.0.255", "0", "W"), (9, "1-0:2.7.0.255", "51", "W")])
     assert run(S((OS, bytes.fromhex("0006190900FE")), *rest)).profile is None  # another list id: not this one
+
+
+def test_a_position_without_a_code_is_named_as_its_profile_names_it() -> None:
+    """The Austrian lists' meter number, time and date have no OBIS code: their names come from
+    the profile (a user reading ``decode`` or the JSON saw "#1 1121378381199" and "name": null)."""
+    rest = [(OS, b"1121378381199"), (OS, bytes.fromhex("150B1700")), (OS, bytes.fromhex("07E8050702")),
+            (U32, 14370048), (U32, 420837), (U32, 1455864), (U32, 2293936), (U32, 0), (U32, 51), (OS, b""), (OS, b"")]
+    apdu = encode_notification(S((OS, bytes.fromhex("0006190900FF")), *rest), TS)
+    (msg,) = decode_bytes(b"".join(hdlc_frames(apdu)), ListenerConfig(port="-", wrapper="hdlc"))
+    meter, time = (r for r in msg.readings if r.index in (1, 2))
+    assert meter.obis is None and meter.name == "meter number" and meter.meaning("de") == "meter number"
+    assert time.name is not None and time.name.startswith("time (")
+    assert "  #1                   1121378381199  (meter number)" in msg.render().splitlines()
+    assert reading_json(meter)["name"] == "meter number"
+    assert at(run(S((OS, bytes.fromhex("0006190900FF")), *rest)), 4).name == "Active import (+A), energy"
 
 
 def test_im350_wels_10_is_the_kaernten_list_without_its_texts() -> None:
