@@ -59,7 +59,7 @@ def test_parse_own_readout_table_and_json(own_readout: Path):
     data = json.loads(res.stdout)
     # the documented keys, plus the readings in the one JSON form of every tool (jsonform)
     assert set(data) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets", "meter_id",
-                         "readings"}
+                         "readings", "skipped"}
     assert data["bcc"] == "ok" and data["identification"] == "/LGZ5ZMF110CC.S27"
     energy = next(d for d in data["datasets"] if d["code"] == "1.8.0")
     assert energy["values"] == [{"value": "012345.678", "unit": "kWh"}]

@@ -235,8 +235,10 @@ def test_checksum_policy(path: Path):
 def test_json_and_meter_data(path: Path):
     r = _parse_ok(path)
     doc = r.to_json()
+    # the documented keys plus the one reading form (jsonform)
     assert set(doc) == {"identification", "manufacturer", "bcc", "crc", "checksum", "datasets",
-                        "meter_id", "readings"}  # the documented keys plus the one reading form (jsonform)
+                        "meter_id", "readings", "skipped"}
+    assert doc["skipped"] == list(r.skipped)
     assert [d["code"] for d in doc["datasets"]] == [ds.code for ds in r.datasets]
     data = r.to_meter_data(received=1.0)
     # every real value through JSON and back: exactly the reading's value (numbers stay numbers)

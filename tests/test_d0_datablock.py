@@ -118,6 +118,7 @@ def test_parity_error_without_bcc_drops_only_the_damaged_set():
     r = parse_readout(bytes(parity))
     assert sets(r) == [("2.8.0", [("000001.0", "kWh")])]
     assert r.skipped  # reported, not guessed
+    assert r.to_json()["skipped"] == list(r.skipped)  # and so in the JSON (parse --json), not only the table
 
 
 @pytest.mark.parametrize("capture", ["7-bit from a software-parity transport", "7E1 read as 8N1"])
@@ -171,7 +172,9 @@ def test_programming_mode_answer():
 def test_to_json_contract():
     doc = parse_readout(fixture("mode_c_readout.bin")).to_json()
     # the documented keys in their order, then the one reading form of every tool (jsonform)
-    assert list(doc) == ["identification", "manufacturer", "bcc", "crc", "checksum", "datasets", "meter_id", "readings"]
+    assert list(doc) == ["identification", "manufacturer", "bcc", "crc", "checksum", "datasets", "meter_id", "readings",
+                         "skipped"]
+    assert doc["skipped"] == []
     assert doc["readings"][4]["code"] == "1.6.0" and doc["readings"][4]["value"] == 1.234  # the first group
     assert doc["readings"][5]["value"] == "" and doc["readings"][5]["raw"] == "        "  # blank: text, never 0
     assert doc["checksum"] == "BCC" and doc["crc"] == "absent"

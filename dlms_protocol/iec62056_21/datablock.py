@@ -172,7 +172,9 @@ class Readout:
 
     def to_json(self) -> dict:
         """The documented JSON form (CLI ``--json``, web UI, tests of other tools rely on it): the
-        data sets as sent, and the readings in the one form of ``jsonform.reading_json``."""
+        data sets as sent, the readings in the one form of ``jsonform.reading_json``, and what was
+        not read (``skipped``: a consumer of the JSON must see a dropped register as the table's
+        reader does)."""
         from ..jsonform import readings_json
 
         ident = self.identification
@@ -192,6 +194,7 @@ class Readout:
             ],
             "meter_id": ident.raw if ident is not None else None,
             "readings": readings_json(self._readings()),
+            "skipped": list(self.skipped),
         }
 
     def to_meter_data(self, received: Optional[float] = None) -> MeterData:
