@@ -76,13 +76,13 @@ def nets(sent: Tuple[str, ...]) -> Tuple[str, ...]:
 def test_net_power_is_derived_from_the_signed_values_with_their_sign(name: "str | None", sent: Tuple[str, ...],
                                                                      values: Tuple[str, ...]) -> None:
     data = enriched(capture(name))
-    for net, sent, value in zip(nets(sent), sent, values):
+    for net, code, value in zip(nets(sent), sent, values):
         got = data.get(net)
         assert got is not None, net
         assert got.derived and got.value == Decimal(value) and got.unit == "W", net
         assert str(got.obis) == f"1-0:{net}*255"
-        own = data.get(sent)  # the meter's own code stays as sent, value unchanged, not derived
-        assert own is not None and own.code == f"1-0:{sent}*255" and own.value == Decimal(value)
+        own = data.get(code)  # the meter's own code stays as sent, value unchanged, not derived
+        assert own is not None and own.code == f"1-0:{code}*255" and own.value == Decimal(value)
         assert not own.derived
         # asking for the one code gives the same value as the whole enrichment
         alone = derive(parse_readout(capture(name)).to_meter_data(), Obis.parse(net))
