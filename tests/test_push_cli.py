@@ -110,7 +110,8 @@ def test_decode_errors_exit_non_zero_with_one_line() -> None:
         (["--key", EK, "--auth-key", EK], None,
          "error: authentication tag mismatch (the encryption key fits): check the authentication key"),
         (["--key", AK], None, "error: decrypted data is not a valid APDU: check the encryption key"),
-        ([], None, "error: frame is encrypted but no key is configured: set key (the GUEK from your grid operator)"),
+        ([], None,
+         "error: frame is encrypted but no key is configured: set key (the GUEK from your grid operator; CLI: --key)"),
     ]
     for args, damage, want in cases:
         data = bytearray(frame)
@@ -122,6 +123,17 @@ def test_decode_errors_exit_non_zero_with_one_line() -> None:
         lines = done.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith(want), lines
         assert EK not in done.stderr and AK not in done.stderr and EK.lower() not in done.stderr.lower()
+
+
+def test_a_security_hint_names_the_command_line_option_too() -> None:
+    """A frame without a tag (0x20) decoded with --auth-key (one key pasted into both options): the
+    hint named only the settings (auth_key, security: encrypted), which a decode user does not have."""
+    done = cli_process("decode", "--hex", sim_frames(1, wrapper="hdlc", security=0x20).hex(), "--key", EK,
+                       "--auth-key", AK)
+    assert done.returncode == 1 and "the meter sends no tag" in done.stderr
+    assert "--auth-key" in done.stderr and "--security encrypted" in done.stderr
+    assert cli_process("decode", "--hex", sim_frames(1, wrapper="hdlc", security=0x20).hex(), "--key", EK,
+                       "--auth-key", AK, "--security", "encrypted").returncode == 0
 
 
 def test_decode_usage_errors() -> None:

@@ -99,7 +99,8 @@ def test_corpus_wrong_keys_are_named(path) -> None:
     assert str(exc.value) == "decrypted data is not a valid APDU: check the encryption key"
     with pytest.raises(MissingKeyError) as exc:
         decipher(apdu, None, None)
-    assert str(exc.value) == "frame is encrypted but no key is configured: set key (the GUEK from your grid operator)"
+    assert str(exc.value) == ("frame is encrypted but no key is configured: "
+                              "set key (the GUEK from your grid operator; CLI: --key)")
     if parse_ciphered(apdu).security_control & 0x10:
         with pytest.raises(AuthenticationError) as exc:
             decipher(apdu, ek, bytes(16))

@@ -274,7 +274,7 @@ def decipher(apdu: bytes, key: Optional[bytes], auth_key: Optional[bytes],
     if sc & 0x20:
         if not key:
             raise MissingKeyError("frame is encrypted but no key is configured",
-                                  "set key (the GUEK from your grid operator)")
+                                  "set key (the GUEK from your grid operator; CLI: --key)")
         if sc & 0x10 and tag_key:  # one pass: the plaintext, and whether the tag is right
             plain, verified = gcm.engine().decrypt(key, iv, p.body, bytes([sc]) + tag_key + p.extra_aad, p.auth_tag)
             if not verified:
@@ -344,7 +344,7 @@ class SecurityPolicy:
             raise SecurityError(f"security level {level!r} unknown", "use auto, any, encrypted or authenticated")
         if level == "authenticated" and not auth_key:
             raise ConfigurationError("security 'authenticated' needs the authentication key",
-                                     "set auth_key, or security: encrypted")
+                                     "set auth_key, or security: encrypted (CLI: --auth-key, --security encrypted)")
         self.level = level
         self.reset_after = max(1, reset_after)
         if level == "auto":
@@ -364,7 +364,7 @@ class SecurityPolicy:
         if not d.ciphered and (self.minimum or self.seen):
             raise PlaintextRejectedError(
                 "unencrypted push rejected: this meter is configured with keys",
-                "if it really sends plaintext, set security: any (or remove the keys)")
+                "if it really sends plaintext, set security: any (CLI: --security any), or remove the keys")
         if have < self.minimum or (self.level == "auto" and announced < self.seen):
             raise self._downgrade(d, have, announced)
         note = self._counter(d, timestamp)
@@ -382,12 +382,14 @@ class SecurityPolicy:
         if self.level == "auto" and announced < self.seen:
             return DowngradeError(cause + f" (it sent {_NAMES[self.seen]} before)",
                                   "a frame without the protection the meter used may be forged; if the meter was "
-                                  "reconfigured, restart the reader (and set security: encrypted for security 0x20)")
+                                  "reconfigured, restart the reader (and for security 0x20 set security: encrypted, "
+                                  "CLI: --security encrypted)")
         if self.level == "auto" and self.minimum == 2 and announced == 1:
             return DowngradeError(cause + " (auth_key is set, but the meter sends no tag)",
                                   "remove auth_key (operators often hand out one key, which belongs in key only), "
-                                  "or set security: encrypted")
-        return DowngradeError(cause, "if the meter only sends security 0x20, set security: encrypted")
+                                  "or set security: encrypted (CLI: leave out --auth-key, or --security encrypted)")
+        return DowngradeError(cause, "if the meter only sends security 0x20, set security: encrypted "
+                                     "(CLI: --security encrypted)")
 
     def _counter(self, d: Deciphered, timestamp: object) -> Optional[str]:
         title, ic = d.system_title, d.invocation_counter
