@@ -107,12 +107,13 @@ class ChecksumError(ProtocolError):
 
     stat = "checksum_errors"
 
-    def __init__(self, what: str, expected: int, got: int, fix: Optional[str] = None) -> None:
+    def __init__(self, what: str, expected: int, got: int, fix: Optional[str] = None, digits: int = 2) -> None:
+        """``digits``: hex digits of the checksum (4 for a CRC-16), so both values read as the field's width."""
         self.what = what
         self.expected = expected
         self.got = got
         super().__init__(
-            f"{what} mismatch: expected 0x{expected:02x}, got 0x{got:02x}",
+            f"{what} mismatch: expected 0x{expected:0{digits}x}, got 0x{got:0{digits}x}",
             fix or "noisy line or wrong character format",
         )
 

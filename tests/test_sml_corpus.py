@@ -199,6 +199,11 @@ def test_message_crc_is_checked_besides_the_transport_crc() -> None:
     assert telegrams == [] and len(errors) == 1 and "SML message CRC (message 2 of 3)" in str(errors[0])
     telegrams, errors = decode_all(bytes(bad), quirks=parse_quirks("no_message_crc=on"))
     assert len(telegrams) == 1 and not errors  # the quirk switch really switches it off
+    # and the telegram says that a message went unchecked (its JSON, the plugin's notes)
+    assert telegrams[0].quirks == ("no_message_crc (applied)",)
+    assert "message(s) 2 of 3 does not match and was not checked" in telegrams[0].notes[0]
+    (clean,), _ = decode_all(good, quirks=parse_quirks("no_message_crc=on"))
+    assert clean.quirks == () and clean.notes == ()  # all CRCs matched: nothing to say
 
 
 def test_decode_of_a_capture_cut_mid_transmission(tmp_path, capsys) -> None:

@@ -43,6 +43,23 @@ def test_a_scaler_sml_cannot_carry_holds_its_value_back(scaler: Any) -> None:
     json.dumps(tel.to_json())
 
 
+def test_a_transmission_read_with_7_data_bits_says_so() -> None:
+    """A port set to 7E1 (the D0 format) hands over every byte without its top bit: the CRC fails
+    as for line noise, but the cause is the setting (smartmeter-obis issue 196, an ITRON frame
+    in sml2emeter's test data). The error names it; a damaged 8-bit transmission does not."""
+    good = encode_sml(SID, [entry(), POWER])
+    assert b"\xff" in good
+    dec = SmlDecoder(on_error=(errors := []).append)
+    assert dec.feed(bytes(b & 0x7F for b in good)) == []
+    assert len(errors) == 1 and "7 data bits" in str(errors[0]) and "8N1" in str(errors[0])
+    assert "expected 0x" in str(errors[0]) and len(str(errors[0]).split("got 0x")[1].split(":")[0]) == 4
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x04
+    dec = SmlDecoder(on_error=(errors := []).append)
+    assert dec.feed(bytes(damaged)) == [] and len(errors) == 1
+    assert "damaged on the line" in str(errors[0]) and "7 data bits" not in str(errors[0])
+
+
 def test_smllib_failing_to_name_its_own_error_is_a_decode_error() -> None:
     """A choice tag smllib cannot parse made its error's text raise TypeError while the decoder
     built its message: now a counted decode error."""

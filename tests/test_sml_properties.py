@@ -123,3 +123,20 @@ def test_an_end_off_the_grid_is_named_as_bytes_lost_not_as_a_cut_capture() -> No
     decoder = SmlDecoder(on_error=(errors := []).append)
     assert decoder.feed(good[:end - 4]) == [] and decoder.finish() == []
     assert len(errors) == 1 and "ended mid-transmission" in str(errors[0])
+
+
+def test_an_end_off_the_grid_with_a_matching_crc_is_named_as_unpadded() -> None:
+    """An edited capture (olliiiver/sml_parser's test frames): values changed, the CRC computed
+    again, the padding not. Nothing was lost (the CRC over the bytes as sent matches), so the
+    error says the sender broke the framing, not the line; nothing of it is used all the same."""
+    from dlms_protocol.sml.framing import crc16_x25
+
+    good = GENERATED[0]
+    end = good.rindex(b"\x1b\x1b\x1b\x1b\x1a")
+    for lost in (1, 2, 3):
+        body = good[:end - lost] + good[end:end + 6]  # (padding count kept: only the grid is off)
+        edited = body + crc16_x25(body).to_bytes(2, "little")
+        decoder = SmlDecoder(on_error=(errors := []).append)
+        assert decoder.feed(edited) == [] and decoder.finish() == []
+        assert len(errors) == 1 and f"not padded: its end sequence sits {4 - lost} byte(s) off" in str(errors[0])
+        assert "although its CRC matches" in str(errors[0]) and "lost on the line" not in str(errors[0])

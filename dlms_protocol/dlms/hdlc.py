@@ -152,7 +152,7 @@ def parse_header(buf: bytes, pos: int = 0, end: Optional[int] = None) -> Optiona
         got = buf[hcs_at] | (buf[hcs_at + 1] << 8)
         want = crc16_x25(buf, pos + 1, hcs_at)
         if got != want:
-            raise ChecksumError("HDLC HCS", want, got)
+            raise ChecksumError("HDLC HCS", want, got, digits=4)
     return header
 
 
@@ -179,7 +179,7 @@ def parse_frame(buf: bytes, pos: int = 0, header: Optional[HdlcHeader] = None) -
         raise FramingError("HDLC frame not closed by the flag 0x7E at its declared length",
                            "damaged length or lost bytes; resynchronising")
     if got != want:
-        raise ChecksumError("HDLC FCS", want, got)
+        raise ChecksumError("HDLC FCS", want, got, digits=4)
     info = bytes(buf[pos + 1 + header.header_len + 2:fcs_at]) if header.has_info else b""
     return HdlcFrame(header, info, bytes(buf[pos:end if closed else end - 1]))
 

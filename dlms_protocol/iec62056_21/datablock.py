@@ -718,7 +718,7 @@ def _parse_text(text: str, masked: bytes, raw: bytes, use_checksum: bool,
                 expected = got  # (an 8N1 telegram with bytes above 0x7F: its CRC is over them as sent)
             crc = "ok" if expected == got else "bad"
             if crc == "bad" and use_checksum:
-                raise ChecksumError("CRC16", expected, got)
+                raise ChecksumError("CRC16", expected, got, digits=4)
     else:
         etx = block_end = block.end
         if ident is not None:

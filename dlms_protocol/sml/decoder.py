@@ -331,9 +331,13 @@ class SmlDecoder:
     def finish(self) -> list:
         """End of input: a transmission still buffered is incomplete (counted, not returned)."""
         if self.framer.in_transmission:
-            off = self.framer.end_off_grid()
-            if off is not None:  # its end is there, but not where the bytes before it put it
-                self._error(FramingError(f"SML transmission lost bytes: its end sequence sits {off} byte(s) off "
+            grid = self.framer.end_off_grid()
+            if grid is not None and grid[1]:  # its CRC holds: nothing was lost, the sender did not pad it
+                self._error(FramingError(f"SML transmission not padded: its end sequence sits {grid[0]} byte(s) off "
+                                         "the 4-byte grid although its CRC matches", "the sender broke SML's framing "
+                                         "(an edited capture, or a meter's firmware); nothing of it is used"))
+            elif grid is not None:  # its end is there, but not where the bytes before it put it
+                self._error(FramingError(f"SML transmission lost bytes: its end sequence sits {grid[0]} byte(s) off "
                                          "the 4-byte grid", "bytes were lost on the line (loose reading head, "
                                          "wrong speed); nothing of it is used"))
             else:
@@ -359,7 +363,7 @@ class SmlDecoder:
     def decode(self, tx: Transmission) -> SmlTelegram:
         """One CRC-checked transmission to a telegram; DlmsError when it is not acceptable."""
         messages = _parse(tx.payload)
-        self._check_message_crcs(messages, tx)
+        unchecked = self._check_message_crcs(messages, tx)
         server_id: Optional[bytes] = None
         client_id: Optional[bytes] = None
         entries: List[Any] = []
@@ -379,6 +383,10 @@ class SmlDecoder:
         manufacturer = self._manufacturer(readings, server_id)
         notes: List[str] = []
         quirks: List[str] = []
+        if unchecked:  # (only the transport CRC vouches for these messages: the output says so)
+            quirks.append("no_message_crc (applied)")
+            notes.append(f"quirk no_message_crc applied: the CRC of message(s) {', '.join(map(str, unchecked))} of "
+                         f"{len(messages)} does not match and was not checked; the transport CRC matched")
         if tx.crc == "kermit":
             self._check_kermit(manufacturer, tx)
             quirks.append("kermit_crc")
@@ -431,19 +439,21 @@ class SmlDecoder:
                 return r.value.strip()
         return _manufacturer_from_id(server_id)
 
-    def _check_message_crcs(self, messages: Sequence[Any], tx: Transmission) -> None:
+    def _check_message_crcs(self, messages: Sequence[Any], tx: Transmission) -> List[int]:
         """Every message's own CRC must hold, in the transport's algorithm (a second, independent
-        check: a damaged transmission whose transport CRC matches by chance is still refused)."""
-        if self.quirks.get("no_message_crc", "off") == "on":
-            return
+        check: a damaged transmission whose transport CRC matches by chance is still refused).
+        With the quirk no_message_crc on: the messages (1-based) whose CRC did not match."""
         bad = [n for n, msg in enumerate(messages) if getattr(msg, "crc_kind", None) != tx.crc]
+        if self.quirks.get("no_message_crc", "off") == "on":
+            return [n + 1 for n in bad]
         if bad:
             self.stats.count("message_crc_errors")
             msg = messages[bad[0]]
             raise ChecksumError(f"SML message CRC (message {bad[0] + 1} of {len(messages)})",
                                 getattr(msg, "crc_calc", 0), getattr(msg, "crc_sent", 0),
                                 "the transmission is dropped; a meter that always sends wrong message CRCs "
-                                "needs sml_quirks no_message_crc=on (CLI: --sml-quirks no_message_crc=on)")
+                                "needs sml_quirks no_message_crc=on (CLI: --sml-quirks no_message_crc=on)", digits=4)
+        return []
 
     def _check_kermit(self, manufacturer: Optional[str], tx: Transmission) -> None:
         quirk = quirk_table()["quirks"]["kermit_crc"]
@@ -455,7 +465,7 @@ class SmlDecoder:
                f"the meter's manufacturer ({manufacturer or 'unknown'}) is not one known for it")
         raise ChecksumError("SML transport CRC-16/X.25", crc16_x25(tx.raw[:-2]), sent,
                             f"the transmission carries a CRC-16/KERMIT instead ({why}): if your meter is known "
-                            "to do so, set sml_quirks kermit_crc=on (CLI: --sml-quirks kermit_crc=on)")
+                            "to do so, set sml_quirks kermit_crc=on (CLI: --sml-quirks kermit_crc=on)", digits=4)
 
     def _dzg_power_sign(self, readings: Tuple[Reading, ...], manufacturer: Optional[str],
                         server_id: Optional[bytes], quirks: List[str], notes: List[str]) -> Tuple[Reading, ...]:

@@ -61,6 +61,15 @@ class Transmission:
     offset: int  # stream position of its first byte (bytes fed before it)
 
 
+def _damage_hint(raw: bytes) -> str:
+    """What a transmission whose CRC fails says about the line: damaged bytes, or (no byte with its
+    top bit set, 0x7F where SML has 0xFF: the OBIS codes' last group) a line read with 7 data bits."""
+    if raw and max(raw) < 0x80 and b"\x7f" in raw:
+        return ("no byte of it has its top bit set (0xFF arrives as 0x7F): the line is read with 7 data bits; "
+                "SML needs 8N1 (9600 Bd, 8 data bits, no parity); the transmission is dropped")
+    return "bytes were damaged on the line; the transmission is dropped"
+
+
 def check_crc(raw: bytes) -> Optional[str]:
     """Which CRC the transmission's last two bytes carry: "x25" (low byte first, the standard),
     "kermit" (high byte first, Holley DTZ541), or None when neither holds."""
@@ -109,16 +118,18 @@ class SmlFramer:
         """True when the buffer holds the start of a transmission that has not ended yet."""
         return self._buf.find(START) >= 0
 
-    def end_off_grid(self) -> Optional[int]:
+    def end_off_grid(self) -> Optional[Tuple[int, bool]]:
         """How many bytes the end sequence of the buffered, unfinished transmission sits off SML's
-        4-byte grid (it is there, but bytes were lost before it), else None."""
+        4-byte grid (it is there, but bytes were lost before it), and whether the CRC after it
+        matches all the same (then nothing was lost: the sender did not pad it); else None."""
         start = self._buf.find(START)
         if start < 0:
             return None
         idx = self._buf.find(ESCAPE + bytes([_END_MARK]), start + 8)
         while idx >= 0:
             if (idx - start) % 4:
-                return (idx - start) % 4
+                raw = bytes(self._buf[start:idx + 8])
+                return (idx - start) % 4, len(raw) == idx + 8 - start and check_crc(raw) is not None
             idx = self._buf.find(ESCAPE + bytes([_END_MARK]), idx + 1)
         return None
 
@@ -239,8 +250,8 @@ class SmlFramer:
         if crc is None:
             self.crc_errors += 1
             sent = raw[-2] | raw[-1] << 8
-            self._error(ChecksumError("SML transport CRC-16/X.25", crc16_x25(raw[:-2]), sent,
-                                      "bytes were damaged on the line; the transmission is dropped"))
+            self._error(ChecksumError("SML transport CRC-16/X.25", crc16_x25(raw[:-2]), sent, _damage_hint(raw),
+                                      digits=4))
             return
         padding = raw[-3]
         body_end = len(raw) - 8 - padding
