@@ -413,6 +413,9 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
             return None, None  # (A 16-255, e.g. SML's 129: the manufacturer's own, only its A-keyed entries)
         if code.other_medium() and code.c in _QUANTITY_C:
             return None, None  # (heat, gas, water: the C and D tables are electricity's quantities)
+    angle = _angle(code, lang)
+    if angle is not None:
+        return _with_period(angle, code, lang), t["angles"]["unit"]
     quantity = t["c"].get(str(code.c))
     processing = t["d"].get(str(code.d)) if code.d is not None else None
     if quantity is None or (code.d is not None and processing is None):
@@ -426,6 +429,16 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
     if code.e and code.e != 255:  # E=255: 'not used', no tariff
         name += f", {t['tariff'][lang]} {code.e}"
     return _with_period(name, code, lang), unit
+
+
+def _angle(code: Obis, lang: str) -> Optional[str]:
+    """The name of a phase angle (obis_names.json ``angles``: C 81, E the two quantities, no tariff)."""
+    rule = _tables()["angles"]
+    e = code.e
+    if code.c != rule["c"] or code.d != rule["d"] or e is None or e in (0, 255) or code.a not in (None, 1):
+        return None
+    a, b = (rule["parts"].get(str(x)) for x in divmod(e, 10))
+    return rule[lang].format(a=a, b=b) if a is not None and b is not None and a != b else None
 
 
 def _with_period(name: str, code: Obis, lang: str) -> str:

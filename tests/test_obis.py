@@ -173,6 +173,22 @@ def test_names_stay_with_what_the_code_says(code: str, en) -> None:
     assert Obis.parse(code).name() == en
 
 
+@pytest.mark.parametrize("code, en, de", [
+    ("1-0:81.7.1", "Phase angle U(L2) to U(L1)", "Phasenwinkel U(L2) zu U(L1)"),
+    ("1-0:81.7.4", "Phase angle I(L1) to U(L1)", "Phasenwinkel I(L1) zu U(L1)"),
+    ("81.7.6", "Phase angle I(L3) to U(L1)", "Phasenwinkel I(L3) zu U(L1)"),  # (L+G ZMD's D0 short code)
+    ("1-0:81.7.26", "Phase angle I(L3) to U(L3)", "Phasenwinkel I(L3) zu U(L3)"),
+    ("1-0:81.7.40", "Phase angle U(L1) to I(L1)", "Phasenwinkel U(L1) zu I(L1)"),
+    ("1-0:81.7.74", "Phase angle I(L1) to I(N)", "Phasenwinkel I(L1) zu I(N)"),
+    ("1-0:81.7.0", "Phase angle, instantaneous", "Phasenwinkel, Momentanwert"),
+])
+def test_a_phase_angles_e_names_its_two_quantities_not_a_tariff(code: str, en: str, de: str) -> None:
+    """C = 81: E = 10 a + b is the angle of quantity b to quantity a (IEC 62056-61); 81.7.6 was
+    named 'Phase angle, instantaneous, tariff 6'."""
+    o = Obis.parse(code)
+    assert (o.name(), o.name("de"), o.unit()) == (en, de, "°")
+
+
 @pytest.mark.parametrize("code, text", [("1-1:0.1.2*01", True), ("1-1:0.1.5", True), ("1-1:0.1.0*01", False),
                                         ("1-1:0.1.1", False), ("0-0:96.1.0", True), ("1-0:1.8.0", False),
                                         ("C.2.1", True), ("C.2.5", True), ("C.2.9", True), ("C.2.0", False),
