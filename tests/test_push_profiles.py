@@ -542,7 +542,8 @@ def _capture(cls: int, code: str, attr: int = 2) -> Structure:
 
 @pytest.mark.parametrize("name, volt, curr", [("ch-lg-e360-vse", "235.7", "0.06"),
                                               ("ch-lg-e450-vse", "2357", "0.06"),
-                                              ("ch-lg-e570-vse", "2357", "6")])
+                                              ("ch-lg-e570-vse", "2357", "6"),
+                                              ("ch-iskra-am550-vse2026", "235.7", "0.06")])
 def test_swiss_push_lists_per_smartmeter_datacollector(name: str, volt: str, curr: str) -> None:
     """scs: E360 voltages x0.1, E450 x1, currents x0.01 except the E570 (x1)."""
     profile = load_profiles()[name]
@@ -564,6 +565,31 @@ def test_swiss_push_lists_per_smartmeter_datacollector(name: str, volt: str, cur
     assert (v.value, v.unit) == (Decimal(volt), "V")
     assert (c.value, c.unit) == (Decimal(curr), "A")
     assert all(x.obis is not None for x in r.readings)
+
+
+@pytest.mark.parametrize("name, wide, factor, amps", [("ch-lg-e450-pf16", False, "0.941", None),
+                                                     ("ch-lg-e570-pf17", True, "0.941", "6")])
+def test_swiss_lists_with_the_power_factor_per_smartmeter_datacollector(name: str, wide: bool, factor: str,
+                                                                         amps: Optional[str]) -> None:
+    """scs' E450 and E570 lists with reactive energy per quadrant: the power factor x0.001 (its
+    E450 frame: 941 beside 28 W and 10 var, cos = 0.9417), the E570's currents in A; values were
+    printed raw ("scaler unknown") and reached no output."""
+    profile = load_profiles()[name]
+    body = example_body(profile)
+    for i, cap in enumerate(body[0]):
+        code = Obis.from_bytes(bytes(cap[1]))
+        if (code.c, code.d) == (13, 7):
+            body[i] = 941
+        elif (code.c, code.d) == (31, 7):
+            body[i] = 6
+    if wide:
+        body.types = tuple(("long64" if t in (U32, "double-long") else t) for t in body.types)
+    r = run(body)
+    assert r.profile == name and r.shape == "push-list" and not r.unscaled
+    pf = [x for x in r.readings if x.obis == Obis.parse("1-0:13.7.0.255")][0]
+    assert pf.value == Decimal(factor) and pf.unit is None
+    current = [x for x in r.readings if x.obis == Obis.parse("1-0:31.7.0.255")]
+    assert ([(c.value, c.unit) for c in current] == [(Decimal(amps), "A")]) if amps else not current
 
 
 # ---------------------------------------------------------------- generic walker
