@@ -70,8 +70,10 @@ _LAYOUTS = LayoutMemo(64)
 
 def _line_parts(readings: Tuple[Reading, ...]) -> Tuple[_LineParts, ...]:
     """(text before the value, text after it, the note after a raw value) per reading."""
+    # (a value without a code is named by its profile: two profiles may share positions and units)
     return _LAYOUTS.get(readings, lambda _codes: _build_line_parts(readings),  # type: ignore[no-any-return]
-                        tuple([(r.index, r.unit) for r in readings]))
+                        tuple([(r.index, r.unit) if r.obis is not None else (r.index, r.unit, r.name)
+                               for r in readings]))
 
 
 def _is_number(raw: object) -> bool:
