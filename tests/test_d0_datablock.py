@@ -121,6 +121,17 @@ def test_parity_error_without_bcc_drops_only_the_damaged_set():
     assert r.to_json()["skipped"] == list(r.skipped)  # and so in the JSON (parse --json), not only the table
 
 
+def test_a_value_under_a_measured_unit_that_is_no_number_drops_its_set():
+    """A garbled power (two numbers run together) under W: no value, listed as not read; the
+    other sets, a text without a unit and a hex status word stay."""
+    raw = (b"/ESY5T3DC1004 V1.01\r\n\r\n1-0:0.0.0*255(60009999)\r\n1-0:1.8.0*255(00000001.100000000*kWh)\r\n"
+           b"1-0:1.7.0*255(00000000.010000000000.00*W)\r\n1-0:96.5.5*255(00)\r\n!\r\n")
+    r = parse_readout(raw)
+    assert [d.code for d in r.datasets] == ["1-0:0.0.0*255", "1-0:1.8.0*255", "1-0:96.5.5*255"]
+    assert r.skipped == ("1-0:1.7.0*255",) and r.to_json()["skipped"] == ["1-0:1.7.0*255"]
+    assert r.to_meter_data().get("1.8.0").value == Decimal("1.100000000")
+
+
 @pytest.mark.parametrize("capture", ["7-bit from a software-parity transport", "7E1 read as 8N1"])
 def test_a_damaged_first_character_of_the_first_address_drops_the_set(capture):
     """'21.7.0' (power of L1) whose '2' was damaged must not be read as '1.7.0' (total power):

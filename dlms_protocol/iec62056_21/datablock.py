@@ -409,11 +409,22 @@ _DAMAGED = "\ufffd"
 
 
 def _dataset(code: str, values: List[DataValue], skipped: List[str]) -> Optional[DataSet]:
-    if any(v.unit == _DAMAGED for v in values):
+    obis = _obis(code)
+    if any(v.unit == _DAMAGED for v in values) or _garbled(obis, values):
         _note(skipped, code)
         return None
-    obis = _obis(code)
     return DataSet(code, obis, _glued_units(obis, tuple(values)))
+
+
+def _garbled(obis: Optional[Obis], values: List[DataValue]) -> bool:
+    """A group under a unit of a measured quantity (W, kWh, V ...; units.py) whose value is no
+    number: ``1-0:1.7.0*255(00000000.010000000000.00*W)`` from an EasyMeter (buzzn-reader's
+    test data) is no power, and kept as text it became a str item. Its set is dropped and named
+    in ``skipped``, as damage is; an identifier or time code stays text whatever its unit."""
+    if obis is not None and obis.is_text():
+        return False
+    return any(v.unit is not None and v.value.strip() and to_number(v.value) is None and parse_unit(v.unit) is not None
+               for v in values)
 
 
 def _add(datasets: List[DataSet], dataset: Optional[DataSet]) -> None:
