@@ -16,6 +16,8 @@ from dlms_protocol.errors import ChecksumError, FramingError
 from dlms_protocol.iec62056_21.datablock import (
     DataSet, DataValue, bcc, parse_data_block, parse_readout, to_number,
 )
+from dlms_protocol.items import items_snippet
+from dlms_protocol.model import HELD_DETAIL
 from dlms_protocol.obis import Obis
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "d0"
@@ -121,15 +123,24 @@ def test_parity_error_without_bcc_drops_only_the_damaged_set():
     assert r.to_json()["skipped"] == list(r.skipped)  # and so in the JSON (parse --json), not only the table
 
 
-def test_a_value_under_a_measured_unit_that_is_no_number_drops_its_set():
-    """A garbled power (two numbers run together) under W: no value, listed as not read; the
-    other sets, a text without a unit and a hex status word stay."""
+def test_a_value_under_a_measured_unit_that_is_no_number_has_no_value():
+    """A garbled power (two numbers run together, an EasyMeter T3D in buzzn-reader's test data)
+    under W was kept as text: an item snippet made it a str item, which got the garbage. Now the
+    set stays as sent, its reading has no value and says why; a hex status word, a text without
+    a unit and the other values stay."""
     raw = (b"/ESY5T3DC1004 V1.01\r\n\r\n1-0:0.0.0*255(60009999)\r\n1-0:1.8.0*255(00000001.100000000*kWh)\r\n"
            b"1-0:1.7.0*255(00000000.010000000000.00*W)\r\n1-0:96.5.5*255(00)\r\n!\r\n")
     r = parse_readout(raw)
-    assert [d.code for d in r.datasets] == ["1-0:0.0.0*255", "1-0:1.8.0*255", "1-0:96.5.5*255"]
-    assert r.skipped == ("1-0:1.7.0*255",) and r.to_json()["skipped"] == ["1-0:1.7.0*255"]
-    assert r.to_meter_data().get("1.8.0").value == Decimal("1.100000000")
+    assert [d.code for d in r.datasets] == ["1-0:0.0.0*255", "1-0:1.8.0*255", "1-0:1.7.0*255", "1-0:96.5.5*255"]
+    data = r.to_meter_data()
+    power = data.get("1.7.0")
+    assert power.value is None and power.raw == "00000000.010000000000.00" and power.unit == "W"
+    assert "no number under its unit W" in dict(power.details)[HELD_DETAIL]
+    assert data.get("1.8.0").value == Decimal("1.100000000") and data.get("96.5.5").value == "00"
+    assert data.get("0.0.0").value == "60009999"
+    assert [x["value"] for x in r.to_json()["readings"] if x["code"] == "1-0:1.7.0*255"] == [None]
+    snippet = items_snippet(data)  # (a num item: the next telegram's value is a number again)
+    assert "type: num\n        dlms_obis_code: '1-0:1.7.0*255'" in snippet
 
 
 @pytest.mark.parametrize("capture", ["7-bit from a software-parity transport", "7E1 read as 8N1"])

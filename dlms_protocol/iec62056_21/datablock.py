@@ -47,7 +47,7 @@ from decimal import Decimal, InvalidOperation
 from typing import List, Optional, Tuple, Union
 
 from ..errors import ChecksumError, ChecksumMissingError, ConfigurationError, DlmsError, FramingError
-from ..model import MAKER_NAME_DETAIL, SIGNED_NET_DETAIL, MeterData, Reading, Value
+from ..model import HELD_DETAIL, MAKER_NAME_DETAIL, SIGNED_NET_DETAIL, MeterData, Reading, Value
 from ..obis import Obis, d0_medium, maker_name, signed_net, with_medium
 from ..units import parse_unit, same_quantity, unit_from_bytes
 from .identification import Identification, parse_identification
@@ -218,6 +218,12 @@ class Readout:
         for index, ds in enumerate(self.datasets):
             first = ds.values[0] if ds.values else DataValue("", None)
             _, value, unit, stamp = reading_value(ds)
+            details = _maker_note(maker, ds.obis)
+            if (isinstance(value, str) and value and unit and parse_unit(unit) is not None
+                    and not (ds.obis is not None and ds.obis.is_text())):
+                value = None  # (the reason in the details: every output says why there is no value)
+                details += ((HELD_DETAIL, f"no number under its unit {unit} (garbled on the line or by the meter): "
+                                          "no value"),)
             readings.append(Reading(
                 code=ds.code,
                 obis=ds.obis,
@@ -227,7 +233,7 @@ class Readout:
                 index=index,
                 timestamp=stamp,
                 extra=tuple((v.value, v.unit) for v in ds.values[1:]),
-                details=_maker_note(maker, ds.obis),
+                details=details,
             ))
         return tuple(readings)
 
@@ -409,22 +415,11 @@ _DAMAGED = "\ufffd"
 
 
 def _dataset(code: str, values: List[DataValue], skipped: List[str]) -> Optional[DataSet]:
-    obis = _obis(code)
-    if any(v.unit == _DAMAGED for v in values) or _garbled(obis, values):
+    if any(v.unit == _DAMAGED for v in values):
         _note(skipped, code)
         return None
+    obis = _obis(code)
     return DataSet(code, obis, _glued_units(obis, tuple(values)))
-
-
-def _garbled(obis: Optional[Obis], values: List[DataValue]) -> bool:
-    """A group under a unit of a measured quantity (W, kWh, V ...; units.py) whose value is no
-    number: ``1-0:1.7.0*255(00000000.010000000000.00*W)`` from an EasyMeter (buzzn-reader's
-    test data) is no power, and kept as text it became a str item. Its set is dropped and named
-    in ``skipped``, as damage is; an identifier or time code stays text whatever its unit."""
-    if obis is not None and obis.is_text():
-        return False
-    return any(v.unit is not None and v.value.strip() and to_number(v.value) is None and parse_unit(v.unit) is not None
-               for v in values)
 
 
 def _add(datasets: List[DataSet], dataset: Optional[DataSet]) -> None:
