@@ -272,7 +272,10 @@ def identity_rank(code: Optional[Obis]) -> Optional[int]:
     does not name this meter (rules in obis_names.json ``meter_id_codes``)."""
     if code is None:
         return None
-    entry = _identity_codes().get((code.c, code.d, code.e))
+    table = _identity_codes()
+    entry = table.get((code.c, code.d, code.e))
+    if entry is None and code.e is None and code.a is None:  # D0's short "0.0" (Kamstrup 382): E left out, 0
+        entry = table.get((code.c, code.d, 0))
     if entry is None or code.a not in entry[1] or (code.a == 0 and code.b not in (None, 0)):
         return None
     return entry[0]
@@ -405,6 +408,8 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
     keys.append(cde)
     if code.e == 0:  # "96.1" names 96.1.0, not 96.1.1
         keys.append(f"{code.c}.{code.d}")
+    elif code.e is None and code.a is None and code.d is not None:  # D0's "0.0" is 0.0.0 (E left out)
+        keys.append(f"{code.c}.{code.d}.0")
     for key in keys:
         entry = t["specific"].get(key)
         if entry:
