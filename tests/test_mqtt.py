@@ -455,6 +455,59 @@ def test_availability_follows_health_stale_is_offline_never_zero(broker: Broker)
     assert states[:4] == ["offline", "online", "offline", "online"]
 
 
+def _nameless(power_w: str) -> MeterData:
+    """A push that names no meter (Kaifa's Norwegian list 1: power only, no id)."""
+    return MeterData(kind="push", readings=(Reading(code="1-0:1.7.0", obis=Obis.parse("1-0:1.7.0"),
+                                                    value=Decimal(power_w), unit="W"),))
+
+
+def test_topics_wait_for_a_snapshot_that_names_the_meter(broker: Broker) -> None:
+    """Named by the first snapshot, a Kaifa's topics and entities were 'meter' or its serial by
+    whichever list came first after a start. Snapshots that name no meter are not published
+    until one does (at most NAMELESS_WAIT); the serial names everything from then on."""
+    sub = Subscriber(broker.port, ("test/dlms/#",))
+    src, out, pipe = _pipeline(broker.port, node="n7")
+    try:
+        sub.wait(sub.has("test/dlms/n7/status", "offline"), "connected")
+        src.emit(_nameless("700"))
+        src.emit(_snapshot("100.5", "1500"))  # (list 2: the system title names it)
+        sub.wait(sub.has("test/dlms/4C475A6772A9A111/1-0:1.7.0/value", "1500"), "power under the meter's name")
+        src.emit(_nameless("800"))
+        sub.wait(sub.has("test/dlms/4C475A6772A9A111/1-0:1.7.0/value", "800"), "the next list 1 under it too")
+    finally:
+        pipe.stop()
+        sub.close()
+    assert not any("/meter/" in topic or "/n7/1-0" in topic for topic in sub.messages), sorted(sub.messages)
+
+
+def test_a_meter_without_serial_is_named_by_the_readers_node(broker: Broker, caplog: pytest.LogCaptureFixture
+                                                                ) -> None:
+    """Two heat meters of one model without a serial (Siemens 2WR6) shared their topics and Home
+    Assistant ids, named by the model: values of both alternated in one entity. With a node (the
+    plugin's instance) the meter is named by it; without one, by the model, and the log says why."""
+    text = b"/SIE5WR6\r\n6.8(0029.055*MWh)\r\n6.26(01589.28*m3)\r\n!\r\n"
+    readout = parse_readout(text, use_checksum=False).to_meter_data()
+    sub = Subscriber(broker.port, ("test/dlms/#", "homeassistant/#"))
+    src, out, pipe = _pipeline(broker.port, node="heat_a")
+    src2, out2, pipe2 = _pipeline(broker.port)
+    try:
+        with caplog.at_level(logging.WARNING, logger="dlms_protocol.mqtt.output"):
+            src.emit(readout)
+            src2.emit(readout)
+            sub.wait(sub.has("test/dlms/heat_a/6.8/value", "29.055"), "named by the node")
+            sub.wait(sub.has("test/dlms/SIE5WR6/6.8/value", "29.055"), "named by the model")
+    finally:
+        pipe.stop()
+        pipe2.stop()
+        sub.close()
+    ids = {json.loads(p[-1]).get("unique_id") for t, p in sub.messages.items() if t.endswith("/config")}
+    assert {"dlms_heat_a_6_8", "dlms_sie5wr6_6_8"} <= ids
+    assert [r.getMessage() for r in caplog.records].count(
+        "mqtt: the meter sends no serial number, so its topics and Home Assistant entities are named 'SIE5WR6'; "
+        "a second such meter on this broker would share them: give each reader its own node (INI [mqtt] node or "
+        "meter, plugin: an instance or mqtt_node)") == 1
+
+
 def test_broker_restarted_under_a_running_output(tmp_path: Path) -> None:
     broker = Broker(tmp_path).start()
     src, out, pipe = _pipeline(broker.port, node="n2", meter="m2")

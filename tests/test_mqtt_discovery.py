@@ -87,7 +87,21 @@ def test_converted_unit_template_scales_the_meter_value() -> None:
     r = reading("1-0:9.7.0", Decimal("1.25"), "kVA")
     config = discovery_config(r, "1-0:9.7.0", meter="m", state_topic="t", availability_topic="a", device={})
     assert config is not None and config["unit_of_measurement"] == "VA"
-    assert config["value_template"] == value_template(3) == "{{ (value_json.value | float * 1000.0) | round(6) }}"
+    assert config["value_template"] == value_template(3)
+    # rendered as Home Assistant does: its float filter raises on what is no number (no default)
+    import jinja2
+
+    def strict_float(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"float got invalid input {value!r}")
+        return float(value)
+
+    env = jinja2.Environment()
+    env.filters["float"] = strict_float
+    template = env.from_string(config["value_template"])
+    assert template.render(value_json={"value": 1.25}) == "1250.0"
+    assert template.render(value_json={"value": None}) == "None"  # (HA: unknown, not a template error)
+    assert env.from_string(value_template(0)).render(value_json={"value": None}) == "None"
 
 
 def test_state_payload_marks_derived_values_and_keeps_the_meter_unit() -> None:
@@ -117,6 +131,13 @@ def test_identity_from_a_system_title_and_from_a_d0_identification() -> None:
     assert (ident.manufacturer, ident.model, ident.serial) == ("ISK", "MT382-1000", None)
     assert meter_name(d0) == "ISk5_2MT382-1000"
     assert meter_name(MeterData(kind="push", readings=())) == "meter"
+    # a Kamstrup 382 writes its meter number under the short code 0.0 (0.0.0 with E left out)
+    from dlms_protocol.iec62056_21.datablock import parse_readout
+
+    kam = parse_readout(b"/KAM5685-382-QR-10\r\n\r\n0.0(12345678)\r\n1.20(0083038*kWh)\r\n!\r\n",
+                        use_checksum=False).to_meter_data()
+    assert identity(kam).serial == "12345678" and meter_name(kam) == "12345678"
+    assert kam.get("0.0").name == "Meter address"
 
 
 def test_registered_in_the_pipeline_and_options_from_ini_strings() -> None:

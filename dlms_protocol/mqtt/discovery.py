@@ -270,10 +270,13 @@ def ha_class(reading: Reading) -> Optional[HaClass]:
 
 
 def value_template(factor: int) -> str:
-    """The template that reads the JSON state topic (scaled when the unit was converted)."""
+    """The template that reads the JSON state topic (scaled when the unit was converted). A value
+    that is null (no number: a NaN the meter sent, a garbled value) renders as None, which Home
+    Assistant shows as unknown: its ``float`` filter raises on it, a warning with every message."""
     if factor == 0:
         return "{{ value_json.value }}"
-    return "{{ (value_json.value | float * %s) | round(6) }}" % repr(10.0**factor)
+    return "{{ (value_json.value | float * %s) | round(6) if value_json.value is number else None }}" % repr(
+        10.0**factor)
 
 
 def device_block(meter: str, ident: Identity) -> Dict[str, Any]:

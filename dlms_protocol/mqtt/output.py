@@ -42,6 +42,11 @@ from .discovery import (
 
 log = logging.getLogger(__name__)
 
+#: snapshots that name no meter (neither serial nor id) waited for one that does, before the
+#: topics are named without it (MqttOutput._name_for); Kaifa's list 2 names the meter every
+#: 10 s, its list 1 comes every 2 s
+NAMELESS_WAIT = 10
+
 ONLINE, OFFLINE = "online", "offline"
 
 
@@ -133,6 +138,7 @@ class MqttOutput(Output):
         self.connected = False
         self._availability: Optional[str] = None
         self._meter: Optional[str] = config.meter and topic_level(config.meter, 48)
+        self._nameless = 0  # snapshots that named no meter, before the first that did (``_name_for``)
         self._device: Optional[Dict[str, Any]] = None
         self._states: Dict[str, str] = {}  # topic -> last real payload (republished when retained)
         self._configs: Dict[str, str] = {}  # discovery topic -> config payload
@@ -263,7 +269,9 @@ class MqttOutput(Output):
         """Turn one snapshot into state (and, for new readings, discovery) messages and send them."""
         cfg = self.cfg
         if self._meter is None:
-            self._meter = meter_name(data)
+            self._meter = self._name_for(data)
+            if self._meter is None:
+                return  # (no topic yet: see _name_for)
         if self._device is None:
             self._device = device_block(self._meter, identity(data))
         base = f"{cfg.prefix}/{self._meter}"
@@ -281,6 +289,30 @@ class MqttOutput(Output):
             messages.append((value_topic, plain))
         self._send_all(messages)
         self.counters["snapshots"] += 1
+
+    def _name_for(self, data: MeterData) -> Optional[str]:
+        """The meter's name in every topic and Home Assistant id, fixed by the first snapshot that
+        names the meter; None while snapshots name none (the first ``NAMELESS_WAIT``).
+
+        Why wait: Kaifa's Norwegian list 1 (power only, every 2 s) names no meter, its list 2 (every
+        10 s) does; named by whichever came first, the entities changed with every restart. A meter
+        without a serial number is named by the reader's node (``node``; the plugin's instance)
+        when one is set, else by its model: two meters of one model would share their topics and
+        entities, which the log says once."""
+        ident = identity(data)
+        if ident.serial is None and data.meter_id is None and self._nameless < NAMELESS_WAIT:
+            self._nameless += 1
+            return None
+        # (a D0 readout's id is its identification line: the model, the same for every such meter)
+        unique = ident.serial is not None or (data.meter_id is not None and data.kind != "readout")
+        if not unique and self.cfg.node:
+            return topic_level(self.cfg.node, 48)
+        name = meter_name(data)
+        if not unique:
+            log.warning("mqtt: the meter sends no serial number, so its topics and Home Assistant entities are named "
+                        "%r; a second such meter on this broker would share them: give each reader its own node "
+                        "(INI [mqtt] node or meter, plugin: an instance or mqtt_node)", name)
+        return name
 
     def _announce(self, topic: str, key: str, reading: Reading) -> None:
         """The Home Assistant config of a reading seen for the first time (none for text values)."""
