@@ -14,6 +14,7 @@ from dlms_protocol.errors import ConfigurationError
 from dlms_protocol.model import MeterData, Reading
 from dlms_protocol.mqtt.discovery import (
     MAX_LEVEL,
+    channel_types,
     device_block,
     discovery_config,
     ha_class,
@@ -312,6 +313,30 @@ def test_an_sml_meter_is_announced_with_its_maker() -> None:
             assert made == expected, path.name
             assert device_block(meter_name(data), identity(data))["manufacturer"] == made
     assert named >= 14  # all but the captures without such a reading
+
+
+def test_m_bus_channels_get_the_class_of_their_device_type() -> None:
+    """A DSMR meter's gas and water sub-meters (0-n:24.2.1 in m3) were published without class or
+    state class (read as electricity's C 24, reactive power): Home Assistant's Energy dashboard
+    offered neither. The channel's device type (0-n:24.1.0: 3 gas, 7 water) names the class."""
+    from dlms_protocol.iec62056_21.datablock import parse_readout
+
+    text = (b"/XMX5LGBBFG1012345678\r\n\r\n1-0:1.8.1(000123.456*kWh)\r\n"
+            b"0-1:24.1.0(003)\r\n0-1:24.2.1(261207120000W)(01234.567*m3)\r\n"
+            b"0-2:24.1.0(007)\r\n0-2:24.2.1(261207120000W)(00045.100*m3)\r\n"
+            b"0-3:24.1.0(099)\r\n0-3:24.2.1(261207120000W)(00001.000*m3)\r\n0-3:24.4.0(1)\r\n!\r\n")
+    data = parse_readout(text, use_checksum=False).to_meter_data()
+    types = channel_types(data)
+    assert types == {1: 3, 2: 7, 3: 99}
+    got = {r.code: ha_class(r, types.get(r.obis.b)) for r in data.readings if r.obis.c == 24 and r.obis.d in (2, 4)}
+    assert {code: (c.device_class, c.state_class, c.unit) for code, c in got.items()} == {
+        "0-1:24.2.1": ("gas", "total_increasing", "m³"), "0-2:24.2.1": ("water", "total_increasing", "m³"),
+        "0-3:24.2.1": ("volume", "total_increasing", "m³"), "0-3:24.4.0": (None, None, None)}
+    gas = next(r for r in data.readings if r.code == "0-1:24.2.1")
+    config = discovery_config(gas, "0-1:24.2.1", meter="m", state_topic="t", availability_topic="a", device={},
+                              device_type=types[1])
+    assert config is not None and (config["device_class"], config["unit_of_measurement"]) == ("gas", "m³")
+    assert ha_class(gas).device_class == "volume"  # (no device type known: volume, never a guessed gas)
 
 
 def test_a_heat_meter_on_the_optical_port_gets_heat_classes() -> None:

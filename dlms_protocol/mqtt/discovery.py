@@ -241,12 +241,44 @@ def _ha_unit(device_class: str, unit: Optional[str]) -> Optional[Tuple[Optional[
     return None
 
 
-def ha_class(reading: Reading) -> Optional[HaClass]:
-    """Home Assistant classes for a numeric reading (None for text, dates and raw bytes)."""
+def channel_types(data: MeterData) -> Dict[int, int]:
+    """M-Bus channel (B) -> device type, from the snapshot's 0-B:24.1.0 (DSMR sends ``003`` for gas)."""
+    out: Dict[int, int] = {}
+    for r in data.readings:
+        o = r.obis
+        if o is not None and o.a == 0 and o.b and (o.c, o.d, o.e) == (24, 1, 0):
+            text = str(r.value).strip()
+            if text.isdigit():
+                out[o.b] = int(text)
+    return out
+
+
+def _channel_class(code: Obis, unit: Optional[str], device_type: Optional[int]) -> Optional[str]:
+    """The class of an M-Bus channel's counter (ha_discovery ``channels``), else None."""
+    rule = _table()["channels"]
+    if f"{code.c}.{code.d}.{code.e}" not in rule["counters"] or unit is None:
+        return None
+    if _ha_unit("energy", unit) is not None:
+        return "energy"
+    if _ha_unit("volume", unit) is None:
+        return None
+    return rule["volume_classes"].get(str(device_type), "volume")
+
+
+def ha_class(reading: Reading, device_type: Optional[int] = None) -> Optional[HaClass]:
+    """Home Assistant classes for a numeric reading (None for text, dates and raw bytes).
+    ``device_type``: for an M-Bus channel's value (A 0, C 24), its device type (``channel_types``)."""
     if reading.numeric() is None:
         return None
     code = reading.obis
     table = _table()
+    if code is not None and code.a == 0 and code.b and code.c == 24:  # an M-Bus sub-meter's value
+        device_class = _channel_class(code, reading.unit, device_type)
+        converted = _ha_unit(device_class, reading.unit) if device_class else None
+        if device_class is None or converted is None:
+            return HaClass(None, None, reading.unit)
+        state = table["state_class"]["energy"] if code.f in (None, 255) else None
+        return HaClass(device_class, state, converted[0], converted[1])
     if code is not None and code.other_medium():  # heat, gas, water: only their own entries (ha_discovery media)
         own = table["media"].get(str(code.a), {}).get(f"{code.c}.{code.d}") if code.e is None else None
         device_class, kind = (own["device_class"], own["kind"]) if own else (None, None)
@@ -301,9 +333,11 @@ def discovery_config(
     availability_topic: str,
     device: Dict[str, Any],
     language: str = "en",
+    device_type: Optional[int] = None,
 ) -> Optional[Dict[str, Any]]:
-    """One sensor entity's config, or None for a reading Home Assistant cannot graph (text)."""
-    cls = ha_class(reading)
+    """One sensor entity's config, or None for a reading Home Assistant cannot graph (text).
+    ``device_type``: an M-Bus channel's (``channel_types``), for its counter's class."""
+    cls = ha_class(reading, device_type)
     if cls is None or is_serial(reading):  # the serial number is the device's, not a sensor
         return None
     name = reading.label(language) or key
@@ -339,6 +373,7 @@ __all__ = [
     "json_number",
     "state_payloads",
     "ha_class",
+    "channel_types",
     "value_template",
     "device_block",
     "discovery_config",

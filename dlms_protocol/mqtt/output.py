@@ -30,6 +30,7 @@ from ..errors import ConfigurationError
 from ..model import MeterData, Reading
 from ..pipeline import Health, KeepLatest, Output
 from .discovery import (
+    channel_types,
     device_block,
     discovery_config,
     identity,
@@ -277,10 +278,13 @@ class MqttOutput(Output):
         base = f"{cfg.prefix}/{self._meter}"
         states = self._states
         messages: List[Tuple[str, str]] = []
+        channels: Optional[Dict[int, int]] = None  # (M-Bus device types: only when announcing, which is rare)
         for key, reading in keys_of(data):
             topic = f"{base}/{key}"
             if cfg.discovery and topic not in self._known:
-                self._announce(topic, key, reading)
+                channels = channel_types(data) if channels is None else channels
+                code = reading.obis
+                self._announce(topic, key, reading, channels.get(code.b) if code is not None and code.b else None)
             body, plain = state_payloads(reading, data)
             value_topic = topic + "/value"
             states[topic] = body
@@ -314,7 +318,7 @@ class MqttOutput(Output):
                         "(INI [mqtt] node or meter, plugin: an instance or mqtt_node)", name)
         return name
 
-    def _announce(self, topic: str, key: str, reading: Reading) -> None:
+    def _announce(self, topic: str, key: str, reading: Reading, device_type: Optional[int] = None) -> None:
         """The Home Assistant config of a reading seen for the first time (none for text values)."""
         cfg = self.cfg
         self._known.add(topic)
@@ -326,6 +330,7 @@ class MqttOutput(Output):
             availability_topic=cfg.status_topic,
             device=self._device or {},
             language=cfg.language,
+            device_type=device_type,
         )
         if config is None:
             return
