@@ -151,6 +151,7 @@ def test_dzg_power_sign_covers_the_phase_powers_and_says_when_a_meter_may_have_i
     assert value == Decimal("-148.36") and quirks == ("dzg_power_sign (suspected)",)
     assert "dzg_power_sign=on" in notes[0] and "display" in notes[0]
     assert _l1(bug, "dzg_power_sign=on")[0] == Decimal("507.00")
+    assert "dzg_power_sign=on (serial 50071463, outside the ranges)" in _l1(bug, "dzg_power_sign=on")[2][0]
     assert _l1(bug, "dzg_power_sign=auto")[0] == Decimal("-148.36")  # (not a range DZG named)
     in_range = _dzg(42082910, 0xC60C - 0x10000)
     assert _l1(in_range, "dzg_power_sign=auto")[:2] == (Decimal("507.00"), ("dzg_power_sign (applied)",))

@@ -492,7 +492,8 @@ class SmlDecoder:
             out.append(r)
         if apply:
             quirks.append("dzg_power_sign (applied)")
-            notes.append(f"quirk dzg_power_sign applied: {quirk['meter']}; {changed} value(s) read as unsigned")
+            which = quirk["meter"] if detected else f"dzg_power_sign=on (serial {serial}, outside the ranges)"
+            notes.append(f"quirk dzg_power_sign applied: {which}; {changed} value(s) read as unsigned")
         else:
             quirks.append("dzg_power_sign (detected, not applied)")
             notes.append(f"quirk dzg_power_sign detected (serial {serial}): {quirk['what']}; values are kept as "
