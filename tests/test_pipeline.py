@@ -111,6 +111,35 @@ def test_keep_latest_delivers_the_freshest_after_the_interval():
     assert limit.due() is third and limit.due() is None
 
 
+def test_keep_latest_carries_over_the_codes_another_list_sent():
+    """A Kaifa in Norway pushes power every 2 s (list 1) and its energies once an hour (list 3).
+    Behind a rate limit the hour's list was replaced by the next list 1 within the interval, and
+    the energy never reached the output. The newest values win; codes only the held list had
+    come along, as the meter sent them; another meter's never do."""
+    t = [0.0]
+    limit = KeepLatest(10.0, clock=lambda: t[0])
+    power = [snapshot(reading("1-0:1.7.0", w, "W")) for w in ("500", "510", "520")]
+    energy = MeterData(kind="push", readings=(reading("1-0:1.8.0", "12345", "kWh"), reading("1-0:1.7.0", "505", "W")),
+                       received=0.0)
+    assert limit.offer(power[0]) is power[0]
+    t[0] = 2
+    assert limit.offer(energy) is None
+    t[0] = 4
+    assert limit.offer(power[1]) is None and limit.offer(power[2]) is None
+    t[0] = 10
+    out = limit.due()
+    assert out is not None and [(r.code, str(r.value)) for r in out.readings] == [("1-0:1.7.0", "520"),
+                                                                                 ("1-0:1.8.0", "12345")]
+    assert out.get("1-0:1.8.0") is energy.readings[0]  # the meter's own reading, not a copy or a sum
+    t[0] = 11
+    other = MeterData(kind="push", readings=(reading("1-0:1.8.0", "1", "kWh"),), meter_id="B", received=0.0)
+    assert limit.offer(snapshot(reading("1-0:1.7.0", "1", "W"))) is None
+    mine = MeterData(kind="push", readings=(reading("1-0:1.7.0", "2", "W"),), meter_id="A", received=0.0)
+    assert limit.offer(other) is None and limit.offer(mine) is None
+    t[0] = 20
+    assert [r.code for r in limit.due().readings] == ["1-0:1.7.0"]  # (B's energy is no reading of A)
+
+
 def test_keep_latest_without_an_interval_hands_the_freshest_when_taken():
     """A scheduler decides when (the plugin's items for a push-only D0 meter): the first at once,
     then the newest held one at each ``take``, never from ``due``."""
