@@ -540,25 +540,26 @@ def _capture(cls: int, code: str, attr: int = 2) -> Structure:
     return S((U16, cls), (OS, ob(code)), ("integer", attr), (U16, 0))
 
 
+def _swiss_body(name: str, values: Dict[Tuple[int, int], int], wide: bool) -> Any:
+    """A push-list body of the profile ``name`` whose values of the codes C.D in ``values`` are
+    set (the rest the example's); ``wide``: 64-bit integers, as the E570 sends them."""
+    body = example_body(load_profiles()[name])
+    for i, cap in enumerate(body[0]):
+        code = Obis.from_bytes(bytes(cap[1]))
+        if (code.c, code.d) in values:
+            body[i] = values[(code.c, code.d)]
+    if wide:
+        body.types = tuple("long64" if t == U32 else t for t in body.types)
+    return body
+
+
 @pytest.mark.parametrize("name, volt, curr", [("ch-lg-e360-vse", "235.7", "0.06"),
                                               ("ch-lg-e450-vse", "2357", "0.06"),
                                               ("ch-lg-e570-vse", "2357", "6"),
                                               ("ch-iskra-am550-vse2026", "235.7", "0.06")])
 def test_swiss_push_lists_per_smartmeter_datacollector(name: str, volt: str, curr: str) -> None:
     """scs: E360 voltages x0.1, E450 x1, currents x0.01 except the E570 (x1)."""
-    profile = load_profiles()[name]
-    body = example_body(profile)
-    caps = body[0]
-    wide = name.endswith("e570-vse")
-    for i, cap in enumerate(caps):
-        code = Obis.from_bytes(bytes(cap[1]))
-        if (code.c, code.d) == (32, 7):
-            body[i] = 2357
-        elif (code.c, code.d) == (31, 7):
-            body[i] = 6
-    if wide:
-        body.types = tuple("long64" if t == U32 else t for t in body.types)
-    r = run(body)
+    r = run(_swiss_body(name, {(32, 7): 2357, (31, 7): 6}, name.endswith("e570-vse")))
     assert r.profile == name and r.shape == "push-list"
     v = [x for x in r.readings if x.obis == Obis.parse("1-0:32.7.0.255")][0]
     c = [x for x in r.readings if x.obis == Obis.parse("1-0:31.7.0.255")][0]
@@ -574,17 +575,7 @@ def test_swiss_lists_with_the_power_factor_per_smartmeter_datacollector(name: st
     """scs' E450 and E570 lists with reactive energy per quadrant: the power factor x0.001 (its
     E450 frame: 941 beside 28 W and 10 var, cos = 0.9417), the E570's currents in A; values were
     printed raw ("scaler unknown") and reached no output."""
-    profile = load_profiles()[name]
-    body = example_body(profile)
-    for i, cap in enumerate(body[0]):
-        code = Obis.from_bytes(bytes(cap[1]))
-        if (code.c, code.d) == (13, 7):
-            body[i] = 941
-        elif (code.c, code.d) == (31, 7):
-            body[i] = 6
-    if wide:
-        body.types = tuple(("long64" if t in (U32, "double-long") else t) for t in body.types)
-    r = run(body)
+    r = run(_swiss_body(name, {(13, 7): 941, (31, 7): 6}, wide))
     assert r.profile == name and r.shape == "push-list" and not r.unscaled
     pf = [x for x in r.readings if x.obis == Obis.parse("1-0:13.7.0.255")][0]
     assert pf.value == Decimal(factor) and pf.unit is None
