@@ -910,6 +910,36 @@ def test_push_stop_restart_and_rate_limit(shng: SmartHome, push_meter: PushSimul
     wait_for(lambda: plugin.status()["successes"] > before, timeout=30)
 
 
+def test_a_rate_limit_keeps_what_only_another_list_sent(shng: SmartHome) -> None:
+    """A Kaifa in Norway: the hour's list 3 (energy) and then power-only list 1 pushes within the
+    items' interval. The items got only the last list 1, and the energy item never changed."""
+    hourly = PushSimulator(wrapper="hdlc", layout="profile", profile="kaifa-no-list3-3ph", seed=21)
+    every_2s = PushSimulator(wrapper="hdlc", layout="profile", profile="kaifa-no-list1", seed=22)
+    hourly.open_pty(baudrate=115200, parity="N")
+    items = {"m": {"energy": {"type": "num", "dlms_obis_code": "1-0:1.8.0"},
+                   "power": {"type": "num", "dlms_obis_code": "1-0:1.7.0"}}}
+    try:
+        start(shng, {"dlms": listen_section(hourly, min_update_interval=2)}, items)
+        plugin = shng.plugin("dlms")
+        wait_for(lambda: plugin._listener is not None and plugin._listener.connected)
+        first = hourly.emit()  # (the family of list 1 is known once a list of it came)
+        assert hourly._write(first)
+        wait_for(lambda: plugin.status()["successes"] == 1)
+        wait_for(lambda: value(shng, "m.energy") == int(sent(hourly, "1-0:1.8.0.255")))
+        time.sleep(0.3)
+        assert hourly._write(hourly.emit())  # held: within the interval
+        energy = int(sent(hourly, "1-0:1.8.0.255"))
+        wait_for(lambda: plugin.status()["successes"] == 2)
+        for _ in range(2):
+            assert hourly._write(every_2s.emit())  # each replaces the held one
+            wait_for(lambda: plugin.status()["successes"] >= 3)
+        power = int(sent(every_2s, "1-0:1.7.0.255"))
+        wait_for(lambda: value(shng, "m.power") == power, timeout=10)
+        wait_for(lambda: value(shng, "m.energy") == energy, timeout=10)
+    finally:
+        hourly.stop()
+
+
 def test_victron_unavailable_plugin_keeps_working(shng: SmartHome, push_meter: PushSimulator, caplog,
                                                  monkeypatch) -> None:
     import sys
