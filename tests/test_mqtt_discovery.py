@@ -68,7 +68,7 @@ def test_every_reading_gets_its_own_topic(codes: list) -> None:
         ("1-0:14.7.0", "Hz", ("frequency", "measurement", "Hz", 0)),
         ("1-0:1.8.0", None, (None, None, None, 0)),  # energy without unit: no class, never a guessed unit
         ("1-0:32.7.0", "kWh", (None, None, "kWh", 0)),  # nonsense unit for the class: no class
-        ("C.7.0", None, (None, None, None, 0)),
+        ("C.7.0", None, (None, "total_increasing", None, 0)),  # power failures: no class, but they count up
     ],
 )
 def test_home_assistant_class_and_unit(code: str, unit: Optional[str], expected: tuple) -> None:
@@ -266,8 +266,12 @@ def test_payloads_and_classes_for_any_reading(code: str, unit: Optional[str], va
         assert cls.unit in spec["units"] or (cls.unit is None and spec.get("unitless"))
         if cls.factor == 0:
             assert cls.unit == unit
-    else:
-        assert cls.unit == unit and cls.factor == 0 and cls.state_class is None
+    else:  # the meter's unit, and a state class only where the table's plain rule names this code
+        assert cls.unit == unit and cls.factor == 0
+        o, plain_rule = r.obis, _table()["plain_state_class"]
+        named = o is not None and (f"{o.c}.{o.d}.{o.e}" in plain_rule["by_cde"]
+                                   or f"{o.c}.{o.d}" in plain_rule["by_cd"])
+        assert cls.state_class is None or named
 
 
 def test_empty_values_mean_the_default_as_from_an_ini_file_or_plugin_parameters() -> None:
@@ -313,6 +317,24 @@ def test_an_sml_meter_is_announced_with_its_maker() -> None:
             assert made == expected, path.name
             assert device_block(meter_name(data), identity(data))["manufacturer"] == made
     assert named >= 14  # all but the captures without such a reading
+
+
+def test_angles_and_event_counters_keep_statistics_without_a_device_class() -> None:
+    """Home Assistant keeps long-term statistics only of a sensor with a state class: phase angles
+    and the counts of power failures had none (the review against HA 2026.11). A billing-period
+    value and another medium's code still get none."""
+    from dlms_protocol.iec62056_21.datablock import parse_readout
+
+    text = (b"/XMX5LGBBFG1012345678\r\n\r\n0-0:96.7.21(00004)\r\n0-0:96.7.9(00002)\r\nC.7.0(0003)\r\n"
+            b"0.1.0(12)\r\n1-0:81.7.4(012*deg)\r\n1-0:81.7.4*01(011*deg)\r\n!\r\n")
+    data = parse_readout(text, use_checksum=False).to_meter_data()
+    got = {r.code: (ha_class(r).device_class, ha_class(r).state_class, ha_class(r).unit) for r in data.readings}
+    assert got == {"0-0:96.7.21": (None, "total_increasing", None), "0-0:96.7.9": (None, "total_increasing", None),
+                   "C.7.0": (None, "total_increasing", None), "0.1.0": (None, "total_increasing", None),
+                   "1-0:81.7.4": (None, "measurement", "deg"), "1-0:81.7.4*01": (None, None, "deg")}
+    angle = data.readings[4]
+    config = discovery_config(angle, "1-0:81.7.4", meter="m", state_topic="t", availability_topic="a", device={})
+    assert config is not None and config["state_class"] == "measurement" and "device_class" not in config
 
 
 def test_m_bus_channels_get_the_class_of_their_device_type() -> None:

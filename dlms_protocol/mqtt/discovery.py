@@ -265,6 +265,18 @@ def _channel_class(code: Obis, unit: Optional[str], device_type: Optional[int]) 
     return rule["volume_classes"].get(str(device_type), "volume")
 
 
+def _plain(code: Optional[Obis], unit: Optional[str]) -> HaClass:
+    """A reading no device class fits, with the meter's unit: a state class where ha_discovery's
+    ``plain_state_class`` gives one (a phase angle is a measurement, a count of power failures
+    counts up), so Home Assistant keeps long-term statistics of it; none for another medium's
+    codes or a billing-period value."""
+    if code is None or code.other_medium() or code.f not in (None, 255):
+        return HaClass(None, None, unit)
+    rule = _table()["plain_state_class"]
+    state = rule["by_cde"].get(f"{code.c}.{code.d}.{code.e}") or rule["by_cd"].get(f"{code.c}.{code.d}")
+    return HaClass(None, state, unit)
+
+
 def ha_class(reading: Reading, device_type: Optional[int] = None) -> Optional[HaClass]:
     """Home Assistant classes for a numeric reading (None for text, dates and raw bytes).
     ``device_type``: for an M-Bus channel's value (A 0, C 24), its device type (``channel_types``)."""
@@ -285,14 +297,14 @@ def ha_class(reading: Reading, device_type: Optional[int] = None) -> Optional[Ha
     else:
         entry = table["by_c"].get(code.c) if code is not None else None
         if code is None or entry is None:
-            return HaClass(None, None, reading.unit)
+            return _plain(code, reading.unit)
         kind = _tables()["d"].get(str(code.d), {}).get("kind") if code.d is not None else None
         device_class = entry.get(kind) if kind else None
         if device_class is None:
             device_class, kind = entry.get("any"), "any"
     converted = _ha_unit(device_class, reading.unit) if device_class else None
     if device_class is None or converted is None:
-        return HaClass(None, None, reading.unit)
+        return _plain(code, reading.unit)
     state_class = table["state_class"].get(kind or "")
     if kind == "energy" and code.c in table["signed_energy_c"]:
         state_class = "total"
