@@ -266,6 +266,11 @@ def _identity_codes() -> Dict[Tuple[Optional[int], ...], Tuple[int, FrozenSet[Op
     return {tuple(int(g) for g in e["code"].split(".")): (rank, frozenset(e["a"])) for rank, e in enumerate(entries)}
 
 
+def _e_left_out(code: Obis) -> bool:
+    """A D0 short code that leaves out E (``0.0``, Kamstrup 382's meter number): read as E = 0."""
+    return code.a is None and code.e is None and code.d is not None
+
+
 @lru_cache(maxsize=1024)
 def identity_rank(code: Optional[Obis]) -> Optional[int]:
     """Where ``code`` stands in the one table of meter-identity codes (0 = best), or None when it
@@ -274,7 +279,7 @@ def identity_rank(code: Optional[Obis]) -> Optional[int]:
         return None
     table = _identity_codes()
     entry = table.get((code.c, code.d, code.e))
-    if entry is None and code.e is None and code.a is None:  # D0's short "0.0" (Kamstrup 382): E left out, 0
+    if entry is None and _e_left_out(code):  # D0's "0.0" (Kamstrup 382)
         entry = table.get((code.c, code.d, 0))
     if entry is None or code.a not in entry[1] or (code.a == 0 and code.b not in (None, 0)):
         return None
@@ -408,7 +413,7 @@ def describe(code: Obis, language: str = "en") -> Tuple[Optional[str], Optional[
     keys.append(cde)
     if code.e == 0:  # "96.1" names 96.1.0, not 96.1.1
         keys.append(f"{code.c}.{code.d}")
-    elif code.e is None and code.a is None and code.d is not None:  # D0's "0.0" is 0.0.0 (E left out)
+    elif _e_left_out(code):  # D0's "0.0" is 0.0.0
         keys.append(f"{code.c}.{code.d}.0")
     for key in keys:
         entry = t["specific"].get(key)
