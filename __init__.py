@@ -760,6 +760,9 @@ class DLMS(SmartPlugin):
             item(value, caller, self._port)
         for item in list(self._readout_items.values()):
             item(data.text, caller, self._port)
+
+    def _applied(self, data: MeterData) -> None:
+        """After ``_apply`` (and the success it belongs to): the status items, the discovery log once."""
         self._write_status(force=True)
         if not self._discovery_logged:
             self._discovery_logged = True
@@ -888,10 +891,11 @@ class _ItemsOutput(Output):
         return True
 
     def publish(self, data: MeterData) -> None:
-        self.plugin._on_data(data)
         due = self.limit.offer(data)
-        if due is not None:
-            self._write(due)
+        if due is None:
+            self.plugin._on_data(data)
+        else:
+            self._write(due, counted=data)
 
     def tick(self, now: float) -> None:
         due = self.limit.due()
@@ -901,15 +905,24 @@ class _ItemsOutput(Output):
     def publish_health(self, health: Health) -> None:
         self.plugin._on_health(health)
 
-    def _write(self, data: MeterData) -> None:
+    def _write(self, data: MeterData, counted: Optional[MeterData] = None) -> None:
+        """Write ``data`` into the items; ``counted``: the snapshot that just came, counted as a
+        success only once the items hold the values (a logic or test that sees the count or
+        ``connected`` change reads them from the items), before the status items are written."""
         plugin = self.plugin
         if not plugin.alive:
             return
         try:
             plugin._apply(data)
         except Exception as exc:  # a bug while writing items must not leave a status that says all is well
+            if counted is not None:
+                plugin._on_data(counted)
             plugin.logger.exception("unexpected error while writing items")
             plugin._record_error(exc, internal=True)
+            return
+        if counted is not None:
+            plugin._on_data(counted)
+        plugin._applied(data)
 
 
 class _Guarded(Output):

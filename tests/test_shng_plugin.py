@@ -940,6 +940,22 @@ def test_a_rate_limit_keeps_what_only_another_list_sent(shng: SmartHome) -> None
         hourly.stop()
 
 
+def test_a_push_is_counted_once_its_values_are_in_the_items(shng: SmartHome, push_meter: PushSimulator) -> None:
+    """Whoever sees ``successes`` or ``connected`` change (a logic, the web interface, a test's
+    wait) finds that push's values in the items: the count rose before the items were written, so
+    a reader could see the new count next to the last push's energy."""
+    items = dict(PUSH_ITEMS, probe={"type": "num", "dlms_obis_code": "1-0:1.8.0.255", "enforce_updates": True})
+    start(shng, {"dlms": listen_section(push_meter)}, items)
+    plugin = shng.plugin("dlms")
+    counted_at_write: List[int] = []
+    probe = shng.items.return_item("probe")
+    probe.add_method_trigger(lambda *_: counted_at_write.append(plugin.status()["successes"]))
+    for _ in range(3):
+        push_once(push_meter, shng)
+        assert value(shng, "probe") == int(sent(push_meter, "1-0:1.8.0.255"))
+    assert counted_at_write == [0, 1, 2]  # each push's write came before its count
+
+
 def test_victron_unavailable_plugin_keeps_working(shng: SmartHome, push_meter: PushSimulator, caplog,
                                                  monkeypatch) -> None:
     import sys
