@@ -298,8 +298,15 @@ def test_decode_of_a_capture_cut_out_of_a_running_line(capsys, tmp_path) -> None
         capture.write_bytes(whole[head:len(whole) - tail])
         code, lines, err = run_cli(capsys, "decode", "--file", str(capture), "--key", EK, "--auth-key", AK, "--json")
         assert code == 0 and len(lines) == pushes, (head, tail, err)
-        assert re.findall(r"^note: the capture (\w+) inside a message: \d+ bytes", err, re.M) == notes
+        said = re.findall(r"^note: (the capture began inside a message: \d+ bytes|at the end of the capture: the input "
+                          r"ended inside a frame \(\d+ bytes of it arrived\))", err, re.M)
+        assert ["began" if "began" in note else "ended" for note in said] == notes, err
         assert "error" not in err
+    # bytes after the last frame that are no frame (not the start of one) are said as such
+    capture.write_bytes(whole + b"\x00\x11\x22")
+    code, lines, err = run_cli(capsys, "decode", "--file", str(capture), "--key", EK, "--auth-key", AK, "--json")
+    assert code == 0 and len(lines) == 3
+    assert err == "note: at the end of the capture: 3 bytes after the last frame are no frame\n"
     capture.write_bytes(frames[0] + b"\x11\x22\x33" + frames[1] + frames[2][:-30])
     code, lines, err = run_cli(capsys, "decode", "--file", str(capture), "--key", EK, "--auth-key", AK, "--json")
     assert code == 1 and len(lines) == 2 and err.splitlines()[-1].startswith("error: 3 bytes of noise skipped")

@@ -214,8 +214,8 @@ def _edge_notes(lost: List[DlmsError], lead_in: Optional[DlmsError], at_end: Lis
     if lead_in is not None:
         edges.insert(0, lead_in)
     for exc in edges:
-        where = "began" if exc is lead_in else "ended"
-        print(f"note: the capture {where} inside a message: {exc.cause}", file=sys.stderr)
+        where = "the capture began inside a message" if exc is lead_in else "at the end of the capture"
+        print(f"note: {where}: {exc.cause}", file=sys.stderr)
     return [e for e in lost if not any(e is x for x in edges)]
 
 

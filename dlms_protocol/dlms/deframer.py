@@ -223,6 +223,11 @@ _DAMAGED = 3  # a frame whose error was reported: skip ``arg`` bytes without cou
 QUIET_REASON = "the line went quiet before its last segment: a later push's segments are never joined to it"
 
 
+
+def _bytes(count: int) -> str:
+    return f"{count} byte{'s' if count != 1 else ''}"
+
+
 class Deframer:
     """Stream deframer with auto-detection per frame; see the module docstring for the contract."""
 
@@ -304,12 +309,20 @@ class Deframer:
         # it (and never completed) is decided now, instead of being counted as noise
         self._decide(out)
         rest = len(self._buf) - self._ctx - self._buf.count(hdlc.FLAG, self._ctx)
-        self._noise += rest
+        tail = bytes(self._buf[self._ctx:])
+        arrived = len(tail.lstrip(b"\x7e")) + (tail[:1] == b"\x7e")  # (with its opening flag)
         self.skipped += rest
         self._consumed += len(self._buf)
         self._buf.clear()
         self._ctx = 0
-        self._flush_noise(out)
+        if self._noise:  # skipped since the last frame, and no frame came after them
+            count, self._noise = self._noise, 0
+            where = "after the last frame" if self.frames else "in the input"
+            out.append(FramingError(f"{_bytes(count)} {where} {'are' if count > 1 else 'is'} no frame",
+                                    "check baud rate, parity and wiring if this keeps happening"))
+        if rest > 0:  # what the buffer still held: the start of a frame that never ended
+            out.append(FramingError(f"the input ended inside a frame ({_bytes(arrived)} of it arrived)",
+                                    "a capture cut out of a running line ends so; else the sender stopped mid-frame"))
         self._drop_partial(out, "the input ended inside a segmented message")
         return out
 
@@ -435,7 +448,7 @@ class Deframer:
             self.skipped += noise
             self._drop_partial(out, "noise arrived between the frames of a segmented message")
 
-    def _flush_noise(self, out: List[Item]) -> None:
+    def _flush_noise(self, out: List[Item]) -> None:  # (noise that a frame followed)
         if self._noise:
             plural = "s" if self._noise > 1 else ""
             out.append(FramingError(f"{self._noise} byte{plural} of noise skipped between frames",
