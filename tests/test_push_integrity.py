@@ -339,6 +339,27 @@ def test_damaged_hcs_frame_cut_after_the_llc_is_not_taken_as_a_raw_apdu() -> Non
         assert msgs == [] and any(isinstance(e, errors.ChecksumError) for e in errs)
 
 
+@pytest.mark.parametrize("link", ["hdlc", "mbus"])
+def test_a_capture_begun_inside_a_frame_whose_next_one_is_damaged_hands_out_nothing_unverified(link: str) -> None:
+    """Listening began inside a frame (right at its APDU), and the next frame's first bytes were hit:
+    the APDU, followed by its frame's FCS and flag (M-Bus: checksum and stop byte), is that frame's
+    payload, which nothing verified. It was taken as a bare APDU when the byte after the flag was
+    no frame start (the fuzzer: 3 of 40 000 cases); in whole or in single bytes, nothing is taken."""
+    apdu = notification(2718)
+    if link == "hdlc":
+        frame = encode.hdlc_frame(encode.LLC + apdu)
+        next_frame = bytearray(encode.hdlc_frame(encode.LLC + notification(2719)))
+        next_frame[0] = 0x00  # its opening flag (the closing flag before it stays)
+    else:
+        frame = encode.mbus_telegrams(apdu)[0]
+        next_frame = bytearray(encode.mbus_telegrams(notification(2719))[0])
+        next_frame[0] = 0x00  # its start byte
+    capture = frame[frame.index(apdu):] + bytes(next_frame)
+    for reads in ([capture], [capture[i:i + 1] for i in range(len(capture))]):
+        msgs, _errs, _ = run(capture, ListenerConfig(port="-"), reads)
+        assert msgs == [], link
+
+
 def test_raw_notification_one_byte_per_read_is_walked_once(monkeypatch) -> None:
     """Item 7 (push): the structure walk resumes where it stopped; it does not start over per byte."""
     calls = [0]
