@@ -658,6 +658,8 @@ PROBLEM_TEMPLATES = (
     "add it in a profile (see dump)",
     "{code} value {value} is not a number, so dlms_unit/dlms_scale cannot apply: remove them for this item",
     "{code} is sent without a unit, so it cannot be converted to {unit}: use dlms_scale instead of dlms_unit",
+    "{code} is held back: below the last reading of this counter (damage that passed the checks, or a swapped "
+    "meter)",
     "value {value} of {code} is not a number for a num item: use a str item, or check the index of the list form",
     "value {value} of {code} is a {kind}, not a number: use a foo or str item",
     "value {value} of {code} is no 0/1 for a bool item: use a num item",

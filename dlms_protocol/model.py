@@ -355,6 +355,7 @@ COUNTERS: Dict[str, str] = {
     "plaintext_rejected": "plain messages where encryption is required",
     "incomplete_messages": "messages cut short",
     "callback_errors": "errors in a caller's callback", "output_errors": "failed output calls",
+    "counter_holds": "energy readings held back: below the counter's last one (counterguard)",
     # Victron D-Bus output
     "victron_updates": "D-Bus updates sent", "victron_disconnects": "meter shown as disconnected on D-Bus",
     "victron_map_errors": "snapshots the Victron mapping failed on", "victron_internal_errors": "D-Bus bugs caught",

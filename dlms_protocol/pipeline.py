@@ -34,6 +34,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .counterguard import CounterGuard
 from .derive import derive_all
 from .model import MeterData, Statistics
 from .ratelimit import Backoff
@@ -437,6 +438,7 @@ class Pipeline:
         self.outputs: List[Output] = list(outputs)
         self.stats = source.stats
         self._enrich = enricher
+        self._counters = CounterGuard(self.stats)  # (energy counters never go backwards: counterguard)
         self._clock = clock
         self.health = Health(Health.STARTING, source=source.name)
         self.last_data: Optional[MeterData] = None
@@ -480,7 +482,7 @@ class Pipeline:
     def feed(self, data: MeterData) -> MeterData:
         """A verified snapshot from the source: enrich once, mark healthy, publish everywhere."""
         try:
-            data = self._enrich(data)
+            data = self._enrich(self._counters.apply(data))
         except Exception:  # enrichment is optional; the verified values still go out
             self.stats.count("internal_errors")
             log.exception("enriching data from %s failed; publishing it without derived values", self.source.name)

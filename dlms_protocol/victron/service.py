@@ -405,7 +405,9 @@ class MeterService:
         A reading below the last published one (a bit error that passed every check, a swapped
         or reset meter) is held back and logged; it is published once ``COUNTER_CONFIRM``
         following readings stay below the old level and do not go backwards among themselves
-        (a new meter). A reading back at or above the old level drops the held ones."""
+        (a new meter). A reading back at or above the old level drops the held ones. The pipeline
+        does this for the meter's registers before any output (``counterguard``); here it holds
+        for the paths as published, a counter the mapping summed from the phases included."""
         out = changes
         for path in self.mapper.counter_paths.intersection(changes):  # (a few of a push's paths)
             value = changes[path]
