@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from decimal import Decimal
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Set, Tuple
 
 from .model import HELD_DETAIL, LayoutMemo, MeterData, Obis, Reading, Statistics
 from .units import parse_unit
@@ -51,13 +51,45 @@ def _counter_indexes(codes: Tuple[Optional[Obis], ...]) -> Tuple[int, ...]:
     return tuple(out)
 
 
+#: what ``CounterRule.offer`` says of a value
+PASS, BACK, HOLD, CONFIRMED = "pass", "back", "hold", "confirmed"
+
+
+class CounterRule:
+    """The rule itself, per key (a code, a D-Bus path): the last value passed on and the lower
+    ones held since. The guard below and the Victron output's D-Bus paths use it; each says why
+    in its own words."""
+
+    def __init__(self) -> None:
+        self.last: Dict[Hashable, Any] = {}
+        self.held: Dict[Hashable, List[Any]] = {}
+
+    def offer(self, key: Hashable, value: Any) -> Tuple[str, List[Any]]:
+        """PASS; BACK (passes, and the lower values held before are dropped: returned); HOLD (the
+        values held now, the first one alone the first time); CONFIRMED (passes: the held values
+        that confirmed the new level, this one last)."""
+        last = self.last.get(key)
+        if last is None or value >= last:
+            dropped = self.held.pop(key, [])
+            self.last[key] = value
+            return (BACK if dropped else PASS), dropped
+        held = self.held.setdefault(key, [])
+        if held and value < held[-1]:
+            held.clear()  # not even rising among themselves: start over
+        held.append(value)
+        if len(held) > CONFIRM:
+            del self.held[key]
+            self.last[key] = value
+            return CONFIRMED, held
+        return HOLD, held
+
+
 class CounterGuard:
     """Holds back a counter reading below the last one passed on (module docstring); one per source."""
 
     def __init__(self, stats: Optional[Statistics] = None) -> None:
         self.stats = stats
-        self._last: Dict[_Key, Decimal] = {}
-        self._held: Dict[_Key, List[Decimal]] = {}
+        self._rule = CounterRule()
         self._layouts = LayoutMemo(16)
         self._units: Dict[Optional[str], Optional[Decimal]] = {}
         self._warned: Set[_Key] = set()
@@ -100,28 +132,18 @@ class CounterGuard:
 
     def _passes(self, key: _Key, value: Decimal, scale: Decimal, reading: Reading) -> bool:
         """Record ``value`` (in the unit's base); False when it is to be held back."""
-        last = self._last.get(key)
-        if last is None or value >= last:
-            dropped = self._held.pop(key, None)
-            if dropped:
-                log.debug("%s is back at %s; the lower reading(s) before were discarded", reading.code, reading.value)
-            self._last[key] = value
-            return True
-        held = self._held.setdefault(key, [])
-        if held and value < held[-1]:
-            held.clear()  # not even rising among themselves: start over
-        held.append(value)
-        if len(held) > CONFIRM:
+        last: Decimal = self._rule.last.get(key, value)  # (HOLD: there is one)
+        verdict, held = self._rule.offer(key, value)
+        if verdict == BACK:
+            log.debug("%s is back at %s; the lower reading(s) before were discarded", reading.code, reading.value)
+        elif verdict == CONFIRMED:
             log.warning("%s went down and %d following readings confirmed it (meter swapped or register "
                         "rolled over?): passing on %s", reading.code, CONFIRM, reading.value)
-            del self._held[key]
-            self._last[key] = value
-            return True
-        if len(held) == 1:
+        elif verdict == HOLD and len(held) == 1:
             log.log(logging.DEBUG if key in self._warned else logging.WARNING,
                     "%s reads %s %s, below its last reading %s: held back until the next readings confirm it "
                     "(damage that passed the checks, or a swapped meter)", reading.code, reading.value,
                     reading.unit, last / scale)
             if len(self._warned) < 256:
                 self._warned.add(key)  # (the next ones at debug level: the statistics count them all)
-        return False
+        return verdict != HOLD

@@ -22,6 +22,7 @@ import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 
 from .. import __version__
+from ..counterguard import BACK, CONFIRM, CONFIRMED, HOLD, CounterRule
 from ..errors import TransportError
 from ..model import Statistics
 from ..ratelimit import Backoff
@@ -41,7 +42,6 @@ PRODUCT_ID = 0xFFFF  # "generic"; never a Victron product's ID (victron-dbus.md 
 DEFAULT_INSTANCE = 40
 PROCESS_NAME = "dlms_protocol"
 SETTINGS_WAIT = 60.0  # s to wait for localsettings before registering with the configured defaults
-COUNTER_CONFIRM = 3  # following lower readings that confirm a counter went down (meter swap)
 HUB4_MODE = "/Settings/CGwacs/Hub4Mode"  # ESS: 1 total of all phases, 2 individual phase, 3 external
 
 
@@ -126,8 +126,7 @@ class MeterService:
         self._lock = asyncio.Lock()
         self._tasks: Set["asyncio.Task[Any]"] = set()
         self._closing = False
-        self._counter_last: Dict[str, float] = {}  # counter path -> highest published value
-        self._counter_held: Dict[str, List[float]] = {}  # counter path -> lower readings held back
+        self._counters = CounterRule()  # counter path -> highest published value, lower ones held back
 
     # ------------------------------------------------------------- properties
     @property
@@ -403,34 +402,26 @@ class MeterService:
         """Energy counters never go backwards on D-Bus (VRM and the GUI sum their increments).
 
         A reading below the last published one (a bit error that passed every check, a swapped
-        or reset meter) is held back and logged; it is published once ``COUNTER_CONFIRM``
+        or reset meter) is held back and logged; it is published once ``counterguard.CONFIRM``
         following readings stay below the old level and do not go backwards among themselves
         (a new meter). A reading back at or above the old level drops the held ones. The pipeline
         does this for the meter's registers before any output (``counterguard``); here it holds
         for the paths as published, a counter the mapping summed from the phases included."""
         out = changes
+        rule = self._counters
         for path in self.mapper.counter_paths.intersection(changes):  # (a few of a push's paths)
             value = changes[path]
             if not isinstance(value, float):
                 continue
-            last = self._counter_last.get(path)
-            held = self._counter_held.get(path)
-            if last is None or value >= last:
-                if held:
-                    LOG.warning("victron: %s is back at %.3f; the lower reading(s) %s were discarded",
-                                path, value, ", ".join(f"{v:.3f}" for v in held))
-                    self._counter_held.pop(path, None)
-                self._counter_last[path] = value
-                continue
-            held = self._counter_held.setdefault(path, [])
-            if held and value < held[-1]:
-                held.clear()  # not even monotonic among themselves: start over
-            held.append(value)
-            if len(held) > COUNTER_CONFIRM:
+            last = rule.last.get(path)
+            verdict, held = rule.offer(path, value)
+            if verdict == BACK:
+                LOG.warning("victron: %s is back at %.3f; the lower reading(s) %s were discarded",
+                            path, value, ", ".join(f"{v:.3f}" for v in held))
+            elif verdict == CONFIRMED:
                 LOG.warning("victron: %s went down from %.3f to %.3f and %d readings confirmed it (meter "
-                            "swapped or reset?); publishing the new level", path, last, held[0], COUNTER_CONFIRM)
-                self._counter_held.pop(path, None)
-                self._counter_last[path] = value
+                            "swapped or reset?); publishing the new level", path, last, held[0], CONFIRM)
+            if verdict != HOLD:
                 continue
             if len(held) == 1:
                 LOG.warning("victron: %s reads %.3f, below the published %.3f: held back until the next "
