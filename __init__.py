@@ -912,16 +912,17 @@ class _ItemsOutput(Output):
         plugin = self.plugin
         if not plugin.alive:
             return
+        failed: Optional[Exception] = None
         try:
             plugin._apply(data)
         except Exception as exc:  # a bug while writing items must not leave a status that says all is well
-            if counted is not None:
-                plugin._on_data(counted)
-            plugin.logger.exception("unexpected error while writing items")
-            plugin._record_error(exc, internal=True)
-            return
+            failed = exc
         if counted is not None:
             plugin._on_data(counted)
+        if failed is not None:  # (after the success: the status says the error)
+            plugin.logger.error("unexpected error while writing items", exc_info=failed)
+            plugin._record_error(failed, internal=True)
+            return
         plugin._applied(data)
 
 

@@ -223,7 +223,6 @@ _DAMAGED = 3  # a frame whose error was reported: skip ``arg`` bytes without cou
 QUIET_REASON = "the line went quiet before its last segment: a later push's segments are never joined to it"
 
 
-
 def _bytes(count: int) -> str:
     return f"{count} byte{'s' if count != 1 else ''}"
 
@@ -450,8 +449,7 @@ class Deframer:
 
     def _flush_noise(self, out: List[Item]) -> None:  # (noise that a frame followed)
         if self._noise:
-            plural = "s" if self._noise > 1 else ""
-            out.append(FramingError(f"{self._noise} byte{plural} of noise skipped between frames",
+            out.append(FramingError(f"{_bytes(self._noise)} of noise skipped between frames",
                                     "check baud rate, parity and wiring if this keeps happening"))
             self._noise = 0
 
