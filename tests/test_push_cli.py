@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -240,6 +241,18 @@ def test_simulate_push_removes_its_link_when_terminated(tmp_path) -> None:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    assert not link.is_symlink() and not link.exists()
+
+
+def test_a_simulator_stopped_inside_its_start_removes_its_link(tmp_path) -> None:
+    """The SIGTERM of the test above can come while ``start()`` runs, before its thread started: the
+    fresh-clone CI (Python 3.8 matrix) saw ``stop()`` raise "cannot join thread before it is
+    started", exit 1 and the link left behind."""
+    link = tmp_path / "ttyPUSH"
+    sim = PushSimulator(wrapper="hdlc", seed=3)
+    sim.open_pty(str(link))
+    sim._thread = threading.Thread(target=sim._run, daemon=True)  # what start() had made, not started yet
+    sim.stop()
     assert not link.is_symlink() and not link.exists()
 
 

@@ -478,7 +478,10 @@ class PushSimulator:
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            try:
+                self._thread.join(timeout)
+            except RuntimeError:  # a signal (simulate-push's SIGTERM) ended start() before the thread ran
+                pass  # (if it runs after all, it sees the stop at once)
         self.unplug() if self._link else self.close_pty()
 
     def __enter__(self) -> "PushSimulator":
