@@ -226,6 +226,29 @@ def _import_only(imp: int, exp: int, phases: Any, amps: Any = ("1.0", "1.0", "1.
     return frame(*readings)
 
 
+def test_per_phase_import_rule_follows_each_layout_a_meter_sends() -> None:
+    """Where the rule's codes sit is worked out once per layout (the same code objects each push,
+    as a push decoder hands them out): two layouts in turn, each with its own order, and a meter
+    whose second list lacks the export total, all mapped by one Mapper."""
+    codes = {c: Obis.try_parse(f"1-0:{c}.7.0.255") for c in (1, 2, 21, 41, 61)}
+    first = (1, 2, 21, 41, 61)
+    turned = (61, 2, 41, 1, 21)  # the same codes, in another order
+    no_export = (21, 1, 41, 61)  # no total export: no exact split
+
+    def push(order: Any, imports: Any) -> MeterData:
+        values = {1: sum(imports), 2: 0, 21: imports[0], 41: imports[1], 61: imports[2]}
+        return frame(*(Reading(codes[c].dotted() or "", codes[c], Decimal(values[c]), "W") for c in order))
+
+    mapper = Mapper()
+    for n in range(4):  # (a layout is kept from its second push on)
+        for order in (first, turned):
+            imports = (100 + n, 200 + 2 * n, 300 + 3 * n)
+            v = mapper.map(push(order, imports)).values
+            assert (v["/Ac/L1/Power"], v["/Ac/L2/Power"], v["/Ac/L3/Power"]) == imports
+        v = mapper.map(push(no_export, (100, 200, 300))).values
+        assert "/Ac/L2/Power" not in v and "/Ac/Power" not in v  # (no net power without the export total)
+
+
 def test_per_phase_import_only_meter_with_one_exporting_phase_is_exact() -> None:
     """Found with the real dbus-systemcalc-py: simulate-push's default list (totals plus per-phase
     import) was split by U*|I| as soon as one phase exported, and L3 importing 270 W was published

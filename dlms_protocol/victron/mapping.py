@@ -79,7 +79,9 @@ MEASURED, DERIVED, TOTAL, ESTIMATED = "measured", "derived", "total", "estimated
 HUB4_INDIVIDUAL_PHASE = 2
 
 
-_Index = Dict[Tuple[int, Optional[int], Optional[int]], Reading]
+#: where the phase rules' codes sit in a snapshot (``Mapper._phase_sources``): total import, total
+#: export, each phase's import, each phase's export (None: not sent)
+_PhaseAt = Tuple[Optional[int], Optional[int], Tuple[Optional[int], ...], Tuple[Optional[int], ...]]
 _ONE = Decimal(1)
 #: snapshot layouts whose source choice is kept (Mapper._plan); a meter has one or a few
 _PLANS_MAX = 32
@@ -329,6 +331,8 @@ class Mapper:
         self._by_obis: Dict[Obis, List[Tuple[Source, int]]] = {}
         #: per snapshot layout the readings each source takes (``_plan``)
         self._plans = LayoutMemo(_PLANS_MAX)
+        #: per snapshot layout where the phase rules' codes sit (``_phase_sources``)
+        self._phase_at = LayoutMemo(_PLANS_MAX)
         self._told = Once()
         self._three_phase = False  # phase memory, see the class docstring
 
@@ -562,18 +566,24 @@ class Mapper:
                          hub4_mode or 0, "unknown"), hub4_mode)
         self.hub4_mode = hub4_mode
 
-    def _power_w(self, index: "_Index", pattern: Obis) -> Optional[Decimal]:
-        reading = index.get((pattern.c, pattern.d, pattern.e))
-        return self._convert(reading, self.paths["/Ac/Power"]) if reading is not None else None
+    def _power_w(self, readings: Tuple[Reading, ...], at: Optional[int]) -> Optional[Decimal]:
+        return self._convert(readings[at], self.paths["/Ac/Power"]) if at is not None else None
 
-    def _index(self, data: MeterData) -> "_Index":
-        """C.D.E -> the first current (F 255) reading of an electricity medium (the rules' codes have no A-B)."""
-        out: _Index = {}
-        for reading in data.readings:
-            code = reading.obis
+    def _phase_sources(self, codes: Tuple[Optional[Obis], ...]) -> _PhaseAt:
+        """Where the phase rules' codes sit: the first current (F 255) reading of an electricity
+        medium with that C.D.E (the rules' codes have no A-B). It follows from the codes alone, so
+        it is worked out once per layout (``model.LayoutMemo``), not on every push."""
+        first: Dict[Tuple[int, Optional[int], Optional[int]], int] = {}
+        for i, code in enumerate(codes):
             if code is not None and (code.a is None or code.a in self._media) and code.f in (None, 255):
-                out.setdefault((code.c, code.d, code.e), reading)
-        return out
+                first.setdefault((code.c, code.d, code.e), i)
+
+        def at(pattern: Obis) -> Optional[int]:
+            return first.get((pattern.c, pattern.d, pattern.e))
+
+        rules = self.rules
+        return (at(rules.total_import), at(rules.total_export), tuple(map(at, rules.phase_import)),
+                tuple(map(at, rules.phase_export)))
 
     def _phase_power(self, data: MeterData, values: Dict[str, Decimal], phases: Set[int], out: Mapped) -> None:
         """Rules 2-4 of the module docstring, for a frame with total power but no phase power."""
@@ -623,18 +633,18 @@ class Mapper:
     def _phase_imports(self, data: MeterData, phases: Set[int]) -> Optional[Tuple[Decimal, List[Decimal]]]:
         """(total import - total export, the import of each phase from L1 on) of a frame with
         per-phase import but no per-phase export; None for any other frame."""
-        rules = self.rules
-        index = self._index(data)
-        total, export = self._power_w(index, rules.total_import), self._power_w(index, rules.total_export)
+        readings = data.readings
+        total_at, export_at, import_at, phase_export_at = self._phase_at.get(readings, self._phase_sources)
+        total, export = self._power_w(readings, total_at), self._power_w(readings, export_at)
         if total is None or export is None or total < 0 or export < 0:
             return None
-        imports = [self._power_w(index, code) for code in rules.phase_import]
+        imports = [self._power_w(readings, at) for at in import_at]
         n = 0
         while n < len(imports) and imports[n] is not None:
             n += 1
         if n == 0 or any(v is not None for v in imports[n:]) or (phases and max(phases) > n):
             return None  # no imports, a gap, or phases the imports do not cover
-        if any(self._power_w(index, code) is not None for code in rules.phase_export[:n]):
+        if any(self._power_w(readings, at) is not None for at in phase_export_at[:n]):
             return None  # per-phase export sent: import - export is exact already (or a part is missing)
         got: List[Decimal] = imports[:n]  # type: ignore[assignment]
         if any(v < 0 for v in got):
