@@ -36,18 +36,22 @@ _BASES = frozenset(("Wh", "varh", "VAh"))
 _ONE = Decimal(1)
 HELD_TEXT = "held back: below the last reading of this counter (damage that passed the checks, or a swapped meter)"
 
-_Key = Tuple[Optional[str], Obis]
+#: a code's groups (A, B, C, D, E, F), and a counter's key: the meter id and its code
+_Code = Tuple[Optional[int], ...]
+_Key = Tuple[Optional[str], _Code]
 
 
-def _counter_indexes(codes: Tuple[Optional[Obis], ...]) -> Tuple[int, ...]:
-    """Positions of the cumulative energy registers among a snapshot's codes: the first of a code
-    that comes twice (the one items take; a second one, an older value, is not judged)."""
+def _counter_indexes(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[int, _Code], ...]:
+    """Positions of the cumulative energy registers among a snapshot's codes, each with its code
+    as a tuple (a key hashed in C: ``Obis.__hash__`` is a Python call per lookup, three per counter
+    and push): the first of a code that comes twice (the one items take; a second one, an older
+    value, is not judged)."""
     seen = set()
     out = []
     for i, code in enumerate(codes):
         if code is not None and code.d == 8 and code.a in (None, 1) and code.c not in _NET and code not in seen:
             seen.add(code)
-            out.append(i)
+            out.append((i, (code.a, code.b, code.c, code.d, code.e, code.f)))
     return tuple(out)
 
 
@@ -98,16 +102,24 @@ class CounterGuard:
         """``data``, with each counter reading that went backwards held back."""
         readings = data.readings
         held: List[int] = []
-        for i in self._layouts.get(readings, _counter_indexes):
+        units, last_of, held_of = self._units, self._rule.last, self._rule.held
+        meter_id = data.meter_id
+        for i, code in self._layouts.get(readings, _counter_indexes):
             reading = readings[i]
             value = reading.value
             if reading.derived or not isinstance(value, Decimal) or not value.is_finite():
                 continue
-            scale = self._scale(reading.unit)
+            unit = reading.unit
+            scale = units[unit] if unit in units else self._scale(unit)
             if scale is None:
                 continue
             base = value if scale is _ONE else value * scale
-            if not self._passes((data.meter_id, reading.obis), base, scale, reading):  # type: ignore[arg-type]
+            key = (meter_id, code)
+            last = last_of.get(key)
+            if last is not None and base >= last and key not in held_of:
+                last_of[key] = base  # (CounterRule.offer's PASS, inline: every counter of every push)
+                continue
+            if not self._passes(key, base, scale, reading):
                 held.append(i)
         if not held:
             return data
