@@ -102,24 +102,16 @@ class CounterGuard:
         """``data``, with each counter reading that went backwards held back."""
         readings = data.readings
         held: List[int] = []
-        units, last_of, held_of = self._units, self._rule.last, self._rule.held
-        meter_id = data.meter_id
         for i, code in self._layouts.get(readings, _counter_indexes):
             reading = readings[i]
             value = reading.value
             if reading.derived or not isinstance(value, Decimal) or not value.is_finite():
                 continue
-            unit = reading.unit
-            scale = units[unit] if unit in units else self._scale(unit)
+            scale = self._scale(reading.unit)
             if scale is None:
                 continue
             base = value if scale is _ONE else value * scale
-            key = (meter_id, code)
-            last = last_of.get(key)
-            if last is not None and base >= last and key not in held_of:
-                last_of[key] = base  # (CounterRule.offer's PASS, inline: every counter of every push)
-                continue
-            if not self._passes(key, base, scale, reading):
+            if not self._passes((data.meter_id, code), base, scale, reading):
                 held.append(i)
         if not held:
             return data

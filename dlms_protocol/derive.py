@@ -100,9 +100,7 @@ def _written_as(result: Tuple[Obis, str], part: Reading) -> Tuple[Obis, str]:
 
 def _difference(result: Tuple[Obis, str], plus: Reading, minus: Reading, derived: bool) -> Optional[Reading]:
     """plus - minus as a reading of ``result`` (its code and text), or None when not exactly known."""
-    pv, mv = plus.value, minus.value  # (Reading.numeric's Decimal case without its call: every push)
-    p = pv if isinstance(pv, Decimal) else plus.numeric()
-    m = mv if isinstance(mv, Decimal) else minus.numeric()
+    p, m = plus.numeric(), minus.numeric()
     fp, fm = _in_watts(plus.unit), _in_watts(minus.unit)
     if p is None or m is None or fp is None or fm is None or not (p.is_finite() and m.is_finite()):
         return None
