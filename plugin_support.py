@@ -660,6 +660,8 @@ PROBLEM_TEMPLATES = (
     "{code} is sent without a unit, so it cannot be converted to {unit}: use dlms_scale instead of dlms_unit",
     "{code} is held back: below the last reading of this counter (damage that passed the checks, or a swapped "
     "meter)",
+    "{code} is held back: further above the last reading of this counter than any supply draws in the time since "
+    "(damage that passed the checks)",
     "value {value} of {code} is not a number for a num item: use a str item, or check the index of the list form",
     "value {value} of {code} is a {kind}, not a number: use a foo or str item",
     "value {value} of {code} is no 0/1 for a bool item: use a num item",

@@ -356,6 +356,8 @@ COUNTERS: Dict[str, str] = {
     "incomplete_messages": "messages cut short",
     "callback_errors": "errors in a caller's callback", "output_errors": "failed output calls",
     "counter_holds": "energy readings held back: below the counter's last one (counterguard)",
+    "counter_rises": "energy readings held back: further above the counter's last one than any supply draws "
+                     "(counterguard)",
     # Victron D-Bus output
     "victron_updates": "D-Bus updates sent", "victron_disconnects": "meter shown as disconnected on D-Bus",
     "victron_map_errors": "snapshots the Victron mapping failed on", "victron_internal_errors": "D-Bus bugs caught",
