@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from dlms_protocol.errors import ConfigurationError
-from dlms_protocol.model import MeterData, Reading
+from dlms_protocol.counterguard import HELD_TEXT
+from dlms_protocol.model import HELD_DETAIL, MeterData, Reading
 from dlms_protocol.obis import Obis
 from dlms_protocol.victron.mapping import DERIVED, ESTIMATED, MEASURED, TOTAL, Mapper
 from helpers import corpus_files, load_json
@@ -444,6 +445,21 @@ def test_totals_derived_from_complete_phase_sets() -> None:
     assert v["/Ac/Voltage"] == approx(232.0)
     partial = Mapper().map(frame(R("36.7.0", 100, "W"), R("76.7.0", 25, "W"))).values
     assert "/Ac/Power" not in partial  # L2 missing: no total
+
+
+def test_a_held_back_total_counter_is_not_replaced_by_the_phases_sum() -> None:
+    """The meter's balanced import total (1.8.0) is below the sum of its phases' imports while one
+    phase exports: with 1.8.0 held back (counterguard), the phases' sum on /Ac/Energy/Forward was
+    another quantity, a jump up and a fall the push after. The path keeps its last value."""
+    phases = (R("1-0:21.8.0.255", 400, "kWh"), R("1-0:41.8.0.255", 300, "kWh"), R("1-0:61.8.0.255", 200, "kWh"))
+    sent = Mapper().map(frame(R("1-0:1.8.0.255", 850, "kWh"), R("1-0:2.8.0.255", 90, "kWh"), *phases)).values
+    assert sent["/Ac/Energy/Forward"] == 850.0 and sent["/Ac/L1/Energy/Forward"] == 400.0
+    held = Reading("1-0:1.8.0.255", Obis.parse("1-0:1.8.0.255"), None, "kWh", details=((HELD_DETAIL, HELD_TEXT),))
+    mapped = Mapper().map(frame(held, R("1-0:2.8.0.255", 90, "kWh"), *phases))
+    assert "/Ac/Energy/Forward" not in mapped.values and "/Ac/Energy/Forward" not in mapped.withheld
+    assert mapped.values["/Ac/L1/Energy/Forward"] == 400.0 and mapped.values["/Ac/Energy/Reverse"] == 90.0
+    # a meter that sends no total still gets the phases' sum
+    assert Mapper().map(frame(*phases)).values["/Ac/Energy/Forward"] == 900.0
 
 
 # --------------------------------------------------------------------- overrides

@@ -451,7 +451,7 @@ class Mapper:
     # -------------------------------------------------------------------- map
     def map(self, data: MeterData) -> Mapped:
         """Map one verified snapshot; absent paths are simply not in the result."""
-        values, texts, sign_from, derived = self._collect(data)
+        values, texts, sign_from, derived, held = self._collect(data)
         out = Mapped()
         for path in _PHASE_POWER.intersection(values):  # (the few phase powers, not a test per path)
             out.labels[path] = DERIVED if path in derived else MEASURED
@@ -459,7 +459,7 @@ class Mapper:
         phases: Set[int] = set(map(_phase_of, (*values, *texts)))  # type: ignore[arg-type]
         phases.discard(None)  # type: ignore[arg-type]
         self._phase_power(data, values, phases, out)
-        self._derive(values, phases)
+        self._derive(values, phases, held)
         # a multi-phase meter's total on L1 or an estimated split is not that phase's measured power:
         # no current sign or power factor from it
         multi = max(phases, default=0) > 1
@@ -529,13 +529,17 @@ class Mapper:
                     best[src] = (rank, i)
         return tuple((src, i) for src, (_rank, i) in best.items())
 
-    def _collect(self, data: MeterData) -> Tuple[Dict[str, Decimal], Dict[str, str], Dict[str, str], Set[str]]:
-        """The best reading per source, converted: (values per path, texts, sign sources, derived paths)."""
+    def _collect(self, data: MeterData) -> Tuple[Dict[str, Decimal], Dict[str, str], Dict[str, str], Set[str],
+                                                 Set[str]]:
+        """The best reading per source, converted: (values per path, texts, sign sources, derived
+        paths, paths whose reading is held back: nothing is derived for them from other readings,
+        so the bus keeps their last value)."""
         readings = data.readings
         values: Dict[str, Decimal] = {}
         texts: Dict[str, str] = {}
         sign_from: Dict[str, str] = {}
         derived: Set[str] = set()
+        held: Set[str] = set()
         factors = self._factors
         numbers, words = self._plan(readings)
         for path, i, spec, unit, sign, source in numbers:
@@ -545,6 +549,8 @@ class Mapper:
             if not (isinstance(value, Decimal) and factors.get((unit, reading.unit)) is _ONE and value.is_finite()):
                 value = self._convert(reading, spec)
                 if value is None:
+                    if reading.value is None and HELD_DETAIL in dict(reading.details):
+                        held.add(path)
                     continue
             values[path] = value if sign == 1 else value * sign  # (the same number either way)
             if reading.derived:
@@ -555,7 +561,7 @@ class Mapper:
             text = self._text(readings[i])
             if text is not None:
                 texts[path] = text
-        return values, texts, sign_from, derived
+        return values, texts, sign_from, derived, held
 
     # ------------------------------------------------------------ phase power
     def set_ess_mode(self, hub4_mode: Optional[int]) -> None:
@@ -778,7 +784,9 @@ class Mapper:
         LOG.log(logging.INFO if first else logging.DEBUG, "victron: phase power %s (%s)", text,
                 "; ".join(f"{lab}: {notes[lab]}" for lab in used))
 
-    def _derive(self, values: Dict[str, Decimal], phases: Set[int]) -> None:
+    def _derive(self, values: Dict[str, Decimal], phases: Set[int], held: Set[str]) -> None:
+        """Totals from the phases where the meter sends none (not where it sends one that is held
+        back: a sum of the phases' import is another quantity than a balanced total)."""
         top = max(phases) if phases else 0
 
         def per_phase(names: Tuple[str, ...]) -> Optional[List[Decimal]]:
@@ -793,6 +801,8 @@ class Mapper:
                 values["/Ac/Power"] = sum(got, Decimal(0))
         for direction in ("Forward", "Reverse"):
             total = f"/Ac/Energy/{direction}"
+            if total in held:
+                continue
             if total not in values:
                 got = per_phase(_ENERGY[direction])
                 if got is not None:
