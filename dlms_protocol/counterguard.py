@@ -122,8 +122,8 @@ class CounterRule:
                  step: Optional[Callable[[], Any]]) -> bool:
         """Whether ``rise`` since the value passed at ``since`` is more than the supply can add
         by ``t`` (a clock that went back allows nothing but one step)."""
-        if self.max_rise is None or t is None or since is None:
-            return False
+        if not rise or self.max_rise is None or t is None or since is None:
+            return False  # (an unchanged counter, most pushes: no arithmetic)
         allowed = self.max_rise * Decimal(max(0.0, t - since))
         return rise > allowed and (step is None or rise > allowed + step())
 
