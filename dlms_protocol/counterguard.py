@@ -44,7 +44,7 @@ CONFIRM = 3
 #: counter that rose faster was hit; one of a site drawing more is passed on a few readings late
 MAX_POWER_W = 10_000_000
 #: the same per second, in the base units the counters are compared in (Wh, varh, VAh)
-_MAX_RISE = Decimal(MAX_POWER_W) / 3600
+_MAX_RISE = MAX_POWER_W / 3600
 #: net energy (import minus export): falls while exporting
 _NET = frozenset((16, 36, 56, 76))
 _BASES = frozenset(("Wh", "varh", "VAh"))
@@ -82,7 +82,7 @@ class CounterRule:
     own words. ``max_rise``: the most a value may rise per second (``offer`` with a time); None
     (the D-Bus paths, behind the guard): any rise passes."""
 
-    def __init__(self, max_rise: Optional[Decimal] = None) -> None:
+    def __init__(self, max_rise: Optional[float] = None) -> None:
         self.max_rise = max_rise
         self.last: Dict[Hashable, Any] = {}
         self.since: Dict[Hashable, float] = {}  # the time of the last value passed on (offers with one)
@@ -97,11 +97,15 @@ class CounterRule:
         CONFIRMED (passes: the held values that confirmed the new level, this one last)."""
         last = self.last.get(key)
         if last is None or value >= last:
-            if last is not None and self._too_far(value - last, t, self.since.get(key), step):
-                return self._rise(key, value, t, step)  # type: ignore[arg-type]  # (_too_far: t is set)
-            dropped = self.held.pop(key, []) + [v for v, _ in self.rising.pop(key, ())]
-            self._pass(key, value, t)
-            return (BACK if dropped else PASS), dropped
+            if (last is not None and value != last and t is not None
+                    and self._too_far(value - last, t, self.since.get(key), step)):
+                return self._rise(key, value, t, step)
+            self.last[key] = value
+            if t is not None:
+                self.since[key] = t
+            if key not in self.held and key not in self.rising:  # (the usual push: nothing held)
+                return PASS, []
+            return BACK, self.held.pop(key, []) + [v for v, _ in self.rising.pop(key, ())]
         self.rising.pop(key, None)  # (below the old level: no new level confirmed)
         held = self.held.setdefault(key, [])
         if held and value < held[-1]:
@@ -118,14 +122,14 @@ class CounterRule:
         if t is not None:
             self.since[key] = t
 
-    def _too_far(self, rise: Any, t: Optional[float], since: Optional[float],
-                 step: Optional[Callable[[], Any]]) -> bool:
+    def _too_far(self, rise: Any, t: float, since: Optional[float], step: Optional[Callable[[], Any]]) -> bool:
         """Whether ``rise`` since the value passed at ``since`` is more than the supply can add
-        by ``t`` (a clock that went back allows nothing but one step)."""
-        if not rise or self.max_rise is None or t is None or since is None:
-            return False  # (an unchanged counter, most pushes: no arithmetic)
-        allowed = self.max_rise * Decimal(max(0.0, t - since))
-        return rise > allowed and (step is None or rise > allowed + step())
+        by ``t`` (a clock that went back allows nothing but one step). In floats: a physical
+        bound, not a value that is passed on."""
+        if self.max_rise is None or since is None:
+            return False
+        allowed = self.max_rise * (t - since if t > since else 0.0)
+        return float(rise) > allowed and (step is None or float(rise) > allowed + float(step()))
 
     def _rise(self, key: Hashable, value: Any, t: float, step: Optional[Callable[[], Any]]) -> Tuple[str, List[Any]]:
         self.held.pop(key, None)  # (lower values held before: no swap, the counter went on)
