@@ -151,7 +151,8 @@ def _resolution(value: Any, scale: Decimal) -> Decimal:
 
 
 class CounterGuard:
-    """Holds back a counter reading below the last one passed on (module docstring); one per source."""
+    """Holds back a counter reading below the last one passed on, or further above it than a
+    supply draws (module docstring); one per source."""
 
     def __init__(self, stats: Optional[Statistics] = None) -> None:
         self.stats = stats
@@ -161,7 +162,7 @@ class CounterGuard:
         self._warned: Set[Tuple[_Key, str]] = set()
 
     def apply(self, data: MeterData) -> MeterData:
-        """``data``, with each counter reading that went backwards held back."""
+        """``data``, with each counter reading that went backwards or rose too fast held back."""
         readings = data.readings
         held: List[Tuple[int, str]] = []
         for i, code in self._layouts.get(readings, _counter_indexes):
