@@ -74,6 +74,14 @@ def _counter_indexes(codes: Tuple[Optional[Obis], ...]) -> Tuple[Tuple[int, _Cod
 
 #: what ``CounterRule.offer`` says of a value
 PASS, BACK, HOLD, RISE, CONFIRMED = "pass", "back", "hold", "rise", "confirmed"
+#: a held-back verdict's item detail, statistic and log line (after "<code> reads <value> <unit>, ")
+_HELD = {
+    HOLD: (HELD_TEXT, "counter_holds", "below its last reading %s: held back until the next readings confirm it "
+                                       "(damage that passed the checks, or a swapped meter)"),
+    RISE: (RISE_TEXT, "counter_rises", f"further above its last reading %s than {MAX_POWER_W / 1e6:g} MW draw in the "
+                                       "time since: held back until the next readings confirm it (damage that "
+                                       "passed the checks)"),
+}
 
 
 class CounterRule:
@@ -100,9 +108,7 @@ class CounterRule:
             if (last is not None and value != last and t is not None
                     and self._too_far(value - last, t, self.since.get(key), step)):
                 return self._rise(key, value, t, step)
-            self.last[key] = value
-            if t is not None:
-                self.since[key] = t
+            self._pass(key, value, t)
             if key not in self.held and key not in self.rising:  # (the usual push: nothing held)
                 return PASS, []
             return BACK, self.held.pop(key, []) + [v for v, _ in self.rising.pop(key, ())]
@@ -183,13 +189,10 @@ class CounterGuard:
             return data
         out = list(readings)
         for i, verdict in held:
-            text = HELD_TEXT if verdict == HOLD else RISE_TEXT
+            text, stat, _ = _HELD[verdict]
             out[i] = replace(readings[i], value=None, details=readings[i].details + ((HELD_DETAIL, text),))
-        if self.stats is not None:
-            for verdict in (HOLD, RISE):
-                n = sum(1 for _, v in held if v == verdict)
-                if n:
-                    self.stats.count("counter_holds" if verdict == HOLD else "counter_rises", n)
+            if self.stats is not None:
+                self.stats.count(stat)
         return data.with_readings(tuple(out))
 
     def _scale(self, unit: Optional[str]) -> Optional[Decimal]:
@@ -217,15 +220,9 @@ class CounterGuard:
                         "down" if value < last else "up", CONFIRM,
                         "meter swapped or register rolled over?" if value < last else
                         f"meter swapped, or a supply of more than {MAX_POWER_W / 1e6:g} MW?", reading.value)
-        elif len(held) == 1 and verdict in (HOLD, RISE):
-            if verdict == HOLD:
-                why = "below its last reading %s: held back until the next readings confirm it (damage that passed " \
-                      "the checks, or a swapped meter)"
-            else:
-                why = (f"further above its last reading %s than {MAX_POWER_W / 1e6:g} MW draw in the time since: held "
-                       "back until the next readings confirm it (damage that passed the checks)")
-            log.log(logging.DEBUG if (key, verdict) in self._warned else logging.WARNING, "%s reads %s %s, " + why,
-                    reading.code, reading.value, reading.unit, last / scale)
+        elif len(held) == 1 and verdict in _HELD:
+            log.log(logging.DEBUG if (key, verdict) in self._warned else logging.WARNING,
+                    "%s reads %s %s, " + _HELD[verdict][2], reading.code, reading.value, reading.unit, last / scale)
             if len(self._warned) < 256:
                 self._warned.add((key, verdict))  # (the next ones at debug level: the statistics count them all)
-        return verdict if verdict in (HOLD, RISE) else None
+        return verdict if verdict in _HELD else None

@@ -15,7 +15,7 @@ import datetime as _dt
 import re
 from typing import List, Optional, Tuple
 
-from .model import HELD_DETAIL, MeterData, Reading
+from .model import MeterData, Reading
 
 _SAFE = re.compile(r"[^a-z0-9_]+")
 #: value group C of abstract objects (IEC 62056-61): identifiers, clock, status, errors, profiles
@@ -64,7 +64,7 @@ def items_snippet(data: MeterData, instance: str = "", root: str = "meter", lang
         name = _item_name(reading, taken)
         if reading.obis is not None and reading.obis.c in _ABSTRACT:
             typ = "str"  # serial numbers, times, status words: digits, but no quantity
-        elif reading.numeric() is not None or (reading.value is None and HELD_DETAIL in dict(reading.details)):
+        elif reading.numeric() is not None or reading.held:
             typ = "num"  # (a value held back for now is a number whenever it comes: a held counter, a garbled power)
         elif isinstance(reading.value, (_dt.datetime, _dt.date, _dt.time)):
             typ = "foo"

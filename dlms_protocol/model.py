@@ -137,6 +137,12 @@ class Reading:
     def name(self) -> Optional[str]:
         return self.meaning()
 
+    @property
+    def held(self) -> bool:
+        """No value now, held back by a rule that says why (``HELD_DETAIL``): a number whenever it
+        comes, and not to be replaced by one made from other readings."""
+        return self.value is None and any(label == HELD_DETAIL for label, _ in self.details)
+
     def meaning(self, language: str = "en") -> Optional[str]:
         """The name of what the value is: the code's (``Obis.name``), except where the meter's maker
         documents the code as signed net power (``SIGNED_NET_DETAIL``: EasyMeter's 1.7.255 is no

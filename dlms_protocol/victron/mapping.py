@@ -59,7 +59,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from .. import DATA_DIR
 from .. import units as _units
 from ..errors import ConfigurationError
-from ..model import HELD_DETAIL, LayoutMemo, MeterData, Reading, value_text
+from ..model import LayoutMemo, MeterData, Reading, value_text
 from ..obis import Obis, identity_rank
 from ..ratelimit import Once
 
@@ -393,7 +393,7 @@ class Mapper:
             return num  # a number in the path's unit: the usual case of every push, without the checks below
         num = reading.numeric()
         if num is None and reading.value is None:
-            if HELD_DETAIL not in dict(reading.details):  # (a held-back counter: the decoder logs why)
+            if not reading.held:  # (a held-back counter: the decoder logs why)
                 self._warn_once((spec.path, "unscaled"), "victron: %s (%s) arrives without a known scaler (raw %r); "
                                 "%s stays empty - a meter profile must give it (see the dump command)",
                                 reading.code, reading.name or "", reading.raw, spec.path)
@@ -549,7 +549,7 @@ class Mapper:
             if not (isinstance(value, Decimal) and factors.get((unit, reading.unit)) is _ONE and value.is_finite()):
                 value = self._convert(reading, spec)
                 if value is None:
-                    if reading.value is None and HELD_DETAIL in dict(reading.details):
+                    if reading.held:
                         held.add(path)
                     continue
             values[path] = value if sign == 1 else value * sign  # (the same number either way)
